@@ -1,0 +1,76 @@
+/* The record every datapath program writes to the events ring buffer.
+ * Layout is fixed and little-endian; datapath/event.go decodes it.
+ * Numbering follows Hubble/Cilium so events map straight onto flow.Flow. */
+#pragma once
+
+/* type: Cilium monitor message types. */
+#define LOUPE_EVENT_DROP 1
+#define LOUPE_EVENT_TRACE 4
+#define LOUPE_EVENT_POLICY_VERDICT 9
+
+/* obs_point: Cilium trace observation points. */
+#define LOUPE_OBS_TO_LXC 0   /* to the pod: TCX egress on the host veth */
+#define LOUPE_OBS_FROM_LXC 5 /* from the pod: XDP / TCX ingress on the host veth */
+
+/* verdict: flow.Verdict. */
+#define LOUPE_VERDICT_FORWARDED 1
+#define LOUPE_VERDICT_DROPPED 2
+
+/* drop_reason: flow.DropReason. */
+#define LOUPE_DROP_INVALID_SOURCE_IP 132
+#define LOUPE_DROP_POLICY_DENIED 133
+#define LOUPE_DROP_INVALID_PACKET 134
+
+/* direction: flow.TrafficDirection, seen from the endpoint. */
+#define LOUPE_DIR_INGRESS 1 /* to the pod */
+#define LOUPE_DIR_EGRESS 2  /* from the pod */
+
+/* flags */
+#define LOUPE_EF_REPLY 0x01    /* conntrack: packet goes against the connection's first direction */
+#define LOUPE_EF_CT_NEW 0x02   /* first packet of a connection */
+#define LOUPE_EF_PERIODIC 0x04 /* periodic record of a long-lived connection */
+#define LOUPE_EF_XDP 0x08      /* emitted by the XDP program */
+
+/* match_type: Cilium policy match types (monitor/api). */
+#define LOUPE_MATCH_NONE 0
+#define LOUPE_MATCH_L3_ONLY 1
+#define LOUPE_MATCH_L3_L4 2
+#define LOUPE_MATCH_L4_ONLY 3
+#define LOUPE_MATCH_ALL 4
+
+#define LOUPE_EVENT_DATA_LEN 128
+
+struct loupe_event {
+	__u64 ts_ns; /* bpf_ktime_get_boot_ns() */
+	__u8 type;
+	__u8 obs_point;
+	__u8 verdict;
+	__u8 drop_reason;
+	__u8 family; /* 4 or 6 */
+	__u8 proto;  /* IPPROTO_* */
+	__u8 tcp_flags;
+	__u8 flags;
+	__u32 ifindex; /* host-side veth */
+	__u32 ep_id;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u8 saddr[16]; /* IPv4 uses the first 4 bytes */
+	__u8 daddr[16];
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 match_type;
+	__u8 direction;
+	__u32 policy_id; /* rule that allowed or denied, 0 for none */
+	__u32 pkt_len;   /* length of the whole packet */
+	__u32 cap_len;   /* bytes of data[] that hold packet bytes, from the Ethernet header */
+	__u32 _pad;
+	__u64 packets_fwd; /* conntrack counters at the time of the event */
+	__u64 bytes_fwd;
+	__u64 packets_rev;
+	__u64 bytes_rev;
+	__u8 data[LOUPE_EVENT_DATA_LEN];
+};
+
+_Static_assert(sizeof(struct loupe_event) == 248, "loupe_event layout changed: update datapath/event.go");
