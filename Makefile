@@ -1,0 +1,47 @@
+# loupe — build, generate, test, demo, bench.
+SHELL := /bin/bash
+GO ?= go
+VERSION := $(shell cat VERSION)
+LDFLAGS := -s -w -X github.com/loupe-project/loupe/internal/version.Version=$(VERSION)
+BIN := bin
+GOTEST_FLAGS ?= -count=1 -timeout 45m
+
+.PHONY: all build generate check-generated deps test test-unit demo bench bench-quick tools clean
+
+all: build
+
+deps:
+	@if [ "$$(id -u)" = 0 ]; then scripts/install-deps.sh; else echo "deps: not root, skipping apt/mounts" >&2; fi
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+$(BIN)/tools/protoc-gen-go $(BIN)/tools/protoc-gen-go-grpc:
+	$(GO) build -o $(BIN)/tools/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+# Regenerates the BPF objects (bpf2go) and the endpoint API (protoc).
+generate: $(BIN)/tools/protoc-gen-go $(BIN)/tools/protoc-gen-go-grpc
+	$(GO) generate ./datapath/... ./api/...
+
+# Fails when the committed generated files differ from a fresh generation.
+check-generated: generate
+	@git diff --exit-code --stat -- datapath api || { echo "generated files are stale: run make generate and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- datapath api)" || { git status --short -- datapath api; echo "untracked generated files: commit them" >&2; exit 1; }
+
+# Builds the stock hubble CLI and Hubble Relay (for compatibility tests), cached by version.
+tools:
+	test/tools/build.sh
+
+# The test command: installs what it needs, then runs every test. Privileged
+# tests (TestPrivileged*) need root and skip without it.
+test: deps build tools
+	LOUPE_BIN=$(CURDIR)/$(BIN) LOUPE_REQUIRE_TOOLS=$${LOUPE_REQUIRE_TOOLS:-1} $(GO) test $(GOTEST_FLAGS) ./...
+
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+demo: deps build
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BIN) bench/out

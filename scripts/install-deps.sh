@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing loupe needs on a fresh Debian machine,
+# and mounts the kernel filesystems the datapath uses. Safe to run twice.
+set -euo pipefail
+
+pkgs=(clang llvm libbpf-dev bpftool iproute2 iperf3 iputils-ping ethtool protobuf-compiler make git)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "installing: ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# bpffs and tracefs: the agent mounts bpffs under its own --bpf-root, but
+# tools and tests expect the standard mounts to exist too.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+if ! mountpoint -q /sys/kernel/tracing; then
+	mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
