@@ -1,0 +1,74 @@
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+)
+
+// agent is a connection to the node's loupe-agent endpoint API.
+type agent struct {
+	socket string
+	conn   *grpc.ClientConn
+	api    endpointv1.EndpointsClient
+}
+
+// dialAgent connects lazily; an absent socket is reported at once as
+// "try again later", because the agent may simply not have started yet.
+func dialAgent(socket string) (*agent, error) {
+	if _, err := os.Stat(socket); err != nil {
+		return nil, tryAgain(socket, err)
+	}
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, tryAgain(socket, err)
+	}
+	return &agent{socket: socket, conn: conn, api: endpointv1.NewEndpointsClient(conn)}, nil
+}
+
+func (a *agent) Close() error { return a.conn.Close() }
+
+// rpcErr turns an RPC failure into a CNI error: a transport failure means
+// the agent is unreachable (11, try again later); anything else is the
+// agent's own answer (999, with its message).
+func (a *agent) rpcErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if isUnreachable(err) {
+		return tryAgain(a.socket, fmt.Errorf("%s: %w", op, err))
+	}
+	st, _ := status.FromError(err)
+	return types.NewError(types.ErrInternal, fmt.Sprintf("loupe-agent %s: %s", op, st.Message()), "socket "+a.socket)
+}
+
+func isUnreachable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return false
+}
+
+func tryAgain(socket string, err error) *types.Error {
+	return types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("loupe-agent unreachable at %s, try again later", socket), err.Error())
+}
+
+// isTryAgain reports whether err is the CNI "try again later" error.
+func isTryAgain(err error) bool {
+	var te *types.Error
+	return errors.As(err, &te) && te.Code == types.ErrTryAgainLater
+}
