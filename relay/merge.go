@@ -1,0 +1,278 @@
+package relay
+
+import (
+	"context"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+)
+
+// item is one response waiting in a merge structure.
+type item struct {
+	r       *observerpb.GetFlowsResponse
+	t       int64 // flow time, unix ns
+	arrival int64 // relay clock, unix ns
+	seq     uint64
+}
+
+// before orders items by flow time, then arrival order.
+func (a *item) before(b *item) bool {
+	if a.t != b.t {
+		return a.t < b.t
+	}
+	return a.seq < b.seq
+}
+
+// responseTime is the time a response is ordered by: the flow's own time,
+// else the response's, else when it reached the relay.
+func responseTime(r *observerpb.GetFlowsResponse, arrival int64) int64 {
+	if ts := r.GetFlow().GetTime(); ts != nil {
+		return ts.GetSeconds()*1e9 + int64(ts.GetNanos())
+	}
+	if ts := r.GetTime(); ts != nil {
+		return ts.GetSeconds()*1e9 + int64(ts.GetNanos())
+	}
+	return arrival
+}
+
+// minHeap and maxHeap are hand-rolled binary heaps: container/heap's
+// interface boxing costs more than the comparisons at a million flows a second.
+type itemHeap struct {
+	a    []item
+	less func(a, b *item) bool
+}
+
+func (h *itemHeap) len() int { return len(h.a) }
+
+func (h *itemHeap) push(it item) {
+	h.a = append(h.a, it)
+	i := len(h.a) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(&h.a[i], &h.a[p]) {
+			break
+		}
+		h.a[i], h.a[p] = h.a[p], h.a[i]
+		i = p
+	}
+}
+
+func (h *itemHeap) pop() item {
+	top := h.a[0]
+	last := len(h.a) - 1
+	h.a[0] = h.a[last]
+	h.a[last] = item{}
+	h.a = h.a[:last]
+	h.down(0)
+	return top
+}
+
+func (h *itemHeap) down(i int) {
+	n := len(h.a)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h.less(&h.a[r], &h.a[l]) {
+			m = r
+		}
+		if !h.less(&h.a[m], &h.a[i]) {
+			return
+		}
+		h.a[i], h.a[m] = h.a[m], h.a[i]
+		i = m
+	}
+}
+
+func oldestFirst(a, b *item) bool { return a.before(b) }
+func newestFirst(a, b *item) bool { return b.before(a) }
+
+// window merges the streams of several peers by flow time. It holds at most
+// about size responses. A response leaves the window when no open source
+// can still send an older one (each peer's stream is in time order, so this
+// is an exact k-way merge while the window is big enough), when the window
+// is full, or, in follow mode, when it has waited the drain timeout.
+//
+// In ordered mode (non-follow requests) a full window blocks every source
+// except the one furthest behind, so the merge stays exact; emit may block.
+// In follow mode push never blocks: the window overflows oldest-first and
+// emit must not block (the client queue drops and counts instead).
+type window struct {
+	mu      sync.Mutex
+	space   *sync.Cond
+	h       itemHeap
+	size    int
+	drain   int64
+	ordered bool
+	seq     uint64
+	srcs    map[int]*int64 // source id → watermark (newest flow time pushed)
+	nextSrc int
+	minWM   int64
+	minOK   bool
+	emit    func(*observerpb.GetFlowsResponse) bool
+	dead    bool
+}
+
+func newWindow(ctx context.Context, size int, drain time.Duration, ordered bool, emit func(*observerpb.GetFlowsResponse) bool) *window {
+	w := &window{
+		h:       itemHeap{a: make([]item, 0, min(size, 4096)), less: oldestFirst},
+		size:    size,
+		drain:   int64(drain),
+		ordered: ordered,
+		srcs:    map[int]*int64{},
+		emit:    emit,
+	}
+	w.space = sync.NewCond(&w.mu)
+	context.AfterFunc(ctx, func() {
+		w.mu.Lock()
+		w.dead = true
+		w.space.Broadcast()
+		w.mu.Unlock()
+	})
+	return w
+}
+
+// addSource registers a peer stream; until it sends, nothing newer than
+// what is already in the window can be known to be in order.
+func (w *window) addSource() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.nextSrc++
+	wm := int64(math.MinInt64)
+	w.srcs[w.nextSrc] = &wm
+	w.minOK = false
+	return w.nextSrc
+}
+
+// removeSource closes a peer stream and releases what it held back.
+func (w *window) removeSource(id int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.srcs, id)
+	w.minOK = false
+	w.releaseLocked(time.Now().UnixNano())
+	w.space.Broadcast()
+}
+
+func (w *window) minWatermark() int64 {
+	if !w.minOK {
+		w.minWM = math.MaxInt64
+		for _, wm := range w.srcs {
+			w.minWM = min(w.minWM, *wm)
+		}
+		w.minOK = true
+	}
+	return w.minWM
+}
+
+// push adds one response from source id. It returns false once the request is over.
+func (w *window) push(id int, r *observerpb.GetFlowsResponse) bool {
+	now := time.Now().UnixNano()
+	t := responseTime(r, now)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wm := w.srcs[id]
+	for w.ordered && !w.dead && w.h.len() >= w.size && *wm > w.minWatermark() {
+		w.space.Wait()
+	}
+	if w.dead {
+		return false
+	}
+	w.seq++
+	w.h.push(item{r: r, t: t, arrival: now, seq: w.seq})
+	if t > *wm {
+		if *wm == w.minWM {
+			w.minOK = false
+		}
+		*wm = t
+	}
+	before := w.h.len()
+	w.releaseLocked(now)
+	if w.ordered && w.h.len() < before {
+		w.space.Broadcast()
+	}
+	return !w.dead
+}
+
+// tick releases responses that have waited the drain timeout (follow mode).
+func (w *window) tick(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.releaseLocked(now.UnixNano())
+}
+
+// flush releases everything, in order.
+func (w *window) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.h.len() > 0 && !w.dead {
+		if !w.emit(w.h.pop().r) {
+			w.dead = true
+		}
+	}
+}
+
+func (w *window) releaseLocked(now int64) {
+	limit := w.size
+	if w.ordered {
+		limit = 2 * w.size // hard bound when the sources themselves are out of order
+	}
+	for w.h.len() > 0 && !w.dead {
+		top := &w.h.a[0]
+		if !(top.t <= w.minWatermark() || w.h.len() > limit ||
+			(!w.ordered && now-top.arrival >= w.drain)) {
+			return
+		}
+		if !w.emit(w.h.pop().r) {
+			w.dead = true
+		}
+	}
+}
+
+// topN keeps the n newest (or, with first, the n oldest) responses.
+type topN struct {
+	n     uint64
+	first bool
+	h     itemHeap
+	seq   uint64
+}
+
+func newTopN(n uint64, first bool) *topN {
+	t := &topN{n: n, first: first, h: itemHeap{a: make([]item, 0, min(n, 4096))}}
+	// The root is the item to evict next: the oldest kept for "last",
+	// the newest kept for "first".
+	t.h.less = oldestFirst
+	if first {
+		t.h.less = newestFirst
+	}
+	return t
+}
+
+func (t *topN) push(r *observerpb.GetFlowsResponse) {
+	t.seq++
+	it := item{r: r, t: responseTime(r, time.Now().UnixNano()), seq: t.seq}
+	if uint64(t.h.len()) < t.n {
+		t.h.push(it)
+		return
+	}
+	if t.h.less(&t.h.a[0], &it) {
+		t.h.a[0] = it
+		t.h.down(0)
+	}
+}
+
+// sorted returns the kept responses in time order.
+func (t *topN) sorted() []*observerpb.GetFlowsResponse {
+	a := t.h.a
+	sort.Slice(a, func(i, j int) bool { return a[i].before(&a[j]) })
+	out := make([]*observerpb.GetFlowsResponse, len(a))
+	for i := range a {
+		out[i] = a[i].r
+	}
+	return out
+}
