@@ -1,0 +1,431 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// Kinds the lab accepts.
+const (
+	KindNamespace     = "Namespace"
+	KindPod           = "Pod"
+	KindService       = "Service"
+	KindNetworkPolicy = "NetworkPolicy"
+)
+
+var apiVersions = map[string]string{
+	KindNamespace:     "v1",
+	KindPod:           "v1",
+	KindService:       "v1",
+	KindNetworkPolicy: "networking.k8s.io/v1",
+}
+
+// Object is one decoded manifest document.
+type Object struct {
+	Kind      string
+	Namespace string // "" for Namespace objects
+	Name      string
+	// Obj is *corev1.Namespace, *corev1.Pod, *corev1.Service or *networkingv1.NetworkPolicy.
+	Obj any
+	// Where it came from, for error messages.
+	Source string
+	Doc    int
+}
+
+// Key identifies an object: kind, namespace, name.
+func (o Object) Key() string { return o.Kind + " " + o.ID() }
+
+// ID is namespace/name, or name for cluster-scoped objects.
+func (o Object) ID() string {
+	if o.Namespace == "" {
+		return o.Name
+	}
+	return o.Namespace + "/" + o.Name
+}
+
+func (o Object) where() string {
+	return fmt.Sprintf("%s: document %d (%s %s)", o.Source, o.Doc, o.Kind, o.ID())
+}
+
+// Pod returns the object as a Pod, or nil.
+func (o Object) Pod() *corev1.Pod { p, _ := o.Obj.(*corev1.Pod); return p }
+
+// ParseManifests decodes multi-document YAML (or JSON) holding Namespace, Pod,
+// Service and NetworkPolicy objects, and List objects of them. It fills in
+// defaults (namespace "default", protocol TCP, the namespace name label) and
+// validates every object on its own; ValidateSet checks the set as a whole.
+func ParseManifests(r io.Reader, source string) ([]Object, error) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	var objs []Object
+	for doc := 1; ; doc++ {
+		raw, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", source, doc, err)
+		}
+		got, err := parseDocument(raw, source, doc)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, got...)
+	}
+	return objs, nil
+}
+
+func isBlank(raw []byte) bool {
+	for _, line := range strings.Split(string(raw), "\n") {
+		t := strings.TrimSpace(line)
+		if t != "" && !strings.HasPrefix(t, "#") && t != "---" {
+			return false
+		}
+	}
+	return true
+}
+
+func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
+	if isBlank(raw) {
+		return nil, nil
+	}
+	var tm struct {
+		metav1.TypeMeta `json:",inline"`
+		Items           []yamlRaw `json:"items"`
+	}
+	if err := yaml.Unmarshal(raw, &tm); err != nil {
+		return nil, fmt.Errorf("%s: document %d: %w", source, doc, err)
+	}
+	if tm.Kind == "List" {
+		var out []Object
+		for _, item := range tm.Items {
+			got, err := parseDocument(item, source, doc)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, got...)
+		}
+		return out, nil
+	}
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("%s: document %d: %s", source, doc, fmt.Sprintf(format, a...))
+	}
+	if tm.Kind == "" {
+		return nil, fail("missing kind")
+	}
+	want, ok := apiVersions[tm.Kind]
+	if !ok {
+		return nil, fail("unknown kind %q (the lab accepts Namespace, Pod, Service and NetworkPolicy)", tm.Kind)
+	}
+	if tm.APIVersion != want {
+		return nil, fail("%s must have apiVersion %q, not %q", tm.Kind, want, tm.APIVersion)
+	}
+	var obj any
+	var meta *metav1.ObjectMeta
+	switch tm.Kind {
+	case KindNamespace:
+		o := &corev1.Namespace{}
+		obj, meta = o, &o.ObjectMeta
+	case KindPod:
+		o := &corev1.Pod{}
+		obj, meta = o, &o.ObjectMeta
+	case KindService:
+		o := &corev1.Service{}
+		obj, meta = o, &o.ObjectMeta
+	case KindNetworkPolicy:
+		o := &networkingv1.NetworkPolicy{}
+		obj, meta = o, &o.ObjectMeta
+	}
+	if err := yaml.UnmarshalStrict(raw, obj); err != nil {
+		return nil, fail("%s: %v", tm.Kind, err)
+	}
+	o := Object{Kind: tm.Kind, Name: meta.Name, Obj: obj, Source: source, Doc: doc}
+	if meta.Name == "" {
+		return nil, fail("%s without metadata.name", tm.Kind)
+	}
+	if tm.Kind == KindNamespace {
+		if meta.Namespace != "" {
+			return nil, fail("Namespace %s: metadata.namespace must be empty", meta.Name)
+		}
+		if msgs := validation.IsDNS1123Label(meta.Name); len(msgs) > 0 {
+			return nil, fail("Namespace name %q: %s", meta.Name, strings.Join(msgs, "; "))
+		}
+		if meta.Labels == nil {
+			meta.Labels = map[string]string{}
+		}
+		// The API server adds this label to every namespace.
+		meta.Labels[corev1.LabelMetadataName] = meta.Name
+	} else {
+		if meta.Namespace == "" {
+			meta.Namespace = metav1.NamespaceDefault
+		}
+		o.Namespace = meta.Namespace
+		if msgs := validation.IsDNS1123Label(meta.Namespace); len(msgs) > 0 {
+			return nil, fail("%s %s: namespace %q: %s", tm.Kind, meta.Name, meta.Namespace, strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsDNS1123Subdomain(meta.Name); len(msgs) > 0 {
+			return nil, fail("%s name %q: %s", tm.Kind, meta.Name, strings.Join(msgs, "; "))
+		}
+	}
+	for k, v := range meta.Labels {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			return nil, fail("%s: label key %q: %s", o.ID(), k, strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+			return nil, fail("%s: label %s value %q: %s", o.ID(), k, v, strings.Join(msgs, "; "))
+		}
+	}
+	var err error
+	switch x := obj.(type) {
+	case *corev1.Pod:
+		err = validatePod(x)
+	case *corev1.Service:
+		err = validateService(x)
+	case *networkingv1.NetworkPolicy:
+		err = validateNetworkPolicy(x)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.where(), err)
+	}
+	meta.ResourceVersion, meta.UID = "", ""
+	return []Object{o}, nil
+}
+
+// yamlRaw keeps a List item as its raw bytes.
+type yamlRaw []byte
+
+func (r *yamlRaw) UnmarshalJSON(b []byte) error {
+	*r = append((*r)[:0], b...)
+	return nil
+}
+
+func checkPort(p int32) error {
+	if p < 1 || p > 65535 {
+		return fmt.Errorf("port %d outside 1-65535", p)
+	}
+	return nil
+}
+
+func validatePod(p *corev1.Pod) error {
+	if p.Spec.HostNetwork {
+		return errors.New("hostNetwork pods are not supported by the lab")
+	}
+	if len(p.Spec.Containers) == 0 {
+		return errors.New("spec.containers is empty")
+	}
+	seen := map[string]bool{}
+	names := map[string]bool{}
+	for i := range p.Spec.Containers {
+		c := &p.Spec.Containers[i]
+		if c.Name == "" {
+			return fmt.Errorf("container %d without a name", i)
+		}
+		if names[c.Name] {
+			return fmt.Errorf("duplicate container name %q", c.Name)
+		}
+		names[c.Name] = true
+		for j := range c.Ports {
+			port := &c.Ports[j]
+			if err := checkPort(port.ContainerPort); err != nil {
+				return fmt.Errorf("container %s: %w", c.Name, err)
+			}
+			if port.Protocol == "" {
+				port.Protocol = corev1.ProtocolTCP
+			}
+			switch port.Protocol {
+			case corev1.ProtocolTCP, corev1.ProtocolUDP:
+			case corev1.ProtocolSCTP:
+				return fmt.Errorf("container %s: port %d/SCTP: the lab serves only TCP and UDP", c.Name, port.ContainerPort)
+			default:
+				return fmt.Errorf("container %s: port %d: unknown protocol %q", c.Name, port.ContainerPort, port.Protocol)
+			}
+			k := fmt.Sprintf("%d/%s", port.ContainerPort, port.Protocol)
+			if seen[k] {
+				return fmt.Errorf("port %s declared twice", k)
+			}
+			seen[k] = true
+		}
+	}
+	return nil
+}
+
+func validateService(s *corev1.Service) error {
+	if ip := s.Spec.ClusterIP; ip != "" && ip != corev1.ClusterIPNone {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return fmt.Errorf("spec.clusterIP %q: %w", ip, err)
+		}
+	}
+	for i := range s.Spec.Ports {
+		p := &s.Spec.Ports[i]
+		if err := checkPort(p.Port); err != nil {
+			return fmt.Errorf("spec.ports[%d]: %w", i, err)
+		}
+		if p.TargetPort.Type == intstr.Int && p.TargetPort.IntVal != 0 {
+			if err := checkPort(p.TargetPort.IntVal); err != nil {
+				return fmt.Errorf("spec.ports[%d].targetPort: %w", i, err)
+			}
+		}
+		if p.Protocol == "" {
+			p.Protocol = corev1.ProtocolTCP
+		}
+	}
+	return nil
+}
+
+func validateNetworkPolicy(np *networkingv1.NetworkPolicy) error {
+	checkPorts := func(where string, ports []networkingv1.NetworkPolicyPort) error {
+		for i, p := range ports {
+			if p.Protocol != nil {
+				switch *p.Protocol {
+				case corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP:
+				default:
+					return fmt.Errorf("%s.ports[%d]: unknown protocol %q", where, i, *p.Protocol)
+				}
+			}
+			if p.Port != nil && p.Port.StrVal == "" {
+				if err := checkPort(p.Port.IntVal); err != nil {
+					return fmt.Errorf("%s.ports[%d]: %w", where, i, err)
+				}
+			}
+			if p.EndPort != nil {
+				if p.Port == nil || p.Port.StrVal != "" {
+					return fmt.Errorf("%s.ports[%d]: endPort needs a numeric port", where, i)
+				}
+				if err := checkPort(*p.EndPort); err != nil {
+					return fmt.Errorf("%s.ports[%d].endPort: %w", where, i, err)
+				}
+				if *p.EndPort < p.Port.IntVal {
+					return fmt.Errorf("%s.ports[%d]: endPort %d below port %d", where, i, *p.EndPort, p.Port.IntVal)
+				}
+			}
+		}
+		return nil
+	}
+	checkPeers := func(where string, peers []networkingv1.NetworkPolicyPeer) error {
+		for i, p := range peers {
+			if p.IPBlock == nil {
+				continue
+			}
+			cidr, err := netip.ParsePrefix(p.IPBlock.CIDR)
+			if err != nil {
+				return fmt.Errorf("%s[%d].ipBlock.cidr: %w", where, i, err)
+			}
+			for _, e := range p.IPBlock.Except {
+				ex, err := netip.ParsePrefix(e)
+				if err != nil {
+					return fmt.Errorf("%s[%d].ipBlock.except: %w", where, i, err)
+				}
+				if !cidr.Contains(ex.Addr()) || ex.Bits() < cidr.Bits() {
+					return fmt.Errorf("%s[%d].ipBlock.except %s is not inside %s", where, i, e, p.IPBlock.CIDR)
+				}
+			}
+		}
+		return nil
+	}
+	for i, r := range np.Spec.Ingress {
+		w := fmt.Sprintf("spec.ingress[%d]", i)
+		if err := checkPorts(w, r.Ports); err != nil {
+			return err
+		}
+		if err := checkPeers(w+".from", r.From); err != nil {
+			return err
+		}
+	}
+	for i, r := range np.Spec.Egress {
+		w := fmt.Sprintf("spec.egress[%d]", i)
+		if err := checkPorts(w, r.Ports); err != nil {
+			return err
+		}
+		if err := checkPeers(w+".to", r.To); err != nil {
+			return err
+		}
+	}
+	for _, t := range np.Spec.PolicyTypes {
+		if t != networkingv1.PolicyTypeIngress && t != networkingv1.PolicyTypeEgress {
+			return fmt.Errorf("spec.policyTypes: unknown type %q", t)
+		}
+	}
+	return nil
+}
+
+// ValidateSet checks a set of objects that will be applied together: no
+// object appears twice.
+func ValidateSet(objs []Object) error {
+	first := map[string]Object{}
+	for _, o := range objs {
+		if prev, ok := first[o.Key()]; ok {
+			return fmt.Errorf("duplicate %s %s: %s document %d and %s document %d", o.Kind, o.ID(), prev.Source, prev.Doc, o.Source, o.Doc)
+		}
+		first[o.Key()] = o
+	}
+	return nil
+}
+
+// podPorts lists a pod's declared ports as "80/TCP", sorted by port then protocol.
+func podPorts(p *corev1.Pod) []string {
+	type pp struct {
+		port  int32
+		proto string
+	}
+	var ps []pp
+	for _, c := range p.Spec.Containers {
+		for _, port := range c.Ports {
+			proto := string(port.Protocol)
+			if proto == "" {
+				proto = "TCP"
+			}
+			ps = append(ps, pp{port.ContainerPort, proto})
+		}
+	}
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].port != ps[j].port {
+			return ps[i].port < ps[j].port
+		}
+		return ps[i].proto < ps[j].proto
+	})
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = fmt.Sprintf("%d/%s", p.port, p.proto)
+	}
+	return out
+}
+
+// readManifestFiles parses and validates every file ("-" is stdin).
+func readManifestFiles(files []string, stdin io.Reader) ([]Object, error) {
+	var all []Object
+	for _, f := range files {
+		var data []byte
+		var err error
+		if f == "-" {
+			data, err = io.ReadAll(stdin)
+		} else {
+			data, err = os.ReadFile(f)
+		}
+		if err != nil {
+			return nil, err
+		}
+		objs, err := ParseManifests(bytes.NewReader(data), f)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, objs...)
+	}
+	if err := ValidateSet(all); err != nil {
+		return nil, err
+	}
+	return all, nil
+}

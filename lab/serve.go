@@ -1,0 +1,182 @@
+package lab
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// portSpec is one served port.
+type portSpec struct {
+	Port  int
+	Proto string // TCP or UDP
+}
+
+func (p portSpec) String() string { return strconv.Itoa(p.Port) + "/" + p.Proto }
+
+// parsePorts reads "80/TCP,81/UDP".
+func parsePorts(s string) ([]portSpec, error) {
+	var out []portSpec
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		num, proto, ok := strings.Cut(f, "/")
+		if !ok {
+			proto = "TCP"
+		}
+		port, err := strconv.Atoi(num)
+		if err != nil || port < 1 || port > 65535 {
+			return nil, fmt.Errorf("port %q: want 1-65535", f)
+		}
+		proto = strings.ToUpper(proto)
+		if proto != "TCP" && proto != "UDP" {
+			return nil, fmt.Errorf("port %q: protocol must be TCP or UDP", f)
+		}
+		out = append(out, portSpec{port, proto})
+	}
+	return out, nil
+}
+
+// isHTTPPort reports whether a TCP port answers HTTP rather than echoing.
+func isHTTPPort(p int) bool { return p == 80 || p == 8080 }
+
+// serve runs a pod's servers until ctx ends. ready is called once every port listens.
+func serve(ctx context.Context, pod string, ports []portSpec, log *slog.Logger, ready func()) error {
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
+	errc := make(chan error, len(ports))
+	for _, p := range ports {
+		addr := ":" + strconv.Itoa(p.Port)
+		switch {
+		case p.Proto == "UDP":
+			pc, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", p, err)
+			}
+			closers = append(closers, pc)
+			go func() { errc <- serveUDP(pc, p.Port) }()
+		case isHTTPPort(p.Port):
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", p, err)
+			}
+			closers = append(closers, ln)
+			srv := &http.Server{Handler: podHandler(pod), ReadHeaderTimeout: 5 * time.Second}
+			go func() { errc <- srv.Serve(ln) }()
+		default:
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", p, err)
+			}
+			closers = append(closers, ln)
+			go func() { errc <- serveEcho(ln) }()
+		}
+	}
+	log.Info("serving", "pod", pod, "ports", len(ports))
+	ready()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func podHandler(pod string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("X-Loupe-Pod", pod)
+		fmt.Fprintf(w, "%s %s from %s: ok\n", r.Method, r.URL.Path, pod)
+	})
+}
+
+func serveEcho(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Minute))
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+func serveUDP(pc net.PacketConn, port int) error {
+	buf := make([]byte, 64*1024)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("udp read: %w", err)
+		}
+		reply := buf[:n]
+		if port == 53 {
+			if r := dnsReply(buf[:n]); r != nil {
+				reply = r
+			}
+		}
+		_, _ = pc.WriteTo(reply, from)
+	}
+}
+
+// dnsReply answers a DNS query with an empty NOERROR response (the question
+// echoed, QR set), so DNS-aware observers see a well-formed exchange. It
+// returns nil for anything that is not a query.
+func dnsReply(q []byte) []byte {
+	if len(q) < 12 || q[2]&0x80 != 0 || binary.BigEndian.Uint16(q[4:6]) != 1 {
+		return nil
+	}
+	r := append([]byte(nil), q...)
+	r[2] = 0x80 | (q[2] & 0x79) // QR, keep opcode and RD
+	r[3] = 0x80                 // RA, rcode 0
+	binary.BigEndian.PutUint16(r[6:8], 0)
+	binary.BigEndian.PutUint16(r[8:10], 0)
+	binary.BigEndian.PutUint16(r[10:12], 0)
+	return r
+}
+
+// runServe is the hidden `loupe lab serve` command, started by the lab inside
+// a pod's netns.
+func runServe(pod, portsFlag string, readyFD int) error {
+	ports, err := parsePorts(portsFlag)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ready := func() {}
+	if readyFD > 0 {
+		f := os.NewFile(uintptr(readyFD), "ready")
+		ready = func() {
+			_, _ = f.Write([]byte("ok\n"))
+			f.Close()
+		}
+	}
+	return serve(ctx, pod, ports, log, ready)
+}
