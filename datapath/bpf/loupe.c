@@ -1,0 +1,216 @@
+//go:build ignore
+
+/* loupe's datapath: three programs on each pod's host-side veth.
+ *
+ *   xdp          packets from the pod, earliest: anti-spoofing and malformed
+ *                headers only, everything else passes.
+ *   tcx/ingress  "from pod": the same checks (XDP may be off), conntrack,
+ *                egress policy, counters, events.
+ *   tcx/egress   "to pod": conntrack, ingress policy, counters, events.
+ *
+ * The per-packet path of an established connection is one endpoint lookup,
+ * one conntrack lookup and update, and one per-CPU counter bump. */
+
+#include "common.h"
+#include "parse.h"
+#include "endpoint.h"
+#include "counters.h"
+#include "conntrack.h"
+#include "policy.h"
+#include "events.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+static __always_inline int drop_skb(struct __sk_buff *skb, const struct endpoint_info *ep,
+				    const struct pkt *p, __u8 reason, __u8 dir, __u32 rule_id)
+{
+	count_packet(reason, dir, ep->id, rule_id, p->segs, p->len);
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (drop_event_allowed(now)) {
+		struct ev_meta m = {
+			.now = now,
+			.ifindex = skb->ifindex,
+			.policy_id = rule_id,
+			.ep = ep,
+			.type = LOUPE_EVENT_DROP,
+			.verdict = LOUPE_VERDICT_DROPPED,
+			.drop_reason = reason,
+			.direction = dir,
+		};
+		emit_skb(skb, p, &m);
+	}
+	return TCX_DROP;
+}
+
+static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct endpoint_info *ep,
+					 const struct pkt *p, __u8 dir)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct ct_key k = {};
+	ct_key_of(&k, p, skb->ifindex, dir);
+
+	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, &k);
+	if (e && !ct_is_reopen(e, p)) {
+		int reply = dir != e->first_dir;
+		__u8 flags = 0;
+		if (reply) {
+			__sync_fetch_and_add(&e->packets_rev, p->segs);
+			__sync_fetch_and_add(&e->bytes_rev, p->len);
+			if ((e->tcp_flags_rev & p->tcp_flags) != p->tcp_flags)
+				e->tcp_flags_rev |= p->tcp_flags;
+			flags = LOUPE_EF_REPLY;
+		} else {
+			__sync_fetch_and_add(&e->packets_fwd, p->segs);
+			__sync_fetch_and_add(&e->bytes_fwd, p->len);
+			if ((e->tcp_flags_fwd & p->tcp_flags) != p->tcp_flags)
+				e->tcp_flags_fwd |= p->tcp_flags;
+		}
+		e->last_seen = now;
+		count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, e->rule_id, p->segs, p->len);
+
+		int report = p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST);
+		__u64 last = e->last_report;
+		if (now - last >= report_interval_ns &&
+		    __sync_val_compare_and_swap(&e->last_report, last, now) == last) {
+			/* One CPU wins the periodic record of this interval. */
+			report = 1;
+			flags |= LOUPE_EF_PERIODIC;
+		} else if (report) {
+			e->last_report = now;
+		}
+		if (report) {
+			struct ev_meta m = {
+				.now = now,
+				.ct = e,
+				.ifindex = skb->ifindex,
+				.policy_id = e->rule_id,
+				.ep = ep,
+				.type = LOUPE_EVENT_TRACE,
+				.verdict = LOUPE_VERDICT_FORWARDED,
+				.direction = dir,
+				.flags = flags,
+				.match_type = e->match_type,
+			};
+			emit_skb(skb, p, &m);
+		}
+		return TCX_NEXT;
+	}
+
+	/* New connection (or a reopened TCP one). */
+	struct policy_result r = {};
+	__u8 type = LOUPE_EVENT_TRACE;
+	if (ep->flags & ep_policy_flag(dir)) {
+		__u32 peer = ipcache_identity(p->family, dir == LOUPE_DIR_EGRESS ? p->daddr : p->saddr);
+		policy_lookup(ep->id, peer, p->dport, p->proto, dir, &r);
+		if (r.verdict != POLICY_ALLOW)
+			return drop_skb(skb, ep, p, LOUPE_DROP_POLICY_DENIED, dir, r.rule_id);
+		type = LOUPE_EVENT_POLICY_VERDICT;
+	}
+	struct ct_entry n = {
+		.first_seen = now,
+		.last_seen = now,
+		.last_report = now,
+		.packets_fwd = p->segs,
+		.bytes_fwd = p->len,
+		.rule_id = r.rule_id,
+		.first_dir = dir,
+		.match_type = r.match_type,
+		.tcp_flags_fwd = p->tcp_flags,
+	};
+	bpf_map_update_elem(&conntrack, &k, &n, BPF_ANY);
+	count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, r.rule_id, p->segs, p->len);
+
+	struct ev_meta m = {
+		.now = now,
+		.ct = &n,
+		.ifindex = skb->ifindex,
+		.policy_id = r.rule_id,
+		.ep = ep,
+		.type = type,
+		.verdict = LOUPE_VERDICT_FORWARDED,
+		.direction = dir,
+		.flags = LOUPE_EF_CT_NEW,
+		.match_type = r.match_type,
+	};
+	emit_skb(skb, p, &m);
+	return TCX_NEXT;
+}
+
+static __always_inline int handle_skb(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	__u32 segs = skb->gso_segs;
+	if (segs == 0)
+		segs = 1;
+
+	const struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, &ifindex);
+	if (!ep) {
+		count_packet(LOUPE_REASON_NO_ENDPOINT, dir, 0, 0, segs, skb->len);
+		return TCX_NEXT;
+	}
+
+	struct pkt p = {};
+	int rc = parse_skb(skb, &p);
+	p.segs = segs;
+	if (rc == PARSE_MALFORMED)
+		return drop_skb(skb, ep, &p, LOUPE_DROP_INVALID_PACKET, dir, 0);
+	if (rc == PARSE_OK && dir == LOUPE_DIR_EGRESS && !src_allowed(ep, &p))
+		return drop_skb(skb, ep, &p, LOUPE_DROP_INVALID_SOURCE_IP, dir, 0);
+	if (rc != PARSE_OK || (p.flags & (PKT_F_FRAG | PKT_F_NO_CT))) {
+		count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, 0, segs, p.len);
+		return TCX_NEXT;
+	}
+	return ct_and_policy(skb, ep, &p, dir);
+}
+
+SEC("tcx/ingress")
+int loupe_from_pod(struct __sk_buff *skb)
+{
+	return handle_skb(skb, LOUPE_DIR_EGRESS);
+}
+
+SEC("tcx/egress")
+int loupe_to_pod(struct __sk_buff *skb)
+{
+	return handle_skb(skb, LOUPE_DIR_INGRESS);
+}
+
+SEC("xdp")
+int loupe_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 ifindex = ctx->ingress_ifindex;
+
+	const struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, &ifindex);
+	if (!ep)
+		return XDP_PASS; /* TCX counts it */
+
+	struct pkt p = {};
+	__u8 reason;
+	int rc = parse_packet(data, data_end, data_end - data, &p);
+	p.segs = 1;
+	if (rc == PARSE_MALFORMED)
+		reason = LOUPE_DROP_INVALID_PACKET;
+	else if (rc == PARSE_OK && !src_allowed(ep, &p))
+		reason = LOUPE_DROP_INVALID_SOURCE_IP;
+	else
+		return XDP_PASS;
+
+	count_packet(reason, LOUPE_DIR_EGRESS, ep->id, 0, 1, p.len);
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (drop_event_allowed(now)) {
+		struct ev_meta m = {
+			.now = now,
+			.ifindex = ifindex,
+			.ep = ep,
+			.type = LOUPE_EVENT_DROP,
+			.verdict = LOUPE_VERDICT_DROPPED,
+			.drop_reason = reason,
+			.direction = LOUPE_DIR_EGRESS,
+			.flags = LOUPE_EF_XDP,
+		};
+		emit_xdp(ctx, &p, &m);
+	}
+	return XDP_DROP;
+}

@@ -1,0 +1,3 @@
+package datapath
+
+//go:generate go tool bpf2go -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu" loupe bpf/loupe.c
