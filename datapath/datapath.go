@@ -1,0 +1,267 @@
+// Package datapath loads, pins and attaches loupe's BPF programs and gives
+// the agent typed access to their maps.
+//
+// Pins live under a bpfRoot directory (a bpffs, mounted by Load if needed):
+//
+//	<bpfRoot>/progs/{xdp,tcx_ingress,tcx_egress}
+//	<bpfRoot>/maps/<map name>
+//	<bpfRoot>/links/<host ifname>/{xdp,tcx_ingress,tcx_egress}
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Pin names under <bpfRoot>/progs and <bpfRoot>/links/<ifname>.
+const (
+	PinXDP        = "xdp"
+	PinTCXIngress = "tcx_ingress"
+	PinTCXEgress  = "tcx_egress"
+
+	progsDir = "progs"
+	mapsDir  = "maps"
+	linksDir = "links"
+)
+
+// Map names, as pinned under <bpfRoot>/maps.
+const (
+	MapEndpoints    = "endpoints"
+	MapIPCache      = "ipcache"
+	MapPolicy       = "policy"
+	MapConntrack    = "conntrack"
+	MapCounters     = "counters"
+	MapEvents       = "events"
+	MapEventStats   = "event_stats"
+	MapDropEvBucket = "drop_ev_bucket"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultDropEventsPerSecond = 1000
+	DefaultReportInterval      = 5 * time.Second
+)
+
+// Config configures Load.
+type Config struct {
+	// BPFRoot is the directory for pins; bpffs is mounted there if it is not one.
+	BPFRoot string
+	// DropEventsPerSecond limits drop events for the node (split evenly across
+	// CPUs, at least 1 per CPU). Drop counters are always exact. 0 = default.
+	DropEventsPerSecond uint32
+	// ReportInterval is how often an active connection gets a periodic event.
+	// 0 = DefaultReportInterval.
+	ReportInterval time.Duration
+}
+
+// Datapath is the loaded set of programs and maps of one agent.
+type Datapath struct {
+	root string
+	objs loupeObjects
+
+	eventsRead  atomic.Uint64
+	eventsShort atomic.Uint64
+}
+
+type programPin struct {
+	name string
+	prog func(*loupeObjects) *ebpf.Program
+}
+
+var programPins = []programPin{
+	{PinXDP, func(o *loupeObjects) *ebpf.Program { return o.LoupeXdp }},
+	{PinTCXIngress, func(o *loupeObjects) *ebpf.Program { return o.LoupeFromPod }},
+	{PinTCXEgress, func(o *loupeObjects) *ebpf.Program { return o.LoupeToPod }},
+}
+
+// Load loads the datapath and pins it under cfg.BPFRoot. On a restart it
+// reuses the pinned maps (state survives), re-pins the programs, and moves
+// every pinned link to the new programs with link.Update, so an attachment
+// is neither duplicated nor dropped.
+func Load(cfg Config) (*Datapath, error) {
+	if cfg.BPFRoot == "" {
+		return nil, errors.New("load datapath: empty bpf root")
+	}
+	if err := ensureBPFFS(cfg.BPFRoot); err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	for _, d := range []string{mapsDir, progsDir, linksDir} {
+		if err := os.MkdirAll(filepath.Join(cfg.BPFRoot, d), 0o700); err != nil {
+			return nil, fmt.Errorf("load datapath: %w", err)
+		}
+	}
+	unlock, err := lockRoot(cfg.BPFRoot, true)
+	if err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	defer unlock()
+
+	spec, err := datapathSpec(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	d := &Datapath{root: cfg.BPFRoot}
+	if err := loadObjects(spec, filepath.Join(cfg.BPFRoot, mapsDir), &d.objs); err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	if err := d.pinPrograms(); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	if err := d.updateLinks(); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	return d, nil
+}
+
+func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
+	spec, err := loadLoupe()
+	if err != nil {
+		return nil, err
+	}
+	rate := uint64(cfg.DropEventsPerSecond)
+	if rate == 0 {
+		rate = DefaultDropEventsPerSecond
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("possible cpus: %w", err)
+	}
+	perCPU := max(1, (rate+uint64(ncpu)-1)/uint64(ncpu))
+	interval := cfg.ReportInterval
+	if interval <= 0 {
+		interval = DefaultReportInterval
+	}
+	vars := map[string]uint64{
+		loupeVarDropEvRate:       perCPU,
+		loupeVarDropEvBurst:      perCPU,
+		loupeVarReportIntervalNs: uint64(interval.Nanoseconds()),
+	}
+	for name, v := range vars {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return nil, fmt.Errorf("variable %s missing from object", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return spec, nil
+}
+
+// loadObjects loads spec with its maps pinned by name in pinDir. A pinned map
+// whose layout no longer matches (an upgrade changed it) is replaced, with a
+// warning: its old state cannot be read by the new programs anyway.
+func loadObjects(spec *ebpf.CollectionSpec, pinDir string, objs *loupeObjects) error {
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}
+	for attempt := 0; ; attempt++ {
+		err := spec.LoadAndAssign(objs, opts)
+		if err == nil {
+			return nil
+		}
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("verifier: %+v", ve)
+		}
+		if !errors.Is(err, ebpf.ErrMapIncompatible) || attempt > 0 {
+			return err
+		}
+		for name, ms := range spec.Maps {
+			if ms.Pinning != ebpf.PinByName {
+				continue
+			}
+			path := filepath.Join(pinDir, name)
+			m, perr := ebpf.LoadPinnedMap(path, nil)
+			if perr != nil {
+				continue
+			}
+			if cerr := ms.Compatible(m); cerr != nil {
+				slog.Warn("replacing incompatible pinned map", "map", name, "reason", cerr)
+				if uerr := m.Unpin(); uerr != nil {
+					m.Close()
+					return fmt.Errorf("unpin %s: %w", name, uerr)
+				}
+			}
+			m.Close()
+		}
+	}
+}
+
+// pinPrograms pins each program under a temporary name and renames it over
+// the old pin, so a reader never finds the path missing.
+func (d *Datapath) pinPrograms() error {
+	for _, pp := range programPins {
+		final := filepath.Join(d.root, progsDir, pp.name)
+		tmp := filepath.Join(d.root, progsDir, "tmp_"+pp.name) // bpffs refuses dots in names
+		_ = os.Remove(tmp)
+		if err := pp.prog(&d.objs).Pin(tmp); err != nil {
+			return fmt.Errorf("pin program %s: %w", pp.name, err)
+		}
+		if err := os.Rename(tmp, final); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("pin program %s: %w", pp.name, err)
+		}
+	}
+	return nil
+}
+
+// updateLinks moves every pinned link to the freshly loaded programs. Links
+// whose interface is gone are unpinned.
+func (d *Datapath) updateLinks() error {
+	ifaces, err := os.ReadDir(filepath.Join(d.root, linksDir))
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	for _, ifc := range ifaces {
+		if !ifc.IsDir() {
+			continue
+		}
+		dir := filepath.Join(d.root, linksDir, ifc.Name())
+		for _, pp := range programPins {
+			path := filepath.Join(dir, pp.name)
+			l, err := link.LoadPinnedLink(path, nil)
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				slog.Warn("removing unreadable link pin", "path", path, "err", err)
+				_ = os.Remove(path)
+				continue
+			}
+			if !linkAlive(l) {
+				slog.Info("removing link of a vanished interface", "path", path)
+				_ = l.Unpin()
+				l.Close()
+				continue
+			}
+			err = l.Update(pp.prog(&d.objs))
+			l.Close()
+			if err != nil {
+				return fmt.Errorf("update link %s: %w", path, err)
+			}
+		}
+		removeIfEmpty(dir)
+	}
+	return nil
+}
+
+// Close releases the programs and maps of this process; pins (and so every
+// attachment) stay.
+func (d *Datapath) Close() error {
+	if err := d.objs.Close(); err != nil {
+		return fmt.Errorf("close datapath: %w", err)
+	}
+	return nil
+}
+
+// BPFRoot is the directory the datapath is pinned under.
+func (d *Datapath) BPFRoot() string { return d.root }

@@ -1,0 +1,411 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+// Endpoint flags (struct endpoint_info.flags in bpf/endpoint.h).
+const (
+	epPolicyIngress uint32 = 0x01
+	epPolicyEgress  uint32 = 0x02
+	epHasIPv4       uint32 = 0x04
+	epHasIPv6       uint32 = 0x08
+)
+
+// Reserved identities understood by the datapath.
+const (
+	IdentityAny   uint32 = 0 // policy key wildcard: any peer
+	IdentityWorld uint32 = 2 // a peer address not found in the ipcache
+)
+
+// ReasonNoEndpoint is the counter reason of packets passed by a hook on an
+// interface without an endpoint entry. Forwarded packets count under
+// VerdictForwarded, drops under their Drop* reason.
+const ReasonNoEndpoint uint8 = 0
+
+// EndpointInfo is one local endpoint, keyed by its host-side veth ifindex.
+// PolicyIngress / PolicyEgress switch policy enforcement on for a direction;
+// while off, everything in that direction is allowed.
+type EndpointInfo struct {
+	ID, Identity  uint32
+	IPv4, IPv6    netip.Addr // zero Addr when the pod has no address of that family
+	PolicyIngress bool
+	PolicyEgress  bool
+}
+
+func (ep EndpointInfo) value() (loupeEndpointInfo, error) {
+	v := loupeEndpointInfo{Id: ep.ID, Identity: ep.Identity}
+	if ep.IPv4.IsValid() {
+		if !ep.IPv4.Is4() {
+			return v, fmt.Errorf("ipv4 %s is not an IPv4 address", ep.IPv4)
+		}
+		v.Ipv4 = ep.IPv4.As4()
+		v.Flags |= epHasIPv4
+	}
+	if ep.IPv6.IsValid() {
+		if !ep.IPv6.Is6() || ep.IPv6.Is4In6() {
+			return v, fmt.Errorf("ipv6 %s is not an IPv6 address", ep.IPv6)
+		}
+		v.Ipv6 = ep.IPv6.As16()
+		v.Flags |= epHasIPv6
+	}
+	if ep.PolicyIngress {
+		v.Flags |= epPolicyIngress
+	}
+	if ep.PolicyEgress {
+		v.Flags |= epPolicyEgress
+	}
+	return v, nil
+}
+
+func endpointFromValue(v loupeEndpointInfo) EndpointInfo {
+	ep := EndpointInfo{
+		ID:            v.Id,
+		Identity:      v.Identity,
+		PolicyIngress: v.Flags&epPolicyIngress != 0,
+		PolicyEgress:  v.Flags&epPolicyEgress != 0,
+	}
+	if v.Flags&epHasIPv4 != 0 {
+		ep.IPv4 = netip.AddrFrom4(v.Ipv4)
+	}
+	if v.Flags&epHasIPv6 != 0 {
+		ep.IPv6 = netip.AddrFrom16(v.Ipv6)
+	}
+	return ep
+}
+
+// UpsertEndpoint adds or replaces the endpoint behind host veth hostIfindex.
+func (d *Datapath) UpsertEndpoint(hostIfindex uint32, ep EndpointInfo) error {
+	v, err := ep.value()
+	if err != nil {
+		return fmt.Errorf("upsert endpoint %d: %w", hostIfindex, err)
+	}
+	if err := d.objs.Endpoints.Put(hostIfindex, v); err != nil {
+		return fmt.Errorf("upsert endpoint %d: %w", hostIfindex, err)
+	}
+	return nil
+}
+
+// DeleteEndpoint removes the endpoint behind hostIfindex; a missing one is fine.
+func (d *Datapath) DeleteEndpoint(hostIfindex uint32) error {
+	if err := d.objs.Endpoints.Delete(hostIfindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete endpoint %d: %w", hostIfindex, err)
+	}
+	return nil
+}
+
+// Endpoints lists the endpoints map by host ifindex.
+func (d *Datapath) Endpoints() (map[uint32]EndpointInfo, error) {
+	out := make(map[uint32]EndpointInfo)
+	var (
+		k uint32
+		v loupeEndpointInfo
+	)
+	it := d.objs.Endpoints.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = endpointFromValue(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list endpoints: %w", err)
+	}
+	return out, nil
+}
+
+// Counter is one per-CPU counter entry, summed over CPUs.
+type Counter struct {
+	Reason     uint8 // VerdictForwarded, a Drop* reason, or ReasonNoEndpoint
+	Direction  uint8 // DirIngress (to pod) or DirEgress (from pod)
+	EndpointID uint32
+	RuleID     uint32 // policy rule that allowed or denied; 0 when none decided
+	Packets    uint64
+	Bytes      uint64
+}
+
+// Counters reads the counter map, summing each entry over CPUs.
+func (d *Datapath) Counters() ([]Counter, error) {
+	var (
+		out  []Counter
+		k    loupeCounterKey
+		vals []loupeCounterVal
+	)
+	it := d.objs.Counters.Iterate()
+	for it.Next(&k, &vals) {
+		c := Counter{Reason: k.Reason, Direction: k.Direction, EndpointID: k.EpId, RuleID: k.RuleId}
+		for _, v := range vals {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out = append(out, c)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read counters: %w", err)
+	}
+	return out, nil
+}
+
+// CTEntry is one conntrack entry, oriented as its first packet was.
+type CTEntry struct {
+	Ifindex   uint32 // host-side veth the connection was seen on
+	Proto     uint8
+	Src, Dst  netip.Addr
+	SrcPort   uint16 // ICMP echo: the identifier (DstPort is then 0)
+	DstPort   uint16
+	Direction uint8 // of the first packet: DirEgress (pod opened it) or DirIngress
+	RuleID    uint32
+	MatchType uint8
+
+	PacketsFwd, BytesFwd uint64 // in Direction
+	PacketsRev, BytesRev uint64 // replies
+	FirstSeenNS          uint64 // CLOCK_BOOTTIME
+	LastSeenNS           uint64
+	TCPFlagsFwd          uint8 // union of TCP flags seen each way
+	TCPFlagsRev          uint8
+}
+
+func isICMP(proto uint8) bool { return proto == 1 || proto == 58 }
+
+func addrFromKey(family uint8, b [16]uint8) netip.Addr {
+	if family == 4 {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(b)
+}
+
+func ctEntryFrom(k loupeCtKey, v loupeCtEntry) CTEntry {
+	e := CTEntry{
+		Ifindex: k.Ifindex, Proto: k.Proto, Direction: v.FirstDir,
+		RuleID: v.RuleId, MatchType: v.MatchType,
+		PacketsFwd: v.PacketsFwd, BytesFwd: v.BytesFwd, PacketsRev: v.PacketsRev, BytesRev: v.BytesRev,
+		FirstSeenNS: v.FirstSeen, LastSeenNS: v.LastSeen,
+		TCPFlagsFwd: v.TcpFlagsFwd, TCPFlagsRev: v.TcpFlagsRev,
+	}
+	local, remote := addrFromKey(k.Family, k.Local), addrFromKey(k.Family, k.Remote)
+	if v.FirstDir == DirEgress {
+		e.Src, e.Dst, e.SrcPort, e.DstPort = local, remote, k.Lport, k.Rport
+	} else {
+		e.Src, e.Dst, e.SrcPort, e.DstPort = remote, local, k.Rport, k.Lport
+	}
+	if isICMP(k.Proto) {
+		e.SrcPort, e.DstPort = k.Lport, 0
+	}
+	return e
+}
+
+func (e CTEntry) key() (loupeCtKey, error) {
+	k := loupeCtKey{Ifindex: e.Ifindex, Proto: e.Proto}
+	if !e.Src.IsValid() || !e.Dst.IsValid() || e.Src.Is4() != e.Dst.Is4() {
+		return k, fmt.Errorf("conntrack entry %s -> %s: bad addresses", e.Src, e.Dst)
+	}
+	k.Family = 6
+	if e.Src.Is4() {
+		k.Family = 4
+	}
+	local, remote, lport, rport := e.Src, e.Dst, e.SrcPort, e.DstPort
+	if e.Direction != DirEgress {
+		local, remote, lport, rport = e.Dst, e.Src, e.DstPort, e.SrcPort
+	}
+	if isICMP(e.Proto) {
+		lport, rport = e.SrcPort, 0
+	}
+	k.Local, k.Remote = addrBytes(local), addrBytes(remote)
+	k.Lport, k.Rport = lport, rport
+	return k, nil
+}
+
+func addrBytes(a netip.Addr) [16]uint8 {
+	var b [16]uint8
+	if a.Is4() {
+		a4 := a.As4()
+		copy(b[:], a4[:])
+		return b
+	}
+	return a.As16()
+}
+
+// Conntrack lists the conntrack table.
+func (d *Datapath) Conntrack() ([]CTEntry, error) {
+	var (
+		out []CTEntry
+		k   loupeCtKey
+		v   loupeCtEntry
+	)
+	it := d.objs.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, ctEntryFrom(k, v))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read conntrack: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteConntrack removes the entries for which drop returns true (for
+// example connections a new policy denies) and returns how many it removed.
+func (d *Datapath) DeleteConntrack(drop func(CTEntry) bool) (int, error) {
+	var (
+		keys []loupeCtKey
+		k    loupeCtKey
+		v    loupeCtEntry
+	)
+	it := d.objs.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		if drop(ctEntryFrom(k, v)) {
+			keys = append(keys, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("delete conntrack: %w", err)
+	}
+	n := 0
+	for i := range keys {
+		err := d.objs.Conntrack.Delete(&keys[i])
+		if err == nil {
+			n++
+		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, fmt.Errorf("delete conntrack: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// DeleteConntrackEntry removes one entry (as returned by Conntrack); a
+// missing one is fine.
+func (d *Datapath) DeleteConntrackEntry(e CTEntry) error {
+	k, err := e.key()
+	if err != nil {
+		return fmt.Errorf("delete conntrack: %w", err)
+	}
+	if err := d.objs.Conntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete conntrack: %w", err)
+	}
+	return nil
+}
+
+func ipcacheKey(p netip.Prefix) (loupeIpcacheKey, error) {
+	if !p.IsValid() {
+		return loupeIpcacheKey{}, fmt.Errorf("invalid prefix %s", p)
+	}
+	p = p.Masked()
+	k := loupeIpcacheKey{Prefixlen: 32 + uint32(p.Bits()), Family: 6, Addr: addrBytes(p.Addr())}
+	if p.Addr().Is4() {
+		k.Family = 4
+	} else if p.Addr().Is4In6() {
+		return k, fmt.Errorf("prefix %s: use a plain IPv4 prefix", p)
+	}
+	return k, nil
+}
+
+// UpsertIPCache maps an IP prefix (a /32 or /128 for a pod, a CIDR for an
+// ipBlock) to a security identity. The longest prefix wins.
+func (d *Datapath) UpsertIPCache(prefix netip.Prefix, identity uint32) error {
+	k, err := ipcacheKey(prefix)
+	if err != nil {
+		return fmt.Errorf("upsert ipcache: %w", err)
+	}
+	if err := d.objs.Ipcache.Put(&k, loupeIpcacheValue{Identity: identity}); err != nil {
+		return fmt.Errorf("upsert ipcache %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// DeleteIPCache removes a prefix; a missing one is fine.
+func (d *Datapath) DeleteIPCache(prefix netip.Prefix) error {
+	k, err := ipcacheKey(prefix)
+	if err != nil {
+		return fmt.Errorf("delete ipcache: %w", err)
+	}
+	if err := d.objs.Ipcache.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete ipcache %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// IPCache lists the ipcache: prefix → identity.
+func (d *Datapath) IPCache() (map[netip.Prefix]uint32, error) {
+	out := make(map[netip.Prefix]uint32)
+	var (
+		k loupeIpcacheKey
+		v loupeIpcacheValue
+	)
+	it := d.objs.Ipcache.Iterate()
+	for it.Next(&k, &v) {
+		bits := int(k.Prefixlen) - 32
+		out[netip.PrefixFrom(addrFromKey(k.Family, k.Addr), bits)] = v.Identity
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list ipcache: %w", err)
+	}
+	return out, nil
+}
+
+// PolicyKey is one policy map key. PeerIdentity IdentityAny, Port 0 and
+// Proto 0 are wildcards; the datapath looks up, most specific first:
+// {peer,port,proto} L3_L4, {peer,0,proto} L3_L4, {peer,0,0} L3_ONLY,
+// {any,port,proto} L4_ONLY, {any,0,proto} L4_ONLY, {any,0,0} ALL.
+// Port ranges are expanded to one key per port.
+type PolicyKey struct {
+	EndpointID   uint32
+	PeerIdentity uint32
+	Port         uint16 // destination port, host order
+	Proto        uint8  // IPPROTO_*
+	Direction    uint8  // DirIngress (to pod) or DirEgress (from pod)
+}
+
+// PolicyEntry is the verdict of a policy key and the rule reported with it.
+type PolicyEntry struct {
+	RuleID uint32
+	Deny   bool
+}
+
+const (
+	policyAllow uint8 = 1
+	policyDeny  uint8 = 2
+)
+
+func (k PolicyKey) raw() loupePolicyKey {
+	return loupePolicyKey{EpId: k.EndpointID, PeerIdentity: k.PeerIdentity, Dport: k.Port, Proto: k.Proto, Direction: k.Direction}
+}
+
+// UpsertPolicy adds or replaces one policy entry.
+func (d *Datapath) UpsertPolicy(k PolicyKey, e PolicyEntry) error {
+	v := loupePolicyValue{RuleId: e.RuleID, Verdict: policyAllow}
+	if e.Deny {
+		v.Verdict = policyDeny
+	}
+	rk := k.raw()
+	if err := d.objs.Policy.Put(&rk, &v); err != nil {
+		return fmt.Errorf("upsert policy: %w", err)
+	}
+	return nil
+}
+
+// DeletePolicy removes one policy entry; a missing one is fine.
+func (d *Datapath) DeletePolicy(k PolicyKey) error {
+	rk := k.raw()
+	if err := d.objs.Policy.Delete(&rk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete policy: %w", err)
+	}
+	return nil
+}
+
+// Policy lists the policy map.
+func (d *Datapath) Policy() (map[PolicyKey]PolicyEntry, error) {
+	out := make(map[PolicyKey]PolicyEntry)
+	var (
+		k loupePolicyKey
+		v loupePolicyValue
+	)
+	it := d.objs.Policy.Iterate()
+	for it.Next(&k, &v) {
+		out[PolicyKey{EndpointID: k.EpId, PeerIdentity: k.PeerIdentity, Port: k.Dport, Proto: k.Proto, Direction: k.Direction}] =
+			PolicyEntry{RuleID: v.RuleId, Deny: v.Verdict != policyAllow}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list policy: %w", err)
+	}
+	return out, nil
+}

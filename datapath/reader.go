@@ -1,0 +1,62 @@
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// EventStats tells how complete the event stream is.
+type EventStats struct {
+	Read              uint64 // records handed to ReadEvents sinks
+	Short             uint64 // records shorter than EventSize, skipped
+	Lost              uint64 // events the datapath could not write: ring buffer full
+	DropEventsLimited uint64 // drop events held back by the rate limit (counters stay exact)
+}
+
+// ReadEvents hands every ring-buffer record to sink until ctx is done, then
+// returns nil. raw is only valid during the call. Only one reader at a time.
+func (d *Datapath) ReadEvents(ctx context.Context, sink func(raw []byte)) error {
+	rd, err := ringbuf.NewReader(d.objs.Events)
+	if err != nil {
+		return fmt.Errorf("read events: %w", err)
+	}
+	defer rd.Close()
+	stop := context.AfterFunc(ctx, func() { rd.Close() })
+	defer stop()
+
+	var rec ringbuf.Record
+	for {
+		if err := rd.ReadInto(&rec); err != nil {
+			if ctx.Err() != nil && (errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed)) {
+				return nil
+			}
+			return fmt.Errorf("read events: %w", err)
+		}
+		if len(rec.RawSample) < EventSize {
+			d.eventsShort.Add(1)
+			continue
+		}
+		d.eventsRead.Add(1)
+		sink(rec.RawSample)
+	}
+}
+
+// EventStats returns the reader's counts and the datapath's lost and
+// rate-limited event counts.
+func (d *Datapath) EventStats() (EventStats, error) {
+	s := EventStats{Read: d.eventsRead.Load(), Short: d.eventsShort.Load()}
+	for slot, dst := range map[uint32]*uint64{0: &s.Lost, 1: &s.DropEventsLimited} {
+		var vals []uint64
+		if err := d.objs.EventStats.Lookup(slot, &vals); err != nil {
+			return s, fmt.Errorf("event stats: %w", err)
+		}
+		for _, v := range vals {
+			*dst += v
+		}
+	}
+	return s, nil
+}
