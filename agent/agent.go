@@ -1,0 +1,250 @@
+// Package agent is the node agent's core: pod IP allocation, the endpoint
+// table (persisted under the state dir and mirrored into the datapath's
+// endpoint map) and the endpoint API that loupe-cni calls over a unix
+// socket. It depends on the datapath only through the Datapath interface;
+// package agent/daemon wires the real one.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/loupe-project/loupe/agent/ipam"
+)
+
+// State dir layout.
+const (
+	IPAMStateFile      = "ipam.json"
+	EndpointsStateFile = "endpoints.json"
+)
+
+// maxEndpointID bounds endpoint ids to 16 bits, as Hubble tools expect
+// small numbers; a node never has that many pods.
+const maxEndpointID = 1<<16 - 1
+
+// Config configures an Agent.
+type Config struct {
+	NodeName string
+	// PodCIDRs: one IPv4 CIDR, optionally one IPv6 CIDR.
+	PodCIDRs []netip.Prefix
+	StateDir string
+	BPFRoot  string
+	// XDPMode is the default the CNI plugin uses when its netconf has none.
+	XDPMode  string
+	Datapath Datapath
+	// LinkExists reports whether a host interface index still exists. When
+	// set, endpoints restored from the state dir whose host veth is gone
+	// are dropped. nil trusts the state.
+	LinkExists func(ifindex uint32) bool
+	// Version is reported by Status.
+	Version string
+	Log     *slog.Logger
+}
+
+// Agent holds the node's allocations and endpoints and serves the
+// endpoint API. Methods are safe for concurrent use.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	ipam *ipam.Allocator
+	dp   Datapath
+
+	// mu serialises changes to the endpoint table, its file and the
+	// datapath map, so the three never disagree after a call returns.
+	mu        sync.Mutex
+	endpoints map[ipam.Key]*Endpoint
+	nextID    uint32
+
+	ready      atomic.Bool
+	generation atomic.Pointer[string]
+}
+
+// New creates the state dir if needed, restores allocations and endpoints
+// from it, and reconciles the datapath's endpoint map with them: restored
+// endpoints are (re)written, entries the agent does not know are removed.
+// The agent is ready when New returns.
+func New(cfg Config) (*Agent, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("agent: node name required")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("agent: state dir required")
+	}
+	if cfg.Datapath == nil {
+		return nil, errors.New("agent: datapath required")
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: create state dir: %w", err)
+	}
+	alloc, err := ipam.New(ipam.Config{CIDRs: cfg.PodCIDRs, StatePath: filepath.Join(cfg.StateDir, IPAMStateFile), Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{cfg: cfg, log: log, ipam: alloc, dp: cfg.Datapath, endpoints: map[ipam.Key]*Endpoint{}, nextID: 1}
+	if err := a.restore(); err != nil {
+		return nil, err
+	}
+	if err := a.reconcile(); err != nil {
+		return nil, err
+	}
+	a.ready.Store(true)
+	return a, nil
+}
+
+func (a *Agent) endpointsPath() string { return filepath.Join(a.cfg.StateDir, EndpointsStateFile) }
+
+// restore loads endpoints.json, keeping only endpoints whose addresses are
+// still allocated to them and whose host veth still exists.
+func (a *Agent) restore() error {
+	b, err := os.ReadFile(a.endpointsPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("agent: read endpoints: %w", err)
+	}
+	st, err := parseEndpointsState(b)
+	if err != nil {
+		return fmt.Errorf("agent: state file %s: %w", a.endpointsPath(), err)
+	}
+	if st.NextID >= 1 && st.NextID <= maxEndpointID {
+		a.nextID = st.NextID
+	}
+	dropped := false
+	for i := range st.Endpoints {
+		e := st.Endpoints[i]
+		al, ok := a.ipam.Get(e.key())
+		switch {
+		case !ok || al.IPv4 != e.IPv4 || al.IPv6 != e.IPv6:
+			a.log.Warn("dropping restored endpoint: its addresses are not allocated to it",
+				"container_id", e.ContainerID, "ifname", e.Ifname, "ipv4", e.IPv4, "ipv6", e.IPv6)
+			dropped = true
+		case a.cfg.LinkExists != nil && !a.cfg.LinkExists(e.HostIfindex):
+			a.log.Warn("dropping restored endpoint: its host veth is gone",
+				"container_id", e.ContainerID, "ifname", e.Ifname, "host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex)
+			dropped = true
+		default:
+			a.endpoints[e.key()] = &e
+		}
+	}
+	if dropped {
+		return a.persistLocked(a.endpoints)
+	}
+	return nil
+}
+
+// reconcile makes the datapath's endpoint map equal to the table. The map
+// is pinned, so after a restart it normally already is.
+func (a *Agent) reconcile() error {
+	have, err := a.dp.Endpoints()
+	if err != nil {
+		return fmt.Errorf("agent: read datapath endpoints: %w", err)
+	}
+	want := map[uint32]EndpointInfo{}
+	for _, e := range a.endpoints {
+		want[e.HostIfindex] = e.info()
+	}
+	var written, removed int
+	for idx, info := range want {
+		if cur, ok := have[idx]; ok && cur == info {
+			continue
+		}
+		if err := a.dp.UpsertEndpoint(idx, info); err != nil {
+			return fmt.Errorf("agent: restore endpoint on ifindex %d: %w", idx, err)
+		}
+		written++
+	}
+	for idx := range have {
+		if _, ok := want[idx]; ok {
+			continue
+		}
+		if err := a.dp.DeleteEndpoint(idx); err != nil {
+			return fmt.Errorf("agent: remove unknown endpoint on ifindex %d: %w", idx, err)
+		}
+		removed++
+	}
+	a.log.Info("endpoints restored", "endpoints", len(want), "written", written, "removed_unknown", removed)
+	return nil
+}
+
+// persistLocked writes table to endpoints.json; the caller holds mu (or
+// owns the agent exclusively).
+func (a *Agent) persistLocked(table map[ipam.Key]*Endpoint) error {
+	st := &endpointsState{Version: endpointsStateVersion, NextID: a.nextID}
+	for _, e := range table {
+		st.Endpoints = append(st.Endpoints, *e)
+	}
+	return writeEndpointsState(a.endpointsPath(), st)
+}
+
+// Ready reports whether the datapath is loaded and the endpoints restored.
+func (a *Agent) Ready() bool { return a != nil && a.ready.Load() }
+
+// SetAppliedGeneration records the metadata generation whose objects the
+// agent has fully written to its datapath; Status reports it.
+func (a *Agent) SetAppliedGeneration(g string) { a.generation.Store(&g) }
+
+// AppliedGeneration is the last value given to SetAppliedGeneration.
+func (a *Agent) AppliedGeneration() string {
+	if g := a.generation.Load(); g != nil {
+		return *g
+	}
+	return ""
+}
+
+// Endpoints returns a copy of the endpoint table, sorted by id.
+func (a *Agent) Endpoints() []Endpoint {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]Endpoint, 0, len(a.endpoints))
+	for _, e := range a.endpoints {
+		out = append(out, *e)
+	}
+	slices.SortFunc(out, func(x, y Endpoint) int { return int(x.ID) - int(y.ID) })
+	return out
+}
+
+// PodCIDRs returns the node's pod CIDRs, comma-separated, IPv4 first.
+func (a *Agent) PodCIDRs() string {
+	var s []string
+	for _, c := range a.ipam.CIDRs() {
+		s = append(s, c.String())
+	}
+	return strings.Join(s, ",")
+}
+
+// Gateways returns the gateway address of each configured family.
+func (a *Agent) Gateways() (v4, v6 netip.Addr) { return a.ipam.Gateways() }
+
+// allocateIDLocked returns the next free endpoint id, next-fit so that a
+// freed id is not reused at once; the caller holds mu.
+func (a *Agent) allocateIDLocked() (uint32, error) {
+	used := make(map[uint32]bool, len(a.endpoints))
+	for _, e := range a.endpoints {
+		used[e.ID] = true
+	}
+	id := a.nextID
+	for range maxEndpointID {
+		if id < 1 || id > maxEndpointID {
+			id = 1
+		}
+		if !used[id] {
+			a.nextID = id + 1
+			return id, nil
+		}
+		id++
+	}
+	return 0, errors.New("no free endpoint id")
+}

@@ -1,0 +1,52 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"sync"
+)
+
+// memDatapath is an in-memory endpoint map standing in for the pinned BPF
+// map in unit tests.
+type memDatapath struct {
+	mu      sync.Mutex
+	eps     map[uint32]EndpointInfo
+	failPut bool // make UpsertEndpoint fail
+	upserts int
+}
+
+func newMemDatapath() *memDatapath { return &memDatapath{eps: map[uint32]EndpointInfo{}} }
+
+var errInjected = errors.New("injected failure")
+
+func (m *memDatapath) UpsertEndpoint(idx uint32, ep EndpointInfo) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failPut {
+		return errInjected
+	}
+	m.upserts++
+	m.eps[idx] = ep
+	return nil
+}
+
+func (m *memDatapath) DeleteEndpoint(idx uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.eps, idx)
+	return nil
+}
+
+func (m *memDatapath) Endpoints() (map[uint32]EndpointInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.eps), nil
+}
+
+func (m *memDatapath) ReadEvents(ctx context.Context, _ func([]byte)) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (m *memDatapath) Close() error { return nil }

@@ -1,0 +1,311 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/agent/ipam"
+)
+
+// Server implements the endpoint API on top of an Agent.
+type Server struct {
+	endpointv1.UnimplementedEndpointsServer
+	a *Agent
+}
+
+// NewServer returns the endpoint API of a.
+func NewServer(a *Agent) *Server { return &Server{a: a} }
+
+// invalid turns a validation failure into InvalidArgument naming the field.
+func invalid(err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return status.Errorf(codes.InvalidArgument, "%s: %s", fe.Field, fe.Msg)
+	}
+	return status.Error(codes.InvalidArgument, err.Error())
+}
+
+func validateKey(containerID, ifname string) error {
+	if err := validateContainerID(containerID); err != nil {
+		return invalid(err)
+	}
+	if err := validateIfname("ifname", ifname); err != nil {
+		return invalid(err)
+	}
+	return nil
+}
+
+// Allocate reserves (or returns the existing) addresses of an attachment.
+func (s *Server) Allocate(_ context.Context, req *endpointv1.AllocateRequest) (*endpointv1.AllocateResponse, error) {
+	if err := validateKey(req.GetContainerId(), req.GetIfname()); err != nil {
+		return nil, err
+	}
+	al, err := s.a.ipam.Allocate(ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()},
+		req.GetPodNamespace(), req.GetPodName())
+	if errors.Is(err, ipam.ErrExhausted) {
+		return nil, status.Error(codes.ResourceExhausted, err.Error())
+	}
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	gw4, gw6 := s.a.Gateways()
+	return &endpointv1.AllocateResponse{
+		Ipv4:        addrString(al.IPv4),
+		Ipv6:        addrString(al.IPv6),
+		GatewayIpv4: addrString(gw4),
+		GatewayIpv6: addrString(gw6),
+		BpfRoot:     s.a.cfg.BPFRoot,
+		XdpMode:     s.a.cfg.XDPMode,
+	}, nil
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// Release frees an attachment's addresses. An endpoint still registered
+// for the attachment is unregistered first, so a freed address is never
+// left in the endpoint map.
+func (s *Server) Release(_ context.Context, req *endpointv1.ReleaseRequest) (*endpointv1.ReleaseResponse, error) {
+	if err := validateKey(req.GetContainerId(), req.GetIfname()); err != nil {
+		return nil, err
+	}
+	key := ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()}
+	a := s.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.unregisterLocked(key); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if err := a.ipam.Release(key); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &endpointv1.ReleaseResponse{}, nil
+}
+
+// Register records an endpoint and writes it to the datapath's endpoint
+// map. Its addresses must be the ones allocated to its (container id,
+// ifname). Registering again updates it and keeps its id.
+func (s *Server) Register(_ context.Context, req *endpointv1.RegisterRequest) (*endpointv1.RegisterResponse, error) {
+	pe := req.GetEndpoint()
+	if pe == nil {
+		return nil, status.Error(codes.InvalidArgument, "endpoint: required")
+	}
+	e := &Endpoint{
+		ContainerID: pe.GetContainerId(), Ifname: pe.GetIfname(), Netns: pe.GetNetns(),
+		PodNamespace: pe.GetPodNamespace(), PodName: pe.GetPodName(),
+		HostIfname: pe.GetHostIfname(), HostIfindex: pe.GetHostIfindex(), MAC: pe.GetMac(),
+	}
+	var err error
+	if e.IPv4, err = parseAddrField("ipv4", pe.GetIpv4()); err != nil {
+		return nil, invalid(err)
+	}
+	if e.IPv6, err = parseAddrField("ipv6", pe.GetIpv6()); err != nil {
+		return nil, invalid(err)
+	}
+	if err := validateEndpoint(e); err != nil {
+		return nil, invalid(err)
+	}
+	a := s.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	al, ok := a.ipam.Get(e.key())
+	if !ok {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"container_id/ifname: %s/%s has no allocation: call Allocate first", e.ContainerID, e.Ifname)
+	}
+	if al.IPv4 != e.IPv4 {
+		return nil, status.Errorf(codes.InvalidArgument, "ipv4: %q is not the address allocated to %s/%s (%q)",
+			addrString(e.IPv4), e.ContainerID, e.Ifname, addrString(al.IPv4))
+	}
+	if al.IPv6 != e.IPv6 {
+		return nil, status.Errorf(codes.InvalidArgument, "ipv6: %q is not the address allocated to %s/%s (%q)",
+			addrString(e.IPv6), e.ContainerID, e.Ifname, addrString(al.IPv6))
+	}
+	if e.PodNamespace == "" && e.PodName == "" {
+		e.PodNamespace, e.PodName = al.PodNamespace, al.PodName
+	}
+	e.Identity = PodIdentity(e.PodNamespace, e.PodName)
+	if err := a.registerLocked(e); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &endpointv1.RegisterResponse{Endpoint: e.proto()}, nil
+}
+
+func parseAddrField(field, s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, &FieldError{field, fmt.Sprintf("%q is not an IP address", s)}
+	}
+	return ip, nil
+}
+
+// registerLocked stores e (assigning its id), updates the datapath and the
+// state file; on failure it undoes what it did. The caller holds mu.
+func (a *Agent) registerLocked(e *Endpoint) error {
+	old := a.endpoints[e.key()]
+	if old != nil {
+		e.ID = old.ID
+	} else {
+		id, err := a.allocateIDLocked()
+		if err != nil {
+			return err
+		}
+		e.ID = id
+	}
+	next := maps.Clone(a.endpoints)
+	next[e.key()] = e
+	// An endpoint of another attachment on the same ifindex is stale: its
+	// veth is gone and the kernel reused the index.
+	for k, o := range a.endpoints {
+		if k != e.key() && o.HostIfindex == e.HostIfindex {
+			delete(next, k)
+			a.log.Warn("replacing stale endpoint on a reused host ifindex",
+				"host_ifindex", e.HostIfindex, "stale_container_id", o.ContainerID, "stale_ifname", o.Ifname)
+		}
+	}
+	if err := a.dp.UpsertEndpoint(e.HostIfindex, e.info()); err != nil {
+		return fmt.Errorf("write endpoint map: %w", err)
+	}
+	movedFrom := uint32(0)
+	if old != nil && old.HostIfindex != e.HostIfindex {
+		movedFrom = old.HostIfindex
+		if err := a.dp.DeleteEndpoint(movedFrom); err != nil {
+			a.undoUpsert(e.HostIfindex)
+			return fmt.Errorf("remove endpoint from old ifindex %d: %w", movedFrom, err)
+		}
+	}
+	if err := a.persistLocked(next); err != nil {
+		a.undoUpsert(e.HostIfindex)
+		if movedFrom != 0 {
+			a.restoreEntry(old)
+		}
+		if old == nil {
+			a.nextID = e.ID
+		}
+		return err
+	}
+	a.endpoints = next
+	a.log.Info("endpoint registered", "container_id", e.ContainerID, "ifname", e.Ifname,
+		"pod", e.PodNamespace+"/"+e.PodName, "id", e.ID, "identity", e.Identity,
+		"host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex, "ipv4", e.IPv4, "ipv6", e.IPv6)
+	return nil
+}
+
+// undoUpsert puts back what was on ifindex before a failed registration:
+// the table (a.endpoints) is still the one from before it.
+func (a *Agent) undoUpsert(ifindex uint32) {
+	for _, o := range a.endpoints {
+		if o.HostIfindex == ifindex {
+			a.restoreEntry(o)
+			return
+		}
+	}
+	if err := a.dp.DeleteEndpoint(ifindex); err != nil {
+		a.log.Error("rollback: remove endpoint", "host_ifindex", ifindex, "err", err)
+	}
+}
+
+func (a *Agent) restoreEntry(e *Endpoint) {
+	if err := a.dp.UpsertEndpoint(e.HostIfindex, e.info()); err != nil {
+		a.log.Error("rollback: restore endpoint", "host_ifindex", e.HostIfindex, "err", err)
+	}
+}
+
+// Unregister removes an endpoint; unknown endpoints succeed.
+func (s *Server) Unregister(_ context.Context, req *endpointv1.UnregisterRequest) (*endpointv1.UnregisterResponse, error) {
+	if err := validateKey(req.GetContainerId(), req.GetIfname()); err != nil {
+		return nil, err
+	}
+	a := s.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.unregisterLocked(ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()}); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &endpointv1.UnregisterResponse{}, nil
+}
+
+// unregisterLocked removes key's endpoint from the datapath and the state
+// file; the caller holds mu.
+func (a *Agent) unregisterLocked(key ipam.Key) error {
+	e, ok := a.endpoints[key]
+	if !ok {
+		return nil
+	}
+	if err := a.dp.DeleteEndpoint(e.HostIfindex); err != nil {
+		return fmt.Errorf("remove from endpoint map: %w", err)
+	}
+	next := maps.Clone(a.endpoints)
+	delete(next, key)
+	if err := a.persistLocked(next); err != nil {
+		a.restoreEntry(e)
+		return err
+	}
+	a.endpoints = next
+	a.log.Info("endpoint unregistered", "container_id", e.ContainerID, "ifname", e.Ifname,
+		"id", e.ID, "host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex)
+	return nil
+}
+
+// List returns every endpoint and every allocation without an endpoint.
+func (s *Server) List(context.Context, *endpointv1.ListRequest) (*endpointv1.ListResponse, error) {
+	a := s.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	resp := &endpointv1.ListResponse{}
+	eps := slices.Collect(maps.Values(a.endpoints))
+	slices.SortFunc(eps, func(x, y *Endpoint) int { return int(x.ID) - int(y.ID) })
+	for _, e := range eps {
+		resp.Endpoints = append(resp.Endpoints, e.proto())
+	}
+	for _, al := range a.ipam.List() {
+		if _, ok := a.endpoints[al.Key]; !ok {
+			resp.Allocations = append(resp.Allocations, &endpointv1.ReleaseRequest{ContainerId: al.ContainerID, Ifname: al.Ifname})
+		}
+	}
+	return resp, nil
+}
+
+// Status reports readiness and the node's settings.
+func (s *Server) Status(context.Context, *endpointv1.StatusRequest) (*endpointv1.StatusResponse, error) {
+	a := s.a
+	resp := &endpointv1.StatusResponse{
+		Ready:             a.Ready(),
+		NodeName:          a.cfg.NodeName,
+		PodCidr:           a.PodCIDRs(),
+		Version:           a.cfg.Version,
+		BpfRoot:           a.cfg.BPFRoot,
+		AppliedGeneration: a.AppliedGeneration(),
+	}
+	if resp.Ready {
+		resp.Message = "datapath loaded, endpoints restored"
+	} else {
+		resp.Message = "not ready"
+	}
+	return resp, nil
+}
+
+func (e *Endpoint) proto() *endpointv1.Endpoint {
+	return &endpointv1.Endpoint{
+		ContainerId: e.ContainerID, Ifname: e.Ifname, Netns: e.Netns,
+		PodNamespace: e.PodNamespace, PodName: e.PodName,
+		HostIfname: e.HostIfname, HostIfindex: e.HostIfindex,
+		Ipv4: addrString(e.IPv4), Ipv6: addrString(e.IPv6), Mac: e.MAC,
+		Id: e.ID, Identity: e.Identity,
+	}
+}
