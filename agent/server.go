@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 	"github.com/loupe-project/loupe/agent/ipam"
+	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
 // Server implements the endpoint API on top of an Agent.
