@@ -176,6 +176,57 @@ func (a *Agent) reconcile() error {
 		removed++
 	}
 	a.log.Info("endpoints restored", "endpoints", len(want), "written", written, "removed_unknown", removed)
+	return a.syncIPCache(a.endpoints)
+}
+
+// ownsPrefix reports whether an ipcache prefix lies inside the node's pod
+// CIDRs: those entries are the agent's (its pods and its gateways); the
+// rest of the ipcache (remote pods, the world) belongs to others.
+func (a *Agent) ownsPrefix(p netip.Prefix) bool {
+	for _, c := range a.ipam.CIDRs() {
+		if p.Bits() >= c.Bits() && c.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// syncIPCache makes the ipcache entries inside the pod CIDRs equal to
+// table's endpoints (address -> pod identity) plus the gateways (-> host).
+func (a *Agent) syncIPCache(table map[ipam.Key]*Endpoint) error {
+	want := map[netip.Prefix]uint32{}
+	gw4, gw6 := a.Gateways()
+	for _, gw := range []netip.Addr{gw4, gw6} {
+		if gw.IsValid() {
+			want[netip.PrefixFrom(gw, gw.BitLen())] = IdentityHost
+		}
+	}
+	for _, e := range table {
+		for _, ip := range []netip.Addr{e.IPv4, e.IPv6} {
+			if ip.IsValid() {
+				want[netip.PrefixFrom(ip, ip.BitLen())] = e.Identity
+			}
+		}
+	}
+	have, err := a.dp.IPCache()
+	if err != nil {
+		return fmt.Errorf("read ipcache: %w", err)
+	}
+	for p, id := range want {
+		if cur, ok := have[p]; ok && cur == id {
+			continue
+		}
+		if err := a.dp.UpsertIPCache(p, id); err != nil {
+			return fmt.Errorf("write ipcache: %w", err)
+		}
+	}
+	for p := range have {
+		if _, ok := want[p]; !ok && a.ownsPrefix(p) {
+			if err := a.dp.DeleteIPCache(p); err != nil {
+				return fmt.Errorf("remove ipcache: %w", err)
+			}
+		}
+	}
 	return nil
 }
 

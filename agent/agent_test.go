@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -100,6 +101,15 @@ func TestAllocateRegisterUnregisterRelease(t *testing.T) {
 	if got != want {
 		t.Fatalf("datapath entry %+v, want %+v", got, want)
 	}
+	wantIPC := map[netip.Prefix]uint32{
+		netip.MustParsePrefix("10.20.0.1/32"):   IdentityHost,
+		netip.MustParsePrefix("fd20::1/128"):    IdentityHost,
+		netip.MustParsePrefix(al.Ipv4 + "/32"):  ep.Identity,
+		netip.MustParsePrefix(al.Ipv6 + "/128"): ep.Identity,
+	}
+	if !maps.Equal(f.dp.ipc, wantIPC) {
+		t.Fatalf("ipcache %v, want %v", f.dp.ipc, wantIPC)
+	}
 	// Registering again keeps the id.
 	if ep2 := f.register(t, "c1", "eth0", 7, al); ep2.Id != ep.Id {
 		t.Fatalf("re-register changed id %d -> %d", ep.Id, ep2.Id)
@@ -122,8 +132,8 @@ func TestAllocateRegisterUnregisterRelease(t *testing.T) {
 		if _, err := f.s.Unregister(ctx, &endpointv1.UnregisterRequest{ContainerId: "c1", Ifname: "eth0"}); err != nil {
 			t.Fatal(err)
 		}
-		if len(f.dp.eps) != 0 {
-			t.Fatalf("datapath entries after unregister: %v", f.dp.eps)
+		if len(f.dp.eps) != 0 || len(f.dp.ipc) != 2 {
+			t.Fatalf("datapath entries after unregister: %v %v", f.dp.eps, f.dp.ipc)
 		}
 		for _, c := range []string{"c1", "c2"} {
 			if _, err := f.s.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: c, Ifname: "eth0"}); err != nil {
@@ -162,7 +172,15 @@ func TestRestartRestoresEndpoints(t *testing.T) {
 	// one entry that went stale.
 	f.dp.eps[99] = EndpointInfo{ID: 500}
 	f.dp.eps[12] = EndpointInfo{ID: 1}
+	// An ipcache entry in the pod CIDR that no endpoint holds is stale; a
+	// remote pod's entry belongs to someone else.
+	stale, remote := netip.MustParsePrefix("10.20.0.200/32"), netip.MustParsePrefix("10.21.0.5/32")
+	f.dp.ipc[stale], f.dp.ipc[remote] = 9999, 8888
+	delete(f.dp.ipc, netip.MustParsePrefix(al1.Ipv4+"/32"))
 	f.restart(t)
+	if _, ok := f.dp.ipc[stale]; ok || f.dp.ipc[remote] != 8888 || f.dp.ipc[netip.MustParsePrefix(al1.Ipv4+"/32")] != ep1.Identity {
+		t.Fatalf("ipcache after restart %v", f.dp.ipc)
+	}
 	if len(f.dp.eps) != 2 || f.dp.eps[11] != ep1info(ep1) || f.dp.eps[12] != ep1info(ep2) {
 		t.Fatalf("datapath after restart %v", f.dp.eps)
 	}

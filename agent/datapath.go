@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"net/netip"
+
+	"github.com/loupe-project/loupe/datapath"
 )
 
 // Datapath is what the agent needs from the loaded datapath. The daemon
@@ -12,15 +14,20 @@ type Datapath interface {
 	// DeleteEndpoint of a missing entry is not an error.
 	DeleteEndpoint(hostIfindex uint32) error
 	Endpoints() (map[uint32]EndpointInfo, error)
+	UpsertIPCache(prefix netip.Prefix, identity uint32) error
+	// DeleteIPCache of a missing prefix is not an error.
+	DeleteIPCache(prefix netip.Prefix) error
+	IPCache() (map[netip.Prefix]uint32, error)
 	// ReadEvents blocks until ctx is done; raw is valid only during sink.
 	ReadEvents(ctx context.Context, sink func(raw []byte)) error
 	Close() error
 }
 
-// EndpointInfo is the datapath's endpoint map value (datapath.EndpointInfo).
-type EndpointInfo struct {
-	ID, Identity  uint32
-	IPv4, IPv6    netip.Addr
-	PolicyIngress bool
-	PolicyEgress  bool
-}
+// EndpointInfo is the datapath's endpoint map value.
+type EndpointInfo = datapath.EndpointInfo
+
+// IdentityHost is the reserved identity of the node itself (Cilium's
+// reserved:host); the gateway addresses map to it in the ipcache.
+const IdentityHost = 1
+
+var _ Datapath = (*datapath.Datapath)(nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"net/netip"
 	"sync"
 )
 
@@ -12,11 +13,14 @@ import (
 type memDatapath struct {
 	mu      sync.Mutex
 	eps     map[uint32]EndpointInfo
+	ipc     map[netip.Prefix]uint32
 	failPut bool // make UpsertEndpoint fail
 	upserts int
 }
 
-func newMemDatapath() *memDatapath { return &memDatapath{eps: map[uint32]EndpointInfo{}} }
+func newMemDatapath() *memDatapath {
+	return &memDatapath{eps: map[uint32]EndpointInfo{}, ipc: map[netip.Prefix]uint32{}}
+}
 
 var errInjected = errors.New("injected failure")
 
@@ -50,3 +54,23 @@ func (m *memDatapath) ReadEvents(ctx context.Context, _ func([]byte)) error {
 }
 
 func (m *memDatapath) Close() error { return nil }
+
+func (m *memDatapath) UpsertIPCache(p netip.Prefix, id uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ipc[p] = id
+	return nil
+}
+
+func (m *memDatapath) DeleteIPCache(p netip.Prefix) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.ipc, p)
+	return nil
+}
+
+func (m *memDatapath) IPCache() (map[netip.Prefix]uint32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.ipc), nil
+}

@@ -189,7 +189,7 @@ func (a *Agent) registerLocked(e *Endpoint) error {
 			return fmt.Errorf("remove endpoint from old ifindex %d: %w", movedFrom, err)
 		}
 	}
-	if err := a.persistLocked(next); err != nil {
+	undo := func() {
 		a.undoUpsert(e.HostIfindex)
 		if movedFrom != 0 {
 			a.restoreEntry(old)
@@ -197,6 +197,16 @@ func (a *Agent) registerLocked(e *Endpoint) error {
 		if old == nil {
 			a.nextID = e.ID
 		}
+		if err := a.syncIPCache(a.endpoints); err != nil {
+			a.log.Error("rollback: ipcache", "err", err)
+		}
+	}
+	if err := a.syncIPCache(next); err != nil {
+		undo()
+		return err
+	}
+	if err := a.persistLocked(next); err != nil {
+		undo()
 		return err
 	}
 	a.endpoints = next
@@ -252,8 +262,18 @@ func (a *Agent) unregisterLocked(key ipam.Key) error {
 	}
 	next := maps.Clone(a.endpoints)
 	delete(next, key)
-	if err := a.persistLocked(next); err != nil {
+	undo := func() {
 		a.restoreEntry(e)
+		if err := a.syncIPCache(a.endpoints); err != nil {
+			a.log.Error("rollback: ipcache", "err", err)
+		}
+	}
+	if err := a.syncIPCache(next); err != nil {
+		undo()
+		return err
+	}
+	if err := a.persistLocked(next); err != nil {
+		undo()
 		return err
 	}
 	a.endpoints = next
