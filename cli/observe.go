@@ -94,7 +94,12 @@ const observeExample = `  loupe observe                                  # the l
 
 // NewObserveCommand returns `loupe observe`.
 func NewObserveCommand() *cobra.Command {
-	o := &observeOptions{now: time.Now}
+	return newObserveCommand(time.Now)
+}
+
+// newObserveCommand takes the clock that relative --since/--until count from.
+func newObserveCommand(now func() time.Time) *cobra.Command {
+	o := &observeOptions{now: now}
 	cmd := &cobra.Command{
 		Use:     "observe [flags]",
 		Short:   "Show network flows, as `hubble observe` does",
