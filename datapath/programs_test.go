@@ -1,0 +1,563 @@
+package datapath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"github.com/cilium/ebpf"
+	"net/netip"
+	"testing"
+)
+
+var (
+	podIP   = netip.MustParseAddr("10.0.0.2")
+	peerIP  = netip.MustParseAddr("10.0.0.3")
+	podIP6  = netip.MustParseAddr("fd00::2")
+	peerIP6 = netip.MustParseAddr("fd00::3")
+)
+
+const testEP = 42
+
+func withEndpoint(tb testing.TB, d *Datapath, ep EndpointInfo) {
+	tb.Helper()
+	if ep.ID == 0 {
+		ep.ID = testEP
+	}
+	if ep.Identity == 0 {
+		ep.Identity = 1000
+	}
+	if !ep.IPv4.IsValid() {
+		ep.IPv4 = podIP
+	}
+	if !ep.IPv6.IsValid() {
+		ep.IPv6 = podIP6
+	}
+	if err := d.UpsertEndpoint(loIfindex, ep); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func TestPrivilegedAntiSpoof(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	spoofed := pkt{src: netip.MustParseAddr("10.0.0.99"), dst: peerIP, proto: protoUDP, sport: 1, dport: 53}.build()
+
+	if ret := run(t, d.objs.LoupeXdp, spoofed); ret != retXDPDrop {
+		t.Fatalf("xdp: got %d, want XDP_DROP", ret)
+	}
+	if ret := run(t, d.objs.LoupeFromPod, spoofed); ret != retTCXDrop {
+		t.Fatalf("tcx ingress: got %d, want TCX_DROP", ret)
+	}
+	if p, b := counter(t, d, DropInvalidSourceIP, DirEgress, testEP); p != 2 || b != uint64(2*len(spoofed)) {
+		t.Fatalf("counter 132: %d packets %d bytes, want 2 and %d", p, b, 2*len(spoofed))
+	}
+	evs := drainEvents(t, d)
+	if len(evs) != 2 {
+		t.Fatalf("got %d events, want 2", len(evs))
+	}
+	for i, ev := range evs {
+		if ev.Type != EventDrop || ev.DropReason != DropInvalidSourceIP || ev.Verdict != VerdictDropped ||
+			ev.Direction != DirEgress || ev.ObsPoint != ObsFromEndpoint || ev.EndpointID != testEP ||
+			ev.Src != netip.MustParseAddr("10.0.0.99") || ev.Dst != peerIP || ev.DstPort != 53 {
+			t.Errorf("event %d: %+v", i, ev)
+		}
+		if !bytes.Equal(ev.Data, spoofed) || ev.PacketLen != uint32(len(spoofed)) {
+			t.Errorf("event %d: data %x, want %x", i, ev.Data, spoofed)
+		}
+	}
+	if evs[0].Flags&FlagXDP == 0 || evs[1].Flags&FlagXDP != 0 {
+		t.Errorf("xdp flag: first %#x second %#x", evs[0].Flags, evs[1].Flags)
+	}
+
+	// The pod's own addresses pass, and an IPv6 source that is not the pod's drops.
+	own := pkt{src: podIP, dst: peerIP, proto: protoUDP, sport: 1, dport: 53}.build()
+	if ret := run(t, d.objs.LoupeXdp, own); ret != retXDPPass {
+		t.Fatalf("own ipv4 xdp: got %d", ret)
+	}
+	if ret := run(t, d.objs.LoupeFromPod, own); ret != retTCXNext {
+		t.Fatalf("own ipv4 tcx: got %d", ret)
+	}
+	spoof6 := pkt{src: netip.MustParseAddr("fd00::99"), dst: peerIP6, proto: protoUDP, sport: 1, dport: 53}.build()
+	if ret := run(t, d.objs.LoupeFromPod, spoof6); ret != retTCXDrop {
+		t.Fatalf("spoofed ipv6 tcx: got %d", ret)
+	}
+	// Anti-spoofing is for packets from the pod: to the pod, any source is fine.
+	in := pkt{src: netip.MustParseAddr("192.0.2.1"), dst: podIP, proto: protoUDP, sport: 1, dport: 53}.build()
+	if ret := run(t, d.objs.LoupeToPod, in); ret != retTCXNext {
+		t.Fatalf("to pod: got %d", ret)
+	}
+}
+
+func TestPrivilegedIPv6LinkLocalAndUnspecifiedPass(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	for name, p := range map[string]pkt{
+		"link-local ns":  {src: netip.MustParseAddr("fe80::1"), dst: netip.MustParseAddr("ff02::1:ff00:1"), proto: protoICMPv6, icmpType: 135, payload: 16},
+		"dad from ::":    {src: netip.IPv6Unspecified(), dst: netip.MustParseAddr("ff02::1:ff00:2"), proto: protoICMPv6, icmpType: 135, payload: 16},
+		"link-local tcp": {src: netip.MustParseAddr("fe80::abcd"), dst: netip.MustParseAddr("fe80::1"), proto: protoTCP, sport: 1, dport: 2, flags: tcpSYN},
+		"own global":     {src: podIP6, dst: peerIP6, proto: protoTCP, sport: 1, dport: 2, flags: tcpSYN},
+	} {
+		b := p.build()
+		if ret := run(t, d.objs.LoupeXdp, b); ret != retXDPPass {
+			t.Errorf("%s: xdp %d", name, ret)
+		}
+		if ret := run(t, d.objs.LoupeFromPod, b); ret != retTCXNext {
+			t.Errorf("%s: tcx %d", name, ret)
+		}
+	}
+	if p, _ := counter(t, d, DropInvalidSourceIP, DirEgress, testEP); p != 0 {
+		t.Fatalf("%d anti-spoof drops, want 0", p)
+	}
+	// Neighbour discovery is neither tracked nor reported.
+	ct, err := d.Conntrack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ct {
+		if e.Proto == protoICMPv6 {
+			t.Errorf("neighbour discovery tracked: %+v", e)
+		}
+	}
+}
+
+func TestPrivilegedMalformed(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	good := pkt{src: podIP, dst: peerIP, proto: protoTCP, sport: 1000, dport: 80, flags: tcpSYN}.build()
+	good6 := pkt{src: podIP6, dst: peerIP6, proto: protoUDP, sport: 1000, dport: 53, payload: 4}.build()
+	goodUDP := pkt{src: podIP, dst: peerIP, proto: protoUDP, sport: 1000, dport: 53, payload: 4}.build()
+	mod := func(b []byte, f func([]byte) []byte) []byte { return f(append([]byte(nil), b...)) }
+
+	cases := map[string][]byte{
+		"ipv4 header cut":    good[:14+12],
+		"ipv4 ihl < 5":       mod(good, func(b []byte) []byte { b[14] = 0x44; return b }),
+		"ipv4 bad version":   mod(good, func(b []byte) []byte { b[14] = 0x55; return b }),
+		"ipv4 tot_len long":  mod(good, func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 200); return b }),
+		"ipv4 tot_len < ihl": mod(good, func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 10); return b }),
+		"tcp header cut": mod(good, func(b []byte) []byte {
+			binary.BigEndian.PutUint16(b[16:], 20+10)
+			return b[:14+20+10]
+		}),
+		"tcp doff < 5":      mod(good, func(b []byte) []byte { b[14+20+12] = 4 << 4; return b }),
+		"tcp doff past end": mod(good, func(b []byte) []byte { b[14+20+12] = 15 << 4; return b }),
+		"udp len < 8":       mod(goodUDP, func(b []byte) []byte { binary.BigEndian.PutUint16(b[14+20+4:], 4); return b }),
+		"udp len past end":  mod(goodUDP, func(b []byte) []byte { binary.BigEndian.PutUint16(b[14+20+4:], 100); return b }),
+		"icmp cut":          pkt{src: podIP, dst: peerIP, proto: protoICMP, icmpType: 8}.build()[:14+20+4],
+		"ipv6 header cut":   good6[:14+30],
+		"ipv6 bad version":  mod(good6, func(b []byte) []byte { b[14] = 0x40; return b }),
+		"ipv6 payload long": mod(good6, func(b []byte) []byte { binary.BigEndian.PutUint16(b[18:], 300); return b }),
+		"ipv6 udp cut": mod(good6, func(b []byte) []byte {
+			binary.BigEndian.PutUint16(b[18:], 4)
+			return b[:14+40+4]
+		}),
+	}
+	// The icmp case's IP header must describe the cut packet.
+	binary.BigEndian.PutUint16(cases["icmp cut"][16:], 24)
+
+	// BPF_PROG_TEST_RUN refuses skbs whose L3 header is shorter than the
+	// ethertype's minimum, so those reach only the XDP program here.
+	xdpOnly := map[string]bool{"ipv4 header cut": true, "ipv6 header cut": true}
+
+	var wantXDP, want uint64
+	for name, b := range cases {
+		if ret := run(t, d.objs.LoupeXdp, b); ret != retXDPDrop {
+			t.Errorf("%s: xdp %d, want drop", name, ret)
+		}
+		wantXDP++
+		if xdpOnly[name] {
+			continue
+		}
+		if ret := run(t, d.objs.LoupeFromPod, b); ret != retTCXDrop {
+			t.Errorf("%s: tcx ingress %d, want drop", name, ret)
+		}
+		if ret := run(t, d.objs.LoupeToPod, b); ret != retTCXDrop {
+			t.Errorf("%s: tcx egress %d, want drop", name, ret)
+		}
+		want++
+	}
+	if p, _ := counter(t, d, DropInvalidPacket, DirEgress, testEP); p != wantXDP+want {
+		t.Errorf("egress 134 drops: %d, want %d", p, wantXDP+want)
+	}
+	if p, _ := counter(t, d, DropInvalidPacket, DirIngress, testEP); p != want {
+		t.Errorf("ingress 134 drops: %d, want %d", p, want)
+	}
+	for _, ev := range drainEvents(t, d) {
+		if ev.Type != EventDrop || ev.DropReason != DropInvalidPacket {
+			t.Errorf("event %+v", ev)
+		}
+	}
+	// Well-formed packets, padding after the IP packet and non-IP frames pass.
+	padded := append(append([]byte(nil), goodUDP...), make([]byte, 20)...)
+	arp := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 0x08, 0x06}, make([]byte, 28)...)
+	for name, b := range map[string][]byte{"tcp": good, "udp6": good6, "padded": padded, "arp": arp} {
+		if ret := run(t, d.objs.LoupeXdp, b); ret != retXDPPass {
+			t.Errorf("%s: xdp %d, want pass", name, ret)
+		}
+		if ret := run(t, d.objs.LoupeFromPod, b); ret != retTCXNext {
+			t.Errorf("%s: tcx %d, want next", name, ret)
+		}
+	}
+}
+
+func findCT(tb testing.TB, d *Datapath, proto uint8) CTEntry {
+	tb.Helper()
+	ct, err := d.Conntrack()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var found []CTEntry
+	for _, e := range ct {
+		if e.Proto == proto {
+			found = append(found, e)
+		}
+	}
+	if len(found) != 1 {
+		tb.Fatalf("want one proto %d conntrack entry, got %+v", proto, ct)
+	}
+	return found[0]
+}
+
+func TestPrivilegedTCPConntrack(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	syn := pkt{src: podIP, dst: peerIP, proto: protoTCP, sport: 40000, dport: 80, flags: tcpSYN}
+	synack := syn.reply()
+	synack.flags = tcpSYN | tcpACK
+	ack := syn
+	ack.flags = tcpACK
+	fin := syn
+	fin.flags = tcpFIN | tcpACK
+
+	if ret := run(t, d.objs.LoupeFromPod, syn.build()); ret != retTCXNext {
+		t.Fatalf("syn: %d", ret)
+	}
+	e := findCT(t, d, protoTCP)
+	if e.Src != podIP || e.Dst != peerIP || e.SrcPort != 40000 || e.DstPort != 80 || e.Direction != DirEgress ||
+		e.Ifindex != loIfindex || e.PacketsFwd != 1 || e.PacketsRev != 0 || e.TCPFlagsFwd != tcpSYN || e.FirstSeenNS == 0 {
+		t.Fatalf("after syn: %+v", e)
+	}
+	evs := drainEvents(t, d)
+	if len(evs) != 1 {
+		t.Fatalf("syn: %d events, want 1", len(evs))
+	}
+	ev := evs[0]
+	if ev.Type != EventTrace || ev.Verdict != VerdictForwarded || ev.Flags != FlagCTNew || ev.ObsPoint != ObsFromEndpoint ||
+		ev.Src != podIP || ev.Dst != peerIP || ev.SrcPort != 40000 || ev.DstPort != 80 || ev.Proto != protoTCP ||
+		ev.TCPFlags != tcpSYN || ev.Direction != DirEgress || ev.SrcIdentity != 1000 || ev.DstIdentity != IdentityWorld ||
+		ev.PacketsFwd != 1 || ev.Ifindex != loIfindex || ev.TimestampNS != e.FirstSeenNS {
+		t.Fatalf("syn event: %+v", ev)
+	}
+
+	if ret := run(t, d.objs.LoupeToPod, synack.build()); ret != retTCXNext {
+		t.Fatalf("syn-ack: %d", ret)
+	}
+	evs = drainEvents(t, d)
+	if len(evs) != 1 || evs[0].Flags != FlagReply || evs[0].ObsPoint != ObsToEndpoint || evs[0].Src != peerIP ||
+		evs[0].SrcPort != 80 || evs[0].DstIdentity != 1000 || evs[0].PacketsRev != 1 {
+		t.Fatalf("syn-ack events: %+v", evs)
+	}
+
+	// Established traffic: no events, counters and conntrack move.
+	for range 3 {
+		run(t, d.objs.LoupeFromPod, ack.build())
+	}
+	if evs := drainEvents(t, d); len(evs) != 0 {
+		t.Fatalf("ack: %d events, want 0", len(evs))
+	}
+	run(t, d.objs.LoupeFromPod, fin.build())
+	evs = drainEvents(t, d)
+	if len(evs) != 1 || evs[0].TCPFlags != tcpFIN|tcpACK || evs[0].Flags != 0 || evs[0].PacketsFwd != 5 {
+		t.Fatalf("fin events: %+v", evs)
+	}
+	e = findCT(t, d, protoTCP)
+	if e.PacketsFwd != 5 || e.PacketsRev != 1 || e.TCPFlagsRev != tcpSYN|tcpACK || e.LastSeenNS < e.FirstSeenNS {
+		t.Fatalf("conntrack: %+v", e)
+	}
+	if p, _ := counter(t, d, VerdictForwarded, DirEgress, testEP); p != 5 {
+		t.Errorf("forwarded egress %d, want 5", p)
+	}
+	if p, _ := counter(t, d, VerdictForwarded, DirIngress, testEP); p != 1 {
+		t.Errorf("forwarded ingress %d, want 1", p)
+	}
+
+	// A fresh SYN on the closed 5-tuple starts a new connection.
+	run(t, d.objs.LoupeFromPod, syn.build())
+	evs = drainEvents(t, d)
+	if len(evs) != 1 || evs[0].Flags != FlagCTNew {
+		t.Fatalf("reopen events: %+v", evs)
+	}
+	if e := findCT(t, d, protoTCP); e.PacketsFwd != 1 || e.PacketsRev != 0 {
+		t.Fatalf("reopened conntrack: %+v", e)
+	}
+
+	// The agent can remove entries (the policy work prunes denied ones).
+	n, err := d.DeleteConntrack(func(e CTEntry) bool { return e.Proto == protoTCP })
+	if err != nil || n != 1 {
+		t.Fatalf("delete conntrack: %d %v", n, err)
+	}
+}
+
+func TestPrivilegedConnectionFromOutside(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	syn := pkt{src: peerIP6, dst: podIP6, proto: protoTCP, sport: 50000, dport: 8080, flags: tcpSYN}
+	run(t, d.objs.LoupeToPod, syn.build())
+	synack := syn.reply()
+	synack.flags = tcpSYN | tcpACK
+	run(t, d.objs.LoupeFromPod, synack.build())
+	e := findCT(t, d, protoTCP)
+	if e.Src != peerIP6 || e.Dst != podIP6 || e.SrcPort != 50000 || e.DstPort != 8080 || e.Direction != DirIngress ||
+		e.PacketsFwd != 1 || e.PacketsRev != 1 {
+		t.Fatalf("conntrack: %+v", e)
+	}
+	evs := drainEvents(t, d)
+	if len(evs) != 2 || evs[0].Flags != FlagCTNew || evs[0].Direction != DirIngress || evs[1].Flags != FlagReply ||
+		evs[1].Family != 6 || evs[1].Src != podIP6 {
+		t.Fatalf("events: %+v", evs)
+	}
+	if err := d.DeleteConntrackEntry(e); err != nil {
+		t.Fatal(err)
+	}
+	if ct, _ := d.Conntrack(); len(ct) != 0 {
+		t.Fatalf("entry left after delete: %+v", ct)
+	}
+}
+
+func TestPrivilegedUDP(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	q := pkt{src: podIP, dst: peerIP, proto: protoUDP, sport: 33333, dport: 53, payload: 30}
+	run(t, d.objs.LoupeFromPod, q.build())
+	run(t, d.objs.LoupeToPod, q.reply().build())
+	run(t, d.objs.LoupeFromPod, q.build())
+	e := findCT(t, d, protoUDP)
+	if e.Src != podIP || e.DstPort != 53 || e.PacketsFwd != 2 || e.PacketsRev != 1 ||
+		e.BytesFwd != 2*uint64(len(q.build())) {
+		t.Fatalf("conntrack: %+v", e)
+	}
+	evs := drainEvents(t, d)
+	if len(evs) != 1 || evs[0].Flags != FlagCTNew || evs[0].Proto != protoUDP || evs[0].SrcPort != 33333 {
+		t.Fatalf("events: %+v", evs)
+	}
+}
+
+func TestPrivilegedSCTP(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	run(t, d.objs.LoupeFromPod, pkt{src: podIP, dst: peerIP, proto: protoSCTP, sport: 5000, dport: 80}.build())
+	if e := findCT(t, d, protoSCTP); e.SrcPort != 5000 || e.DstPort != 80 {
+		t.Fatalf("conntrack: %+v", e)
+	}
+}
+
+func TestPrivilegedICMP(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	echo := pkt{src: podIP, dst: peerIP, proto: protoICMP, icmpType: 8, icmpID: 77, payload: 56}
+	reply := echo.reply()
+	reply.icmpType = 0
+	run(t, d.objs.LoupeFromPod, echo.build())
+	run(t, d.objs.LoupeToPod, reply.build())
+	e := findCT(t, d, protoICMP)
+	if e.Src != podIP || e.Dst != peerIP || e.SrcPort != 77 || e.DstPort != 0 || e.PacketsFwd != 1 || e.PacketsRev != 1 {
+		t.Fatalf("conntrack: %+v", e)
+	}
+	evs := drainEvents(t, d)
+	if len(evs) != 1 || evs[0].ICMPType != 8 || evs[0].SrcPort != 0 || evs[0].Flags != FlagCTNew {
+		t.Fatalf("events: %+v", evs)
+	}
+
+	echo6 := pkt{src: podIP6, dst: peerIP6, proto: protoICMPv6, icmpType: 128, icmpID: 9}
+	reply6 := echo6.reply()
+	reply6.icmpType = 129
+	run(t, d.objs.LoupeFromPod, echo6.build())
+	run(t, d.objs.LoupeToPod, reply6.build())
+	if e := findCT(t, d, protoICMPv6); e.SrcPort != 9 || e.PacketsRev != 1 {
+		t.Fatalf("conntrack v6: %+v", e)
+	}
+}
+
+func TestPrivilegedNoEndpoint(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	b := pkt{src: netip.MustParseAddr("10.9.9.9"), dst: peerIP, proto: protoUDP, sport: 1, dport: 2}.build()
+	if ret := run(t, d.objs.LoupeXdp, b); ret != retXDPPass {
+		t.Fatalf("xdp: %d", ret)
+	}
+	if ret := run(t, d.objs.LoupeFromPod, b); ret != retTCXNext {
+		t.Fatalf("tcx: %d", ret)
+	}
+	if p, by := counter(t, d, ReasonNoEndpoint, DirEgress, 0); p != 1 || by != uint64(len(b)) {
+		t.Fatalf("no-endpoint counter: %d %d", p, by)
+	}
+	if evs := drainEvents(t, d); len(evs) != 0 {
+		t.Fatalf("events: %+v", evs)
+	}
+}
+
+func TestPrivilegedDropEventRateLimit(t *testing.T) {
+	d := newTestDatapath(t, Config{DropEventsPerSecond: 1})
+	withEndpoint(t, d, EndpointInfo{})
+	spoofed := pkt{src: netip.MustParseAddr("10.0.0.99"), dst: peerIP, proto: protoUDP, sport: 1, dport: 53}.build()
+	const n = 5000
+	ret, err := d.objs.LoupeFromPod.Run(&ebpf.RunOptions{Data: spoofed, Repeat: n})
+	if err != nil || ret != retTCXDrop {
+		t.Fatalf("run: %d %v", ret, err)
+	}
+	if p, b := counter(t, d, DropInvalidSourceIP, DirEgress, testEP); p != n || b != n*uint64(len(spoofed)) {
+		t.Fatalf("counter: %d packets %d bytes, want exactly %d", p, b, n)
+	}
+	evs := drainEvents(t, d)
+	// One token per CPU per second: a handful of events at most, never n.
+	if len(evs) < 1 || len(evs) > 10 {
+		t.Fatalf("%d drop events for %d drops", len(evs), n)
+	}
+	st, err := d.EventStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DropEventsLimited != uint64(n-len(evs)) || st.Lost != 0 {
+		t.Fatalf("stats %+v with %d events", st, len(evs))
+	}
+}
+
+func TestPrivilegedPeriodicRecords(t *testing.T) {
+	// A 1ns interval makes every packet of an established connection due.
+	d := newTestDatapath(t, Config{ReportInterval: 1})
+	withEndpoint(t, d, EndpointInfo{})
+	q := pkt{src: podIP, dst: peerIP, proto: protoUDP, sport: 1234, dport: 5678, payload: 100}
+	run(t, d.objs.LoupeFromPod, q.build())
+	run(t, d.objs.LoupeToPod, q.reply().build())
+	evs := drainEvents(t, d)
+	if len(evs) != 2 || evs[1].Flags != FlagReply|FlagPeriodic || evs[1].PacketsFwd != 1 || evs[1].PacketsRev != 1 ||
+		evs[1].BytesRev != uint64(len(q.build())) {
+		t.Fatalf("events: %+v", evs)
+	}
+	// With the default 5 s interval, the same traffic gives no periodic record.
+	d2 := newTestDatapath(t, Config{})
+	withEndpoint(t, d2, EndpointInfo{})
+	run(t, d2.objs.LoupeFromPod, q.build())
+	run(t, d2.objs.LoupeToPod, q.reply().build())
+	if evs := drainEvents(t, d2); len(evs) != 1 {
+		t.Fatalf("default interval: %+v", evs)
+	}
+}
+
+func TestPrivilegedPolicy(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{PolicyEgress: true, PolicyIngress: true})
+	const peerID = 2000
+	if err := d.UpsertIPCache(netip.MustParsePrefix("10.0.0.0/24"), peerID); err != nil {
+		t.Fatal(err)
+	}
+	syn := pkt{src: podIP, dst: peerIP, proto: protoTCP, sport: 40000, dport: 80, flags: tcpSYN}
+
+	// Enforced with no entries: default deny.
+	if ret := run(t, d.objs.LoupeFromPod, syn.build()); ret != retTCXDrop {
+		t.Fatalf("default deny: %d", ret)
+	}
+	evs := drainEvents(t, d)
+	if len(evs) != 1 || evs[0].DropReason != DropPolicyDenied || evs[0].Direction != DirEgress || evs[0].DstIdentity != peerID {
+		t.Fatalf("deny events: %+v", evs)
+	}
+	if p, _ := counter(t, d, DropPolicyDenied, DirEgress, testEP); p != 1 {
+		t.Fatalf("133 counter: %d", p)
+	}
+
+	type step struct {
+		name  string
+		key   PolicyKey
+		match uint8
+	}
+	for i, s := range []step{
+		{"L3+L4", PolicyKey{PeerIdentity: peerID, Port: 80, Proto: protoTCP}, 2},
+		{"L3+proto", PolicyKey{PeerIdentity: peerID, Proto: protoTCP}, 2},
+		{"L3 only", PolicyKey{PeerIdentity: peerID}, 1},
+		{"L4 only", PolicyKey{Port: 80, Proto: protoTCP}, 3},
+		{"proto only", PolicyKey{Proto: protoTCP}, 3},
+		{"allow all", PolicyKey{}, 4},
+	} {
+		s.key.EndpointID, s.key.Direction = testEP, DirEgress
+		rule := uint32(100 + i)
+		if err := d.UpsertPolicy(s.key, PolicyEntry{RuleID: rule}); err != nil {
+			t.Fatal(err)
+		}
+		p := syn
+		p.sport = uint16(41000 + i)
+		if ret := run(t, d.objs.LoupeFromPod, p.build()); ret != retTCXNext {
+			t.Fatalf("%s: %d", s.name, ret)
+		}
+		evs := drainEvents(t, d)
+		if len(evs) != 1 || evs[0].Type != EventPolicyVerdict || evs[0].MatchType != s.match || evs[0].PolicyID != rule {
+			t.Fatalf("%s: events %+v", s.name, evs)
+		}
+		if err := d.DeletePolicy(s.key); err != nil {
+			t.Fatal(err)
+		}
+		// The reply passes the enforced ingress side through conntrack.
+		r := p.reply()
+		r.flags = tcpSYN | tcpACK
+		if ret := run(t, d.objs.LoupeToPod, r.build()); ret != retTCXNext {
+			t.Fatalf("%s reply: %d", s.name, ret)
+		}
+		drainEvents(t, d)
+	}
+
+	// A deny entry wins over a less specific allow.
+	allowAll := PolicyKey{EndpointID: testEP, Direction: DirIngress}
+	deny := PolicyKey{EndpointID: testEP, PeerIdentity: peerID, Port: 22, Proto: protoTCP, Direction: DirIngress}
+	if err := d.UpsertPolicy(allowAll, PolicyEntry{RuleID: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.UpsertPolicy(deny, PolicyEntry{RuleID: 8, Deny: true}); err != nil {
+		t.Fatal(err)
+	}
+	in := pkt{src: peerIP, dst: podIP, proto: protoTCP, sport: 5555, dport: 22, flags: tcpSYN}
+	if ret := run(t, d.objs.LoupeToPod, in.build()); ret != retTCXDrop {
+		t.Fatalf("deny entry: %d", ret)
+	}
+	in.dport = 23
+	if ret := run(t, d.objs.LoupeToPod, in.build()); ret != retTCXNext {
+		t.Fatalf("allow all: %d", ret)
+	}
+	pol, err := d.Policy()
+	if err != nil || len(pol) != 2 || !pol[deny].Deny || pol[allowAll].RuleID != 7 {
+		t.Fatalf("policy map: %+v %v", pol, err)
+	}
+	var denied bool
+	cs, _ := d.Counters()
+	for _, c := range cs {
+		if c.Reason == DropPolicyDenied && c.RuleID == 8 && c.Direction == DirIngress {
+			denied = true
+		}
+	}
+	if !denied {
+		t.Fatalf("no per-rule counter for the deny: %+v", cs)
+	}
+	ipc, err := d.IPCache()
+	if err != nil || ipc[netip.MustParsePrefix("10.0.0.0/24")] != peerID {
+		t.Fatalf("ipcache: %v %v", ipc, err)
+	}
+	if err := d.DeleteIPCache(netip.MustParsePrefix("10.0.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrivilegedEndpointsMap(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	want := EndpointInfo{ID: 5, Identity: 77, IPv4: podIP, PolicyIngress: true}
+	if err := d.UpsertEndpoint(9, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.UpsertEndpoint(10, EndpointInfo{ID: 6, IPv4: podIP6}); err == nil {
+		t.Fatal("ipv6 address accepted as IPv4")
+	}
+	eps, err := d.Endpoints()
+	if err != nil || len(eps) != 1 || eps[9] != want {
+		t.Fatalf("endpoints: %+v %v", eps, err)
+	}
+	if err := d.DeleteEndpoint(9); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteEndpoint(9); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+}
