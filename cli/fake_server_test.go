@@ -103,11 +103,16 @@ func (f *fakeObserver) serve(t *testing.T, lis net.Listener, hs healthpb.HealthC
 // startFake serves f on a loopback TCP port and returns its address.
 func startFake(t *testing.T, f *fakeObserver) string {
 	t.Helper()
+	return startFakeHealth(t, f, healthpb.HealthCheckResponse_SERVING)
+}
+
+func startFakeHealth(t *testing.T, f *fakeObserver, hs healthpb.HealthCheckResponse_ServingStatus) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.serve(t, lis, healthpb.HealthCheckResponse_SERVING)
+	f.serve(t, lis, hs)
 	return lis.Addr().String()
 }
 
