@@ -334,8 +334,8 @@ func fixtureFlows() []*flowpb.Flow {
 		},
 		{
 			Time: ts(base+5, 0), Verdict: flowpb.Verdict_DROPPED,
-			IP:        &flowpb.IP{Source: "10.1.0.11", Destination: "10.1.0.12", IpVersion: flowpb.IPVersion_IPv4},
-			Source:    web, Destination: db,
+			IP:     &flowpb.IP{Source: "10.1.0.11", Destination: "10.1.0.12", IpVersion: flowpb.IPVersion_IPv4},
+			Source: web, Destination: db,
 			NodeName:  "node-a",
 			EventType: &flowpb.CiliumEventType{Type: 1, SubType: 250},
 			Summary:   "unknown",
