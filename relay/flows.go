@@ -19,7 +19,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-var errPeerTimeout = errors.New("peer sent nothing within the idle timeout")
+var (
+	errPeerTimeout  = errors.New("peer sent nothing within the idle timeout")
+	errNotConnected = errors.New("peer not connected")
+)
 
 // resume remembers where a peer's stream stopped, so that a peer coming
 // back mid-follow continues from there without gaps or repeats.
@@ -186,6 +189,9 @@ func reportDown(q *outQueue, peers []PeerInfo) {
 	var order []k
 	for _, p := range peers {
 		key := k{p.State, p.Err}
+		if p.Connecting && p.Err == "" {
+			key.msg = "no answer yet"
+		}
 		if p.State == relaypb.NodeState_NODE_CONNECTED {
 			continue
 		}
@@ -219,17 +225,24 @@ func streamAll(number uint64, peers []PeerInfo) bool {
 // getFlowsOnce serves a non-follow request (or the history phase of a
 // follow request with number) and returns where each peer stopped.
 func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsRequest, q *outQueue) (map[string]*resume, error) {
-	all := s.pool.WaitSettled(ctx, s.cfg.PeerDialTimeout)
-	var peers []PeerInfo
+	all, _ := s.pool.Peers()
+	// Connected peers stream at once; peers still on their first connection
+	// attempt get the dial timeout to join, in parallel.
+	var peers, down []PeerInfo
 	var names []string
 	for _, p := range all {
-		if p.State == relaypb.NodeState_NODE_CONNECTED {
+		switch {
+		case p.State == relaypb.NodeState_NODE_CONNECTED:
 			peers = append(peers, p)
 			names = append(names, p.Name)
+		case p.Connecting:
+			peers = append(peers, p)
+		default:
+			down = append(down, p)
 		}
 	}
 	q.status(relaypb.NodeState_NODE_CONNECTED, "", names...)
-	reportDown(q, all)
+	reportDown(q, down)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -263,6 +276,18 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 	var wg sync.WaitGroup
 	for i, p := range peers {
 		wg.Go(func() {
+			if p.State != relaypb.NodeState_NODE_CONNECTED {
+				var ok bool
+				if p, ok = s.pool.WaitPeer(ctx, p.Key, s.cfg.PeerDialTimeout); !ok {
+					results[i] = streamResult{key: p.Key, err: errNotConnected}
+					peers[i] = p
+					if w != nil {
+						w.removeSource(srcs[i])
+					}
+					return
+				}
+				q.status(relaypb.NodeState_NODE_CONNECTED, "", p.Name)
+			}
 			results[i] = s.streamPeer(ctx, p, preq, resume{}, s.cfg.PeerIdleTimeout, sinks[i], q)
 			if w != nil {
 				w.removeSource(srcs[i]) // stop holding the others back
@@ -286,6 +311,10 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 		}
 		if ctx.Err() != nil {
 			return nil, nil
+		}
+		if errors.Is(r.err, errNotConnected) {
+			reportDown(q, []PeerInfo{peers[i]})
+			continue
 		}
 		st, msg, _ := classify(r.err)
 		if status.Code(r.err) == codes.InvalidArgument && !r.sent {
@@ -338,8 +367,6 @@ func (s *Server) getFlowsFollow(ctx context.Context, req *observerpb.GetFlowsReq
 		for key, res := range hist {
 			peers[key] = &followPeer{res: *res, reported: relaypb.NodeState_NODE_CONNECTED}
 		}
-	} else {
-		s.pool.WaitSettled(ctx, s.cfg.PeerDialTimeout)
 	}
 	q.setLossy(true)
 
@@ -348,7 +375,10 @@ func (s *Server) getFlowsFollow(ctx context.Context, req *observerpb.GetFlowsReq
 	w := newWindow(ctx, s.cfg.SortBufferLen, s.cfg.SortBufferDrainTimeout, false,
 		func(r *observerpb.GetFlowsResponse) bool { return q.flow(ctx, r) })
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel() // before waiting: the streams end on it
+		wg.Wait()
+	}()
 	wg.Go(func() {
 		t := time.NewTicker(max(s.cfg.SortBufferDrainTimeout/10, 5*time.Millisecond))
 		defer t.Stop()
@@ -387,7 +417,8 @@ func (s *Server) getFlowsFollow(ctx context.Context, req *observerpb.GetFlowsReq
 				continue
 			}
 			if p.State != relaypb.NodeState_NODE_CONNECTED {
-				if fp.reported != p.State {
+				// A peer on its first attempt is reported once it settles.
+				if !p.Connecting && fp.reported != p.State {
 					fp.reported = p.State
 					down = append(down, p)
 				}

@@ -118,6 +118,38 @@ func (p *Pool) WaitSettled(ctx context.Context, timeout time.Duration) []PeerInf
 	}
 }
 
+// WaitPeer waits, at most timeout, for a peer still on its first connection
+// attempt. It returns the peer's snapshot and whether it is connected.
+func (p *Pool) WaitPeer(ctx context.Context, key string, timeout time.Duration) (PeerInfo, bool) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		pp, ok := p.peers[key]
+		var info PeerInfo
+		if ok {
+			info = pp.info
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		switch {
+		case !ok:
+			return info, false
+		case info.State == relaypb.NodeState_NODE_CONNECTED:
+			return info, true
+		case !info.Connecting:
+			return info, false
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return info, false
+		case <-ctx.Done():
+			return info, false
+		}
+	}
+}
+
 // Upsert adds a peer or updates it. A changed address or TLS server name
 // replaces its connection.
 func (p *Pool) Upsert(key, name, address, tlsServerName string) error {

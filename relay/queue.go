@@ -12,6 +12,16 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
+// Stats counts what the relay did with flows, over all requests.
+type Stats struct {
+	// FlowsMerged counts flows that left a merge for a client queue.
+	FlowsMerged atomic.Uint64
+	// FlowsDropped counts those a slow client's full queue dropped.
+	FlowsDropped atomic.Uint64
+	// PeerEventsLost sums the lost events the peers reported.
+	PeerEventsLost atomic.Uint64
+}
+
 // maxControl bounds the node-status and forwarded lost-event responses
 // waiting for a slow client; past it, lost events are folded together.
 const maxControl = 1024
@@ -24,6 +34,7 @@ type outQueue struct {
 	ch       chan *observerpb.GetFlowsResponse
 	lossy    atomic.Bool
 	nodeName string
+	stats    *Stats
 
 	lost      atomic.Uint64
 	firstLost atomic.Int64
@@ -35,8 +46,11 @@ type outQueue struct {
 	closed  bool
 }
 
-func newOutQueue(n int, lossy bool, nodeName string) *outQueue {
-	q := &outQueue{ch: make(chan *observerpb.GetFlowsResponse, n), nodeName: nodeName, wake: make(chan struct{}, 1)}
+func newOutQueue(n int, lossy bool, nodeName string, stats *Stats) *outQueue {
+	if stats == nil {
+		stats = &Stats{}
+	}
+	q := &outQueue{ch: make(chan *observerpb.GetFlowsResponse, n), nodeName: nodeName, wake: make(chan struct{}, 1), stats: stats}
 	q.lossy.Store(lossy)
 	return q
 }
@@ -47,10 +61,12 @@ func (q *outQueue) setLossy(v bool) { q.lossy.Store(v) }
 // flow queues one flow; in ordered mode it blocks until there is room or
 // ctx ends (false).
 func (q *outQueue) flow(ctx context.Context, r *observerpb.GetFlowsResponse) bool {
+	q.stats.FlowsMerged.Add(1)
 	if q.lossy.Load() {
 		select {
 		case q.ch <- r:
 		default:
+			q.stats.FlowsDropped.Add(1)
 			now := time.Now().UnixNano()
 			if q.lost.Add(1) == 1 {
 				q.firstLost.Store(now)
@@ -83,6 +99,7 @@ func (q *outQueue) status(state relaypb.NodeState, msg string, names ...string) 
 
 // lostEvents forwards a peer's lost-events response.
 func (q *outQueue) lostEvents(r *observerpb.GetFlowsResponse) {
+	q.stats.PeerEventsLost.Add(r.GetLostEvents().GetNumEventsLost())
 	q.addControl(r)
 }
 

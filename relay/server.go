@@ -38,7 +38,11 @@ type Server struct {
 	sources  []PeerSource
 	health   *health.Server
 	nodeName string
+	stats    Stats
 }
+
+// Stats returns the relay's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
 
 // New checks cfg and builds a relay fed by the given peer sources.
 func New(cfg Config, sources ...PeerSource) (*Server, error) {
@@ -129,7 +133,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 func (s *Server) GetFlows(req *observerpb.GetFlowsRequest, stream observerpb.Observer_GetFlowsServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	q := newOutQueue(s.cfg.ClientQueueLen, false, s.nodeName)
+	q := newOutQueue(s.cfg.ClientQueueLen, false, s.nodeName, &s.stats)
 	var collectErr error
 	collected := make(chan struct{})
 	go func() {
