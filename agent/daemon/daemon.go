@@ -1,0 +1,364 @@
+// Package daemon runs a complete loupe-agent: it loads the real datapath,
+// sets up the node's gateway, restores the endpoints, reads the metadata
+// source, feeds datapath events to the flow observer and serves the
+// endpoint API, the Observer API and the health endpoints until its
+// context ends. cmd/loupe-agent only parses flags into a Config.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/loupe-project/loupe/agent"
+	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/internal/version"
+	"github.com/loupe-project/loupe/metadata"
+)
+
+// Defaults of the agent's settings.
+const (
+	DefaultStateDir       = "/var/run/loupe/state"
+	DefaultBPFRoot        = "/sys/fs/bpf/loupe"
+	DefaultSocket         = "/run/loupe/agent.sock"
+	DefaultListen         = ":4244"
+	DefaultXDPMode        = "off"
+	DefaultFlowBufferSize = 65535
+	// ObserverSocketName is the Observer API's unix socket, created next to
+	// the endpoint API socket (as Hubble serves on hubble.sock locally).
+	ObserverSocketName = "observer.sock"
+)
+
+// Config is the agent's settings; see cmd/loupe-agent for their flags.
+type Config struct {
+	NodeName            string
+	PodCIDRs            []netip.Prefix
+	StateDir            string
+	BPFRoot             string
+	Socket              string // endpoint API (unix, 0600)
+	Listen              string // Observer gRPC (TCP); "" = off
+	MetricsListen       string // /metrics, /healthz, /readyz (HTTP); "" = off
+	XDPMode             string
+	ManifestsDir        string // metadata folder; "" = no metadata
+	FlowBufferSize      int
+	DropEventsPerSecond uint32
+	Log                 *slog.Logger
+
+	// NetNS, when set, is the network namespace where the node-side work
+	// happens (gateway link, forwarding sysctls, host link checks), for
+	// running an agent in-process next to others. nil: the process's own.
+	// Listening sockets are always opened in the process's namespace.
+	NetNS ns.NetNS
+	// Ready, when set, is called once the endpoint API is being served.
+	Ready func(*agent.Agent)
+	// NewObserver builds the flow observer (cmd/loupe-agent passes
+	// observer.New). nil runs no observer: events stay in the ring buffer
+	// and the Observer API is not served.
+	NewObserver func(ObserverParams) (Observer, error)
+}
+
+// Observer is the flow observer as the daemon drives it (package observer).
+type Observer interface {
+	// HandleEvent is called from the event reader; raw is valid only
+	// during the call.
+	HandleEvent(raw []byte)
+	// Serve serves the Observer, Peer and Health gRPC services on a TCP
+	// address and a unix socket until ctx is done.
+	Serve(ctx context.Context, listenAddr, unixSocketPath string) error
+	MetricsHandler() http.Handler
+}
+
+// ObserverParams is what the daemon gives NewObserver.
+type ObserverParams struct {
+	NodeName   string
+	Metadata   metadata.Source
+	BufferSize int
+	Log        *slog.Logger
+	// Datapath is the loaded datapath, for counters and conntrack.
+	Datapath *datapath.Datapath
+	// Endpoints lists the node's endpoints (for enrichment by ifindex/id).
+	Endpoints func() []agent.Endpoint
+}
+
+// Validate checks the settings and fills defaults for empty ones.
+func (c *Config) Validate() error {
+	if c.NodeName == "" {
+		return errors.New("--node-name is required")
+	}
+	if len(c.PodCIDRs) == 0 {
+		return errors.New("--pod-cidr is required")
+	}
+	var v4, v6 int
+	for _, p := range c.PodCIDRs {
+		if p.Addr().Is4() {
+			v4++
+		} else {
+			v6++
+		}
+	}
+	if v4 > 1 || v6 > 1 {
+		return errors.New("--pod-cidr: at most one IPv4 and one IPv6 CIDR")
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.BPFRoot == "" {
+		c.BPFRoot = DefaultBPFRoot
+	}
+	if c.Socket == "" {
+		c.Socket = DefaultSocket
+	}
+	if c.XDPMode == "" {
+		c.XDPMode = DefaultXDPMode
+	}
+	if _, err := datapath.ParseXDPMode(c.XDPMode); err != nil {
+		return fmt.Errorf("--xdp-mode: %w", err)
+	}
+	if c.FlowBufferSize <= 0 {
+		c.FlowBufferSize = DefaultFlowBufferSize
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// inNetNS runs fn in cfg.NetNS, or directly when it is nil.
+func (c *Config) inNetNS(fn func() error) error {
+	if c.NetNS == nil {
+		return fn()
+	}
+	return c.NetNS.Do(func(ns.NetNS) error { return fn() })
+}
+
+// Run runs the agent until ctx ends or a part of it fails. On the way out
+// it stops serving and closes its file descriptors, but keeps the pins and
+// the state dir, so pods keep their datapath while no agent runs.
+func Run(ctx context.Context, cfg Config) (err error) {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Log
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
+	defer func() {
+		cancel()
+		if werr := g.Wait(); err == nil {
+			err = werr
+		}
+	}()
+
+	for _, d := range []string{cfg.StateDir, cfg.BPFRoot} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+
+	// Health endpoints come first, so a probe sees "not ready" while the
+	// datapath loads rather than nothing.
+	var ready atomic.Pointer[agent.Agent]
+	var metrics atomic.Pointer[http.Handler]
+	if cfg.MetricsListen != "" {
+		l, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
+		}
+		srv := &http.Server{Handler: healthMux(&ready, &metrics), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error { return serveHTTP(ctx, srv, l) })
+		log.Info("metrics and health listening", "addr", l.Addr().String())
+	}
+
+	gw4, gw6, err := gateways(cfg.PodCIDRs)
+	if err != nil {
+		return err
+	}
+	if err := cfg.inNetNS(func() error {
+		if err := agent.SetupGateway(nil, gw4, gw6); err != nil {
+			return err
+		}
+		return agent.EnableForwarding(gw6.IsValid())
+	}); err != nil {
+		return err
+	}
+	log.Info("gateway ready", "link", agent.GatewayLink, "ipv4", gw4, "ipv6", gw6)
+
+	dp, err := datapath.Load(datapath.Config{BPFRoot: cfg.BPFRoot, DropEventsPerSecond: cfg.DropEventsPerSecond})
+	if err != nil {
+		return err
+	}
+	// Closing keeps the pins. It must wait for the event reader.
+	defer func() {
+		cancel()
+		if werr := g.Wait(); err == nil {
+			err = werr
+		}
+		if cerr := dp.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close datapath: %w", cerr)
+		}
+	}()
+	log.Info("datapath loaded", "bpf_root", cfg.BPFRoot)
+
+	ag, err := agent.New(agent.Config{
+		NodeName: cfg.NodeName, PodCIDRs: cfg.PodCIDRs, StateDir: cfg.StateDir, BPFRoot: cfg.BPFRoot,
+		XDPMode: cfg.XDPMode, Datapath: dp, Version: version.Version, Log: log,
+		LinkExists: func(ifindex uint32) bool {
+			exists := true
+			err := cfg.inNetNS(func() error {
+				_, err := netlink.LinkByIndex(int(ifindex))
+				var nf netlink.LinkNotFoundError
+				if errors.As(err, &nf) {
+					exists = false
+				}
+				return nil
+			})
+			return exists || err != nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	var src metadata.Source = metadata.Static{}
+	if cfg.ManifestsDir != "" {
+		f, err := metadata.NewFolder(ctx, cfg.ManifestsDir, log)
+		if err != nil {
+			return err
+		}
+		src = f
+	}
+	// Nothing the agent writes to the datapath depends on the metadata
+	// yet, so a generation counts as applied as soon as it is read.
+	sig := src.Subscribe(ctx)
+	ag.SetAppliedGeneration(src.Current().Generation)
+	g.Go(func() error {
+		for range sig {
+			ag.SetAppliedGeneration(src.Current().Generation)
+		}
+		return nil
+	})
+
+	if cfg.NewObserver != nil {
+		obs, err := cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
+			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints})
+		if err != nil {
+			return fmt.Errorf("observer: %w", err)
+		}
+		h := obs.MetricsHandler()
+		metrics.Store(&h)
+		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
+		if cfg.Listen != "" {
+			obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)
+			g.Go(func() error { return obs.Serve(ctx, cfg.Listen, obsSock) })
+		}
+	} else {
+		log.Warn("no flow observer: datapath events are not read")
+	}
+
+	l, err := agent.ListenUnix(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return ag.ServeListener(ctx, l, cfg.Socket) })
+	ready.Store(ag)
+	if cfg.Ready != nil {
+		cfg.Ready(ag)
+	}
+	log.Info("agent ready", "node", cfg.NodeName, "pod_cidrs", ag.PodCIDRs(), "socket", cfg.Socket,
+		"listen", cfg.Listen, "xdp_mode", cfg.XDPMode, "version", version.Version)
+	<-ctx.Done()
+	log.Info("agent stopping; pins and state are kept")
+	return nil
+}
+
+// gateways returns the first address after the network address of each
+// pod CIDR.
+func gateways(cidrs []netip.Prefix) (v4, v6 netip.Addr, err error) {
+	for _, c := range cidrs {
+		if c != c.Masked() {
+			return v4, v6, fmt.Errorf("--pod-cidr %s has host bits set", c)
+		}
+		if c.Addr().Is4() {
+			v4 = c.Addr().Next()
+		} else {
+			v6 = c.Addr().Next()
+		}
+	}
+	return v4, v6, nil
+}
+
+func healthMux(ready *atomic.Pointer[agent.Agent], metrics *atomic.Pointer[http.Handler]) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load().Ready() {
+			http.Error(w, "not ready: datapath not loaded", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		h := metrics.Load()
+		if h == nil {
+			http.Error(w, "metrics not available yet", http.StatusServiceUnavailable)
+			return
+		}
+		(*h).ServeHTTP(w, r)
+	})
+	return mux
+}
+
+func serveHTTP(ctx context.Context, srv *http.Server, l net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	return nil
+}
+
+// Cleanup removes everything an agent leaves on a node: datapath pins and
+// attachments, the state dir, the sockets and the gateway link (in the
+// calling thread's network namespace). For uninstall and lab down.
+func Cleanup(bpfRoot, stateDir, socket string) error {
+	var errs []error
+	if bpfRoot != "" {
+		errs = append(errs, datapath.Cleanup(bpfRoot))
+	}
+	if stateDir != "" {
+		if err := os.RemoveAll(stateDir); err != nil {
+			errs = append(errs, fmt.Errorf("remove state dir: %w", err))
+		}
+	}
+	if socket != "" {
+		for _, p := range []string{socket, filepath.Join(filepath.Dir(socket), ObserverSocketName)} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove socket: %w", err))
+			}
+		}
+	}
+	if link, err := netlink.LinkByName(agent.GatewayLink); err == nil {
+		if err := netlink.LinkDel(link); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", agent.GatewayLink, err))
+		}
+	}
+	return errors.Join(errs...)
+}
