@@ -1,0 +1,189 @@
+package observer
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/loupe-project/loupe/metadata"
+)
+
+// Cilium's reserved identities, so flows to the world or the host print
+// the labels Hubble users know.
+var reservedLabels = map[uint32][]string{
+	1:  {"reserved:host"},
+	2:  {"reserved:world"},
+	3:  {"reserved:unmanaged"},
+	4:  {"reserved:health"},
+	5:  {"reserved:init"},
+	6:  {"reserved:remote-node"},
+	7:  {"reserved:kube-apiserver"},
+	8:  {"reserved:ingress"},
+	9:  {"reserved:world-ipv4"},
+	10: {"reserved:world-ipv6"},
+}
+
+const (
+	identityHost       = 1
+	identityWorld      = 2
+	identityRemoteNode = 6
+)
+
+// Labels that change with every rollout and that Cilium leaves out of
+// identities; showing them would split one workload into many.
+var ignoredPodLabels = map[string]bool{
+	"pod-template-hash":        true,
+	"controller-revision-hash": true,
+	"pod-template-generation":  true,
+}
+
+// podInfo is everything a flow needs about one pod, computed once per
+// metadata change. It is shared by all flows of the pod and never mutated,
+// except for the endpoint cache.
+type podInfo struct {
+	namespace string
+	name      string
+	labels    []string
+	workloads []*flowpb.Workload
+	// ep caches the last endpoint built for this pod; flows reuse it while
+	// the datapath reports the same endpoint ID and identity.
+	ep atomic.Pointer[flowpb.Endpoint]
+}
+
+func (p *podInfo) endpoint(id, identity uint32) *flowpb.Endpoint {
+	if ep := p.ep.Load(); ep != nil && ep.ID == id && ep.Identity == identity {
+		return ep
+	}
+	ep := &flowpb.Endpoint{
+		ID:        id,
+		Identity:  identity,
+		Namespace: p.namespace,
+		PodName:   p.name,
+		Labels:    p.labels,
+		Workloads: p.workloads,
+	}
+	p.ep.Store(ep)
+	return ep
+}
+
+// enrichIndex is an immutable view of the metadata, swapped atomically on
+// every change so the decoder reads it without locks.
+type enrichIndex struct {
+	generation string
+	pods       map[netip.Addr]*podInfo
+	services   map[netip.AddrPort]*flowpb.Service
+	nodeIPs    map[netip.Addr]string // node address -> node name
+	meta       *metadata.Index
+}
+
+func newEnrichIndex(snap *metadata.Snapshot) *enrichIndex {
+	ix := metadata.NewIndex(snap)
+	e := &enrichIndex{
+		generation: snap.Generation,
+		pods:       make(map[netip.Addr]*podInfo, len(snap.Pods)),
+		services:   make(map[netip.AddrPort]*flowpb.Service),
+		nodeIPs:    make(map[netip.Addr]string, len(snap.Nodes)),
+		meta:       ix,
+	}
+	for _, p := range snap.Pods {
+		if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		ips := metadata.PodIPs(p)
+		if len(ips) == 0 {
+			continue
+		}
+		pi := &podInfo{
+			namespace: p.Namespace,
+			name:      p.Name,
+			labels:    podLabels(p, ix.NamespaceLabels(p.Namespace)),
+			workloads: podWorkloads(p),
+		}
+		for _, a := range ips {
+			e.pods[a] = pi
+		}
+	}
+	for _, svc := range snap.Services {
+		s := &flowpb.Service{Name: svc.Name, Namespace: svc.Namespace}
+		ips := svc.Spec.ClusterIPs
+		if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+			ips = []string{svc.Spec.ClusterIP}
+		}
+		for _, ipStr := range ips {
+			a, err := netip.ParseAddr(ipStr)
+			if err != nil {
+				continue
+			}
+			for _, sp := range svc.Spec.Ports {
+				if sp.Port > 0 && sp.Port < 65536 {
+					e.services[netip.AddrPortFrom(a.Unmap(), uint16(sp.Port))] = s
+				}
+			}
+		}
+	}
+	for _, n := range snap.Nodes {
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				e.nodeIPs[ip.Unmap()] = n.Name
+			}
+		}
+	}
+	return e
+}
+
+// podLabels renders a pod's labels the way Hubble shows Cilium's identity
+// labels: sorted "k8s:key=value", plus the namespace, the namespace's labels
+// and the service account.
+func podLabels(p *corev1.Pod, nsLabels map[string]string) []string {
+	out := make([]string, 0, len(p.Labels)+len(nsLabels)+3)
+	for k, v := range p.Labels {
+		if ignoredPodLabels[k] {
+			continue
+		}
+		out = append(out, "k8s:"+k+"="+v)
+	}
+	for k, v := range nsLabels {
+		out = append(out, "k8s:io.cilium.k8s.namespace.labels."+k+"="+v)
+	}
+	out = append(out, "k8s:io.kubernetes.pod.namespace="+p.Namespace)
+	if sa := p.Spec.ServiceAccountName; sa != "" {
+		out = append(out, "k8s:io.cilium.k8s.policy.serviceaccount="+sa)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// podWorkloads finds the workload that owns a pod: the Deployment behind a
+// ReplicaSet (its name minus the pod-template-hash), a StatefulSet,
+// DaemonSet or Job, or, for bare pods, the Deployment named by the "app"
+// label (how the lab labels its pods).
+func podWorkloads(p *corev1.Pod) []*flowpb.Workload {
+	hash := p.Labels["pod-template-hash"]
+	for _, ref := range p.OwnerReferences {
+		if ref.Controller != nil && !*ref.Controller {
+			continue
+		}
+		switch ref.Kind {
+		case "ReplicaSet":
+			if hash != "" && strings.HasSuffix(ref.Name, "-"+hash) {
+				return []*flowpb.Workload{{Name: strings.TrimSuffix(ref.Name, "-"+hash), Kind: "Deployment"}}
+			}
+			return []*flowpb.Workload{{Name: ref.Name, Kind: "ReplicaSet"}}
+		case "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicationController", "Deployment":
+			return []*flowpb.Workload{{Name: ref.Name, Kind: ref.Kind}}
+		}
+	}
+	if hash != "" {
+		if i := strings.Index(p.Name, "-"+hash+"-"); i > 0 {
+			return []*flowpb.Workload{{Name: p.Name[:i], Kind: "Deployment"}}
+		}
+	}
+	if app := p.Labels["app"]; app != "" {
+		return []*flowpb.Workload{{Name: app, Kind: "Deployment"}}
+	}
+	return nil
+}
