@@ -1,0 +1,94 @@
+package datapath
+
+import (
+	"context"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// benchProg runs data through prog b.N times inside the kernel and reports
+// the kernel-measured cost per packet.
+func benchProg(b *testing.B, prog *ebpf.Program, data []byte) {
+	b.Helper()
+	b.ResetTimer()
+	_, per, err := prog.Benchmark(data, b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
+}
+
+// benchDatapath is a loaded datapath with an endpoint on loopback and a
+// reader draining events, as in the agent.
+func benchDatapath(b *testing.B, policy bool) *Datapath {
+	d := newTestDatapath(b, Config{})
+	withEndpoint(b, d, EndpointInfo{PolicyEgress: policy, PolicyIngress: policy})
+	if policy {
+		if err := d.UpsertPolicy(PolicyKey{EndpointID: testEP, Direction: DirEgress}, PolicyEntry{RuleID: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = d.ReadEvents(ctx, func([]byte) {})
+	}()
+	b.Cleanup(func() { cancel(); <-done })
+	return d
+}
+
+var benchTCP = pkt{src: podIP, dst: peerIP, proto: protoTCP, sport: 40000, dport: 80, flags: tcpACK, payload: 1400}
+
+// Established connection from the pod: endpoint + conntrack + counter, no event.
+func BenchmarkFromPodEstablished(b *testing.B) {
+	requireRoot(b)
+	d := benchDatapath(b, false)
+	data := benchTCP.build()
+	run(b, d.objs.LoupeFromPod, data)
+	benchProg(b, d.objs.LoupeFromPod, data)
+}
+
+// The same with egress policy enforced: established traffic skips the lookup.
+func BenchmarkFromPodEstablishedPolicy(b *testing.B) {
+	requireRoot(b)
+	d := benchDatapath(b, true)
+	data := benchTCP.build()
+	run(b, d.objs.LoupeFromPod, data)
+	benchProg(b, d.objs.LoupeFromPod, data)
+}
+
+// Reply to the pod on an established connection.
+func BenchmarkToPodEstablished(b *testing.B) {
+	requireRoot(b)
+	d := benchDatapath(b, false)
+	run(b, d.objs.LoupeFromPod, benchTCP.build())
+	benchProg(b, d.objs.LoupeToPod, benchTCP.reply().build())
+}
+
+// Every packet carries SYN, so every packet emits an event.
+func BenchmarkFromPodEventEveryPacket(b *testing.B) {
+	requireRoot(b)
+	d := benchDatapath(b, false)
+	p := benchTCP
+	p.flags = tcpSYN
+	p.payload = 0
+	benchProg(b, d.objs.LoupeFromPod, p.build())
+}
+
+// XDP pass path: endpoint lookup, parse, anti-spoof check.
+func BenchmarkXDPPass(b *testing.B) {
+	requireRoot(b)
+	d := benchDatapath(b, false)
+	benchProg(b, d.objs.LoupeXdp, benchTCP.build())
+}
+
+// Spoofed flood: every packet dropped and counted, events rate-limited.
+func BenchmarkFromPodSpoofDrop(b *testing.B) {
+	requireRoot(b)
+	d := benchDatapath(b, false)
+	p := benchTCP
+	p.src = peerIP
+	benchProg(b, d.objs.LoupeFromPod, p.build())
+}
