@@ -96,15 +96,15 @@ func systemLinkName(ifindex uint32) string {
 // flowBlock holds a flow and the messages it always points to, so one
 // allocation serves them all. The ring entry lives here too.
 type flowBlock struct {
-	entry  entry
-	flow   flowpb.Flow
-	time   timestamppb.Timestamp
-	ip     flowpb.IP
-	l4     flowpb.Layer4
-	etype  flowpb.CiliumEventType
-	iface  flowpb.NetworkInterface
-	reply  wrapperspb.BoolValue
-	uuid   [36]byte
+	entry entry
+	flow  flowpb.Flow
+	time  timestamppb.Timestamp
+	ip    flowpb.IP
+	l4    flowpb.Layer4
+	etype flowpb.CiliumEventType
+	iface flowpb.NetworkInterface
+	reply wrapperspb.BoolValue
+	uuid  [36]byte
 }
 
 type tcpBlock struct {

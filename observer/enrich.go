@@ -187,3 +187,12 @@ func podWorkloads(p *corev1.Pod) []*flowpb.Workload {
 	}
 	return nil
 }
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

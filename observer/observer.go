@@ -1,0 +1,155 @@
+// Package observer turns datapath events into Hubble flows, keeps them in a
+// bounded ring and serves them over Hubble's Observer and Peer gRPC APIs.
+package observer
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loupe-project/loupe/internal/version"
+	"github.com/loupe-project/loupe/metadata"
+)
+
+// Config configures an Observer.
+type Config struct {
+	// NodeName is this node's name, as in its Node object.
+	NodeName string
+	// Metadata supplies pods, namespaces, services and nodes for enrichment
+	// and peer discovery. Nil means no enrichment.
+	Metadata metadata.Source
+	// BufferSize is the flow ring capacity, 2^n-1; 0 means DefaultBufferSize.
+	BufferSize int
+	// Log defaults to a discarding logger.
+	Log *slog.Logger
+	// Policy resolves the datapath's policy rule ids for allowed_by /
+	// denied_by; nil leaves them empty.
+	Policy PolicyResolver
+	// LinkName names an interface index; nil asks the kernel (cached).
+	LinkName func(ifindex uint32) string
+	// TLS secures the TCP listener; the zero value is plain text.
+	TLS TLSConfig
+	// Version is reported by ServerStatus and GetNodes; "" means
+	// internal/version.Version.
+	Version string
+	// Address is this node's Observer address for GetNodes; "" uses the
+	// observer-address annotation of this node's Node object.
+	Address string
+}
+
+// Observer is the flow pipeline of one agent.
+type Observer struct {
+	cfg     Config
+	log     *slog.Logger
+	start   time.Time
+	ring    *ring
+	metrics *metrics
+
+	// mu serializes HandleEvent: one decoder, one ring writer.
+	mu       sync.Mutex
+	dec      *Decoder
+	lastSnap *metadata.Snapshot
+	index    atomic.Pointer[enrichIndex]
+
+	seen atomic.Uint64
+}
+
+// New builds an Observer. It starts no goroutines; Serve does.
+func New(cfg Config) (*Observer, error) {
+	if cfg.BufferSize == 0 {
+		cfg.BufferSize = DefaultBufferSize
+	}
+	r, err := newRing(cfg.BufferSize)
+	if err != nil {
+		return nil, fmt.Errorf("observer: %w", err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metadata == nil {
+		cfg.Metadata = metadata.Static{}
+	}
+	if cfg.Version == "" {
+		cfg.Version = version.Version
+	}
+	if err := cfg.TLS.validate(); err != nil {
+		return nil, fmt.Errorf("observer: %w", err)
+	}
+	o := &Observer{
+		cfg:     cfg,
+		log:     cfg.Log.With("component", "observer"),
+		start:   time.Now(),
+		ring:    r,
+		metrics: newMetrics(),
+	}
+	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
+	o.refreshIndex()
+	return o, nil
+}
+
+// refreshIndex rebuilds the enrichment index when the metadata changed.
+// Called with o.mu held (or before any concurrency).
+func (o *Observer) refreshIndex() {
+	snap := o.cfg.Metadata.Current()
+	if snap == o.lastSnap && o.index.Load() != nil {
+		return
+	}
+	o.lastSnap = snap
+	o.index.Store(newEnrichIndex(snap))
+	o.dec.forgetLinks()
+}
+
+// HandleEvent decodes one datapath record and stores the flow. raw is not
+// retained. Safe for concurrent use, though the agent calls it from one
+// goroutine.
+func (o *Observer) HandleEvent(raw []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	// A pointer comparison per event picks up metadata changes without a
+	// goroutine; the rebuild happens once per change.
+	if o.cfg.Metadata.Current() != o.lastSnap {
+		o.refreshIndex()
+	}
+	e, err := o.dec.Decode(raw)
+	if err != nil {
+		o.metrics.decodeErrors.Inc()
+		return
+	}
+	ev := &o.dec.ev
+	sub := ev.ObsPoint
+	switch ev.Type {
+	case 1:
+		sub = ev.DropReason
+	case 9:
+		sub = 0
+	}
+	o.metrics.observe(e.flow, ev.Proto, ev.Type, sub)
+	o.ring.write(e)
+	o.seen.Add(1)
+}
+
+// AddLostEvents counts datapath events lost before HandleEvent saw them
+// (ring buffer overruns, short records), for loupe_events_lost_total.
+func (o *Observer) AddLostEvents(n uint64) { o.metrics.lost.Add(float64(n)) }
+
+// DecodeErrors returns how many records failed to decode.
+func (o *Observer) DecodeErrors() uint64 {
+	return uint64(counterValue(o.metrics.decodeErrors))
+}
+
+// MetricsHandler serves the observer's Prometheus registry.
+func (o *Observer) MetricsHandler() http.Handler { return o.metrics.handler() }
+
+// RegisterCollector adds a collector (e.g. the datapath's per-CPU counters)
+// to the registry MetricsHandler serves.
+func (o *Observer) RegisterCollector(c prometheus.Collector) error {
+	return o.metrics.reg.Register(c)
+}
+
+// SeenFlows returns how many flows were stored since start.
+func (o *Observer) SeenFlows() uint64 { return o.seen.Load() }

@@ -1,0 +1,347 @@
+package observer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	peerpb "github.com/cilium/cilium/api/v1/peer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/loupe-project/loupe/observer/filters"
+)
+
+// HealthService is the name the health service reports, as Hubble's.
+const HealthService = "hubble.server.Observer"
+
+// Serve serves the Observer, Peer and health services on listenAddr (TCP,
+// with TLS if configured) and on unixSocketPath (plain text, mode 0600),
+// until ctx is done. An empty address skips that listener.
+func (o *Observer) Serve(ctx context.Context, listenAddr, unixSocketPath string) error {
+	var tcp, unixL net.Listener
+	if listenAddr != "" {
+		l, err := net.Listen("tcp", listenAddr)
+		if err != nil {
+			return fmt.Errorf("observer listen: %w", err)
+		}
+		tcp = l
+	}
+	if unixSocketPath != "" {
+		_ = os.Remove(unixSocketPath) // a stale socket from a previous run
+		l, err := net.Listen("unix", unixSocketPath)
+		if err != nil {
+			if tcp != nil {
+				tcp.Close()
+			}
+			return fmt.Errorf("observer listen unix: %w", err)
+		}
+		if err := os.Chmod(unixSocketPath, 0o600); err != nil {
+			l.Close()
+			if tcp != nil {
+				tcp.Close()
+			}
+			return fmt.Errorf("observer socket mode: %w", err)
+		}
+		unixL = l
+	}
+	return o.ServeListeners(ctx, tcp, unixL)
+}
+
+// ServeListeners is Serve on listeners the caller made; either may be nil.
+// TLS, if configured, applies to tcp only.
+func (o *Observer) ServeListeners(ctx context.Context, tcp, unixL net.Listener) error {
+	g, ctx := errgroup.WithContext(ctx)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
+	var servers []*grpc.Server
+	start := func(l net.Listener, opts ...grpc.ServerOption) {
+		s := grpc.NewServer(opts...)
+		o.Register(s)
+		healthpb.RegisterHealthServer(s, hs)
+		servers = append(servers, s)
+		o.log.Info("observer listening", "addr", l.Addr().String())
+		g.Go(func() error {
+			if err := s.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("observer serve %s: %w", l.Addr(), err)
+			}
+			return nil
+		})
+	}
+	if tcp != nil {
+		var opts []grpc.ServerOption
+		if o.cfg.TLS.Enabled() {
+			tc, err := o.cfg.TLS.ServerConfig()
+			if err != nil {
+				tcp.Close()
+				if unixL != nil {
+					unixL.Close()
+				}
+				return fmt.Errorf("observer: %w", err)
+			}
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		}
+		start(tcp, opts...)
+	}
+	if unixL != nil {
+		start(unixL)
+	}
+	g.Go(func() error {
+		<-ctx.Done()
+		hs.Shutdown()
+		for _, s := range servers {
+			stopGracefully(s, 2*time.Second)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// stopGracefully lets unary calls finish but does not wait forever for
+// followers, whose streams only end with the client.
+func stopGracefully(s *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		s.Stop()
+	}
+}
+
+// Register adds the Observer and Peer services to s (health is separate).
+func (o *Observer) Register(s *grpc.Server) {
+	observerpb.RegisterObserverServer(s, &observerServer{o: o})
+	peerpb.RegisterPeerServer(s, &peerServer{o: o})
+}
+
+type observerServer struct {
+	observerpb.UnimplementedObserverServer
+	o *Observer
+}
+
+func (s *observerServer) ServerStatus(ctx context.Context, _ *observerpb.ServerStatusRequest) (*observerpb.ServerStatusResponse, error) {
+	o := s.o
+	return &observerpb.ServerStatusResponse{
+		NumFlows:            o.ring.len(),
+		MaxFlows:            o.ring.capacity(),
+		SeenFlows:           o.seen.Load(),
+		UptimeNs:            uint64(time.Since(o.start).Nanoseconds()),
+		Version:             o.cfg.Version,
+		FlowsRate:           o.flowsRate(time.Now()),
+		NumConnectedNodes:   wrapperspb.UInt32(1),
+		NumUnavailableNodes: wrapperspb.UInt32(0),
+	}, nil
+}
+
+// flowsRate is flows per second over the last minute, counted in the ring.
+func (o *Observer) flowsRate(now time.Time) float64 {
+	const window = time.Minute
+	since := now.Add(-window)
+	n := 0
+	head := o.ring.head.Load()
+	for seq := head; seq > o.ring.oldest(head); seq-- {
+		e, _ := o.ring.read(seq - 1)
+		if e == nil || e.flow.GetTime().AsTime().Before(since) {
+			break
+		}
+		n++
+	}
+	return float64(n) / window.Seconds()
+}
+
+func (s *observerServer) GetNodes(ctx context.Context, _ *observerpb.GetNodesRequest) (*observerpb.GetNodesResponse, error) {
+	o := s.o
+	addr := o.cfg.Address
+	if addr == "" {
+		for _, n := range o.cfg.Metadata.Current().Nodes {
+			if n.Name == o.cfg.NodeName {
+				addr = peerAddress(n)
+			}
+		}
+	}
+	node := &observerpb.Node{
+		Name:      o.cfg.NodeName,
+		Version:   o.cfg.Version,
+		Address:   addr,
+		State:     relaypb.NodeState_NODE_CONNECTED,
+		UptimeNs:  uint64(time.Since(o.start).Nanoseconds()),
+		NumFlows:  o.ring.len(),
+		MaxFlows:  o.ring.capacity(),
+		SeenFlows: o.seen.Load(),
+	}
+	if o.cfg.TLS.Enabled() {
+		node.Tls = &observerpb.TLS{Enabled: true, ServerName: tlsServerName(o.cfg.NodeName)}
+	}
+	return &observerpb.GetNodesResponse{Nodes: []*observerpb.Node{node}}, nil
+}
+
+func (s *observerServer) GetNamespaces(ctx context.Context, _ *observerpb.GetNamespacesRequest) (*observerpb.GetNamespacesResponse, error) {
+	snap := s.o.cfg.Metadata.Current()
+	seen := map[string]bool{}
+	for _, ns := range snap.Namespaces {
+		seen[ns.Name] = true
+	}
+	for _, p := range snap.Pods {
+		seen[p.Namespace] = true
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	resp := &observerpb.GetNamespacesResponse{}
+	for _, n := range names {
+		resp.Namespaces = append(resp.Namespaces, &observerpb.Namespace{Namespace: n})
+	}
+	return resp, nil
+}
+
+func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) error {
+	o := s.o
+	wl, err := filters.BuildList(req.GetWhitelist())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "whitelist: %v", err)
+	}
+	bl, err := filters.BuildList(req.GetBlacklist())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "blacklist: %v", err)
+	}
+	mask, err := newFieldMask(req.GetFieldMask())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	var since, until time.Time
+	if req.GetSince() != nil {
+		if err := req.GetSince().CheckValid(); err != nil {
+			return status.Errorf(codes.InvalidArgument, "since: %v", err)
+		}
+		since = req.GetSince().AsTime()
+	}
+	if req.GetUntil() != nil {
+		if err := req.GetUntil().CheckValid(); err != nil {
+			return status.Errorf(codes.InvalidArgument, "until: %v", err)
+		}
+		until = req.GetUntil().AsTime()
+	}
+	if !since.IsZero() && !until.IsZero() && until.Before(since) {
+		return status.Error(codes.InvalidArgument, "until is before since")
+	}
+	match := func(f *flowpb.Flow) bool {
+		if !since.IsZero() || !until.IsZero() {
+			t := f.GetTime().AsTime()
+			if (!since.IsZero() && t.Before(since)) || (!until.IsZero() && t.After(until)) {
+				return false
+			}
+		}
+		return filters.Apply(wl, bl, f)
+	}
+
+	ctx := stream.Context()
+	r := o.ring
+	head := r.head.Load()
+	number := req.GetNumber()
+	follow := req.GetFollow()
+	start := r.oldest(head)
+	switch {
+	case req.GetFirst():
+		// Oldest first, from the start of the ring.
+	case number > 0:
+		// The last number matching flows: find where they begin.
+		var found uint64
+		for seq := head; seq > r.oldest(head) && found < number; seq-- {
+			e, _ := r.read(seq - 1)
+			if e == nil {
+				break
+			}
+			if match(e.flow) {
+				found++
+				start = seq - 1
+			}
+		}
+		if found == 0 {
+			start = head
+		}
+	case follow && since.IsZero():
+		start = head // only new flows
+	}
+	// Without follow, stop at what existed when the request came in.
+	end := head
+	sent := uint64(0)
+	for seq := start; ; {
+		if !follow && seq >= end {
+			return nil
+		}
+		e, lost := r.read(seq)
+		if e == nil && lost > 0 {
+			if err := stream.Send(o.lostResponse(lost)); err != nil {
+				return err
+			}
+			seq += lost
+			continue
+		}
+		if e == nil {
+			if err := r.wait(ctx, seq); err != nil {
+				return nil // the client went away
+			}
+			continue
+		}
+		seq++
+		f := e.flow
+		if !until.IsZero() && f.GetTime().AsTime().After(until) {
+			return nil // flows are in time order: none later will match
+		}
+		if !match(f) {
+			continue
+		}
+		out := f
+		if mask != nil {
+			out = mask.apply(f)
+		}
+		if err := stream.Send(&observerpb.GetFlowsResponse{
+			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: out},
+			NodeName:      f.GetNodeName(),
+			Time:          f.GetTime(),
+		}); err != nil {
+			return err
+		}
+		sent++
+		if req.GetFirst() && number > 0 && sent >= number {
+			return nil
+		}
+	}
+}
+
+func (o *Observer) lostResponse(n uint64) *observerpb.GetFlowsResponse {
+	now := timestamppb.Now()
+	return &observerpb.GetFlowsResponse{
+		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: &flowpb.LostEvent{
+			Source:        flowpb.LostEventSource_HUBBLE_RING_BUFFER,
+			NumEventsLost: n,
+		}},
+		NodeName: o.cfg.NodeName,
+		Time:     now,
+	}
+}
+
+// tlsServerName follows Hubble's convention for peer certificates.
+func tlsServerName(node string) string {
+	return node + ".default.hubble-grpc.cilium.io"
+}
