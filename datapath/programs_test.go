@@ -561,3 +561,29 @@ func TestPrivilegedEndpointsMap(t *testing.T) {
 		t.Fatalf("second delete: %v", err)
 	}
 }
+
+// skbContext is a struct __sk_buff for BPF_PROG_TEST_RUN with the fields the
+// kernel lets a test set that matter here.
+func skbContext(ifindex, gsoSegs, gsoSize uint32) []byte {
+	ctx := make([]byte, 192) // sizeof(struct __sk_buff)
+	binary.LittleEndian.PutUint32(ctx[40:], ifindex)
+	binary.LittleEndian.PutUint32(ctx[164:], gsoSegs)
+	binary.LittleEndian.PutUint32(ctx[176:], gsoSize)
+	return ctx
+}
+
+func TestPrivilegedGSOSegmentsCounted(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{})
+	data := pkt{src: podIP, dst: peerIP, proto: protoTCP, sport: 1, dport: 2, flags: tcpACK, payload: 3000}.build()
+	ret, err := d.objs.LoupeFromPod.Run(&ebpf.RunOptions{Data: data, Context: skbContext(loIfindex, 3, 1400)})
+	if err != nil || ret != retTCXNext {
+		t.Fatalf("run: %d %v", ret, err)
+	}
+	if p, b := counter(t, d, VerdictForwarded, DirEgress, testEP); p != 3 || b != uint64(len(data)) {
+		t.Fatalf("counter: %d packets %d bytes, want 3 and %d", p, b, len(data))
+	}
+	if e := findCT(t, d, protoTCP); e.PacketsFwd != 3 {
+		t.Fatalf("conntrack: %+v", e)
+	}
+}
