@@ -1,0 +1,300 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	relaypb "github.com/cilium/cilium/api/v1/relay"
+)
+
+// These tests run the stock hubble CLI, built from the github.com/cilium/cilium
+// module by test/tools/build.sh, against the same in-process Observer server
+// as `loupe observe`, and check that both send the same requests and print
+// the same output.
+
+const ciliumModule = "github.com/cilium/cilium"
+
+// ciliumVersion is the cilium module version loupe's API packages come from;
+// the tools cache is keyed by it.
+func ciliumVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == ciliumModule {
+				return d.Version
+			}
+		}
+	}
+	return "v1.20.2"
+}
+
+func toolsDir() string {
+	root := os.Getenv("LOUPE_TOOLS_CACHE")
+	if root == "" {
+		home, _ := os.UserHomeDir()
+		root = filepath.Join(home, ".cache", "loupe-tools")
+	}
+	return filepath.Join(root, "cilium-"+ciliumVersion())
+}
+
+// hubbleBinary returns the cached stock hubble CLI, or skips the test (fails
+// with LOUPE_REQUIRE_TOOLS=1) when it has not been built.
+func hubbleBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(toolsDir(), "hubble")
+	if fi, err := os.Stat(bin); err == nil && fi.Mode()&0o111 != 0 {
+		return bin
+	}
+	msg := "the stock hubble CLI is not built (" + bin + " is missing): run test/tools/build.sh"
+	if os.Getenv("LOUPE_REQUIRE_TOOLS") == "1" {
+		t.Fatal(msg + " (LOUPE_REQUIRE_TOOLS=1)")
+	}
+	t.Skip(msg + ", or set LOUPE_REQUIRE_TOOLS=1 to make this a failure")
+	return ""
+}
+
+// hubbleCmd prepares the hubble CLI with a clean environment: no config file
+// (hubble reads ./config.yaml and ~/.config/hubble) and no HUBBLE_* variables.
+func hubbleCmd(t *testing.T, ctx context.Context, bin string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "TERM=dumb"}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	return cmd, &out, &errOut
+}
+
+func runHubble(t *testing.T, bin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd, out, errOut := hubbleCmd(t, ctx, bin, args...)
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// runHubbleFollow runs hubble with --follow until the server has its
+// request, then interrupts it as Ctrl-C would.
+func runHubbleFollow(t *testing.T, bin string, f *fakeObserver, args ...string) error {
+	t.Helper()
+	f.mu.Lock()
+	f.notify = make(chan struct{}, 1)
+	notify := f.notify
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.notify = nil
+		f.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd, _, errOut := hubbleCmd(t, ctx, bin, args...)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-notify:
+	case err := <-done:
+		return errors.Join(err, errors.New(errOut.String()))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		return err
+	}
+	if err := <-done; err != nil {
+		return errors.Join(err, errors.New(errOut.String()))
+	}
+	return nil
+}
+
+// TestCompatHubbleFilters checks that every filter case sends the exact
+// GetFlowsRequest that `hubble observe` sends for the same flags.
+func TestCompatHubbleFilters(t *testing.T) {
+	bin := hubbleBinary(t)
+	fake := &fakeObserver{}
+	addr := startFake(t, fake)
+
+	type compatCase struct {
+		name          string
+		args          []string
+		hubbleRejects bool
+	}
+	var cases []compatCase
+	for _, fc := range filterCases {
+		cases = append(cases, compatCase{fc.name, fc.args, fc.hubbleRejects})
+	}
+	cases = append(cases,
+		compatCase{name: "last", args: []string{"--last", "5"}},
+		compatCase{name: "first", args: []string{"--first", "3", "--pod", "x"}},
+		compatCase{name: "all", args: []string{"--all", "--not", "-n", "kube-system"}},
+		compatCase{name: "since until", args: []string{"--since", "2024-01-02T03:04:05Z", "--until", "2024-01-02T04:00:00.5Z"}},
+		compatCase{name: "since day", args: []string{"--since", "2024-01-02", "--all"}},
+		compatCase{name: "field mask", args: []string{"--field-mask", "time,source.pod_name,verdict"}},
+	)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"observe", "--server", addr, "-o", "json"}, tc.args...)
+			_, stderr, err := runHubble(t, bin, args...)
+			if tc.hubbleRejects {
+				if err == nil {
+					fake.takeRequest(t)
+					t.Fatalf("hubble accepted %v, which the case says it rejects", tc.args)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("hubble %v: %v\n%s", args, err, stderr)
+			}
+			want := fake.takeRequest(t)
+			if _, stderr, err := run(t, NewObserveCommand(), args[1:]...); err != nil {
+				t.Fatalf("loupe: %v\n%s", err, stderr)
+			}
+			got := fake.takeRequest(t)
+			if !proto.Equal(got, want) {
+				t.Errorf("loupe and hubble sent different requests for %v:\nhubble %v\nloupe  %v", tc.args, want, got)
+			}
+		})
+	}
+
+	t.Run("follow", func(t *testing.T) {
+		args := []string{"observe", "--server", addr, "-o", "json", "-f", "--to-pod", "shop/db", "--until", "1h"}
+		if err := runHubbleFollow(t, bin, fake, args...); err != nil {
+			t.Fatalf("hubble: %v", err)
+		}
+		want := fake.takeRequest(t)
+		if _, _, err := runFollow(t, NewObserveCommand(), fake, nil, args[1:]...); err != nil {
+			t.Fatalf("loupe: %v", err)
+		}
+		if got := fake.takeRequest(t); !proto.Equal(got, want) {
+			t.Errorf("follow requests differ:\nhubble %v\nloupe  %v", want, got)
+		}
+	})
+
+	// The text outputs ask for a field mask; loupe's also names the fields its
+	// printer reads that hubble's list lacks (DNS names, auth, capture point).
+	t.Run("compact filters", func(t *testing.T) {
+		args := []string{"observe", "--server", addr, "--pod", "web", "--not", "--verdict", "DROPPED"}
+		if _, stderr, err := runHubble(t, bin, args...); err != nil {
+			t.Fatalf("hubble: %v\n%s", err, stderr)
+		}
+		want := fake.takeRequest(t)
+		if _, _, err := run(t, NewObserveCommand(), args[1:]...); err != nil {
+			t.Fatal(err)
+		}
+		got := fake.takeRequest(t)
+		for _, p := range want.GetFieldMask().GetPaths() {
+			if !strings.Contains(","+strings.Join(got.GetFieldMask().GetPaths(), ",")+",", ","+p+",") {
+				t.Errorf("loupe's field mask lacks %q, which hubble asks for", p)
+			}
+		}
+		want.FieldMask, got.FieldMask = nil, nil
+		if !proto.Equal(got, want) {
+			t.Errorf("requests differ:\nhubble %v\nloupe  %v", want, got)
+		}
+	})
+}
+
+// TestCompatHubbleOutput checks that loupe prints what hubble prints, byte
+// for byte, in every output format.
+func TestCompatHubbleOutput(t *testing.T) {
+	bin := hubbleBinary(t)
+	resp := append(fixtureResponses(),
+		nodeStatusResponse(relaypb.NodeState_NODE_UNAVAILABLE, "", "node-c", "node-d"),
+		nodeStatusResponse(relaypb.NodeState_NODE_ERROR, "connection refused", "node-e"))
+	addr := startFake(t, &fakeObserver{responses: resp})
+
+	for _, args := range [][]string{
+		{"-o", "json"},
+		{"-o", "jsonpb"},
+		{"-o", "compact", "--color", "never"},
+		{"-o", "compact", "--color", "always"},
+		{"-o", "compact", "--color", "never", "--print-node-name", "--print-policy-names", "--time-format", "RFC3339Nano"},
+		{"-o", "compact", "--color", "never", "--numeric"},
+		{"-o", "dict", "--color", "never"},
+		{"-o", "dict", "--color", "never", "--print-node-name", "--print-policy-names"},
+		{"-o", "table"},
+		{"-o", "table", "--print-node-name", "--time-format", "RFC3339"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			full := append([]string{"observe", "--server", addr}, args...)
+			hOut, hErr, err := runHubble(t, bin, full...)
+			if err != nil {
+				t.Fatalf("hubble: %v\n%s", err, hErr)
+			}
+			lOut, lErr, err := run(t, NewObserveCommand(), full[1:]...)
+			if err != nil {
+				t.Fatalf("loupe: %v", err)
+			}
+			if lOut != hOut {
+				t.Errorf("stdout differs\nhubble:\n%s\nloupe:\n%s", hOut, lOut)
+			}
+			// hubble may log warnings of its own on stderr; the notices
+			// loupe prints must be among hubble's lines.
+			for _, l := range strings.SplitAfter(lErr, "\n") {
+				if l != "" && !strings.Contains(hErr, l) {
+					t.Errorf("loupe's notice %q is not in hubble's stderr:\n%s", l, hErr)
+				}
+			}
+			if strings.Count(lErr, "\n") != 2 {
+				t.Errorf("loupe printed %d notices, want 2:\n%s", strings.Count(lErr, "\n"), lErr)
+			}
+		})
+	}
+}
+
+// TestCompatHubbleList checks list nodes/namespaces -o json against hubble's.
+func TestCompatHubbleList(t *testing.T) {
+	bin := hubbleBinary(t)
+	addr := startFake(t, clusterFake())
+	for _, args := range [][]string{
+		{"nodes", "-o", "json"}, {"nodes"}, {"nodes", "-o", "wide"},
+		{"namespaces", "-o", "json"}, {"namespaces"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			full := append(append([]string{"list"}, args...), "--server", addr)
+			hOut, hErr, err := runHubble(t, bin, full...)
+			if err != nil {
+				t.Fatalf("hubble: %v\n%s", err, hErr)
+			}
+			lOut, _, err := run(t, NewListCommand(), full[1:]...)
+			if err != nil {
+				t.Fatalf("loupe: %v", err)
+			}
+			if lOut != hOut {
+				t.Errorf("output differs\nhubble:\n%s\nloupe:\n%s", hOut, lOut)
+			}
+		})
+	}
+}
+
+// TestCompatHubbleStatus checks that the stock `hubble status` accepts the
+// fake server (health service name and ServerStatus), so the test server is
+// a faithful stand-in.
+func TestCompatHubbleStatus(t *testing.T) {
+	bin := hubbleBinary(t)
+	addr := startFake(t, clusterFake())
+	out, stderr, err := runHubble(t, bin, "status", "--server", addr)
+	if err != nil {
+		t.Fatalf("hubble status: %v\n%s%s", err, out, stderr)
+	}
+	if !strings.Contains(out, "Healthcheck (via "+addr+"): Ok") || !strings.Contains(out, "Current/Max Flows: 12,345/65,535") {
+		t.Errorf("hubble status:\n%s", out)
+	}
+	if _, _, err := run(t, NewStatusCommand(), "--server", addr); err != nil {
+		t.Errorf("loupe status: %v", err)
+	}
+}
