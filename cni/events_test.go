@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,23 +19,11 @@ import (
 
 // The agent is the ring buffer's only reader (a BPF ring buffer has one
 // consumer position), so the tests see datapath events where users do:
-// as flows from the agent's Observer API, which it serves on --listen
-// inside the node netns.
-const observerAddr = "127.0.0.1:4244"
-
+// as flows from the agent's Observer API, on the unix socket it serves
+// next to its endpoint socket.
 func (n *node) flows(ctx context.Context) ([]*flowpb.Flow, error) {
-	conn, err := grpc.NewClient("passthrough:///"+observerAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := inNS(n.netns, func() error {
-				var d net.Dialer
-				var err error
-				c, err = d.DialContext(ctx, "tcp", addr)
-				return err
-			})
-			return c, err
-		}))
+	conn, err := grpc.NewClient("unix://"+filepath.Join(filepath.Dir(n.socket), "observer.sock"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}

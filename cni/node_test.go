@@ -73,8 +73,15 @@ func buildBinary(t testing.TB, name string) string {
 	return binDir
 }
 
+// prebuiltEnv names a directory holding already built loupe-cni and
+// loupe-agent (make build's bin/), used instead of building them here.
+const prebuiltEnv = "LOUPE_TEST_BIN_DIR"
+
 // binaries builds the plugin and the agent.
 func binaries(t testing.TB) string {
+	if d := os.Getenv(prebuiltEnv); d != "" {
+		return d
+	}
 	buildBinary(t, "loupe-agent")
 	return buildBinary(t, "loupe-cni")
 }

@@ -111,15 +111,20 @@ func TestPrivilegedTwoPodsTalk(t *testing.T) {
 // returns the client's port.
 func tcpExchange(t *testing.T, a, b *pod, port uint16) (uint16, net.Conn) {
 	t.Helper()
-	ln, err := listenTCP(b.att.Netns, b.ip, port)
+	return tcpExchangeTo(t, a, b, b.ip, port)
+}
+
+func tcpExchangeTo(t *testing.T, a, b *pod, dst netip.Addr, port uint16) (uint16, net.Conn) {
+	t.Helper()
+	ln, err := listenTCP(b.att.Netns, dst, port)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
 	go echoServer(ln)
-	c, err := dialTCP(a.att.Netns, netip.AddrPortFrom(b.ip, port))
+	c, err := dialTCP(a.att.Netns, netip.AddrPortFrom(dst, port))
 	if err != nil {
-		t.Fatalf("dial %s:%d from %s: %v", b.ip, port, a.ip, err)
+		t.Fatalf("dial %s:%d from %s: %v", dst, port, a.att.PodName, err)
 	}
 	t.Cleanup(func() { c.Close() })
 	roundTrip(t, c, "hello loupe\n")
@@ -257,6 +262,32 @@ func TestPrivilegedAddDelAddSameContainer(t *testing.T) {
 	n.assertGone(t, att, p.ip)
 	if out, err := runCmd("ip", "netns", "add", filepath.Base(att.Netns)); err != nil { // for the cleanup's del
 		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+func TestPrivilegedDualStack(t *testing.T) {
+	n := newNode(t, nodeOpts{podCIDR: "10.244.9.0/24,fd00:10:244:9::/64", xdp: "native"})
+	a, b := n.addPod("a"), n.addPod("b")
+	v6 := netip.MustParsePrefix("fd00:10:244:9::/64")
+	for _, p := range []*pod{a, b} {
+		if !v6.Contains(p.ip6) || !p.ip.Is4() {
+			t.Fatalf("addresses %s %s", p.ip, p.ip6)
+		}
+		r := p.res
+		if len(r.IPs) != 2 || r.IPs[1].Address.String() != p.ip6.String()+"/128" || r.IPs[1].Gateway.String() != cni.GatewayIPv6.String() {
+			t.Fatalf("ips %v", r.IPs)
+		}
+		if len(r.Routes) != 2 || r.Routes[1].Dst.String() != "::/0" || r.Routes[1].GW.String() != "fe80::1" {
+			t.Fatalf("routes %v", r.Routes)
+		}
+		if err := n.check(p.att); err != nil {
+			t.Fatalf("CHECK: %v", err)
+		}
+	}
+	sport, _ := tcpExchangeTo(t, a, b, b.ip6, 8086)
+	n.checkFlowEvents(t, a.ip6, b.ip6, sport, 8086)
+	if err := ping(a.att.Netns, b.ip, 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -482,14 +513,18 @@ func TestPrivilegedAddRollback(t *testing.T) {
 	// already there.
 	att := n.attachment(n.newPodNetns(), "busy")
 	if err := inNS(att.Netns, func() error {
-		d := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "d0"}}
-		if err := netlink.LinkAdd(d); err != nil {
+		// A veth, not a dummy: this kernel has no dummy module.
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "d0"}, PeerName: "d1"}); err != nil {
+			return err
+		}
+		d, err := netlink.LinkByName("d0")
+		if err != nil {
 			return err
 		}
 		if err := netlink.LinkSetUp(d); err != nil {
 			return err
 		}
-		return netlink.RouteAdd(&netlink.Route{LinkIndex: d.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}})
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: d.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, Scope: netlink.SCOPE_LINK})
 	}); err != nil {
 		t.Fatal(err)
 	}
