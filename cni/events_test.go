@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -96,8 +95,4 @@ func (n *node) checkDropEvent(t *testing.T, src, dst netip.Addr, sport, dport ui
 		return ipIs(f, src, dst) && udp != nil && udp.GetSourcePort() == uint32(sport) && udp.GetDestinationPort() == uint32(dport) &&
 			f.GetVerdict() == flowpb.Verdict_DROPPED && f.GetDropReasonDesc() == flowpb.DropReason_INVALID_SOURCE_IP
 	})
-}
-
-func execCommand(name string, args ...string) ([]byte, error) {
-	return exec.Command(name, args...).CombinedOutput()
 }

@@ -622,3 +622,8 @@ func (n *node) podRoutes() []string {
 	}
 	return out
 }
+
+func runCmd(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}

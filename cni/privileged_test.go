@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
+	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 	"github.com/loupe-project/loupe/cni"
 	"github.com/loupe-project/loupe/cni/cniclient"
 	"github.com/loupe-project/loupe/datapath"
@@ -483,27 +484,45 @@ func TestPrivilegedAgentDown(t *testing.T) {
 
 func TestPrivilegedGC(t *testing.T) {
 	n := newNode(t, nodeOpts{})
-	keep, drop1, drop2 := n.addPod("keep"), n.addPod("drop1"), n.addPod("drop2")
-	// An ADD that died after Allocate: only an allocation and a stray veth.
+	keep, viaCache := n.addPod("keep"), n.addPod("drop-cached")
+	// drop-uncached is ADDed through a client with its own cache, so only
+	// the plugin's GC (from the agent's records), not libcni's cached-DEL
+	// pass, can find it.
+	other, err := cniclient.New(n.netns, []string{binaries(t)}, n.conflist, cniclient.Options{CacheDir: t.TempDir(), Stderr: n.stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uncachedAtt := n.attachment(n.newPodNetns(), "drop-uncached")
+	uncached, err := other.Add(context.Background(), uncachedAtt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uncachedIP, _ := netip.AddrFromSlice(uncached.IPs[0].Address.IP)
+	// An ADD that died after Allocate: an allocation and a stray veth.
+	api, closeConn := n.agentAPI()
+	defer closeConn()
+	if _, err := api.Allocate(context.Background(), &endpointv1.AllocateRequest{ContainerId: "died", Ifname: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := inNS(n.netns, func() error {
-		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: cni.HostIfname("stray", "eth0")}, PeerName: "strayp"})
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: cni.HostIfname("died", "eth0")}, PeerName: "diedp"})
 	}); err != nil {
 		t.Fatal(err)
 	}
-	err := n.client.GC(context.Background(), []types.GCAttachment{{ContainerID: keep.att.ContainerID, IfName: keep.att.IfName}})
+
+	err = n.client.GC(context.Background(), []types.GCAttachment{{ContainerID: keep.att.ContainerID, IfName: keep.att.IfName}})
 	if err != nil {
 		t.Fatalf("GC: %v", err)
 	}
-	n.assertGone(t, drop1.att, drop1.ip)
-	n.assertGone(t, drop2.att, drop2.ip)
-	if slices.Contains(n.hostVeths(), cni.HostIfname("stray", "eth0")) {
-		t.Error("GC left a stray veth")
-	}
+	n.assertGone(t, viaCache.att, viaCache.ip)
+	n.assertGone(t, uncachedAtt, uncachedIP.Unmap())
+	n.assertGone(t, cniclient.Attachment{ContainerID: "died", IfName: "eth0"}, netip.Addr{})
 	if err := n.check(keep.att); err != nil {
 		t.Fatalf("CHECK of the kept pod: %v", err)
 	}
-	if got := n.list().GetEndpoints(); len(got) != 1 {
-		t.Fatalf("after GC the agent has %d endpoints", len(got))
+	l := n.list()
+	if len(l.GetEndpoints()) != 1 || len(l.GetAllocations()) != 0 {
+		t.Fatalf("after GC the agent has %d endpoints and %d bare allocations", len(l.GetEndpoints()), len(l.GetAllocations()))
 	}
 }
 
@@ -581,9 +600,4 @@ func TestPrivilegedOlderSpecVersions(t *testing.T) {
 			}
 		})
 	}
-}
-
-func runCmd(name string, args ...string) (string, error) {
-	out, err := execCommand(name, args...)
-	return string(out), err
 }
