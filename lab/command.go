@@ -162,7 +162,14 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 		if err != nil {
 			return fmt.Errorf("lab exec: %w", err)
 		}
-		c := exec.Command("nsenter", append([]string{"--net=" + rec.netnsPath(), "--"}, args[1:]...)...)
+		argv := args[1:]
+		if argv[0] == "--" {
+			argv = argv[1:]
+		}
+		if len(argv) == 0 {
+			return errors.New("lab exec: no command given")
+		}
+		c := exec.Command("nsenter", append([]string{"--net=" + rec.netnsPath(), "--"}, argv...)...)
 		c.Stdin, c.Stdout, c.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 		err = c.Run()
 		var ee *exec.ExitError

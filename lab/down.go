@@ -67,7 +67,8 @@ func Down(ctx context.Context, dir, name string, warn func(string)) error {
 			warn(fmt.Sprintf("cannot run loupe-agent cleanup for %s: %v", d.Name(), binErr))
 			continue
 		}
-		args := []string{"cleanup", "--bpf-root", root}
+		// Every path explicit: the defaults are a real node's.
+		args := []string{"cleanup", "--bpf-root", root, "--state-dir", l.NodeStateDir(d.Name()), "--socket", l.AgentSocket(d.Name())}
 		var cmd *exec.Cmd
 		if netnsMounted(netnsPath(d.Name())) {
 			cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netnsPath(d.Name()), "--", agentBin}, args...)...)

@@ -154,6 +154,9 @@ func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
 		return nil, fail("%s: %v", tm.Kind, err)
 	}
 	o := Object{Kind: tm.Kind, Name: meta.Name, Obj: obj, Source: source, Doc: doc}
+	if err := checkYAMLBools(raw, meta); err != nil {
+		return nil, fail("%s %s: %v", tm.Kind, meta.Name, err)
+	}
 	if meta.Name == "" {
 		return nil, fail("%s without metadata.name", tm.Kind)
 	}
@@ -203,6 +206,22 @@ func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
 	}
 	meta.ResourceVersion, meta.UID = "", ""
 	return []Object{o}, nil
+}
+
+// checkYAMLBools catches names and label values that YAML 1.1 turned into
+// booleans: a bare y, n, yes, no, on or off reads as true or false, and
+// `namespace: y` would silently become namespace "true".
+func checkYAMLBools(raw []byte, meta *metav1.ObjectMeta) error {
+	vals := map[string]string{"metadata.name": meta.Name, "metadata.namespace": meta.Namespace}
+	for k, v := range meta.Labels {
+		vals["label "+k] = v
+	}
+	for field, v := range vals {
+		if (v == "true" || v == "false") && !bytes.Contains(raw, []byte(v)) {
+			return fmt.Errorf("%s: YAML read an unquoted y/n/yes/no/on/off as %s; quote the value", field, v)
+		}
+	}
+	return nil
 }
 
 // yamlRaw keeps a List item as its raw bytes.

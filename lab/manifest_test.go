@@ -112,6 +112,8 @@ func TestParseManifestsErrors(t *testing.T) {
 		{"policy except outside", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: n}\nspec: {podSelector: {}, egress: [{to: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}]}\n", "not inside"},
 		{"hostNetwork", pod("spec: {hostNetwork: true, containers: [{name: c}]}\n"), "hostNetwork"},
 		{"not yaml", "kind: [\n", "document 1"},
+		{"yaml bool namespace", "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: y}\nspec: {containers: [{name: c}]}\n", "quote the value"},
+		{"yaml bool label", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {ns: n}}\n", "quote the value"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -137,7 +139,7 @@ func TestValidateSetDuplicates(t *testing.T) {
 		t.Fatalf("err = %v, want a duplicate pod error naming both documents", err)
 	}
 	// Same name, other kinds or namespaces: not duplicates.
-	other := "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: y}\nspec: {containers: [{name: c}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\n"
+	other := "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: \"y\"}\nspec: {containers: [{name: c}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\n"
 	objs, err = ParseManifests(strings.NewReader(doc+"---\n"+other), "ok.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +185,13 @@ func TestExamplesParse(t *testing.T) {
 				t.Errorf("%s labels = %v", o.ID(), p.Labels)
 			}
 		}
+	}
+	namespaces := map[string]bool{}
+	for _, o := range objs {
+		namespaces[o.Namespace] = true
+	}
+	if !namespaces["x"] || !namespaces["y"] || !namespaces["z"] || len(namespaces) != 4 {
+		t.Errorf("netpol model namespaces = %v", namespaces)
 	}
 	if pods != 9 {
 		t.Errorf("netpol model has %d pods, want 9", pods)

@@ -227,6 +227,28 @@ func (l *Lab) ensureNode(br netlink.Link, n Node) error {
 	return nil
 }
 
+// loUp sets the loopback of a netns up.
+func loUp(path string) error {
+	nsh, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns: %w", err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("lo: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("lo up: %w", err)
+	}
+	return nil
+}
+
 // ensureHostRoutes routes every pod CIDR from the root netns via its node.
 func (l *Lab) ensureHostRoutes(br netlink.Link) error {
 	for _, n := range l.Nodes {

@@ -120,6 +120,11 @@ func (l *Lab) createPod(ctx context.Context, pod *corev1.Pod, node Node) (_ *cor
 	if _, err := createNetNS(rec.NetNS); err != nil {
 		return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
+	// A runtime brings up the pod's loopback (CNI's loopback plugin does it
+	// for containerd); loupe-cni only makes eth0.
+	if err := loUp(rec.netnsPath()); err != nil {
+		return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
 	ip, err := l.cniAdd(ctx, node, rec.ContainerID, rec.netnsPath(), pod.Namespace, pod.Name)
 	if err != nil {
 		return nil, err
