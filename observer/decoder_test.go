@@ -93,8 +93,8 @@ func TestDecode(t *testing.T) {
 			TrafficDirection:      flowpb.TrafficDirection_EGRESS,
 			TraceObservationPoint: flowpb.TraceObservationPoint_TO_ENDPOINT,
 			IsReply:               wrapperspb.Bool(true), Reply: true,
-			Interface:     iface,
-			Summary:       "TCP Flags: SYN, ACK",
+			Interface: iface,
+			Summary:   "TCP Flags: SYN, ACK",
 		},
 	}, {
 		name: "udp over ipv6 to a remote pod",
