@@ -158,10 +158,7 @@ func registerCompletions(cmd *cobra.Command) {
 			return vals, cobra.ShellCompDirectiveNoFileComp
 		}
 	}
-	var types []string
-	for _, t := range []string{"capture", "drop", "l7", "policy-verdict", "trace", "trace-sock"} {
-		types = append(types, t)
-	}
+	types := []string{"capture", "drop", "l7", "policy-verdict", "trace", "trace-sock"}
 	for _, op := range traceObsPoints {
 		types = append(types, "trace:"+op)
 	}
