@@ -97,7 +97,8 @@ func Down(ctx context.Context, dir, name string, warn func(string)) error {
 	}
 	for _, lk := range links {
 		if strings.HasPrefix(lk.Attrs().Name, prefix) {
-			if err := netlink.LinkDel(lk); err != nil {
+			// A node's veth may vanish with its netns meanwhile.
+			if err := netlink.LinkDel(lk); err != nil && !errors.Is(err, unix.ENODEV) {
 				errs = append(errs, fmt.Errorf("delete link %s: %w", lk.Attrs().Name, err))
 			}
 		}

@@ -84,6 +84,11 @@ func Up(ctx context.Context, opts UpOptions, stdin io.Reader, warn io.Writer) (*
 	for i := len(l.Nodes) + 1; i <= want; i++ {
 		l.Nodes = append(l.Nodes, l.newNode(i))
 	}
+	// Unix socket paths hold at most 107 bytes; leave room for the agent's
+	// Observer socket next to the endpoint one.
+	if s := l.AgentSocket(l.Nodes[len(l.Nodes)-1].Name); len(s) > 96 {
+		return nil, fmt.Errorf("lab dir %s is too long: agent socket %s exceeds the unix socket path limit", opts.Dir, s)
+	}
 
 	br, err := l.claimNetwork(fresh)
 	if err != nil {
