@@ -93,6 +93,17 @@ func startRelay(t testing.TB, cfg relay.Config, clientTLS *tls.Config, sources .
 	return &testRelay{srv: srv, addr: lis.Addr().String(), client: observerpb.NewObserverClient(conn), conn: conn}
 }
 
+// startRelayClient dials a relay with the given TLS configuration.
+func startRelayClient(t testing.TB, addr string, cfg *tls.Config) observerpb.ObserverClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return observerpb.NewObserverClient(conn)
+}
+
 // waitPeers polls the pool until cond holds for its snapshot.
 func waitPeers(t testing.TB, srv *relay.Server, what string, cond func([]relay.PeerInfo) bool) {
 	t.Helper()

@@ -226,7 +226,15 @@ func TestNonFollowReturnsWithinFiveSecondsWithPeersDown(t *testing.T) {
 	fill(agents, 10)
 	peers := append(addrs(agents), blackhole(t))
 	r := startRelay(t, testConfig(), nil, peers)
-	waitPeers(t, r.srv, "the four agents connected", func(p []relay.PeerInfo) bool { return connectedCount(p) == 4 })
+	waitPeers(t, r.srv, "the four agents connected and named", func(p []relay.PeerInfo) bool {
+		named := 0
+		for _, pi := range p {
+			if pi.Version != "" {
+				named++
+			}
+		}
+		return connectedCount(p) == 4 && named == 4
+	})
 
 	agents[2].Stop()         // node-3 is down
 	agents[3].SetStall(true) // node-4 accepts the request and never answers
