@@ -262,6 +262,9 @@ func (p *Pool) recordErr(pp *poolPeer, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pp.info.Err = err.Error()
+	if pp.info.State != relaypb.NodeState_NODE_CONNECTED && !pp.info.Connecting {
+		pp.info.State = downState(pp.info)
+	}
 	p.notifyLocked()
 }
 
@@ -319,10 +322,7 @@ func (p *Pool) setState(pp *poolPeer, up bool) {
 		if was != relaypb.NodeState_NODE_CONNECTED && !pp.info.Connecting {
 			return
 		}
-		pp.info.State = relaypb.NodeState_NODE_UNAVAILABLE
-		if pp.info.TLS && isTLSError(pp.info.Err) {
-			pp.info.State = relaypb.NodeState_NODE_ERROR
-		}
+		pp.info.State = downState(pp.info)
 		pp.info.Connecting = false
 		p.log.Warn("peer unavailable", "peer", pp.info.Name, "address", pp.info.Address, "error", pp.info.Err)
 	}
@@ -356,6 +356,15 @@ func (p *Pool) learn(ctx context.Context, pp *poolPeer) {
 	pp.info.Version = version
 	pp.info.MaxFlows = maxFlows
 	p.notifyLocked()
+}
+
+// downState is NODE_ERROR when a peer fails on TLS (a configuration problem
+// that retrying will not fix), NODE_UNAVAILABLE otherwise.
+func downState(pi PeerInfo) relaypb.NodeState {
+	if pi.TLS && isTLSError(pi.Err) {
+		return relaypb.NodeState_NODE_ERROR
+	}
+	return relaypb.NodeState_NODE_UNAVAILABLE
 }
 
 func isTLSError(msg string) bool {

@@ -1,0 +1,103 @@
+// Command loupe-relay serves one cluster-wide Hubble Observer API, merged
+// from every loupe agent (or any Hubble server).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loupe-project/loupe/internal/version"
+	"github.com/loupe-project/loupe/relay"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "loupe-relay:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		cfg                                          relay.Config
+		peers                                        []string
+		peerService                                  string
+		clientCert, clientKey, serverCert, serverKey string
+		serverCAs, clientCAs                         []string
+		logLevel                                     string
+	)
+	cmd := &cobra.Command{
+		Use:           "loupe-relay",
+		Short:         "Merge every node's flows into one cluster-wide Hubble Observer API",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Version = version.Version
+			if v := os.Getenv("LOUPE_LAB"); v != "" && v != "0" {
+				cfg.Lab = true
+			}
+			var err error
+			if clientCert != "" || clientKey != "" || len(serverCAs) > 0 {
+				if cfg.ClientTLS, err = relay.ClientTLSConfig(clientCert, clientKey, serverCAs); err != nil {
+					return err
+				}
+			}
+			if serverCert != "" || serverKey != "" || len(clientCAs) > 0 {
+				if cfg.ServerTLS, err = relay.ServerTLSConfig(serverCert, serverKey, clientCAs); err != nil {
+					return err
+				}
+			}
+			var sources []relay.PeerSource
+			if len(peers) > 0 {
+				sources = append(sources, relay.StaticPeers(peers))
+			}
+			if peerService != "" {
+				sources = append(sources, &relay.PeerService{Address: peerService, TLS: cfg.ClientTLS, Log: cfg.Log,
+					RetryMax: cfg.ReconnectMaxDelay})
+			}
+			if len(sources) == 0 {
+				return errors.New("no peers: give --peer host:port (repeatable) or --peer-service host:port")
+			}
+			srv, err := relay.New(cfg, sources...)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return srv.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", relay.DefaultListen, "address of the relay's gRPC server (Hubble Observer API)")
+	f.StringArrayVar(&peers, "peer", nil, "agent address host:port to relay from (repeatable)")
+	f.StringVar(&peerService, "peer-service", "", "agent address host:port whose peer service (peer.Peer Notify) lists every node")
+	f.IntVar(&cfg.SortBufferLen, "sort-buffer-len", relay.DefaultSortBufferLen, "flows held to sort the nodes' streams by time")
+	f.DurationVar(&cfg.SortBufferDrainTimeout, "sort-buffer-drain-timeout", relay.DefaultSortBufferDrainTimeout, "longest a flow waits in the sort buffer for older flows from other nodes")
+	f.IntVar(&cfg.ClientQueueLen, "client-queue-len", relay.DefaultClientQueueLen, "responses queued per follow client; beyond, flows are dropped and reported as lost events")
+	f.DurationVar(&cfg.PeerDialTimeout, "peer-dial-timeout", relay.DefaultPeerDialTimeout, "how long a request waits for a node that is still connecting")
+	f.DurationVar(&cfg.PeerIdleTimeout, "peer-idle-timeout", relay.DefaultPeerIdleTimeout, "silence after which a node is dropped from a non-follow request")
+	f.DurationVar(&cfg.ReconnectMaxDelay, "reconnect-max-delay", relay.DefaultReconnectMaxDelay, "cap of the exponential backoff between reconnection attempts")
+	f.StringVar(&clientCert, "tls-client-cert-file", "", "client certificate presented to the agents (mTLS)")
+	f.StringVar(&clientKey, "tls-client-key-file", "", "key of --tls-client-cert-file")
+	f.StringSliceVar(&serverCAs, "tls-hubble-server-ca-files", nil, "CA certificates that sign the agents' server certificates")
+	f.StringVar(&serverCert, "tls-server-cert-file", "", "certificate of the relay's own listener")
+	f.StringVar(&serverKey, "tls-server-key-file", "", "key of --tls-server-cert-file")
+	f.StringSliceVar(&clientCAs, "tls-server-client-ca-files", nil, "CA certificates that clients of the relay must present a certificate from")
+	f.BoolVar(&cfg.Lab, "lab", false, "running in the lab: plain text without warnings (also LOUPE_LAB=1)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
