@@ -360,36 +360,73 @@ func TestPrivilegedLabBadManifests(t *testing.T) {
 	}
 }
 
-// `down` cleans up after an `up` killed half way.
-func TestPrivilegedLabDownAfterKilledUp(t *testing.T) {
-	tl := newTestLab(t)
-	cmd := exec.Command(filepath.Join(tl.bin, "loupe"), "lab", "--lab-dir", tl.dir, "up", "--name", tl.name,
-		"--nodes", "2", "-f", "../examples/netpol-model.yaml")
+// startKilled runs `loupe lab args...` and SIGKILLs it once at least n pod
+// records exist, that is while it creates pods with agents running.
+func (tl *testLab) startKilled(n int, args ...string) {
+	tl.t.Helper()
+	before, _ := filepath.Glob(filepath.Join(tl.dir, "pods", "*.json"))
+	cmd := exec.Command(filepath.Join(tl.bin, "loupe"), append([]string{"lab", "--lab-dir", tl.dir}, args...)...)
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		tl.t.Fatal(err)
 	}
-	// Kill it once agents run and pods are being made.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		recs, _ := filepath.Glob(filepath.Join(tl.dir, "pods", "*.json"))
-		if len(recs) >= 2 {
+		if len(recs) >= len(before)+n {
 			break
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			cmd.Wait()
-			t.Fatalf("up never got to pods\n%s", tl.logs())
+			tl.t.Fatalf("%v never got to pods\n%s", args, tl.logs())
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
+}
+
+// An `up` killed half way: a second `up` completes the lab, and `down`
+// cleans up, also after a killed `apply`.
+func TestPrivilegedLabKilledUp(t *testing.T) {
+	tl := newTestLab(t)
+	tl.startKilled(2, "up", "--name", tl.name, "--nodes", "2", "-f", "../examples/netpol-model.yaml")
 	if len(listNetNS(tl.name+"-")) == 0 {
 		t.Fatal("killed up left nothing to clean: the test proves nothing")
 	}
 	if pids := labProcesses(nil, tl.dir); len(pids) == 0 {
 		t.Fatal("no agents were running when up was killed")
 	}
+
+	// up again finishes the job.
+	tl.up("-f", "../examples/netpol-model.yaml")
+	st := tl.status()
+	if len(st.Pods) != 9 {
+		t.Fatalf("%d pods after the second up, want 9", len(st.Pods))
+	}
+	for _, n := range st.Nodes {
+		if !n.Healthy {
+			t.Errorf("node %s unhealthy", n.Name)
+		}
+	}
+	if recs, _ := filepath.Glob(filepath.Join(tl.dir, "pods", "*.json")); len(recs) != 9 {
+		t.Errorf("%d pod records, want 9", len(recs))
+	}
+	if len(listNetNS(tl.name+"-")) != 2+9 {
+		t.Errorf("netns: %v", listNetNS(tl.name+"-"))
+	}
+	var res []ProbeResult
+	if err := json.Unmarshal([]byte(tl.mustRun("probe", "--all", "-o", "json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if !r.Allowed {
+			t.Errorf("after recovery %s -> %s %d/%s not allowed", r.From, r.To, r.Port, r.Protocol)
+		}
+	}
+
+	// A killed apply, then down.
+	tl.startKilled(1, "apply", "-f", "../examples/demo.yaml")
 	tl.mustRun("down")
 	assertClean(t, tl.dir, tl.name)
 }

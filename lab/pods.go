@@ -107,6 +107,14 @@ func (l *Lab) createPod(ctx context.Context, pod *corev1.Pod, node Node) (_ *cor
 	if err := os.MkdirAll(l.PodsDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("pods dir: %w", err)
 	}
+	// A record without a stored Pod is what a killed apply leaves: undo it first.
+	if old, ok, err := l.loadRecord(pod.Namespace, pod.Name); err != nil {
+		return nil, err
+	} else if ok {
+		if err := l.destroyPod(ctx, old); err != nil {
+			return nil, fmt.Errorf("pod %s/%s: clean up an interrupted create: %w", pod.Namespace, pod.Name, err)
+		}
+	}
 	if err := l.saveRecord(rec); err != nil {
 		return nil, err
 	}
