@@ -1,6 +1,3 @@
-// Package cni is loupe's CNI plugin: it plumbs a pod into its node (veth
-// pair, addresses, routes), registers the endpoint with the node's
-// loupe-agent and attaches the agent's pinned datapath to the host veth.
 package cni
 
 import (

@@ -1,0 +1,57 @@
+// Package cni is loupe's CNI plugin: it plumbs a pod into its node (veth
+// pair, addresses, routes), registers the endpoint with the node's
+// loupe-agent and attaches the agent's pinned datapath to the host veth.
+//
+// # Netconf
+//
+//	{"type":"loupe-cni","agentSocket":"/run/loupe/agent.sock","mtu":1500,"xdp":"native",
+//	 "logFile":"/var/log/loupe-cni.log","logLevel":"info"}
+//
+// agentSocket defaults to /run/loupe/agent.sock, mtu to 1500 (576..65535),
+// xdp to the agent's default (native, generic or off), logs to stderr
+// (LOUPE_CNI_LOG overrides logFile). cniVersion 0.4.0, 1.0.0 and 1.1.0.
+// A field with a bad value is CNI error 7 naming the field; JSON that does
+// not parse is 6; an unsupported cniVersion is 1.
+//
+// # Addressing and routing
+//
+// The pod end gets the agent's IPv4 as /32 (and IPv6 as /128, without DAD
+// and with accept_ra off). Its default route is "0.0.0.0/0 via <gateway>
+// onlink", the gateway being the node address the agent holds on its
+// loupe_host link (the first address of the pod CIDR): with arp_ignore=0
+// the host veth answers ARP for it. IPv6 cannot work that way, since the
+// kernel answers a neighbour solicitation only for addresses of the
+// receiving interface, so every host veth carries fe80::1/64 (no DAD) and
+// pods route "::/0 via fe80::1" (GatewayIPv6, the IPv6 gateway in the
+// result). The node gets "<pod>/32 dev lxc..." (and /128).
+//
+// The host veth is "lxc" + 11 hex digits of sha256(containerID/ifname), so
+// DEL and GC find it without the pod netns or prevResult.
+//
+// # Commands
+//
+// ADD: Allocate, veth, addresses and routes, Register, Attach, result;
+// any failure undoes what was done, in reverse. Register comes before
+// Attach so anti-spoofing covers the first packet. An unreachable agent is
+// error 11 naming the socket.
+//
+// DEL: Detach, delete the host veth (which removes the pod end), Unregister,
+// Release; whatever is missing is success. With the agent unreachable, DEL
+// still deletes the veth pair (taking the programs off the wire) and then
+// returns 11, because the address is still allocated: the runtime retries,
+// and the retry unpins the links and releases the address.
+//
+// CHECK: the pod and host ends, addresses, routes and MAC/MTU against
+// prevResult, the agent's endpoint record, and datapath.CheckAttached. When
+// the netconf sets no xdp mode, the agent's default is read by Allocate of
+// the attachment after List has shown it exists (Allocate of a held pair
+// returns it unchanged); StatusResponse does not carry the mode.
+//
+// STATUS: 50 while the agent is unreachable or not ready.
+//
+// GC: every agent endpoint and bare allocation not in
+// cni.dev/valid-attachments is detached, unlinked, unregistered and
+// released; lxc veths and link pins that no valid attachment owns are
+// removed too. This assumes one loupe network per node (the agent's
+// records are per node) and, as the spec asks, no ADD running meanwhile.
+package cni
