@@ -10,6 +10,7 @@ import (
 
 	"github.com/loupe-project/loupe/cli"
 	"github.com/loupe-project/loupe/internal/version"
+	"github.com/loupe-project/loupe/lab"
 )
 
 func main() {
@@ -29,8 +30,8 @@ loupe-relay, a loupe-agent, or the Hubble Relay of a Cilium cluster.`,
 		cli.NewStatusCommand(),
 		cli.NewListCommand(),
 		cli.NewVersionCommand(),
+		lab.NewCommand(),
 	)
-	// LEAD: add lab.NewCommand() (package github.com/loupe-project/loupe/lab) here once it builds.
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)
