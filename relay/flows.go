@@ -246,28 +246,29 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	emit := func(r *observerpb.GetFlowsResponse) bool { return q.flow(ctx, r) }
 	preq := peerRequest(req, false, req.GetNumber(), 0)
-	sinks := make([]func(*observerpb.GetFlowsResponse) bool, len(peers))
-	var w *window
+	var sinks []func(*observerpb.GetFlowsResponse) bool
+	finish := func(int) {}
+	var merged sync.WaitGroup
 	var top *topN
 	var topMu sync.Mutex
-	srcs := make([]int, len(peers))
 	if streamAll(req.GetNumber(), peers) {
-		w = newWindow(ctx, s.cfg.SortBufferLen, s.cfg.SortBufferDrainTimeout, true, emit)
+		// Every flow the peers send is wanted: stream them in order.
+		m := newKMerge(len(peers), max(s.cfg.SortBufferLen/max(len(peers), 1), 16))
 		for i := range peers {
-			srcs[i] = w.addSource() // all registered before any flow arrives
-			sinks[i] = func(r *observerpb.GetFlowsResponse) bool { return w.push(srcs[i], r) }
+			sinks = append(sinks, func(r *observerpb.GetFlowsResponse) bool { return m.push(ctx, i, r) })
 		}
+		finish = m.done
+		merged.Go(func() { m.run(ctx, func(r *observerpb.GetFlowsResponse) bool { return q.flow(ctx, r) }) })
 	} else {
 		top = newTopN(req.GetNumber(), req.GetFirst())
-		for i := range peers {
-			sinks[i] = func(r *observerpb.GetFlowsResponse) bool {
+		for range peers {
+			sinks = append(sinks, func(r *observerpb.GetFlowsResponse) bool {
 				topMu.Lock()
 				top.push(r)
 				topMu.Unlock()
 				return ctx.Err() == nil
-			}
+			})
 		}
 	}
 
@@ -276,25 +277,21 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 	var wg sync.WaitGroup
 	for i, p := range peers {
 		wg.Go(func() {
+			defer finish(i) // stop holding the others back
 			if p.State != relaypb.NodeState_NODE_CONNECTED {
 				var ok bool
 				if p, ok = s.pool.WaitPeer(ctx, p.Key, s.cfg.PeerDialTimeout); !ok {
 					results[i] = streamResult{key: p.Key, err: errNotConnected}
 					peers[i] = p
-					if w != nil {
-						w.removeSource(srcs[i])
-					}
 					return
 				}
 				q.status(relaypb.NodeState_NODE_CONNECTED, "", p.Name)
 			}
 			results[i] = s.streamPeer(ctx, p, preq, resume{}, s.cfg.PeerIdleTimeout, sinks[i], q)
-			if w != nil {
-				w.removeSource(srcs[i]) // stop holding the others back
-			}
 		})
 	}
 	wg.Wait()
+	merged.Wait()
 
 	resumes := map[string]*resume{}
 	invalid := 0
@@ -327,9 +324,7 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 	if invalid > 0 && invalid == len(peers) {
 		return nil, status.Error(codes.InvalidArgument, status.Convert(invalidErr).Message())
 	}
-	if w != nil {
-		w.flush()
-	} else {
+	if top != nil {
 		for _, r := range top.sorted() {
 			if !q.flow(ctx, r) {
 				break
@@ -372,7 +367,7 @@ func (s *Server) getFlowsFollow(ctx context.Context, req *observerpb.GetFlowsReq
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w := newWindow(ctx, s.cfg.SortBufferLen, s.cfg.SortBufferDrainTimeout, false,
+	w := newWindow(ctx, s.cfg.SortBufferLen, s.cfg.SortBufferDrainTimeout,
 		func(r *observerpb.GetFlowsResponse) bool { return q.flow(ctx, r) })
 	var wg sync.WaitGroup
 	defer func() {

@@ -92,23 +92,16 @@ func (h *itemHeap) down(i int) {
 func oldestFirst(a, b *item) bool { return a.before(b) }
 func newestFirst(a, b *item) bool { return b.before(a) }
 
-// window merges the streams of several peers by flow time. It holds at most
-// about size responses. A response leaves the window when no open source
-// can still send an older one (each peer's stream is in time order, so this
-// is an exact k-way merge while the window is big enough), when the window
-// is full, or, in follow mode, when it has waited the drain timeout.
-//
-// In ordered mode (non-follow requests) a full window blocks every source
-// except the one furthest behind, so the merge stays exact; emit may block.
-// In follow mode push never blocks: the window overflows oldest-first and
-// emit must not block (the client queue drops and counts instead).
+// window merges live (follow) streams by flow time. It holds at most size
+// responses. A response leaves the window when no open source can still send
+// an older one (every peer's stream is in time order), when the window is
+// full (oldest first), or when it has waited the drain timeout. push never
+// blocks and emit must not block: the client queue drops and counts instead.
 type window struct {
 	mu      sync.Mutex
-	space   *sync.Cond
 	h       itemHeap
 	size    int
 	drain   int64
-	ordered bool
 	seq     uint64
 	srcs    map[int]*int64 // source id → watermark (newest flow time pushed)
 	nextSrc int
@@ -118,27 +111,24 @@ type window struct {
 	dead    bool
 }
 
-func newWindow(ctx context.Context, size int, drain time.Duration, ordered bool, emit func(*observerpb.GetFlowsResponse) bool) *window {
+func newWindow(ctx context.Context, size int, drain time.Duration, emit func(*observerpb.GetFlowsResponse) bool) *window {
 	w := &window{
-		h:       itemHeap{a: make([]item, 0, min(size, 4096)), less: oldestFirst},
-		size:    size,
-		drain:   int64(drain),
-		ordered: ordered,
-		srcs:    map[int]*int64{},
-		emit:    emit,
+		h:     itemHeap{a: make([]item, 0, min(size, 4096)), less: oldestFirst},
+		size:  size,
+		drain: int64(drain),
+		srcs:  map[int]*int64{},
+		emit:  emit,
 	}
-	w.space = sync.NewCond(&w.mu)
 	context.AfterFunc(ctx, func() {
 		w.mu.Lock()
 		w.dead = true
-		w.space.Broadcast()
 		w.mu.Unlock()
 	})
 	return w
 }
 
-// addSource registers a peer stream; until it sends, nothing newer than
-// what is already in the window can be known to be in order.
+// addSource registers a peer stream; until it sends, nothing can be known to
+// be in order, so flows wait for the drain timeout.
 func (w *window) addSource() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -156,7 +146,6 @@ func (w *window) removeSource(id int) {
 	delete(w.srcs, id)
 	w.minOK = false
 	w.releaseLocked(time.Now().UnixNano())
-	w.space.Broadcast()
 }
 
 func (w *window) minWatermark() int64 {
@@ -176,60 +165,96 @@ func (w *window) push(id int, r *observerpb.GetFlowsResponse) bool {
 	t := responseTime(r, now)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	wm := w.srcs[id]
-	for w.ordered && !w.dead && w.h.len() >= w.size && *wm > w.minWatermark() {
-		w.space.Wait()
-	}
 	if w.dead {
 		return false
 	}
 	w.seq++
 	w.h.push(item{r: r, t: t, arrival: now, seq: w.seq})
-	if t > *wm {
+	if wm := w.srcs[id]; t > *wm {
 		if *wm == w.minWM {
 			w.minOK = false
 		}
 		*wm = t
 	}
-	before := w.h.len()
 	w.releaseLocked(now)
-	if w.ordered && w.h.len() < before {
-		w.space.Broadcast()
-	}
 	return !w.dead
 }
 
-// tick releases responses that have waited the drain timeout (follow mode).
+// tick releases responses that have waited the drain timeout.
 func (w *window) tick(now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.releaseLocked(now.UnixNano())
 }
 
-// flush releases everything, in order.
-func (w *window) flush() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+func (w *window) releaseLocked(now int64) {
 	for w.h.len() > 0 && !w.dead {
+		top := &w.h.a[0]
+		if !(top.t <= w.minWatermark() || w.h.len() > w.size || now-top.arrival >= w.drain) {
+			return
+		}
 		if !w.emit(w.h.pop().r) {
 			w.dead = true
 		}
 	}
 }
 
-func (w *window) releaseLocked(now int64) {
-	limit := w.size
-	if w.ordered {
-		limit = 2 * w.size // hard bound when the sources themselves are out of order
+// kmerge merges finite streams that are each in time order (non-follow
+// requests) into one stream in time order: an exact k-way merge. Each source
+// has a bounded queue; a fast peer blocks on its full queue (and gRPC flow
+// control holds the agent back) while the merge waits for a slow one, so
+// memory stays bounded and nothing is lost.
+type kmerge struct {
+	srcs []chan item
+}
+
+func newKMerge(n, perSource int) *kmerge {
+	m := &kmerge{srcs: make([]chan item, n)}
+	for i := range m.srcs {
+		m.srcs[i] = make(chan item, perSource)
 	}
-	for w.h.len() > 0 && !w.dead {
-		top := &w.h.a[0]
-		if !(top.t <= w.minWatermark() || w.h.len() > limit ||
-			(!w.ordered && now-top.arrival >= w.drain)) {
+	return m
+}
+
+// push queues one response of source i; false when ctx ended.
+func (m *kmerge) push(ctx context.Context, i int, r *observerpb.GetFlowsResponse) bool {
+	select {
+	case m.srcs[i] <- item{r: r, t: responseTime(r, time.Now().UnixNano())}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// done says that source i sent everything.
+func (m *kmerge) done(i int) { close(m.srcs[i]) }
+
+// run emits every response in order until all sources are done, ctx ends or
+// emit fails.
+func (m *kmerge) run(ctx context.Context, emit func(*observerpb.GetFlowsResponse) bool) {
+	// heads holds the next response of every open source; seq is the source.
+	heads := itemHeap{a: make([]item, 0, len(m.srcs)), less: oldestFirst}
+	next := func(i int) bool {
+		select {
+		case it, ok := <-m.srcs[i]:
+			if ok {
+				it.seq = uint64(i)
+				heads.push(it)
+			}
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for i := range m.srcs {
+		if !next(i) {
 			return
 		}
-		if !w.emit(w.h.pop().r) {
-			w.dead = true
+	}
+	for heads.len() > 0 {
+		it := heads.pop()
+		if !emit(it.r) || !next(int(it.seq)) {
+			return
 		}
 	}
 }
