@@ -366,11 +366,26 @@ func (tl *testLab) startKilled(n int, args ...string) {
 	tl.t.Helper()
 	before, _ := filepath.Glob(filepath.Join(tl.dir, "pods", "*.json"))
 	cmd := exec.Command(filepath.Join(tl.bin, "loupe"), append([]string{"lab", "--lab-dir", tl.dir}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cmd.Start(); err != nil {
 		tl.t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() {
+		for processAlive(cmd.Process.Pid) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(exited)
+	}()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		select {
+		case <-exited:
+			cmd.Wait()
+			tl.t.Fatalf("%v exited before it could be killed: %s\n%s", args, stderr.String(), tl.logs())
+		default:
+		}
 		recs, _ := filepath.Glob(filepath.Join(tl.dir, "pods", "*.json"))
 		if len(recs) >= len(before)+n {
 			break
