@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
 
@@ -170,7 +171,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	// Health endpoints come first, so a probe sees "not ready" while the
 	// datapath loads rather than nothing.
 	var ready atomic.Pointer[agent.Agent]
-	var metrics atomic.Pointer[http.Handler]
+	var metrics atomic.Pointer[metricsSet]
 	if cfg.MetricsListen != "" {
 		l, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -250,14 +251,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return nil
 	})
 
+	dpReg := prometheus.NewRegistry()
+	dpReg.MustRegister(newDatapathCollector(dp, log))
+	var obs Observer
 	if cfg.NewObserver != nil {
-		obs, err := cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
+		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
 			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}
-		h := obs.MetricsHandler()
-		metrics.Store(&h)
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
 		if cfg.Listen != "" {
 			obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)
@@ -266,6 +268,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	} else {
 		log.Warn("no flow observer: datapath events are not read")
 	}
+	all, dpOnly := metricsHandlers(dpReg, obs)
+	metrics.Store(&metricsSet{all: all, datapathOnly: dpOnly})
 
 	l, err := agent.ListenUnix(cfg.Socket)
 	if err != nil {
@@ -299,7 +303,12 @@ func gateways(cidrs []netip.Prefix) (v4, v6 netip.Addr, err error) {
 	return v4, v6, nil
 }
 
-func healthMux(ready *atomic.Pointer[agent.Agent], metrics *atomic.Pointer[http.Handler]) *http.ServeMux {
+// metricsSet is what /metrics and /metrics/datapath serve once loaded.
+type metricsSet struct {
+	all, datapathOnly http.Handler
+}
+
+func healthMux(ready *atomic.Pointer[agent.Agent], metrics *atomic.Pointer[metricsSet]) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -311,14 +320,23 @@ func healthMux(ready *atomic.Pointer[agent.Agent], metrics *atomic.Pointer[http.
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		h := metrics.Load()
-		if h == nil {
-			http.Error(w, "metrics not available yet", http.StatusServiceUnavailable)
-			return
+	serve := func(pick func(*metricsSet) http.Handler) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			m := metrics.Load()
+			if m == nil {
+				http.Error(w, "metrics not available yet", http.StatusServiceUnavailable)
+				return
+			}
+			h := pick(m)
+			if h == nil {
+				http.NotFound(w, r)
+				return
+			}
+			h.ServeHTTP(w, r)
 		}
-		(*h).ServeHTTP(w, r)
-	})
+	}
+	mux.HandleFunc("/metrics", serve(func(m *metricsSet) http.Handler { return m.all }))
+	mux.HandleFunc("/metrics/datapath", serve(func(m *metricsSet) http.Handler { return m.datapathOnly }))
 	return mux
 }
 

@@ -61,7 +61,7 @@ func TestValidate(t *testing.T) {
 
 func TestHealthEndpoints(t *testing.T) {
 	var ready atomic.Pointer[agent.Agent]
-	var metrics atomic.Pointer[http.Handler]
+	var metrics atomic.Pointer[metricsSet]
 	srv := httptest.NewServer(healthMux(&ready, &metrics))
 	defer srv.Close()
 	get := func(path string) int {
@@ -84,9 +84,9 @@ func TestHealthEndpoints(t *testing.T) {
 	}
 	ready.Store(a)
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "m 1") })
-	metrics.Store(&h)
-	if get("/readyz") != 200 || get("/metrics") != 200 {
-		t.Fatal("after: want readyz 200, metrics 200")
+	metrics.Store(&metricsSet{all: h})
+	if get("/readyz") != 200 || get("/metrics") != 200 || get("/metrics/datapath") != 404 {
+		t.Fatal("after: want readyz 200, metrics 200, metrics/datapath 404")
 	}
 }
 
@@ -314,10 +314,24 @@ func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer d.Close()
 	eps, err := d.Endpoints()
-	d.Close()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The pod's packets were counted under its endpoint id, both ways.
+	counters, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[uint8]uint64{}
+	for _, c := range counters {
+		if c.EndpointID == reg.Endpoint.Id && c.Reason == datapath.VerdictForwarded {
+			dirs[c.Direction] += c.Packets
+		}
+	}
+	if dirs[datapath.DirEgress] == 0 || dirs[datapath.DirIngress] == 0 {
+		t.Fatalf("forwarded packets of endpoint %d by direction: %v (counters %+v)", reg.Endpoint.Id, dirs, counters)
 	}
 	if got := eps[uint32(hostIndex)]; got != wantEP {
 		t.Fatalf("endpoint map entry %+v, want %+v", got, wantEP)

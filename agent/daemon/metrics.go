@@ -1,0 +1,129 @@
+package daemon
+
+import (
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/loupe-project/loupe/datapath"
+)
+
+// datapathSource is what the collector reads: *datapath.Datapath.
+type datapathSource interface {
+	Counters() ([]datapath.Counter, error)
+	EventStats() (datapath.EventStats, error)
+}
+
+// datapathCollector exports the datapath's per-CPU counters and its event
+// stream statistics, read from the maps at scrape time, so the numbers are
+// exact whatever the event rate limit dropped.
+type datapathCollector struct {
+	dp  datapathSource
+	log *slog.Logger
+
+	packets, bytes, events *prometheus.Desc
+}
+
+func newDatapathCollector(dp datapathSource, log *slog.Logger) *datapathCollector {
+	labels := []string{"reason", "direction", "endpoint"}
+	return &datapathCollector{
+		dp: dp, log: log,
+		packets: prometheus.NewDesc("loupe_datapath_packets_total",
+			"Packets seen by the datapath on host veths, by verdict or drop reason, direction and endpoint id", labels, nil),
+		bytes: prometheus.NewDesc("loupe_datapath_bytes_total",
+			"Bytes seen by the datapath on host veths, by verdict or drop reason, direction and endpoint id", labels, nil),
+		events: prometheus.NewDesc("loupe_datapath_events_total",
+			"Datapath ring-buffer events: read by the agent, short (skipped), lost (ring full), rate_limited (drop events held back)",
+			[]string{"outcome"}, nil),
+	}
+}
+
+func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.packets
+	ch <- c.bytes
+	ch <- c.events
+}
+
+type counterKey struct {
+	reason, direction uint8
+	endpoint          uint32
+}
+
+func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
+	counters, err := c.dp.Counters()
+	if err != nil {
+		c.log.Warn("metrics: read datapath counters", "err", err)
+		ch <- prometheus.NewInvalidMetric(c.packets, err)
+	} else {
+		// Entries differing only in policy rule id are summed.
+		sum := map[counterKey][2]uint64{}
+		for _, ct := range counters {
+			k := counterKey{ct.Reason, ct.Direction, ct.EndpointID}
+			v := sum[k]
+			sum[k] = [2]uint64{v[0] + ct.Packets, v[1] + ct.Bytes}
+		}
+		for k, v := range sum {
+			lv := []string{reasonName(k.reason), directionName(k.direction), strconv.FormatUint(uint64(k.endpoint), 10)}
+			ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v[0]), lv...)
+			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(v[1]), lv...)
+		}
+	}
+	st, err := c.dp.EventStats()
+	if err != nil {
+		c.log.Warn("metrics: read event stats", "err", err)
+		ch <- prometheus.NewInvalidMetric(c.events, err)
+		return
+	}
+	for outcome, v := range map[string]uint64{"read": st.Read, "short": st.Short, "lost": st.Lost, "rate_limited": st.DropEventsLimited} {
+		ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(v), outcome)
+	}
+}
+
+// reasonName uses Hubble's names for verdicts and drop reasons.
+func reasonName(r uint8) string {
+	switch r {
+	case datapath.ReasonNoEndpoint:
+		return "NO_ENDPOINT"
+	case datapath.VerdictForwarded:
+		return "FORWARDED"
+	case datapath.DropInvalidSourceIP:
+		return "INVALID_SOURCE_IP"
+	case datapath.DropPolicyDenied:
+		return "POLICY_DENIED"
+	case datapath.DropInvalidPacket:
+		return "INVALID_PACKET_DROPPED"
+	}
+	return strconv.Itoa(int(r))
+}
+
+func directionName(d uint8) string {
+	switch d {
+	case datapath.DirIngress:
+		return "ingress"
+	case datapath.DirEgress:
+		return "egress"
+	}
+	return strconv.Itoa(int(d))
+}
+
+// gathererObserver is an observer that exposes its metrics registry, so
+// one /metrics can serve both its and the datapath's metrics.
+type gathererObserver interface {
+	Gatherer() prometheus.Gatherer
+}
+
+// metricsHandlers returns the handler for /metrics and, when the observer
+// only offers an http.Handler, a second one for /metrics/datapath.
+func metricsHandlers(dpReg *prometheus.Registry, obs Observer) (main, datapathOnly http.Handler) {
+	dpHandler := promhttp.HandlerFor(dpReg, promhttp.HandlerOpts{})
+	if obs == nil {
+		return dpHandler, nil
+	}
+	if g, ok := obs.(gathererObserver); ok {
+		return promhttp.HandlerFor(prometheus.Gatherers{g.Gatherer(), dpReg}, promhttp.HandlerOpts{}), nil
+	}
+	return obs.MetricsHandler(), dpHandler
+}

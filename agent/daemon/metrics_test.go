@@ -1,0 +1,69 @@
+package daemon
+
+import (
+	"errors"
+	"log/slog"
+	"maps"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loupe-project/loupe/datapath"
+)
+
+type fixedCounters struct {
+	counters []datapath.Counter
+	stats    datapath.EventStats
+	err      error
+}
+
+func (f fixedCounters) Counters() ([]datapath.Counter, error)    { return f.counters, f.err }
+func (f fixedCounters) EventStats() (datapath.EventStats, error) { return f.stats, f.err }
+
+func TestDatapathCollector(t *testing.T) {
+	src := fixedCounters{
+		counters: []datapath.Counter{
+			{Reason: datapath.VerdictForwarded, Direction: datapath.DirEgress, EndpointID: 3, RuleID: 0, Packets: 10, Bytes: 1000},
+			{Reason: datapath.VerdictForwarded, Direction: datapath.DirEgress, EndpointID: 3, RuleID: 7, Packets: 5, Bytes: 500},
+			{Reason: datapath.DropInvalidSourceIP, Direction: datapath.DirEgress, EndpointID: 3, Packets: 1, Bytes: 60},
+		},
+		stats: datapath.EventStats{Read: 4, Lost: 2, DropEventsLimited: 1},
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newDatapathCollector(src, slog.New(slog.DiscardHandler)))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var lv []string
+			for _, l := range m.GetLabel() {
+				lv = append(lv, l.GetName()+"="+l.GetValue())
+			}
+			got[mf.GetName()+"{"+strings.Join(lv, ",")+"}"] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		// Entries that differ only in rule id are summed.
+		"loupe_datapath_packets_total{direction=egress,endpoint=3,reason=FORWARDED}":         15,
+		"loupe_datapath_bytes_total{direction=egress,endpoint=3,reason=FORWARDED}":           1500,
+		"loupe_datapath_packets_total{direction=egress,endpoint=3,reason=INVALID_SOURCE_IP}": 1,
+		"loupe_datapath_bytes_total{direction=egress,endpoint=3,reason=INVALID_SOURCE_IP}":   60,
+		"loupe_datapath_events_total{outcome=read}":                                          4,
+		"loupe_datapath_events_total{outcome=short}":                                         0,
+		"loupe_datapath_events_total{outcome=lost}":                                          2,
+		"loupe_datapath_events_total{outcome=rate_limited}":                                  1,
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("metrics\n%v\nwant\n%v", got, want)
+	}
+
+	bad := prometheus.NewRegistry()
+	bad.MustRegister(newDatapathCollector(fixedCounters{err: errors.New("map gone")}, slog.New(slog.DiscardHandler)))
+	if _, err := bad.Gather(); err == nil {
+		t.Fatal("a failing map read was not reported")
+	}
+}

@@ -1,0 +1,120 @@
+// Command loupe-agent is loupe's per-node agent. Start it in the node's
+// network namespace with `nsenter --net=` (never `ip netns exec`, which
+// unshares the mount namespace and hides the bpffs pins from loupe-cni).
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loupe-project/loupe/agent/daemon"
+	"github.com/loupe-project/loupe/internal/version"
+)
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "loupe-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	var (
+		cfg      daemon.Config
+		cidrs    []string
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "loupe-agent",
+		Short: "loupe's node agent: datapath, pod IPs, endpoints and flows",
+		Long: `loupe-agent loads and pins loupe's XDP and TCX datapath, allocates pod
+addresses from the node's pod CIDR, serves the endpoint API that loupe-cni
+calls, and turns datapath events into flows served on Hubble's Observer API.
+
+Run it in the node's network namespace (nsenter --net=..., not ip netns exec).
+On SIGTERM or SIGINT it stops serving but keeps the pinned datapath and its
+state, so pods keep their connectivity until it starts again.`,
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			if cfg.PodCIDRs, err = parseCIDRs(cidrs); err != nil {
+				return err
+			}
+			cfg.Log = log
+			cfg.NewObserver = newObserver
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return daemon.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", "", "name of this node (required)")
+	f.StringSliceVar(&cidrs, "pod-cidr", nil, "the node's pod CIDR: one IPv4 and optionally one IPv6, repeated or comma-separated (required)")
+	f.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory for IP allocations and endpoints, kept across restarts")
+	f.StringVar(&cfg.BPFRoot, "bpf-root", daemon.DefaultBPFRoot, "directory for the datapath's pins; bpffs is mounted there if it is not one")
+	f.StringVar(&cfg.Socket, "socket", daemon.DefaultSocket, "unix socket of the endpoint API used by loupe-cni (mode 0600); the Observer API's unix socket "+daemon.ObserverSocketName+" goes next to it")
+	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, `Observer gRPC address (host:port); "" turns it off`)
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", `HTTP address for /metrics, /healthz and /readyz; "" turns it off`)
+	f.StringVar(&cfg.XDPMode, "xdp-mode", daemon.DefaultXDPMode, "default XDP mode for pods whose netconf sets none: native, generic or off")
+	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "folder of Kubernetes manifests to read pods, namespaces, services and policies from (the lab's API server)")
+	f.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", daemon.DefaultFlowBufferSize, "flows kept in memory for the Observer API (rounded to 2^n-1)")
+	f.Uint32Var(&cfg.DropEventsPerSecond, "drop-events-per-second", 0, "rate limit on drop events for the node; counters stay exact (0 = the datapath's default)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("node-name")
+	_ = cmd.MarkFlagRequired("pod-cidr")
+	cmd.AddCommand(newCleanupCommand())
+	return cmd
+}
+
+func newCleanupCommand() *cobra.Command {
+	var bpfRoot, stateDir, socket string
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "remove the datapath's pins and attachments, the state dir, the sockets and the gateway link",
+		Long: `cleanup undoes what loupe-agent leaves on a node on purpose: it detaches and
+unpins the datapath under --bpf-root, removes --state-dir and the sockets,
+and deletes the loupe_host gateway link of the current network namespace.
+Pods of the node lose their datapath. Run it with the agent stopped.`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return daemon.Cleanup(bpfRoot, stateDir, socket)
+		},
+	}
+	cmd.Flags().StringVar(&bpfRoot, "bpf-root", daemon.DefaultBPFRoot, "the agent's --bpf-root")
+	cmd.Flags().StringVar(&stateDir, "state-dir", daemon.DefaultStateDir, "the agent's --state-dir")
+	cmd.Flags().StringVar(&socket, "socket", daemon.DefaultSocket, "the agent's --socket")
+	return cmd
+}
+
+func parseCIDRs(in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range in {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("--pod-cidr %q: %w", s, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
