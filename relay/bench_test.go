@@ -12,6 +12,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 
+	"github.com/loupe-project/loupe/relay"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
@@ -39,24 +40,17 @@ func heapPeak() (stop func() uint64) {
 	return func() uint64 { close(done); wg.Wait(); return peak.Load() }
 }
 
-// benchRelay starts peers agents holding perPeer flows each (recorded-like,
-// fully populated) and a relay over them.
+// benchRelay starts a farm of peers agents holding perPeer recorded-like
+// flows each, in a child process so that the heap measured is the relay's,
+// and a relay over them.
 func benchRelay(b *testing.B, peers, perPeer int) *testRelay {
-	agents := startAgents(b, peers, relaytest.Options{Capacity: perPeer})
-	base := time.Now().Add(-time.Hour)
-	for k, a := range agents {
-		fs := make([]*flowpb.Flow, perPeer)
-		for i := range fs {
-			fs[i] = relaytest.Flow(a.Name(), base.Add(time.Duration(k+i*peers)*time.Microsecond), i)
-		}
-		a.Add(fs...)
-	}
-	r := startRelay(b, testConfig(), nil, addrs(agents))
+	r := startRelay(b, testConfig(), nil, relay.StaticPeers(startFarm(b, peers, perPeer)))
 	waitConnected(b, r.srv, peers)
 	return r
 }
 
 func benchGetFlows(b *testing.B, peers, perPeer int, req *observerpb.GetFlowsRequest, want int) {
+	b.ReportAllocs()
 	r := benchRelay(b, peers, perPeer)
 	runtime.GC()
 	var ms runtime.MemStats
@@ -91,6 +85,7 @@ func benchGetFlows(b *testing.B, peers, perPeer int, req *observerpb.GetFlowsReq
 	b.StopTimer()
 	peak := stop()
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "flows/s")
+	b.ReportMetric(float64(b.N*peers*perPeer)/b.Elapsed().Seconds(), "peer-flows/s")
 	b.ReportMetric(float64(int64(peak)-int64(baseline))/(1<<20), "peak-heap-MB")
 }
 

@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -36,19 +36,19 @@ type resume struct {
 
 const maxResumeIDs = 64
 
-func (r *resume) see(f *flowpb.Flow, t int64) {
+func (r *resume) see(uuid string, t int64) {
 	if t > r.lastT {
 		r.lastT = t
 		r.lastIDs = r.lastIDs[:0]
 	}
-	if t == r.lastT && f.GetUuid() != "" && len(r.lastIDs) < maxResumeIDs {
-		r.lastIDs = append(r.lastIDs, f.GetUuid())
+	if t == r.lastT && uuid != "" && len(r.lastIDs) < maxResumeIDs {
+		r.lastIDs = append(r.lastIDs, uuid)
 	}
 }
 
 // dup reports a flow already delivered before a resume (a since is inclusive).
-func (r *resume) dup(f *flowpb.Flow, t int64) bool {
-	return t == r.lastT && f.GetUuid() != "" && slices.Contains(r.lastIDs, f.GetUuid())
+func (r *resume) dup(uuid string, t int64) bool {
+	return t == r.lastT && uuid != "" && slices.Contains(r.lastIDs, uuid)
 }
 
 func (r *resume) since() int64 {
@@ -89,7 +89,7 @@ func peerRequest(req *observerpb.GetFlowsRequest, follow bool, number uint64, si
 // streamPeer runs one GetFlows stream against one peer and hands each flow
 // to sink. idle > 0 ends the stream when the peer stays silent that long.
 func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.GetFlowsRequest, res resume,
-	idle time.Duration, sink func(*observerpb.GetFlowsResponse) bool, q *outQueue) (out streamResult) {
+	idle time.Duration, sink func(*frame) bool, q *outQueue) (out streamResult) {
 	out = streamResult{key: p.Key, res: res}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -112,7 +112,13 @@ func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.Get
 		}()
 	}
 	recvSince.Store(time.Now().UnixNano())
-	stream, err := p.client.GetFlows(ctx, req)
+	stream, err := p.conn.NewStream(ctx, &observerpb.Observer_ServiceDesc.Streams[0],
+		observerpb.Observer_GetFlows_FullMethodName, grpc.ForceCodecV2(relayCodec))
+	if err == nil {
+		if err = stream.SendMsg(req); err == nil {
+			err = stream.CloseSend()
+		}
+	}
 	if err != nil {
 		out.err = err
 		return out
@@ -121,7 +127,8 @@ func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.Get
 		if idle > 0 {
 			recvSince.Store(time.Now().UnixNano())
 		}
-		r, err := stream.Recv()
+		r := &frame{}
+		err := stream.RecvMsg(r)
 		if idle > 0 {
 			recvSince.Store(0)
 		}
@@ -135,27 +142,28 @@ func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.Get
 			return out
 		}
 		out.sent = true
-		switch r.GetResponseTypes().(type) {
-		case *observerpb.GetFlowsResponse_Flow:
-			f := r.GetFlow()
-			t := responseTime(r, 0)
-			if out.res.dup(f, t) {
+		if f := r.msg.GetFlow(); r.msg == nil || f != nil {
+			if f != nil {
+				r.t, r.uuid = f.GetTime().AsTime().UnixNano(), f.GetUuid()
+			}
+			if out.res.dup(r.uuid, r.t) {
 				continue
 			}
-			out.res.see(f, t)
-			if r.NodeName == "" {
-				r.NodeName = p.Name
-			}
+			out.res.see(r.uuid, r.t)
+			r.setNodeName(p.Name)
 			if !sink(r) {
 				return out
 			}
+			continue
+		}
+		switch r.msg.GetResponseTypes().(type) {
 		case *observerpb.GetFlowsResponse_LostEvents:
-			if r.NodeName == "" {
-				r.NodeName = p.Name
+			if r.msg.NodeName == "" {
+				r.msg.NodeName = p.Name
 			}
-			q.lostEvents(r)
+			q.lostEvents(r.msg)
 		case *observerpb.GetFlowsResponse_NodeStatus:
-			q.addControl(r) // the peer is itself a relay
+			q.addControl(r.msg) // the peer is itself a relay
 		}
 	}
 }
@@ -247,7 +255,7 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	preq := peerRequest(req, false, req.GetNumber(), 0)
-	var sinks []func(*observerpb.GetFlowsResponse) bool
+	var sinks []func(*frame) bool
 	finish := func(int) {}
 	var merged sync.WaitGroup
 	var top *topN
@@ -256,14 +264,14 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 		// Every flow the peers send is wanted: stream them in order.
 		m := newKMerge(len(peers), max(s.cfg.SortBufferLen/max(len(peers), 1), 16))
 		for i := range peers {
-			sinks = append(sinks, func(r *observerpb.GetFlowsResponse) bool { return m.push(ctx, i, r) })
+			sinks = append(sinks, func(r *frame) bool { return m.push(ctx, i, r) })
 		}
 		finish = m.done
-		merged.Go(func() { m.run(ctx, func(r *observerpb.GetFlowsResponse) bool { return q.flow(ctx, r) }) })
+		merged.Go(func() { m.run(ctx, func(r *frame) bool { return q.flow(ctx, r) }) })
 	} else {
 		top = newTopN(req.GetNumber(), req.GetFirst())
 		for range peers {
-			sinks = append(sinks, func(r *observerpb.GetFlowsResponse) bool {
+			sinks = append(sinks, func(r *frame) bool {
 				topMu.Lock()
 				top.push(r)
 				topMu.Unlock()
@@ -368,7 +376,7 @@ func (s *Server) getFlowsFollow(ctx context.Context, req *observerpb.GetFlowsReq
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w := newWindow(ctx, s.cfg.SortBufferLen, s.cfg.SortBufferDrainTimeout,
-		func(r *observerpb.GetFlowsResponse) bool { return q.flow(ctx, r) })
+		func(r *frame) bool { return q.flow(ctx, r) })
 	var wg sync.WaitGroup
 	defer func() {
 		cancel() // before waiting: the streams end on it
@@ -440,7 +448,7 @@ func (s *Server) getFlowsFollow(ctx context.Context, req *observerpb.GetFlowsReq
 			src := w.addSource()
 			wg.Go(func() {
 				defer scancel()
-				r := s.streamPeer(sctx, p, preq, res, 0, func(r *observerpb.GetFlowsResponse) bool { return w.push(src, r) }, q)
+				r := s.streamPeer(sctx, p, preq, res, 0, func(r *frame) bool { return w.push(src, r) }, q)
 				w.removeSource(src)
 				select {
 				case done <- r:

@@ -6,13 +6,11 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	observerpb "github.com/cilium/cilium/api/v1/observer"
 )
 
 // item is one response waiting in a merge structure.
 type item struct {
-	r       *observerpb.GetFlowsResponse
+	r       *frame
 	t       int64 // flow time, unix ns
 	arrival int64 // relay clock, unix ns
 	seq     uint64
@@ -26,14 +24,11 @@ func (a *item) before(b *item) bool {
 	return a.seq < b.seq
 }
 
-// responseTime is the time a response is ordered by: the flow's own time,
+// frameTime is the time a response is ordered by: the flow's own time,
 // else the response's, else when it reached the relay.
-func responseTime(r *observerpb.GetFlowsResponse, arrival int64) int64 {
-	if ts := r.GetFlow().GetTime(); ts != nil {
-		return ts.GetSeconds()*1e9 + int64(ts.GetNanos())
-	}
-	if ts := r.GetTime(); ts != nil {
-		return ts.GetSeconds()*1e9 + int64(ts.GetNanos())
+func frameTime(f *frame, arrival int64) int64 {
+	if f.t != 0 {
+		return f.t
 	}
 	return arrival
 }
@@ -107,11 +102,11 @@ type window struct {
 	nextSrc int
 	minWM   int64
 	minOK   bool
-	emit    func(*observerpb.GetFlowsResponse) bool
+	emit    func(*frame) bool
 	dead    bool
 }
 
-func newWindow(ctx context.Context, size int, drain time.Duration, emit func(*observerpb.GetFlowsResponse) bool) *window {
+func newWindow(ctx context.Context, size int, drain time.Duration, emit func(*frame) bool) *window {
 	w := &window{
 		h:     itemHeap{a: make([]item, 0, min(size, 4096)), less: oldestFirst},
 		size:  size,
@@ -160,9 +155,9 @@ func (w *window) minWatermark() int64 {
 }
 
 // push adds one response from source id. It returns false once the request is over.
-func (w *window) push(id int, r *observerpb.GetFlowsResponse) bool {
+func (w *window) push(id int, r *frame) bool {
 	now := time.Now().UnixNano()
-	t := responseTime(r, now)
+	t := frameTime(r, now)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.dead {
@@ -217,9 +212,9 @@ func newKMerge(n, perSource int) *kmerge {
 }
 
 // push queues one response of source i; false when ctx ended.
-func (m *kmerge) push(ctx context.Context, i int, r *observerpb.GetFlowsResponse) bool {
+func (m *kmerge) push(ctx context.Context, i int, r *frame) bool {
 	select {
-	case m.srcs[i] <- item{r: r, t: responseTime(r, time.Now().UnixNano())}:
+	case m.srcs[i] <- item{r: r, t: frameTime(r, time.Now().UnixNano())}:
 		return true
 	case <-ctx.Done():
 		return false
@@ -231,7 +226,7 @@ func (m *kmerge) done(i int) { close(m.srcs[i]) }
 
 // run emits every response in order until all sources are done, ctx ends or
 // emit fails.
-func (m *kmerge) run(ctx context.Context, emit func(*observerpb.GetFlowsResponse) bool) {
+func (m *kmerge) run(ctx context.Context, emit func(*frame) bool) {
 	// heads holds the next response of every open source; seq is the source.
 	heads := itemHeap{a: make([]item, 0, len(m.srcs)), less: oldestFirst}
 	next := func(i int) bool {
@@ -278,9 +273,9 @@ func newTopN(n uint64, first bool) *topN {
 	return t
 }
 
-func (t *topN) push(r *observerpb.GetFlowsResponse) {
+func (t *topN) push(r *frame) {
 	t.seq++
-	it := item{r: r, t: responseTime(r, time.Now().UnixNano()), seq: t.seq}
+	it := item{r: r, t: frameTime(r, time.Now().UnixNano()), seq: t.seq}
 	if uint64(t.h.len()) < t.n {
 		t.h.push(it)
 		return
@@ -292,10 +287,10 @@ func (t *topN) push(r *observerpb.GetFlowsResponse) {
 }
 
 // sorted returns the kept responses in time order.
-func (t *topN) sorted() []*observerpb.GetFlowsResponse {
+func (t *topN) sorted() []*frame {
 	a := t.h.a
 	sort.Slice(a, func(i, j int) bool { return a[i].before(&a[j]) })
-	out := make([]*observerpb.GetFlowsResponse, len(a))
+	out := make([]*frame, len(a))
 	for i := range a {
 		out[i] = a[i].r
 	}

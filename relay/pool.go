@@ -47,6 +47,7 @@ type PeerInfo struct {
 	Gen uint64
 
 	client observerpb.ObserverClient
+	conn   *grpc.ClientConn
 }
 
 type poolPeer struct {
@@ -181,6 +182,7 @@ func (p *Pool) Upsert(key, name, address, tlsServerName string) error {
 	}
 	pp.conn = conn
 	pp.info.client = observerpb.NewObserverClient(conn)
+	pp.info.conn = conn
 	ctx, cancel := context.WithCancel(context.Background())
 	pp.cancel = cancel
 	p.peers[key] = pp

@@ -31,7 +31,7 @@ const maxControl = 1024
 // counts it, and the count reaches the client as a LostEvent. Node statuses
 // and lost events are never dropped.
 type outQueue struct {
-	ch       chan *observerpb.GetFlowsResponse
+	ch       chan *frame
 	lossy    atomic.Bool
 	nodeName string
 	stats    *Stats
@@ -50,7 +50,7 @@ func newOutQueue(n int, lossy bool, nodeName string, stats *Stats) *outQueue {
 	if stats == nil {
 		stats = &Stats{}
 	}
-	q := &outQueue{ch: make(chan *observerpb.GetFlowsResponse, n), nodeName: nodeName, wake: make(chan struct{}, 1), stats: stats}
+	q := &outQueue{ch: make(chan *frame, n), nodeName: nodeName, wake: make(chan struct{}, 1), stats: stats}
 	q.lossy.Store(lossy)
 	return q
 }
@@ -60,7 +60,7 @@ func (q *outQueue) setLossy(v bool) { q.lossy.Store(v) }
 
 // flow queues one flow; in ordered mode it blocks until there is room or
 // ctx ends (false).
-func (q *outQueue) flow(ctx context.Context, r *observerpb.GetFlowsResponse) bool {
+func (q *outQueue) flow(ctx context.Context, r *frame) bool {
 	q.stats.FlowsMerged.Add(1)
 	if q.lossy.Load() {
 		select {
@@ -162,8 +162,8 @@ func (q *outQueue) lostResponse() *observerpb.GetFlowsResponse {
 }
 
 // run sends everything queued to the client until the queue is closed and
-// empty, ctx ends, or send fails.
-func (q *outQueue) run(ctx context.Context, send func(*observerpb.GetFlowsResponse) error) error {
+// empty, ctx ends, or send fails. send gets a *frame or a *GetFlowsResponse.
+func (q *outQueue) run(ctx context.Context, send func(any) error) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	flushControl := func() error {

@@ -81,6 +81,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		}
 	}
 	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(relayCodec), // flows leave as they came
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			_ = grpc.SetHeader(ctx, metadata.Pairs(versionHeader, s.cfg.Version))
 			return h(ctx, req)
@@ -141,7 +142,7 @@ func (s *Server) GetFlows(req *observerpb.GetFlowsRequest, stream observerpb.Obs
 		collectErr = s.getFlows(ctx, req, q)
 		q.close()
 	}()
-	sendErr := q.run(ctx, stream.Send)
+	sendErr := q.run(ctx, stream.SendMsg)
 	cancel()
 	<-collected
 	if sendErr != nil {

@@ -1,0 +1,195 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc/encoding"
+	protoenc "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// frame is one GetFlowsResponse on its way through the relay. A flow stays
+// in the bytes the agent sent: the relay reads only the fields it orders and
+// resumes by, and forwards the bytes untouched, which saves a full decode
+// and re-encode per flow. Other responses (lost events, node status) are
+// decoded into msg.
+type frame struct {
+	raw  []byte
+	t    int64 // flow time (else response time), unix ns; 0 if absent
+	uuid string
+	node bool // the response names its node
+	msg  *observerpb.GetFlowsResponse
+}
+
+// GetFlowsResponse field numbers (api/v1/observer/observer.proto).
+const (
+	respFlow       = 1
+	respNodeStatus = 2
+	respLostEvents = 3
+	respNodeName   = 1000
+	respTime       = 1001
+	flowTime       = 1  // flow.Flow.time
+	flowUUID       = 34 // flow.Flow.uuid
+)
+
+var errMalformed = errors.New("malformed GetFlowsResponse")
+
+// parseFrame reads what the relay needs from an encoded GetFlowsResponse;
+// b must not be modified afterwards.
+func parseFrame(b []byte) (*frame, error) {
+	f := &frame{raw: b}
+	var respT int64
+	isFlow, other := false, false
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, errMalformed
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && (num == respFlow || num == respTime) {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, errMalformed
+			}
+			b = b[n:]
+			if num == respFlow {
+				isFlow = true
+				if err := f.parseFlow(v); err != nil {
+					return nil, err
+				}
+			} else if respT, n = parseTimestamp(v); n < 0 {
+				return nil, errMalformed
+			}
+			continue
+		}
+		switch num {
+		case respNodeStatus, respLostEvents:
+			other = true
+		case respNodeName:
+			f.node = true
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, errMalformed
+		}
+		b = b[n:]
+	}
+	if f.t == 0 {
+		f.t = respT
+	}
+	if other || !isFlow {
+		f.msg = &observerpb.GetFlowsResponse{}
+		if err := proto.Unmarshal(f.raw, f.msg); err != nil {
+			return nil, fmt.Errorf("%w: %w", errMalformed, err)
+		}
+		f.raw = nil
+	}
+	return f, nil
+}
+
+func (f *frame) parseFlow(b []byte) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errMalformed
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && (num == flowTime || num == flowUUID) {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return errMalformed
+			}
+			b = b[n:]
+			if num == flowUUID {
+				f.uuid = string(v)
+			} else if f.t, n = parseTimestamp(v); n < 0 {
+				return errMalformed
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return errMalformed
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// parseTimestamp decodes a google.protobuf.Timestamp into unix ns.
+func parseTimestamp(b []byte) (int64, int) {
+	var sec, nanos int64
+	total := len(b)
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, -1
+		}
+		b = b[n:]
+		if typ == protowire.VarintType && (num == 1 || num == 2) {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, -1
+			}
+			b = b[n:]
+			if num == 1 {
+				sec = int64(v)
+			} else {
+				nanos = int64(int32(v))
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, -1
+		}
+		b = b[n:]
+	}
+	return sec*1e9 + nanos, total
+}
+
+// setNodeName names the node of a flow that arrived without one. Appending
+// a field to an encoded message sets it (the last value wins).
+func (f *frame) setNodeName(name string) {
+	if f.node || name == "" {
+		return
+	}
+	if f.msg != nil {
+		f.msg.NodeName = name
+	} else {
+		f.raw = protowire.AppendString(protowire.AppendTag(f.raw, respNodeName, protowire.BytesType), name)
+	}
+	f.node = true
+}
+
+// codec is the proto codec, except that it decodes into a frame and sends a
+// flow frame's bytes as they came.
+type codec struct{ encoding.CodecV2 }
+
+var relayCodec = codec{encoding.GetCodecV2(protoenc.Name)}
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if f, ok := v.(*frame); ok {
+		if f.msg != nil {
+			return c.CodecV2.Marshal(f.msg)
+		}
+		return mem.BufferSlice{mem.SliceBuffer(f.raw)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if f, ok := v.(*frame); ok {
+		parsed, err := parseFrame(data.Materialize())
+		if err != nil {
+			return err
+		}
+		*f = *parsed
+		return nil
+	}
+	return c.CodecV2.Unmarshal(data, v)
+}
