@@ -143,6 +143,11 @@ func TestPrivilegedUnderlay(t *testing.T) {
 		}
 	}
 	n1, n2 := l.Nodes[0], l.Nodes[1]
+	for _, n := range l.Nodes {
+		waitOperUp(t, n.NetNSPath(), "eth0")
+		waitOperUp(t, "", l.HostVeth(n.Num))
+	}
+	waitOperUp(t, "", l.BridgeName())
 	ln := listenIn(t, n1.NetNSPath(), n1.IP+":7000")
 	_ = ln
 	// Host -> node.
@@ -167,6 +172,32 @@ func TestPrivilegedUnderlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertClean(t, dir, name)
+}
+
+// waitOperUp waits until a link in a netns ("" = root) is operationally up,
+// so the first packet of a test is not lost to a link still coming up.
+func waitOperUp(t *testing.T, netnsPath, link string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var up bool
+		check := func() {
+			l, err := netlink.LinkByName(link)
+			up = err == nil && (l.Attrs().OperState == netlink.OperUp || l.Attrs().OperState == netlink.OperUnknown)
+		}
+		if netnsPath == "" {
+			check()
+		} else {
+			_ = ns.WithNetNSPath(netnsPath, func(ns.NetNS) error { check(); return nil })
+		}
+		if up {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never came up", link)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // The pod server and the probes, between two namespaces joined by a veth.
@@ -220,24 +251,8 @@ func TestPrivilegedServeAndProbe(t *testing.T) {
 	}
 
 	// Probe once both ends of the veth are operational.
-	for _, side := range [][2]string{{a, "a0"}, {b, "b0"}} {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			var up bool
-			_ = ns.WithNetNSPath(netnsPath(side[0]), func(ns.NetNS) error {
-				l, err := netlink.LinkByName(side[1])
-				up = err == nil && l.Attrs().OperState == netlink.OperUp
-				return nil
-			})
-			if up {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never came up", side[1])
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	waitOperUp(t, netnsPath(a), "a0")
+	waitOperUp(t, netnsPath(b), "b0")
 	ports, _ := parsePorts("80/TCP,81/TCP,81/UDP,53/UDP")
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
