@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/loupe-project/loupe/internal/yaml12"
 	"io"
 	"net/netip"
 	"os"
@@ -103,6 +104,10 @@ func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
 	if isBlank(raw) {
 		return nil, nil
 	}
+	raw, err := yaml12.ToJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: document %d: %w", source, doc, err)
+	}
 	var tm struct {
 		metav1.TypeMeta `json:",inline"`
 		Items           []yamlRaw `json:"items"`
@@ -154,9 +159,6 @@ func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
 		return nil, fail("%s: %v", tm.Kind, err)
 	}
 	o := Object{Kind: tm.Kind, Name: meta.Name, Obj: obj, Source: source, Doc: doc}
-	if err := checkYAMLBools(raw, meta); err != nil {
-		return nil, fail("%s %s: %v", tm.Kind, meta.Name, err)
-	}
 	if meta.Name == "" {
 		return nil, fail("%s without metadata.name", tm.Kind)
 	}
@@ -192,7 +194,6 @@ func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
 			return nil, fail("%s: label %s value %q: %s", o.ID(), k, v, strings.Join(msgs, "; "))
 		}
 	}
-	var err error
 	switch x := obj.(type) {
 	case *corev1.Pod:
 		err = validatePod(x)
@@ -206,22 +207,6 @@ func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
 	}
 	meta.ResourceVersion, meta.UID = "", ""
 	return []Object{o}, nil
-}
-
-// checkYAMLBools catches names and label values that YAML 1.1 turned into
-// booleans: a bare y, n, yes, no, on or off reads as true or false, and
-// `namespace: y` would silently become namespace "true".
-func checkYAMLBools(raw []byte, meta *metav1.ObjectMeta) error {
-	vals := map[string]string{"metadata.name": meta.Name, "metadata.namespace": meta.Namespace}
-	for k, v := range meta.Labels {
-		vals["label "+k] = v
-	}
-	for field, v := range vals {
-		if (v == "true" || v == "false") && !bytes.Contains(raw, []byte(v)) {
-			return fmt.Errorf("%s: YAML read an unquoted y/n/yes/no/on/off as %s; quote the value", field, v)
-		}
-	}
-	return nil
 }
 
 // yamlRaw keeps a List item as its raw bytes.
