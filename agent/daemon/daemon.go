@@ -49,7 +49,7 @@ type Config struct {
 	StateDir            string
 	BPFRoot             string
 	Socket              string // endpoint API (unix, 0600)
-	Listen              string // Observer gRPC (TCP); "" = off
+	Listen              string // Observer gRPC (TCP); "" = unix socket only
 	MetricsListen       string // /metrics, /healthz, /readyz (HTTP); "" = off
 	XDPMode             string
 	ManifestsDir        string // metadata folder; "" = no metadata
@@ -261,10 +261,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("observer: %w", err)
 		}
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
-		if cfg.Listen != "" {
-			obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)
-			g.Go(func() error { return obs.Serve(ctx, cfg.Listen, obsSock) })
-		}
+		// The unix socket is always served, for local tools; TCP only when
+		// --listen is set.
+		obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)
+		g.Go(func() error { return obs.Serve(ctx, cfg.Listen, obsSock) })
 	} else {
 		log.Warn("no flow observer: datapath events are not read")
 	}

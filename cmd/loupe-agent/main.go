@@ -66,7 +66,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory for IP allocations and endpoints, kept across restarts")
 	f.StringVar(&cfg.BPFRoot, "bpf-root", daemon.DefaultBPFRoot, "directory for the datapath's pins; bpffs is mounted there if it is not one")
 	f.StringVar(&cfg.Socket, "socket", daemon.DefaultSocket, "unix socket of the endpoint API used by loupe-cni (mode 0600); the Observer API's unix socket "+daemon.ObserverSocketName+" goes next to it")
-	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, `Observer gRPC address (host:port); "" turns it off`)
+	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, `Observer gRPC address (host:port); "" serves it only on the unix socket next to --socket`)
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", `HTTP address for /metrics, /healthz and /readyz; "" turns it off`)
 	f.StringVar(&cfg.XDPMode, "xdp-mode", daemon.DefaultXDPMode, "default XDP mode for pods whose netconf sets none: native, generic or off")
 	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "folder of Kubernetes manifests to read pods, namespaces, services and policies from (the lab's API server)")
