@@ -111,3 +111,15 @@ func writeSysctl(path, value string) error {
 	}
 	return nil
 }
+
+// LoopbackUp sets lo up in the calling thread's netns.
+func LoopbackUp() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("loopback: set up: %w", err)
+	}
+	return nil
+}

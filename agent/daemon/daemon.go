@@ -168,6 +168,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 
+	// A fresh node netns starts with lo down; the agent's own listeners on
+	// 127.0.0.1 (and anything local in the node) need it up.
+	if err := cfg.inNetNS(agent.LoopbackUp); err != nil {
+		return err
+	}
+
 	// Health endpoints come first, so a probe sees "not ready" while the
 	// datapath loads rather than nothing.
 	var ready atomic.Pointer[agent.Agent]

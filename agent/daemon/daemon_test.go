@@ -181,8 +181,16 @@ func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
 	}
 	r := startAgent(t, cfg)
 
-	// The gateway link and forwarding, inside the agent's netns.
+	// The gateway link, forwarding and lo (a fresh netns has it down),
+	// inside the agent's netns.
 	err = netns.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if lo.Attrs().Flags&net.FlagUp == 0 {
+			return fmt.Errorf("lo is down in the agent's netns")
+		}
 		l, err := netlink.LinkByName(agent.GatewayLink)
 		if err != nil {
 			return err
