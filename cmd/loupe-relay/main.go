@@ -7,14 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/relay"
+	"github.com/loupe-project/loupe/ui"
 )
 
 func main() {
@@ -32,6 +38,8 @@ func newCommand() *cobra.Command {
 		clientCert, clientKey, serverCert, serverKey string
 		serverCAs, clientCAs                         []string
 		logLevel                                     string
+		uiListen                                     string
+		uiOrigins                                    []string
 	)
 	cmd := &cobra.Command{
 		Use:           "loupe-relay",
@@ -78,7 +86,26 @@ func newCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return srv.Run(ctx)
+			g, gctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return srv.Run(gctx) })
+			if uiListen != "" {
+				if cfg.ServerTLS != nil {
+					cfg.Log.Warn("web UI disabled: it reads the relay over loopback gRPC, which TLS on the relay listener does not allow yet")
+					return g.Wait()
+				}
+				conn, err := grpc.NewClient(loopback(cfg.Listen), grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					return fmt.Errorf("ui: dial relay: %w", err)
+				}
+				defer conn.Close()
+				u, err := ui.New(ui.Config{Listen: uiListen, Flows: ui.RelayFlows(observerpb.NewObserverClient(conn)),
+					AllowedOrigins: uiOrigins, Log: cfg.Log.With("component", "ui")})
+				if err != nil {
+					return err
+				}
+				g.Go(func() error { return u.Run(gctx) })
+			}
+			return g.Wait()
 		},
 	}
 	f := cmd.Flags()
@@ -99,5 +126,19 @@ func newCommand() *cobra.Command {
 	f.StringSliceVar(&clientCAs, "tls-server-client-ca-files", nil, "CA certificates that clients of the relay must present a certificate from")
 	f.BoolVar(&cfg.Lab, "lab", false, "running in the lab: plain text without warnings (also LOUPE_LAB=1)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&uiListen, "ui-listen", ui.DefaultListen, "address of the web UI (empty: no UI)")
+	f.StringSliceVar(&uiOrigins, "ui-allowed-origins", nil, "browser origins (scheme://host:port) besides the UI's own allowed to open its websocket")
 	return cmd
+}
+
+// loopback turns the relay's listen address into one the UI can dial.
+func loopback(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
