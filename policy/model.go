@@ -341,6 +341,7 @@ type Model struct {
 	podsByIP   map[netip.Addr]*corev1.Pod
 	nodeIPs    map[string][]netip.Addr // node name -> addresses
 	nodeByIP   map[netip.Addr]string
+	gateways   map[netip.Addr]bool
 	podsSorted []*corev1.Pod
 }
 
@@ -357,6 +358,7 @@ func NewModel(snap *metadata.Snapshot) *Model {
 		podsByIP: map[netip.Addr]*corev1.Pod{},
 		nodeIPs:  map[string][]netip.Addr{},
 		nodeByIP: map[netip.Addr]string{},
+		gateways: map[netip.Addr]bool{},
 	}
 	for _, ns := range snap.Namespaces {
 		m.nsLabels[ns.Name] = namespaceLabels(ns.Name, ns.Labels)
@@ -392,6 +394,7 @@ func NewModel(snap *metadata.Snapshot) *Model {
 		for _, c := range append([]string{n.Spec.PodCIDR}, n.Spec.PodCIDRs...) {
 			if pfx, err := netip.ParsePrefix(c); err == nil && pfx == pfx.Masked() {
 				gw := pfx.Addr().Next()
+				m.gateways[gw] = true
 				if !slices.Contains(m.nodeIPs[n.Name], gw) {
 					m.nodeIPs[n.Name] = append(m.nodeIPs[n.Name], gw)
 					m.nodeByIP[gw] = n.Name
@@ -432,6 +435,8 @@ func podHasNetwork(p *corev1.Pod) bool {
 	}
 	return len(metadata.PodIPs(p)) > 0
 }
+
+func (m *Model) isGateway(a netip.Addr) bool { return m.gateways[a] }
 
 // Pod returns the pod ns/name, or nil.
 func (m *Model) Pod(namespace, name string) *corev1.Pod { return m.pods[namespace+"/"+name] }

@@ -1,0 +1,64 @@
+package policy
+
+import (
+	"net/netip"
+
+	"github.com/loupe-project/loupe/datapath"
+)
+
+// Match types, as the datapath reports them (LOUPE_MATCH_* in
+// datapath/bpf/event.h, Hubble's policy_match_type).
+const (
+	MatchNone   uint8 = 0
+	MatchL3Only uint8 = 1
+	MatchL3L4   uint8 = 2
+	MatchL4Only uint8 = 3
+	MatchAll    uint8 = 4
+)
+
+// Verdict is the result of a policy-map lookup.
+type Verdict struct {
+	Allowed bool
+	RuleID  uint32
+	Match   uint8
+}
+
+// Lookup does what the datapath's policy_lookup does (datapath/bpf/policy.h):
+// the most specific of six keys decides, no key means deny with rule 0.
+func Lookup(entries map[datapath.PolicyKey]datapath.PolicyEntry, epID, peer uint32, port uint16, proto, dir uint8) Verdict {
+	steps := [...]struct {
+		peer  uint32
+		port  uint16
+		proto uint8
+		match uint8
+	}{
+		{peer, port, proto, MatchL3L4},
+		{peer, 0, proto, MatchL3L4},
+		{peer, 0, 0, MatchL3Only},
+		{IdentityAny, port, proto, MatchL4Only},
+		{IdentityAny, 0, proto, MatchL4Only},
+		{IdentityAny, 0, 0, MatchAll},
+	}
+	for _, s := range steps {
+		if e, ok := entries[datapath.PolicyKey{EndpointID: epID, PeerIdentity: s.peer, Port: s.port, Proto: s.proto, Direction: dir}]; ok {
+			return Verdict{Allowed: !e.Deny, RuleID: e.RuleID, Match: s.match}
+		}
+	}
+	return Verdict{}
+}
+
+// IPCacheLookup does the datapath's ipcache lookup: longest prefix, world
+// when nothing matches.
+func IPCacheLookup(ipcache map[netip.Prefix]uint32, a netip.Addr) uint32 {
+	a = a.Unmap()
+	for bits := a.BitLen(); bits >= 0; bits-- {
+		p, err := a.Prefix(bits)
+		if err != nil {
+			break
+		}
+		if id, ok := ipcache[p]; ok {
+			return id
+		}
+	}
+	return IdentityWorld
+}
