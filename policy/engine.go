@@ -1,0 +1,347 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/metadata"
+)
+
+// Datapath is the part of the datapath the engine writes.
+type Datapath interface {
+	UpsertPolicy(datapath.PolicyKey, datapath.PolicyEntry) error
+	DeletePolicy(datapath.PolicyKey) error
+	Policy() (map[datapath.PolicyKey]datapath.PolicyEntry, error)
+	UpsertIPCache(netip.Prefix, uint32) error
+	DeleteIPCache(netip.Prefix) error
+	IPCache() (map[netip.Prefix]uint32, error)
+	DeleteConntrack(drop func(datapath.CTEntry) bool) (int, error)
+}
+
+// EndpointState is a local endpoint as the endpoint table holds it.
+type EndpointState struct {
+	ID, Ifindex     uint32
+	Namespace, Name string
+	Identity        uint32
+	Flags           Flags
+}
+
+// EndpointPolicy is what the engine sets on a local endpoint.
+type EndpointPolicy struct {
+	Identity uint32
+	Flags    Flags
+}
+
+// Endpoints is the node's endpoint table (the agent). It owns the endpoint
+// map and the ipcache entries of its own pods and gateways.
+type Endpoints interface {
+	PolicyEndpoints() []EndpointState
+	// SetEndpointPolicy writes identity and flags of the endpoints given
+	// by id to the endpoint map, and the ipcache entries of their addresses.
+	SetEndpointPolicy(map[uint32]EndpointPolicy) error
+	// OwnsPrefix reports the ipcache prefixes the table writes itself.
+	OwnsPrefix(netip.Prefix) bool
+}
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	Node      string
+	Datapath  Datapath
+	Endpoints Endpoints
+	Log       *slog.Logger
+}
+
+// Engine keeps a node's datapath equal to the compiled policy of the
+// latest snapshot, changing only what differs, in an order that never
+// drops traffic that both the old and the new policy allow:
+//
+//  1. enforcement flags that go off are cleared first;
+//  2. new and changed allow entries are written;
+//  3. new and changed ipcache entries are written;
+//  4. endpoint identities and flags that go on are set, then deny entries
+//     (the default-deny slot, which may replace an allow-all) are written;
+//  5. stale policy entries and ipcache prefixes are removed;
+//  6. conntrack entries the new policy denies are removed, so an
+//     established connection cannot outlive a new deny.
+type Engine struct {
+	cfg  EngineConfig
+	log  *slog.Logger
+	comp *Compiler
+
+	mu         sync.Mutex // serialises Apply
+	haveLoaded bool
+	entries    map[datapath.PolicyKey]datapath.PolicyEntry
+	ipcache    map[netip.Prefix]uint32 // entries the engine wrote (not owned by the table)
+
+	cur atomic.Pointer[Compiled]
+}
+
+// NewEngine returns an engine; nothing is written until Apply.
+func NewEngine(cfg EngineConfig) *Engine {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{cfg: cfg, log: log, comp: NewCompiler(cfg.Node)}
+}
+
+// Rules resolves rule ids to policies (the observer's PolicyResolver).
+func (e *Engine) Rules() *RuleTable { return e.comp.Rules }
+
+// Current is the last applied compilation, or nil.
+func (e *Engine) Current() *Compiled { return e.cur.Load() }
+
+// PodIdentity is the identity of a pod in the last applied snapshot
+// (IdentityInit when it is not there yet), for endpoint registration.
+func (e *Engine) PodIdentity(namespace, name string) uint32 {
+	if c := e.cur.Load(); c != nil {
+		return c.Identities.PodIdentity(namespace, name)
+	}
+	return IdentityInit
+}
+
+// ApplyStats counts what one Apply changed.
+type ApplyStats struct {
+	Upserted, Deleted       int // policy entries
+	IPCacheSet, IPCacheDel  int
+	EndpointsSet            int
+	ConntrackDeleted        int
+	Compile, Total          time.Duration
+	Entries, IPCacheEntries int
+}
+
+// Apply compiles snap for the node's endpoints and writes the difference.
+func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var st ApplyStats
+	start := time.Now()
+	dp := e.cfg.Datapath
+	if !e.haveLoaded {
+		// The maps are pinned: start from what a previous agent left.
+		have, err := dp.Policy()
+		if err != nil {
+			return st, fmt.Errorf("policy: read policy map: %w", err)
+		}
+		ipc, err := dp.IPCache()
+		if err != nil {
+			return st, fmt.Errorf("policy: read ipcache: %w", err)
+		}
+		e.entries = have
+		e.ipcache = map[netip.Prefix]uint32{}
+		for p, id := range ipc {
+			if !e.cfg.Endpoints.OwnsPrefix(p) {
+				e.ipcache[p] = id
+			}
+		}
+		e.haveLoaded = true
+	}
+
+	eps := e.cfg.Endpoints.PolicyEndpoints()
+	locals := make([]LocalEndpoint, 0, len(eps))
+	for _, ep := range eps {
+		locals = append(locals, LocalEndpoint{ID: ep.ID, Namespace: ep.Namespace, Name: ep.Name})
+	}
+	m := NewModel(snap)
+	for _, err := range m.Errors {
+		e.log.Warn("network policy ignored", "err", err)
+	}
+	c := e.comp.Compile(m, locals)
+	st.Compile = time.Since(start)
+	for _, w := range c.Warnings {
+		e.log.Warn("network policy compiled with a limit", "warning", w)
+	}
+	wantIPC := make(map[netip.Prefix]uint32, len(c.IPCache))
+	for p, id := range c.IPCache {
+		if !e.cfg.Endpoints.OwnsPrefix(p) {
+			wantIPC[p] = id
+		}
+	}
+
+	// 1. Flags that go off, first.
+	off := map[uint32]EndpointPolicy{}
+	for _, ep := range eps {
+		nf := c.Flags[ep.ID]
+		f := Flags{Ingress: ep.Flags.Ingress && nf.Ingress, Egress: ep.Flags.Egress && nf.Egress}
+		if f != ep.Flags {
+			off[ep.ID] = EndpointPolicy{Identity: ep.Identity, Flags: f}
+		}
+	}
+	if len(off) > 0 {
+		if err := e.cfg.Endpoints.SetEndpointPolicy(off); err != nil {
+			return st, fmt.Errorf("policy: clear enforcement: %w", err)
+		}
+	}
+	// 2. New and changed allow entries. Deny entries (the default-deny
+	// slot) wait until step 4b: overwriting an allow-all before the new
+	// narrower allows exist would drop traffic both policies allow.
+	upsert := func(deny bool) error {
+		for k, v := range c.Entries {
+			if v.Deny != deny {
+				continue
+			}
+			if old, ok := e.entries[k]; ok && old == v {
+				continue
+			}
+			if err := dp.UpsertPolicy(k, v); err != nil {
+				return fmt.Errorf("policy: %w", err)
+			}
+			e.entries[k] = v
+			st.Upserted++
+		}
+		return nil
+	}
+	if err := upsert(false); err != nil {
+		return st, err
+	}
+	// 3. New and changed ipcache entries.
+	for p, id := range wantIPC {
+		if old, ok := e.ipcache[p]; ok && old == id {
+			continue
+		}
+		if err := dp.UpsertIPCache(p, id); err != nil {
+			return st, fmt.Errorf("policy: %w", err)
+		}
+		e.ipcache[p] = id
+		st.IPCacheSet++
+	}
+	// 4. Identities, and flags that go on.
+	on := map[uint32]EndpointPolicy{}
+	for _, ep := range eps {
+		want := EndpointPolicy{Identity: c.Identity[ep.ID], Flags: c.Flags[ep.ID]}
+		cur := EndpointPolicy{Identity: ep.Identity, Flags: ep.Flags}
+		if o, ok := off[ep.ID]; ok {
+			cur = o
+		}
+		if want != cur {
+			on[ep.ID] = want
+		}
+	}
+	if len(on) > 0 {
+		if err := e.cfg.Endpoints.SetEndpointPolicy(on); err != nil {
+			return st, fmt.Errorf("policy: set endpoints: %w", err)
+		}
+	}
+	st.EndpointsSet = len(off) + len(on)
+	// 4b. Deny entries.
+	if err := upsert(true); err != nil {
+		return st, err
+	}
+	// 5. Stale entries.
+	for k := range e.entries {
+		if _, ok := c.Entries[k]; ok {
+			continue
+		}
+		if err := dp.DeletePolicy(k); err != nil {
+			return st, fmt.Errorf("policy: %w", err)
+		}
+		delete(e.entries, k)
+		st.Deleted++
+	}
+	for p := range e.ipcache {
+		if _, ok := wantIPC[p]; ok {
+			continue
+		}
+		if err := dp.DeleteIPCache(p); err != nil {
+			return st, fmt.Errorf("policy: %w", err)
+		}
+		delete(e.ipcache, p)
+		st.IPCacheDel++
+	}
+	// 6. Connections the new policy denies.
+	if st.Upserted+st.Deleted+st.IPCacheSet+st.IPCacheDel+st.EndpointsSet > 0 {
+		n, err := e.flushConntrack(c, eps)
+		if err != nil {
+			return st, err
+		}
+		st.ConntrackDeleted = n
+	}
+	e.cur.Store(c)
+	st.Entries, st.IPCacheEntries = len(c.Entries), len(wantIPC)
+	st.Total = time.Since(start)
+	return st, nil
+}
+
+// flushConntrack removes the conntrack entries whose first packet the new
+// entries would drop.
+func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
+	ipc, err := e.cfg.Datapath.IPCache()
+	if err != nil {
+		return 0, fmt.Errorf("policy: read ipcache: %w", err)
+	}
+	byIfindex := make(map[uint32]uint32, len(eps))
+	for _, ep := range eps {
+		byIfindex[ep.Ifindex] = ep.ID
+	}
+	n, err := e.cfg.Datapath.DeleteConntrack(func(ct datapath.CTEntry) bool {
+		id, ok := byIfindex[ct.Ifindex]
+		if !ok {
+			return false
+		}
+		f := c.Flags[id]
+		peer := ct.Src
+		if ct.Direction == datapath.DirEgress {
+			if !f.Egress {
+				return false
+			}
+			peer = ct.Dst
+		} else if !f.Ingress {
+			return false
+		}
+		return !Lookup(c.Entries, id, IPCacheLookup(ipc, peer), ct.DstPort, ct.Proto, ct.Direction).Allowed
+	})
+	if err != nil {
+		return n, fmt.Errorf("policy: %w", err)
+	}
+	return n, nil
+}
+
+// Run applies the source's snapshot now, on every change and whenever the
+// endpoint table changes (kick), and calls applied with the generation of
+// each snapshot it has fully written. A failed apply is retried.
+func (e *Engine) Run(ctx context.Context, src metadata.Source, kick <-chan struct{}, applied func(generation string)) error {
+	sig := src.Subscribe(ctx)
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	apply := func() {
+		snap := src.Current()
+		st, err := e.Apply(snap)
+		if err != nil {
+			e.log.Error("apply network policy", "generation", snap.Generation, "err", err)
+			retry.Reset(time.Second)
+			return
+		}
+		if st.Upserted+st.Deleted+st.IPCacheSet+st.IPCacheDel+st.EndpointsSet+st.ConntrackDeleted > 0 {
+			e.log.Info("network policy applied", "generation", snap.Generation, "entries", st.Entries,
+				"upserted", st.Upserted, "deleted", st.Deleted, "ipcache_set", st.IPCacheSet, "ipcache_deleted", st.IPCacheDel,
+				"endpoints_set", st.EndpointsSet, "conntrack_deleted", st.ConntrackDeleted,
+				"compile", st.Compile, "total", st.Total)
+		}
+		if applied != nil {
+			applied(snap.Generation)
+		}
+	}
+	apply()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-sig:
+			if !ok {
+				return nil
+			}
+			apply()
+		case <-kick:
+			apply()
+		case <-retry.C:
+			apply()
+		}
+	}
+}
