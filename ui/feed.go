@@ -66,6 +66,10 @@ type Filter struct {
 	// edge's flows.
 	Node string `json:"node,omitempty"`
 	Edge string `json:"edge,omitempty"`
+	// From and To select the flows between two nodes, on any port, in the
+	// direction of the connection (replies included).
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
 }
 
 // match reports whether the flow f, on edge e, passes the filter. It reads
@@ -77,6 +81,9 @@ func (fl *Filter) match(f *flowpb.Flow, e *edge) bool {
 	}
 	src, dst := e.key.src, e.key.dst
 	if fl.Node != "" && src.id != fl.Node && dst.id != fl.Node {
+		return false
+	}
+	if (fl.From != "" && src.id != fl.From) || (fl.To != "" && dst.id != fl.To) {
 		return false
 	}
 	if len(fl.Namespaces) > 0 && !slices.Contains(fl.Namespaces, src.ns) && !slices.Contains(fl.Namespaces, dst.ns) {
@@ -104,6 +111,15 @@ func (fl *Filter) matchRow(r *FlowRow, srcNS, dstNS string, port uint32, labels 
 	}
 	if fl.Node != "" && r.Source != fl.Node && r.Destination != fl.Node {
 		return false
+	}
+	if fl.From != "" || fl.To != "" {
+		from, to := r.Source, r.Destination
+		if r.Reply {
+			from, to = to, from
+		}
+		if (fl.From != "" && from != fl.From) || (fl.To != "" && to != fl.To) {
+			return false
+		}
 	}
 	if len(fl.Namespaces) > 0 && !slices.Contains(fl.Namespaces, srcNS) && !slices.Contains(fl.Namespaces, dstNS) {
 		return false

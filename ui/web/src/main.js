@@ -1,0 +1,422 @@
+// loupe UI: websocket client, filters (kept in the URL), flow table, side
+// panel and legend around the canvas service map.
+import { ServiceMap, kindColor } from './graph.js';
+
+const $ = (id) => document.getElementById(id);
+const MAX_ROWS = 500;
+const SEP = '\u0000';
+
+const state = {
+  filter: { ns: [], verdict: '', proto: '', port: 0, q: '' },
+  selected: null, // {type: 'node', id} | {type: 'pair', id: src + SEP + dst}
+  status: null,
+  wsOpen: false,
+  wsEverOpen: false,
+  paused: false,
+  lostSeen: 0,
+  lostAt: 0,
+  legendDirty: true,
+  panelDirty: true,
+  visDirty: true,
+  namespaces: new Set(),
+  rowCount: 0,
+};
+
+const map = new ServiceMap($('map'), { onSelect: (sel) => select(sel, false), onHover: hover });
+window.loupe = { map, state, pairKey: (src, dst) => src + SEP + dst };
+
+// ---- filters and the URL ---------------------------------------------------
+function readURL() {
+  const p = new URLSearchParams(location.search);
+  state.filter.ns = (p.get('ns') || '').split(',').filter(Boolean);
+  state.filter.verdict = p.get('verdict') || '';
+  state.filter.proto = p.get('proto') || '';
+  state.filter.port = parseInt(p.get('port') || '0', 10) || 0;
+  state.filter.q = p.get('q') || '';
+  if (p.get('node')) state.selected = { type: 'node', id: p.get('node') };
+  else if (p.get('from') && p.get('to')) state.selected = { type: 'pair', id: p.get('from') + SEP + p.get('to') };
+  $('f-verdict').value = state.filter.verdict;
+  $('f-proto').value = state.filter.proto;
+  $('f-port').value = state.filter.port || '';
+  $('f-q').value = state.filter.q;
+}
+
+function writeURL() {
+  const p = new URLSearchParams();
+  const f = state.filter;
+  if (f.ns.length) p.set('ns', f.ns.join(','));
+  if (f.verdict) p.set('verdict', f.verdict);
+  if (f.proto) p.set('proto', f.proto);
+  if (f.port) p.set('port', String(f.port));
+  if (f.q) p.set('q', f.q);
+  const s = state.selected;
+  if (s && s.type === 'node') p.set('node', s.id);
+  if (s && s.type === 'pair') { const [a, b] = s.id.split(SEP); p.set('from', a); p.set('to', b); }
+  const qs = p.toString();
+  history.replaceState(null, '', qs ? '?' + qs : location.pathname);
+}
+
+function filterChanged() {
+  writeURL();
+  state.visDirty = true; state.legendDirty = true;
+  sendFilter();
+}
+
+$('f-verdict').addEventListener('change', (e) => { state.filter.verdict = e.target.value; filterChanged(); });
+$('f-proto').addEventListener('change', (e) => { state.filter.proto = e.target.value; filterChanged(); });
+$('f-port').addEventListener('input', (e) => { state.filter.port = parseInt(e.target.value, 10) || 0; filterChanged(); });
+let qTimer = 0;
+$('f-q').addEventListener('input', (e) => { clearTimeout(qTimer); qTimer = setTimeout(() => { state.filter.q = e.target.value.trim(); filterChanged(); }, 200); });
+$('clear-sel').addEventListener('click', () => select(null, false));
+
+function renderNamespaces() {
+  const list = $('ns-list');
+  const all = [...state.namespaces].filter(Boolean).sort();
+  list.replaceChildren(...all.map((ns) => {
+    const label = document.createElement('label');
+    const cb = document.createElement('input');
+    cb.type = 'checkbox'; cb.value = ns; cb.checked = state.filter.ns.includes(ns);
+    cb.addEventListener('change', () => {
+      state.filter.ns = [...list.querySelectorAll('input:checked')].map((i) => i.value);
+      $('ns-summary').textContent = 'Namespaces: ' + (state.filter.ns.length ? state.filter.ns.join(', ') : 'all');
+      filterChanged();
+    });
+    label.append(cb, document.createTextNode(ns));
+    return label;
+  }));
+  $('ns-summary').textContent = 'Namespaces: ' + (state.filter.ns.length ? state.filter.ns.join(', ') : 'all');
+}
+
+// Visibility on the map: an edge passes every filter; a node is shown when
+// it matches the namespace and text filters itself, or is an end of a
+// shown edge (so a namespace's traffic to the world stays visible).
+let visNodes = new Set(), visEdges = new Set();
+function textOfNode(n) {
+  if (!n) return '';
+  const d = n.data;
+  return (d.id + ' ' + d.labels.join(' ') + ' ' + d.ips.join(' ') + ' ' + d.pods.join(' ')).toLowerCase();
+}
+function recomputeVisibility() {
+  state.visDirty = false;
+  const f = state.filter;
+  const q = f.q.toLowerCase();
+  const nsOK = (n) => !f.ns.length || (n && f.ns.includes(n.ns));
+  const textCache = new Map();
+  const textOK = (n) => {
+    if (!q) return true;
+    if (!n) return false;
+    let t = textCache.get(n.id);
+    if (t === undefined) { t = textOfNode(n).includes(q); textCache.set(n.id, t); }
+    return t;
+  };
+  const edgeFilters = f.verdict || f.proto || f.port;
+  visEdges = new Set(); visNodes = new Set();
+  for (const e of map.edges.values()) {
+    const s = map.nodes.get(e.src), d = map.nodes.get(e.dst);
+    if (!(nsOK(s) || nsOK(d))) continue;
+    if (!(textOK(s) || textOK(d))) continue;
+    if (f.verdict && !(e.verdicts[f.verdict] > 0)) continue;
+    if (f.proto && e.proto !== f.proto) continue;
+    if (f.port && e.port !== f.port) continue;
+    visEdges.add(e.id); visNodes.add(e.src); visNodes.add(e.dst);
+  }
+  if (!edgeFilters) {
+    for (const n of map.nodes.values()) if ((nsOK(n) && textOK(n)) || (!f.ns.length && !q)) visNodes.add(n.id);
+  }
+  map.dirty = true;
+}
+map.visibleNode = (n) => visNodes.has(n.id);
+map.visibleEdge = (e) => visEdges.has(e.id);
+
+// ---- websocket ---------------------------------------------------------------
+let ws = null, retry = 1000;
+function connect() {
+  ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+  ws.onopen = () => { state.wsOpen = true; state.wsEverOpen = true; retry = 1000; sendFilter(); if (state.paused) send({ type: 'pause' }); renderConn(); };
+  ws.onclose = () => { state.wsOpen = false; renderConn(); setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); };
+  ws.onmessage = (ev) => handle(JSON.parse(ev.data));
+  renderConn();
+}
+function send(m) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(m)); }
+
+function serverFilter() {
+  const f = state.filter;
+  const out = { ns: f.ns, verdict: f.verdict, proto: f.proto, port: f.port, q: f.q };
+  const s = state.selected;
+  if (s && s.type === 'node') out.node = s.id;
+  if (s && s.type === 'pair') { const [a, b] = s.id.split(SEP); out.from = a; out.to = b; }
+  return out;
+}
+function sendFilter() { send({ type: 'filter', filter: serverFilter() }); }
+
+function applyMap(d) {
+  for (const id of d.removedNodes || []) map.removeNode(id);
+  for (const id of d.removedEdges || []) map.removeEdge(id);
+  for (const n of d.nodes || []) {
+    map.upsertNode(n);
+    if (!state.namespaces.has(n.ns)) { state.namespaces.add(n.ns); nsDirty = true; }
+  }
+  for (const e of d.edges || []) map.upsertEdge(e);
+  state.visDirty = true; state.legendDirty = true; state.panelDirty = true;
+}
+let nsDirty = false;
+
+function handle(m) {
+  if (m.type === 'snapshot') {
+    map.clear();
+    clearRows();
+    applyMap(m.map);
+    map.relayout();
+    if (!map.fitted) map.fit();
+  } else if (m.type === 'flows') {
+    clearRows();
+  } else if (m.map) {
+    applyMap(m.map);
+  }
+  if (m.rows && m.rows.length) addRows(m.rows);
+  $('skipped').textContent = m.skipped ? `${m.skipped} more matching flows in the last update not shown (rate-limited)` : '';
+  if (m.status) { state.status = m.status; renderConn(); }
+  if (nsDirty) { nsDirty = false; renderNamespaces(); }
+  if (state.visDirty) recomputeVisibility();
+  if (state.selected && state.panelDirty) renderPanel();
+}
+
+function renderConn() {
+  const el = $('conn');
+  const st = state.status;
+  let cls = 'connecting', text = 'connecting…';
+  if (!state.wsOpen) {
+    if (state.wsEverOpen) { cls = 'lost'; text = 'disconnected from the UI server, retrying…'; }
+  } else if (!st || st.state === 'connecting') {
+    text = 'connecting to the relay…';
+  } else if (st.state === 'reconnecting') {
+    cls = 'lost'; text = 'relay stream lost, reconnecting' + (st.error ? ': ' + st.error : '');
+  } else {
+    cls = 'live'; text = 'live';
+    const down = (st.nodes || []).filter((n) => n.state !== 'connected');
+    const notes = [];
+    if (down.length) notes.push(down.map((n) => `node ${n.name} ${n.state}`).join(', '));
+    if (st.lostEvents > state.lostSeen) { state.lostAt = Date.now(); state.lostSeen = st.lostEvents; }
+    if (st.lostEvents && Date.now() - state.lostAt < 60000) notes.push(`${st.lostEvents} events lost`);
+    if (notes.length) { cls = 'degraded'; text = 'live · ' + notes.join(' · '); }
+  }
+  el.className = 'conn ' + cls;
+  el.textContent = text;
+  el.title = st && st.nodes ? st.nodes.map((n) => `${n.name}: ${n.state}${n.message ? ' (' + n.message + ')' : ''}`).join('\n') : '';
+  if (st) {
+    $('stats').textContent = `${st.flows} flows · ${st.drops} dropped · ${st.flowsPerSecond.toFixed(1)} flows/s · ${map.nodes.size} workloads · ${map.edges.size} connections`;
+  }
+}
+
+// ---- flow table ----------------------------------------------------------------
+function clearRows() { $('flow-rows').replaceChildren(); state.rowCount = 0; }
+function td(text, cls) { const c = document.createElement('td'); c.textContent = text; if (cls) c.className = cls; c.title = text; return c; }
+function fmtTime(ms) { const d = new Date(ms); return d.toTimeString().slice(0, 8) + '.' + String(d.getMilliseconds()).padStart(3, '0'); }
+function endpoint(id, pod, ip, port) {
+  const n = map.nodes.get(id);
+  let s = id;
+  if (pod && n && n.name !== pod) s = (n.ns ? n.ns + '/' : '') + pod;
+  if (!pod && ip && (!n || n.ns === '')) s = `${id} ${ip}`;
+  return port ? `${s}:${port}` : s;
+}
+function addRows(rows) {
+  if (state.paused) return;
+  const body = $('flow-rows');
+  const frag = document.createDocumentFragment();
+  for (let i = rows.length - 1; i >= 0; i--) {
+    const r = rows[i];
+    const tr = document.createElement('tr');
+    tr.className = r.verdict;
+    tr.dataset.src = r.src; tr.dataset.dst = r.dst; tr.dataset.edge = r.edge;
+    const svcPort = r.reply ? r.sport : r.dport;
+    tr.append(
+      td(fmtTime(r.t)),
+      td(endpoint(r.src, r.srcPod, r.srcIP, r.sport)),
+      td(endpoint(r.dst, r.dstPod, r.dstIP, r.dport)),
+      td(`${svcPort || ''}/${r.proto}`),
+      td(r.verdict, 'v-' + r.verdict),
+      td(r.type + (r.reply ? ' (reply)' : '')),
+      td([r.reason, r.policy].filter(Boolean).join(' · ')),
+      td(r.summary || ''),
+    );
+    frag.append(tr);
+  }
+  body.prepend(frag);
+  state.rowCount += rows.length;
+  while (body.childElementCount > MAX_ROWS) body.lastElementChild.remove();
+}
+$('pause').addEventListener('click', () => {
+  state.paused = !state.paused;
+  $('pause').textContent = state.paused ? 'Resume' : 'Pause';
+  send({ type: state.paused ? 'pause' : 'resume' });
+});
+
+// ---- selection, side panel, tooltip -------------------------------------------
+function select(sel, center) {
+  state.selected = sel;
+  map.selected = sel;
+  map.dirty = true;
+  if (sel && center) map.centerOn(sel);
+  $('clear-sel').hidden = !sel;
+  writeURL();
+  sendFilter();
+  renderPanel();
+  renderScope();
+}
+window.loupe.select = select;
+
+function renderScope() {
+  const s = state.selected;
+  let t = 'all flows matching the filters';
+  if (s && s.type === 'node') t = `flows of ${s.id}`;
+  if (s && s.type === 'pair') { const [a, b] = s.id.split(SEP); t = `flows ${a} → ${b}`; }
+  $('flow-scope').textContent = t;
+}
+
+function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; }
+function chips(list) { const dd = el('dd'); if (!list.length) dd.append(el('span', '—', 'muted')); for (const v of list) dd.append(el('span', v, 'chip')); return dd; }
+function dl(pairs) { const d = el('dl'); for (const [k, v] of pairs) { d.append(el('dt', k), typeof v === 'string' ? el('dd', v) : v); } return d; }
+function verdictText(v) { return Object.entries(v).map(([k, c]) => `${k} ${c}`).join(', '); }
+function policyList(pols) {
+  const ul = el('ul');
+  if (!pols.length) ul.append(el('li', 'none seen on these flows', 'muted'));
+  for (const p of pols) ul.append(el('li', `${p.effect === 'deny' ? 'denied by' : 'allowed by'} ${p.ns ? p.ns + '/' : ''}${p.name} (${p.dir}${p.kind ? ', ' + p.kind : ''}) · ${p.flows} flows`, p.effect));
+  return ul;
+}
+function dropsTable(drops) {
+  if (!drops.length) return el('p', 'no drops', 'muted');
+  const t = el('table');
+  t.append(el('tr'));
+  t.firstChild.append(el('th', 'time'), el('th', 'reason'), el('th', 'policy'), el('th', 'pods'));
+  for (const d of drops.slice(0, 12)) {
+    const tr = el('tr');
+    tr.append(el('td', fmtTime(d.t)), el('td', d.reason, 'deny'), el('td', (d.policies || []).join(', ') || '—'), el('td', `${d.srcPod || '?'} → ${d.dstPod || '?'}`));
+    t.append(tr);
+  }
+  return t;
+}
+
+function renderPanel() {
+  state.panelDirty = false;
+  const panel = $('panel');
+  const s = state.selected;
+  if (!s) { panel.replaceChildren(el('p', 'Select a workload or a connection.', 'muted')); return; }
+  if (s.type === 'node') {
+    const n = map.nodes.get(s.id);
+    if (!n) { panel.replaceChildren(el('p', `${s.id}: not in the map (yet)`, 'muted')); return; }
+    const d = n.data;
+    const edges = [...n.pairs].flatMap((p) => [...p.edges.values()]);
+    const drops = edges.flatMap((e) => (e.recentDrops || []).map((x) => ({ ...x }))).sort((a, b) => b.t - a.t);
+    const pols = new Map();
+    for (const e of edges) for (const p of e.policies || []) {
+      if ((p.dir === 'ingress' && e.dst === n.id) || (p.dir === 'egress' && e.src === n.id)) {
+        const k = p.effect + p.dir + p.ns + '/' + p.name; const o = pols.get(k);
+        pols.set(k, o ? { ...o, flows: o.flows + p.flows } : { ...p });
+      }
+    }
+    const conns = el('table');
+    conns.append(el('tr')); conns.firstChild.append(el('th', 'peer'), el('th', 'port'), el('th', 'flows'), el('th', 'verdicts'));
+    for (const e of edges.sort((a, b) => b.flows - a.flows).slice(0, 40)) {
+      const tr = el('tr');
+      tr.append(el('td', e.src === n.id ? '→ ' + e.dst : '← ' + e.src), el('td', `${e.port}/${e.proto}`), el('td', String(e.flows)), el('td', verdictText(e.verdicts), e.verdicts.DROPPED ? 'deny' : ''));
+      conns.append(tr);
+    }
+    panel.replaceChildren(
+      el('h3', d.name),
+      dl([['namespace', d.ns || '—'], ['kind', d.kind], ['flows', `${d.flowsOut} out · ${d.flowsIn} in · ${d.drops} dropped`],
+        ['labels', chips(d.labels)], ['pods', chips(d.pods)], ['IPs', chips(d.ips)], ['ports', chips(d.ports)]]),
+      el('h2', 'Connections'), conns,
+      el('h2', 'Recent drops'), dropsTable(drops),
+      el('h2', 'Policies on its flows'), policyList([...pols.values()]),
+    );
+    return;
+  }
+  const p = map.pairs.get(s.id);
+  const [a, b] = s.id.split(SEP);
+  if (!p) { panel.replaceChildren(el('p', `${a} → ${b}: not in the map (yet)`, 'muted')); return; }
+  const edges = [...p.edges.values()];
+  const t = el('table');
+  t.append(el('tr')); t.firstChild.append(el('th', 'port'), el('th', 'flows'), el('th', 'verdicts'), el('th', 'drop reasons'));
+  for (const e of edges) {
+    const tr = el('tr');
+    tr.append(el('td', `${e.port}/${e.proto}`), el('td', String(e.flows)), el('td', verdictText(e.verdicts)), el('td', Object.entries(e.dropReasons || {}).map(([r, c]) => `${r} ${c}`).join(', ') || '—', 'deny'));
+    t.append(tr);
+  }
+  const pols = edges.flatMap((e) => e.policies || []);
+  const drops = edges.flatMap((e) => e.recentDrops || []).sort((x, y) => y.t - x.t);
+  const title = el('h3'); title.append(document.createTextNode(`${a} → ${b}`));
+  panel.replaceChildren(
+    title,
+    dl([['flows', String(p.flows)], ['dropped', p.drops ? `${p.drops} (drawn red, dashed)` : '0']]),
+    el('h2', 'Ports'), t,
+    el('h2', 'Policies'), policyList(pols),
+    el('h2', 'Recent drops'), dropsTable(drops),
+  );
+}
+
+function hover(h, x, y) {
+  const tip = $('tooltip');
+  if (!h) { tip.hidden = true; return; }
+  const parts = [];
+  if (h.type === 'node') {
+    const n = map.nodes.get(h.id); if (!n) { tip.hidden = true; return; }
+    parts.push(el('strong', n.data.name), el('div', `${n.ns || 'outside the cluster'} · ${n.kind}`), el('div', `${n.data.flowsOut} out · ${n.data.flowsIn} in · ${n.data.drops} dropped`));
+  } else {
+    const p = map.pairs.get(h.id); if (!p) { tip.hidden = true; return; }
+    parts.push(el('strong', `${p.src} → ${p.dst}`));
+    for (const e of p.edges.values()) {
+      parts.push(el('div', `${e.port}/${e.proto}: ${e.flows} flows (${verdictText(e.verdicts)})`));
+      for (const [r, c] of Object.entries(e.dropReasons || {})) parts.push(el('div', `dropped: ${r} × ${c}`, 'deny'));
+      for (const pol of e.policies || []) if (pol.effect === 'deny') parts.push(el('div', `denied by ${pol.ns ? pol.ns + '/' : ''}${pol.name} (${pol.dir})`, 'deny'));
+    }
+  }
+  tip.replaceChildren(...parts);
+  tip.style.left = Math.min(x + 14, $('map-wrap').clientWidth - 300) + 'px';
+  tip.style.top = (y + 14) + 'px';
+  tip.hidden = false;
+}
+
+// ---- legend: every shown workload as DOM text ----------------------------------
+const LEGEND_PER_NS = 80;
+function renderLegend() {
+  state.legendDirty = false;
+  const byNS = new Map();
+  for (const n of map.nodes.values()) {
+    if (!visNodes.has(n.id)) continue;
+    if (!byNS.has(n.ns)) byNS.set(n.ns, []);
+    byNS.get(n.ns).push(n);
+  }
+  const items = [];
+  let count = 0;
+  for (const ns of [...byNS.keys()].sort()) {
+    const list = byNS.get(ns).sort((a, b) => a.name.localeCompare(b.name));
+    count += list.length;
+    items.push(el('li', ns || 'outside the cluster', 'ns'));
+    for (const n of list.slice(0, LEGEND_PER_NS)) {
+      const li = el('li');
+      const btn = el('button');
+      btn.type = 'button';
+      btn.dataset.node = n.id;
+      const dot = el('span', undefined, 'dot'); dot.style.background = kindColor(n.kind);
+      btn.append(dot, el('span', n.name, 'wl-name'));
+      if (n.data.drops) btn.append(el('span', `${n.data.drops} dropped`, 'dropflag'));
+      btn.addEventListener('click', () => select({ type: 'node', id: n.id }, true));
+      li.append(btn);
+      items.push(li);
+    }
+    if (list.length > LEGEND_PER_NS) items.push(el('li', `… ${list.length - LEGEND_PER_NS} more (use the search)`, 'muted'));
+  }
+  $('legend').replaceChildren(...items);
+  $('wl-count').textContent = `(${count})`;
+}
+
+setInterval(() => {
+  if (state.visDirty) recomputeVisibility();
+  if (state.legendDirty) renderLegend();
+  renderConn();
+}, 1000);
+
+readURL();
+renderScope();
+if (state.selected) { map.selected = state.selected; $('clear-sel').hidden = false; }
+connect();
