@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/loupe-project/loupe/internal/version.Version=$(VE
 BIN := bin
 GOTEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: all build generate check-generated deps test test-unit demo bench bench-quick tools clean
+.PHONY: all build generate check-generated deps test test-unit demo bench bench-quick tools clean ui check-ui
 
 all: build
 
@@ -27,6 +27,16 @@ generate: $(BIN)/tools/protoc-gen-go $(BIN)/tools/protoc-gen-go-grpc
 check-generated: generate
 	@git diff --exit-code --stat -- datapath api || { echo "generated files are stale: run make generate and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- datapath api)" || { git status --short -- datapath api; echo "untracked generated files: commit them" >&2; exit 1; }
+
+# Rebuilds the web UI's embedded assets (ui/dist) from ui/web: needs node and
+# npm, and installs the exact versions of ui/web/package-lock.json.
+ui:
+	cd ui/web && npm ci --no-audit --no-fund && npm run build
+
+# Fails when the committed UI assets differ from a fresh build.
+check-ui: ui
+	@git diff --exit-code --stat -- ui/dist || { echo "ui/dist is stale: run make ui and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- ui/dist)" || { git status --short -- ui/dist; echo "untracked ui assets: commit them" >&2; exit 1; }
 
 # Builds the stock hubble CLI and Hubble Relay (for compatibility tests), cached by version.
 tools:

@@ -3,7 +3,7 @@
 # and mounts the kernel filesystems the datapath uses. Safe to run twice.
 set -euo pipefail
 
-pkgs=(clang llvm libbpf-dev bpftool iproute2 iperf3 iputils-ping ethtool protobuf-compiler make git)
+pkgs=(clang llvm libbpf-dev bpftool iproute2 iperf3 iputils-ping ethtool protobuf-compiler make git chromium)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
