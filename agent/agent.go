@@ -65,6 +65,11 @@ type Agent struct {
 
 	ready      atomic.Bool
 	generation atomic.Pointer[string]
+
+	// Policy hooks (policy.go): the identity function used on Register and
+	// the signal sent after every endpoint table change.
+	identityFn atomic.Pointer[func(namespace, name string) uint32]
+	changed    chan struct{}
 }
 
 // New creates the state dir if needed, restores allocations and endpoints
@@ -92,7 +97,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: log, ipam: alloc, dp: cfg.Datapath, endpoints: map[ipam.Key]*Endpoint{}, nextID: 1}
+	a := &Agent{cfg: cfg, log: log, ipam: alloc, dp: cfg.Datapath, endpoints: map[ipam.Key]*Endpoint{}, nextID: 1, changed: make(chan struct{}, 1)}
 	if err := a.restore(); err != nil {
 		return nil, err
 	}

@@ -32,13 +32,17 @@ type Endpoint struct {
 	MAC          string     `json:"mac,omitempty"`
 	ID           uint32     `json:"id"`
 	Identity     uint32     `json:"identity"`
+	// Policy enforcement, set by the policy engine (SetEndpointPolicy).
+	PolicyIngress bool `json:"policyIngress,omitempty"`
+	PolicyEgress  bool `json:"policyEgress,omitempty"`
 }
 
 func (e *Endpoint) key() ipam.Key { return ipam.Key{ContainerID: e.ContainerID, Ifname: e.Ifname} }
 
 // info is the datapath's view of the endpoint.
 func (e *Endpoint) info() EndpointInfo {
-	return EndpointInfo{ID: e.ID, Identity: e.Identity, IPv4: e.IPv4, IPv6: e.IPv6}
+	return EndpointInfo{ID: e.ID, Identity: e.Identity, IPv4: e.IPv4, IPv6: e.IPv6,
+		PolicyIngress: e.PolicyIngress, PolicyEgress: e.PolicyEgress}
 }
 
 // endpointsState is the on-disk form of the endpoint table.

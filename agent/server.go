@@ -136,7 +136,7 @@ func (s *Server) Register(_ context.Context, req *endpointv1.RegisterRequest) (*
 	if e.PodNamespace == "" && e.PodName == "" {
 		e.PodNamespace, e.PodName = al.PodNamespace, al.PodName
 	}
-	e.Identity = PodIdentity(e.PodNamespace, e.PodName)
+	e.Identity = a.identityOf(e.PodNamespace, e.PodName)
 	if err := a.registerLocked(e); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -160,6 +160,8 @@ func (a *Agent) registerLocked(e *Endpoint) error {
 	old := a.endpoints[e.key()]
 	if old != nil {
 		e.ID = old.ID
+		// Same attachment, same id: its policy entries still apply.
+		e.PolicyIngress, e.PolicyEgress = old.PolicyIngress, old.PolicyEgress
 	} else {
 		id, err := a.allocateIDLocked()
 		if err != nil {
@@ -210,6 +212,7 @@ func (a *Agent) registerLocked(e *Endpoint) error {
 		return err
 	}
 	a.endpoints = next
+	a.notifyChanged()
 	a.log.Info("endpoint registered", "container_id", e.ContainerID, "ifname", e.Ifname,
 		"pod", e.PodNamespace+"/"+e.PodName, "id", e.ID, "identity", e.Identity,
 		"host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex, "ipv4", e.IPv4, "ipv6", e.IPv6)
@@ -277,6 +280,7 @@ func (a *Agent) unregisterLocked(key ipam.Key) error {
 		return err
 	}
 	a.endpoints = next
+	a.notifyChanged()
 	a.log.Info("endpoint unregistered", "container_id", e.ContainerID, "ifname", e.Ifname,
 		"id", e.ID, "host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex)
 	return nil

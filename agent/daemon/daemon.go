@@ -27,6 +27,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/policy"
 )
 
 // Defaults of the agent's settings.
@@ -91,6 +92,8 @@ type ObserverParams struct {
 	Datapath *datapath.Datapath
 	// Endpoints lists the node's endpoints (for enrichment by ifindex/id).
 	Endpoints func() []agent.Endpoint
+	// Policy names the policies behind the datapath's rule ids.
+	Policy *policy.RuleTable
 }
 
 // Validate checks the settings and fills defaults for empty ones.
@@ -246,23 +249,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		src = f
 	}
-	// Nothing the agent writes to the datapath depends on the metadata
-	// yet, so a generation counts as applied as soon as it is read.
-	sig := src.Subscribe(ctx)
-	ag.SetAppliedGeneration(src.Current().Generation)
-	g.Go(func() error {
-		for range sig {
-			ag.SetAppliedGeneration(src.Current().Generation)
-		}
-		return nil
-	})
+	// A generation counts as applied once its policy is in the datapath.
+	pol := newPolicyEngine(cfg.NodeName, dp, ag, log)
+	g.Go(func() error { return pol.Run(ctx, src, ag.EndpointsChanged(), ag.SetAppliedGeneration) })
 
 	dpReg := prometheus.NewRegistry()
 	dpReg.MustRegister(newDatapathCollector(dp, log))
 	var obs Observer
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
-			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints})
+			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules()})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}

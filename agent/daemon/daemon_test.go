@@ -29,6 +29,7 @@ import (
 	"github.com/loupe-project/loupe/agent"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/policy"
 )
 
 func TestValidate(t *testing.T) {
@@ -263,7 +264,8 @@ func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
 	if err := netns.Do(func(ns.NetNS) error { return datapath.Attach(bpfRoot, hostIf, datapath.XDPGeneric) }); err != nil {
 		t.Fatalf("attach: %v", err)
 	}
-	wantEP := agent.EndpointInfo{ID: reg.Endpoint.Id, Identity: agent.PodIdentity("x", "a"),
+	// No manifests: the policy engine does not know the pod's labels yet.
+	wantEP := agent.EndpointInfo{ID: reg.Endpoint.Id, Identity: policy.IdentityInit,
 		IPv4: netip.MustParseAddr(al.Ipv4), IPv6: netip.MustParseAddr(al.Ipv6)}
 	r.stop(t)
 

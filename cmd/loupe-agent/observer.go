@@ -13,5 +13,6 @@ func newObserver(p daemon.ObserverParams) (daemon.Observer, error) {
 		Metadata:   p.Metadata,
 		BufferSize: p.BufferSize,
 		Log:        p.Log,
+		Policy:     p.Policy,
 	})
 }
