@@ -1,0 +1,85 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// testBinary compiles the tests of pkg (run from dir) into the out dir, so
+// that a benchmark's timing never includes a build.
+func testBinary(ctx context.Context, cfg *Config, dir, pkg, name string) (string, error) {
+	bin := filepath.Join(cfg.OutDir, "bin", name)
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", err
+	}
+	cmd := []string{"test", "-c", "-o", bin, pkg}
+	if _, err := runIn(ctx, dir, "go", cmd...); err != nil {
+		return "", fmt.Errorf("build %s tests: %w", pkg, err)
+	}
+	return bin, nil
+}
+
+// runDecode runs loupe's decode + enrich + filter and Hubble's threefour
+// parser on equivalent events (bench/hubble), one core, round after round.
+func runDecode(ctx context.Context, cfg *Config) ([]Row, error) {
+	dir := filepath.Join(cfg.Root, "bench", "hubble")
+	bin, err := testBinary(ctx, cfg, dir, ".", "hubble.test")
+	if err != nil {
+		return nil, err
+	}
+	benchtime := "1s"
+	if cfg.Quick {
+		benchtime = "300ms"
+	}
+	const loupe, hubble = "BenchmarkLoupeDecodeEnrichFilter", "BenchmarkHubbleThreefourDecode"
+	out, err := runIn(ctx, dir, bin, "-test.run=^$", "-test.bench=^("+loupe+"|"+hubble+")$",
+		"-test.count="+strconv.Itoa(cfg.rounds()), "-test.benchtime="+benchtime, "-test.benchmem", "-test.cpu=1")
+	if err != nil {
+		return nil, err
+	}
+	rs := ParseBench(out)
+	rate, err := NewRow("decode_rate", "flows/s/core", Samples(rs, loupe, "flows/s"), Samples(rs, hubble, "flows/s"),
+		"hubble threefour", 3, Higher, "decode + enrich + filter, in process, one core, vs Hubble's threefour parser on equivalent events")
+	if err != nil {
+		return nil, fmt.Errorf("decode: %w\n%s", err, tailStr(out, 2000))
+	}
+	rows := []Row{rate}
+	// Allocations: lower is better; fewer than threefour's is the bar.
+	allocs, err := NewRow("decode_allocs_per_flow", "allocs/flow", Samples(rs, loupe, "allocs/op"), Samples(rs, hubble, "allocs/op"),
+		"hubble threefour", 1, Lower, "")
+	if err == nil {
+		rows = append(rows, allocs)
+	}
+	return rows, nil
+}
+
+// runRelay runs the relay's merge of 32 peers (relay.BenchmarkMerge32Peers)
+// and BenchmarkFollow32Peers; returns the merge figures.
+func runRelay(ctx context.Context, cfg *Config) ([]Row, map[string][]float64, error) {
+	bin, err := testBinary(ctx, cfg, cfg.Root, "./relay", "relay.test")
+	if err != nil {
+		return nil, nil, err
+	}
+	benchtime := "5x"
+	if cfg.Quick {
+		benchtime = "2x"
+	}
+	out, err := runIn(ctx, filepath.Join(cfg.Root, "relay"), bin, "-test.run=^$", "-test.bench=^BenchmarkMerge32Peers$",
+		"-test.count="+strconv.Itoa(cfg.rounds()), "-test.benchtime="+benchtime, "-test.benchmem")
+	if err != nil {
+		return nil, nil, err
+	}
+	rs := ParseBench(out)
+	m := map[string][]float64{
+		"flows/s":      Samples(rs, "BenchmarkMerge32Peers", "flows/s"),
+		"peak-heap-MB": Samples(rs, "BenchmarkMerge32Peers", "peak-heap-MB"),
+	}
+	if len(m["flows/s"]) == 0 {
+		return nil, nil, errors.New("relay: no BenchmarkMerge32Peers results\n" + tailStr(out, 2000))
+	}
+	return nil, m, nil
+}

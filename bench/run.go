@@ -1,0 +1,75 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Suites, in the order they run.
+var Suites = []string{"decode", "relay", "datapath", "cni", "events"}
+
+// Run runs the suites cfg asks for. It always tears its lab down, and
+// returns the rows it has even when a suite fails.
+func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("bench: needs root (network namespaces, BPF)")
+	}
+	for _, s := range cfg.Suites {
+		if !contains(Suites, s) {
+			return nil, fmt.Errorf("bench: unknown suite %q (have %v)", s, Suites)
+		}
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	var errs []error
+	step := func(name string, f func() ([]Row, error)) {
+		if !cfg.want(name) || ctx.Err() != nil {
+			return
+		}
+		start := time.Now()
+		r, err := f()
+		rows = append(rows, r...)
+		if err != nil {
+			cfg.Log.Error("suite failed", "suite", name, "err", err)
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		cfg.Log.Info("suite done", "suite", name, "rows", len(r), "took", time.Since(start).Round(time.Millisecond))
+	}
+	step("decode", func() ([]Row, error) { return runDecode(ctx, cfg) })
+	step("relay", func() ([]Row, error) { return runRelayRows(ctx, cfg) })
+
+	if cfg.want("datapath") || cfg.want("cni") || cfg.want("events") {
+		for _, b := range []string{"loupe", "loupe-agent", "loupe-cni"} {
+			if _, err := os.Stat(filepath.Join(cfg.BinDir, b)); err != nil {
+				return rows, fmt.Errorf("bench: %w (run make build)", err)
+			}
+		}
+		bl, err := upLab(ctx, cfg)
+		defer downLab(cfg)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			step("datapath", func() ([]Row, error) { return runDatapath(ctx, cfg, bl) })
+			step("cni", func() ([]Row, error) { return runCNI(ctx, cfg, bl) })
+			step("events", func() ([]Row, error) { return runEvents(ctx, cfg, bl) })
+		}
+	}
+	if ctx.Err() != nil {
+		errs = append(errs, fmt.Errorf("bench: interrupted: %w", ctx.Err()))
+	}
+	return rows, errors.Join(errs...)
+}
+
+func contains(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
