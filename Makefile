@@ -53,5 +53,18 @@ test-unit:
 demo: deps build
 	scripts/demo.sh
 
+# Performance harness (bench/): every benchmark for several rounds against a
+# baseline measured in the same run; prints a table and writes
+# bench/out/summary.json. Needs root. bench-quick: the same suite, fewer and
+# shorter rounds.
+BENCH_FLAGS ?=
+bench: deps build
+	bench/plugins.sh bench/out/plugins
+	$(GO) build -o $(BIN)/loupebench ./bench/cmd/loupebench
+	$(BIN)/loupebench -bin $(BIN) -plugins bench/out/plugins -out bench/out $(BENCH_FLAGS)
+
+bench-quick:
+	$(MAKE) bench BENCH_FLAGS="-quick $(BENCH_FLAGS)"
+
 clean:
 	rm -rf $(BIN) bench/out
