@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/metadata"
 )
 
 // PolicyResolver maps the rule id the datapath reports to the policies it
@@ -39,6 +40,10 @@ type Decoder struct {
 	index      *atomic.Pointer[enrichIndex]
 	policy     PolicyResolver
 	linkName   func(ifindex uint32) string
+
+	// src and lastSnap are set for standalone decoders (NewDecoder).
+	src      metadata.Source
+	lastSnap *metadata.Snapshot
 
 	ev      datapath.Event
 	rng     *mrand.ChaCha8
@@ -400,4 +405,32 @@ func (d *Decoder) uuid(out *[36]byte) {
 		out[j], out[j+1] = hexDigits[c>>4], hexDigits[c&0x0f]
 		j += 2
 	}
+}
+
+// NewDecoder returns a standalone decoder that enriches from src (nil: no
+// enrichment); for tools and benchmarks that want flows without a ring or
+// server. Not safe for concurrent use.
+func NewDecoder(nodeName string, src metadata.Source, policy PolicyResolver, linkName func(uint32) string) *Decoder {
+	if src == nil {
+		src = metadata.Static{}
+	}
+	d := newDecoder(nodeName, new(atomic.Pointer[enrichIndex]), policy, linkName)
+	d.src = src
+	return d
+}
+
+// DecodeFlow decodes one datapath record into a new, enriched flow.
+func (d *Decoder) DecodeFlow(raw []byte) (*flowpb.Flow, error) {
+	if d.src != nil {
+		if snap := d.src.Current(); snap != d.lastSnap || d.index.Load() == nil {
+			d.lastSnap = snap
+			d.index.Store(newEnrichIndex(snap))
+			d.forgetLinks()
+		}
+	}
+	e, err := d.Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	return e.flow, nil
 }

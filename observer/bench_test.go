@@ -1,0 +1,98 @@
+package observer
+
+import (
+	"testing"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+
+	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/filters"
+)
+
+// BenchEvents is the event mix of the benchmarks: the same 5-tuples the
+// Hubble side-by-side benchmark (bench/hubble) encodes as Cilium trace
+// notifications.
+func benchEvents() [][]byte {
+	var out [][]byte
+	for i := range 64 {
+		switch i % 4 {
+		case 0: // pod to pod, TCP SYN, from the pod
+			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: 4, obs: 5, verdict: 1, proto: 6, tcpFlags: 0x02,
+				flags: 2, ifindex: 7, epID: 11, srcID: 1001, dstID: 1000, src: "10.0.1.11", dst: "10.0.1.10",
+				sport: uint16(30000 + i), dport: 80, dir: 2}))
+		case 1: // reply, to the pod
+			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: 4, obs: 0, verdict: 1, proto: 6, tcpFlags: 0x12,
+				flags: 1, ifindex: 7, epID: 11, srcID: 1000, dstID: 1001, src: "10.0.1.10", dst: "10.0.1.11",
+				sport: 80, dport: uint16(30000 + i), dir: 1}))
+		case 2: // UDP to a service ClusterIP
+			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: 4, obs: 5, verdict: 1, proto: 17,
+				flags: 2, ifindex: 8, epID: 10, srcID: 1000, dstID: 1002, src: "10.0.1.10", dst: "10.96.0.50",
+				sport: uint16(40000 + i), dport: 80, dir: 2}))
+		case 3: // remote pod to local pod, TCP ACK
+			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: 4, obs: 0, verdict: 1, proto: 6, tcpFlags: 0x10,
+				ifindex: 8, epID: 10, srcID: 1003, dstID: 1000, src: "10.0.2.20", dst: "10.0.1.10",
+				sport: uint16(50000 + i), dport: 80, dir: 1}))
+		}
+	}
+	return out
+}
+
+// benchFilters is what `loupe observe -n x --port 80 --not --verdict DROPPED`
+// asks for.
+func benchFilters(b *testing.B) (wl, bl filters.FilterFuncs) {
+	wl, err := filters.BuildList([]*flowpb.FlowFilter{
+		{SourcePod: []string{"x/"}, DestinationPort: []string{"80"}},
+		{DestinationPod: []string{"x/"}, DestinationPort: []string{"80"}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bl, err = filters.BuildList([]*flowpb.FlowFilter{{Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return wl, bl
+}
+
+// BenchmarkDecodeEnrichFilter measures the per-flow work of the pipeline up
+// to the ring: record -> enriched flow.Flow -> whitelist/blacklist.
+func BenchmarkDecodeEnrichFilter(b *testing.B) {
+	evs := benchEvents()
+	d := NewDecoder("node-1", metadata.Static{Snap: testSnapshot(b)}, nil, func(uint32) string { return "lxc0" })
+	wl, bl := benchFilters(b)
+	matched := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		f, err := d.DecodeFlow(evs[i%len(evs)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if filters.Apply(wl, bl, f) {
+			matched++
+		}
+		i++
+	}
+	if matched == 0 {
+		b.Fatal("no flow matched")
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+}
+
+// BenchmarkHandleEvent adds metrics and the ring write to decode+enrich.
+func BenchmarkHandleEvent(b *testing.B) {
+	evs := benchEvents()
+	o := newTestObserver(b, DefaultBufferSize, nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		o.HandleEvent(evs[i%len(evs)])
+		i++
+	}
+	if o.DecodeErrors() != 0 {
+		b.Fatal("decode errors")
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+}
