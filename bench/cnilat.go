@@ -55,24 +55,28 @@ func runCNI(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	}
 	res := map[string]*cniSamples{"loupe": {}, "ptp": {}}
 	for r := range cfg.rounds() {
+		order := plugins
+		if r%2 == 1 { // who goes first alternates
+			order = []cniPlugin{plugins[1], plugins[0]}
+		}
+		add, del, err := cniBatch(ctx, cfg, order, fmt.Sprintf("r%d", r), seq, false)
+		if err != nil {
+			return nil, err
+		}
+		cadd, cdel, err := cniBatch(ctx, cfg, order, fmt.Sprintf("c%d", r), conc, true)
+		if err != nil {
+			return nil, err
+		}
 		for _, p := range plugins {
 			s := res[p.key]
-			add, del, err := cniBatch(ctx, cfg, p, fmt.Sprintf("r%d", r), seq, false)
-			if err != nil {
-				return nil, err
-			}
-			s.addP50 = append(s.addP50, Percentile(add, 50, time.Millisecond))
-			s.addP95 = append(s.addP95, Percentile(add, 95, time.Millisecond))
-			s.delP50 = append(s.delP50, Percentile(del, 50, time.Millisecond))
-			s.delP95 = append(s.delP95, Percentile(del, 95, time.Millisecond))
-			add, del, err = cniBatch(ctx, cfg, p, fmt.Sprintf("c%d", r), conc, true)
-			if err != nil {
-				return nil, err
-			}
-			s.cAddP50 = append(s.cAddP50, Percentile(add, 50, time.Millisecond))
-			s.cAddP95 = append(s.cAddP95, Percentile(add, 95, time.Millisecond))
-			s.cDelP50 = append(s.cDelP50, Percentile(del, 50, time.Millisecond))
-			s.cDelP95 = append(s.cDelP95, Percentile(del, 95, time.Millisecond))
+			s.addP50 = append(s.addP50, Percentile(add[p.key], 50, time.Millisecond))
+			s.addP95 = append(s.addP95, Percentile(add[p.key], 95, time.Millisecond))
+			s.delP50 = append(s.delP50, Percentile(del[p.key], 50, time.Millisecond))
+			s.delP95 = append(s.delP95, Percentile(del[p.key], 95, time.Millisecond))
+			s.cAddP50 = append(s.cAddP50, Percentile(cadd[p.key], 50, time.Millisecond))
+			s.cAddP95 = append(s.cAddP95, Percentile(cadd[p.key], 95, time.Millisecond))
+			s.cDelP50 = append(s.cDelP50, Percentile(cdel[p.key], 50, time.Millisecond))
+			s.cDelP95 = append(s.cDelP95, Percentile(cdel[p.key], 95, time.Millisecond))
 			cfg.Log.Info("cni", "plugin", p.key, "round", r+1, "add_p50_ms", s.addP50[r], "del_p50_ms", s.delP50[r],
 				"concurrent_add_p50_ms", s.cAddP50[r])
 		}
@@ -107,66 +111,90 @@ func runCNI(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	return rows, errors.Join(errs...)
 }
 
-// cniBatch creates count pod netns, times ADD on each (one after the other,
-// or all at once), then DEL, and removes the netns. Netns creation is not
-// timed: a runtime makes the sandbox before it calls CNI.
-func cniBatch(ctx context.Context, cfg *Config, p cniPlugin, tag string, count int, concurrent bool) (add, del []time.Duration, err error) {
-	ats := make([]cniclient.Attachment, count)
-	for i := range ats {
-		name := fmt.Sprintf("%s-l%s%s%d", cfg.LabName, p.key[:1], tag, i)
-		delNetns(name)
-		if err := addNetns(ctx, name); err != nil {
-			return nil, nil, err
-		}
-		ats[i] = cniclient.Attachment{ContainerID: fmt.Sprintf("lat%s%s%d%d", p.key, tag, i, time.Now().UnixNano()),
-			Netns: netnsPath(name), IfName: "eth0", PodNamespace: benchNS, PodName: fmt.Sprintf("lat-%s-%d", tag, i)}
+// cniBatch creates count pod netns per plugin, times ADD on each, then DEL,
+// and removes the netns. Sequential batches alternate the plugins call by
+// call, so that the machine's drift hits both alike; concurrent ones run
+// count calls of one plugin at once, one plugin after the other. Netns
+// creation is not timed: a runtime makes the sandbox before it calls CNI.
+func cniBatch(ctx context.Context, cfg *Config, plugins []cniPlugin, tag string, count int, concurrent bool) (add, del map[string][]time.Duration, err error) {
+	type job struct {
+		p     cniPlugin
+		at    cniclient.Attachment
+		added bool
+		add   time.Duration
+		del   time.Duration
+		err   error
 	}
-	added := make([]bool, count)
-	defer func() {
-		for i, at := range ats {
-			if added[i] {
-				_ = p.client.Del(context.Background(), at)
+	var jobs []*job // sequential order: plugin calls interleaved
+	for i := range count {
+		for _, p := range plugins {
+			name := fmt.Sprintf("%s-l%s%s%d", cfg.LabName, p.key[:1], tag, i)
+			delNetns(name)
+			if err := addNetns(ctx, name); err != nil {
+				return nil, nil, err
 			}
-			delNetns(filepath.Base(at.Netns))
+			jobs = append(jobs, &job{p: p, at: cniclient.Attachment{
+				ContainerID: fmt.Sprintf("lat%s%s%d%d", p.key, tag, i, time.Now().UnixNano()),
+				Netns:       netnsPath(name), IfName: "eth0", PodNamespace: benchNS, PodName: fmt.Sprintf("lat-%s%s-%d", p.key, tag, i),
+			}})
+		}
+	}
+	defer func() {
+		for _, j := range jobs {
+			if j.added {
+				_ = j.p.client.Del(context.Background(), j.at)
+			}
+			delNetns(filepath.Base(j.at.Netns))
 		}
 	}()
-	time1 := func(f func(cniclient.Attachment) error, at cniclient.Attachment) (time.Duration, error) {
+	doAdd := func(j *job) {
 		t0 := time.Now()
-		err := f(at)
-		return time.Since(t0), err
+		_, j.err = j.p.client.Add(ctx, j.at)
+		j.add = time.Since(t0)
+		j.added = j.err == nil
 	}
-	doAdd := func(at cniclient.Attachment) error { _, err := p.client.Add(ctx, at); return err }
-	doDel := func(at cniclient.Attachment) error { return p.client.Del(ctx, at) }
-	phase := func(f func(cniclient.Attachment) error, isAdd bool) ([]time.Duration, error) {
-		ds := make([]time.Duration, count)
-		errs := make([]error, count)
-		var wg sync.WaitGroup
-		for i, at := range ats {
-			one := func() {
-				ds[i], errs[i] = time1(f, at)
-				if isAdd && errs[i] == nil {
-					added[i] = true
-				} else if !isAdd && errs[i] == nil {
-					added[i] = false
+	doDel := func(j *job) {
+		t0 := time.Now()
+		j.err = j.p.client.Del(ctx, j.at)
+		j.del = time.Since(t0)
+		if j.err == nil {
+			j.added = false
+		}
+	}
+	phase := func(f func(*job), what string) error {
+		if !concurrent {
+			for _, j := range jobs {
+				f(j)
+			}
+		} else {
+			for _, p := range plugins {
+				var wg sync.WaitGroup
+				for _, j := range jobs {
+					if j.p.key == p.key {
+						wg.Go(func() { f(j) })
+					}
 				}
-			}
-			if concurrent {
-				wg.Go(one)
-			} else {
-				one()
+				wg.Wait()
 			}
 		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return nil, fmt.Errorf("cni %s %s: %w", p.key, map[bool]string{true: "add", false: "del"}[isAdd], err)
+		var errs []error
+		for _, j := range jobs {
+			if j.err != nil {
+				errs = append(errs, fmt.Errorf("cni %s %s: %w", j.p.key, what, j.err))
+			}
 		}
-		return ds, nil
+		return errors.Join(errs...)
 	}
-	if add, err = phase(doAdd, true); err != nil {
+	if err := phase(doAdd, "add"); err != nil {
 		return nil, nil, err
 	}
-	if del, err = phase(doDel, false); err != nil {
+	if err := phase(doDel, "del"); err != nil {
 		return nil, nil, err
+	}
+	add, del = map[string][]time.Duration{}, map[string][]time.Duration{}
+	for _, j := range jobs {
+		add[j.p.key] = append(add[j.p.key], j.add)
+		del[j.p.key] = append(del[j.p.key], j.del)
 	}
 	return add, del, nil
 }
