@@ -49,10 +49,7 @@ func runCNI(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 		return nil, err
 	}
 	plugins := []cniPlugin{{"loupe", lc}, {"ptp", pc}}
-	seq, conc := 20, 20
-	if cfg.Quick {
-		seq = 10
-	}
+	seq, conc := pick(cfg, 20, 10, 3), pick(cfg, 20, 20, 5)
 	res := map[string]*cniSamples{"loupe": {}, "ptp": {}}
 	for r := range cfg.rounds() {
 		order := plugins

@@ -274,10 +274,8 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 		defer rs.stop()
 	}
 
-	secs, rrDur := 4.0, 3*time.Second
-	if cfg.Quick {
-		secs, rrDur = 1.5, time.Second
-	}
+	secs, omit := pick(cfg, 4, 1, 1), pick(cfg, 1, 0, 0)
+	rrDur := pick(cfg, 3*time.Second, time.Second, 300*time.Millisecond)
 	samples := map[string][]dpSample{}
 	for r := range cfg.rounds() {
 		for _, v := range variants {
@@ -291,7 +289,7 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 				}
 				return nil, fmt.Errorf("datapath %s: %w", v.key, err)
 			}
-			s, err := measure(ctx, v, secs, rrDur)
+			s, err := measure(ctx, v, secs, omit, rrDur)
 			if uerr := undo(); uerr != nil && err == nil {
 				err = fmt.Errorf("undo: %w", uerr)
 			}
@@ -306,8 +304,8 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 	return datapathRows(samples)
 }
 
-func measure(ctx context.Context, v dpVariant, secs float64, rrDur time.Duration) (dpSample, error) {
-	g, err := iperfRun(ctx, v.client.netns, v.server.ip, iperfPort, secs)
+func measure(ctx context.Context, v dpVariant, secs, omit int, rrDur time.Duration) (dpSample, error) {
+	g, err := iperfRun(ctx, v.client.netns, v.server.ip, iperfPort, secs, omit)
 	if err != nil {
 		return dpSample{}, err
 	}

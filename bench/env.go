@@ -18,7 +18,10 @@ import (
 
 // Config is what one harness run needs.
 type Config struct {
-	Quick   bool
+	Quick bool
+	// Smoke runs every benchmark as briefly as it can still produce a
+	// figure: for the harness's own test, not for reading.
+	Smoke   bool
 	Root    string // repository root (holds go.mod)
 	BinDir  string // loupe, loupe-agent, loupe-cni
 	PlugDir string // ptp, host-local
@@ -34,10 +37,24 @@ type Config struct {
 
 // rounds is how many rounds each benchmark runs.
 func (c *Config) rounds() int {
-	if c.Quick {
+	switch {
+	case c.Smoke:
+		return 2
+	case c.Quick:
 		return 3
 	}
 	return 5
+}
+
+// pick returns full, quick or smoke by the run's level.
+func pick[T any](c *Config, full, quick, smoke T) T {
+	switch {
+	case c.Smoke:
+		return smoke
+	case c.Quick:
+		return quick
+	}
+	return full
 }
 
 func (c *Config) want(suite string) bool {

@@ -44,10 +44,7 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	}
 	defer srv.stop()
 	metricsURL := fmt.Sprintf("http://%s/metrics", net.JoinHostPort(node.IP, "9962"))
-	dur := 5 * time.Second
-	if cfg.Quick {
-		dur = 2 * time.Second
-	}
+	dur := pick(cfg, 5*time.Second, 2*time.Second, 500*time.Millisecond)
 	var rates, delivered, cpu, conns, perCore []float64
 	var rss float64
 	for r := range cfg.rounds() {

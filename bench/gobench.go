@@ -31,10 +31,7 @@ func runDecode(ctx context.Context, cfg *Config) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	benchtime := "1s"
-	if cfg.Quick {
-		benchtime = "300ms"
-	}
+	benchtime := pick(cfg, "1s", "300ms", "50ms")
 	const loupe, hubble = "BenchmarkLoupeDecodeEnrichFilter", "BenchmarkHubbleThreefourDecode"
 	out, err := runIn(ctx, dir, bin, "-test.run=^$", "-test.bench=^("+loupe+"|"+hubble+")$",
 		"-test.count="+strconv.Itoa(cfg.rounds()), "-test.benchtime="+benchtime, "-test.benchmem", "-test.cpu=1")
@@ -64,10 +61,7 @@ func runRelay(ctx context.Context, cfg *Config) ([]Row, map[string][]float64, er
 	if err != nil {
 		return nil, nil, err
 	}
-	benchtime := "5x"
-	if cfg.Quick {
-		benchtime = "2x"
-	}
+	benchtime := pick(cfg, "5x", "2x", "1x")
 	out, err := runIn(ctx, filepath.Join(cfg.Root, "relay"), bin, "-test.run=^$", "-test.bench=^BenchmarkMerge32Peers$",
 		"-test.count="+strconv.Itoa(cfg.rounds()), "-test.benchtime="+benchtime, "-test.benchmem")
 	if err != nil {

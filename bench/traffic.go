@@ -50,12 +50,12 @@ func (s *iperfServer) stop() {
 	_ = s.cmd.Wait()
 }
 
-// iperfRun runs one single-stream TCP test from netns to ip:port and
+// iperfRun runs one single-stream TCP test from netns to ip:port for secs
+// (iperf3 takes whole seconds), leaving out the first omit seconds, and
 // returns the receiver's rate in Gbit/s.
-func iperfRun(ctx context.Context, netns, ip string, port int, secs float64) (float64, error) {
-	omit := "0.5"
+func iperfRun(ctx context.Context, netns, ip string, port int, secs, omit int) (float64, error) {
 	out, err := run(ctx, "nsenter", "--net="+netns, "--", "iperf3", "-c", ip, "-p", strconv.Itoa(port),
-		"-t", strconv.FormatFloat(secs, 'f', 1, 64), "-O", omit, "-J")
+		"-t", strconv.Itoa(secs), "-O", strconv.Itoa(omit), "-J")
 	if err != nil {
 		return 0, err
 	}
