@@ -29,6 +29,7 @@ loupe-relay, a loupe-agent, or the Hubble Relay of a Cilium cluster.`,
 		cli.NewObserveCommand(),
 		cli.NewStatusCommand(),
 		cli.NewListCommand(),
+		cli.NewPolicyCommand(),
 		cli.NewVersionCommand(),
 		lab.NewCommand(),
 	)
