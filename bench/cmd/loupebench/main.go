@@ -22,6 +22,7 @@ func main() {
 	var cfg bench.Config
 	var suites string
 	flag.BoolVar(&cfg.Quick, "quick", false, "fewer and shorter rounds (make bench-quick)")
+	flag.BoolVar(&cfg.Smoke, "smoke", false, "the briefest run that still produces every row (the harness's own test)")
 	flag.StringVar(&cfg.Root, "root", ".", "repository root")
 	flag.StringVar(&cfg.BinDir, "bin", "bin", "directory with loupe, loupe-agent, loupe-cni")
 	flag.StringVar(&cfg.PlugDir, "plugins", "bench/out/plugins", "directory with the reference ptp and host-local plugins")
