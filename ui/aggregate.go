@@ -152,12 +152,12 @@ func (a *Aggregator) Add(f *flowpb.Flow) *edge {
 		a.edges[k] = e
 		src.edges++
 		dst.edges++
+		// A new edge is the only way a node gains a port: build the
+		// string once per edge, not per flow.
+		dst.ports.add(itoa(uint64(port))+"/"+protoNames[proto], maxPorts)
 		if len(a.edges) > a.maxEdges {
 			a.evictEdges(e)
 		}
-	}
-	if !reply && dst.ports.add(itoa(uint64(port))+"/"+protoNames[proto], maxPorts) {
-		a.touchNode(dst)
 	}
 	e.flows++
 	a.flows++

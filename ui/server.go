@@ -522,6 +522,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return // Upgrade wrote the error response
 	}
 	conn.SetReadLimit(64 << 10)
+	_ = conn.SetCompressionLevel(1) // snapshots are megabytes of JSON: speed over ratio
 	c := &client{conn: conn, out: make(chan []byte, sendQueue), feed: newBucket(s.cfg.FeedRate, int(s.cfg.FeedRate)*2)}
 	s.mu.Lock()
 	s.clients[c] = struct{}{}

@@ -53,7 +53,7 @@ func TestCheckOrigin(t *testing.T) {
 }
 
 // startRelay runs fake agents behind a real relay and returns a client of it.
-func startRelay(t *testing.T, agents ...*relaytest.Agent) observerpb.ObserverClient {
+func startRelay(t testing.TB, agents ...*relaytest.Agent) observerpb.ObserverClient {
 	t.Helper()
 	var addrs []string
 	for _, a := range agents {
@@ -79,7 +79,7 @@ func startRelay(t *testing.T, agents ...*relaytest.Agent) observerpb.ObserverCli
 	return observerpb.NewObserverClient(conn)
 }
 
-func startUI(t *testing.T, c observerpb.ObserverClient) (*Server, string) {
+func startUI(t testing.TB, c observerpb.ObserverClient) (*Server, string) {
 	t.Helper()
 	s, err := New(Config{Flows: RelayFlows(c), FlushInterval: 20 * time.Millisecond})
 	if err != nil {

@@ -13,5 +13,6 @@ rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 const common = { bundle: true, minify: true, legalComments: 'none', logLevel: 'warning', charset: 'utf8', absWorkingDir: here };
 await build({ ...common, entryPoints: ['src/main.js'], outfile: join(out, 'app.js'), format: 'iife', target: ['chrome100', 'firefox100', 'safari15'] });
+await build({ ...common, entryPoints: ['src/layout-worker.js'], outfile: join(out, 'layout-worker.js'), format: 'iife', target: ['chrome100', 'firefox100', 'safari15'] });
 await build({ ...common, entryPoints: ['src/style.css'], outfile: join(out, 'app.css') });
 copyFileSync(join(here, 'index.html'), join(out, 'index.html'));

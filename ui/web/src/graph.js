@@ -1,9 +1,9 @@
 // Canvas service map: namespaces as boxes, workloads as dots, one line per
 // (source, destination) pair. The layout is incremental: a workload keeps
-// its place once placed; new ones take free slots in their namespace box
-// and only they are refined by a short force simulation (d3-force) among
-// their already-fixed neighbours. Nothing reflows the whole map.
-import { forceSimulation, forceLink, forceManyBody, forceCollide, forceX, forceY } from 'd3-force';
+// its place once refined; new ones take free slots in their namespace box at
+// once, then only they are moved by a short force simulation (d3-force, in a
+// worker) among their already-fixed neighbours. Nothing reflows the whole
+// map.
 
 const CELL = 70; // grid cell of a workload, in map units
 const PAD = 28; // namespace box padding (room for its title)
@@ -31,13 +31,21 @@ export class ServiceMap {
     this.visibleEdge = () => true;
     this.selected = null; // {type:'node'|'pair', id}
     this.hover = null;
-    this.dirty = true;
+    this.invalidate();
     this.layoutDirty = false;
     this.fitted = false;
     this.frameTimes = [];
     this.firstRenderAt = 0;
     this.groupOrder = 0;
     this.pendingRefine = new Set();
+    this.jobs = new Map(); // job id -> group, refinements in flight
+    this.jobSeq = 0;
+    try {
+      this.worker = new Worker('layout-worker.js');
+      this.worker.onmessage = (ev) => this.refined(ev.data);
+    } catch (e) {
+      this.worker = null; // refinement is skipped: workloads keep their grid slots
+    }
     this.bind();
     const loop = () => {
       if (this.layoutDirty) this.relayout();
@@ -46,6 +54,10 @@ export class ServiceMap {
     };
     requestAnimationFrame(loop);
   }
+
+  // invalidate marks the scene (nodes, edges, boxes) for redrawing; panning
+  // and hovering only move or overlay the cached scene.
+  invalidate() { this.sceneDirty = true; this.dirty = true; }
 
   // ---- data -------------------------------------------------------------
   upsertNode(v) {
@@ -56,14 +68,14 @@ export class ServiceMap {
         g = { ns: v.ns, members: [], cols: 2, next: 0, x: 0, y: 0, w: 0, h: 0, order: this.groupOrder++ };
         this.groups.set(v.ns, g);
       }
-      n = { id: v.id, ns: v.ns, name: v.name, kind: v.kind, slot: g.next++, x: 0, y: 0, placed: false, data: v, pairs: new Set() };
+      n = { id: v.id, ns: v.ns, name: v.name, kind: v.kind, slot: g.next++, x: 0, y: 0, placed: false, refined: false, data: v, pairs: new Set() };
       g.members.push(n);
       this.nodes.set(v.id, n);
       this.pendingRefine.add(g);
       this.layoutDirty = true;
     }
     n.data = v;
-    this.dirty = true;
+    this.invalidate();
   }
 
   removeNode(id) {
@@ -76,7 +88,7 @@ export class ServiceMap {
       if (!g.members.length) { this.groups.delete(n.ns); this.layoutDirty = true; }
     }
     if (this.selected && this.selected.type === 'node' && this.selected.id === id) this.selected = null;
-    this.dirty = true;
+    this.invalidate();
   }
 
   upsertEdge(e) {
@@ -89,11 +101,10 @@ export class ServiceMap {
       const s = this.nodes.get(e.src), d = this.nodes.get(e.dst);
       if (s) s.pairs.add(p);
       if (d) d.pairs.add(p);
-      if (s && d && s.ns === d.ns) { const g = this.groups.get(s.ns); if (g) this.pendingRefine.add(g); }
     }
     p.edges.set(e.id, e);
     this.sumPair(p);
-    this.dirty = true;
+    this.invalidate();
   }
 
   removeEdge(id) {
@@ -109,7 +120,7 @@ export class ServiceMap {
       for (const nid of [p.src, p.dst]) { const n = this.nodes.get(nid); if (n) n.pairs.delete(p); }
       if (this.selected && this.selected.type === 'pair' && this.selected.id === key) this.selected = null;
     } else this.sumPair(p);
-    this.dirty = true;
+    this.invalidate();
   }
 
   sumPair(p) {
@@ -120,7 +131,7 @@ export class ServiceMap {
 
   clear() {
     this.nodes.clear(); this.groups.clear(); this.pairs.clear(); this.edges.clear();
-    this.groupOrder = 0; this.selected = null; this.fitted = false; this.dirty = true;
+    this.groupOrder = 0; this.selected = null; this.fitted = false; this.invalidate();
   }
 
   // ---- layout -----------------------------------------------------------
@@ -163,48 +174,57 @@ export class ServiceMap {
       if (x > 0 && x + g.w > width) { x = 0; y += shelf + GAP; shelf = 0; }
       g.x = x; g.y = y; x += g.w + GAP; shelf = Math.max(shelf, g.h);
     }
-    this.dirty = true;
+    this.invalidate();
   }
 
   slotPos(g, n) {
     return { x: PAD + (n.slot % g.cols) * CELL, y: PAD + Math.floor(n.slot / g.cols) * CELL };
   }
 
+  // refine places a namespace's new workloads on their grid slots now, and
+  // asks the worker to refine them when the namespace is small enough for a
+  // force layout to help.
   refine(g) {
     const fresh = g.members.filter((n) => !n.placed);
-    for (const n of fresh) { const p = this.slotPos(g, n); n.x = p.x; n.y = p.y; }
-    if (!fresh.length || g.members.length > REFINE_MAX) {
-      for (const n of fresh) n.placed = true;
-      return;
-    }
+    for (const n of fresh) { const p = this.slotPos(g, n); n.x = p.x; n.y = p.y; n.placed = true; }
+    const todo = g.members.filter((n) => !n.refined);
+    if (!todo.length) return;
+    if (!this.worker || g.members.length > REFINE_MAX) { for (const n of todo) n.refined = true; return; }
+    if (g.busy) { g.again = true; return; }
     const members = new Set(g.members);
     const links = [];
-    for (const p of this.pairs.values()) {
-      const s = this.nodes.get(p.src), d = this.nodes.get(p.dst);
-      if (s && d && s !== d && members.has(s) && members.has(d)) links.push({ source: s.id, target: d.id });
+    for (const n of g.members) {
+      for (const p of n.pairs) {
+        if (p.src !== n.id) continue;
+        const d = this.nodes.get(p.dst);
+        if (d && d !== n && members.has(d)) links.push({ source: n.id, target: d.id });
+      }
     }
-    const simNodes = g.members.map((n) => {
-      const o = { id: n.id, x: n.x, y: n.y, ref: n };
-      if (n.placed) { o.fx = n.x; o.fy = n.y; }
-      const s = this.slotPos(g, n); o.sx = s.x; o.sy = s.y;
-      return o;
+    const job = ++this.jobSeq;
+    g.busy = true;
+    this.jobs.set(job, g);
+    this.worker.postMessage({
+      job, links, cell: CELL, min: PAD, max: PAD + (g.cols - 1) * CELL,
+      nodes: g.members.map((n) => { const s = this.slotPos(g, n); return { id: n.id, x: n.x, y: n.y, sx: s.x, sy: s.y, fixed: n.refined }; }),
     });
-    const sim = forceSimulation(simNodes)
-      .force('link', forceLink(links).id((d) => d.id).distance(CELL * 1.2).strength(0.3))
-      .force('charge', forceManyBody().strength(-60).distanceMax(CELL * 4))
-      .force('collide', forceCollide(CELL * 0.45))
-      .force('x', forceX((d) => d.sx).strength(0.05))
-      .force('y', forceY((d) => d.sy).strength(0.05))
-      .stop();
-    sim.tick(80);
-    const maxX = PAD + (g.cols - 1) * CELL, maxY = maxX;
-    for (const o of simNodes) {
-      if (o.ref.placed) continue;
-      o.ref.x = Math.min(maxX, Math.max(PAD, o.x));
-      o.ref.y = Math.min(maxY, Math.max(PAD, o.y));
-      o.ref.placed = true;
-    }
   }
+
+  refined({ job, nodes }) {
+    const g = this.jobs.get(job);
+    this.jobs.delete(job);
+    if (!g) return;
+    g.busy = false;
+    for (const r of nodes) {
+      const n = this.nodes.get(r.id);
+      if (n && n.ns === g.ns && !n.refined) { n.x = r.x; n.y = r.y; n.refined = true; }
+    }
+    if (g.again) { g.again = false; this.pendingRefine.add(g); }
+    this.layoutDirty = true;
+    this.invalidate();
+  }
+
+  // settled reports that no refinement is pending or running.
+  settled() { return !this.jobs.size && !this.pendingRefine.size && !this.layoutDirty; }
 
   pos(n) { const g = this.groups.get(n.ns); return g ? { x: g.x + n.x, y: g.y + n.y } : { x: n.x, y: n.y }; }
 
@@ -229,29 +249,67 @@ export class ServiceMap {
     return dpr;
   }
 
+  // draw shows the cached scene, shifted (and scaled while a zoom is under
+  // way), and redraws the scene only when it is stale: its data changed, the
+  // zoom settled on a new level, or the view left the cached margin. So a
+  // pan costs one image copy a frame, however large the map.
   draw() {
     const t0 = performance.now();
     this.dirty = false;
     const dpr = this.resize();
-    const ctx = this.ctx;
-    const { k, tx, ty } = this.view;
     const W = this.canvas.clientWidth, H = this.canvas.clientHeight;
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const v = this.view;
+    let sc = this.scene;
+    const zooming = t0 - this.lastZoomAt < 150;
+    const stale = !sc || sc.w !== W || sc.h !== H || sc.dpr !== dpr ||
+      (sc.k !== v.k && !zooming) ||
+      (sc.k === v.k && (Math.abs(v.tx - sc.tx) > sc.mx || Math.abs(v.ty - sc.ty) > sc.my));
+    // Live updates of a big map are redrawn at most every few frames' worth
+    // of scene time, so that a busy cluster never starves panning.
+    const due = this.sceneDirty && (!sc || t0 - sc.at > Math.min(1000, sc.cost * 4));
+    if (stale || due) {
+      sc = this.renderScene(W, H, dpr);
+      if (!this.firstRenderAt && this.nodes.size) this.firstRenderAt = performance.now();
+    } else if (this.sceneDirty || zooming) {
+      this.dirty = true; // come back for it
+    }
+    const ctx = this.ctx;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.fillStyle = '#fbfcfd';
-    ctx.fillRect(0, 0, W, H);
-    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * tx, dpr * ty);
-    // The visible rectangle, in map units, with a margin.
-    const m = 20 / k;
-    const vx0 = -tx / k - m, vy0 = -ty / k - m, vx1 = (W - tx) / k + m, vy1 = (H - ty) / k + m;
+    ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    const r = v.k / sc.k;
+    const dx = v.tx - (sc.tx + sc.mx) * r, dy = v.ty - (sc.ty + sc.my) * r;
+    ctx.drawImage(sc.canvas, dx * dpr, dy * dpr, sc.canvas.width * r, sc.canvas.height * r);
+    ctx.setTransform(dpr * v.k, 0, 0, dpr * v.k, dpr * v.tx, dpr * v.ty);
+    this.drawOverlay(ctx);
+    const dt = performance.now() - t0;
+    this.frameTimes.push(dt);
+    if (this.frameTimes.length > 600) this.frameTimes.splice(0, 300);
+  }
+
+  renderScene(W, H, dpr) {
+    const t0 = performance.now();
+    this.sceneDirty = false;
+    const { k, tx, ty } = this.view;
+    const mx = Math.round(W / 2), my = Math.round(H / 2); // margin on each side
+    let sc = this.scene;
+    if (!sc || sc.w !== W || sc.h !== H || sc.dpr !== dpr) {
+      const canvas = document.createElement('canvas');
+      canvas.width = Math.round((W + 2 * mx) * dpr); canvas.height = Math.round((H + 2 * my) * dpr);
+      sc = { canvas, ctx: canvas.getContext('2d', { alpha: false }), w: W, h: H, dpr };
+    }
+    Object.assign(sc, { k, tx, ty, mx, my });
+    const ctx = sc.ctx;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = '#fbfcfd';
+    ctx.fillRect(0, 0, sc.canvas.width, sc.canvas.height);
+    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * (tx + mx), dpr * (ty + my));
+    // The covered rectangle, in map units.
+    const vx0 = (-tx - mx) / k, vy0 = (-ty - my) / k, vx1 = (W + mx - tx) / k, vy1 = (H + my - ty) / k;
     const inView = (x0, y0, x1, y1) => x1 >= vx0 && x0 <= vx1 && y1 >= vy0 && y0 <= vy1;
 
     const visNode = new Map();
     for (const n of this.nodes.values()) visNode.set(n.id, this.visibleNode(n));
-    const visPair = (p) => {
-      if (!this.nodes.has(p.src) || !this.nodes.has(p.dst)) return false;
-      for (const e of p.edges.values()) if (this.visibleEdge(e)) return true;
-      return false;
-    };
 
     // namespace boxes
     ctx.lineWidth = 1 / k;
@@ -265,36 +323,27 @@ export class ServiceMap {
       ctx.strokeStyle = '#cfd6e2';
       ctx.fillRect(g.x, g.y, g.w, g.h);
       ctx.strokeRect(g.x, g.y, g.w, g.h);
-      if (12 * k > 4 || g.w * k > 80) {
-        ctx.fillStyle = '#4b5567';
-        ctx.fillText(g.ns || 'outside the cluster', g.x + 6, g.y + Math.max(14, 13 / k));
-      }
+      ctx.fillStyle = '#4b5567';
+      ctx.fillText(g.ns || 'outside the cluster', g.x + 6, g.y + Math.max(14, 13 / k));
     }
     ctx.globalAlpha = 1;
 
     // edges, batched by style: one path per style
-    const ok = new Path2D(), bad = new Path2D(), hi = new Path2D();
+    const ok = new Path2D(), bad = new Path2D();
     const arrowsOk = [], arrowsBad = [];
-    const sel = this.selected, hov = this.hover;
-    const shown = [];
+    let shown = 0;
     for (const p of this.pairs.values()) {
-      if (!visPair(p)) continue;
-      const s = this.nodes.get(p.src), d = this.nodes.get(p.dst);
-      const a = this.pos(s), b = this.pos(d);
-      if (!inView(Math.min(a.x, b.x), Math.min(a.y, b.y), Math.max(a.x, b.x), Math.max(a.y, b.y))) continue;
-      shown.push(p);
-      // Offset both directions of a pair apart.
-      let dx = b.x - a.x, dy = b.y - a.y; const len = Math.hypot(dx, dy) || 1;
-      dx /= len; dy /= len;
-      const ox = -dy * 3, oy = dx * 3;
-      const x0 = a.x + dx * R + ox, y0 = a.y + dy * R + oy, x1 = b.x - dx * (R + 2) + ox, y1 = b.y - dy * (R + 2) + oy;
+      const seg = this.segment(p);
+      if (!seg) continue;
+      const [x0, y0, x1, y1, dx, dy, self] = seg;
+      if (!inView(Math.min(x0, x1) - 20, Math.min(y0, y1) - 20, Math.max(x0, x1) + 20, Math.max(y0, y1) + 20)) continue;
+      shown++;
       const path = p.drops > 0 ? bad : ok;
-      if (s === d) { path.moveTo(a.x + R, a.y); path.arc(a.x + R + 6, a.y - 6, 8, Math.PI, Math.PI * 2.6); continue; }
+      if (self) { path.moveTo(x0 + R, y0); path.arc(x0 + R + 6, y0 - 6, 8, Math.PI, Math.PI * 2.6); continue; }
       path.moveTo(x0, y0); path.lineTo(x1, y1);
-      if ((sel && sel.type === 'pair' && sel.id === p.key) || (hov && hov.type === 'pair' && hov.id === p.key)) { hi.moveTo(x0, y0); hi.lineTo(x1, y1); }
       if (k > 0.35) (p.drops > 0 ? arrowsBad : arrowsOk).push([x1, y1, dx, dy]);
     }
-    this.shownPairs = shown.length;
+    this.shownPairs = shown;
     ctx.lineWidth = Math.max(1.2, 1.2 / k);
     ctx.strokeStyle = '#8ea2c4';
     ctx.setLineDash([]);
@@ -304,9 +353,6 @@ export class ServiceMap {
     ctx.setLineDash([7, 5]);
     ctx.stroke(bad);
     ctx.setLineDash([]);
-    ctx.strokeStyle = 'rgba(255, 170, 0, 0.9)';
-    ctx.lineWidth = Math.max(4, 4 / k);
-    ctx.stroke(hi);
     const arrows = (list, color) => {
       if (!list.length) return;
       const ap = new Path2D();
@@ -323,7 +369,7 @@ export class ServiceMap {
 
     // nodes, batched by colour
     const byColor = new Map();
-    const dropRing = new Path2D(), selRing = new Path2D();
+    const dropRing = new Path2D();
     const labels = [];
     for (const n of this.nodes.values()) {
       if (!visNode.get(n.id)) continue;
@@ -334,12 +380,10 @@ export class ServiceMap {
       if (!path) { path = new Path2D(); byColor.set(c, path); }
       path.moveTo(x + R, y); path.arc(x, y, R, 0, Math.PI * 2);
       if (n.data.drops > 0) { dropRing.moveTo(x + R + 3, y); dropRing.arc(x, y, R + 3, 0, Math.PI * 2); }
-      if ((sel && sel.type === 'node' && sel.id === n.id) || (hov && hov.type === 'node' && hov.id === n.id)) { selRing.moveTo(x + R + 6, y); selRing.arc(x, y, R + 6, 0, Math.PI * 2); }
       if (k > 0.45) labels.push([n.name, x, y]);
     }
     for (const [c, path] of byColor) { ctx.fillStyle = c; ctx.fill(path); }
     ctx.strokeStyle = '#d93025'; ctx.lineWidth = 2 / Math.max(k, 1); ctx.stroke(dropRing);
-    ctx.strokeStyle = '#ffaa00'; ctx.lineWidth = 3; ctx.stroke(selRing);
     if (labels.length) {
       ctx.font = '11px system-ui, sans-serif';
       ctx.fillStyle = '#1d2330';
@@ -347,10 +391,48 @@ export class ServiceMap {
       for (const [name, x, y] of labels) ctx.fillText(name.length > 24 ? name.slice(0, 23) + '…' : name, x, y + R + 12);
       ctx.textAlign = 'start';
     }
-    const dt = performance.now() - t0;
-    this.frameTimes.push(dt);
-    if (this.frameTimes.length > 600) this.frameTimes.splice(0, 300);
-    if (!this.firstRenderAt && this.nodes.size) this.firstRenderAt = performance.now();
+    sc.at = performance.now();
+    sc.cost = sc.at - t0;
+    this.scene = sc;
+    return sc;
+  }
+
+  // segment returns where a pair's line is drawn, or null when hidden:
+  // [x0, y0, x1, y1, dx, dy, self]. Both directions of a pair are offset
+  // apart so that each stays visible and clickable.
+  segment(p) {
+    const s = this.nodes.get(p.src), d = this.nodes.get(p.dst);
+    if (!s || !d) return null;
+    let vis = false;
+    for (const e of p.edges.values()) if (this.visibleEdge(e)) { vis = true; break; }
+    if (!vis) return null;
+    const a = this.pos(s), b = this.pos(d);
+    if (s === d) return [a.x, a.y, a.x, a.y, 0, 0, true];
+    let dx = b.x - a.x, dy = b.y - a.y; const len = Math.hypot(dx, dy) || 1;
+    dx /= len; dy /= len;
+    const ox = -dy * 3, oy = dx * 3;
+    return [a.x + dx * R + ox, a.y + dy * R + oy, b.x - dx * (R + 2) + ox, b.y - dy * (R + 2) + oy, dx, dy, false];
+  }
+
+  // drawOverlay draws the selected and hovered items over the scene.
+  drawOverlay(ctx) {
+    const k = this.view.k;
+    const hi = new Path2D(), ring = new Path2D();
+    for (const sel of [this.selected, this.hover]) {
+      if (!sel) continue;
+      if (sel.type === 'pair') {
+        const p = this.pairs.get(sel.id); const seg = p && this.segment(p);
+        if (seg && !seg[6]) { hi.moveTo(seg[0], seg[1]); hi.lineTo(seg[2], seg[3]); }
+      } else {
+        const n = this.nodes.get(sel.id);
+        if (n && this.visibleNode(n)) { const { x, y } = this.pos(n); ring.moveTo(x + R + 6, y); ring.arc(x, y, R + 6, 0, Math.PI * 2); }
+      }
+    }
+    ctx.strokeStyle = 'rgba(255, 170, 0, 0.9)';
+    ctx.lineWidth = Math.max(4, 4 / k);
+    ctx.stroke(hi);
+    ctx.lineWidth = 3 / Math.max(k, 0.2);
+    ctx.stroke(ring);
   }
 
   // ---- interaction ------------------------------------------------------
@@ -433,8 +515,8 @@ export class ServiceMap {
       ev.preventDefault();
       const m = this.toMap(ev);
       const k = Math.min(4, Math.max(0.02, this.view.k * Math.exp(-ev.deltaY * 0.0015)));
-      this.view.tx = m.sx - m.x * k; this.view.ty = m.sy - m.y * k; this.view.k = k; this.dirty = true;
+      this.view.tx = m.sx - m.x * k; this.view.ty = m.sy - m.y * k; this.view.k = k; this.lastZoomAt = performance.now(); this.dirty = true;
     }, { passive: false });
-    new ResizeObserver(() => { this.dirty = true; }).observe(c);
+    new ResizeObserver(() => this.invalidate()).observe(c);
   }
 }

@@ -23,7 +23,8 @@ const state = {
 };
 
 const map = new ServiceMap($('map'), { onSelect: (sel) => select(sel, false), onHover: hover });
-window.loupe = { map, state, pairKey: (src, dst) => src + SEP + dst };
+window.loupe = { map, state, pairKey: (src, dst) => src + SEP + dst, timing: {} };
+const mark = (k) => { if (!window.loupe.timing[k]) window.loupe.timing[k] = performance.now(); };
 
 // ---- filters and the URL ---------------------------------------------------
 function readURL() {
@@ -123,7 +124,7 @@ function recomputeVisibility() {
   if (!edgeFilters) {
     for (const n of map.nodes.values()) if ((nsOK(n) && textOK(n)) || (!f.ns.length && !q)) visNodes.add(n.id);
   }
-  map.dirty = true;
+  map.invalidate();
 }
 map.visibleNode = (n) => visNodes.has(n.id);
 map.visibleEdge = (e) => visEdges.has(e.id);
@@ -132,9 +133,9 @@ map.visibleEdge = (e) => visEdges.has(e.id);
 let ws = null, retry = 1000;
 function connect() {
   ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
-  ws.onopen = () => { state.wsOpen = true; state.wsEverOpen = true; retry = 1000; sendFilter(); if (state.paused) send({ type: 'pause' }); renderConn(); };
+  ws.onopen = () => { mark('wsOpen'); state.wsOpen = true; state.wsEverOpen = true; retry = 1000; sendFilter(); if (state.paused) send({ type: 'pause' }); renderConn(); };
   ws.onclose = () => { state.wsOpen = false; renderConn(); setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); };
-  ws.onmessage = (ev) => handle(JSON.parse(ev.data));
+  ws.onmessage = (ev) => { mark('firstMessage'); const m = JSON.parse(ev.data); if (m.type === 'snapshot') mark('snapshotParsed'); handle(m); };
   renderConn();
 }
 function send(m) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(m)); }
@@ -166,19 +167,24 @@ function handle(m) {
     map.clear();
     clearRows();
     applyMap(m.map);
+    mark('snapshotApplied');
     map.relayout();
+    mark('laidOut');
     if (!map.fitted) map.fit();
+    map.draw(); // the map first: the table and legend can follow
   } else if (m.type === 'flows') {
     clearRows();
   } else if (m.map) {
     applyMap(m.map);
   }
   if (m.rows && m.rows.length) addRows(m.rows);
+  if (m.type === 'snapshot') mark('rowsAdded');
   $('skipped').textContent = m.skipped ? `${m.skipped} more matching flows in the last update not shown (rate-limited)` : '';
   if (m.status) { state.status = m.status; renderConn(); }
   if (nsDirty) { nsDirty = false; renderNamespaces(); }
   if (state.visDirty) recomputeVisibility();
   if (state.selected && state.panelDirty) renderPanel();
+  if (m.type === 'snapshot') mark('handled');
 }
 
 function renderConn() {
@@ -221,6 +227,7 @@ function endpoint(id, pod, ip, port) {
 }
 function addRows(rows) {
   if (state.paused) return;
+  if (rows.length > MAX_ROWS) rows = rows.slice(rows.length - MAX_ROWS);
   const body = $('flow-rows');
   const frag = document.createDocumentFragment();
   for (let i = rows.length - 1; i >= 0; i--) {

@@ -11,10 +11,12 @@ try {
   const page = await b.newPage();
   await page.goto(url);
   await page.waitForFunction((n) => window.loupe && window.loupe.map.nodes.size >= n && window.loupe.map.firstRenderAt > 0, nodes, { timeout: 60000, polling: 50 });
+  await page.waitForFunction(() => window.loupe.map.settled(), null, { timeout: 60000, polling: 20 });
+  const settledMs = await page.evaluate(() => performance.now());
   const first = await page.evaluate(() => ({
     firstRenderMs: window.loupe.map.firstRenderAt, // since navigation start
     nodes: window.loupe.map.nodes.size, edges: window.loupe.map.edges.size, pairs: window.loupe.map.pairs.size,
-    zoom: window.loupe.map.view.k,
+    zoom: window.loupe.map.view.k, timing: window.loupe.timing, sceneMs: window.loupe.map.scene && window.loupe.map.scene.cost,
   }));
   // Pan for 120 frames at two zoom levels: the whole map (every edge on
   // screen), and close up (labels on). The page's own animation frames
@@ -39,7 +41,7 @@ try {
     const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
     return { n: s.length, mean: s.reduce((a, b) => a + b, 0) / s.length, p50: q(0.5), p95: q(0.95), max: s[s.length - 1] };
   };
-  const res = { ...first };
+  const res = { ...first, layoutSettledMs: settledMs };
   for (const [name, zoom] of [['whole', 0], ['close', 0.8]]) {
     const r = await pan(zoom);
     res[name] = { frame: stats(r.intervals), draw: stats(r.draws), pairsDrawn: r.shown };

@@ -33,6 +33,9 @@ try {
     if (!onMap) fail(`workload ${id} is not a map node`);
   }
   step('nodes');
+  // New workloads take their grid slot at once and move once, when the
+  // layout worker has refined them: wait for that before aiming at pixels.
+  await page.waitForFunction(() => window.loupe.map.settled(), null, { timeout });
 
   const pairInfo = (src, dst) => page.evaluate(([src, dst]) => {
     const p = window.loupe.map.pairs.get(window.loupe.pairKey(src, dst));

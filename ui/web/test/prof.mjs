@@ -1,0 +1,23 @@
+import { launch } from './browser.mjs';
+const b = await launch({ width: 1600, height: 1000 });
+const page = await b.newPage();
+await page.goto(process.env.LOUPE_UI_URL);
+await page.waitForFunction(() => window.loupe && window.loupe.map.nodes.size >= 2000, null, { timeout: 60000 });
+const r = await page.evaluate(async () => {
+  const res = await fetch('/api/map'); const j = await res.json();
+  const m = window.loupe.map;
+  const out = {};
+  let t = performance.now();
+  m.clear();
+  for (const n of j.map.nodes) m.upsertNode(n);
+  out.nodes = performance.now() - t; t = performance.now();
+  for (const e of j.map.edges) m.upsertEdge(e);
+  out.edges = performance.now() - t; t = performance.now();
+  const orig = m.refine.bind(m); let rt = 0, rc = 0;
+  m.refine = (g) => { const t0 = performance.now(); orig(g); rt += performance.now() - t0; rc++; };
+  m.relayout();
+  out.relayout = performance.now() - t; out.refine = rt; out.refineCalls = rc;
+  return out;
+});
+console.log(JSON.stringify(r));
+await b.close();
