@@ -58,6 +58,9 @@ type Config struct {
 	DropEventsPerSecond uint32
 	Log                 *slog.Logger
 
+	// Metadata, when set, is the metadata source (e.g. the API server's,
+	// package metadata/k8s); it takes the place of ManifestsDir.
+	Metadata metadata.Source
 	// NetNS, when set, is the network namespace where the node-side work
 	// happens (gateway link, forwarding sysctls, host link checks), for
 	// running an agent in-process next to others. nil: the process's own.
@@ -242,7 +245,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	var src metadata.Source = metadata.Static{}
-	if cfg.ManifestsDir != "" {
+	if cfg.Metadata != nil {
+		src = cfg.Metadata
+	} else if cfg.ManifestsDir != "" {
 		f, err := metadata.NewFolder(ctx, cfg.ManifestsDir, log)
 		if err != nil {
 			return err
