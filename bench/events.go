@@ -253,12 +253,3 @@ func statusKB(pid int, key string) float64 {
 
 func rssMB(pid int) float64 { return statusKB(pid, "VmRSS") / 1024 }
 func hwmMB(pid int) float64 { return statusKB(pid, "VmHWM") / 1024 }
-
-func runRelayRows(ctx context.Context, cfg *Config) ([]Row, error) {
-	_, m, err := runRelay(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Log.Info("relay", "flows/s", m["flows/s"], "peak-heap-MB", m["peak-heap-MB"])
-	return nil, nil
-}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -52,28 +51,4 @@ func runDecode(ctx context.Context, cfg *Config) ([]Row, error) {
 		rows = append(rows, allocs)
 	}
 	return rows, nil
-}
-
-// runRelay runs the relay's merge of 32 peers (relay.BenchmarkMerge32Peers)
-// and BenchmarkFollow32Peers; returns the merge figures.
-func runRelay(ctx context.Context, cfg *Config) ([]Row, map[string][]float64, error) {
-	bin, err := testBinary(ctx, cfg, cfg.Root, "./relay", "relay.test")
-	if err != nil {
-		return nil, nil, err
-	}
-	benchtime := pick(cfg, "5x", "2x", "1x")
-	out, err := runIn(ctx, filepath.Join(cfg.Root, "relay"), bin, "-test.run=^$", "-test.bench=^BenchmarkMerge32Peers$",
-		"-test.count="+strconv.Itoa(cfg.rounds()), "-test.benchtime="+benchtime, "-test.benchmem")
-	if err != nil {
-		return nil, nil, err
-	}
-	rs := ParseBench(out)
-	m := map[string][]float64{
-		"flows/s":      Samples(rs, "BenchmarkMerge32Peers", "flows/s"),
-		"peak-heap-MB": Samples(rs, "BenchmarkMerge32Peers", "peak-heap-MB"),
-	}
-	if len(m["flows/s"]) == 0 {
-		return nil, nil, errors.New("relay: no BenchmarkMerge32Peers results\n" + tailStr(out, 2000))
-	}
-	return nil, m, nil
 }
