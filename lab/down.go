@@ -53,6 +53,7 @@ func Down(ctx context.Context, dir, name string, warn func(string)) error {
 			inodes[ino] = true
 		}
 	}
+	l.stopRelay()
 	stopPIDs(labProcesses(inodes, dir), 5*time.Second)
 
 	// 2. Datapath pins and attachments, per node.

@@ -44,7 +44,7 @@ func sibling(name string) (string, error) {
 // detached describes a process started in a netns, in its own session, that
 // outlives the lab command.
 type detached struct {
-	netns   string // netns path
+	netns   string // netns path ("" = this process's)
 	argv    []string
 	logFile string
 	pidFile string
@@ -60,8 +60,10 @@ func (d detached) start() (*os.Process, <-chan struct{}, error) {
 		return nil, nil, fmt.Errorf("open log: %w", err)
 	}
 	defer logf.Close()
-	args := append([]string{"--net=" + d.netns, "--"}, d.argv...)
-	cmd := exec.Command("nsenter", args...)
+	cmd := exec.Command(d.argv[0], d.argv[1:]...) // no netns: the root netns, like this process
+	if d.netns != "" {
+		cmd = exec.Command("nsenter", append([]string{"--net=" + d.netns, "--"}, d.argv...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = d.extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

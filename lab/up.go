@@ -134,6 +134,13 @@ func Up(ctx context.Context, opts UpOptions, stdin io.Reader, warn io.Writer) (*
 	if err := l.waitAgents(ctx, gen, agentReadyTimeout, exited); err != nil {
 		return nil, err
 	}
+	// The relay (and its web UI) merges every node's flows. Without the
+	// binary the lab still works, node by node.
+	if relayBin, err := sibling("loupe-relay"); err != nil {
+		fmt.Fprintf(warn, "warning: no relay or web UI: %v\n", err)
+	} else if err := l.startRelay(ctx, relayBin); err != nil {
+		return nil, err
+	}
 	// Restart the servers of pods that lost them (a reboot of the lab's processes).
 	recs, err := l.records()
 	if err != nil {
