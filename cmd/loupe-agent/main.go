@@ -4,11 +4,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -27,9 +29,10 @@ func main() {
 
 func newRootCommand() *cobra.Command {
 	var (
-		cfg      daemon.Config
-		cidrs    []string
-		logLevel string
+		cfg        daemon.Config
+		cidrs      []string
+		logLevel   string
+		kubeconfig string
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -57,12 +60,21 @@ state, so pods keep their connectivity until it starts again.`,
 			cfg.NewObserver = newObserver
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			kube, err := useKubernetes(kubeconfig, cfg.ManifestsDir)
+			if err != nil {
+				return err
+			}
+			if kube {
+				if err := setupKubernetes(ctx, &cfg, kubeconfig, log); err != nil {
+					return err
+				}
+			}
 			return daemon.Run(ctx, cfg)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", "", "name of this node (required)")
-	f.StringSliceVar(&cidrs, "pod-cidr", nil, "the node's pod CIDR: one IPv4 and optionally one IPv6, repeated or comma-separated (required)")
+	f.StringSliceVar(&cidrs, "pod-cidr", nil, "the node's pod CIDR: one IPv4 and optionally one IPv6, repeated or comma-separated (required without Kubernetes, which gives the Node's spec.podCIDRs)")
 	f.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory for IP allocations and endpoints, kept across restarts")
 	f.StringVar(&cfg.BPFRoot, "bpf-root", daemon.DefaultBPFRoot, "directory for the datapath's pins; bpffs is mounted there if it is not one")
 	f.StringVar(&cfg.Socket, "socket", daemon.DefaultSocket, "unix socket of the endpoint API used by loupe-cni (mode 0600); the Observer API's unix socket "+daemon.ObserverSocketName+" goes next to it")
@@ -70,32 +82,40 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", `HTTP address for /metrics, /healthz and /readyz; "" turns it off`)
 	f.StringVar(&cfg.XDPMode, "xdp-mode", daemon.DefaultXDPMode, "default XDP mode for pods whose netconf sets none: native, generic or off")
 	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "folder of Kubernetes manifests to read pods, namespaces, services and policies from (the lab's API server)")
+	f.StringVar(&kubeconfig, "k8s-kubeconfig", "", "kubeconfig of the API server to read metadata from; in a pod without --manifests-dir the in-cluster config is used")
 	f.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", daemon.DefaultFlowBufferSize, "flows kept in memory for the Observer API (rounded to 2^n-1)")
 	f.Uint32Var(&cfg.DropEventsPerSecond, "drop-events-per-second", 0, "rate limit on drop events for the node; counters stay exact (0 = the datapath's default)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("node-name")
-	_ = cmd.MarkFlagRequired("pod-cidr")
-	cmd.AddCommand(newCleanupCommand())
+	cmd.AddCommand(newCleanupCommand(), newInstallCNICommand())
 	return cmd
 }
 
 func newCleanupCommand() *cobra.Command {
-	var bpfRoot, stateDir, socket string
+	var bpfRoot, stateDir, socket, conflist string
 	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "remove the datapath's pins and attachments, the state dir, the sockets and the gateway link",
 		Long: `cleanup undoes what loupe-agent leaves on a node on purpose: it detaches and
 unpins the datapath under --bpf-root, removes --state-dir and the sockets,
 and deletes the loupe_host gateway link of the current network namespace.
-Pods of the node lose their datapath. Run it with the agent stopped.`,
+It also removes the conflist install-cni wrote (--cni-conflist, only if its
+plugins are loupe-cni). Pods of the node lose their datapath. Run it with
+the agent stopped.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return daemon.Cleanup(bpfRoot, stateDir, socket)
+			var errs []error
+			if conflist != "" {
+				errs = append(errs, removeConflist(conflist))
+			}
+			errs = append(errs, daemon.Cleanup(bpfRoot, stateDir, socket))
+			return errors.Join(errs...)
 		},
 	}
 	cmd.Flags().StringVar(&bpfRoot, "bpf-root", daemon.DefaultBPFRoot, "the agent's --bpf-root")
 	cmd.Flags().StringVar(&stateDir, "state-dir", daemon.DefaultStateDir, "the agent's --state-dir")
 	cmd.Flags().StringVar(&socket, "socket", daemon.DefaultSocket, "the agent's --socket")
+	cmd.Flags().StringVar(&conflist, "cni-conflist", filepath.Join(DefaultCNIConfDir, DefaultConflistName), `conflist written by install-cni ("" keeps it)`)
 	return cmd
 }
 
