@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/loupe-project/loupe/internal/version"
+	"github.com/loupe-project/loupe/metadata/k8s"
 	"github.com/loupe-project/loupe/relay"
 	"github.com/loupe-project/loupe/ui"
 )
@@ -40,6 +41,8 @@ func newCommand() *cobra.Command {
 		logLevel                                     string
 		uiListen                                     string
 		uiOrigins                                    []string
+		kubeconfig                                   string
+		agentPort                                    string
 	)
 	cmd := &cobra.Command{
 		Use:           "loupe-relay",
@@ -77,8 +80,17 @@ func newCommand() *cobra.Command {
 				sources = append(sources, &relay.PeerService{Address: peerService, TLS: cfg.ClientTLS, Log: cfg.Log,
 					RetryMax: cfg.ReconnectMaxDelay})
 			}
+			// The Node list: asked for with a kubeconfig, or the default in a pod.
+			if kubeconfig != "" || (len(sources) == 0 && k8s.InCluster()) {
+				client, err := k8s.NewClient(kubeconfig, "loupe-relay/"+version.Version)
+				if err != nil {
+					return err
+				}
+				sources = append(sources, &k8s.NodePeers{Client: client, Port: agentPort, Log: cfg.Log})
+				cfg.Log.Info("peers from the Kubernetes Node list", "kubeconfig", kubeconfig, "agent_port", agentPort)
+			}
 			if len(sources) == 0 {
-				return errors.New("no peers: give --peer host:port (repeatable) or --peer-service host:port")
+				return errors.New("no peers: give --peer host:port (repeatable), --peer-service host:port or --k8s-kubeconfig (in a pod, the Node list is the default)")
 			}
 			srv, err := relay.New(cfg, sources...)
 			if err != nil {
@@ -112,6 +124,8 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", relay.DefaultListen, "address of the relay's gRPC server (Hubble Observer API)")
 	f.StringArrayVar(&peers, "peer", nil, "agent address host:port to relay from (repeatable)")
 	f.StringVar(&peerService, "peer-service", "", "agent address host:port whose peer service (peer.Peer Notify) lists every node")
+	f.StringVar(&kubeconfig, "k8s-kubeconfig", "", "kubeconfig of an API server whose Node list names the agents (in a pod without other peers, the in-cluster config is used)")
+	f.StringVar(&agentPort, "k8s-agent-port", relay.DefaultAgentPort, "agents' Observer port on each Node's InternalIP (when the Node has no loupe.dev/observer-address annotation)")
 	f.IntVar(&cfg.SortBufferLen, "sort-buffer-len", relay.DefaultSortBufferLen, "flows held to sort the nodes' streams by time")
 	f.DurationVar(&cfg.SortBufferDrainTimeout, "sort-buffer-drain-timeout", relay.DefaultSortBufferDrainTimeout, "longest a flow waits in the sort buffer for older flows from other nodes")
 	f.IntVar(&cfg.ClientQueueLen, "client-queue-len", relay.DefaultClientQueueLen, "responses queued per follow client; beyond, flows are dropped and reported as lost events")
