@@ -187,9 +187,9 @@ func ptpConflist(name, subnet, dataDir string) []byte {
 // runDatapath measures every variant, round-robin, so that the machine's
 // drift hits them alike, and returns the rows.
 func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, err error) {
-	c1, s1, s2 := bl.pods["c1"], bl.pods["s1"], bl.pods["s2"]
-	same, cross := []labPod{c1, s1}, []labPod{c1, s2}
-	restore := func() error { return setMode([]labPod{c1, s1, s2}, string(DefaultMode)) }
+	c1, s1, s2, s3 := bl.pods["c1"], bl.pods["s1"], bl.pods["s2"], bl.pods["s3"]
+	same, cross, guarded := []labPod{c1, s1}, []labPod{c1, s2}, []labPod{c1, s3}
+	restore := func() error { return setMode([]labPod{c1, s1, s2, s3}, string(DefaultMode)) }
 	defer func() {
 		if rerr := restore(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("restore the default datapath: %w", rerr))
@@ -205,6 +205,7 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 	epC1 := endpoint{c1.Netns, c1.IP}
 	epS1 := endpoint{s1.Netns, s1.IP}
 	epS2 := endpoint{s2.Netns, s2.IP}
+	epS3 := endpoint{s3.Netns, s3.IP}
 	mode := func(pods []labPod, m string) func() (func() error, error) {
 		return func() (func() error, error) { return func() error { return nil }, setMode(pods, m) }
 	}
@@ -250,6 +251,7 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 		{"ptp", pa, pb, mode(same, string(DefaultMode))},
 		{"cross_nobpf", epC1, epS2, mode(cross, "nobpf")},
 		{"cross_default", epC1, epS2, mode(cross, string(DefaultMode))},
+		{"policy", epC1, epS3, mode(guarded, string(DefaultMode))},
 		{"opt_native_empty", epC1, epS1, option(false, true, 1500)},
 		{"opt_native_empty_frags", epC1, epS1, option(true, true, 1500)},
 		{"opt_native_frags_mtu9000", epC1, epS1, option(true, true, 9000)},
@@ -351,6 +353,8 @@ func datapathRows(s map[string][]dpSample) ([]Row, error) {
 		{"datapath_rr_xdp_off", "tx/s", "xdp_off", "nobpf", tps, tgt, Higher, ""},
 		{"datapath_throughput_cross_node", "Gbit/s", "cross_default", "cross_nobpf", gbps, tgt, Higher, "default datapath, pods on two nodes (native routing over the lab bridge)"},
 		{"datapath_rr_cross_node", "tx/s", "cross_default", "cross_nobpf", tps, tgt, Higher, ""},
+		{"datapath_throughput_policy1000", "Gbit/s", "policy", def, gbps, tgt, Higher, "default datapath to a pod with 1,000 ingress NetworkPolicy rules vs a pod with none"},
+		{"datapath_rr_policy1000", "tx/s", "policy", def, tps, tgt, Higher, ""},
 		{"datapath_throughput_vs_ptp", "Gbit/s", def, "ptp", gbps, tgt, Higher, "default datapath vs reference ptp plugin pods on the same node"},
 		{"datapath_rr_vs_ptp", "tx/s", def, "ptp", tps, tgt, Higher, ""},
 		{"ptp_throughput", "Gbit/s", "ptp", "nobpf", gbps, tgt, Higher, "the reference ptp plugin itself vs loupe's veths without BPF"},

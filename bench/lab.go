@@ -32,7 +32,22 @@ spec:
 `, name, benchNS, name, node)
 	}
 	return fmt.Sprintf("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", benchNS) +
-		pod("c1", node1) + pod("s1", node1) + pod("s2", node2)
+		pod("c1", node1) + pod("s1", node1) + pod("s2", node2) + pod("s3", node1) + policyManifest(policyRules)
+}
+
+// policyRules is how many ingress rules guard pod s3.
+const policyRules = 1000
+
+// policyManifest selects s3 with n ingress rules: n-1 that match other
+// sources and ports, and one that lets c1 reach the benchmark ports.
+func policyManifest(n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: rules%d, namespace: %s}\nspec:\n  podSelector: {matchLabels: {app: s3}}\n  policyTypes: [Ingress]\n  ingress:\n", n, benchNS)
+	for i := range n - 1 {
+		fmt.Fprintf(&b, "  - from: [{ipBlock: {cidr: 10.250.%d.%d/32}}]\n    ports: [{protocol: TCP, port: %d}]\n", i/256, i%256, 10000+i)
+	}
+	fmt.Fprintf(&b, "  - from: [{podSelector: {matchLabels: {app: c1}}}]\n    ports: [{protocol: TCP, port: %d}, {protocol: TCP, port: %d}, {protocol: TCP, port: %d}]\n", iperfPort, rrPort, eventsPort)
+	return b.String()
 }
 
 // benchLab is the harness's own lab.
@@ -75,7 +90,7 @@ func upLab(ctx context.Context, cfg *Config) (*benchLab, error) {
 	}
 	cfg.Log.Info("lab up", "dir", cfg.LabDir, "name", l.Name, "took", time.Since(start).Round(time.Millisecond))
 	bl := &benchLab{cfg: cfg, lab: l, pods: map[string]labPod{}}
-	for _, name := range []string{"c1", "s1", "s2"} {
+	for _, name := range []string{"c1", "s1", "s2", "s3"} {
 		p, err := bl.readPod(name)
 		if err != nil {
 			return bl, err
