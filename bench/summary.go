@@ -192,6 +192,12 @@ func PrintTable(w io.Writer, rows []Row) {
 			human(r.Baseline), r.BaseSpreadPct, r.Ratio, cmp, r.Target, pass, r.Unit, r.BaselineName)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "\nvalue and baseline are medians over the rounds; ±% is (max-min)/median; ratio = value / baseline.")
+	for _, r := range rows {
+		if r.Note != "" {
+			fmt.Fprintf(w, "  %s: %s\n", r.Name, r.Note)
+		}
+	}
 }
 
 // human prints a figure with 3-4 significant digits and an SI suffix.

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/loupe-project/loupe/bench"
 )
@@ -42,13 +43,14 @@ func main() {
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	start := time.Now()
 	rows, err := bench.Run(ctx, &cfg)
 	bench.PrintTable(os.Stdout, rows)
 	if path, werr := bench.WriteSummary(cfg.OutDir, rows); werr != nil {
 		fmt.Fprintln(os.Stderr, "loupebench:", werr)
 		os.Exit(1)
 	} else {
-		fmt.Println("\nwrote", path)
+		fmt.Printf("\nwrote %s (%d rows) in %s\n", path, len(rows), time.Since(start).Round(time.Second))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loupebench: some benchmarks failed:", err)
