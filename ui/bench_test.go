@@ -150,3 +150,20 @@ func BenchmarkBrowserRender(b *testing.B) {
 		res.Nodes, res.Edges, res.Whole.PairsDrawn, res.FirstRenderMs, res.Whole.Frame.P50, res.Whole.Frame.P95, res.Whole.Frame.Max, res.Whole.Draw.P95,
 		res.Close.Frame.P50, res.Close.Frame.P95, res.Close.Draw.P95)
 }
+
+// BenchmarkSnapshot measures what a browser's first message costs the
+// server at 2,000 workloads and 10,000 edges: the map's views and their
+// JSON (reported as MB).
+func BenchmarkSnapshot(b *testing.B) {
+	a := NewAggregator(AggregatorConfig{})
+	for _, f := range scaleFlows(2000, 10000, time.Now()) {
+		a.Add(f)
+	}
+	a.Flush()
+	var size int
+	for i := 0; i < b.N; i++ {
+		snap := a.Snapshot()
+		size = len(mustJSON(message{Type: "snapshot", Map: &snap}))
+	}
+	b.ReportMetric(float64(size)/1e6, "MB")
+}
