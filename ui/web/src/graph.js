@@ -266,7 +266,9 @@ export class ServiceMap {
       (sc.k === v.k && (Math.abs(v.tx - sc.tx) > sc.mx || Math.abs(v.ty - sc.ty) > sc.my));
     // Live updates of a big map are redrawn at most every few frames' worth
     // of scene time, so that a busy cluster never starves panning.
-    const due = this.sceneDirty && (!sc || t0 - sc.at > Math.min(1000, sc.cost * 4));
+    // While a person drags, live updates wait: the pan stays smooth.
+    const dragging = t0 - this.lastPanAt < 300;
+    const due = this.sceneDirty && (!sc || (!dragging && t0 - sc.at > Math.min(1000, sc.cost * 4)));
     if (stale || due) {
       sc = this.renderScene(W, H, dpr);
       if (!this.firstRenderAt && this.nodes.size) this.firstRenderAt = performance.now();
@@ -387,8 +389,15 @@ export class ServiceMap {
     if (labels.length) {
       ctx.font = '11px system-ui, sans-serif';
       ctx.fillStyle = '#1d2330';
+      ctx.strokeStyle = 'rgba(251, 252, 253, 0.9)'; // a halo keeps names legible over lines
+      ctx.lineWidth = 3;
+      ctx.lineJoin = 'round';
       ctx.textAlign = 'center';
-      for (const [name, x, y] of labels) ctx.fillText(name.length > 24 ? name.slice(0, 23) + '…' : name, x, y + R + 12);
+      for (const [name, x, y] of labels) {
+        const text = name.length > 24 ? name.slice(0, 23) + '…' : name;
+        ctx.strokeText(text, x, y + R + 12);
+        ctx.fillText(text, x, y + R + 12);
+      }
       ctx.textAlign = 'start';
     }
     sc.at = performance.now();
@@ -501,7 +510,7 @@ export class ServiceMap {
       if (drag) {
         const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
         if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
-        this.view.tx = drag.tx + dx; this.view.ty = drag.ty + dy; this.dirty = true;
+        this.view.tx = drag.tx + dx; this.view.ty = drag.ty + dy; this.dirty = true; this.lastPanAt = performance.now();
         return;
       }
       if (ev.target !== c) return;
