@@ -2,10 +2,13 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/loupe-project/loupe/datapath"
@@ -29,33 +32,115 @@ type LocalEndpoint struct {
 // Flags are an endpoint's enforcement switches.
 type Flags struct{ Ingress, Egress bool }
 
+// EntryKey is a policy-map key without the endpoint id.
+type EntryKey struct {
+	Peer      uint32
+	Port      uint16
+	Proto     uint8
+	Direction uint8
+}
+
+// EndpointEntries is one endpoint's part of the policy map. Endpoints of
+// the same identity and container ports share one (read-only) map.
+type EndpointEntries map[EntryKey]datapath.PolicyEntry
+
+// CompiledEndpoint is what one local endpoint gets.
+type CompiledEndpoint struct {
+	Identity uint32
+	Flags    Flags
+	Entries  EndpointEntries // nil when nothing is enforced
+}
+
 // Compiled is what the datapath of one node needs for one snapshot.
 type Compiled struct {
 	Generation string
 	Model      *Model
 	Identities *Identities
-	// Entries is the whole policy map of the node's endpoints.
-	Entries map[datapath.PolicyKey]datapath.PolicyEntry
-	// Flags and Identity per local endpoint id; endpoints whose pod the
-	// snapshot lacks get no flags and IdentityInit.
-	Flags    map[uint32]Flags
-	Identity map[uint32]uint32
+	// Endpoints by endpoint id; endpoints whose pod the snapshot lacks get
+	// no flags and IdentityInit.
+	Endpoints map[uint32]*CompiledEndpoint
 	// IPCache is every prefix the node must know: all pods' addresses,
 	// node addresses (host or remote-node), ipBlock prefixes.
 	IPCache  map[netip.Prefix]uint32
 	Warnings []string
+	// Groups and Recomputed count the distinct (identity, ports) groups of
+	// local endpoints and how many of them this compile had to compute
+	// (the others were reused from the previous compile).
+	Groups, Recomputed int
 }
 
-// Compiler turns models into datapath entries for one node.
+// NumEntries is the size of the node's policy map.
+func (c *Compiled) NumEntries() int {
+	n := 0
+	for _, e := range c.Endpoints {
+		n += len(e.Entries)
+	}
+	return n
+}
+
+// PolicyMap is the whole policy map, as the datapath holds it.
+func (c *Compiled) PolicyMap() map[datapath.PolicyKey]datapath.PolicyEntry {
+	out := make(map[datapath.PolicyKey]datapath.PolicyEntry, c.NumEntries())
+	for id, e := range c.Endpoints {
+		for k, v := range e.Entries {
+			out[k.policyKey(id)] = v
+		}
+	}
+	return out
+}
+
+func (k EntryKey) policyKey(ep uint32) datapath.PolicyKey {
+	return datapath.PolicyKey{EndpointID: ep, PeerIdentity: k.Peer, Port: k.Port, Proto: k.Proto, Direction: k.Direction}
+}
+
+// Lookup is the datapath's lookup on endpoint epID's compiled entries.
+func (c *Compiled) Lookup(epID, peer uint32, port uint16, proto, dir uint8) Verdict {
+	e := c.Endpoints[epID]
+	if e == nil {
+		return Verdict{}
+	}
+	return lookupEntries(e.Entries, peer, port, proto, dir)
+}
+
+// Compiler turns models into datapath entries for one node. It remembers
+// its previous compile: when only policies changed, endpoint groups that
+// no changed policy selects keep their entries without recomputation.
 type Compiler struct {
 	Node          string
 	Rules         *RuleTable
 	MaxRangePorts int
+
+	memo *compileMemo
+}
+
+type compileMemo struct {
+	pods       []*corev1.Pod
+	namespaces []*corev1.Namespace
+	nodes      []*corev1.Node
+	policies   map[Ref]*Policy
+	parsed     map[*networkingv1.NetworkPolicy]*Policy
+	ids        *Identities
+	groups     map[string]*groupResult
+}
+
+type groupResult struct {
+	pod     *corev1.Pod // a representative
+	flags   Flags
+	entries EndpointEntries
 }
 
 // NewCompiler returns a compiler for node with a fresh rule table.
 func NewCompiler(node string) *Compiler {
 	return &Compiler{Node: node, Rules: NewRuleTable(), MaxRangePorts: DefaultMaxRangePorts}
+}
+
+// NewModel builds the model of snap, reusing the policies the compiler
+// has already parsed.
+func (c *Compiler) NewModel(snap *metadata.Snapshot) *Model {
+	if c.memo == nil {
+		return NewModel(snap)
+	}
+	return newModel(snap, c.memo.parsed)
 }
 
 type portKey struct {
@@ -71,49 +156,150 @@ type entryKey struct {
 
 // compileState holds per-snapshot caches shared by all endpoints.
 type compileState struct {
-	c       *Compiler
-	m       *Model
-	ids     *Identities
-	peers   map[*peerRule][]uint32
-	idsByNS map[string][]uint32
-	// namedCache: identity -> name/proto -> ports
+	c        *Compiler
+	m        *Model
+	ids      *Identities
+	peers    map[*peerRule][]uint32
+	idsByNS  map[string][]uint32
+	named    map[namedKey][]uint16
+	podIPs   map[uint32][]netip.Addr
+	internID map[string]uint32
 	warnings map[string]bool
+	acc      map[entryKey][]int32 // scratch of endpoint()
+	buf      []int32
+}
+
+type namedKey struct {
+	id    uint32
+	name  string
+	proto Proto
+}
+
+func sameSlice[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// groupKey: endpoints with equal namespace, labels and container ports
+// get equal entries.
+func groupKey(p *corev1.Pod) string {
+	var b strings.Builder
+	b.WriteString(IdentityKey(p.Namespace, p.Labels))
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			fmt.Fprintf(&b, "\x01%s/%d/%s", cp.Name, cp.ContainerPort, cp.Protocol)
+		}
+	}
+	return b.String()
 }
 
 // Compile computes the node's entries for model m and its local endpoints.
 func (c *Compiler) Compile(m *Model, locals []LocalEndpoint) *Compiled {
-	ids := ComputeIdentities(m)
-	st := &compileState{c: c, m: m, ids: ids, peers: map[*peerRule][]uint32{}, idsByNS: map[string][]uint32{}, warnings: map[string]bool{}}
+	snap := m.Snapshot
+	memo := c.memo
+	sameObjects := memo != nil && sameSlice(memo.pods, snap.Pods) && sameSlice(memo.namespaces, snap.Namespaces) && sameSlice(memo.nodes, snap.Nodes)
+	var ids *Identities
+	cidrs := computeCIDRIdentities(m)
+	if sameObjects {
+		ids = memo.ids.withCIDRs(cidrs)
+	} else {
+		ids = computePodIdentities(m)
+		ids.cidrs = cidrs
+	}
+	reuse := sameObjects && maps.Equal(memo.ids.cidrs, cidrs)
+	// Policies that changed since the memo: the groups they select (before
+	// or after) are recomputed.
+	newPolicies := make(map[Ref]*Policy, len(m.Policies))
+	for _, p := range m.Policies {
+		newPolicies[p.Ref] = p
+	}
+	var changed []*Policy
+	if reuse {
+		for r, p := range newPolicies {
+			if old := memo.policies[r]; old != p {
+				changed = append(changed, p)
+				if old != nil {
+					changed = append(changed, old)
+				}
+			}
+		}
+		for r, old := range memo.policies {
+			if newPolicies[r] == nil {
+				changed = append(changed, old)
+			}
+		}
+	}
+
+	st := &compileState{c: c, m: m, ids: ids, peers: map[*peerRule][]uint32{}, idsByNS: map[string][]uint32{},
+		named: map[namedKey][]uint16{}, podIPs: map[uint32][]netip.Addr{}, internID: map[string]uint32{}, warnings: map[string]bool{}}
 	for _, id := range ids.sorted {
 		ns := ids.pods[id][0].Namespace
 		st.idsByNS[ns] = append(st.idsByNS[ns], id)
 	}
 	out := &Compiled{
-		Generation: m.Snapshot.Generation,
+		Generation: snap.Generation,
 		Model:      m,
 		Identities: ids,
-		Entries:    map[datapath.PolicyKey]datapath.PolicyEntry{},
-		Flags:      map[uint32]Flags{},
-		Identity:   map[uint32]uint32{},
+		Endpoints:  make(map[uint32]*CompiledEndpoint, len(locals)),
 		IPCache:    c.ipcache(m, ids),
 	}
+	groups := map[string]*groupResult{}
 	for _, ep := range locals {
+		ce := &CompiledEndpoint{Identity: ids.PodIdentity(ep.Namespace, ep.Name)}
+		out.Endpoints[ep.ID] = ce
 		pod := m.Pod(ep.Namespace, ep.Name)
-		out.Identity[ep.ID] = ids.PodIdentity(ep.Namespace, ep.Name)
 		if pod == nil || !podHasNetwork(pod) {
-			out.Flags[ep.ID] = Flags{}
 			continue
 		}
-		var f Flags
-		f.Ingress = st.endpoint(out.Entries, ep.ID, pod, false)
-		f.Egress = st.endpoint(out.Entries, ep.ID, pod, true)
-		out.Flags[ep.ID] = f
+		gk := groupKey(pod)
+		g := groups[gk]
+		if g == nil {
+			if reuse {
+				if old := memo.groups[gk]; old != nil && !selectedByAny(changed, old.pod) {
+					g = old
+				}
+			}
+			if g == nil {
+				g = &groupResult{pod: pod, entries: EndpointEntries{}}
+				g.flags.Ingress = st.endpoint(g.entries, pod, false)
+				g.flags.Egress = st.endpoint(g.entries, pod, true)
+				if len(g.entries) == 0 {
+					g.entries = nil
+				}
+				out.Recomputed++
+			}
+			groups[gk] = g
+		}
+		ce.Flags, ce.Entries = g.flags, g.entries
 	}
+	out.Groups = len(groups)
 	for w := range st.warnings {
 		out.Warnings = append(out.Warnings, w)
 	}
 	slices.Sort(out.Warnings)
+	parsed := make(map[*networkingv1.NetworkPolicy]*Policy, len(m.Policies))
+	for _, p := range m.Policies {
+		parsed[p.Source] = p
+	}
+	c.memo = &compileMemo{pods: snap.Pods, namespaces: snap.Namespaces, nodes: snap.Nodes,
+		policies: newPolicies, parsed: parsed, ids: ids, groups: groups}
 	return out
+}
+
+func selectedByAny(ps []*Policy, pod *corev1.Pod) bool {
+	for _, p := range ps {
+		if p.Ref.Namespace == pod.Namespace && p.selector.Matches(labels.Set(pod.Labels)) {
+			return true
+		}
+	}
+	return false
 }
 
 // ipcache lists every address the policy side maps.
@@ -152,13 +338,17 @@ func (c *Compiler) ipcache(m *Model, ids *Identities) map[netip.Prefix]uint32 {
 
 // endpoint adds the entries of one direction of one endpoint and reports
 // whether the direction is enforced.
-func (st *compileState) endpoint(entries map[datapath.PolicyKey]datapath.PolicyEntry, epID uint32, pod *corev1.Pod, egress bool) bool {
+func (st *compileState) endpoint(entries EndpointEntries, pod *corev1.Pod, egress bool) bool {
 	m := st.m
 	dir := datapath.DirIngress
 	if egress {
 		dir = datapath.DirEgress
 	}
-	acc := map[entryKey][]int32{}
+	if st.acc == nil {
+		st.acc = map[entryKey][]int32{}
+	}
+	acc := st.acc
+	clear(acc)
 	var isolating []int32
 	podLabels := labels.Set(pod.Labels)
 	for _, p := range m.byNS[pod.Namespace] {
@@ -188,34 +378,45 @@ func (st *compileState) endpoint(entries map[datapath.PolicyKey]datapath.PolicyE
 	all := entryKey{}
 	allowAll := acc[all] != nil
 	for k, refs := range acc {
+		acc[k] = dedupe(refs)
+	}
+	var cov [5]entryKey
+	buf := st.buf[:0]
+	for k, refs := range acc {
 		// Report every policy that allows the packet, not only the ones of
 		// the most specific key the datapath finds.
-		for _, cov := range covering(k) {
-			refs = append(refs, acc[cov]...)
+		buf = append(buf[:0], refs...)
+		n := covering(k, &cov)
+		for _, c := range cov[:n] {
+			buf = append(buf, acc[c]...)
 		}
-		refs = dedupe(refs)
+		if n > 0 {
+			buf = dedupe(buf)
+		}
+		refs := buf
 		id := HostRuleID
 		if len(refs) > 0 {
-			id = st.c.Rules.Intern(st.refsOf(refs))
+			id = st.intern(refs)
 		}
-		entries[datapath.PolicyKey{EndpointID: epID, PeerIdentity: k.peer, Port: k.port, Proto: k.proto, Direction: dir}] =
-			datapath.PolicyEntry{RuleID: id}
+		entries[EntryKey{Peer: k.peer, Port: k.port, Proto: k.proto, Direction: dir}] = datapath.PolicyEntry{RuleID: id}
 	}
 	if !allowAll {
 		// Nothing more specific matched: default deny, reported against
 		// the policies that isolate the pod.
-		entries[datapath.PolicyKey{EndpointID: epID, Direction: dir}] =
-			datapath.PolicyEntry{RuleID: st.c.Rules.Intern(st.refsOf(dedupe(isolating))), Deny: true}
+		entries[EntryKey{Direction: dir}] = datapath.PolicyEntry{RuleID: st.intern(dedupe(isolating)), Deny: true}
 	}
+	st.buf = buf
 	return true
 }
 
-// covering lists the less specific keys the datapath would also consult.
-func covering(k entryKey) []entryKey {
-	var out []entryKey
+// covering puts the less specific keys the datapath would also consult
+// for k into out and returns how many.
+func covering(k entryKey, out *[5]entryKey) int {
+	n := 0
 	add := func(c entryKey) {
 		if c != k {
-			out = append(out, c)
+			out[n] = c
+			n++
 		}
 	}
 	if k.peer != IdentityAny {
@@ -232,7 +433,7 @@ func covering(k entryKey) []entryKey {
 			add(entryKey{0, 0, k.proto})
 		}
 		add(entryKey{})
-		return out
+		return n
 	}
 	if k.port != 0 {
 		add(entryKey{0, 0, k.proto})
@@ -240,7 +441,7 @@ func covering(k entryKey) []entryKey {
 	if k.proto != 0 {
 		add(entryKey{})
 	}
-	return out
+	return n
 }
 
 func dedupe(s []int32) []int32 {
@@ -251,6 +452,20 @@ func dedupe(s []int32) []int32 {
 func (st *compileState) policyIndex(p *Policy) int32 {
 	i, _ := slices.BinarySearchFunc(st.m.Policies, p, func(a, b *Policy) int { return compareRefs(a.Ref, b.Ref) })
 	return int32(i)
+}
+
+// intern maps a set of policy indexes to its rule id, memoised per compile.
+func (st *compileState) intern(idx []int32) uint32 {
+	b := make([]byte, 0, 4*len(idx))
+	for _, i := range idx {
+		b = append(b, byte(i), byte(i>>8), byte(i>>16), byte(i>>24))
+	}
+	if id, ok := st.internID[string(b)]; ok {
+		return id
+	}
+	id := st.c.Rules.Intern(st.refsOf(idx))
+	st.internID[string(b)] = id
+	return id
 }
 
 func (st *compileState) refsOf(idx []int32) []Ref {
@@ -324,12 +539,18 @@ func dedupeU32(s []uint32) []uint32 {
 // sharing an identity share labels but may differ in ports: the union is
 // used (documented limitation).
 func (st *compileState) namedOnIdentity(id uint32, name string, proto Proto) []uint16 {
+	k := namedKey{id, name, proto}
+	if v, ok := st.named[k]; ok {
+		return v
+	}
 	var out []uint16
+	defer func() { st.named[k] = out }()
 	for _, p := range st.ids.pods[id] {
 		out = append(out, namedPorts(p, name, proto)...)
 	}
 	slices.Sort(out)
-	return slices.Compact(out)
+	out = slices.Compact(out)
+	return out
 }
 
 func (st *compileState) expand(pr *portRule) []portKey {
@@ -352,6 +573,19 @@ func (st *compileState) expand(pr *portRule) []portKey {
 	for p := int(pr.port); p <= last; p++ {
 		out = append(out, portKey{uint16(p), uint8(pr.proto)})
 	}
+	return out
+}
+
+// identityIPs lists the addresses of an identity's pods.
+func (st *compileState) identityIPs(id uint32) []netip.Addr {
+	if v, ok := st.podIPs[id]; ok {
+		return v
+	}
+	var out []netip.Addr
+	for _, p := range st.ids.pods[id] {
+		out = append(out, metadata.PodIPs(p)...)
+	}
+	st.podIPs[id] = out
 	return out
 }
 
@@ -386,11 +620,8 @@ func (st *compileState) peerIdentities(pr *peerRule) []uint32 {
 			}
 		}
 		for _, id := range st.ids.sorted {
-			for _, p := range st.ids.pods[id] {
-				if slices.ContainsFunc(metadata.PodIPs(p), b.contains) {
-					out = append(out, id)
-					break
-				}
+			if slices.ContainsFunc(st.identityIPs(id), b.contains) {
+				out = append(out, id)
 			}
 		}
 		for node, addrs := range m.nodeIPs {

@@ -1,13 +1,17 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
+	networkingv1 "k8s.io/api/networking/v1"
+
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/metadata"
 )
 
 // nodeView is one node's compiled datapath state, as the agent writes it.
@@ -49,15 +53,15 @@ func datapathVerdict(nodes map[string]*nodeView, m *Model, from, to string, port
 	egress, ingress = Verdict{Allowed: true}, Verdict{Allowed: true}
 	sn := nodes[src.Spec.NodeName]
 	ep := sn.epOf[from]
-	if sn.c.Flags[ep].Egress {
+	if sn.c.Endpoints[ep].Flags.Egress {
 		egOn = true
-		egress = Lookup(sn.c.Entries, ep, IPCacheLookup(sn.c.IPCache, dstIP), port, uint8(proto), datapath.DirEgress)
+		egress = Lookup(sn.c.PolicyMap(), ep, IPCacheLookup(sn.c.IPCache, dstIP), port, uint8(proto), datapath.DirEgress)
 	}
 	dn := nodes[dst.Spec.NodeName]
 	ep = dn.epOf[to]
-	if dn.c.Flags[ep].Ingress {
+	if dn.c.Endpoints[ep].Flags.Ingress {
 		inOn = true
-		ingress = Lookup(dn.c.Entries, ep, IPCacheLookup(dn.c.IPCache, srcIP), port, uint8(proto), datapath.DirIngress)
+		ingress = Lookup(dn.c.PolicyMap(), ep, IPCacheLookup(dn.c.IPCache, srcIP), port, uint8(proto), datapath.DirIngress)
 	}
 	return
 }
@@ -182,4 +186,63 @@ func TestAssignCollisions(t *testing.T) {
 	if fmt.Sprint(x) != fmt.Sprint(y) {
 		t.Errorf("not deterministic: %v vs %v", x, y)
 	}
+}
+
+// A compiler that reuses its previous compile (same pods, namespaces and
+// nodes; only policies changed) gives exactly what a fresh one gives.
+func TestCompileReuseMatchesFresh(t *testing.T) {
+	base := newTestCluster(t, "")
+	// Identical policy documents keep one object, as the manifests folder
+	// keeps the object of an unchanged file.
+	objs := map[string]*networkingv1.NetworkPolicy{}
+	reused := NewCompiler("node1")
+	var locals []LocalEndpoint
+	for i, p := range base.snap.Pods {
+		if p.Spec.NodeName == "node1" {
+			locals = append(locals, LocalEndpoint{ID: uint32(i + 1), Namespace: p.Namespace, Name: p.Name})
+		}
+	}
+	total, recomputed := 0, 0
+	for _, sc := range scenarios {
+		if sc.mutate != "" {
+			continue
+		}
+		var in metadata.Snapshot
+		if _, err := metadata.ParseManifests([]byte(sc.policies(base.ip, testCIDR16)), &in); err != nil {
+			t.Fatal(err)
+		}
+		snap := *base.snap
+		snap.NetworkPolicies = nil
+		for _, np := range in.NetworkPolicies {
+			b, _ := json.Marshal(np)
+			if o, ok := objs[string(b)]; ok {
+				np = o
+			}
+			objs[string(b)] = np
+			snap.NetworkPolicies = append(snap.NetworkPolicies, np)
+		}
+		got := reused.Compile(reused.NewModel(&snap), locals)
+		fresh := NewCompiler("node1")
+		want := fresh.Compile(NewModel(&snap), locals)
+		total += got.Groups
+		recomputed += got.Recomputed
+		render := func(c *Compiled, rules *RuleTable) string {
+			var lines []string
+			for k, v := range c.PolicyMap() {
+				lines = append(lines, fmt.Sprintf("%+v deny=%v %s", k, v.Deny, refsString(rules.Refs(v.RuleID))))
+			}
+			for id, e := range c.Endpoints {
+				lines = append(lines, fmt.Sprintf("ep %d %d %+v", id, e.Identity, e.Flags))
+			}
+			slices.Sort(lines)
+			return strings.Join(lines, "\n")
+		}
+		if g, w := render(got, reused.Rules), render(want, fresh.Rules); g != w {
+			t.Errorf("%s: reused compile differs from a fresh one", sc.name)
+		}
+	}
+	if recomputed == total {
+		t.Errorf("nothing was reused (%d groups)", total)
+	}
+	t.Logf("%d of %d endpoint groups recomputed", recomputed, total)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,7 +77,7 @@ type Engine struct {
 
 	mu         sync.Mutex // serialises Apply
 	haveLoaded bool
-	entries    map[datapath.PolicyKey]datapath.PolicyEntry
+	applied    map[uint32]EndpointEntries // the policy map, by endpoint
 	ipcache    map[netip.Prefix]uint32 // entries the engine wrote (not owned by the table)
 
 	cur atomic.Pointer[Compiled]
@@ -114,15 +115,21 @@ type ApplyStats struct {
 	ConntrackDeleted        int
 	Compile, Total          time.Duration
 	Entries, IPCacheEntries int
+	Groups, Recomputed      int // endpoint groups, and how many were compiled anew
 }
 
 // Apply compiles snap for the node's endpoints and writes the difference.
-func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
+func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var st ApplyStats
 	start := time.Now()
 	dp := e.cfg.Datapath
+	defer func() {
+		if err != nil {
+			// Whatever was half written, read the maps again next time.
+			e.haveLoaded = false
+		}
+	}()
 	if !e.haveLoaded {
 		// The maps are pinned: start from what a previous agent left.
 		have, err := dp.Policy()
@@ -133,7 +140,15 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
 		if err != nil {
 			return st, fmt.Errorf("policy: read ipcache: %w", err)
 		}
-		e.entries = have
+		e.applied = map[uint32]EndpointEntries{}
+		for k, v := range have {
+			m := e.applied[k.EndpointID]
+			if m == nil {
+				m = EndpointEntries{}
+				e.applied[k.EndpointID] = m
+			}
+			m[EntryKey{Peer: k.PeerIdentity, Port: k.Port, Proto: k.Proto, Direction: k.Direction}] = v
+		}
 		e.ipcache = map[netip.Prefix]uint32{}
 		for p, id := range ipc {
 			if !e.cfg.Endpoints.OwnsPrefix(p) {
@@ -148,7 +163,7 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
 	for _, ep := range eps {
 		locals = append(locals, LocalEndpoint{ID: ep.ID, Namespace: ep.Namespace, Name: ep.Name})
 	}
-	m := NewModel(snap)
+	m := e.comp.NewModel(snap)
 	for _, err := range m.Errors {
 		e.log.Warn("network policy ignored", "err", err)
 	}
@@ -163,11 +178,17 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
 			wantIPC[p] = id
 		}
 	}
+	compiled := func(id uint32) CompiledEndpoint {
+		if ce := c.Endpoints[id]; ce != nil {
+			return *ce
+		}
+		return CompiledEndpoint{Identity: IdentityInit}
+	}
 
 	// 1. Flags that go off, first.
 	off := map[uint32]EndpointPolicy{}
 	for _, ep := range eps {
-		nf := c.Flags[ep.ID]
+		nf := compiled(ep.ID).Flags
 		f := Flags{Ingress: ep.Flags.Ingress && nf.Ingress, Egress: ep.Flags.Egress && nf.Egress}
 		if f != ep.Flags {
 			off[ep.ID] = EndpointPolicy{Identity: ep.Identity, Flags: f}
@@ -181,19 +202,26 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
 	// 2. New and changed allow entries. Deny entries (the default-deny
 	// slot) wait until step 4b: overwriting an allow-all before the new
 	// narrower allows exist would drop traffic both policies allow.
+	// Endpoints whose entries are the very map applied last time (an
+	// endpoint group no changed policy touched) are skipped.
 	upsert := func(deny bool) error {
-		for k, v := range c.Entries {
-			if v.Deny != deny {
+		for id, ce := range c.Endpoints {
+			have := e.applied[id]
+			if sameEntries(have, ce.Entries) {
 				continue
 			}
-			if old, ok := e.entries[k]; ok && old == v {
-				continue
+			for k, v := range ce.Entries {
+				if v.Deny != deny {
+					continue
+				}
+				if old, ok := have[k]; ok && old == v {
+					continue
+				}
+				if err := dp.UpsertPolicy(k.policyKey(id), v); err != nil {
+					return fmt.Errorf("policy: %w", err)
+				}
+				st.Upserted++
 			}
-			if err := dp.UpsertPolicy(k, v); err != nil {
-				return fmt.Errorf("policy: %w", err)
-			}
-			e.entries[k] = v
-			st.Upserted++
 		}
 		return nil
 	}
@@ -214,7 +242,8 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
 	// 4. Identities, and flags that go on.
 	on := map[uint32]EndpointPolicy{}
 	for _, ep := range eps {
-		want := EndpointPolicy{Identity: c.Identity[ep.ID], Flags: c.Flags[ep.ID]}
+		ce := compiled(ep.ID)
+		want := EndpointPolicy{Identity: ce.Identity, Flags: ce.Flags}
 		cur := EndpointPolicy{Identity: ep.Identity, Flags: ep.Flags}
 		if o, ok := off[ep.ID]; ok {
 			cur = o
@@ -234,15 +263,29 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
 		return st, err
 	}
 	// 5. Stale entries.
-	for k := range e.entries {
-		if _, ok := c.Entries[k]; ok {
+	for id, have := range e.applied {
+		var want EndpointEntries
+		if ce := c.Endpoints[id]; ce != nil {
+			want = ce.Entries
+		}
+		if sameEntries(have, want) {
 			continue
 		}
-		if err := dp.DeletePolicy(k); err != nil {
-			return st, fmt.Errorf("policy: %w", err)
+		for k := range have {
+			if _, ok := want[k]; ok {
+				continue
+			}
+			if err := dp.DeletePolicy(k.policyKey(id)); err != nil {
+				return st, fmt.Errorf("policy: %w", err)
+			}
+			st.Deleted++
 		}
-		delete(e.entries, k)
-		st.Deleted++
+	}
+	e.applied = make(map[uint32]EndpointEntries, len(c.Endpoints))
+	for id, ce := range c.Endpoints {
+		if ce.Entries != nil {
+			e.applied[id] = ce.Entries
+		}
 	}
 	for p := range e.ipcache {
 		if _, ok := wantIPC[p]; ok {
@@ -263,9 +306,15 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (ApplyStats, error) {
 		st.ConntrackDeleted = n
 	}
 	e.cur.Store(c)
-	st.Entries, st.IPCacheEntries = len(c.Entries), len(wantIPC)
+	st.Entries, st.IPCacheEntries = c.NumEntries(), len(wantIPC)
+	st.Groups, st.Recomputed = c.Groups, c.Recomputed
 	st.Total = time.Since(start)
 	return st, nil
+}
+
+// sameEntries reports whether a and b are the same map (not merely equal).
+func sameEntries(a, b EndpointEntries) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // flushConntrack removes the conntrack entries whose first packet the new
@@ -281,10 +330,10 @@ func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
 	}
 	n, err := e.cfg.Datapath.DeleteConntrack(func(ct datapath.CTEntry) bool {
 		id, ok := byIfindex[ct.Ifindex]
-		if !ok {
+		if !ok || c.Endpoints[id] == nil {
 			return false
 		}
-		f := c.Flags[id]
+		f := c.Endpoints[id].Flags
 		peer := ct.Src
 		if ct.Direction == datapath.DirEgress {
 			if !f.Egress {
@@ -294,7 +343,7 @@ func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
 		} else if !f.Ingress {
 			return false
 		}
-		return !Lookup(c.Entries, id, IPCacheLookup(ipc, peer), ct.DstPort, ct.Proto, ct.Direction).Allowed
+		return !c.Lookup(id, IPCacheLookup(ipc, peer), ct.DstPort, ct.Proto, ct.Direction).Allowed
 	})
 	if err != nil {
 		return n, fmt.Errorf("policy: %w", err)

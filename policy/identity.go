@@ -93,7 +93,13 @@ func assign(keys []string, lo, hi uint32) map[string]uint32 {
 
 // ComputeIdentities assigns identities to the model's pods and ipBlocks.
 func ComputeIdentities(m *Model) *Identities {
-	ids := &Identities{byPod: map[string]uint32{}, pods: map[uint32][]*corev1.Pod{}, cidrs: map[netip.Prefix]uint32{}}
+	ids := computePodIdentities(m)
+	ids.cidrs = computeCIDRIdentities(m)
+	return ids
+}
+
+func computePodIdentities(m *Model) *Identities {
+	ids := &Identities{byPod: map[string]uint32{}, pods: map[uint32][]*corev1.Pod{}}
 	podKey := map[string]string{}
 	keySet := map[string]bool{}
 	for _, p := range m.Snapshot.Pods {
@@ -121,7 +127,11 @@ func ComputeIdentities(m *Model) *Identities {
 		ids.sorted = append(ids.sorted, id)
 	}
 	slices.Sort(ids.sorted)
+	return ids
+}
 
+func computeCIDRIdentities(m *Model) map[netip.Prefix]uint32 {
+	out := map[netip.Prefix]uint32{}
 	prefixes := map[string]netip.Prefix{}
 	for _, p := range m.Policies {
 		for _, rules := range [][]rule{p.inRules, p.egRules} {
@@ -144,9 +154,16 @@ func ComputeIdentities(m *Model) *Identities {
 	}
 	sort.Strings(pkeys)
 	for k, id := range assign(pkeys, CIDRIdentityBit, CIDRIdentityBit|MaxPodIdentity) {
-		ids.cidrs[prefixes[k]] = id
+		out[prefixes[k]] = id
 	}
-	return ids
+	return out
+}
+
+// withCIDRs returns a copy sharing the pod part, with other CIDR identities.
+func (ids *Identities) withCIDRs(cidrs map[netip.Prefix]uint32) *Identities {
+	cp := *ids
+	cp.cidrs = cidrs
+	return &cp
 }
 
 // Pod returns the identity of pod namespace/name.

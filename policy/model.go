@@ -346,7 +346,11 @@ type Model struct {
 }
 
 // NewModel builds the model of snap.
-func NewModel(snap *metadata.Snapshot) *Model {
+func NewModel(snap *metadata.Snapshot) *Model { return newModel(snap, nil) }
+
+// newModel reuses already parsed policies by object pointer (the metadata
+// folder keeps the objects of unchanged files).
+func newModel(snap *metadata.Snapshot, parsed map[*networkingv1.NetworkPolicy]*Policy) *Model {
 	if snap == nil {
 		snap = &metadata.Snapshot{}
 	}
@@ -403,6 +407,10 @@ func NewModel(snap *metadata.Snapshot) *Model {
 		}
 	}
 	for _, np := range snap.NetworkPolicies {
+		if p, ok := parsed[np]; ok {
+			m.Policies = append(m.Policies, p)
+			continue
+		}
 		p, err := ParsePolicy(np)
 		if err != nil {
 			m.Errors = append(m.Errors, err)
