@@ -78,7 +78,7 @@ type Engine struct {
 	mu         sync.Mutex // serialises Apply
 	haveLoaded bool
 	applied    map[uint32]EndpointEntries // the policy map, by endpoint
-	ipcache    map[netip.Prefix]uint32 // entries the engine wrote (not owned by the table)
+	ipcache    map[netip.Prefix]uint32    // entries the engine wrote (not owned by the table)
 
 	cur atomic.Pointer[Compiled]
 }
