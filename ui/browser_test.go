@@ -156,7 +156,7 @@ func TestBrowserServiceMap(t *testing.T) {
 			"screenshot": shot,
 		}),
 	}, &res)
-	if !res.OK || len(res.Steps) != 5 {
+	if !res.OK || len(res.Steps) != 7 {
 		t.Fatalf("browser check: %+v", res)
 	}
 	if res.Dropped == nil || res.Dropped.Drops != 30 || fmt.Sprint(res.Dropped.Reasons) != "[POLICY_DENIED]" ||

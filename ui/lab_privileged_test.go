@@ -123,7 +123,7 @@ func TestPrivilegedBrowserLab(t *testing.T) {
 			"screenshot": shot,
 		}),
 	}, &res)
-	if !res.OK || len(res.Steps) != 5 {
+	if !res.OK || len(res.Steps) != 7 {
 		t.Fatalf("browser check: %+v\ntraffic: %s", res, tout.String())
 	}
 	if res.Dropped == nil || res.Dropped.Drops == 0 {

@@ -107,6 +107,47 @@ try {
     step('edge-click-filters-table');
   }
 
+  // A workload, clicked on the canvas, filters the table to its flows.
+  if (want.edge) {
+    const id = want.edge[1];
+    const pt = await page.evaluate((id) => {
+      const m = window.loupe.map;
+      m.centerOn({ type: 'node', id });
+      const p = m.screenOf({ type: 'node', id });
+      const r = m.canvas.getBoundingClientRect();
+      return { x: r.left + p.x, y: r.top + p.y, hit: m.hit((p.x - m.view.tx) / m.view.k, (p.y - m.view.ty) / m.view.k) };
+    }, id);
+    if (!pt.hit || pt.hit.id !== id) fail(`workload ${id} on the canvas hits ${JSON.stringify(pt.hit)}`);
+    await page.mouse.click(pt.x, pt.y);
+    await page.waitForFunction((id) => {
+      const rows = [...document.querySelectorAll('#flow-rows tr')];
+      return rows.length > 0 && rows.every((r) => r.dataset.src === id || r.dataset.dst === id) && document.getElementById('panel').textContent.includes(id.split('/').pop());
+    }, id, { timeout }).catch(() => fail(`the flow table did not filter to workload ${id}`));
+    if (!page.url().includes('node=')) fail(`node selection not in the URL: ${page.url()}`);
+    step('node-click-filters-table');
+  }
+
+  // The filter lives in the URL: a shared link opens the same view.
+  if (want.dropped) {
+    const u = new URL(url);
+    u.searchParams.set('verdict', 'DROPPED');
+    await page.goto(u.toString());
+    await page.waitForFunction(() => /^live/.test(document.getElementById('conn').textContent) && window.loupe.map.pairs.size > 0, null, { timeout });
+    await page.waitForFunction(() => window.loupe.map.settled(), null, { timeout });
+    const v = await page.evaluate(() => {
+      const m = window.loupe.map;
+      const shown = [...m.pairs.values()].filter((p) => m.segment(p));
+      return { select: document.getElementById('f-verdict').value, shown: shown.length, allDropped: shown.every((p) => p.drops > 0) };
+    });
+    if (v.select !== 'DROPPED' || !v.shown || !v.allDropped) fail(`verdict filter from the URL: ${JSON.stringify(v)}`);
+    out.urlFilter = v;
+    // Back to the whole map for the screenshot.
+    await page.goto(url);
+    await page.waitForFunction(() => /^live/.test(document.getElementById('conn').textContent) && window.loupe.map.settled() && window.loupe.map.pairs.size > 0, null, { timeout });
+    if (want.edge) await page.evaluate(([s, d]) => window.loupe.select({ type: 'pair', id: window.loupe.pairKey(s, d) }, false), want.edge);
+    step('filter-in-url');
+  }
+
   if (want.screenshot) {
     await page.screenshot({ path: want.screenshot, fullPage: true });
     out.screenshot = want.screenshot;
