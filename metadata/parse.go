@@ -10,7 +10,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
+
+	"github.com/loupe-project/loupe/internal/yaml12"
 )
 
 // maxListDepth bounds nested List objects so hostile input cannot recurse
@@ -34,7 +35,7 @@ func ParseManifests(data []byte, into *Snapshot) (skipped []string, err error) {
 			errs = append(errs, fmt.Errorf("document %d: %w", i, rerr))
 			break
 		}
-		j, cerr := yaml.YAMLToJSON(doc)
+		j, cerr := yaml12.ToJSON(doc)
 		if cerr != nil {
 			errs = append(errs, fmt.Errorf("document %d: %w", i, cerr))
 			continue

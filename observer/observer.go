@@ -145,6 +145,10 @@ func (o *Observer) DecodeErrors() uint64 {
 // MetricsHandler serves the observer's Prometheus registry.
 func (o *Observer) MetricsHandler() http.Handler { return o.metrics.handler() }
 
+// Gatherer is the observer's metrics registry, so the agent can serve it
+// together with its own collectors on one /metrics.
+func (o *Observer) Gatherer() prometheus.Gatherer { return o.metrics.reg }
+
 // RegisterCollector adds a collector (e.g. the datapath's per-CPU counters)
 // to the registry MetricsHandler serves.
 func (o *Observer) RegisterCollector(c prometheus.Collector) error {

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer"
 )
 
 type fixedCounters struct {
@@ -65,5 +68,29 @@ func TestDatapathCollector(t *testing.T) {
 	bad.MustRegister(newDatapathCollector(fixedCounters{err: errors.New("map gone")}, slog.New(slog.DiscardHandler)))
 	if _, err := bad.Gather(); err == nil {
 		t.Fatal("a failing map read was not reported")
+	}
+}
+
+// One /metrics serves Hubble's flow metrics and the datapath counters.
+func TestMetricsHandlerServesObserverAndDatapath(t *testing.T) {
+	obs, err := observer.New(observer.Config{NodeName: "n1", Metadata: &metadata.Static{Snap: &metadata.Snapshot{}},
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dpReg := prometheus.NewRegistry()
+	dpReg.MustRegister(newDatapathCollector(fixedCounters{stats: datapath.EventStats{Lost: 3}}, slog.New(slog.DiscardHandler)))
+	main, dpOnly := metricsHandlers(dpReg, obs)
+	if dpOnly != nil {
+		t.Errorf("a separate /metrics/datapath handler is not needed when the observer exposes its registry")
+	}
+	obs.HandleEvent([]byte{1, 2, 3}) // a short record: one decode error
+	rec := httptest.NewRecorder()
+	main.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{"loupe_datapath_events_total{outcome=\"lost\"} 3", "loupe_decode_errors_total 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
 	}
 }
