@@ -115,6 +115,9 @@ func newCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if !cfg.Lab {
+					cfg.Log.Warn("the web UI has no authentication: anyone who reaches --ui-listen sees the cluster's flows; bind it to a private address or put it behind an authenticating proxy", "ui-listen", uiListen)
+				}
 				g.Go(func() error { return u.Run(gctx) })
 			}
 			return g.Wait()
