@@ -68,3 +68,22 @@ bench-quick:
 
 clean:
 	rm -rf $(BIN) bench/out
+
+# --- Kubernetes: images and the end-to-end test (see install/ and test/k8s/) ---
+.PHONY: image k8s-e2e
+IMAGE_DIR := $(BIN)/images
+IMAGE_TAG ?= $(VERSION)
+LOUPE_BINS := loupe-agent loupe-cni loupe-relay loupe
+
+# OCI/docker-archive images of the static binaries on an empty base, built
+# without a container engine. Load with: ctr -n k8s.io images import FILE
+image: build
+	$(GO) run ./image/build -o $(IMAGE_DIR)/loupe.tar -t loupe:$(IMAGE_TAG) \
+		-entrypoint /usr/bin/loupe-agent \
+		$(foreach b,$(LOUPE_BINS),-file $(BIN)/$(b)=/usr/bin/$(b))
+
+# A single real Kubernetes v1.34.4 node (built and cached by
+# test/k8s/build-k8s.sh) with loupe installed from install/kubernetes.
+k8s-e2e: image
+	test/k8s/build-k8s.sh >/dev/null
+	LOUPE_K8S_E2E=1 LOUPE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -v -run TestPrivilegedKubernetes ./test/k8s/
