@@ -106,6 +106,25 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 			return drop_skb(skb, ep, p, LOUPE_DROP_POLICY_DENIED, dir, r.rule_id);
 		type = LOUPE_EVENT_POLICY_VERDICT;
 	}
+	/* A TCP packet without SYN that conntrack does not know is the middle
+	 * of a connection whose entry is gone: a policy change cut it (the
+	 * agent removes the entries a new policy denies) or it was evicted.
+	 * It passes if policy allows its own direction, but it only creates an
+	 * entry if policy would also let the peer open the connection, the
+	 * other way: else a retransmission leaving a server pod would re-create
+	 * the entry and the cut client's packets would pass as replies. */
+	if (p->proto == IPPROTO_TCP && !(p->tcp_flags & TCP_FLAG_SYN)) {
+		__u8 rdir = dir == LOUPE_DIR_EGRESS ? LOUPE_DIR_INGRESS : LOUPE_DIR_EGRESS;
+		if (ep->flags & ep_policy_flag(rdir)) {
+			struct policy_result rr = {};
+			__u32 rpeer = ipcache_identity(p->family, dir == LOUPE_DIR_EGRESS ? p->daddr : p->saddr);
+			policy_lookup(ep->id, rpeer, p->sport, p->proto, rdir, &rr);
+			if (rr.verdict != POLICY_ALLOW) {
+				count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, r.rule_id, p->segs, p->len);
+				return TCX_NEXT;
+			}
+		}
+	}
 	struct ct_entry n = {
 		.first_seen = now,
 		.last_seen = now,
