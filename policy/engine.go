@@ -56,6 +56,13 @@ type EngineConfig struct {
 	Datapath  Datapath
 	Endpoints Endpoints
 	Log       *slog.Logger
+	// FlushAgain lists delays after an apply at which the connections it
+	// cut are removed again from conntrack. Packets in flight when an
+	// entry is removed (a reply leaving the pod) make the datapath create
+	// it anew, oriented the other way, and the cut connection would pass
+	// as replies; removing the same 5-tuples a few times closes that race.
+	// nil: only the flush of the apply itself.
+	FlushAgain []time.Duration
 }
 
 // Engine keeps a node's datapath equal to the compiled policy of the
@@ -81,6 +88,24 @@ type Engine struct {
 	ipcache    map[netip.Prefix]uint32    // entries the engine wrote (not owned by the table)
 
 	cur atomic.Pointer[Compiled]
+
+	applies uint64             // counts Apply calls, under mu
+	cut     map[ctKey]struct{} // connections the last apply cut
+}
+
+// ctKey is a connection seen from its endpoint, whatever its orientation.
+type ctKey struct {
+	ifindex       uint32
+	proto         uint8
+	local, remote netip.Addr
+	lport, rport  uint16
+}
+
+func ctKeyOf(ct datapath.CTEntry) ctKey {
+	if ct.Direction == datapath.DirEgress {
+		return ctKey{ct.Ifindex, ct.Proto, ct.Src, ct.Dst, ct.SrcPort, ct.DstPort}
+	}
+	return ctKey{ct.Ifindex, ct.Proto, ct.Dst, ct.Src, ct.DstPort, ct.SrcPort}
 }
 
 // NewEngine returns an engine; nothing is written until Apply.
@@ -305,6 +330,10 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 		}
 		st.ConntrackDeleted = n
 	}
+	e.applies++
+	if len(e.cut) > 0 && len(e.cfg.FlushAgain) > 0 {
+		go e.flushAgain(e.applies)
+	}
 	e.cur.Store(c)
 	st.Entries, st.IPCacheEntries = c.NumEntries(), len(wantIPC)
 	st.Groups, st.Recomputed = c.Groups, c.Recomputed
@@ -328,7 +357,13 @@ func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
 	for _, ep := range eps {
 		byIfindex[ep.Ifindex] = ep.ID
 	}
-	n, err := e.cfg.Datapath.DeleteConntrack(func(ct datapath.CTEntry) bool {
+	e.cut = map[ctKey]struct{}{}
+	n, err := e.cfg.Datapath.DeleteConntrack(func(ct datapath.CTEntry) (drop bool) {
+		defer func() {
+			if drop {
+				e.cut[ctKeyOf(ct)] = struct{}{}
+			}
+		}()
 		id, ok := byIfindex[ct.Ifindex]
 		if !ok || c.Endpoints[id] == nil {
 			return false
@@ -349,6 +384,43 @@ func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
 		return n, fmt.Errorf("policy: %w", err)
 	}
 	return n, nil
+}
+
+// flushCut removes the conntrack entries of the connections the last
+// apply cut, in either orientation.
+func (e *Engine) flushCut() (int, error) {
+	if len(e.cut) == 0 {
+		return 0, nil
+	}
+	n, err := e.cfg.Datapath.DeleteConntrack(func(ct datapath.CTEntry) bool {
+		_, ok := e.cut[ctKeyOf(ct)]
+		return ok
+	})
+	if err != nil {
+		return n, fmt.Errorf("policy: %w", err)
+	}
+	return n, nil
+}
+
+// flushAgain runs flushCut at the configured delays, unless another apply
+// came in between.
+func (e *Engine) flushAgain(apply uint64) {
+	start := time.Now()
+	for _, d := range e.cfg.FlushAgain {
+		time.Sleep(time.Until(start.Add(d)))
+		e.mu.Lock()
+		if e.applies != apply {
+			e.mu.Unlock()
+			return
+		}
+		n, err := e.flushCut()
+		e.mu.Unlock()
+		if err != nil {
+			e.log.Warn("flush cut connections again", "err", err)
+		} else if n > 0 {
+			e.log.Info("removed re-created entries of cut connections", "conntrack_deleted", n, "after", d)
+		}
+	}
 }
 
 // Run applies the source's snapshot now, on every change and whenever the

@@ -314,4 +314,28 @@ policyTypes: [Egress]`))
 	if want := 8*2 + 8*2 - 3; removed != want {
 		t.Errorf("removed %d conntrack entries, want %d", removed, want)
 	}
+	// A reply in flight re-creates a cut connection the other way round
+	// (the pod "opening" it to the peer's port): flushing again removes it,
+	// and leaves other connections alone.
+	var xa *memNode
+	var xaEP *EndpointState
+	for _, n := range nodes {
+		for _, e := range n.eps.eps {
+			if e.Namespace == "x" && e.Name == "a" {
+				xa, xaEP = n, e
+			}
+		}
+	}
+	ip := xa.eps.ips[xaEP.ID]
+	zc := netip.MustParseAddr(c.ip("z/c"))
+	recreated := datapath.CTEntry{Ifindex: xaEP.Ifindex, Proto: 6, Src: ip, Dst: zc, SrcPort: 80, DstPort: 40000, Direction: datapath.DirEgress}
+	legit := datapath.CTEntry{Ifindex: xaEP.Ifindex, Proto: 6, Src: ip, Dst: zc, SrcPort: 41000, DstPort: 80, Direction: datapath.DirEgress}
+	xa.dp.ct = append(xa.dp.ct, recreated, legit)
+	n, err := xa.eng.flushCut()
+	if err != nil || n != 1 {
+		t.Fatalf("flush again: %d removed, %v", n, err)
+	}
+	if last := xa.dp.ct[len(xa.dp.ct)-1]; last != legit {
+		t.Errorf("flush again removed the wrong entry; left %+v", last)
+	}
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/datapath"
@@ -14,7 +15,8 @@ import (
 // flags through the agent's endpoint table, and owns the policy map and
 // the ipcache entries outside the node's pod CIDRs.
 func newPolicyEngine(node string, dp *datapath.Datapath, ag *agent.Agent, log *slog.Logger) *policy.Engine {
-	eng := policy.NewEngine(policy.EngineConfig{Node: node, Datapath: dp, Endpoints: policyEndpoints{ag}, Log: log})
+	eng := policy.NewEngine(policy.EngineConfig{Node: node, Datapath: dp, Endpoints: policyEndpoints{ag}, Log: log,
+		FlushAgain: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}})
 	ag.SetIdentityFunc(eng.PodIdentity)
 	return eng
 }
