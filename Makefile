@@ -56,11 +56,12 @@ demo: deps build
 # Performance harness (bench/): every benchmark for several rounds against a
 # baseline measured in the same run; prints a table and writes
 # bench/out/summary.json. Needs root. bench-quick: the same suite, fewer and
-# shorter rounds.
+# shorter rounds. Every Go build here uses build's flags (CGO_ENABLED=0,
+# -trimpath) so that a cold cache compiles each package once.
 BENCH_FLAGS ?=
 bench: deps build
 	bench/plugins.sh bench/out/plugins
-	$(GO) build -o $(BIN)/loupebench ./bench/cmd/loupebench
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/loupebench ./bench/cmd/loupebench
 	$(BIN)/loupebench -bin $(BIN) -plugins bench/out/plugins -out bench/out $(BENCH_FLAGS)
 
 bench-quick:

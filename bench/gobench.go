@@ -15,8 +15,9 @@ func testBinary(ctx context.Context, cfg *Config, dir, pkg, name string) (string
 	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
 		return "", err
 	}
-	cmd := []string{"test", "-c", "-o", bin, pkg}
-	if _, err := runIn(ctx, dir, "go", cmd...); err != nil {
+	// The flags of make build, so these share its compiled packages.
+	cmd := []string{"test", "-c", "-trimpath", "-o", bin, pkg}
+	if _, err := runIn(ctx, dir, "env", append([]string{"CGO_ENABLED=0", "go"}, cmd...)...); err != nil {
 		return "", fmt.Errorf("build %s tests: %w", pkg, err)
 	}
 	return bin, nil
