@@ -1,0 +1,519 @@
+// Package k8s is loupe's end-to-end test on a real Kubernetes node. It runs
+// only with LOUPE_K8S_E2E=1, as root, with LOUPE_BIN pointing at loupe's
+// binaries and bin/images/loupe.tar (make image), and builds (or reuses the
+// cache of) the Kubernetes binaries with build-k8s.sh. `make k8s-e2e` does
+// all of this.
+package k8s
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loupe-project/loupe/image"
+	"github.com/loupe-project/loupe/install"
+)
+
+const (
+	testNS       = "loupe-e2e"
+	policyName   = "deny-web-ingress"
+	conflistPath = "/etc/cni/net.d/05-loupe.conflist"
+)
+
+type node struct {
+	t       *testing.T
+	work    string
+	k8s     string
+	bin     string
+	ns      string
+	testhtp string
+}
+
+// run runs a command in the node's network namespace.
+func (n *node) run(name string, args ...string) (string, error) {
+	full := append([]string{"--net=/run/netns/" + n.ns, "--", name}, args...)
+	cmd := exec.Command("nsenter", full...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", filepath.Base(name), strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func (n *node) kubectl(args ...string) (string, error) {
+	return n.run(filepath.Join(n.k8s, "kubectl"), append([]string{"--kubeconfig", filepath.Join(n.work, "kubeconfig")}, args...)...)
+}
+
+func (n *node) mustKubectl(args ...string) string {
+	n.t.Helper()
+	out, err := n.kubectl(args...)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return out
+}
+
+func (n *node) kubectlStdin(stdin string, args ...string) (string, error) {
+	full := append([]string{"--net=/run/netns/" + n.ns, "--", filepath.Join(n.k8s, "kubectl"),
+		"--kubeconfig", filepath.Join(n.work, "kubeconfig")}, args...)
+	cmd := exec.Command("nsenter", full...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// poll retries f until it returns nil or timeout passes; it returns the last error.
+func poll(timeout time.Duration, f func() error) error {
+	end := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil || time.Now().After(end) {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// dump prints what explains a failure: the cluster's state, loupe's logs
+// and the tail of every component's log.
+func (n *node) dump() {
+	t := n.t
+	for _, args := range [][]string{
+		{"get", "nodes,pods,svc,ds,deploy,netpol", "-A", "-o", "wide"},
+		{"describe", "pods", "-A"},
+		{"-n", "kube-system", "logs", "ds/loupe-agent", "--all-containers", "--tail", "200"},
+		{"-n", "kube-system", "logs", "deploy/loupe-relay", "--tail", "100"},
+		{"get", "events", "-A", "--sort-by", ".lastTimestamp"},
+	} {
+		out, err := n.kubectl(args...)
+		t.Logf("$ kubectl %s\n%s%v", strings.Join(args, " "), out, errOrEmpty(err))
+	}
+	logs, _ := filepath.Glob(filepath.Join(n.work, "logs", "*.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		lines := strings.Split(string(b), "\n")
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		t.Logf("--- %s (tail)\n%s", filepath.Base(l), strings.Join(lines, "\n"))
+	}
+}
+
+func errOrEmpty(err error) any {
+	if err == nil {
+		return ""
+	}
+	return err
+}
+
+func step(t *testing.T, name string, f func()) {
+	t.Helper()
+	start := time.Now()
+	f()
+	t.Logf("step %q passed in %s", name, time.Since(start).Round(100*time.Millisecond))
+}
+
+func TestPrivilegedKubernetes(t *testing.T) {
+	if os.Getenv("LOUPE_K8S_E2E") != "1" {
+		t.Skip("set LOUPE_K8S_E2E=1 (make k8s-e2e) to run the Kubernetes end-to-end test")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bin := os.Getenv("LOUPE_BIN")
+	loupeImage := filepath.Join(bin, "images", "loupe.tar")
+	for _, f := range []string{"loupe-agent", "loupe", "images/loupe.tar"} {
+		if _, err := os.Stat(filepath.Join(bin, f)); err != nil {
+			t.Fatalf("LOUPE_BIN=%q: %v (run make image)", bin, err)
+		}
+	}
+	total := time.Now()
+	start := time.Now()
+	out, err := exec.Command("./build-k8s.sh").Output()
+	if err != nil {
+		t.Fatalf("build-k8s.sh: %v", err)
+	}
+	k8sDir := strings.TrimSpace(string(out))
+	t.Logf("kubernetes binaries in %s (%s)", k8sDir, time.Since(start).Round(time.Second))
+
+	// The test image: a static HTTP server that is also the pause image.
+	work := t.TempDir()
+	testhttp := filepath.Join(work, "testhttp")
+	build := exec.Command("go", "build", "-trimpath", "-o", testhttp, "./testhttp")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build testhttp: %v\n%s", err, out)
+	}
+	imgs := filepath.Join(work, "images")
+	for ref, spec := range map[string]image.Spec{
+		"web.tar":   {Ref: "loupe-testhttp:e2e", Files: []image.File{{Src: testhttp, Dst: "/testhttp"}}, Entrypoint: []string{"/testhttp"}},
+		"pause.tar": {Ref: "loupe-pause:e2e", Files: []image.File{{Src: testhttp, Dst: "/testhttp"}}, Entrypoint: []string{"/testhttp", "pause"}},
+	} {
+		if err := image.WriteFile(filepath.Join(imgs, ref), spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	nodeDir := filepath.Join(work, "node")
+	down := func() {
+		cmd := exec.Command("./node.sh", "down", nodeDir)
+		cmd.Env = append(os.Environ(), "LOUPE_BIN="+bin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("node.sh down: %v\n%s", err, out)
+		}
+	}
+	t.Cleanup(down)
+	start = time.Now()
+	up := exec.Command("./node.sh", "up", nodeDir, k8sDir, loupeImage, filepath.Join(imgs, "web.tar"), filepath.Join(imgs, "pause.tar"))
+	if out, err := up.CombinedOutput(); err != nil {
+		t.Fatalf("node.sh up: %v\n%s", err, out)
+	}
+	t.Logf("node up in %s", time.Since(start).Round(100*time.Millisecond))
+	env, err := os.ReadFile(filepath.Join(nodeDir, "env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{t: t, work: nodeDir, k8s: k8sDir, bin: bin, testhtp: testhttp}
+	for _, l := range strings.Split(string(env), "\n") {
+		if v, ok := strings.CutPrefix(l, "NS="); ok {
+			n.ns = v
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			n.dump()
+		}
+	})
+
+	step(t, "1. the DaemonSet becomes ready and the CNI config appears", func() {
+		manifests := installManifests(t, loupeImageRef(t, loupeImage))
+		if out, err := n.kubectlStdin(manifests, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		} else {
+			t.Logf("applied install/kubernetes:\n%s", out)
+		}
+		n.mustKubectl("-n", "kube-system", "rollout", "status", "ds/loupe-agent", "--timeout=180s")
+		b, err := os.ReadFile(conflistPath)
+		if err != nil {
+			t.Fatalf("conflist: %v", err)
+		}
+		var cl struct {
+			CNIVersion string `json:"cniVersion"`
+			Plugins    []struct{ Type string }
+		}
+		if err := json.Unmarshal(b, &cl); err != nil || cl.CNIVersion != "1.0.0" || len(cl.Plugins) != 1 || cl.Plugins[0].Type != "loupe-cni" {
+			t.Fatalf("conflist %s: %v\n%s", conflistPath, err, b)
+		}
+		n.mustKubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
+	})
+
+	linksBefore := n.hostLinks()
+	var pods []pod
+	step(t, "2. three replicas get pod IPs from loupe and reach each other", func() {
+		n.mustKubectl("create", "namespace", testNS)
+		if _, err := n.kubectlStdin(webDeployment, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		n.mustKubectl("-n", testNS, "rollout", "status", "deploy/web", "--timeout=120s")
+		pods = n.webPods()
+		cidr := strings.TrimSpace(n.mustKubectl("get", "nodes", "-o", "jsonpath={.items[0].spec.podCIDR}"))
+		for _, p := range pods {
+			if !inCIDR(p.IP, cidr) {
+				t.Fatalf("pod %s has IP %s outside the node's pod CIDR %s", p.Name, p.IP, cidr)
+			}
+		}
+		for _, a := range pods {
+			for _, b := range pods {
+				if a == b {
+					continue
+				}
+				if err := poll(20*time.Second, func() error {
+					got, err := n.fetch(a, b)
+					if err != nil {
+						return err
+					}
+					if strings.TrimSpace(got) != b.Name {
+						return fmt.Errorf("%s reached %q, want %s", a.Name, got, b.Name)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	})
+
+	step(t, "3. loupe observe through the relay shows the flows with names from the API server", func() {
+		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-relay", "--timeout=120s")
+		a, b := pods[0], pods[1]
+		if err := poll(30*time.Second, func() error {
+			if _, err := n.fetch(a, b); err != nil {
+				return err
+			}
+			flows, err := n.observe("--from-pod", testNS+"/"+a.Name, "--to-pod", testNS+"/"+b.Name)
+			if err != nil {
+				return err
+			}
+			for _, f := range flows {
+				if f.Source.PodName == a.Name && f.Source.Namespace == testNS && f.Destination.PodName == b.Name &&
+					slices.ContainsFunc(f.Source.Workloads, func(w workload) bool { return w.Name == "web" && w.Kind == "Deployment" }) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no flow %s -> %s with names and workload among %d flows", a.Name, b.Name, len(flows))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	step(t, "4. a NetworkPolicy is enforced within seconds and drops name it", func() {
+		applied := time.Now()
+		if _, err := n.kubectlStdin(denyPolicy, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		a, b := pods[0], pods[1]
+		if err := poll(10*time.Second, func() error {
+			if _, err := n.fetch(a, b); err == nil {
+				return fmt.Errorf("%s still reaches %s", a.Name, b.Name)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("policy enforced %s after kubectl apply", time.Since(applied).Round(100*time.Millisecond))
+		if err := poll(20*time.Second, func() error {
+			flows, err := n.observe("--verdict", "DROPPED", "--to-pod", testNS+"/"+b.Name)
+			if err != nil {
+				return err
+			}
+			for _, f := range flows {
+				for _, p := range f.IngressDeniedBy {
+					if p.Name == policyName && p.Namespace == testNS {
+						return nil
+					}
+				}
+			}
+			return fmt.Errorf("no dropped flow to %s names %s/%s (%d drops)", b.Name, testNS, policyName, len(flows))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	step(t, "5. deleting the pods runs CNI DEL and leaves nothing on the host", func() {
+		n.mustKubectl("-n", testNS, "delete", "deploy/web", "--wait=true")
+		if err := poll(60*time.Second, func() error {
+			out, err := n.kubectl("-n", testNS, "get", "pods", "-o", "name")
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(out) != "" {
+				return fmt.Errorf("pods left: %s", out)
+			}
+			if got := n.hostLinks(); !slices.Equal(got, linksBefore) {
+				return fmt.Errorf("links %v, before the pods %v", got, linksBefore)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods {
+			if out, _ := n.run("ip", "route", "get", p.IP); strings.Contains(out, "lxc") || strings.Contains(out, "veth") {
+				t.Errorf("route to deleted pod %s left: %s", p.IP, out)
+			}
+		}
+	})
+
+	step(t, "uninstall: delete the DaemonSet, loupe-agent cleanup, nothing left", func() {
+		manifests := installManifests(t, loupeImageRef(t, loupeImage))
+		if _, err := n.kubectlStdin(manifests, "delete", "--wait=true", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		if err := poll(60*time.Second, func() error {
+			out, err := n.kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/part-of=loupe", "-o", "name")
+			if err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("loupe pods left: %s %v", out, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		down()
+		for _, p := range []string{conflistPath, "/opt/cni/bin/loupe-cni", "/sys/fs/bpf/loupe", "/run/loupe", "/run/netns/" + n.ns} {
+			if _, err := os.Stat(p); err == nil {
+				t.Errorf("%s left on the host", p)
+			}
+		}
+	})
+	t.Logf("total %s", time.Since(total).Round(time.Second))
+}
+
+type pod struct{ Name, IP string }
+
+func (n *node) webPods() []pod {
+	out := n.mustKubectl("-n", testNS, "get", "pods", "-l", "app=web", "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}`)
+	var pods []pod
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 {
+			pods = append(pods, pod{f[0], f[1]})
+		}
+	}
+	if len(pods) != 3 {
+		n.t.Fatalf("want 3 web pods with IPs, got %q", out)
+	}
+	return pods
+}
+
+// fetch asks pod a to GET pod b by pod IP.
+func (n *node) fetch(a, b pod) (string, error) {
+	return n.run(n.testhtp, "get", fmt.Sprintf("http://%s:8080/fetch?url=http://%s:8080/", a.IP, b.IP))
+}
+
+// hostLinks lists the node namespace's links (names only).
+func (n *node) hostLinks() []string {
+	out, err := n.run("ip", "-o", "link", "show")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	var names []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 1 {
+			names = append(names, strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0])
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+type workload struct{ Name, Kind string }
+type endpoint struct {
+	Namespace string
+	PodName   string `json:"pod_name"`
+	Workloads []workload
+}
+type policy struct{ Name, Namespace string }
+type flow struct {
+	Source, Destination endpoint
+	Verdict             string
+	IngressDeniedBy     []policy `json:"ingress_denied_by"`
+}
+
+// observe runs `loupe observe` against the relay's Service and decodes the flows.
+func (n *node) observe(filters ...string) ([]flow, error) {
+	ip := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "svc", "loupe-relay", "-o", "jsonpath={.spec.clusterIP}"))
+	args := append([]string{"observe", "--server", ip + ":4245", "--last", "2000", "-o", "json"}, filters...)
+	out, err := n.run(filepath.Join(n.bin, "loupe"), args...)
+	if err != nil {
+		return nil, err
+	}
+	var flows []flow
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		var r struct{ Flow *flow }
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			return nil, fmt.Errorf("observe output %q: %w", l, err)
+		}
+		if r.Flow != nil {
+			flows = append(flows, *r.Flow)
+		}
+	}
+	return flows, nil
+}
+
+func inCIDR(ip, cidr string) bool {
+	a, err1 := netip.ParseAddr(ip)
+	p, err2 := netip.ParsePrefix(cidr)
+	return err1 == nil && err2 == nil && p.Contains(a)
+}
+
+var imageLine = regexp.MustCompile(`(?m)^(\s*image:\s*)loupe:\S+$`)
+
+// installManifests is install/kubernetes, unchanged but for the image name.
+func installManifests(t *testing.T, ref string) string {
+	t.Helper()
+	var all []string
+	dir := "../../install/kubernetes"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := install.Decode(e.Name(), b); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, imageLine.ReplaceAllString(string(b), "${1}"+ref))
+	}
+	return strings.Join(all, "\n---\n")
+}
+
+// loupeImageRef reads the tag make image gave the archive.
+func loupeImageRef(t *testing.T, archive string) string {
+	t.Helper()
+	out, err := exec.Command("tar", "-xOf", archive, "manifest.json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m []struct{ RepoTags []string }
+	if err := json.Unmarshal(out, &m); err != nil || len(m) != 1 || len(m[0].RepoTags) != 1 {
+		t.Fatalf("manifest.json of %s: %v %s", archive, err, out)
+	}
+	return m[0].RepoTags[0]
+}
+
+const webDeployment = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: ` + testNS + `
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: loupe-testhttp:e2e
+        imagePullPolicy: Never
+        args: [serve, ":8080"]
+        ports: [{containerPort: 8080}]
+`
+
+const denyPolicy = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: ` + policyName + `
+  namespace: ` + testNS + `
+spec:
+  podSelector:
+    matchLabels: {app: web}
+  policyTypes: [Ingress]
+`
