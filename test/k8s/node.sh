@@ -95,8 +95,8 @@ up() {
 	for s in "${SYSCTLS[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$W/sysctls.saved"
 	# Host folders the CNI uses; remember which ones we create.
 	: >"$W/created"
-	for d in /opt/cni/bin /etc/cni/net.d /run/loupe; do
-		[[ -d $d ]] || { mkdir -p "$d" && echo "$d" >>"$W/created"; }
+	for d in /opt/cni /opt/cni/bin /etc/cni /etc/cni/net.d /run/loupe; do
+		[[ -d $d ]] || { mkdir "$d" && echo "$d" >>"$W/created"; }
 	done
 	if [[ ! -e /opt/cni/bin/loopback ]]; then
 		ln -s /usr/lib/cni/loopback /opt/cni/bin/loopback
