@@ -1,0 +1,240 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
+)
+
+// The lab's loupe-relay: --last 20 is the cluster's 20 most recent flows,
+// from all three nodes, in time order; the stock hubble CLI reads it too.
+func TestPrivilegedRelayLast(t *testing.T) {
+	c := needLab(t)
+	names := c.nodeNames()
+	// One TCP connection from each node to the next: the newest flows come
+	// from every node.
+	var conns []conn
+	for i, n := range names {
+		conns = append(conns, c.dial(t, "TCP", c.podsOn(n)[0], c.podsOn(names[(i+1)%len(names)])[0], 81))
+	}
+	lastConn := conns[len(conns)-1]
+	if err := poll(10*time.Second, 200*time.Millisecond, func() error {
+		for _, n := range []string{lastConn.src.Node, lastConn.dst.Node} {
+			if len(lastConn.matching(c.observe(t, c.agent(t, n), "--last", "10"))) == 0 {
+				return fmt.Errorf("no flow of %s on %s", lastConn, n)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.quiet(t)
+
+	relay := c.status.RelayAddress
+	relayRun := func() []*flowpb.Flow { return c.observe(t, relay, "--last", "20") }
+	// The expected answer: every agent's last 20, merged, newest 20.
+	agentsRun := func() []*flowpb.Flow {
+		var all []*flowpb.Flow
+		for _, n := range names {
+			all = append(all, c.observe(t, c.agent(t, n), "--last", "20")...)
+		}
+		sort.SliceStable(all, func(i, j int) bool { return all[i].GetTime().AsTime().Before(all[j].GetTime().AsTime()) })
+		if len(all) > 20 {
+			all = all[len(all)-20:]
+		}
+		return all
+	}
+	sameSet := func(a, b []*flowpb.Flow) bool {
+		x, y := uuidsOf(a), uuidsOf(b)
+		slices.Sort(x)
+		slices.Sort(y)
+		return slices.Equal(x, y)
+	}
+	got, want := stable(t, relayRun, agentsRun, sameSet)
+	if len(got) != 20 {
+		t.Fatalf("relay --last 20 returned %d flows", len(got))
+	}
+	if !sameSet(got, want) {
+		t.Errorf("relay --last 20 is not the cluster's 20 newest flows:\nrelay:\n%sagents:\n%s", describeAll(got), describeAll(want))
+	}
+	nodes := map[string]bool{}
+	for i, f := range got {
+		if f.GetNodeName() == "" {
+			t.Errorf("flow without node_name: %s", describe(f))
+		}
+		nodes[f.GetNodeName()] = true
+		if i > 0 && f.GetTime().AsTime().Before(got[i-1].GetTime().AsTime()) {
+			t.Errorf("relay flows out of time order at %d:\n%s", i, describeAll(got))
+		}
+	}
+	if len(nodes) != 3 {
+		t.Errorf("relay --last 20 has flows from %v, want all 3 nodes:\n%s", nodes, describeAll(got))
+	}
+
+	t.Run("hubble", func(t *testing.T) {
+		bin := stockBinary(t, "hubble")
+		out, errs, err := hubble(t, bin, "observe", "--server", relay, "-o", "json", "--last", "20")
+		if err != nil {
+			t.Fatalf("hubble observe --server relay: %v\n%s", err, errs)
+		}
+		if h := flowsOf(parseFlows(t, out)); !slices.Equal(uuidsOf(h), uuidsOf(got)) {
+			t.Errorf("hubble observe through the relay:\n%sloupe observe:\n%s", describeAll(h), describeAll(got))
+		}
+		out, errs, err = hubble(t, bin, "list", "nodes", "--server", relay)
+		if err != nil {
+			t.Fatalf("hubble list nodes: %v\n%s", err, errs)
+		}
+		for _, n := range names {
+			line := ""
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, n+" ") {
+					line = l
+				}
+			}
+			if !strings.Contains(line, "Connected") {
+				t.Errorf("hubble list nodes has no connected %s:\n%s", n, out)
+			}
+		}
+		out, errs, err = hubble(t, bin, "status", "--server", relay)
+		if err != nil || !strings.Contains(out, "Connected Nodes: 3/3") {
+			t.Errorf("hubble status --server relay: %v\n%s%s", err, out, errs)
+		}
+	})
+}
+
+// agentPID returns the pid of node's running agent, checking that it is one.
+func (c *cluster) agentPID(t *testing.T, node string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.dir, "nodes", node, "agent.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("agent.pid of %s: %v", node, err)
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if !strings.Contains(string(cmdline), "loupe-agent") || !strings.Contains(string(cmdline), c.dir) {
+		t.Fatalf("pid %d of %s is not this lab's agent: %q", pid, node, cmdline)
+	}
+	return pid
+}
+
+// awaitNote waits for a node_status notice on the follower's stderr.
+func (fl *follower) awaitNote(t *testing.T, timeout time.Duration, what string, match func(*relaypb.NodeStatusEvent) bool) {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case l := <-fl.notes:
+			if ns := l.res.GetNodeStatus(); ns != nil && match(ns) {
+				return
+			}
+		case <-timer.C:
+			t.Fatalf("no %s notice within %s; stderr:\n%s", what, timeout, fl.stderrText())
+		}
+	}
+}
+
+// Kill one agent while following the relay: flows from the other nodes keep
+// coming, stderr names the node that went away, and after `loupe lab up`
+// restarts the agent its flows come back into the same stream.
+func TestPrivilegedRelayAgentKilled(t *testing.T) {
+	c := needLab(t)
+	names := c.nodeNames()
+	victim := names[1]
+	p1, p3, pv := c.podsOn(names[0])[0], c.podsOn(names[2])[0], c.podsOn(victim)[0]
+	t.Cleanup(func() {
+		// Leave a whole lab for the tests after this one, whatever happened.
+		if out, errs, code := c.lab("up"); code != 0 {
+			t.Errorf("loupe lab up after the test: exit %d\n%s%s", code, out, errs)
+		}
+	})
+
+	fl := c.follow(t, c.status.RelayAddress, "--debug")
+	c.live(t, fl, p1, p3)
+
+	pid := c.agentPID(t, victim)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := poll(10*time.Second, 50*time.Millisecond, func() error {
+		if syscall.Kill(pid, 0) == nil {
+			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(st), ") Z ") {
+				return fmt.Errorf("agent %d still running", pid)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fl.awaitNote(t, 15*time.Second, "NODE_UNAVAILABLE for "+victim, func(ns *relaypb.NodeStatusEvent) bool {
+		return ns.GetStateChange() == relaypb.NodeState_NODE_UNAVAILABLE && slices.Contains(ns.GetNodeNames(), victim)
+	})
+	t.Logf("unavailable notice %s after the kill", time.Since(killed).Round(time.Millisecond))
+
+	// The stream goes on with the other nodes.
+	k := c.dial(t, "TCP", p1, p3, 80)
+	for _, n := range []string{p1.Node, p3.Node} {
+		fl.await(t, 10*time.Second, "flow of "+k.String()+" from "+n, func(f *flowpb.Flow) bool {
+			return k.of(f) && f.GetNodeName() == n
+		})
+	}
+
+	// Restart the agent; its flows come back into the stream.
+	c.mustLab(t, "up")
+	if newPID := c.agentPID(t, victim); newPID == pid {
+		t.Fatalf("lab up did not restart the agent of %s", victim)
+	}
+	restarted := time.Now()
+	deadline := restarted.Add(30 * time.Second)
+	back := false
+	var sent []conn
+	for !back && time.Now().Before(deadline) {
+		sent = append(sent, c.dial(t, "UDP", p1, pv, 81))
+		timer := time.NewTimer(time.Second)
+	wait:
+		for {
+			select {
+			case l := <-fl.flows:
+				f := l.res.GetFlow()
+				for _, k := range sent {
+					if k.of(f) && f.GetNodeName() == victim {
+						back = true
+						break wait
+					}
+				}
+			case <-timer.C:
+				break wait
+			}
+		}
+		timer.Stop()
+	}
+	if !back {
+		t.Fatalf("no flow from %s within 30s of restarting its agent; stderr:\n%s", victim, fl.stderrText())
+	}
+	t.Logf("flows from %s back %s after the restart", victim, time.Since(restarted).Round(time.Millisecond))
+	fl.awaitNote(t, 5*time.Second, "NODE_CONNECTED for "+victim, func(ns *relaypb.NodeStatusEvent) bool {
+		return ns.GetStateChange() == relaypb.NodeState_NODE_CONNECTED && slices.Contains(ns.GetNodeNames(), victim)
+	})
+	if err := c.refresh(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.status.Nodes {
+		if !n.Healthy {
+			t.Errorf("node %s unhealthy after the restart", n.Name)
+		}
+	}
+}
