@@ -92,7 +92,10 @@ func (l *Lab) waitAgents(ctx context.Context, gen int64, timeout time.Duration, 
 			tick := time.NewTicker(50 * time.Millisecond)
 			defer tick.Stop()
 			for {
-				if pid := l.agentPID(n); pid == 0 {
+				// An agent this process just started is watched through its
+				// exited channel: while nsenter execs it, /proc/PID/cmdline
+				// reads empty for a moment and agentPID says 0.
+				if exited[n.Name] == nil && l.agentPID(n) == 0 {
 					return fmt.Errorf("node %s: agent is not running; its log (%s) ends with:\n%s", n.Name, l.AgentLog(n.Name), tail(l.AgentLog(n.Name), 2000))
 				}
 				sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
