@@ -330,12 +330,16 @@ func (fl *follower) stderrText() string {
 // test does next happens while the stream is known to be flowing.
 func (c *cluster) live(t *testing.T, fl *follower, src, dst lab.PodStatus) {
 	t.Helper()
-	// A relay holds flows up to its sort window: any warm-up flow counts.
+	// A relay holds flows in its sort window, so any warm-up flow counts,
+	// and the pauses grow: the stock Hubble Relay drains its window only
+	// after a second without new flows.
 	var sent []conn
 	deadline := time.Now().Add(20 * time.Second)
+	pause := 500 * time.Millisecond
 	for time.Now().Before(deadline) {
 		sent = append(sent, c.dial(t, "UDP", src, dst, 81))
-		timer := time.NewTimer(500 * time.Millisecond)
+		timer := time.NewTimer(pause)
+		pause = min(2*pause, 4*time.Second)
 	wait:
 		for {
 			select {

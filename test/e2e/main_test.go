@@ -142,7 +142,14 @@ func (c *cluster) refresh() error {
 }
 
 func (c *cluster) tearDown() {
-	if out, errs, code := c.lab("down", "--name", c.name); code != 0 {
+	// down is idempotent; a second try covers a netlink dump that another
+	// process interrupted (the lab reports it as an error).
+	out, errs, code := c.lab("down", "--name", c.name)
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "e2e: loupe lab down: exit %d\n%s\n%s\nretrying\n", code, out, errs)
+		out, errs, code = c.lab("down", "--name", c.name)
+	}
+	if code != 0 {
 		fmt.Fprintf(os.Stderr, "e2e: loupe lab down: exit %d\n%s\n%s\n", code, out, errs)
 		return // keep the dir: the guard or the next run retries
 	}

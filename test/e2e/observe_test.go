@@ -212,9 +212,14 @@ func TestPrivilegedObserveFollow(t *testing.T) {
 	c := needLab(t)
 	names := c.nodeNames()
 	src, dst := c.podsOn(names[0])[1], c.podsOn(names[2])[1]
-	for _, tc := range []struct{ name, server string }{
-		{"agent", c.agent(t, src.Node)},
-		{"relay", c.status.RelayAddress},
+	// printed bounds when the line reaches the test: 1s from an agent; the
+	// relay adds up to its 1s sort window (--sort-buffer-drain-timeout).
+	for _, tc := range []struct {
+		name, server string
+		printed      time.Duration
+	}{
+		{"agent", c.agent(t, src.Node), time.Second},
+		{"relay", c.status.RelayAddress, 2500 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fl := c.follow(t, tc.server, "--ip", src.IP)
@@ -226,6 +231,9 @@ func TestPrivilegedObserveFollow(t *testing.T) {
 			t.Logf("%s: flow time - send time %s; printed %s after the send", tc.name, lag, l.read.Sub(k.sent))
 			if lag < -time.Second || lag > time.Second {
 				t.Errorf("flow time %s is %s from the send time %s, want within 1s", ft, lag, k.sent)
+			}
+			if d := l.read.Sub(k.sent); d > tc.printed {
+				t.Errorf("flow printed %s after the send, want within %s", d, tc.printed)
 			}
 			if l.res.GetFlow().GetNodeName() != src.Node {
 				t.Errorf("first flow of %s from node %q, want %q", k, l.res.GetFlow().GetNodeName(), src.Node)
