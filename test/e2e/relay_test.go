@@ -193,6 +193,17 @@ func TestPrivilegedRelayAgentKilled(t *testing.T) {
 		})
 	}
 
+	// A one-shot request answers within 5s while the node is down, exits 0
+	// and names the missing node on stderr.
+	start := time.Now()
+	out, errs, code := c.loupe("observe", "--server", c.status.RelayAddress, "--last", "20", "-o", "json")
+	if took := time.Since(start); code != 0 || took > 5*time.Second {
+		t.Errorf("loupe observe --last 20 with %s down: exit %d after %s, want 0 within 5s\n%s", victim, code, took, errs)
+	}
+	if len(flowsOf(parseFlows(t, out))) == 0 || !strings.Contains(errs, victim) {
+		t.Errorf("loupe observe --last 20 with %s down: %d flows, stderr %q; want flows and a notice naming %s", victim, len(flowsOf(parseFlows(t, out))), errs, victim)
+	}
+
 	// Restart the agent; its flows come back into the stream.
 	c.mustLab(t, "up")
 	if newPID := c.agentPID(t, victim); newPID == pid {
@@ -237,4 +248,51 @@ func TestPrivilegedRelayAgentKilled(t *testing.T) {
 			t.Errorf("node %s unhealthy after the restart", n.Name)
 		}
 	}
+}
+
+// Following the relay during lab traffic: flows from every node, in time
+// order up to the relay's 1s sort window.
+func TestPrivilegedRelayFollowAllNodes(t *testing.T) {
+	c := needLab(t)
+	names := c.nodeNames()
+	fl := c.follow(t, c.status.RelayAddress)
+	c.live(t, fl, c.podsOn(names[0])[0], c.podsOn(names[1])[0])
+	c.mustLab(t, "traffic", "--duration", "3s", "--rate", "20")
+	for i, n := range names {
+		c.dial(t, "TCP", c.podsOn(n)[0], c.podsOn(names[(i+1)%len(names)])[0], 80)
+	}
+	// Read what comes until two seconds pass without a flow.
+	var got []*flowpb.Flow
+	nodes := map[string]int{}
+	for quiet := time.NewTimer(2 * time.Second); ; {
+		select {
+		case l := <-fl.flows:
+			if f := l.res.GetFlow(); f != nil {
+				got = append(got, f)
+				nodes[f.GetNodeName()]++
+			}
+			quiet.Reset(2 * time.Second)
+			continue
+		case <-fl.done:
+			t.Fatalf("loupe observe -f exited: %s", fl.stderrText())
+		case <-quiet.C:
+		}
+		break
+	}
+	for _, n := range names {
+		if nodes[n] == 0 {
+			t.Errorf("no flow from %s in %d followed flows: %v", n, len(got), nodes)
+		}
+	}
+	var newest time.Time
+	for _, f := range got {
+		ft := f.GetTime().AsTime()
+		if ft.Before(newest.Add(-time.Second)) {
+			t.Errorf("flow %s came after one %s newer, beyond the 1s sort window", describe(f), newest.Sub(ft))
+		}
+		if ft.After(newest) {
+			newest = ft
+		}
+	}
+	t.Logf("%d flows followed from %v", len(got), nodes)
 }
