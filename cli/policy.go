@@ -424,12 +424,12 @@ func readFlowsFile(path string) ([]*flowpb.Flow, error) {
 			continue
 		}
 		var res observerpb.GetFlowsResponse
-		if err := protojson.Unmarshal([]byte(line), &res); err == nil && res.GetFlow() != nil {
+		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(line), &res); err == nil && res.GetFlow() != nil {
 			out = append(out, res.GetFlow())
 			continue
 		}
 		var f flowpb.Flow
-		if err := protojson.Unmarshal([]byte(line), &f); err != nil {
+		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(line), &f); err != nil {
 			return nil, fmt.Errorf("%s: line %d: not a flow: %w", path, i+1, err)
 		}
 		out = append(out, &f)

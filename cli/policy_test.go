@@ -187,3 +187,31 @@ func TestPolicyCheck(t *testing.T) {
 		t.Errorf("disagreement: code %d\n%s", code, out)
 	}
 }
+
+// verify reads `loupe observe -o json` output instead of a server.
+func TestPolicyVerifyFlowsFile(t *testing.T) {
+	dir := policyDir(t)
+	var lines []string
+	for _, r := range []*observerpb.GetFlowsResponse{synFlow("10.0.1.11", "10.0.1.10", 40001, 80), synFlow("10.0.1.12", "10.0.1.10", 40003, 80)} {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, string(b))
+	}
+	flows := filepath.Join(t.TempDir(), "flows.json")
+	os.WriteFile(flows, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: \"x\"}\nspec: {podSelector: {}}\n"), 0o644)
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", flows, "--manifests-dir", dir)
+	if code != exitChange || !strings.Contains(out, "2 of 2 distinct connections (2 flows) would change") {
+		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+	os.WriteFile(flows, []byte("{not json\n"), 0o644)
+	code = -1
+	_, errOut, _ = run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", flows, "--manifests-dir", dir)
+	if code != exitBadInput || !strings.Contains(errOut, "line 1: not a flow") {
+		t.Errorf("bad flows file: code %d %s", code, errOut)
+	}
+}
