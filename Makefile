@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/loupe-project/loupe/internal/version.Version=$(VE
 BIN := bin
 GOTEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: all build generate check-generated deps test test-unit demo bench bench-quick tools clean ui check-ui
+.PHONY: all build generate check-generated deps test test-unit ui-deps demo bench bench-quick tools clean ui check-ui
 
 all: build
 
@@ -44,8 +44,13 @@ tools:
 
 # The test command: installs what it needs, then runs every test. Privileged
 # tests (TestPrivileged*) need root and skip without it.
-test: deps build tools
-	LOUPE_BIN=$(CURDIR)/$(BIN) LOUPE_REQUIRE_TOOLS=$${LOUPE_REQUIRE_TOOLS:-1} $(GO) test $(GOTEST_FLAGS) ./...
+test: deps build tools ui-deps
+	LOUPE_BIN=$(CURDIR)/$(BIN) LOUPE_REQUIRE_TOOLS=$${LOUPE_REQUIRE_TOOLS:-1} \
+	LOUPE_REQUIRE_BROWSER=$${LOUPE_REQUIRE_BROWSER:-1} $(GO) test $(GOTEST_FLAGS) ./...
+
+# playwright-core for the UI's browser tests (chromium itself comes from Debian).
+ui-deps:
+	cd ui/web && npm ci --no-audit --no-fund
 
 test-unit:
 	$(GO) test -count=1 -short ./...

@@ -8,6 +8,9 @@ missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# The UI's assets and browser tests need node and npm; machines of this kind
+# ship them, Debian's packages are the fallback.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
 	echo "installing: ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
