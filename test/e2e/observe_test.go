@@ -199,6 +199,10 @@ func TestPrivilegedObserveSpoofDropped(t *testing.T) {
 	if d := f.GetTime().AsTime().Sub(sent); d < -time.Second || d > 5*time.Second {
 		t.Errorf("drop time %s is %s from the send time", f.GetTime().AsTime(), d)
 	}
+	// Dropped at the source: the destination's node never saw it.
+	for _, f := range c.observe(t, c.agent(t, dst.Node), "--since", since, "--ip", forged.String()) {
+		t.Errorf("the forged packet reached %s: %s", dst.Node, describe(f))
+	}
 	// The reason filter and the compact output name it too.
 	out := c.mustLoupe(t, "observe", "--server", agent, "--since", since, "--drop-reason-desc", "INVALID_SOURCE_IP", "--color", "never")
 	if !strings.Contains(out, forged.String()) || !strings.Contains(out, "DROPPED") {
