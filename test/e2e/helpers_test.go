@@ -72,8 +72,7 @@ func (c *cluster) dial(t *testing.T, proto string, src, dst lab.PodStatus, port 
 		_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
 		_, _ = bufio.NewReader(nc).ReadString('\n')
 	}
-	local := nc.LocalAddr().(interface{ String() string }).String()
-	_, portStr, _ := net.SplitHostPort(local)
+	_, portStr, _ := net.SplitHostPort(nc.LocalAddr().String())
 	sp, _ := strconv.Atoi(portStr)
 	return conn{proto: proto, src: src, dst: dst, srcPort: uint32(sp), dstPort: uint32(port), sent: sent}
 }
@@ -388,11 +387,4 @@ func (c *cluster) quiet(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the agents never went quiet: %v", err)
 	}
-}
-
-// ctxT is a context for one test step.
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
