@@ -54,9 +54,13 @@ func BenchmarkFromPodEstablished(b *testing.B) {
 func BenchmarkFromPodEstablishedPolicy(b *testing.B) {
 	requireRoot(b)
 	d := benchDatapath(b, true)
-	data := benchTCP.build()
-	run(b, d.objs.LoupeFromPod, data)
-	benchProg(b, d.objs.LoupeFromPod, data)
+	// Open the connection with a SYN: a mid-stream packet without a
+	// conntrack entry does not create one while policy is enforced.
+	syn := benchTCP
+	syn.flags = tcpSYN
+	syn.payload = 0
+	run(b, d.objs.LoupeFromPod, syn.build())
+	benchProg(b, d.objs.LoupeFromPod, benchTCP.build())
 }
 
 // Reply to the pod on an established connection.
