@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/loupe-project/loupe/internal/nlsafe"
 )
 
 // Down removes everything a lab made: processes, pins, netns, links, routes,
@@ -92,7 +94,7 @@ func Down(ctx context.Context, dir, name string, warn func(string)) error {
 	}
 
 	// 4. Links in the root netns: the bridge (its routes go with it) and node veths.
-	links, err := netlink.LinkList()
+	links, err := nlsafe.LinkList()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list links: %w", err))
 	}
