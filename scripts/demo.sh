@@ -18,9 +18,11 @@ trap down EXIT INT TERM
 traffic_pid=$!
 
 "$loupe" lab status
-relay=$("$loupe" lab status -o json | sed -n 's/.*"relayAddress":"\([^"]*\)".*/\1/p')
-ui=$("$loupe" lab status -o json | sed -n 's/.*"uiURL":"\([^"]*\)".*/\1/p')
-observer=$("$loupe" lab status -o json | sed -n 's/.*"observerAddress":"\([^"]*\)".*/\1/p' | head -1)
+status=$("$loupe" lab status -o json)
+field() { grep -o "\"$1\": *\"[^\"]*\"" <<<"$status" | head -1 | sed 's/.*: *"\(.*\)"/\1/'; }
+relay=$(field relayAddress)
+ui=$(field uiURL)
+observer=$(field observerAddress)
 server=${relay:-$observer}
 cat <<MSG
 
