@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +156,10 @@ func TestSummaryFile(t *testing.T) {
 	path := os.Getenv("LOUPE_BENCH_SUMMARY")
 	if path == "" {
 		t.Skip("LOUPE_BENCH_SUMMARY not set")
+	}
+	if !filepath.IsAbs(path) {
+		// Relative to the repository root, where make runs; tests run in bench/.
+		path = filepath.Join("..", path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
