@@ -118,14 +118,15 @@ func New(ctx context.Context, client kubernetes.Interface, opts Options) (*Sourc
 	f.Start(ictx.Done())
 	sctx, cancel := context.WithTimeout(ictx, timeout)
 	defer cancel()
-	for _, inf := range s.all() {
+	for i, inf := range s.all() {
 		if !cache.WaitForCacheSync(sctx.Done(), inf.HasSynced) {
 			stop()
 			f.Shutdown()
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("k8s metadata: initial sync: %w", ctx.Err())
 			}
-			return nil, fmt.Errorf("k8s metadata: initial sync did not finish within %s (is the API server reachable and RBAC granted?)", timeout)
+			return nil, fmt.Errorf("k8s metadata: could not list %s within %s (is the API server reachable and get/list/watch granted?)",
+				Resources[i].Resource, timeout)
 		}
 	}
 	// The handlers fired for the initial list; drop that pending signal
@@ -151,6 +152,7 @@ func stripManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
+// all lists the informers in the order of Resources.
 func (s *Source) all() []cache.SharedIndexInformer {
 	return []cache.SharedIndexInformer{s.namespaces, s.pods, s.services, s.nodes, s.slices, s.policies}
 }
