@@ -137,6 +137,9 @@ func downLab(cfg *Config) {
 	// The CLI finds loupe-agent next to itself for the agents' cleanup;
 	// lab.Down in this process is the fallback when the binary is missing.
 	if _, err := run(ctx, filepath.Join(cfg.BinDir, "loupe"), "lab", "down", "--lab-dir", cfg.LabDir, "--name", cfg.LabName); err == nil {
+		// Down keeps the directory and its lock file; nothing else is left.
+		_ = os.Remove(filepath.Join(cfg.LabDir, "lock"))
+		_ = os.Remove(cfg.LabDir)
 		return
 	} else {
 		cfg.Log.Warn("lab down through the CLI failed; trying in process", "err", err)
