@@ -10,7 +10,7 @@
 #   node.sh down WORK                            stop it and undo everything
 #
 # WORK holds the state (env, pki, logs, data). Inside the namespace the
-# node's address is 10.250.0.10 on a dummy link; pods get 10.244.0.0/24
+# node's address is 10.250.0.10 on a veth inside it; pods get 10.244.0.0/24
 # from the controller-manager; services are 10.96.0.0/16.
 set -euo pipefail
 
@@ -107,7 +107,9 @@ up() {
 
 	ip netns add "$NS"
 	ip -n "$NS" link set lo up
-	ip -n "$NS" link add node0 type dummy
+	# A veth pair with both ends inside: the node's "NIC" (no dummy module here).
+	ip -n "$NS" link add node0 type veth peer name node0-peer
+	ip -n "$NS" link set node0-peer up
 	ip -n "$NS" addr add "$NODE_IP/24" dev node0
 	ip -n "$NS" link set node0 up
 	ip -n "$NS" route add default dev node0
