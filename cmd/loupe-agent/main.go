@@ -109,6 +109,12 @@ the agent stopped.`,
 				errs = append(errs, removeConflist(conflist))
 			}
 			errs = append(errs, daemon.Cleanup(bpfRoot, stateDir, socket))
+			// The emptied --bpf-root folder is not a pin, but it is left on
+			// the node's bpffs; remove it (this fails, harmlessly, while it
+			// still holds anything or is a mount point).
+			if bpfRoot != "" {
+				_ = os.Remove(bpfRoot)
+			}
 			return errors.Join(errs...)
 		},
 	}
