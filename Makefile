@@ -38,9 +38,12 @@ check-ui: ui
 	@git diff --exit-code --stat -- ui/dist || { echo "ui/dist is stale: run make ui and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- ui/dist)" || { git status --short -- ui/dist; echo "untracked ui assets: commit them" >&2; exit 1; }
 
-# Builds the stock hubble CLI and Hubble Relay (for compatibility tests), cached by version.
+# Builds the stock hubble CLI and Hubble Relay (for compatibility tests), cached by
+# version, and compiles the Hubble parser benchmark (bench/hubble) once, so that
+# the harness's own test finds the cilium packages in the build cache.
 tools:
 	test/tools/build.sh
+	cd bench/hubble && CGO_ENABLED=0 $(GO) test -c -trimpath -o /dev/null .
 
 # The test command: installs what it needs, then runs every test. Privileged
 # tests (TestPrivileged*) need root and skip without it.
