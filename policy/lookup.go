@@ -23,16 +23,18 @@ type Verdict struct {
 	Match   uint8
 }
 
-// Lookup does what the datapath's policy_lookup does (datapath/bpf/policy.h)
-// on a whole policy map: the most specific of six keys decides, no key
-// means deny with rule 0.
-func Lookup(entries map[datapath.PolicyKey]datapath.PolicyEntry, epID, peer uint32, port uint16, proto, dir uint8) Verdict {
-	steps := [...]struct {
-		peer  uint32
-		port  uint16
-		proto uint8
-		match uint8
-	}{
+// lookupStep is one key the datapath tries, and the match type it reports.
+type lookupStep struct {
+	peer  uint32
+	port  uint16
+	proto uint8
+	match uint8
+}
+
+// lookupSteps is the datapath's lookup order (datapath/bpf/policy.h), most
+// specific first.
+func lookupSteps(peer uint32, port uint16, proto uint8) [6]lookupStep {
+	return [6]lookupStep{
 		{peer, port, proto, MatchL3L4},
 		{peer, 0, proto, MatchL3L4},
 		{peer, 0, 0, MatchL3Only},
@@ -40,7 +42,13 @@ func Lookup(entries map[datapath.PolicyKey]datapath.PolicyEntry, epID, peer uint
 		{IdentityAny, 0, proto, MatchL4Only},
 		{IdentityAny, 0, 0, MatchAll},
 	}
-	for _, s := range steps {
+}
+
+// Lookup does what the datapath's policy_lookup does (datapath/bpf/policy.h)
+// on a whole policy map: the most specific of six keys decides, no key
+// means deny with rule 0.
+func Lookup(entries map[datapath.PolicyKey]datapath.PolicyEntry, epID, peer uint32, port uint16, proto, dir uint8) Verdict {
+	for _, s := range lookupSteps(peer, port, proto) {
 		if e, ok := entries[datapath.PolicyKey{EndpointID: epID, PeerIdentity: s.peer, Port: s.port, Proto: s.proto, Direction: dir}]; ok {
 			return Verdict{Allowed: !e.Deny, RuleID: e.RuleID, Match: s.match}
 		}
@@ -66,20 +74,7 @@ func IPCacheLookup(ipcache map[netip.Prefix]uint32, a netip.Addr) uint32 {
 
 // lookupEntries is Lookup on one endpoint's entries.
 func lookupEntries(entries EndpointEntries, peer uint32, port uint16, proto, dir uint8) Verdict {
-	steps := [...]struct {
-		peer  uint32
-		port  uint16
-		proto uint8
-		match uint8
-	}{
-		{peer, port, proto, MatchL3L4},
-		{peer, 0, proto, MatchL3L4},
-		{peer, 0, 0, MatchL3Only},
-		{IdentityAny, port, proto, MatchL4Only},
-		{IdentityAny, 0, proto, MatchL4Only},
-		{IdentityAny, 0, 0, MatchAll},
-	}
-	for _, s := range steps {
+	for _, s := range lookupSteps(peer, port, proto) {
 		if e, ok := entries[EntryKey{Peer: s.peer, Port: s.port, Proto: s.proto, Direction: dir}]; ok {
 			return Verdict{Allowed: !e.Deny, RuleID: e.RuleID, Match: s.match}
 		}
