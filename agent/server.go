@@ -203,6 +203,19 @@ func (a *Agent) registerLocked(e *Endpoint) error {
 			a.log.Error("rollback: ipcache", "err", err)
 		}
 	}
+	if err := a.commitLocked(next, undo); err != nil {
+		return err
+	}
+	a.log.Info("endpoint registered", "container_id", e.ContainerID, "ifname", e.Ifname,
+		"pod", e.PodNamespace+"/"+e.PodName, "id", e.ID, "identity", e.Identity,
+		"host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex, "ipv4", e.IPv4, "ipv6", e.IPv6)
+	return nil
+}
+
+// commitLocked makes next the endpoint table: the ipcache first, then the
+// state file. On failure undo puts the datapath back, and the table stays
+// as it was. The caller holds mu.
+func (a *Agent) commitLocked(next map[ipam.Key]*Endpoint, undo func()) error {
 	if err := a.syncIPCache(next); err != nil {
 		undo()
 		return err
@@ -213,9 +226,6 @@ func (a *Agent) registerLocked(e *Endpoint) error {
 	}
 	a.endpoints = next
 	a.notifyChanged()
-	a.log.Info("endpoint registered", "container_id", e.ContainerID, "ifname", e.Ifname,
-		"pod", e.PodNamespace+"/"+e.PodName, "id", e.ID, "identity", e.Identity,
-		"host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex, "ipv4", e.IPv4, "ipv6", e.IPv6)
 	return nil
 }
 
@@ -271,16 +281,9 @@ func (a *Agent) unregisterLocked(key ipam.Key) error {
 			a.log.Error("rollback: ipcache", "err", err)
 		}
 	}
-	if err := a.syncIPCache(next); err != nil {
-		undo()
+	if err := a.commitLocked(next, undo); err != nil {
 		return err
 	}
-	if err := a.persistLocked(next); err != nil {
-		undo()
-		return err
-	}
-	a.endpoints = next
-	a.notifyChanged()
 	a.log.Info("endpoint unregistered", "container_id", e.ContainerID, "ifname", e.Ifname,
 		"id", e.ID, "host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex)
 	return nil
