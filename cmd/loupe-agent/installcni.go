@@ -163,9 +163,11 @@ func writeAtomic(path string, r io.Reader, mode os.FileMode) (err error) {
 	return nil
 }
 
-// removeConflist deletes a conflist written by install-cni, and nothing
-// else: a file whose plugins are not loupe-cni is left alone.
-func removeConflist(path string) error {
+// removeConflist deletes a conflist written by install-cni for the agent
+// at socket, and nothing else: a file whose plugins are not loupe-cni, or
+// that points at another agent's socket (a lab's agent cleaned up on the
+// same machine), is left alone.
+func removeConflist(path, socket string) error {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -180,6 +182,18 @@ func removeConflist(path string) error {
 	for _, p := range list.Plugins {
 		if p.Network.Type != "loupe-cni" {
 			return fmt.Errorf("remove conflist %s: plugin %q is not loupe-cni, left alone", path, p.Network.Type)
+		}
+		var nc struct {
+			AgentSocket string `json:"agentSocket"`
+		}
+		if err := json.Unmarshal(p.Bytes, &nc); err != nil {
+			return fmt.Errorf("remove conflist %s: %w", path, err)
+		}
+		if nc.AgentSocket == "" {
+			nc.AgentSocket = cni.DefaultAgentSocket
+		}
+		if filepath.Clean(nc.AgentSocket) != filepath.Clean(socket) {
+			return nil // another agent's network
 		}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -66,16 +66,23 @@ func TestInstallCNIWritesPluginAndConflistAtomically(t *testing.T) {
 	if err := os.WriteFile(other, []byte(`{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge"}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := removeConflist(other); err == nil {
+	if err := removeConflist(other, cni.DefaultAgentSocket); err == nil {
 		t.Error("removed another plugin's conflist")
 	}
-	if err := removeConflist(filepath.Join(conf, DefaultConflistName)); err != nil {
+	// Cleaning up another agent (a lab's, with its own socket) keeps it.
+	if err := removeConflist(filepath.Join(conf, DefaultConflistName), "/tmp/lab/n1/agent.sock"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(conf, DefaultConflistName)); err != nil {
+		t.Fatalf("another agent's cleanup removed the node's conflist: %v", err)
+	}
+	if err := removeConflist(filepath.Join(conf, DefaultConflistName), cni.DefaultAgentSocket); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(conf, DefaultConflistName)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("conflist still there: %v", err)
 	}
-	if err := removeConflist(filepath.Join(conf, DefaultConflistName)); err != nil {
+	if err := removeConflist(filepath.Join(conf, DefaultConflistName), cni.DefaultAgentSocket); err != nil {
 		t.Errorf("removing a missing conflist: %v", err)
 	}
 }

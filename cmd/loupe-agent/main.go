@@ -100,13 +100,13 @@ func newCleanupCommand() *cobra.Command {
 unpins the datapath under --bpf-root, removes --state-dir and the sockets,
 and deletes the loupe_host gateway link of the current network namespace.
 It also removes the conflist install-cni wrote (--cni-conflist, only if its
-plugins are loupe-cni). Pods of the node lose their datapath. Run it with
+plugins are loupe-cni calling this --socket). Pods of the node lose their datapath. Run it with
 the agent stopped.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			var errs []error
 			if conflist != "" {
-				errs = append(errs, removeConflist(conflist))
+				errs = append(errs, removeConflist(conflist, socket))
 			}
 			errs = append(errs, daemon.Cleanup(bpfRoot, stateDir, socket))
 			// The emptied --bpf-root folder is not a pin, but it is left on

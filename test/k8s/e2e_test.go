@@ -219,6 +219,8 @@ func TestPrivilegedKubernetes(t *testing.T) {
 			t.Fatalf("conflist %s: %v\n%s", conflistPath, err, b)
 		}
 		n.mustKubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
+		// The relay is a loupe pod too: settle it before counting links.
+		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-relay", "--timeout=120s")
 	})
 
 	linksBefore := n.hostLinks()
