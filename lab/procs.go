@@ -93,6 +93,34 @@ func cmdline(pid int) []string {
 	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 }
 
+// parentPID reads the parent of pid from /proc, 0 if unknown.
+func parentPID(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	// After the command name: state, then ppid.
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	pp, _ := strconv.Atoi(f[1])
+	return pp
+}
+
+// ancestors is this process and every process above it.
+func ancestors() map[int]bool {
+	out := map[int]bool{}
+	for pid := os.Getpid(); pid > 1 && !out[pid]; pid = parentPID(pid) {
+		out[pid] = true
+	}
+	return out
+}
+
 // isZombie reports whether pid has exited but not been reaped.
 func isZombie(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -182,14 +210,17 @@ func processAlive(pid int) bool {
 
 // labProcesses finds every process that belongs to a lab: those inside one of
 // the given netns (by inode) and those whose command line names the lab dir
-// (agents and pod servers whose netns is already gone). It skips this process.
+// (agents and pod servers whose netns is already gone). It skips this
+// process and its ancestors: a Go program that ran code in a lab netns on a
+// locked thread can leave its main thread there (the runtime never exits the
+// main thread), and the program that called down must not be stopped by it.
 func labProcesses(netnsInodes map[uint64]bool, dirMarker string) []int {
 	entries, _ := os.ReadDir("/proc")
-	self := os.Getpid()
+	skip := ancestors()
 	var out []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self || pid == 1 {
+		if err != nil || skip[pid] || pid == 1 {
 			continue
 		}
 		var st unix.Stat_t
