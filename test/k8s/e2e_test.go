@@ -340,8 +340,21 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	})
 
 	step(t, "uninstall: delete the DaemonSet, loupe-agent cleanup, nothing left", func() {
+		// The relay's pod is networked by loupe: it goes first, while the
+		// agent still answers its CNI DEL (loupe-cni fails DEL without the
+		// agent, so that kubelet retries rather than leak the address).
+		n.mustKubectl("-n", "kube-system", "delete", "deploy/loupe-relay", "--wait=true")
+		if err := poll(60*time.Second, func() error {
+			out, err := n.kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=loupe-relay", "-o", "name")
+			if err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("relay pods left: %s %v", out, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 		manifests := installManifests(t, loupeImageRef(t, loupeImage))
-		if _, err := n.kubectlStdin(manifests, "delete", "--wait=true", "-f", "-"); err != nil {
+		if _, err := n.kubectlStdin(manifests, "delete", "--ignore-not-found", "--wait=true", "-f", "-"); err != nil {
 			t.Fatal(err)
 		}
 		if err := poll(60*time.Second, func() error {
