@@ -6,8 +6,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -16,52 +14,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+
+	"github.com/loupe-project/loupe/internal/testtools"
 )
 
 // These tests run the stock hubble CLI, built from the github.com/cilium/cilium
 // module by test/tools/build.sh, against the same in-process Observer server
 // as `loupe observe`, and check that both send the same requests and print
 // the same output.
-
-const ciliumModule = "github.com/cilium/cilium"
-
-// ciliumVersion is the cilium module version loupe's API packages come from;
-// the tools cache is keyed by it.
-func ciliumVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == ciliumModule {
-				return d.Version
-			}
-		}
-	}
-	return "v1.20.2"
-}
-
-func toolsDir() string {
-	root := os.Getenv("LOUPE_TOOLS_CACHE")
-	if root == "" {
-		home, _ := os.UserHomeDir()
-		root = filepath.Join(home, ".cache", "loupe-tools")
-	}
-	return filepath.Join(root, "cilium-"+ciliumVersion())
-}
-
-// hubbleBinary returns the cached stock hubble CLI, or skips the test (fails
-// with LOUPE_REQUIRE_TOOLS=1) when it has not been built.
-func hubbleBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(toolsDir(), "hubble")
-	if fi, err := os.Stat(bin); err == nil && fi.Mode()&0o111 != 0 {
-		return bin
-	}
-	msg := "the stock hubble CLI is not built (" + bin + " is missing): run test/tools/build.sh"
-	if os.Getenv("LOUPE_REQUIRE_TOOLS") == "1" {
-		t.Fatal(msg + " (LOUPE_REQUIRE_TOOLS=1)")
-	}
-	t.Skip(msg + ", or set LOUPE_REQUIRE_TOOLS=1 to make this a failure")
-	return ""
-}
 
 // hubbleCmd prepares the hubble CLI with a clean environment: no config file
 // (hubble reads ./config.yaml and ~/.config/hubble) and no HUBBLE_* variables.
@@ -125,7 +85,7 @@ func runHubbleFollow(t *testing.T, bin string, f *fakeObserver, args ...string) 
 // TestCompatHubbleFilters checks that every filter case sends the exact
 // GetFlowsRequest that `hubble observe` sends for the same flags.
 func TestCompatHubbleFilters(t *testing.T) {
-	bin := hubbleBinary(t)
+	bin := testtools.Hubble(t, "hubble")
 	fake := &fakeObserver{}
 	addr := startFake(t, fake)
 
@@ -212,7 +172,7 @@ func TestCompatHubbleFilters(t *testing.T) {
 // TestCompatHubbleOutput checks that loupe prints what hubble prints, byte
 // for byte, in every output format.
 func TestCompatHubbleOutput(t *testing.T) {
-	bin := hubbleBinary(t)
+	bin := testtools.Hubble(t, "hubble")
 	resp := append(fixtureResponses(),
 		nodeStatusResponse(relaypb.NodeState_NODE_UNAVAILABLE, "", "node-c", "node-d"),
 		nodeStatusResponse(relaypb.NodeState_NODE_ERROR, "connection refused", "node-e"))
@@ -272,7 +232,7 @@ func TestCompatHubbleOutput(t *testing.T) {
 
 // TestCompatHubbleList checks list nodes/namespaces -o json against hubble's.
 func TestCompatHubbleList(t *testing.T) {
-	bin := hubbleBinary(t)
+	bin := testtools.Hubble(t, "hubble")
 	addr := startFake(t, clusterFake())
 	for _, args := range [][]string{
 		{"nodes", "-o", "json"}, {"nodes"}, {"nodes", "-o", "wide"},
@@ -299,7 +259,7 @@ func TestCompatHubbleList(t *testing.T) {
 // fake server (health service name and ServerStatus), so the test server is
 // a faithful stand-in.
 func TestCompatHubbleStatus(t *testing.T) {
-	bin := hubbleBinary(t)
+	bin := testtools.Hubble(t, "hubble")
 	addr := startFake(t, clusterFake())
 	out, stderr, err := runHubble(t, bin, "status", "--server", addr)
 	if err != nil {

@@ -19,6 +19,8 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+
+	"github.com/loupe-project/loupe/internal/testtools"
 )
 
 func uuidsOf(fs []*flowpb.Flow) []string {
@@ -49,7 +51,7 @@ func stable[T any](t *testing.T, a func() T, b func() T, eq func(T, T) bool) (T,
 // as loupe observe, byte-equivalent JSON, and status reads the agent.
 func TestPrivilegedHubbleCLIAgainstAgent(t *testing.T) {
 	c := needLab(t)
-	bin := stockBinary(t, "hubble")
+	bin := testtools.Hubble(t, "hubble")
 	names := c.nodeNames()
 	local, remote := c.podsOn(names[0]), c.podsOn(names[1])
 	last := c.dial(t, "TCP", local[0], remote[1], 81)
@@ -158,7 +160,7 @@ func freePort(t *testing.T) int {
 // loupe observe, in both one-shot and follow mode.
 func TestPrivilegedStockHubbleRelay(t *testing.T) {
 	c := needLab(t)
-	bin := stockBinary(t, "hubble-relay")
+	bin := testtools.Hubble(t, "hubble-relay")
 	names := c.nodeNames()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	logFile := filepath.Join(t.TempDir(), "hubble-relay.log")

@@ -378,32 +378,6 @@ func (c *cluster) podsOn(node string) []lab.PodStatus {
 	return ps
 }
 
-// toolsDir is where test/tools/build.sh caches the stock Hubble binaries.
-func toolsDir() string {
-	root := os.Getenv("LOUPE_TOOLS_CACHE")
-	if root == "" {
-		home, _ := os.UserHomeDir()
-		root = filepath.Join(home, ".cache", "loupe-tools")
-	}
-	return filepath.Join(root, "cilium-v1.20.2")
-}
-
-// stockBinary returns a cached stock Hubble binary, or skips (fails with
-// LOUPE_REQUIRE_TOOLS=1) when test/tools/build.sh has not built it.
-func stockBinary(t *testing.T, name string) string {
-	t.Helper()
-	bin := filepath.Join(toolsDir(), name)
-	if fi, err := os.Stat(bin); err == nil && fi.Mode()&0o111 != 0 {
-		return bin
-	}
-	msg := "the stock " + name + " is not built (" + bin + " is missing): run test/tools/build.sh"
-	if os.Getenv("LOUPE_REQUIRE_TOOLS") == "1" {
-		t.Fatal(msg + " (LOUPE_REQUIRE_TOOLS=1)")
-	}
-	t.Skip(msg + ", or set LOUPE_REQUIRE_TOOLS=1 to make this a failure")
-	return ""
-}
-
 // hubble runs the stock hubble CLI with a clean environment (no config file,
 // no HUBBLE_* variables).
 func hubble(t *testing.T, bin string, args ...string) (string, string, error) {

@@ -14,6 +14,8 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+
+	"github.com/loupe-project/loupe/internal/testtools"
 )
 
 // The lab's loupe-relay: --last 20 is the cluster's 20 most recent flows,
@@ -82,7 +84,7 @@ func TestPrivilegedRelayLast(t *testing.T) {
 	}
 
 	t.Run("hubble", func(t *testing.T) {
-		bin := stockBinary(t, "hubble")
+		bin := testtools.Hubble(t, "hubble")
 		out, errs, err := hubble(t, bin, "observe", "--server", relay, "-o", "json", "--last", "20")
 		if err != nil {
 			t.Fatalf("hubble observe --server relay: %v\n%s", err, errs)

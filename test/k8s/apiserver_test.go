@@ -29,17 +29,9 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/loupe-project/loupe/install"
+	"github.com/loupe-project/loupe/internal/testtools"
 	"github.com/loupe-project/loupe/metadata/k8s"
 )
-
-// k8sBinDir is the cache build-k8s.sh fills.
-func k8sBinDir() string {
-	if d := os.Getenv("LOUPE_K8S_BIN"); d != "" {
-		return d
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "loupe-k8s", "kubernetes-v1.34.4")
-}
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -139,14 +131,8 @@ func startProc(t *testing.T, logf string, name string, args ...string) {
 // cluster with the agent's and the relay's service-account tokens: the
 // ClusterRoles are enough for every informer, and no more.
 func TestRealAPIServerMetadataWithInstallRBAC(t *testing.T) {
-	apiserver := filepath.Join(k8sBinDir(), "kube-apiserver")
-	if _, err := os.Stat(apiserver); err != nil {
-		t.Skipf("no %s: run test/k8s/build-k8s.sh (cached) to run this test", apiserver)
-	}
-	etcd, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Skip("no etcd (apt-get install etcd-server)")
-	}
+	apiserver := testtools.Kubernetes(t, "kube-apiserver")
+	etcd := testtools.OnPath(t, "etcd", "etcd-server")
 	dir := t.TempDir()
 	ca, serving, admin, saKey := writePKI(t, dir)
 	ep, pp, ap := freePort(t), freePort(t), freePort(t)
