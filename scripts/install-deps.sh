@@ -4,6 +4,9 @@
 set -euo pipefail
 
 pkgs=(clang llvm libbpf-dev bpftool iproute2 iperf3 iputils-ping ethtool protobuf-compiler make git chromium)
+# The Kubernetes end-to-end test's node (test/k8s/node.sh): Debian's
+# container runtime, etcd, the loopback CNI plugin, and openssl for its PKI.
+pkgs+=(containerd runc etcd-server containernetworking-plugins openssl iptables)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
