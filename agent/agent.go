@@ -40,10 +40,12 @@ type Config struct {
 	// XDPMode is the default the CNI plugin uses when its netconf has none.
 	XDPMode  string
 	Datapath Datapath
-	// LinkExists reports whether a host interface index still exists. When
-	// set, endpoints restored from the state dir whose host veth is gone
-	// are dropped. nil trusts the state.
-	LinkExists func(ifindex uint32) bool
+	// HostLinkAlive reports whether an endpoint's host veth (index and
+	// name) still exists. When set, endpoints whose veth is gone are
+	// released (sweep.go); nil trusts the table.
+	HostLinkAlive func(ifindex uint32, name string) bool
+	// DetachHostLink removes the link pins of a gone host veth.
+	DetachHostLink func(name string) error
 	// Version is reported by Status.
 	Version string
 	Log     *slog.Logger
@@ -101,6 +103,10 @@ func New(cfg Config) (*Agent, error) {
 	if err := a.restore(); err != nil {
 		return nil, err
 	}
+	// Pods deleted while the agent was away: their veths are gone.
+	if _, err := a.SweepDead(); err != nil {
+		log.Warn("sweep of dead endpoints at start; the periodic sweep retries", "err", err)
+	}
 	if err := a.reconcile(); err != nil {
 		return nil, err
 	}
@@ -111,7 +117,7 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) endpointsPath() string { return filepath.Join(a.cfg.StateDir, EndpointsStateFile) }
 
 // restore loads endpoints.json, keeping only endpoints whose addresses are
-// still allocated to them and whose host veth still exists.
+// still allocated to them.
 func (a *Agent) restore() error {
 	b, err := os.ReadFile(a.endpointsPath())
 	if errors.Is(err, os.ErrNotExist) {
@@ -130,19 +136,13 @@ func (a *Agent) restore() error {
 	dropped := false
 	for i := range st.Endpoints {
 		e := st.Endpoints[i]
-		al, ok := a.ipam.Get(e.key())
-		switch {
-		case !ok || al.IPv4 != e.IPv4 || al.IPv6 != e.IPv6:
+		if al, ok := a.ipam.Get(e.key()); !ok || al.IPv4 != e.IPv4 || al.IPv6 != e.IPv6 {
 			a.log.Warn("dropping restored endpoint: its addresses are not allocated to it",
 				"container_id", e.ContainerID, "ifname", e.Ifname, "ipv4", e.IPv4, "ipv6", e.IPv6)
 			dropped = true
-		case a.cfg.LinkExists != nil && !a.cfg.LinkExists(e.HostIfindex):
-			a.log.Warn("dropping restored endpoint: its host veth is gone",
-				"container_id", e.ContainerID, "ifname", e.Ifname, "host_ifname", e.HostIfname, "host_ifindex", e.HostIfindex)
-			dropped = true
-		default:
-			a.endpoints[e.key()] = &e
+			continue
 		}
+		a.endpoints[e.key()] = &e
 	}
 	if dropped {
 		return a.persistLocked(a.endpoints)

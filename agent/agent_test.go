@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/loupe-project/loupe/agent/ipam"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
@@ -25,6 +28,10 @@ type fixture struct {
 	dp  *memDatapath
 	a   *Agent
 	s   *Server
+	// links are the host veths that exist (ifindex -> name), when set;
+	// detached records DetachHostLink calls.
+	links    map[uint32]string
+	detached []string
 }
 
 func newFixture(t *testing.T, cidrs ...string) *fixture {
@@ -48,8 +55,13 @@ func (f *fixture) restart(t *testing.T, cidrs ...string) {
 	for _, c := range cidrs {
 		ps = append(ps, netip.MustParsePrefix(c))
 	}
-	a, err := New(Config{NodeName: "node-a", PodCIDRs: ps, StateDir: f.dir, BPFRoot: "/sys/fs/bpf/test",
-		XDPMode: "off", Datapath: f.dp, Version: "test"})
+	cfg := Config{NodeName: "node-a", PodCIDRs: ps, StateDir: f.dir, BPFRoot: "/sys/fs/bpf/test",
+		XDPMode: "off", Datapath: f.dp, Version: "test"}
+	if f.links != nil {
+		cfg.HostLinkAlive = func(idx uint32, name string) bool { return f.links[idx] == name }
+		cfg.DetachHostLink = func(name string) error { f.detached = append(f.detached, name); return nil }
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -216,25 +228,88 @@ func ep1info(e *endpointv1.Endpoint) EndpointInfo {
 	return EndpointInfo{ID: e.Id, Identity: e.Identity, IPv4: netip.MustParseAddr(e.Ipv4), IPv6: netip.MustParseAddr(e.Ipv6)}
 }
 
-func TestRestoreDropsEndpointsWhoseLinkIsGone(t *testing.T) {
+// A pod deleted while the agent was away: loupe-cni removed its veth and
+// returned, and the restarted agent releases the rest.
+func TestRestoreReleasesEndpointsWhoseLinkIsGone(t *testing.T) {
 	f := newFixture(t)
-	f.register(t, "c1", "eth0", 21, f.allocate(t, "c1", "eth0"))
+	al1 := f.allocate(t, "c1", "eth0")
+	f.register(t, "c1", "eth0", 21, al1)
 	f.register(t, "c2", "eth0", 22, f.allocate(t, "c2", "eth0"))
-	a, err := New(Config{NodeName: "n", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/24"), netip.MustParsePrefix("fd20::/64")},
-		StateDir: f.dir, Datapath: f.dp, LinkExists: func(idx uint32) bool { return idx == 21 }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eps := a.Endpoints()
+	f.links = map[uint32]string{21: "lxc21"}
+	f.restart(t)
+	eps := f.a.Endpoints()
 	if len(eps) != 1 || eps[0].HostIfindex != 21 {
 		t.Fatalf("endpoints %v", eps)
 	}
 	if _, ok := f.dp.eps[22]; ok || len(f.dp.eps) != 1 {
 		t.Fatalf("datapath %v", f.dp.eps)
 	}
-	// The allocation stays: CNI DEL or GC releases it.
-	if _, ok := a.ipam.Get(eps[0].key()); !ok {
-		t.Fatal("allocation lost")
+	if _, ok := f.a.ipam.Get(ipam.Key{ContainerID: "c2", Ifname: "eth0"}); ok {
+		t.Fatal("the dead endpoint's addresses are still allocated")
+	}
+	if _, ok := f.a.ipam.Get(eps[0].key()); !ok {
+		t.Fatal("the live endpoint's allocation was lost")
+	}
+	if !slices.Equal(f.detached, []string{"lxc22"}) {
+		t.Fatalf("detached %v, want [lxc22]", f.detached)
+	}
+	// The release is on disk: another restart finds the same state.
+	f.detached = nil
+	f.restart(t)
+	if len(f.a.Endpoints()) != 1 || len(f.a.ipam.List()) != 1 || f.detached != nil {
+		t.Fatalf("after a second restart: endpoints %v, allocations %v, detached %v", f.a.Endpoints(), f.a.ipam.List(), f.detached)
+	}
+}
+
+func TestSweepDeadWhileRunning(t *testing.T) {
+	f := newFixture(t)
+	f.links = map[uint32]string{21: "lxc21", 22: "lxc22", 23: "lxc23"}
+	f.restart(t)
+	for i, cid := range []string{"c1", "c2", "c3"} {
+		f.register(t, cid, "eth0", uint32(21+i), f.allocate(t, cid, "eth0"))
+	}
+	if n, err := f.a.SweepDead(); n != 0 || err != nil {
+		t.Fatalf("sweep with every veth alive: %d, %v", n, err)
+	}
+	delete(f.links, 22)  // deleted (a DEL that did not reach the agent, or the netns died)
+	f.links[23] = "lxcX" // index reused by another link: lxc23 is gone too
+	n, err := f.a.SweepDead()
+	if n != 2 || err != nil {
+		t.Fatalf("sweep: released %d, %v; want 2", n, err)
+	}
+	if eps := f.a.Endpoints(); len(eps) != 1 || eps[0].ContainerID != "c1" {
+		t.Fatalf("endpoints %v", eps)
+	}
+	if len(f.dp.eps) != 1 || len(f.a.ipam.List()) != 1 {
+		t.Fatalf("datapath %v, allocations %v", f.dp.eps, f.a.ipam.List())
+	}
+	if !slices.Equal(f.detached, []string{"lxc22", "lxc23"}) {
+		t.Fatalf("detached %v", f.detached)
+	}
+	if n, err := f.a.SweepDead(); n != 0 || err != nil {
+		t.Fatalf("second sweep: %d, %v", n, err)
+	}
+}
+
+// A dead endpoint whose pins cannot be removed stays, so the next sweep
+// retries rather than forget the pins.
+func TestSweepDeadKeepsEndpointWhenDetachFails(t *testing.T) {
+	f := newFixture(t)
+	f.links = map[uint32]string{21: "lxc21"}
+	f.restart(t)
+	f.register(t, "c1", "eth0", 21, f.allocate(t, "c1", "eth0"))
+	delete(f.links, 21)
+	fail := errors.New("bpffs says no")
+	f.a.cfg.DetachHostLink = func(string) error { return fail }
+	if n, err := f.a.SweepDead(); n != 0 || !errors.Is(err, fail) {
+		t.Fatalf("sweep: %d, %v; want 0 and the detach error", n, err)
+	}
+	if len(f.a.Endpoints()) != 1 || len(f.a.ipam.List()) != 1 || len(f.dp.eps) != 1 {
+		t.Fatalf("after a failed detach: endpoints %v, allocations %v, datapath %v", f.a.Endpoints(), f.a.ipam.List(), f.dp.eps)
+	}
+	f.a.cfg.DetachHostLink = func(string) error { return nil }
+	if n, err := f.a.SweepDead(); n != 1 || err != nil {
+		t.Fatalf("retry: %d, %v", n, err)
 	}
 }
 

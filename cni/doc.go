@@ -37,9 +37,9 @@
 //
 // DEL: Detach, delete the host veth (which removes the pod end), Unregister,
 // Release; whatever is missing is success. With the agent unreachable, DEL
-// still deletes the veth pair (taking the programs off the wire) and then
-// returns 11, because the address is still allocated: the runtime retries,
-// and the retry unpins the links and releases the address.
+// deletes the veth pair (taking the programs off the wire) and succeeds:
+// the agent releases endpoints whose veth is gone (address, link pins) when
+// it starts and every 30 s, so a pod's deletion never waits for the agent.
 //
 // CHECK: the pod and host ends, addresses, routes and MAC/MTU against
 // prevResult, the agent's endpoint record, and datapath.CheckAttached. When

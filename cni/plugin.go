@@ -284,10 +284,11 @@ func buildResult(args *skel.CmdArgs, conf *NetConf, pl plumbing, pd plumbed) *cu
 // prevResult: the host veth's name follows from the container id and
 // ifname. Everything missing counts as already removed.
 //
-// With the agent unreachable, DEL still deletes the veth pair (which also
-// takes the programs off the wire) and then fails with 11, because the
-// address is still allocated: the runtime retries DEL, and the retry, with
-// the agent back, unpins the links, unregisters and releases.
+// With the agent unreachable, DEL deletes the veth pair (which also takes
+// the programs off the wire) and succeeds: the agent releases endpoints
+// whose veth is gone, their address and link pins included, when it starts
+// and periodically (agent/sweep.go). So deleting a pod never waits for the
+// agent, and an uninstalled agent never strands a pod in Terminating.
 func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	inv, done, err := p.start("DEL", args)
 	if err != nil {
@@ -318,11 +319,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 		errs = append(errs, err)
 	}
 	if agentErr != nil {
-		log.Warn("agent unreachable: removed the links, the address stays allocated until a retry", logKeyErr, agentErr)
 		if len(errs) > 0 {
-			return errors.Join(append(errs, agentErr)...)
+			return firstCNIError(append(errs, agentErr))
 		}
-		return agentErr
+		log.Warn("agent unreachable: removed the veth; the agent releases the rest when it sees the veth gone", logKeyErr, agentErr)
+		return nil
 	}
 	if _, err := ag.api.Unregister(ctx, &endpointv1.UnregisterRequest{ContainerId: args.ContainerID, Ifname: args.IfName}); err != nil {
 		errs = append(errs, ag.rpcErr("unregister", err))

@@ -43,6 +43,10 @@ const (
 	ObserverSocketName = "observer.sock"
 )
 
+// deadEndpointSweep is how often the agent releases endpoints whose host
+// veth is gone (agent/sweep.go): pods whose DEL did not reach the agent.
+const deadEndpointSweep = 30 * time.Second
+
 // Config is the agent's settings; see cmd/loupe-agent for their flags.
 type Config struct {
 	NodeName            string
@@ -227,18 +231,24 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	ag, err := agent.New(agent.Config{
 		NodeName: cfg.NodeName, PodCIDRs: cfg.PodCIDRs, StateDir: cfg.StateDir, BPFRoot: cfg.BPFRoot,
 		XDPMode: cfg.XDPMode, Datapath: dp, Version: version.Version, Log: log,
-		LinkExists: func(ifindex uint32) bool {
-			exists := true
+		HostLinkAlive: func(ifindex uint32, name string) bool {
+			alive := true
 			err := cfg.inNetNS(func() error {
-				_, err := netlink.LinkByIndex(int(ifindex))
+				l, err := netlink.LinkByIndex(int(ifindex))
 				var nf netlink.LinkNotFoundError
-				if errors.As(err, &nf) {
-					exists = false
+				switch {
+				case errors.As(err, &nf):
+					alive = false
+				case err == nil:
+					// The kernel may have given the index to another link.
+					alive = l.Attrs().Name == name
 				}
 				return nil
 			})
-			return exists || err != nil
+			// When the lookup itself fails, keep the endpoint.
+			return alive || err != nil
 		},
+		DetachHostLink: func(name string) error { return datapath.Detach(cfg.BPFRoot, name) },
 	})
 	if err != nil {
 		return err
@@ -255,6 +265,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		src = f
 	}
 	// A generation counts as applied once its policy is in the datapath.
+	g.Go(func() error { return ag.RunSweeper(ctx, deadEndpointSweep) })
 	pol := newPolicyEngine(cfg.NodeName, dp, ag, log)
 	g.Go(func() error { return pol.Run(ctx, src, ag.EndpointsChanged(), ag.SetAppliedGeneration) })
 
