@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loupe-project/loupe/cni"
 	"github.com/loupe-project/loupe/image"
 	"github.com/loupe-project/loupe/install"
 )
@@ -288,15 +289,23 @@ func TestPrivilegedKubernetes(t *testing.T) {
 			t.Fatal(err)
 		}
 		a, b := pods[0], pods[1]
+		// A blocked probe returns only at its client's timeout, so the
+		// enforcement time is bracketed by probe start times: after the
+		// last one that got through, by the first one that did not.
+		var lastOpen, firstBlocked time.Duration
 		if err := poll(10*time.Second, func() error {
+			sent := time.Since(applied)
 			if _, err := n.fetch(a, b); err == nil {
+				lastOpen = sent
 				return fmt.Errorf("%s still reaches %s", a.Name, b.Name)
 			}
+			firstBlocked = sent
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("policy enforced %s after kubectl apply", time.Since(applied).Round(100*time.Millisecond))
+		t.Logf("policy enforced between %s and %s after kubectl apply returned",
+			lastOpen.Round(10*time.Millisecond), firstBlocked.Round(10*time.Millisecond))
 		if err := poll(20*time.Second, func() error {
 			flows, err := n.observe("--verdict", "DROPPED", "--to-pod", testNS+"/"+b.Name)
 			if err != nil {
@@ -340,31 +349,33 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	})
 
 	step(t, "uninstall: delete the DaemonSet, loupe-agent cleanup, nothing left", func() {
-		// The relay's pod is networked by loupe: it goes first, while the
-		// agent still answers its CNI DEL (loupe-cni fails DEL without the
-		// agent, so that kubelet retries rather than leak the address).
-		n.mustKubectl("-n", "kube-system", "delete", "deploy/loupe-relay", "--wait=true")
-		if err := poll(60*time.Second, func() error {
-			out, err := n.kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=loupe-relay", "-o", "name")
-			if err != nil || strings.TrimSpace(out) != "" {
-				return fmt.Errorf("relay pods left: %s %v", out, err)
-			}
-			return nil
-		}); err != nil {
+		// The agent goes first, so the relay's pod (networked by loupe) is
+		// deleted while no agent runs: its DEL must not wait for one.
+		loupePodsGone := func(selector string) error {
+			return poll(60*time.Second, func() error {
+				out, err := n.kubectl("-n", "kube-system", "get", "pods", "-l", selector, "-o", "name")
+				if err != nil || strings.TrimSpace(out) != "" {
+					return fmt.Errorf("pods %s left: %s %v", selector, out, err)
+				}
+				return nil
+			})
+		}
+		n.mustKubectl("-n", "kube-system", "delete", "ds/loupe-agent", "--wait=true")
+		if err := loupePodsGone("app.kubernetes.io/name=loupe-agent"); err != nil {
 			t.Fatal(err)
 		}
 		manifests := installManifests(t, loupeImageRef(t, loupeImage))
 		if _, err := n.kubectlStdin(manifests, "delete", "--ignore-not-found", "--wait=true", "-f", "-"); err != nil {
 			t.Fatal(err)
 		}
-		if err := poll(60*time.Second, func() error {
-			out, err := n.kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/part-of=loupe", "-o", "name")
-			if err != nil || strings.TrimSpace(out) != "" {
-				return fmt.Errorf("loupe pods left: %s %v", out, err)
-			}
-			return nil
-		}); err != nil {
+		if err := loupePodsGone("app.kubernetes.io/part-of=loupe"); err != nil {
 			t.Fatal(err)
+		}
+		// The relay's DEL removed its veth without the agent.
+		for _, l := range n.hostLinks() {
+			if strings.HasPrefix(l, cni.HostIfnamePrefix) {
+				t.Errorf("pod veth %s left after the uninstall", l)
+			}
 		}
 		down()
 		for _, p := range []string{conflistPath, "/opt/cni/bin/loupe-cni", "/sys/fs/bpf/loupe", "/run/loupe", "/run/netns/" + n.ns} {
