@@ -419,6 +419,27 @@ func TestPrivilegedDropEventRateLimit(t *testing.T) {
 	}
 }
 
+// A full ring buffer loses events, and the loss is counted exactly: every
+// packet is an event read, an event lost, or a drop event rate-limited.
+func TestPrivilegedRingBufferFullCountsLost(t *testing.T) {
+	d := newTestDatapath(t, Config{DropEventsPerSecond: 1 << 30})
+	withEndpoint(t, d, EndpointInfo{})
+	spoofed := pkt{src: netip.MustParseAddr("10.0.0.99"), dst: peerIP, proto: protoUDP, sport: 1, dport: 53}.build()
+	const n = 40000 // the ring holds about 16k events
+	ret, err := d.objs.LoupeFromPod.Run(&ebpf.RunOptions{Data: spoofed, Repeat: n})
+	if err != nil || ret != retTCXDrop {
+		t.Fatalf("run: %d %v", ret, err)
+	}
+	evs := drainEvents(t, d)
+	st, err := d.EventStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lost == 0 || uint64(len(evs))+st.Lost+st.DropEventsLimited != n {
+		t.Fatalf("%d events read, stats %+v: want some lost and read+lost+limited = %d", len(evs), st, n)
+	}
+}
+
 func TestPrivilegedPeriodicRecords(t *testing.T) {
 	// A 1ns interval makes every packet of an established connection due.
 	d := newTestDatapath(t, Config{ReportInterval: 1})

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -133,9 +135,23 @@ func (o *Observer) HandleEvent(raw []byte) {
 	o.seen.Add(1)
 }
 
-// AddLostEvents counts datapath events lost before HandleEvent saw them
-// (ring buffer overruns, short records), for loupe_events_lost_total.
-func (o *Observer) AddLostEvents(n uint64) { o.metrics.lost.Add(float64(n)) }
+// AddLostEvents records n datapath events lost before HandleEvent saw them
+// (the BPF ring buffer was full): it counts them in loupe_events_lost_total
+// and puts a LostEvent (source PERF_EVENT_RING_BUFFER, as Hubble names
+// losses before its parser) in the flow ring, so that GetFlows streams
+// show where flows are missing, as hubble observe prints them.
+func (o *Observer) AddLostEvents(n uint64) {
+	if n == 0 {
+		return
+	}
+	o.metrics.lost.Add(float64(n))
+	rec := &lostRecord{event: flowpb.LostEvent{Source: flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, NumEventsLost: n}}
+	now := time.Now()
+	rec.at.Seconds, rec.at.Nanos = now.Unix(), int32(now.Nanosecond())
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ring.write(&entry{lost: rec})
+}
 
 // DecodeErrors returns how many records failed to decode.
 func (o *Observer) DecodeErrors() uint64 {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 )
 
@@ -14,11 +16,27 @@ import (
 // Hubble's, capacities are 2^n-1.
 const DefaultBufferSize = 65535
 
-// entry is one flow in the ring, stamped with its sequence number. Entries
-// are immutable once written.
+// entry is one flow in the ring, or a record of datapath events lost
+// before they became flows, stamped with its sequence number. Exactly one
+// of flow and lost is set. Entries are immutable once written.
 type entry struct {
 	seq  uint64
 	flow *flowpb.Flow
+	lost *lostRecord
+}
+
+// lostRecord is a LostEvent with the time the agent noticed the loss.
+type lostRecord struct {
+	event flowpb.LostEvent
+	at    timestamppb.Timestamp
+}
+
+// time is when the flow happened or the loss was noticed.
+func (e *entry) time() *timestamppb.Timestamp {
+	if e.lost != nil {
+		return &e.lost.at
+	}
+	return e.flow.GetTime()
 }
 
 // ring is a bounded buffer of flows with one writer and any number of

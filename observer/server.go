@@ -157,10 +157,12 @@ func (o *Observer) flowsRate(now time.Time) float64 {
 	head := o.ring.head.Load()
 	for seq := head; seq > o.ring.oldest(head); seq-- {
 		e, _ := o.ring.read(seq - 1)
-		if e == nil || e.flow.GetTime().AsTime().Before(since) {
+		if e == nil || e.time().AsTime().Before(since) {
 			break
 		}
-		n++
+		if e.flow != nil {
+			n++
+		}
 	}
 	return float64(n) / window.Seconds()
 }
@@ -271,7 +273,7 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 			if e == nil {
 				break
 			}
-			if match(e.flow) {
+			if e.flow != nil && match(e.flow) {
 				found++
 				start = seq - 1
 			}
@@ -304,6 +306,16 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 			continue
 		}
 		seq++
+		if e.lost != nil {
+			// As Hubble: filters do not apply to lost events and they do
+			// not count towards number; since and until do.
+			if t := e.time().AsTime(); (since.IsZero() || !t.Before(since)) && (until.IsZero() || !t.After(until)) {
+				if err := stream.Send(o.datapathLostResponse(e.lost)); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		f := e.flow
 		if !until.IsZero() && f.GetTime().AsTime().After(until) {
 			return nil // flows are in time order: none later will match
@@ -338,6 +350,14 @@ func (o *Observer) lostResponse(n uint64) *observerpb.GetFlowsResponse {
 		}},
 		NodeName: o.cfg.NodeName,
 		Time:     now,
+	}
+}
+
+func (o *Observer) datapathLostResponse(rec *lostRecord) *observerpb.GetFlowsResponse {
+	return &observerpb.GetFlowsResponse{
+		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: &rec.event},
+		NodeName:      o.cfg.NodeName,
+		Time:          &rec.at,
 	}
 }
 

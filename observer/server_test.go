@@ -310,3 +310,80 @@ func TestPeerNotify(t *testing.T) {
 		delete(want, got)
 	}
 }
+
+// responses returns every GetFlows response of a non-follow request.
+func responses(t *testing.T, c observerpb.ObserverClient, req *observerpb.GetFlowsRequest) []*observerpb.GetFlowsResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.GetFlows(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*observerpb.GetFlowsResponse
+	for {
+		r, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+}
+
+// Events the BPF ring buffer lost reach clients as Hubble's LostEvent, in
+// stream order, whatever the filters, without counting towards number.
+func TestGetFlowsDatapathLostEvents(t *testing.T) {
+	o := newTestObserver(t, 15, nil)
+	fill(o, 3)
+	o.AddLostEvents(7)
+	o.AddLostEvents(0) // nothing lost: no event
+	c := observerpb.NewObserverClient(serve(t, o))
+
+	kinds := func(rs []*observerpb.GetFlowsResponse) string {
+		var b strings.Builder
+		for _, r := range rs {
+			switch {
+			case r.GetFlow() != nil:
+				b.WriteString("F")
+			case r.GetLostEvents() != nil:
+				le := r.GetLostEvents()
+				if le.GetSource() != flowpb.LostEventSource_PERF_EVENT_RING_BUFFER || le.GetNumEventsLost() != 7 ||
+					r.GetNodeName() != "node-1" || r.GetTime() == nil {
+					t.Errorf("lost event response %v", r)
+				}
+				b.WriteString("L")
+			}
+		}
+		return b.String()
+	}
+	noFlows := []*flowpb.FlowFilter{{SourcePod: []string{"y/"}}}
+	for _, tc := range []struct {
+		name string
+		req  *observerpb.GetFlowsRequest
+		want string
+	}{
+		{"all", &observerpb.GetFlowsRequest{}, "FFFL"},
+		{"last 2 flows, then the loss after them", &observerpb.GetFlowsRequest{Number: 2}, "FFL"},
+		{"a filter no flow matches", &observerpb.GetFlowsRequest{Whitelist: noFlows}, "L"},
+		{"since in the future", &observerpb.GetFlowsRequest{Since: timestamppb.New(time.Now().Add(time.Hour))}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := kinds(responses(t, c, tc.req)); got != tc.want {
+				t.Errorf("responses %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := counterValue(o.metrics.lost); got != 7 {
+		t.Errorf("loupe_events_lost_total = %v, want 7", got)
+	}
+	st, err := c.ServerStatus(context.Background(), &observerpb.ServerStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetSeenFlows() != 3 {
+		t.Errorf("seen flows %d, want 3 (a loss is not a flow)", st.GetSeenFlows())
+	}
+}

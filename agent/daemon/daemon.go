@@ -83,6 +83,9 @@ type Observer interface {
 	// HandleEvent is called from the event reader; raw is valid only
 	// during the call.
 	HandleEvent(raw []byte)
+	// AddLostEvents reports n events the datapath could not hand over
+	// (its ring buffer was full).
+	AddLostEvents(n uint64)
 	// Serve serves the Observer, Peer and Health gRPC services on a TCP
 	// address and a unix socket until ctx is done.
 	Serve(ctx context.Context, listenAddr, unixSocketPath string) error
@@ -264,8 +267,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		src = f
 	}
-	// A generation counts as applied once its policy is in the datapath.
 	g.Go(func() error { return ag.RunSweeper(ctx, deadEndpointSweep) })
+	// A generation counts as applied once its policy is in the datapath.
 	pol := newPolicyEngine(cfg.NodeName, dp, ag, log)
 	g.Go(func() error { return pol.Run(ctx, src, ag.EndpointsChanged(), ag.SetAppliedGeneration) })
 
@@ -279,6 +282,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("observer: %w", err)
 		}
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
+		g.Go(func() error {
+			lost := func() (uint64, error) { st, err := dp.EventStats(); return st.Lost, err }
+			return forwardLostEvents(ctx, lost, obs.AddLostEvents, lostEventsPoll, log)
+		})
 		// The unix socket is always served, for local tools; TCP only when
 		// --listen is set.
 		obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)

@@ -114,6 +114,7 @@ func (s *eventSink) Serve(ctx context.Context, _, _ string) error {
 	return nil
 }
 func (s *eventSink) MetricsHandler() http.Handler { return http.NotFoundHandler() }
+func (s *eventSink) AddLostEvents(uint64)         {}
 
 // runningAgent is one in-process agent run.
 type runningAgent struct {

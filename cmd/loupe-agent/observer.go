@@ -6,7 +6,8 @@ import (
 )
 
 // newObserver builds the flow observer the daemon feeds with datapath
-// events (the contract in .team/CONTRACTS.md, "Agent wiring").
+// events. It lives in the main package so that agent/daemon does not
+// depend on the observer.
 func newObserver(p daemon.ObserverParams) (daemon.Observer, error) {
 	return observer.New(observer.Config{
 		NodeName:   p.NodeName,
