@@ -260,7 +260,7 @@ func TestPrivilegedKubernetes(t *testing.T) {
 		}
 	})
 
-	step(t, "3. loupe observe through the relay shows the flows with names from the API server", func() {
+	step(t, "3. loupe observe through the relay shows the flows with pod, workload and Service names from the API server", func() {
 		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-relay", "--timeout=120s")
 		a, b := pods[0], pods[1]
 		if err := poll(30*time.Second, func() error {
@@ -278,6 +278,30 @@ func TestPrivilegedKubernetes(t *testing.T) {
 				}
 			}
 			return fmt.Errorf("no flow %s -> %s with names and workload among %d flows", a.Name, b.Name, len(flows))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Through the Service's ClusterIP (kube-proxy's DNAT between the
+		// pods' TCX programs): the flow names the Service.
+		svcIP := strings.TrimSpace(n.mustKubectl("-n", testNS, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"))
+		if err := poll(30*time.Second, func() error {
+			got, err := n.run(n.testhtp, "get", fmt.Sprintf("http://%s:8080/fetch?url=http://%s:80/", a.IP, svcIP))
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(pods, func(p pod) bool { return p.Name == strings.TrimSpace(got) }) {
+				return fmt.Errorf("%s reached %q through the Service, not a web pod", a.Name, got)
+			}
+			flows, err := n.observe("--from-pod", testNS+"/"+a.Name, "--to-service", testNS+"/web")
+			if err != nil {
+				return err
+			}
+			for _, f := range flows {
+				if f.DestinationService.Name == "web" && f.DestinationService.Namespace == testNS {
+					return nil
+				}
+			}
+			return fmt.Errorf("no flow from %s names the Service %s/web among %d flows", a.Name, testNS, len(flows))
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -434,8 +458,10 @@ type endpoint struct {
 	Workloads []workload
 }
 type policy struct{ Name, Namespace string }
+type service struct{ Name, Namespace string }
 type flow struct {
 	Source, Destination endpoint
+	DestinationService  service `json:"destination_service"`
 	Verdict             string
 	IngressDeniedBy     []policy `json:"ingress_denied_by"`
 }
@@ -531,6 +557,15 @@ spec:
         imagePullPolicy: Never
         args: [serve, ":8080"]
         ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: ` + testNS + `
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
 `
 
 const denyPolicy = `apiVersion: networking.k8s.io/v1
