@@ -1,11 +1,9 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 )
 
 // A pod's host veth goes away with its DEL, and with its netns when a
@@ -19,7 +17,7 @@ import (
 
 // SweepDead releases every endpoint whose host veth is gone (per
 // Config.HostLinkAlive) and returns how many it released. New runs it on
-// the restored table; RunSweeper runs it periodically.
+// the restored table; the daemon runs it periodically.
 func (a *Agent) SweepDead() (int, error) {
 	if a.cfg.HostLinkAlive == nil {
 		return 0, nil
@@ -63,21 +61,4 @@ func (a *Agent) releaseDeadLocked(e *Endpoint) error {
 	a.log.Info("released the endpoint of a gone host veth", "container_id", e.ContainerID, "ifname", e.Ifname,
 		"pod", e.PodNamespace+"/"+e.PodName, "host_ifname", e.HostIfname, "ipv4", e.IPv4, "ipv6", e.IPv6)
 	return nil
-}
-
-// RunSweeper runs SweepDead every interval until ctx ends. Failures are
-// logged and retried on the next round.
-func (a *Agent) RunSweeper(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if _, err := a.SweepDead(); err != nil {
-				a.log.Warn("sweep of dead endpoints", "err", err)
-			}
-		}
-	}
 }

@@ -267,7 +267,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		src = f
 	}
-	g.Go(func() error { return ag.RunSweeper(ctx, deadEndpointSweep) })
+	g.Go(func() error {
+		return repeat(ctx, deadEndpointSweep, func() {
+			if _, err := ag.SweepDead(); err != nil {
+				log.Warn("sweep of dead endpoints; retried next round", "err", err)
+			}
+		})
+	})
 	// A generation counts as applied once its policy is in the datapath.
 	pol := newPolicyEngine(cfg.NodeName, dp, ag, log)
 	g.Go(func() error { return pol.Run(ctx, src, ag.EndpointsChanged(), ag.SetAppliedGeneration) })

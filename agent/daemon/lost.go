@@ -20,6 +20,21 @@ func forwardLostEvents(ctx context.Context, lost func() (uint64, error), sink fu
 	if err != nil {
 		log.Warn("lost events: read the datapath count", "err", err)
 	}
+	return repeat(ctx, every, func() {
+		cur, err := lost()
+		if err != nil {
+			log.Warn("lost events: read the datapath count", "err", err)
+			return
+		}
+		if cur > last {
+			sink(cur - last)
+		}
+		last = cur
+	})
+}
+
+// repeat calls f every interval until ctx ends.
+func repeat(ctx context.Context, every time.Duration, f func()) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -27,15 +42,7 @@ func forwardLostEvents(ctx context.Context, lost func() (uint64, error), sink fu
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			f()
 		}
-		cur, err := lost()
-		if err != nil {
-			log.Warn("lost events: read the datapath count", "err", err)
-			continue
-		}
-		if cur > last {
-			sink(cur - last)
-		}
-		last = cur
 	}
 }
