@@ -232,8 +232,7 @@ func ep1info(e *endpointv1.Endpoint) EndpointInfo {
 // returned, and the restarted agent releases the rest.
 func TestRestoreReleasesEndpointsWhoseLinkIsGone(t *testing.T) {
 	f := newFixture(t)
-	al1 := f.allocate(t, "c1", "eth0")
-	f.register(t, "c1", "eth0", 21, al1)
+	f.register(t, "c1", "eth0", 21, f.allocate(t, "c1", "eth0"))
 	f.register(t, "c2", "eth0", 22, f.allocate(t, "c2", "eth0"))
 	f.links = map[uint32]string{21: "lxc21"}
 	f.restart(t)

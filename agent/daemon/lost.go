@@ -16,21 +16,21 @@ const lostEventsPoll = time.Second
 // and survives agent restarts, so losses from before this start are taken
 // as the baseline rather than reported again.
 func forwardLostEvents(ctx context.Context, lost func() (uint64, error), sink func(n uint64), every time.Duration, log *slog.Logger) error {
-	last, err := lost()
-	if err != nil {
-		log.Warn("lost events: read the datapath count", "err", err)
-	}
-	return repeat(ctx, every, func() {
+	var last uint64
+	haveBase := false
+	read := func() {
 		cur, err := lost()
 		if err != nil {
 			log.Warn("lost events: read the datapath count", "err", err)
 			return
 		}
-		if cur > last {
+		if haveBase && cur > last {
 			sink(cur - last)
 		}
-		last = cur
-	})
+		last, haveBase = cur, true
+	}
+	read()
+	return repeat(ctx, every, read)
 }
 
 // repeat calls f every interval until ctx ends.

@@ -14,12 +14,14 @@ import (
 // count since the last read; losses before the start and failed reads are
 // not reported as new losses.
 func TestForwardLostEvents(t *testing.T) {
-	// Successive reads of the count: 5 before the start (the pinned map
-	// kept it), then growth, a failed read, no change, growth again.
+	// Successive reads of the count: a failed first read, then 5 from
+	// before the start (the pinned map kept it: the baseline), growth, a
+	// failed read, no change, growth again.
+	gone := errors.New("map gone")
 	reads := []struct {
 		n   uint64
 		err error
-	}{{5, nil}, {5, nil}, {8, nil}, {0, errors.New("map gone")}, {8, nil}, {20, nil}}
+	}{{0, gone}, {5, nil}, {5, nil}, {8, nil}, {0, gone}, {8, nil}, {20, nil}}
 	var mu sync.Mutex
 	var got []uint64
 	i := 0
