@@ -307,6 +307,69 @@ func TestPrivilegedKubernetes(t *testing.T) {
 		}
 	})
 
+	step(t, "the agent restarts (an upgrade's rollout) without cutting pod traffic", func() {
+		a, b := pods[0], pods[1]
+		before := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=loupe-agent",
+			"-o", "jsonpath={.items[*].metadata.uid}"))
+		// Probe a -> b all through the restart: the programs, maps and links
+		// are pinned, so the kernel keeps forwarding while no agent runs.
+		stop := make(chan struct{})
+		type result struct {
+			probes, failures int
+			last             error
+		}
+		done := make(chan result)
+		go func() {
+			var r result
+			for {
+				select {
+				case <-stop:
+					done <- r
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				r.probes++
+				if got, err := n.fetch(a, b); err != nil || strings.TrimSpace(got) != b.Name {
+					r.failures++
+					r.last = fmt.Errorf("%q %v", got, err)
+				}
+			}
+		}()
+		n.mustKubectl("-n", "kube-system", "rollout", "restart", "ds/loupe-agent")
+		out, err := n.kubectl("-n", "kube-system", "rollout", "status", "ds/loupe-agent", "--timeout=120s")
+		close(stop)
+		r := <-done
+		if err != nil {
+			t.Fatalf("rollout: %v\n%s", err, out)
+		}
+		after := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=loupe-agent",
+			"-o", "jsonpath={.items[*].metadata.uid}"))
+		if after == before || after == "" {
+			t.Fatalf("agent pod uid %q before, %q after the rollout: it did not restart", before, after)
+		}
+		t.Logf("%d probes %s -> %s during the restart, %d failed", r.probes, a.Name, b.Name, r.failures)
+		if r.failures > 0 || r.probes == 0 {
+			t.Fatalf("%d of %d probes failed while the agent restarted (last: %v)", r.failures, r.probes, r.last)
+		}
+		// The new agent serves flows, and the relay found it again.
+		since := time.Now().UTC().Format(time.RFC3339)
+		if err := poll(30*time.Second, func() error {
+			if _, err := n.fetch(a, b); err != nil {
+				return err
+			}
+			flows, err := n.observe("--since", since, "--from-pod", testNS+"/"+a.Name, "--to-pod", testNS+"/"+b.Name)
+			if err != nil {
+				return err
+			}
+			if len(flows) == 0 {
+				return fmt.Errorf("no flow %s -> %s since the restart", a.Name, b.Name)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	step(t, "4. a NetworkPolicy is enforced within seconds and drops name it", func() {
 		applied := time.Now()
 		if _, err := n.kubectlStdin(denyPolicy, "apply", "-f", "-"); err != nil {
