@@ -95,7 +95,7 @@ image: build
 		$(foreach b,$(LOUPE_BINS),-file $(BIN)/$(b)=/usr/bin/$(b))
 
 # The Kubernetes v1.34.4 binaries, built once and cached by version under
-# ~/.cache/loupe-k8s (about 8 minutes cold on an idle 2-core machine).
+# ~/.cache/loupe-k8s (6-8 minutes cold on an idle 2-core machine).
 k8s-bins:
 	test/k8s/build-k8s.sh >/dev/null
 
