@@ -361,7 +361,9 @@ func (o *Observer) datapathLostResponse(rec *lostRecord) *observerpb.GetFlowsRes
 	}
 }
 
-// tlsServerName follows Hubble's convention for peer certificates.
+// tlsServerName follows Hubble's convention for peer certificates; the
+// relay checks agents' certificates for the same name
+// (relay.AgentTLSServerName, which TestTLSListener holds equal).
 func tlsServerName(node string) string {
 	return node + ".default.hubble-grpc.cilium.io"
 }

@@ -8,6 +8,14 @@ import (
 	"os"
 )
 
+// AgentTLSServerName is the name an agent's server certificate carries, by
+// Hubble's convention (<node>.<cluster>.hubble-grpc.cilium.io, cluster
+// "default"); the observer advertises the same name in its Peer API. Peer
+// sources that know only a node's address (the Node list) verify it.
+func AgentTLSServerName(node string) string {
+	return node + ".default.hubble-grpc.cilium.io"
+}
+
 // ClientTLSConfig builds the TLS configuration used to reach the agents.
 // caFiles verify the agents' certificates (the system pool when empty); a
 // certificate and key, when given, are presented for mTLS.

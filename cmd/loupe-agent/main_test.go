@@ -1,9 +1,22 @@
 package main
 
 import (
+	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/loupe-project/loupe/agent/daemon"
+	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
 func TestPodCIDRFlagRepeatedOrCommaSeparated(t *testing.T) {
@@ -27,5 +40,83 @@ func TestPodCIDRFlagRepeatedOrCommaSeparated(t *testing.T) {
 	}
 	if _, err := parseCIDRs([]string{"10.1.0.0"}); err == nil {
 		t.Fatal("a CIDR without a length was accepted")
+	}
+}
+
+func TestTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := relaytest.NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Issue("node1", "node1.default.hubble-grpc.cilium.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := pair.WriteFiles(dir, "node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := newRootCommand()
+	if err := cmd.ParseFlags([]string{"--tls-cert-file", cert, "--tls-key-file", key, "--tls-client-ca-file", caFile}); err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string]string{"tls-cert-file": cert, "tls-key-file": key, "tls-client-ca-file": caFile} {
+		if got, _ := cmd.Flags().GetString(flag); got != want {
+			t.Errorf("--%s = %q", flag, got)
+		}
+	}
+	good := observer.TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: caFile}
+	if err := checkTLS(good); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkTLS(observer.TLSConfig{}); err != nil {
+		t.Fatalf("no TLS: %v", err)
+	}
+	for name, c := range map[string]observer.TLSConfig{
+		"missing key file": {CertFile: cert, KeyFile: filepath.Join(dir, "nope.key")},
+		"key without cert": {KeyFile: key},
+		"key of the CA":    {CertFile: cert, KeyFile: key, ClientCAFile: key},
+	} {
+		if err := checkTLS(c); err == nil || !strings.Contains(err.Error(), "--tls-") {
+			t.Errorf("%s: want an error naming the --tls- flags, got %v", name, err)
+		}
+	}
+	// The observer the daemon gets serves with these files: GetNodes (here
+	// over the plain local socket) says TLS is on, with Hubble's name.
+	obs, err := observerFactory(good)(daemon.ObserverParams{NodeName: "node1"})
+	if err != nil {
+		t.Fatalf("observer: %v", err)
+	}
+	sock := filepath.Join(dir, "observer.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- obs.Serve(ctx, "", sock) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var nodes *observerpb.GetNodesResponse
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if nodes, err = observerpb.NewObserverClient(conn).GetNodes(ctx, &observerpb.GetNodesRequest{}); err == nil || time.Now().After(end) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl := nodes.GetNodes()[0].GetTls(); !tl.GetEnabled() || tl.GetServerName() != "node1.default.hubble-grpc.cilium.io" {
+		t.Fatalf("GetNodes TLS %v", tl)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata/k8s"
@@ -86,7 +87,7 @@ func newCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				sources = append(sources, &k8s.NodePeers{Client: client, Port: agentPort, Log: cfg.Log})
+				sources = append(sources, nodePeers(client, agentPort, cfg.ClientTLS != nil, cfg.Log))
 				cfg.Log.Info("peers from the Kubernetes Node list", "kubeconfig", kubeconfig, "agent_port", agentPort)
 			}
 			if len(sources) == 0 {
@@ -158,4 +159,15 @@ func loopback(listen string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// nodePeers finds agents from the Node list. Their addresses are node IPs,
+// so with TLS the agents' certificates are checked for Hubble's per-node
+// name instead.
+func nodePeers(client kubernetes.Interface, port string, tls bool, log *slog.Logger) *k8s.NodePeers {
+	np := &k8s.NodePeers{Client: client, Port: port, Log: log}
+	if tls {
+		np.TLSServerName = relay.AgentTLSServerName
+	}
+	return np
 }

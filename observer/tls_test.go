@@ -1,0 +1,128 @@
+package observer
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/loupe-project/loupe/relay"
+	"github.com/loupe-project/loupe/relay/relaytest"
+)
+
+// With the agent's --tls-* files the TCP listener requires a client
+// certificate from the CA (what Hubble Relay presents) and serves a
+// certificate for Hubble's per-node name; the local unix socket stays plain.
+func TestTLSListener(t *testing.T) {
+	if got, want := tlsServerName("node-1"), relay.AgentTLSServerName("node-1"); got != want {
+		t.Fatalf("the observer's certificate name %q is not the one the relay checks, %q", got, want)
+	}
+	dir := t.TempDir()
+	ca, err := relaytest.NewCA("loupe-test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.Issue("node-1", tlsServerName("node-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := server.WriteFiles(dir, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Issue("relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := client.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := relaytest.NewCA("other-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := other.Issue("stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerCert, err := stranger.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	o, err := New(Config{NodeName: "node-1", TLS: TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "observer.sock")
+	unixL, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.ServeListeners(ctx, tcp, unixL) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+
+	status := func(addr string, creds credentials.TransportCredentials) error {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = observerpb.NewObserverClient(conn).ServerStatus(ctx, &observerpb.ServerStatusRequest{})
+		return err
+	}
+	withCert := func(certs ...tls.Certificate) credentials.TransportCredentials {
+		return credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: tlsServerName("node-1"), Certificates: certs, MinVersion: tls.VersionTLS13})
+	}
+	addr := tcp.Addr().String()
+	if err := status(addr, withCert(clientCert)); err != nil {
+		t.Fatalf("mTLS client with the CA's certificate: %v", err)
+	}
+	for name, creds := range map[string]credentials.TransportCredentials{
+		"plain text":                  insecure.NewCredentials(),
+		"TLS without a certificate":   withCert(),
+		"a certificate of another CA": withCert(strangerCert),
+	} {
+		if err := status(addr, creds); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := status("unix://"+sock, insecure.NewCredentials()); err != nil {
+		t.Fatalf("the unix socket: %v", err)
+	}
+}
+
+func TestTLSConfigNeedsCertAndKey(t *testing.T) {
+	for _, c := range []TLSConfig{{CertFile: "a.crt"}, {KeyFile: "a.key"}, {ClientCAFile: "ca.crt"}} {
+		if _, err := New(Config{NodeName: "n", TLS: c}); err == nil || !strings.Contains(err.Error(), "tls:") {
+			t.Errorf("%+v: want a tls: error, got %v", c, err)
+		}
+	}
+}
