@@ -64,6 +64,9 @@ type Agent struct {
 	mu        sync.Mutex
 	endpoints map[ipam.Key]*Endpoint
 	nextID    uint32
+	// orphans are the allocations the last sweep found without an
+	// endpoint (sweep.go).
+	orphans map[ipam.Key]bool
 
 	ready      atomic.Bool
 	generation atomic.Pointer[string]

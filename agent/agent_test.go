@@ -626,3 +626,29 @@ func TestPodIdentity(t *testing.T) {
 		}
 	}
 }
+
+// An allocation no endpoint registered in two sweeps in a row is an ADD
+// that died between Allocate and Register: the second sweep frees it. One
+// that registers in between is an ADD that finished, and stays.
+func TestSweepReleasesOrphanedAllocations(t *testing.T) {
+	f := newFixture(t)
+	f.allocate(t, "died", "eth0")
+	slow := f.allocate(t, "slow", "eth0")
+	if n, err := f.a.SweepDead(); n != 0 || err != nil {
+		t.Fatalf("first sweep: released %d, %v", n, err)
+	}
+	f.register(t, "slow", "eth0", 31, slow)
+	f.allocate(t, "late", "eth0") // after the first sweep: one more round
+	if n, err := f.a.SweepDead(); n != 1 || err != nil {
+		t.Fatalf("second sweep: released %d, %v; want 1", n, err)
+	}
+	for key, want := range map[string]bool{"died": false, "slow": true, "late": true} {
+		if _, ok := f.a.ipam.Get(ipam.Key{ContainerID: key, Ifname: "eth0"}); ok != want {
+			t.Errorf("allocation %s held = %v, want %v", key, ok, want)
+		}
+	}
+	f.allocate(t, "next", "eth0") // first seen by the third sweep
+	if n, err := f.a.SweepDead(); n != 1 || err != nil {
+		t.Fatalf("third sweep: released %d, %v; want 1 (late)", n, err)
+	}
+}

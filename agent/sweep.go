@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/loupe-project/loupe/agent/ipam"
 )
 
 // A pod's host veth goes away with its DEL, and with its netns when a
@@ -16,14 +18,24 @@ import (
 // queue and also covers pods the runtime forgot.
 
 // SweepDead releases every endpoint whose host veth is gone (per
-// Config.HostLinkAlive) and returns how many it released. New runs it on
+// Config.HostLinkAlive), and every allocation that has had no endpoint in
+// two sweeps in a row, and returns how many it released. New runs it on
 // the restored table; the daemon runs it periodically.
+//
+// An allocation without an endpoint is an ADD between Allocate and
+// Register, which takes milliseconds, or an ADD that died there (loupe-cni
+// killed on a timeout, the agent restarting under it). Nothing else frees
+// those: containerd 1.6 never calls CNI GC. Two sweeps apart (30 s or
+// more) tells the two apart; an ADD slower than that fails its Register
+// and rolls back, and the runtime retries it.
 func (a *Agent) SweepDead() (int, error) {
-	if a.cfg.HostLinkAlive == nil {
-		return 0, nil
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	orphans, err := a.sweepOrphansLocked()
+	if a.cfg.HostLinkAlive == nil {
+		return orphans, err
+	}
+	errs := []error{err}
 	var dead []*Endpoint
 	for _, e := range a.endpoints {
 		if !a.cfg.HostLinkAlive(e.HostIfindex, e.HostIfname) {
@@ -31,8 +43,7 @@ func (a *Agent) SweepDead() (int, error) {
 		}
 	}
 	slices.SortFunc(dead, func(x, y *Endpoint) int { return int(x.ID) - int(y.ID) })
-	var errs []error
-	released := 0
+	released := orphans
 	for _, e := range dead {
 		if err := a.releaseDeadLocked(e); err != nil {
 			errs = append(errs, fmt.Errorf("release dead endpoint %s/%s: %w", e.ContainerID, e.Ifname, err))
@@ -61,4 +72,32 @@ func (a *Agent) releaseDeadLocked(e *Endpoint) error {
 	a.log.Info("released the endpoint of a gone host veth", "container_id", e.ContainerID, "ifname", e.Ifname,
 		"pod", e.PodNamespace+"/"+e.PodName, "host_ifname", e.HostIfname, "ipv4", e.IPv4, "ipv6", e.IPv6)
 	return nil
+}
+
+// sweepOrphansLocked releases allocations that had no endpoint at this
+// sweep and the previous one. The caller holds mu.
+func (a *Agent) sweepOrphansLocked() (int, error) {
+	seen := map[ipam.Key]bool{}
+	var errs []error
+	released := 0
+	for _, al := range a.ipam.List() {
+		if _, ok := a.endpoints[al.Key]; ok {
+			continue
+		}
+		if !a.orphans[al.Key] {
+			seen[al.Key] = true
+			continue
+		}
+		if err := a.ipam.Release(al.Key); err != nil {
+			errs = append(errs, fmt.Errorf("release orphaned allocation %s/%s: %w", al.ContainerID, al.Ifname, err))
+			seen[al.Key] = true
+			continue
+		}
+		released++
+		a.log.Info("released an allocation no endpoint registered in two sweeps (its ADD died)",
+			"container_id", al.ContainerID, "ifname", al.Ifname, "pod", al.PodNamespace+"/"+al.PodName,
+			"ipv4", al.IPv4, "ipv6", al.IPv6)
+	}
+	a.orphans = seen
+	return released, errors.Join(errs...)
 }
