@@ -305,6 +305,21 @@ func TestPrivilegedKubernetes(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+		// Hairpin: kube-proxy picks a backend at random, the pod itself
+		// among them (masqueraded); every connection must work, and one
+		// must come back to a.
+		if err := poll(30*time.Second, func() error {
+			got, err := n.run(n.testhtp, "get", fmt.Sprintf("http://%s:8080/fetch?url=http://%s:80/", a.IP, svcIP))
+			if err != nil {
+				t.Fatalf("%s through its own Service: %v", a.Name, err)
+			}
+			if strings.TrimSpace(got) != a.Name {
+				return fmt.Errorf("%s never reached itself through the Service (last: %q)", a.Name, got)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	step(t, "the agent restarts (an upgrade's rollout) without cutting pod traffic", func() {

@@ -70,7 +70,7 @@ func get(url string) error {
 
 func serve(ctx context.Context, addr string) error {
 	name, _ := os.Hostname()
-	client := &http.Client{Timeout: 3 * time.Second}
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, name)
