@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -361,9 +362,10 @@ func (o *Observer) datapathLostResponse(rec *lostRecord) *observerpb.GetFlowsRes
 	}
 }
 
-// tlsServerName follows Hubble's convention for peer certificates; the
+// tlsServerName follows Hubble's convention for peer certificates (dots in
+// the node name become hyphens, so one wildcard certificate fits all); the
 // relay checks agents' certificates for the same name
 // (relay.AgentTLSServerName, which TestTLSListener holds equal).
 func tlsServerName(node string) string {
-	return node + ".default.hubble-grpc.cilium.io"
+	return strings.ReplaceAll(node, ".", "-") + ".default.hubble-grpc.cilium.io"
 }

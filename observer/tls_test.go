@@ -23,15 +23,27 @@ import (
 // certificate from the CA (what Hubble Relay presents) and serves a
 // certificate for Hubble's per-node name; the local unix socket stays plain.
 func TestTLSListener(t *testing.T) {
-	if got, want := tlsServerName("node-1"), relay.AgentTLSServerName("node-1"); got != want {
-		t.Fatalf("the observer's certificate name %q is not the one the relay checks, %q", got, want)
+	// Kubernetes allows dots in Node names; like Hubble, the name stays one
+	// DNS label so *.default.hubble-grpc.cilium.io covers it.
+	for node, want := range map[string]string{
+		"node-1":                   "node-1.default.hubble-grpc.cilium.io",
+		"ip-10-0-0-1.ec2.internal": "ip-10-0-0-1-ec2-internal.default.hubble-grpc.cilium.io",
+	} {
+		if got := tlsServerName(node); got != want {
+			t.Errorf("observer: %s -> %q, want %q", node, got, want)
+		}
+		if got := relay.AgentTLSServerName(node); got != want {
+			t.Errorf("relay: %s -> %q, want %q", node, got, want)
+		}
 	}
 	dir := t.TempDir()
 	ca, err := relaytest.NewCA("loupe-test-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ca.Issue("node-1", tlsServerName("node-1"))
+	// One wildcard certificate for every node, as Hubble's certgen issues.
+	const node = "node-1.zone-a"
+	server, err := ca.Issue("hubble-server", "*.default.hubble-grpc.cilium.io")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +76,7 @@ func TestTLSListener(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	o, err := New(Config{NodeName: "node-1", TLS: TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile}})
+	o, err := New(Config{NodeName: node, TLS: TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +111,7 @@ func TestTLSListener(t *testing.T) {
 		return err
 	}
 	withCert := func(certs ...tls.Certificate) credentials.TransportCredentials {
-		return credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: tlsServerName("node-1"), Certificates: certs, MinVersion: tls.VersionTLS13})
+		return credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: tlsServerName(node), Certificates: certs, MinVersion: tls.VersionTLS13})
 	}
 	addr := tcp.Addr().String()
 	if err := status(addr, withCert(clientCert)); err != nil {
