@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"google.golang.org/grpc"
@@ -36,6 +38,49 @@ func dialAgent(socket string) (*agent, error) {
 }
 
 func (a *agent) Close() error { return a.conn.Close() }
+
+// agentPoll is how often waitAgent asks again.
+const agentPoll = 250 * time.Millisecond
+
+// waitAgent connects to the agent and waits, up to wait, until it reports
+// ready: an ADD that comes while the agent starts (the conflist is written
+// before it runs) then succeeds instead of failing into the runtime's
+// backoff. It returns the last "try again later" error when wait passes.
+func waitAgent(socket string, wait time.Duration, log *slog.Logger) (*agent, error) {
+	end := time.Now().Add(wait)
+	for attempt := 1; ; attempt++ {
+		ag, err := readyAgent(socket)
+		if err == nil || !isTryAgain(err) || !time.Now().Add(agentPoll).Before(end) {
+			return ag, err
+		}
+		if attempt == 1 {
+			log.Info("waiting for the agent", "socket", socket, "wait", wait, logKeyErr, err)
+		}
+		time.Sleep(agentPoll)
+	}
+}
+
+// readyAgent connects and checks Status: an agent that is not ready yet is
+// "try again later" too.
+func readyAgent(socket string) (*agent, error) {
+	ag, err := dialAgent(socket)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	st, err := ag.api.Status(ctx, &endpointv1.StatusRequest{})
+	if err == nil && !st.GetReady() {
+		err = tryAgain(socket, errors.New("agent not ready: "+st.GetMessage()))
+	} else {
+		err = ag.rpcErr("status", err)
+	}
+	if err != nil {
+		ag.Close()
+		return nil, err
+	}
+	return ag, nil
+}
 
 // rpcErr turns an RPC failure into a CNI error: a transport failure means
 // the agent is unreachable (11, try again later); anything else is the

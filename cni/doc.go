@@ -32,8 +32,11 @@
 //
 // ADD: Allocate, veth, addresses and routes, Register, Attach, result;
 // any failure undoes what was done, in reverse. Register comes before
-// Attach so anti-spoofing covers the first packet. An unreachable agent is
-// error 11 naming the socket.
+// Attach so anti-spoofing covers the first packet. ADD waits up to
+// agentWaitSeconds (default 30) for an agent that is not up or not ready
+// yet, as Cilium's plugin does, so pods scheduled while the DaemonSet
+// starts do not fall into the runtime's backoff; after that, error 11
+// naming the socket.
 //
 // DEL: Detach, delete the host veth (which removes the pod end), Unregister,
 // Release; whatever is missing is success. With the agent unreachable, DEL

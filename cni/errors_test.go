@@ -31,7 +31,7 @@ func TestPluginErrorCodes(t *testing.T) {
 		{"mtu", `,"mtu":100`, types.ErrInvalidNetworkConfig, "mtu: must be between 576 and 65535"},
 		{"xdp", `,"xdp":"turbo"`, types.ErrInvalidNetworkConfig, "xdp: must be one of"},
 		{"mtu type", `,"mtu":"big"`, types.ErrInvalidNetworkConfig, "mtu: must be a number"},
-		{"agent unreachable", ``, types.ErrTryAgainLater, sock},
+		{"agent unreachable", `,"agentWaitSeconds":0`, types.ErrTryAgainLater, sock},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,13 @@ const (
 	DefaultMTU         = 1500
 	MinMTU             = 576
 	MaxMTU             = 65535
+	// DefaultAgentWaitSeconds is how long ADD waits for an agent that is
+	// not up yet (a node booting, the DaemonSet rolling), as Cilium's CNI
+	// waits for its agent, rather than fail and leave the runtime to back
+	// off; MaxAgentWaitSeconds stays well inside kubelet's 2-minute
+	// runtime request timeout.
+	DefaultAgentWaitSeconds = 30
+	MaxAgentWaitSeconds     = 90
 
 	// LogEnv overrides the netconf's logFile; "-" or "stderr" means stderr.
 	LogEnv = "LOUPE_CNI_LOG"
@@ -45,6 +52,9 @@ type NetConf struct {
 	LogFile string `json:"logFile,omitempty"`
 	// LogLevel is debug, info, warn or error; empty means info.
 	LogLevel string `json:"logLevel,omitempty"`
+	// AgentWaitSeconds bounds how long ADD waits for the agent to be ready
+	// (DefaultAgentWaitSeconds when absent; 0 fails at once with 11).
+	AgentWaitSeconds int `json:"agentWaitSeconds"`
 }
 
 // rawNetConf distinguishes absent fields from zero values, so that
@@ -56,6 +66,7 @@ type rawNetConf struct {
 	XDP         *string `json:"xdp"`
 	LogFile     *string `json:"logFile"`
 	LogLevel    *string `json:"logLevel"`
+	AgentWait   *int    `json:"agentWaitSeconds"`
 }
 
 // ParseNetConf decodes and validates a netconf. Its errors are *types.Error:
@@ -115,6 +126,14 @@ func ParseNetConf(b []byte) (*NetConf, error) {
 			return nil, invalidConf("mtu: must be between %d and %d, got %d", MinMTU, MaxMTU, *raw.MTU)
 		}
 		c.MTU = *raw.MTU
+	}
+
+	c.AgentWaitSeconds = DefaultAgentWaitSeconds
+	if raw.AgentWait != nil {
+		if *raw.AgentWait < 0 || *raw.AgentWait > MaxAgentWaitSeconds {
+			return nil, invalidConf("agentWaitSeconds: must be between 0 and %d, got %d", MaxAgentWaitSeconds, *raw.AgentWait)
+		}
+		c.AgentWaitSeconds = *raw.AgentWait
 	}
 
 	if raw.XDP != nil {

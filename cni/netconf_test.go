@@ -20,8 +20,8 @@ func TestParseNetConf(t *testing.T) {
 			name: "minimal gets defaults",
 			in:   `{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni"}`,
 			check: func(t *testing.T, c *NetConf) {
-				if c.AgentSocket != DefaultAgentSocket || c.MTU != DefaultMTU || c.XDP != "" {
-					t.Errorf("defaults: got socket %q mtu %d xdp %q", c.AgentSocket, c.MTU, c.XDP)
+				if c.AgentSocket != DefaultAgentSocket || c.MTU != DefaultMTU || c.XDP != "" || c.AgentWaitSeconds != DefaultAgentWaitSeconds {
+					t.Errorf("defaults: got socket %q mtu %d xdp %q agent wait %d", c.AgentSocket, c.MTU, c.XDP, c.AgentWaitSeconds)
 				}
 			},
 		},
@@ -40,6 +40,15 @@ func TestParseNetConf(t *testing.T) {
 		{name: "0.4.0 accepted", in: `{"cniVersion":"0.4.0","name":"n","type":"loupe-cni"}`},
 		{name: "xdp generic", in: `{"cniVersion":"1.1.0","name":"n","type":"t","xdp":"generic"}`},
 		{name: "xdp off", in: `{"cniVersion":"1.1.0","name":"n","type":"t","xdp":"off"}`},
+		{name: "agent wait 0", in: `{"cniVersion":"1.1.0","name":"n","type":"t","agentWaitSeconds":0}`, check: func(t *testing.T, c *NetConf) {
+			if c.AgentWaitSeconds != 0 {
+				t.Errorf("agent wait %d, want 0 (no wait), not the default", c.AgentWaitSeconds)
+			}
+		}},
+		{name: "agent wait max", in: `{"cniVersion":"1.1.0","name":"n","type":"t","agentWaitSeconds":90}`},
+		{name: "agent wait negative", in: `{"cniVersion":"1.1.0","name":"n","type":"t","agentWaitSeconds":-1}`, code: 7, msg: "agentWaitSeconds: must be between 0 and 90, got -1"},
+		{name: "agent wait too long", in: `{"cniVersion":"1.1.0","name":"n","type":"t","agentWaitSeconds":91}`, code: 7, msg: "agentWaitSeconds:"},
+		{name: "agent wait string", in: `{"cniVersion":"1.1.0","name":"n","type":"t","agentWaitSeconds":"30s"}`, code: 7, msg: "agentWaitSeconds: must be a number"},
 		{name: "mtu lower bound", in: `{"cniVersion":"1.1.0","name":"n","type":"t","mtu":576}`},
 		{name: "mtu upper bound", in: `{"cniVersion":"1.1.0","name":"n","type":"t","mtu":65535}`},
 		{

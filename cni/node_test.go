@@ -188,7 +188,8 @@ func newNode(t testing.TB, o nodeOpts) *node {
 	if o.xdp != "" {
 		xdp = fmt.Sprintf(`,"xdp":%q`, o.xdp)
 	}
-	n.conflist = []byte(fmt.Sprintf(`{"cniVersion":%q,"name":"loupe","plugins":[{"type":"loupe-cni","agentSocket":%q,"mtu":1500,"logLevel":"debug"%s}]}`,
+	// ADD waits at most 1 s for a missing agent here; TestPrivilegedAddWaitsForAgent waits longer.
+	n.conflist = []byte(fmt.Sprintf(`{"cniVersion":%q,"name":"loupe","plugins":[{"type":"loupe-cni","agentSocket":%q,"mtu":1500,"logLevel":"debug","agentWaitSeconds":1%s}]}`,
 		o.version, n.socket, xdp))
 	c, err := cniclient.New(n.netns, []string{bin}, n.conflist, cniclient.Options{CacheDir: filepath.Join(dir, "cni-cache"), Stderr: n.stderr})
 	if err != nil {

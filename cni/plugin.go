@@ -104,7 +104,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	defer podNS.Close()
 
-	ag, err := dialAgent(inv.conf.AgentSocket)
+	ag, err := waitAgent(inv.conf.AgentSocket, time.Duration(inv.conf.AgentWaitSeconds)*time.Second, log)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package cni_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -480,6 +481,49 @@ func TestPrivilegedAgentDown(t *testing.T) {
 	if err := n.client.Status(ctx); err != nil {
 		t.Fatalf("STATUS after restart: %v", err)
 	}
+}
+
+// An ADD that comes while the agent is not up yet (the init container
+// wrote the conflist, the agent is still starting) waits for it and
+// succeeds, instead of failing into the runtime's backoff.
+func TestPrivilegedAddWaitsForAgent(t *testing.T) {
+	n := newNode(t, nodeOpts{})
+	n.stopAgent()
+	conflist := bytes.Replace(n.conflist, []byte(`"agentWaitSeconds":1`), []byte(`"agentWaitSeconds":30`), 1)
+	stderr := &lockedBuffer{}
+	c, err := cniclient.New(n.netns, []string{binaries(t)}, conflist, cniclient.Options{CacheDir: t.TempDir(), Stderr: stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	att := n.attachment(n.newPodNetns(), "early")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Add(ctx, att)
+		done <- err
+	}()
+	// The agent comes up 2 s after the ADD started. (libcni hands over the
+	// plugin's stderr only when it exits, so the log is checked after.)
+	select {
+	case err := <-done:
+		t.Fatalf("ADD returned before the agent started: %v", err)
+	case <-time.After(2 * time.Second):
+	}
+	n.startAgent()
+	if err := <-done; err != nil {
+		t.Fatalf("ADD that waited for the agent: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "waiting for the agent") {
+		t.Fatalf("the plugin did not log that it waited:\n%s", stderr.String())
+	}
+	if err := c.Check(ctx, att); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	if err := c.Del(ctx, att); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	n.assertGone(t, att, netip.Addr{})
 }
 
 func TestPrivilegedGC(t *testing.T) {
