@@ -55,26 +55,12 @@ func TestTLSListener(t *testing.T) {
 	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	client, err := ca.Issue("relay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientCert, err := client.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
+	clientCert := clientCertificate(t, ca, "relay")
 	other, err := relaytest.NewCA("other-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger, err := other.Issue("stranger")
-	if err != nil {
-		t.Fatal(err)
-	}
-	strangerCert, err := stranger.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
+	strangerCert := clientCertificate(t, other, "stranger")
 
 	o, err := New(Config{NodeName: node, TLS: TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile}})
 	if err != nil {
@@ -129,6 +115,20 @@ func TestTLSListener(t *testing.T) {
 	if err := status("unix://"+sock, insecure.NewCredentials()); err != nil {
 		t.Fatalf("the unix socket: %v", err)
 	}
+}
+
+// clientCertificate issues a client certificate from ca.
+func clientCertificate(t *testing.T, ca *relaytest.CA, cn string) tls.Certificate {
+	t.Helper()
+	p, err := ca.Issue(cn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestTLSConfigNeedsCertAndKey(t *testing.T) {
