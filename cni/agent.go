@@ -70,10 +70,9 @@ func readyAgent(socket string) (*agent, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
 	st, err := ag.api.Status(ctx, &endpointv1.StatusRequest{})
+	err = ag.rpcErr("status", err)
 	if err == nil && !st.GetReady() {
 		err = tryAgain(socket, errors.New("agent not ready: "+st.GetMessage()))
-	} else {
-		err = ag.rpcErr("status", err)
 	}
 	if err != nil {
 		ag.Close()
