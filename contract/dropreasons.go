@@ -1,12 +1,11 @@
-package cli
+package contract
 
 import "strconv"
 
-// dropReasonText is the text Hubble prints in the TYPE column of a drop
-// event, by datapath drop reason code (the event's sub_type). It is an
-// interface table: the codes and texts are those of Cilium's datapath, and
-// the stock hubble CLI prints the same, so both CLIs show a drop alike.
-var dropReasonText = map[uint8]string{
+// dropReasonTexts are the texts Cilium gives its datapath drop codes (the
+// sub_type of a drop event and flow.drop_reason): Hubble prints them in the
+// TYPE column, so both CLIs show a drop alike.
+var dropReasonTexts = map[uint8]string{
 	0:   "Success",
 	2:   "Invalid packet",
 	3:   "Interface",
@@ -101,30 +100,11 @@ var dropReasonText = map[uint8]string{
 	207: "First logical datagram fragment not found from world",
 }
 
-func dropReasonString(code uint8) string {
-	if s, ok := dropReasonText[code]; ok {
+// DropReasonText is Cilium's text for a drop code ("Policy denied"); an
+// unknown code prints as Cilium prints it, "<code>, 0".
+func DropReasonText(code uint8) string {
+	if s, ok := dropReasonTexts[code]; ok {
 		return s
 	}
 	return strconv.Itoa(int(code)) + ", 0"
-}
-
-// policyMatchText names a policy-verdict event's match type.
-func policyMatchText(m uint32) string {
-	switch m {
-	case 0:
-		return "none"
-	case 1:
-		return "L3-Only"
-	case 2:
-		return "L3-L4"
-	case 3:
-		return "L4-Only"
-	case 4:
-		return "all"
-	case 5:
-		return "L3-Proto"
-	case 6:
-		return "Proto-Only"
-	}
-	return "unknown"
 }

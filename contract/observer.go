@@ -1,0 +1,55 @@
+package contract
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Ports of the Observer API, as Hubble's: an agent's, and the relay's.
+const (
+	ObserverPort = 4244
+	RelayPort    = 4245
+)
+
+// ObserverAddressAnnotation on a Node holds that node's Observer address
+// (HOST:PORT) where the InternalIP and ObserverPort would be wrong: the
+// lab's agents listen on their own bridge address.
+const ObserverAddressAnnotation = "loupe.dev/observer-address"
+
+// NodeInternalIP returns a node's first InternalIP.
+func NodeInternalIP(n *corev1.Node) (netip.Addr, bool) {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				return ip.Unmap(), true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// ObserverAddress is where a node's agent serves the Observer API: its
+// ObserverAddressAnnotation, else its InternalIP on port (ObserverPort
+// unless configured). It is "" for a node with neither.
+func ObserverAddress(n *corev1.Node, port string) string {
+	if a := n.Annotations[ObserverAddressAnnotation]; a != "" {
+		return a
+	}
+	if ip, ok := NodeInternalIP(n); ok {
+		return net.JoinHostPort(ip.String(), port)
+	}
+	return ""
+}
+
+// TLSServerName is the name an agent's server certificate carries, by
+// Hubble's rule: <node>.<cluster>.hubble-grpc.cilium.io with cluster
+// "default" and the dots of the node name turned into hyphens, so that one
+// *.default.hubble-grpc.cilium.io certificate covers every node. The
+// agent advertises it in its Peer and Node answers, and Hubble Relay and
+// loupe-relay verify it.
+func TLSServerName(node string) string {
+	return strings.ReplaceAll(node, ".", "-") + ".default.hubble-grpc.cilium.io"
+}
