@@ -52,6 +52,7 @@ tools:
 test: deps build tools ui-deps image k8s-bins
 	LOUPE_BIN=$(CURDIR)/$(BIN) LOUPE_REQUIRE_TOOLS=$${LOUPE_REQUIRE_TOOLS:-1} \
 	LOUPE_REQUIRE_BROWSER=$${LOUPE_REQUIRE_BROWSER:-1} $(GO) test $(GOTEST_FLAGS) ./...
+	cd bench/hubble && CGO_ENABLED=0 $(GO) test -count=1 -trimpath -run 'TestContract' .
 	$(K8S_E2E)
 
 # playwright-core for the UI's browser tests (chromium itself comes from Debian).

@@ -6,10 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -19,9 +22,13 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// defaultServer is loupe-relay's (and Hubble Relay's) address.
+var defaultServer = net.JoinHostPort("localhost", strconv.Itoa(contract.RelayPort))
+
+// portsHint names the ports of the relay and the agents, for help and errors.
+var portsHint = fmt.Sprintf("loupe-relay :%d, a loupe-agent :%d", contract.RelayPort, contract.ObserverPort)
+
 const (
-	// defaultServer is loupe-relay's (and Hubble Relay's) address.
-	defaultServer = "localhost:4245"
 	// serverEnv overrides defaultServer, as HUBBLE_SERVER does for hubble.
 	serverEnv = "LOUPE_SERVER"
 	tlsPrefix = "tls://"
@@ -47,7 +54,7 @@ func (o *serverOptions) addFlags(fs *pflag.FlagSet) {
 	o.flags = fs
 	fs.StringVar(&o.server, "server", defaultServer,
 		"Hubble API server: host:port, unix:///path/to.sock, or tls://host:port "+
-			"(loupe-relay listens on :4245, each loupe-agent on :4244; env "+serverEnv+")")
+			"("+portsHint+"; env "+serverEnv+")")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "How long to try to connect to the server")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 12*time.Second,
 		"Timeout of one-shot requests (status, list); streams of flows have none")
@@ -177,8 +184,8 @@ func (o *serverOptions) explain(err error, started bool) error {
 		if strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:") || strings.Contains(msg, "handshake") {
 			return fmt.Errorf("cannot reach %s over TLS: %s (check --tls-ca-cert-files, --tls-server-name, --tls-client-cert-file/--tls-client-key-file)", addr, msg)
 		}
-		return fmt.Errorf("cannot reach %s: is loupe-relay running? try --server HOST:PORT (loupe-relay :4245, a loupe-agent :4244, or unix:///path), or set %s; gRPC said: %s",
-			addr, serverEnv, msg)
+		return fmt.Errorf("cannot reach %s: is loupe-relay running? try --server HOST:PORT (%s, or unix:///path), or set %s; gRPC said: %s",
+			addr, portsHint, serverEnv, msg)
 	case codes.DeadlineExceeded:
 		if !started {
 			return fmt.Errorf("cannot reach %s: no answer within the timeout; is loupe-relay running? try --server HOST:PORT or a larger --timeout/--request-timeout", addr)

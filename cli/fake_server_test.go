@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -260,7 +261,7 @@ func fixtureFlows() []*flowpb.Flow {
 			L4:      tcp(43210, 5432, &flowpb.TCPFlags{SYN: true}),
 			Source:  web, Destination: db,
 			Type: flowpb.FlowType_L3_L4, NodeName: "node-a",
-			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 0},
+			EventType:             &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 0},
 			TraceObservationPoint: flowpb.TraceObservationPoint_TO_ENDPOINT,
 			TrafficDirection:      flowpb.TrafficDirection_INGRESS,
 			IsReply:               wrapperspb.Bool(false),
@@ -273,7 +274,7 @@ func fixtureFlows() []*flowpb.Flow {
 			L4:     tcp(5432, 43210, &flowpb.TCPFlags{SYN: true, ACK: true}),
 			Source: db, Destination: web,
 			Type: flowpb.FlowType_L3_L4, NodeName: "node-b",
-			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 5},
+			EventType:             &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 5},
 			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
 			TrafficDirection:      flowpb.TrafficDirection_INGRESS,
 			IsReply:               wrapperspb.Bool(true),
@@ -286,7 +287,7 @@ func fixtureFlows() []*flowpb.Flow {
 			L4:     tcp(43211, 80, &flowpb.TCPFlags{SYN: true}),
 			Source: web, Destination: ep(103, 40003, "admin", "panel-1", "k8s:app=panel"),
 			Type: flowpb.FlowType_L3_L4, NodeName: "node-a",
-			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 133},
+			EventType:        &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 133},
 			TrafficDirection: flowpb.TrafficDirection_EGRESS,
 			IsReply:          wrapperspb.Bool(false),
 			Summary:          "TCP Flags: SYN",
@@ -299,7 +300,7 @@ func fixtureFlows() []*flowpb.Flow {
 			Source: web, Destination: ep(0, 2, "", ""),
 			DestinationService: &flowpb.Service{Name: "kube-dns", Namespace: "kube-system"},
 			Type:               flowpb.FlowType_L3_L4, NodeName: "node-a",
-			EventType:        &flowpb.CiliumEventType{Type: 5},
+			EventType:        &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict},
 			PolicyMatchType:  2,
 			TrafficDirection: flowpb.TrafficDirection_EGRESS,
 			IsReply:          wrapperspb.Bool(false),
@@ -316,7 +317,7 @@ func fixtureFlows() []*flowpb.Flow {
 			L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{Type: 8}}},
 			Source: ep(0, 2, "", "", "reserved:world"), Destination: web,
 			Type: flowpb.FlowType_L3_L4, NodeName: "node-a",
-			EventType: &flowpb.CiliumEventType{Type: 4, SubType: 0},
+			EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 0},
 			Summary:   "ICMPv4 EchoRequest",
 			AuthType:  flowpb.AuthType_SPIRE,
 			IpTraceId: &flowpb.IPTraceID{TraceId: 42},
@@ -328,7 +329,7 @@ func fixtureFlows() []*flowpb.Flow {
 			L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv6{ICMPv6: &flowpb.ICMPv6{Type: 128}}},
 			Source: ep(104, 40004, "shop", "\x1b[31mspoofer"), Destination: ep(0, 1, "", ""),
 			Type: flowpb.FlowType_L3_L4, NodeName: "node-b",
-			EventType: &flowpb.CiliumEventType{Type: 1, SubType: 132},
+			EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 132},
 			IsReply:   wrapperspb.Bool(false),
 			Summary:   "ICMPv6 EchoRequest",
 		},
@@ -337,7 +338,7 @@ func fixtureFlows() []*flowpb.Flow {
 			IP:     &flowpb.IP{Source: "10.1.0.11", Destination: "10.1.0.12", IpVersion: flowpb.IPVersion_IPv4},
 			Source: web, Destination: db,
 			NodeName:  "node-a",
-			EventType: &flowpb.CiliumEventType{Type: 1, SubType: 250},
+			EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 250},
 			Summary:   "unknown",
 		},
 		{
@@ -346,7 +347,7 @@ func fixtureFlows() []*flowpb.Flow {
 			L4:     tcp(43212, 8080, nil),
 			Source: web, Destination: db,
 			Type: flowpb.FlowType_L7, NodeName: "node-a",
-			EventType: &flowpb.CiliumEventType{Type: 129},
+			EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeAccessLog},
 			L7: &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{
 				Method: "GET", Url: "http://db/health", Protocol: "HTTP/1.1"}}},
 			IsReply: wrapperspb.Bool(false),
@@ -356,7 +357,7 @@ func fixtureFlows() []*flowpb.Flow {
 			Time: ts(base+7, 0), Verdict: flowpb.Verdict_FORWARDED,
 			Ethernet:  &flowpb.Ethernet{Source: "02:00:00:00:00:01", Destination: "ff:ff:ff:ff:ff:ff"},
 			NodeName:  "node-b",
-			EventType: &flowpb.CiliumEventType{Type: 4, SubType: 11},
+			EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 11},
 			Summary:   "ARP",
 		},
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
@@ -159,7 +160,7 @@ func registerCompletions(cmd *cobra.Command) {
 		}
 	}
 	types := []string{"capture", "drop", "l7", "policy-verdict", "trace", "trace-sock"}
-	for _, op := range traceObsPoints {
+	for _, op := range contract.TraceObservationPointNames {
 		types = append(types, "trace:"+op)
 	}
 	_ = cmd.RegisterFlagCompletionFunc("type", fixed(types...))

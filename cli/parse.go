@@ -10,6 +10,7 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/loupe-project/loupe/contract"
 )
 
 // Parsers for user-supplied flag values. Each returns exactly the value the
@@ -17,71 +18,13 @@ import (
 // clear error (naming the accepted values) where hubble would send garbage to
 // the server or fail with a terse message.
 
-// Hubble's monitor message types (the "type" of flow.event_type).
-const (
-	msgTypeDrop          = 1
-	msgTypeDebug         = 2
-	msgTypeCapture       = 3
-	msgTypeTrace         = 4
-	msgTypePolicyVerdict = 5
-	msgTypeTraceSock     = 7
-	msgTypeAccessLog     = 129
-	msgTypeAgent         = 130
-)
-
-// eventTypeNames maps the names accepted by --type to monitor message types.
-var eventTypeNames = map[string]int32{
-	"drop":           msgTypeDrop,
-	"debug":          msgTypeDebug,
-	"capture":        msgTypeCapture,
-	"trace":          msgTypeTrace,
-	"policy-verdict": msgTypePolicyVerdict,
-	"trace-sock":     msgTypeTraceSock,
-	"l7":             msgTypeAccessLog,
-	"agent":          msgTypeAgent,
-}
-
-// traceObsPoints names the trace observation points (the sub_type of a trace
-// event), indexed by their number in the datapath.
-var traceObsPoints = []string{
-	0:  "to-endpoint",
-	1:  "to-proxy",
-	2:  "to-host",
-	3:  "to-stack",
-	4:  "to-overlay",
-	5:  "from-endpoint",
-	6:  "from-proxy",
-	7:  "from-host",
-	8:  "from-stack",
-	9:  "from-overlay",
-	10: "from-network",
-	11: "to-network",
-	12: "from-crypto",
-	13: "to-crypto",
-}
-
-// agentSubtypes names the agent notification sub-types accepted by --type agent:NAME.
-var agentSubtypes = []string{
-	0:  "unspecified",
-	1:  "message",
-	2:  "agent-started",
-	3:  "endpoint-regenerate-success",
-	4:  "endpoint-regenerate-failure",
-	5:  "policy-updated",
-	6:  "policy-deleted",
-	7:  "endpoint-created",
-	8:  "endpoint-deleted",
-	9:  "ipcache-upserted",
-	10: "ipcache-deleted",
-}
-
 // flowTypeHelp lists the types (and trace sub-types) in the --type help text.
 func flowTypeHelp() string {
 	var b strings.Builder
 	b.WriteString("TYPE[:SUBTYPE], TYPE one of: capture, drop, l7, policy-verdict, trace, trace-sock, or a number.\n")
 	b.WriteString("SUBTYPE of trace: ")
-	names := make([]string, 0, len(traceObsPoints))
-	for _, n := range traceObsPoints {
+	names := make([]string, 0, len(contract.TraceObservationPointNames))
+	for _, n := range contract.TraceObservationPointNames {
 		names = append(names, n)
 	}
 	slices.Sort(names)
@@ -94,7 +37,7 @@ func flowTypeHelp() string {
 func parseEventType(val string) (*flowpb.EventTypeFilter, error) {
 	typ, sub, hasSub := strings.Cut(val, ":")
 	f := &flowpb.EventTypeFilter{}
-	if t, ok := eventTypeNames[typ]; ok {
+	if t, ok := contract.MessageTypeNames[typ]; ok {
 		f.Type = t
 	} else {
 		n, err := strconv.ParseUint(typ, 10, 32)
@@ -109,10 +52,10 @@ func parseEventType(val string) (*flowpb.EventTypeFilter, error) {
 	}
 	var names []string
 	switch f.Type {
-	case msgTypeTrace:
-		names = traceObsPoints
-	case msgTypeAgent:
-		names = agentSubtypes
+	case contract.MessageTypeTrace:
+		names = contract.TraceObservationPointNames
+	case contract.MessageTypeAgent:
+		names = contract.AgentNotificationNames
 	}
 	if i := slices.Index(names, sub); i >= 0 {
 		f.MatchSubType = true

@@ -9,6 +9,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -168,7 +169,7 @@ spec:
 func TestPolicyCheck(t *testing.T) {
 	dir := policyDir(t)
 	allowed := synFlow("10.0.1.12", "10.0.1.10", 40003, 80)
-	allowed.GetFlow().EventType = &flowpb.CiliumEventType{Type: 9}
+	allowed.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
 	allowed.GetFlow().Verdict = flowpb.Verdict_FORWARDED
 	allowed.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
 	f := &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed}}
@@ -178,7 +179,7 @@ func TestPolicyCheck(t *testing.T) {
 		t.Errorf("agreement: code %d\n%s", code, out)
 	}
 	wrong := synFlow("10.0.1.12", "10.0.1.10", 40003, 81)
-	wrong.GetFlow().EventType = &flowpb.CiliumEventType{Type: 9}
+	wrong.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
 	wrong.GetFlow().Verdict = flowpb.Verdict_FORWARDED
 	wrong.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
 	f = &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed, wrong}}

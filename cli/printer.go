@@ -17,6 +17,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"github.com/loupe-project/loupe/contract"
 )
 
 // outputFormat is one of the -o values; they print what `hubble observe`
@@ -225,18 +226,15 @@ func flowType(f *flowpb.Flow) string {
 	}
 	sub := f.GetEventType().GetSubType()
 	switch f.GetEventType().GetType() {
-	case msgTypeTrace:
-		if op := uint8(sub); int(op) < len(traceObsPoints) {
-			return traceObsPoints[op]
-		}
-		return strconv.Itoa(int(uint8(sub)))
-	case msgTypeDrop:
-		return dropReasonString(uint8(sub))
-	case msgTypePolicyVerdict:
-		return "policy-verdict:" + policyMatchText(f.GetPolicyMatchType()) + " " + f.GetTrafficDirection().String()
-	case msgTypeCapture:
+	case contract.MessageTypeTrace:
+		return contract.TraceObservationPointName(uint8(sub))
+	case contract.MessageTypeDrop:
+		return contract.DropReasonText(uint8(sub))
+	case contract.MessageTypePolicyVerdict:
+		return "policy-verdict:" + contract.PolicyMatchName(f.GetPolicyMatchType()) + " " + f.GetTrafficDirection().String()
+	case contract.MessageTypeCapture:
 		return f.GetDebugCapturePoint().String()
-	case msgTypeTraceSock:
+	case contract.MessageTypeTraceSock:
 		if s, ok := obsPointAsSockXlate[flowpb.SocketTranslationPoint(sub)]; ok {
 			return s
 		}
@@ -267,7 +265,7 @@ func policyNames(pols []*flowpb.Policy) string {
 func (p *flowPrinter) verdict(f *flowpb.Flow) string {
 	v := f.GetVerdict()
 	msg := v.String()
-	pv := f.GetEventType().GetType() == msgTypePolicyVerdict
+	pv := f.GetEventType().GetType() == contract.MessageTypePolicyVerdict
 	dir := f.GetTrafficDirection()
 	by := func(egress, ingress []*flowpb.Policy) string {
 		if !p.opts.policyNames {

@@ -22,6 +22,7 @@ import (
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 	"github.com/loupe-project/loupe/cni"
 	"github.com/loupe-project/loupe/cni/cniclient"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 )
 
@@ -81,11 +82,11 @@ func TestPrivilegedTwoPodsTalk(t *testing.T) {
 	}
 	fwd := map[[2]uint32]uint64{} // (endpoint, direction) -> forwarded packets
 	for _, c := range ctrs {
-		if c.Reason == datapath.VerdictForwarded {
+		if c.Reason == contract.VerdictForwarded {
 			fwd[[2]uint32{c.EndpointID, uint32(c.Direction)}] += c.Packets
 		}
 	}
-	for _, k := range [][2]uint32{{idA, uint32(datapath.DirEgress)}, {idA, uint32(datapath.DirIngress)}, {idB, uint32(datapath.DirEgress)}, {idB, uint32(datapath.DirIngress)}} {
+	for _, k := range [][2]uint32{{idA, uint32(contract.DirectionEgress)}, {idA, uint32(contract.DirectionIngress)}, {idB, uint32(contract.DirectionEgress)}, {idB, uint32(contract.DirectionIngress)}} {
 		if fwd[k] == 0 {
 			t.Errorf("no forwarded packets counted for endpoint %d direction %d; counters %+v", k[0], k[1], ctrs)
 		}
@@ -96,7 +97,7 @@ func TestPrivilegedTwoPodsTalk(t *testing.T) {
 	}
 	found := false
 	for _, e := range cts {
-		if e.Proto == 6 && e.Src == a.ip && e.Dst == b.ip && e.SrcPort == clientPort && e.DstPort == 8080 && e.Direction == datapath.DirEgress {
+		if e.Proto == 6 && e.Src == a.ip && e.Dst == b.ip && e.SrcPort == clientPort && e.DstPort == 8080 && e.Direction == contract.DirectionEgress {
 			found = e.PacketsFwd >= 3 && e.PacketsRev >= 2
 			if !found {
 				t.Errorf("conntrack entry with few packets: %+v", e)
@@ -214,7 +215,7 @@ func dropped(t *testing.T, dp *datapath.Datapath, id uint32) uint64 {
 	}
 	var n uint64
 	for _, c := range ctrs {
-		if c.Reason == datapath.DropInvalidSourceIP && c.EndpointID == id && c.Direction == datapath.DirEgress {
+		if c.Reason == contract.DropInvalidSourceIP && c.EndpointID == id && c.Direction == contract.DirectionEgress {
 			n += c.Packets
 		}
 	}

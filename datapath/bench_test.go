@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/loupe-project/loupe/contract"
 )
 
 // benchProg runs data through prog b.N times inside the kernel and reports
@@ -25,7 +26,7 @@ func benchDatapath(b *testing.B, policy bool) *Datapath {
 	d := newTestDatapath(b, Config{})
 	withEndpoint(b, d, EndpointInfo{PolicyEgress: policy, PolicyIngress: policy})
 	if policy {
-		if err := d.UpsertPolicy(PolicyKey{EndpointID: testEP, Direction: DirEgress}, PolicyEntry{RuleID: 1}); err != nil {
+		if err := d.UpsertPolicy(PolicyKey{EndpointID: testEP, Direction: contract.DirectionEgress}, PolicyEntry{RuleID: 1}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -7,48 +7,68 @@ import (
 	"net/netip"
 )
 
-// Event types, observation points and flags mirror datapath/bpf/event.h,
-// which follows Cilium's monitor numbering.
+// The record's numbers (message type, observation point, verdict, drop
+// reason, direction, match type) are the contract package's: Cilium's
+// monitor numbering and Hubble's flow enums. The flags below are loupe's
+// own. TestHeaderMatchesContract ties every #define of bpf/event.h to these
+// constants, and the offsets below to the compiled object's BTF.
 const (
-	EventDrop          uint8 = 1
-	EventTrace         uint8 = 4
-	EventPolicyVerdict uint8 = 9
+	FlagReply    uint8 = 0x01 // conntrack: the packet goes against the connection's first direction
+	FlagCTNew    uint8 = 0x02 // first packet of a connection
+	FlagPeriodic uint8 = 0x04 // periodic record of a long-lived connection
+	FlagXDP      uint8 = 0x08 // emitted by the XDP program
 
-	ObsToEndpoint   uint8 = 0 // TCX egress on the host veth: to the pod
-	ObsFromEndpoint uint8 = 5 // XDP / TCX ingress on the host veth: from the pod
-
-	VerdictForwarded uint8 = 1
-	VerdictDropped   uint8 = 2
-
-	DropInvalidSourceIP uint8 = 132
-	DropPolicyDenied    uint8 = 133
-	DropInvalidPacket   uint8 = 134
-
-	DirIngress uint8 = 1 // to the pod
-	DirEgress  uint8 = 2 // from the pod
-
-	FlagReply    uint8 = 0x01
-	FlagCTNew    uint8 = 0x02
-	FlagPeriodic uint8 = 0x04
-	FlagXDP      uint8 = 0x08
-
+	// EventDataLen is the most packet bytes a record carries.
 	EventDataLen = 128
 	// EventSize is sizeof(struct loupe_event).
 	EventSize = 248
+)
+
+// Offsets of struct loupe_event's fields (datapath/bpf/event.h).
+const (
+	offTimestamp   = 0
+	offType        = 8
+	offObsPoint    = 9
+	offVerdict     = 10
+	offDropReason  = 11
+	offFamily      = 12
+	offProto       = 13
+	offTCPFlags    = 14
+	offFlags       = 15
+	offIfindex     = 16
+	offEndpointID  = 20
+	offSrcIdentity = 24
+	offDstIdentity = 28
+	offSaddr       = 32
+	offDaddr       = 48
+	offSport       = 64
+	offDport       = 66
+	offICMPType    = 68
+	offICMPCode    = 69
+	offMatchType   = 70
+	offDirection   = 71
+	offPolicyID    = 72
+	offPacketLen   = 76
+	offCapLen      = 80
+	offPacketsFwd  = 88
+	offBytesFwd    = 96
+	offPacketsRev  = 104
+	offBytesRev    = 112
+	offData        = 120
 )
 
 // Event is one decoded datapath record. Data aliases the buffer it was
 // decoded from, so that decoding does not allocate.
 type Event struct {
 	TimestampNS uint64 // CLOCK_BOOTTIME
-	Type        uint8
-	ObsPoint    uint8
-	Verdict     uint8
-	DropReason  uint8
-	Family      uint8
-	Proto       uint8
+	Type        uint8  // contract.MessageType*
+	ObsPoint    uint8  // contract.Trace*
+	Verdict     uint8  // contract.Verdict*
+	DropReason  uint8  // contract.Drop*
+	Family      uint8  // 4 or 6
+	Proto       uint8  // IPPROTO_*
 	TCPFlags    uint8
-	Flags       uint8
+	Flags       uint8 // Flag*
 	Ifindex     uint32
 	EndpointID  uint32
 	SrcIdentity uint32
@@ -58,8 +78,8 @@ type Event struct {
 	DstPort     uint16
 	ICMPType    uint8
 	ICMPCode    uint8
-	MatchType   uint8
-	Direction   uint8
+	MatchType   uint8 // contract.PolicyMatch*
+	Direction   uint8 // contract.Direction*
 	PolicyID    uint32
 	PacketLen   uint32
 	PacketsFwd  uint64
@@ -79,37 +99,87 @@ func DecodeEvent(b []byte, ev *Event) error {
 		return fmt.Errorf("%w: %d < %d bytes", ErrShortEvent, len(b), EventSize)
 	}
 	le := binary.LittleEndian
-	ev.TimestampNS = le.Uint64(b[0:])
-	ev.Type, ev.ObsPoint, ev.Verdict, ev.DropReason = b[8], b[9], b[10], b[11]
-	ev.Family, ev.Proto, ev.TCPFlags, ev.Flags = b[12], b[13], b[14], b[15]
-	ev.Ifindex = le.Uint32(b[16:])
-	ev.EndpointID = le.Uint32(b[20:])
-	ev.SrcIdentity = le.Uint32(b[24:])
-	ev.DstIdentity = le.Uint32(b[28:])
+	ev.TimestampNS = le.Uint64(b[offTimestamp:])
+	ev.Type, ev.ObsPoint, ev.Verdict, ev.DropReason = b[offType], b[offObsPoint], b[offVerdict], b[offDropReason]
+	ev.Family, ev.Proto, ev.TCPFlags, ev.Flags = b[offFamily], b[offProto], b[offTCPFlags], b[offFlags]
+	ev.Ifindex = le.Uint32(b[offIfindex:])
+	ev.EndpointID = le.Uint32(b[offEndpointID:])
+	ev.SrcIdentity = le.Uint32(b[offSrcIdentity:])
+	ev.DstIdentity = le.Uint32(b[offDstIdentity:])
 	switch ev.Family {
 	case 4:
-		ev.Src = netip.AddrFrom4([4]byte(b[32:36]))
-		ev.Dst = netip.AddrFrom4([4]byte(b[48:52]))
+		ev.Src = netip.AddrFrom4([4]byte(b[offSaddr : offSaddr+4]))
+		ev.Dst = netip.AddrFrom4([4]byte(b[offDaddr : offDaddr+4]))
 	case 6:
-		ev.Src = netip.AddrFrom16([16]byte(b[32:48]))
-		ev.Dst = netip.AddrFrom16([16]byte(b[48:64]))
+		ev.Src = netip.AddrFrom16([16]byte(b[offSaddr : offSaddr+16]))
+		ev.Dst = netip.AddrFrom16([16]byte(b[offDaddr : offDaddr+16]))
 	default:
 		return fmt.Errorf("event: unknown address family %d", ev.Family)
 	}
-	ev.SrcPort = le.Uint16(b[64:])
-	ev.DstPort = le.Uint16(b[66:])
-	ev.ICMPType, ev.ICMPCode, ev.MatchType, ev.Direction = b[68], b[69], b[70], b[71]
-	ev.PolicyID = le.Uint32(b[72:])
-	ev.PacketLen = le.Uint32(b[76:])
-	capLen := le.Uint32(b[80:])
-	// b[84:88] is padding.
-	ev.PacketsFwd = le.Uint64(b[88:])
-	ev.BytesFwd = le.Uint64(b[96:])
-	ev.PacketsRev = le.Uint64(b[104:])
-	ev.BytesRev = le.Uint64(b[112:])
+	ev.SrcPort = le.Uint16(b[offSport:])
+	ev.DstPort = le.Uint16(b[offDport:])
+	ev.ICMPType, ev.ICMPCode, ev.MatchType, ev.Direction = b[offICMPType], b[offICMPCode], b[offMatchType], b[offDirection]
+	ev.PolicyID = le.Uint32(b[offPolicyID:])
+	ev.PacketLen = le.Uint32(b[offPacketLen:])
+	capLen := le.Uint32(b[offCapLen:])
+	ev.PacketsFwd = le.Uint64(b[offPacketsFwd:])
+	ev.BytesFwd = le.Uint64(b[offBytesFwd:])
+	ev.PacketsRev = le.Uint64(b[offPacketsRev:])
+	ev.BytesRev = le.Uint64(b[offBytesRev:])
 	if capLen > EventDataLen {
 		return fmt.Errorf("event: capture length %d exceeds %d", capLen, EventDataLen)
 	}
-	ev.Data = b[120 : 120+capLen]
+	// A full slice expression: an append to Data must not write into the
+	// ring buffer's memory past the record.
+	ev.Data = b[offData : offData+capLen : offData+capLen]
 	return nil
+}
+
+// EncodeEvent lays ev out as the datapath writes it, the inverse of
+// DecodeEvent: tests, benchmarks and fuzzers build records with it. The
+// family comes from ev.Src (ev.Family is ignored); Data longer than
+// EventDataLen is an error, as an address of another family in Dst.
+func EncodeEvent(ev *Event) ([]byte, error) {
+	if !ev.Src.IsValid() || ev.Src.Is4() != ev.Dst.Is4() {
+		return nil, fmt.Errorf("encode event: addresses %s and %s are not of one family", ev.Src, ev.Dst)
+	}
+	if len(ev.Data) > EventDataLen {
+		return nil, fmt.Errorf("encode event: %d data bytes exceed %d", len(ev.Data), EventDataLen)
+	}
+	b := make([]byte, EventSize)
+	le := binary.LittleEndian
+	le.PutUint64(b[offTimestamp:], ev.TimestampNS)
+	b[offType], b[offObsPoint], b[offVerdict], b[offDropReason] = ev.Type, ev.ObsPoint, ev.Verdict, ev.DropReason
+	b[offFamily], b[offProto], b[offTCPFlags], b[offFlags] = 6, ev.Proto, ev.TCPFlags, ev.Flags
+	if ev.Src.Is4() {
+		b[offFamily] = 4
+	}
+	le.PutUint32(b[offIfindex:], ev.Ifindex)
+	le.PutUint32(b[offEndpointID:], ev.EndpointID)
+	le.PutUint32(b[offSrcIdentity:], ev.SrcIdentity)
+	le.PutUint32(b[offDstIdentity:], ev.DstIdentity)
+	copy(b[offSaddr:offSaddr+16], ev.Src.AsSlice())
+	copy(b[offDaddr:offDaddr+16], ev.Dst.AsSlice())
+	le.PutUint16(b[offSport:], ev.SrcPort)
+	le.PutUint16(b[offDport:], ev.DstPort)
+	b[offICMPType], b[offICMPCode], b[offMatchType], b[offDirection] = ev.ICMPType, ev.ICMPCode, ev.MatchType, ev.Direction
+	le.PutUint32(b[offPolicyID:], ev.PolicyID)
+	le.PutUint32(b[offPacketLen:], ev.PacketLen)
+	le.PutUint32(b[offCapLen:], uint32(len(ev.Data)))
+	le.PutUint64(b[offPacketsFwd:], ev.PacketsFwd)
+	le.PutUint64(b[offBytesFwd:], ev.BytesFwd)
+	le.PutUint64(b[offPacketsRev:], ev.PacketsRev)
+	le.PutUint64(b[offBytesRev:], ev.BytesRev)
+	copy(b[offData:], ev.Data)
+	return b, nil
+}
+
+// MustEncodeEvent is EncodeEvent for records built by code, which panics
+// on a bad record instead of returning the error.
+func MustEncodeEvent(ev *Event) []byte {
+	b, err := EncodeEvent(ev)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

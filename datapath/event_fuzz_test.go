@@ -1,31 +1,36 @@
 package datapath
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"net/netip"
+	"reflect"
 	"testing"
+
+	"github.com/loupe-project/loupe/contract"
 )
 
-// seedEvent builds a well-formed record as the datapath writes it.
+// seedEvent builds a well-formed record as the datapath writes it, then
+// sets its family and capture length bytes as given, so that seeds can
+// also be malformed.
 func seedEvent(family uint8, capLen uint32) []byte {
-	b := make([]byte, EventSize)
-	le := binary.LittleEndian
-	le.PutUint64(b[0:], 123456789)
-	b[8], b[9], b[10], b[11] = EventTrace, ObsFromEndpoint, VerdictForwarded, 0
-	b[12], b[13], b[14], b[15] = family, 6, 0x02, FlagCTNew
-	le.PutUint32(b[16:], 5)
-	le.PutUint32(b[20:], 42)
-	copy(b[32:], []byte{10, 0, 0, 2})
-	copy(b[48:], []byte{10, 0, 0, 3})
-	le.PutUint16(b[64:], 40000)
-	le.PutUint16(b[66:], 80)
-	b[71] = DirEgress
-	le.PutUint32(b[76:], 74)
-	le.PutUint32(b[80:], capLen)
-	le.PutUint64(b[88:], 1)
-	for i := range EventDataLen {
-		b[120+i] = byte(i)
+	data := make([]byte, EventDataLen)
+	for i := range data {
+		data[i] = byte(i)
 	}
+	src, dst := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
+	if family == 6 {
+		src, dst = netip.MustParseAddr("fd00::2"), netip.MustParseAddr("fd00::3")
+	}
+	b := MustEncodeEvent(&Event{
+		TimestampNS: 123456789, Type: contract.MessageTypeTrace, ObsPoint: contract.TraceFromLxc,
+		Verdict: contract.VerdictForwarded, Proto: 6, TCPFlags: 0x02, Flags: FlagCTNew,
+		Ifindex: 5, EndpointID: 42, Src: src, Dst: dst, SrcPort: 40000, DstPort: 80,
+		Direction: contract.DirectionEgress, PacketLen: 74, PacketsFwd: 1, Data: data,
+	})
+	b[offFamily] = family
+	binary.LittleEndian.PutUint32(b[offCapLen:], capLen)
 	return b
 }
 
@@ -48,6 +53,22 @@ func TestDecodeEvent(t *testing.T) {
 	}
 }
 
+func TestEncodeEventRejects(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")
+	for name, ev := range map[string]*Event{
+		"no address":     {},
+		"mixed families": {Src: v4, Dst: v6},
+		"long data":      {Src: v4, Dst: v4, Data: make([]byte, EventDataLen+1)},
+	} {
+		if _, err := EncodeEvent(ev); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// FuzzDecodeEvent checks that the decoder accepts only what the datapath
+// can write, never reads past the record, and agrees with EncodeEvent:
+// what it decodes encodes back to a record that decodes the same.
 func FuzzDecodeEvent(f *testing.F) {
 	f.Add(seedEvent(4, 74))
 	f.Add(seedEvent(6, EventDataLen))
@@ -80,8 +101,26 @@ func FuzzDecodeEvent(f *testing.F) {
 		default:
 			t.Fatalf("accepted family %d", ev.Family)
 		}
-		if len(ev.Data) > 0 && &ev.Data[0] != &b[120] {
+		if len(ev.Data) > 0 && &ev.Data[0] != &b[offData] {
 			t.Fatal("data does not alias the record")
+		}
+		if cap(ev.Data) != len(ev.Data) {
+			t.Fatalf("data of %d bytes can reach %d", len(ev.Data), cap(ev.Data))
+		}
+		enc, err := EncodeEvent(&ev)
+		if err != nil {
+			t.Fatalf("a decoded record does not encode: %v", err)
+		}
+		var again Event
+		if err := DecodeEvent(enc, &again); err != nil {
+			t.Fatalf("re-encoded record does not decode: %v", err)
+		}
+		if !bytes.Equal(again.Data, ev.Data) {
+			t.Fatal("data changed through encode")
+		}
+		again.Data, ev.Data = nil, nil
+		if !reflect.DeepEqual(again, ev) {
+			t.Fatalf("round trip changed the record:\n%+v\n%+v", ev, again)
 		}
 	})
 }

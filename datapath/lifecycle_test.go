@@ -15,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -213,7 +214,7 @@ func TestPrivilegedAttachLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range ct {
-			if e.Proto == protoUDP && e.Ifindex == uint32(ifindex) && e.Src == ep.IPv4 && e.DstPort == 9 && e.Direction == DirEgress {
+			if e.Proto == protoUDP && e.Ifindex == uint32(ifindex) && e.Src == ep.IPv4 && e.DstPort == 9 && e.Direction == contract.DirectionEgress {
 				return true
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+	"github.com/loupe-project/loupe/contract"
 )
 
 // Endpoint flags (struct endpoint_info.flags in bpf/endpoint.h).
@@ -16,15 +17,9 @@ const (
 	epHasIPv6       uint32 = 0x08
 )
 
-// Reserved identities understood by the datapath.
-const (
-	IdentityAny   uint32 = 0 // policy key wildcard: any peer
-	IdentityWorld uint32 = 2 // a peer address not found in the ipcache
-)
-
 // ReasonNoEndpoint is the counter reason of packets passed by a hook on an
 // interface without an endpoint entry. Forwarded packets count under
-// VerdictForwarded, drops under their Drop* reason.
+// contract.VerdictForwarded, drops under their contract.Drop* reason.
 const ReasonNoEndpoint uint8 = 0
 
 // EndpointInfo is one local endpoint, keyed by its host-side veth ifindex.
@@ -117,8 +112,8 @@ func (d *Datapath) Endpoints() (map[uint32]EndpointInfo, error) {
 
 // Counter is one per-CPU counter entry, summed over CPUs.
 type Counter struct {
-	Reason     uint8 // VerdictForwarded, a Drop* reason, or ReasonNoEndpoint
-	Direction  uint8 // DirIngress (to pod) or DirEgress (from pod)
+	Reason     uint8 // contract.VerdictForwarded, a Drop* reason, or ReasonNoEndpoint
+	Direction  uint8 // contract.DirectionIngress (to pod) or contract.DirectionEgress (from pod)
 	EndpointID uint32
 	RuleID     uint32 // policy rule that allowed or denied; 0 when none decided
 	Packets    uint64
@@ -154,7 +149,7 @@ type CTEntry struct {
 	Src, Dst  netip.Addr
 	SrcPort   uint16 // ICMP echo: the identifier (DstPort is then 0)
 	DstPort   uint16
-	Direction uint8 // of the first packet: DirEgress (pod opened it) or DirIngress
+	Direction uint8 // of the first packet: contract.DirectionEgress (pod opened it) or contract.DirectionIngress
 	RuleID    uint32
 	MatchType uint8
 
@@ -184,7 +179,7 @@ func ctEntryFrom(k loupeCtKey, v loupeCtEntry) CTEntry {
 		TCPFlagsFwd: v.TcpFlagsFwd, TCPFlagsRev: v.TcpFlagsRev,
 	}
 	local, remote := addrFromKey(k.Family, k.Local), addrFromKey(k.Family, k.Remote)
-	if v.FirstDir == DirEgress {
+	if v.FirstDir == contract.DirectionEgress {
 		e.Src, e.Dst, e.SrcPort, e.DstPort = local, remote, k.Lport, k.Rport
 	} else {
 		e.Src, e.Dst, e.SrcPort, e.DstPort = remote, local, k.Rport, k.Lport
@@ -205,7 +200,7 @@ func (e CTEntry) key() (loupeCtKey, error) {
 		k.Family = 4
 	}
 	local, remote, lport, rport := e.Src, e.Dst, e.SrcPort, e.DstPort
-	if e.Direction != DirEgress {
+	if e.Direction != contract.DirectionEgress {
 		local, remote, lport, rport = e.Dst, e.Src, e.DstPort, e.SrcPort
 	}
 	if isICMP(e.Proto) {
@@ -342,7 +337,7 @@ func (d *Datapath) IPCache() (map[netip.Prefix]uint32, error) {
 	return out, nil
 }
 
-// PolicyKey is one policy map key. PeerIdentity IdentityAny, Port 0 and
+// PolicyKey is one policy map key. PeerIdentity contract.IdentityUnknown, Port 0 and
 // Proto 0 are wildcards; the datapath looks up, most specific first:
 // {peer,port,proto} L3_L4, {peer,0,proto} L3_L4, {peer,0,0} L3_ONLY,
 // {any,port,proto} L4_ONLY, {any,0,proto} L4_ONLY, {any,0,0} ALL.
@@ -352,7 +347,7 @@ type PolicyKey struct {
 	PeerIdentity uint32
 	Port         uint16 // destination port, host order
 	Proto        uint8  // IPPROTO_*
-	Direction    uint8  // DirIngress (to pod) or DirEgress (from pod)
+	Direction    uint8  // contract.DirectionIngress (to pod) or contract.DirectionEgress (from pod)
 }
 
 // PolicyEntry is the verdict of a policy key and the rule reported with it.

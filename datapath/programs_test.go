@@ -3,9 +3,11 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/cilium/ebpf"
 	"net/netip"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/loupe-project/loupe/contract"
 )
 
 var (
@@ -47,7 +49,7 @@ func TestPrivilegedAntiSpoof(t *testing.T) {
 	if ret := run(t, d.objs.LoupeFromPod, spoofed); ret != retTCXDrop {
 		t.Fatalf("tcx ingress: got %d, want TCX_DROP", ret)
 	}
-	if p, b := counter(t, d, DropInvalidSourceIP, DirEgress, testEP); p != 2 || b != uint64(2*len(spoofed)) {
+	if p, b := counter(t, d, contract.DropInvalidSourceIP, contract.DirectionEgress, testEP); p != 2 || b != uint64(2*len(spoofed)) {
 		t.Fatalf("counter 132: %d packets %d bytes, want 2 and %d", p, b, 2*len(spoofed))
 	}
 	evs := drainEvents(t, d)
@@ -55,8 +57,8 @@ func TestPrivilegedAntiSpoof(t *testing.T) {
 		t.Fatalf("got %d events, want 2", len(evs))
 	}
 	for i, ev := range evs {
-		if ev.Type != EventDrop || ev.DropReason != DropInvalidSourceIP || ev.Verdict != VerdictDropped ||
-			ev.Direction != DirEgress || ev.ObsPoint != ObsFromEndpoint || ev.EndpointID != testEP ||
+		if ev.Type != contract.MessageTypeDrop || ev.DropReason != contract.DropInvalidSourceIP || ev.Verdict != contract.VerdictDropped ||
+			ev.Direction != contract.DirectionEgress || ev.ObsPoint != contract.TraceFromLxc || ev.EndpointID != testEP ||
 			ev.Src != netip.MustParseAddr("10.0.0.99") || ev.Dst != peerIP || ev.DstPort != 53 {
 			t.Errorf("event %d: %+v", i, ev)
 		}
@@ -104,7 +106,7 @@ func TestPrivilegedIPv6LinkLocalAndUnspecifiedPass(t *testing.T) {
 			t.Errorf("%s: tcx %d", name, ret)
 		}
 	}
-	if p, _ := counter(t, d, DropInvalidSourceIP, DirEgress, testEP); p != 0 {
+	if p, _ := counter(t, d, contract.DropInvalidSourceIP, contract.DirectionEgress, testEP); p != 0 {
 		t.Fatalf("%d anti-spoof drops, want 0", p)
 	}
 	// Neighbour discovery is neither tracked nor reported.
@@ -174,14 +176,14 @@ func TestPrivilegedMalformed(t *testing.T) {
 		}
 		want++
 	}
-	if p, _ := counter(t, d, DropInvalidPacket, DirEgress, testEP); p != wantXDP+want {
+	if p, _ := counter(t, d, contract.DropInvalidPacket, contract.DirectionEgress, testEP); p != wantXDP+want {
 		t.Errorf("egress 134 drops: %d, want %d", p, wantXDP+want)
 	}
-	if p, _ := counter(t, d, DropInvalidPacket, DirIngress, testEP); p != want {
+	if p, _ := counter(t, d, contract.DropInvalidPacket, contract.DirectionIngress, testEP); p != want {
 		t.Errorf("ingress 134 drops: %d, want %d", p, want)
 	}
 	for _, ev := range drainEvents(t, d) {
-		if ev.Type != EventDrop || ev.DropReason != DropInvalidPacket {
+		if ev.Type != contract.MessageTypeDrop || ev.DropReason != contract.DropInvalidPacket {
 			t.Errorf("event %+v", ev)
 		}
 	}
@@ -231,7 +233,7 @@ func TestPrivilegedTCPConntrack(t *testing.T) {
 		t.Fatalf("syn: %d", ret)
 	}
 	e := findCT(t, d, protoTCP)
-	if e.Src != podIP || e.Dst != peerIP || e.SrcPort != 40000 || e.DstPort != 80 || e.Direction != DirEgress ||
+	if e.Src != podIP || e.Dst != peerIP || e.SrcPort != 40000 || e.DstPort != 80 || e.Direction != contract.DirectionEgress ||
 		e.Ifindex != loIfindex || e.PacketsFwd != 1 || e.PacketsRev != 0 || e.TCPFlagsFwd != tcpSYN || e.FirstSeenNS == 0 {
 		t.Fatalf("after syn: %+v", e)
 	}
@@ -240,9 +242,9 @@ func TestPrivilegedTCPConntrack(t *testing.T) {
 		t.Fatalf("syn: %d events, want 1", len(evs))
 	}
 	ev := evs[0]
-	if ev.Type != EventTrace || ev.Verdict != VerdictForwarded || ev.Flags != FlagCTNew || ev.ObsPoint != ObsFromEndpoint ||
+	if ev.Type != contract.MessageTypeTrace || ev.Verdict != contract.VerdictForwarded || ev.Flags != FlagCTNew || ev.ObsPoint != contract.TraceFromLxc ||
 		ev.Src != podIP || ev.Dst != peerIP || ev.SrcPort != 40000 || ev.DstPort != 80 || ev.Proto != protoTCP ||
-		ev.TCPFlags != tcpSYN || ev.Direction != DirEgress || ev.SrcIdentity != 1000 || ev.DstIdentity != IdentityWorld ||
+		ev.TCPFlags != tcpSYN || ev.Direction != contract.DirectionEgress || ev.SrcIdentity != 1000 || ev.DstIdentity != contract.IdentityWorld ||
 		ev.PacketsFwd != 1 || ev.Ifindex != loIfindex || ev.TimestampNS != e.FirstSeenNS {
 		t.Fatalf("syn event: %+v", ev)
 	}
@@ -251,7 +253,7 @@ func TestPrivilegedTCPConntrack(t *testing.T) {
 		t.Fatalf("syn-ack: %d", ret)
 	}
 	evs = drainEvents(t, d)
-	if len(evs) != 1 || evs[0].Flags != FlagReply || evs[0].ObsPoint != ObsToEndpoint || evs[0].Src != peerIP ||
+	if len(evs) != 1 || evs[0].Flags != FlagReply || evs[0].ObsPoint != contract.TraceToLxc || evs[0].Src != peerIP ||
 		evs[0].SrcPort != 80 || evs[0].DstIdentity != 1000 || evs[0].PacketsRev != 1 {
 		t.Fatalf("syn-ack events: %+v", evs)
 	}
@@ -272,10 +274,10 @@ func TestPrivilegedTCPConntrack(t *testing.T) {
 	if e.PacketsFwd != 5 || e.PacketsRev != 1 || e.TCPFlagsRev != tcpSYN|tcpACK || e.LastSeenNS < e.FirstSeenNS {
 		t.Fatalf("conntrack: %+v", e)
 	}
-	if p, _ := counter(t, d, VerdictForwarded, DirEgress, testEP); p != 5 {
+	if p, _ := counter(t, d, contract.VerdictForwarded, contract.DirectionEgress, testEP); p != 5 {
 		t.Errorf("forwarded egress %d, want 5", p)
 	}
-	if p, _ := counter(t, d, VerdictForwarded, DirIngress, testEP); p != 1 {
+	if p, _ := counter(t, d, contract.VerdictForwarded, contract.DirectionIngress, testEP); p != 1 {
 		t.Errorf("forwarded ingress %d, want 1", p)
 	}
 
@@ -305,12 +307,12 @@ func TestPrivilegedConnectionFromOutside(t *testing.T) {
 	synack.flags = tcpSYN | tcpACK
 	run(t, d.objs.LoupeFromPod, synack.build())
 	e := findCT(t, d, protoTCP)
-	if e.Src != peerIP6 || e.Dst != podIP6 || e.SrcPort != 50000 || e.DstPort != 8080 || e.Direction != DirIngress ||
+	if e.Src != peerIP6 || e.Dst != podIP6 || e.SrcPort != 50000 || e.DstPort != 8080 || e.Direction != contract.DirectionIngress ||
 		e.PacketsFwd != 1 || e.PacketsRev != 1 {
 		t.Fatalf("conntrack: %+v", e)
 	}
 	evs := drainEvents(t, d)
-	if len(evs) != 2 || evs[0].Flags != FlagCTNew || evs[0].Direction != DirIngress || evs[1].Flags != FlagReply ||
+	if len(evs) != 2 || evs[0].Flags != FlagCTNew || evs[0].Direction != contract.DirectionIngress || evs[1].Flags != FlagReply ||
 		evs[1].Family != 6 || evs[1].Src != podIP6 {
 		t.Fatalf("events: %+v", evs)
 	}
@@ -385,7 +387,7 @@ func TestPrivilegedNoEndpoint(t *testing.T) {
 	if ret := run(t, d.objs.LoupeFromPod, b); ret != retTCXNext {
 		t.Fatalf("tcx: %d", ret)
 	}
-	if p, by := counter(t, d, ReasonNoEndpoint, DirEgress, 0); p != 1 || by != uint64(len(b)) {
+	if p, by := counter(t, d, ReasonNoEndpoint, contract.DirectionEgress, 0); p != 1 || by != uint64(len(b)) {
 		t.Fatalf("no-endpoint counter: %d %d", p, by)
 	}
 	if evs := drainEvents(t, d); len(evs) != 0 {
@@ -402,7 +404,7 @@ func TestPrivilegedDropEventRateLimit(t *testing.T) {
 	if err != nil || ret != retTCXDrop {
 		t.Fatalf("run: %d %v", ret, err)
 	}
-	if p, b := counter(t, d, DropInvalidSourceIP, DirEgress, testEP); p != n || b != n*uint64(len(spoofed)) {
+	if p, b := counter(t, d, contract.DropInvalidSourceIP, contract.DirectionEgress, testEP); p != n || b != n*uint64(len(spoofed)) {
 		t.Fatalf("counter: %d packets %d bytes, want exactly %d", p, b, n)
 	}
 	evs := drainEvents(t, d)
@@ -476,10 +478,10 @@ func TestPrivilegedPolicy(t *testing.T) {
 		t.Fatalf("default deny: %d", ret)
 	}
 	evs := drainEvents(t, d)
-	if len(evs) != 1 || evs[0].DropReason != DropPolicyDenied || evs[0].Direction != DirEgress || evs[0].DstIdentity != peerID {
+	if len(evs) != 1 || evs[0].DropReason != contract.DropPolicyDenied || evs[0].Direction != contract.DirectionEgress || evs[0].DstIdentity != peerID {
 		t.Fatalf("deny events: %+v", evs)
 	}
-	if p, _ := counter(t, d, DropPolicyDenied, DirEgress, testEP); p != 1 {
+	if p, _ := counter(t, d, contract.DropPolicyDenied, contract.DirectionEgress, testEP); p != 1 {
 		t.Fatalf("133 counter: %d", p)
 	}
 
@@ -496,7 +498,7 @@ func TestPrivilegedPolicy(t *testing.T) {
 		{"proto only", PolicyKey{Proto: protoTCP}, 3},
 		{"allow all", PolicyKey{}, 4},
 	} {
-		s.key.EndpointID, s.key.Direction = testEP, DirEgress
+		s.key.EndpointID, s.key.Direction = testEP, contract.DirectionEgress
 		rule := uint32(100 + i)
 		if err := d.UpsertPolicy(s.key, PolicyEntry{RuleID: rule}); err != nil {
 			t.Fatal(err)
@@ -507,7 +509,7 @@ func TestPrivilegedPolicy(t *testing.T) {
 			t.Fatalf("%s: %d", s.name, ret)
 		}
 		evs := drainEvents(t, d)
-		if len(evs) != 1 || evs[0].Type != EventPolicyVerdict || evs[0].MatchType != s.match || evs[0].PolicyID != rule {
+		if len(evs) != 1 || evs[0].Type != contract.MessageTypePolicyVerdict || evs[0].MatchType != s.match || evs[0].PolicyID != rule {
 			t.Fatalf("%s: events %+v", s.name, evs)
 		}
 		if err := d.DeletePolicy(s.key); err != nil {
@@ -523,8 +525,8 @@ func TestPrivilegedPolicy(t *testing.T) {
 	}
 
 	// A deny entry wins over a less specific allow.
-	allowAll := PolicyKey{EndpointID: testEP, Direction: DirIngress}
-	deny := PolicyKey{EndpointID: testEP, PeerIdentity: peerID, Port: 22, Proto: protoTCP, Direction: DirIngress}
+	allowAll := PolicyKey{EndpointID: testEP, Direction: contract.DirectionIngress}
+	deny := PolicyKey{EndpointID: testEP, PeerIdentity: peerID, Port: 22, Proto: protoTCP, Direction: contract.DirectionIngress}
 	if err := d.UpsertPolicy(allowAll, PolicyEntry{RuleID: 7}); err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +548,7 @@ func TestPrivilegedPolicy(t *testing.T) {
 	var denied bool
 	cs, _ := d.Counters()
 	for _, c := range cs {
-		if c.Reason == DropPolicyDenied && c.RuleID == 8 && c.Direction == DirIngress {
+		if c.Reason == contract.DropPolicyDenied && c.RuleID == 8 && c.Direction == contract.DirectionIngress {
 			denied = true
 		}
 	}
@@ -601,7 +603,7 @@ func TestPrivilegedGSOSegmentsCounted(t *testing.T) {
 	if err != nil || ret != retTCXNext {
 		t.Fatalf("run: %d %v", ret, err)
 	}
-	if p, b := counter(t, d, VerdictForwarded, DirEgress, testEP); p != 3 || b != uint64(len(data)) {
+	if p, b := counter(t, d, contract.VerdictForwarded, contract.DirectionEgress, testEP); p != 3 || b != uint64(len(data)) {
 		t.Fatalf("counter: %d packets %d bytes, want 3 and %d", p, b, len(data))
 	}
 	if e := findCT(t, d, protoTCP); e.PacketsFwd != 3 {

@@ -9,6 +9,12 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 )
 
+// Slots of the event_stats map (STAT_* in bpf/events.h).
+const (
+	statRingbufFull      = 0 // an event was lost: no room in the ring
+	statDropEventLimited = 1 // a drop event was suppressed by the rate limit
+)
+
 // EventStats tells how complete the event stream is.
 type EventStats struct {
 	Read              uint64 // records handed to ReadEvents sinks
@@ -49,7 +55,7 @@ func (d *Datapath) ReadEvents(ctx context.Context, sink func(raw []byte)) error 
 // rate-limited event counts.
 func (d *Datapath) EventStats() (EventStats, error) {
 	s := EventStats{Read: d.eventsRead.Load(), Short: d.eventsShort.Load()}
-	for slot, dst := range map[uint32]*uint64{0: &s.Lost, 1: &s.DropEventsLimited} {
+	for slot, dst := range map[uint32]*uint64{statRingbufFull: &s.Lost, statDropEventLimited: &s.DropEventsLimited} {
 		var vals []uint64
 		if err := d.objs.EventStats.Lookup(slot, &vals); err != nil {
 			return s, fmt.Errorf("event stats: %w", err)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 
+	"github.com/loupe-project/loupe/contract"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +21,7 @@ const (
 	// DefaultName prefixes the default lab's netns and link names.
 	DefaultName = "loupe"
 	// ObserverPort is where each agent serves the Observer API on its node address.
-	ObserverPort = 4244
+	ObserverPort = contract.ObserverPort
 	// MetricsPort is where each agent serves Prometheus metrics on its node address.
 	MetricsPort = 9962
 	maxIndex    = 99

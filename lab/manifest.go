@@ -5,12 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/loupe-project/loupe/internal/yaml12"
 	"io"
 	"net/netip"
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/loupe-project/loupe/internal/yaml12"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"

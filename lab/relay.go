@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/loupe-project/loupe/contract"
 )
 
 const (
 	// RelayPort is where the lab's loupe-relay serves the cluster-wide
 	// Observer API, on the bridge address.
-	RelayPort = 4245
+	RelayPort = contract.RelayPort
 	// UIPort is where the relay serves the web UI, on the bridge address.
 	UIPort            = 12000
 	relayReadyTimeout = 20 * time.Second

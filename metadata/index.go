@@ -126,15 +126,3 @@ func (ix *Index) Node(name string) *corev1.Node { return ix.nodes[name] }
 
 // Nodes returns every node, sorted by name.
 func (ix *Index) Nodes() []*corev1.Node { return ix.snap.Nodes }
-
-// NodeInternalIP returns the node's first InternalIP.
-func NodeInternalIP(n *corev1.Node) (netip.Addr, bool) {
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				return ip.Unmap(), true
-			}
-		}
-	}
-	return netip.Addr{}, false
-}

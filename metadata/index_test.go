@@ -3,6 +3,8 @@ package metadata
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/loupe-project/loupe/contract"
 )
 
 func TestIndex(t *testing.T) {
@@ -54,7 +56,7 @@ status: {phase: Running, podIP: 192.168.200.11}
 	if len(ix.Nodes()) != 1 || ix.Node("node-1") == nil {
 		t.Error("nodes")
 	}
-	if ip, ok := NodeInternalIP(ix.Node("node-1")); !ok || ip.String() != "192.168.200.11" {
+	if ip, ok := contract.NodeInternalIP(ix.Node("node-1")); !ok || ip.String() != "192.168.200.11" {
 		t.Errorf("NodeInternalIP = %v", ip)
 	}
 }

@@ -36,10 +36,6 @@ type Source interface {
 	Subscribe(ctx context.Context) <-chan struct{}
 }
 
-// ObserverAddressAnnotation on a Node object holds that node's Observer
-// gRPC address (IP:PORT), used by peer discovery.
-const ObserverAddressAnnotation = "loupe.dev/observer-address"
-
 // Static is a Source that never changes; useful for tools and tests that
 // already hold the objects.
 type Static struct{ Snap *Snapshot }

@@ -3,6 +3,8 @@ package metadata
 import (
 	"strings"
 	"testing"
+
+	"github.com/loupe-project/loupe/contract"
 )
 
 const sampleManifests = `# comment only document
@@ -86,7 +88,7 @@ func TestParseManifests(t *testing.T) {
 	if len(s.NetworkPolicies) != 1 || len(s.EndpointSlices) != 1 {
 		t.Errorf("netpols = %d, slices = %d", len(s.NetworkPolicies), len(s.EndpointSlices))
 	}
-	if len(s.Nodes) != 1 || s.Nodes[0].Annotations[ObserverAddressAnnotation] != "192.168.200.11:4244" {
+	if len(s.Nodes) != 1 || s.Nodes[0].Annotations[contract.ObserverAddressAnnotation] != "192.168.200.11:4244" {
 		t.Errorf("nodes = %+v", s.Nodes)
 	}
 }

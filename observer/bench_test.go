@@ -5,6 +5,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer/filters"
 )
@@ -17,21 +18,21 @@ func benchEvents() [][]byte {
 	for i := range 64 {
 		switch i % 4 {
 		case 0: // pod to pod, TCP SYN, from the pod
-			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: 4, obs: 5, verdict: 1, proto: 6, tcpFlags: 0x02,
+			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 0x02,
 				flags: 2, ifindex: 7, epID: 11, srcID: 1001, dstID: 1000, src: "10.0.1.11", dst: "10.0.1.10",
-				sport: uint16(30000 + i), dport: 80, dir: 2}))
+				sport: uint16(30000 + i), dport: 80, dir: contract.DirectionEgress}))
 		case 1: // reply, to the pod
-			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: 4, obs: 0, verdict: 1, proto: 6, tcpFlags: 0x12,
+			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: contract.MessageTypeTrace, obs: contract.TraceToLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 0x12,
 				flags: 1, ifindex: 7, epID: 11, srcID: 1000, dstID: 1001, src: "10.0.1.10", dst: "10.0.1.11",
-				sport: 80, dport: uint16(30000 + i), dir: 1}))
+				sport: 80, dport: uint16(30000 + i), dir: contract.DirectionIngress}))
 		case 2: // UDP to a service ClusterIP
-			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: 4, obs: 5, verdict: 1, proto: 17,
+			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 17,
 				flags: 2, ifindex: 8, epID: 10, srcID: 1000, dstID: 1002, src: "10.0.1.10", dst: "10.96.0.50",
-				sport: uint16(40000 + i), dport: 80, dir: 2}))
+				sport: uint16(40000 + i), dport: 80, dir: contract.DirectionEgress}))
 		case 3: // remote pod to local pod, TCP ACK
-			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: 4, obs: 0, verdict: 1, proto: 6, tcpFlags: 0x10,
+			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: contract.MessageTypeTrace, obs: contract.TraceToLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 0x10,
 				ifindex: 8, epID: 10, srcID: 1003, dstID: 1000, src: "10.0.2.20", dst: "10.0.1.10",
-				sport: uint16(50000 + i), dport: 80, dir: 1}))
+				sport: uint16(50000 + i), dport: 80, dir: contract.DirectionIngress}))
 		}
 	}
 	return out

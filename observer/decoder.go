@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -146,7 +147,7 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		return nil, err
 	}
 	switch ev.Type {
-	case datapath.EventDrop, datapath.EventTrace, datapath.EventPolicyVerdict:
+	case contract.MessageTypeDrop, contract.MessageTypeTrace, contract.MessageTypePolicyVerdict:
 	default:
 		return nil, fmt.Errorf("%w %d", ErrUnknownEventType, ev.Type)
 	}
@@ -225,12 +226,12 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 
 	// Event type, verdict, direction
 	reply := ev.Flags&datapath.FlagReply != 0
-	packetEgress := ev.Direction == datapath.DirEgress
+	packetEgress := ev.Direction == contract.DirectionEgress
 	connDir := flowpb.TrafficDirection(ev.Direction)
-	if ev.Direction == datapath.DirIngress || ev.Direction == datapath.DirEgress {
+	if ev.Direction == contract.DirectionIngress || ev.Direction == contract.DirectionEgress {
 		// Hubble's traffic_direction is the connection's: a reply leaving
 		// the pod belongs to an ingress connection.
-		if ev.Type != datapath.EventDrop && reply {
+		if ev.Type != contract.MessageTypeDrop && reply {
 			if packetEgress {
 				connDir = flowpb.TrafficDirection_INGRESS
 			} else {
@@ -242,22 +243,18 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	b.etype.Type = int32(ev.Type)
 	f.EventType = &b.etype
 	switch ev.Type {
-	case datapath.EventDrop:
+	case contract.MessageTypeDrop:
 		f.Verdict = flowpb.Verdict_DROPPED
 		f.DropReason = uint32(ev.DropReason)
 		f.DropReasonDesc = flowpb.DropReason(ev.DropReason)
 		b.etype.SubType = int32(ev.DropReason)
-	case datapath.EventTrace:
+	case contract.MessageTypeTrace:
 		f.Verdict = verdictOf(ev.Verdict)
 		b.etype.SubType = int32(ev.ObsPoint)
-		if ev.ObsPoint == datapath.ObsToEndpoint {
-			f.TraceObservationPoint = flowpb.TraceObservationPoint_TO_ENDPOINT
-		} else {
-			f.TraceObservationPoint = flowpb.TraceObservationPoint(ev.ObsPoint)
-		}
+		f.TraceObservationPoint = contract.TraceObservationPoint(ev.ObsPoint)
 		b.reply.Value = reply
 		f.IsReply, f.Reply = &b.reply, reply
-	case datapath.EventPolicyVerdict:
+	case contract.MessageTypePolicyVerdict:
 		f.Verdict = verdictOf(ev.Verdict)
 		if f.Verdict == flowpb.Verdict_DROPPED {
 			f.DropReason = uint32(ev.DropReason)
@@ -308,9 +305,9 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 
 func verdictOf(v uint8) flowpb.Verdict {
 	switch v {
-	case datapath.VerdictForwarded:
+	case contract.VerdictForwarded:
 		return flowpb.Verdict_FORWARDED
-	case datapath.VerdictDropped:
+	case contract.VerdictDropped:
 		return flowpb.Verdict_DROPPED
 	}
 	return flowpb.Verdict(v)
@@ -333,7 +330,7 @@ func (d *Decoder) endpoint(ix *enrichIndex, a netip.Addr, id, identity uint32) *
 		if node == d.nodeName {
 			kind = kindHost
 		}
-	} else if identity == 0 || identity == identityWorld {
+	} else if identity == contract.IdentityUnknown || identity == contract.IdentityWorld {
 		kind = kindWorld
 	}
 	key := nonPodKey{id: id, identity: identity, kind: kind}
@@ -342,14 +339,14 @@ func (d *Decoder) endpoint(ix *enrichIndex, a netip.Addr, id, identity uint32) *
 	}
 	ep := &flowpb.Endpoint{ID: id, Identity: identity}
 	switch {
-	case reservedLabels[identity] != nil:
-		ep.Labels = reservedLabels[identity]
+	case contract.ReservedLabels(identity) != nil:
+		ep.Labels = contract.ReservedLabels(identity)
 	case kind == kindHost:
-		ep.Labels = reservedLabels[identityHost]
+		ep.Labels = contract.ReservedLabels(contract.IdentityHost)
 	case kind == kindRemoteNode:
-		ep.Labels = reservedLabels[identityRemoteNode]
+		ep.Labels = contract.ReservedLabels(contract.IdentityRemoteNode)
 	case kind == kindWorld:
-		ep.Labels = reservedLabels[identityWorld]
+		ep.Labels = contract.ReservedLabels(contract.IdentityWorld)
 	}
 	if len(d.nonPod) >= maxDecoderCache {
 		clear(d.nonPod)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 )
 
@@ -58,9 +59,9 @@ func TestDecode(t *testing.T) {
 		want *flowpb.Flow
 	}{{
 		name: "tcp syn from pod, egress, to a service",
-		ev: evSpec{typ: 4, obs: 5, verdict: 1, proto: 6, tcpFlags: 0x02, flags: datapath.FlagCTNew,
+		ev: evSpec{typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 0x02, flags: datapath.FlagCTNew,
 			ifindex: 7, epID: 11, srcID: 1001, dstID: 1002, src: "10.0.1.11", dst: "10.96.0.50",
-			sport: 40000, dport: 80, dir: 2},
+			sport: 40000, dport: 80, dir: contract.DirectionEgress},
 		want: &flowpb.Flow{
 			Verdict:               flowpb.Verdict_FORWARDED,
 			IP:                    &flowpb.IP{Source: "10.0.1.11", Destination: "10.96.0.50", IpVersion: flowpb.IPVersion_IPv4},
@@ -69,7 +70,7 @@ func TestDecode(t *testing.T) {
 			Destination:           &flowpb.Endpoint{Identity: 1002},
 			Type:                  flowpb.FlowType_L3_L4,
 			NodeName:              "node-1",
-			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 5},
+			EventType:             &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 5},
 			DestinationService:    &flowpb.Service{Name: "web", Namespace: "x"},
 			TrafficDirection:      flowpb.TrafficDirection_EGRESS,
 			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
@@ -79,9 +80,9 @@ func TestDecode(t *testing.T) {
 		},
 	}, {
 		name: "tcp syn-ack reply to pod, ingress packet of an egress connection",
-		ev: evSpec{typ: 4, obs: 0, verdict: 1, proto: 6, tcpFlags: 0x12, flags: datapath.FlagReply,
+		ev: evSpec{typ: contract.MessageTypeTrace, obs: contract.TraceToLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 0x12, flags: datapath.FlagReply,
 			ifindex: 7, epID: 11, srcID: 1000, dstID: 1001, src: "10.0.1.10", dst: "10.0.1.11",
-			sport: 80, dport: 40000, dir: 1},
+			sport: 80, dport: 40000, dir: contract.DirectionIngress},
 		want: &flowpb.Flow{
 			Verdict:     flowpb.Verdict_FORWARDED,
 			IP:          &flowpb.IP{Source: "10.0.1.10", Destination: "10.0.1.11", IpVersion: flowpb.IPVersion_IPv4},
@@ -89,7 +90,7 @@ func TestDecode(t *testing.T) {
 			Source:      webEP(0, 1000),
 			Destination: clientEP(11, 1001),
 			Type:        flowpb.FlowType_L3_L4, NodeName: "node-1",
-			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 0},
+			EventType:             &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 0},
 			TrafficDirection:      flowpb.TrafficDirection_EGRESS,
 			TraceObservationPoint: flowpb.TraceObservationPoint_TO_ENDPOINT,
 			IsReply:               wrapperspb.Bool(true), Reply: true,
@@ -98,8 +99,8 @@ func TestDecode(t *testing.T) {
 		},
 	}, {
 		name: "udp over ipv6 to a remote pod",
-		ev: evSpec{typ: 4, obs: 5, verdict: 1, proto: 17, ifindex: 7, epID: 10, srcID: 1000, dstID: 2,
-			src: "fd00:1::10", dst: "fd00:9::1", sport: 5353, dport: 53, dir: 2, flags: datapath.FlagCTNew},
+		ev: evSpec{typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 17, ifindex: 7, epID: 10, srcID: 1000, dstID: 2,
+			src: "fd00:1::10", dst: "fd00:9::1", sport: 5353, dport: 53, dir: contract.DirectionEgress, flags: datapath.FlagCTNew},
 		want: &flowpb.Flow{
 			Verdict:     flowpb.Verdict_FORWARDED,
 			IP:          &flowpb.IP{Source: "fd00:1::10", Destination: "fd00:9::1", IpVersion: flowpb.IPVersion_IPv6},
@@ -107,7 +108,7 @@ func TestDecode(t *testing.T) {
 			Source:      webEP(10, 1000),
 			Destination: &flowpb.Endpoint{Identity: 2, Labels: []string{"reserved:world"}},
 			Type:        flowpb.FlowType_L3_L4, NodeName: "node-1",
-			EventType:             &flowpb.CiliumEventType{Type: 4, SubType: 5},
+			EventType:             &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 5},
 			TrafficDirection:      flowpb.TrafficDirection_EGRESS,
 			TraceObservationPoint: flowpb.TraceObservationPoint_FROM_ENDPOINT,
 			IsReply:               wrapperspb.Bool(false),
@@ -116,8 +117,8 @@ func TestDecode(t *testing.T) {
 		},
 	}, {
 		name: "icmpv4 echo request dropped by policy, ingress to a remote-node pod",
-		ev: evSpec{typ: 1, obs: 0, verdict: 2, dropReason: 133, proto: 1, icmpType: 8, ifindex: 7, epID: 20,
-			srcID: 1001, dstID: 1003, src: "10.0.1.11", dst: "10.0.2.20", dir: 1, policyID: 0},
+		ev: evSpec{typ: contract.MessageTypeDrop, obs: contract.TraceToLxc, verdict: contract.VerdictDropped, dropReason: contract.DropPolicyDenied, proto: 1, icmpType: 8, ifindex: 7, epID: 20,
+			srcID: 1001, dstID: 1003, src: "10.0.1.11", dst: "10.0.2.20", dir: contract.DirectionIngress, policyID: 0},
 		want: &flowpb.Flow{
 			Verdict:        flowpb.Verdict_DROPPED,
 			DropReason:     133,
@@ -127,15 +128,15 @@ func TestDecode(t *testing.T) {
 			Source:         clientEP(0, 1001),
 			Destination:    dbEP(20, 1003),
 			Type:           flowpb.FlowType_L3_L4, NodeName: "node-1",
-			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 133},
+			EventType:        &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 133},
 			TrafficDirection: flowpb.TrafficDirection_INGRESS,
 			Interface:        iface,
 			Summary:          "ICMPv4 EchoRequest",
 		},
 	}, {
 		name: "spoofed source dropped (132), from the host",
-		ev: evSpec{typ: 1, obs: 5, verdict: 2, dropReason: 132, proto: 17, ifindex: 7, epID: 11, srcID: 1001,
-			src: "192.168.200.11", dst: "192.168.200.12", sport: 1, dport: 2, dir: 2, flags: datapath.FlagXDP},
+		ev: evSpec{typ: contract.MessageTypeDrop, obs: contract.TraceFromLxc, verdict: contract.VerdictDropped, dropReason: contract.DropInvalidSourceIP, proto: 17, ifindex: 7, epID: 11, srcID: 1001,
+			src: "192.168.200.11", dst: "192.168.200.12", sport: 1, dport: 2, dir: contract.DirectionEgress, flags: datapath.FlagXDP},
 		want: &flowpb.Flow{
 			Verdict:        flowpb.Verdict_DROPPED,
 			DropReason:     132,
@@ -145,15 +146,15 @@ func TestDecode(t *testing.T) {
 			Source:         &flowpb.Endpoint{ID: 11, Identity: 1001, Labels: []string{"reserved:host"}},
 			Destination:    &flowpb.Endpoint{Labels: []string{"reserved:remote-node"}},
 			Type:           flowpb.FlowType_L3_L4, NodeName: "node-1",
-			EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 132},
+			EventType:        &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 132},
 			TrafficDirection: flowpb.TrafficDirection_EGRESS,
 			Interface:        iface,
 			Summary:          "UDP",
 		},
 	}, {
 		name: "icmpv6 echo reply, policy verdict",
-		ev: evSpec{typ: 9, obs: 0, verdict: 1, proto: 58, icmpType: 129, ifindex: 7, epID: 10, srcID: 1001,
-			dstID: 1000, src: "fd00:1::11", dst: "fd00:1::10", dir: 1, matchType: 2, policyID: 9},
+		ev: evSpec{typ: contract.MessageTypePolicyVerdict, obs: contract.TraceToLxc, verdict: contract.VerdictForwarded, proto: 58, icmpType: 129, ifindex: 7, epID: 10, srcID: 1001,
+			dstID: 1000, src: "fd00:1::11", dst: "fd00:1::10", dir: contract.DirectionIngress, matchType: 2, policyID: 9},
 		want: &flowpb.Flow{
 			Verdict:     flowpb.Verdict_FORWARDED,
 			IP:          &flowpb.IP{Source: "fd00:1::11", Destination: "fd00:1::10", IpVersion: flowpb.IPVersion_IPv6},
@@ -161,7 +162,7 @@ func TestDecode(t *testing.T) {
 			Source:      clientEP(0, 1001),
 			Destination: webEP(10, 1000),
 			Type:        flowpb.FlowType_L3_L4, NodeName: "node-1",
-			EventType:        &flowpb.CiliumEventType{Type: 9},
+			EventType:        &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict},
 			TrafficDirection: flowpb.TrafficDirection_INGRESS,
 			IsReply:          wrapperspb.Bool(false),
 			PolicyMatchType:  2,
@@ -204,7 +205,7 @@ func (f policyFunc) ResolvePolicy(id uint32) []*flowpb.Policy { return f(id) }
 
 func TestDecodeRejects(t *testing.T) {
 	o := newTestObserver(t, 63, nil)
-	good := rawEvent(evSpec{typ: 4, proto: 6, src: "10.0.0.1", dst: "10.0.0.2"})
+	good := rawEvent(evSpec{typ: contract.MessageTypeTrace, proto: 6, src: "10.0.0.1", dst: "10.0.0.2"})
 	bad := func(mut func(b []byte)) []byte {
 		b := append([]byte(nil), good...)
 		mut(b)
@@ -231,7 +232,7 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestDecodeUUIDsDiffer(t *testing.T) {
 	o := newTestObserver(t, 63, nil)
-	raw := rawEvent(evSpec{typ: 4, proto: 6, src: "10.0.0.1", dst: "10.0.0.2"})
+	raw := rawEvent(evSpec{typ: contract.MessageTypeTrace, proto: 6, src: "10.0.0.1", dst: "10.0.0.2"})
 	seen := map[string]bool{}
 	for range 1000 {
 		e, err := o.dec.Decode(raw)
@@ -266,9 +267,9 @@ func TestSummaries(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	f.Add(rawEvent(evSpec{typ: 4, obs: 5, verdict: 1, proto: 6, tcpFlags: 2, src: "10.0.1.11", dst: "10.0.1.10", sport: 1, dport: 80, dir: 2}))
-	f.Add(rawEvent(evSpec{typ: 1, verdict: 2, dropReason: 133, proto: 58, src: "fd00::1", dst: "fd00::2", dir: 1}))
-	f.Add(rawEvent(evSpec{typ: 9, proto: 1, icmpType: 3, icmpCode: 200, src: "10.0.2.20", dst: "10.0.1.10"}))
+	f.Add(rawEvent(evSpec{typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 2, src: "10.0.1.11", dst: "10.0.1.10", sport: 1, dport: 80, dir: contract.DirectionEgress}))
+	f.Add(rawEvent(evSpec{typ: contract.MessageTypeDrop, verdict: contract.VerdictDropped, dropReason: contract.DropPolicyDenied, proto: 58, src: "fd00::1", dst: "fd00::2", dir: contract.DirectionIngress}))
+	f.Add(rawEvent(evSpec{typ: contract.MessageTypePolicyVerdict, proto: 1, icmpType: 3, icmpCode: 200, src: "10.0.2.20", dst: "10.0.1.10"}))
 	f.Add([]byte{})
 	o := newTestObserver(f, 63, nil)
 	f.Fuzz(func(t *testing.T, raw []byte) {

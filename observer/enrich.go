@@ -12,27 +12,6 @@ import (
 	"github.com/loupe-project/loupe/metadata"
 )
 
-// Cilium's reserved identities, so flows to the world or the host print
-// the labels Hubble users know.
-var reservedLabels = map[uint32][]string{
-	1:  {"reserved:host"},
-	2:  {"reserved:world"},
-	3:  {"reserved:unmanaged"},
-	4:  {"reserved:health"},
-	5:  {"reserved:init"},
-	6:  {"reserved:remote-node"},
-	7:  {"reserved:kube-apiserver"},
-	8:  {"reserved:ingress"},
-	9:  {"reserved:world-ipv4"},
-	10: {"reserved:world-ipv6"},
-}
-
-const (
-	identityHost       = 1
-	identityWorld      = 2
-	identityRemoteNode = 6
-)
-
 // Labels that change with every rollout and that Cilium leaves out of
 // identities; showing them would split one workload into many.
 var ignoredPodLabels = map[string]bool{

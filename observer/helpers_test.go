@@ -1,7 +1,6 @@
 package observer
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -9,8 +8,8 @@ import (
 	"github.com/loupe-project/loupe/metadata"
 )
 
-// evSpec describes one datapath record; rawEvent lays it out exactly as
-// datapath/bpf/event.h does.
+// evSpec describes one datapath record; rawEvent lays it out with
+// datapath.EncodeEvent.
 type evSpec struct {
 	ts                 uint64
 	typ, obs, verdict  uint8
@@ -27,36 +26,14 @@ type evSpec struct {
 }
 
 func rawEvent(s evSpec) []byte {
-	b := make([]byte, datapath.EventSize)
-	le := binary.LittleEndian
-	le.PutUint64(b[0:], s.ts)
-	src, dst := netip.MustParseAddr(s.src), netip.MustParseAddr(s.dst)
-	fam := uint8(4)
-	if src.Is6() {
-		fam = 6
-	}
-	b[8], b[9], b[10], b[11] = s.typ, s.obs, s.verdict, s.dropReason
-	b[12], b[13], b[14], b[15] = fam, s.proto, s.tcpFlags, s.flags
-	le.PutUint32(b[16:], s.ifindex)
-	le.PutUint32(b[20:], s.epID)
-	le.PutUint32(b[24:], s.srcID)
-	le.PutUint32(b[28:], s.dstID)
-	if fam == 4 {
-		a, d := src.As4(), dst.As4()
-		copy(b[32:], a[:])
-		copy(b[48:], d[:])
-	} else {
-		a, d := src.As16(), dst.As16()
-		copy(b[32:], a[:])
-		copy(b[48:], d[:])
-	}
-	le.PutUint16(b[64:], s.sport)
-	le.PutUint16(b[66:], s.dport)
-	b[68], b[69], b[70], b[71] = s.icmpType, s.icmpCode, s.matchType, s.dir
-	le.PutUint32(b[72:], s.policyID)
-	le.PutUint32(b[76:], 60)
-	le.PutUint32(b[80:], 0)
-	return b
+	return datapath.MustEncodeEvent(&datapath.Event{
+		TimestampNS: s.ts, Type: s.typ, ObsPoint: s.obs, Verdict: s.verdict, DropReason: s.dropReason,
+		Proto: s.proto, TCPFlags: s.tcpFlags, Flags: s.flags, Ifindex: s.ifindex, EndpointID: s.epID,
+		SrcIdentity: s.srcID, DstIdentity: s.dstID,
+		Src: netip.MustParseAddr(s.src), Dst: netip.MustParseAddr(s.dst), SrcPort: s.sport, DstPort: s.dport,
+		ICMPType: s.icmpType, ICMPCode: s.icmpCode, MatchType: s.matchType, Direction: s.dir,
+		PolicyID: s.policyID, PacketLen: 60,
+	})
 }
 
 // testCluster is the metadata the decoder tests enrich from: namespaces x

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -83,12 +84,12 @@ func (m *metrics) observe(f *flowpb.Flow, proto, typ, subType uint8) {
 	if c == nil {
 		var typeName, sub string
 		switch typ {
-		case 1:
+		case contract.MessageTypeDrop:
 			typeName = "Drop"
-		case 4:
+		case contract.MessageTypeTrace:
 			typeName = "Trace"
-			sub = obsPointName(subType)
-		case 9:
+			sub = contract.TraceObservationPointName(subType)
+		case contract.MessageTypePolicyVerdict:
 			typeName = "PolicyVerdict"
 		default:
 			typeName, sub = "Unknown", strconv.Itoa(int(typ))
@@ -107,35 +108,4 @@ func (m *metrics) observe(f *flowpb.Flow, proto, typ, subType uint8) {
 		m.dropCounters[k] = d
 	}
 	d.Inc()
-}
-
-// obsPointName follows Cilium's monitor names for trace points.
-func obsPointName(p uint8) string {
-	switch p {
-	case 0:
-		return "to-endpoint"
-	case 1:
-		return "to-proxy"
-	case 2:
-		return "to-host"
-	case 3:
-		return "to-stack"
-	case 4:
-		return "to-overlay"
-	case 5:
-		return "from-endpoint"
-	case 6:
-		return "from-proxy"
-	case 7:
-		return "from-host"
-	case 8:
-		return "from-stack"
-	case 9:
-		return "from-overlay"
-	case 10:
-		return "from-network"
-	case 11:
-		return "to-network"
-	}
-	return strconv.Itoa(int(p))
 }

@@ -14,6 +14,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -125,9 +126,9 @@ func (o *Observer) HandleEvent(raw []byte) {
 	ev := &o.dec.ev
 	sub := ev.ObsPoint
 	switch ev.Type {
-	case 1:
+	case contract.MessageTypeDrop:
 		sub = ev.DropReason
-	case 9:
+	case contract.MessageTypePolicyVerdict:
 		sub = 0
 	}
 	o.metrics.observe(e.flow, ev.Proto, ev.Type, sub)

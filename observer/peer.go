@@ -1,34 +1,24 @@
 package observer
 
 import (
-	"net"
 	"strconv"
 
 	peerpb "github.com/cilium/cilium/api/v1/peer"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
 )
-
-// DefaultPort is the Observer port when a node has no address annotation.
-const DefaultPort = 4244
 
 type peerServer struct {
 	peerpb.UnimplementedPeerServer
 	o *Observer
 }
 
-// peerAddress is a node's Observer address: its annotation, else its
-// InternalIP on the default port.
+// peerAddress is a node's Observer address, by the contract's rule.
 func peerAddress(n *corev1.Node) string {
-	if a := n.Annotations[metadata.ObserverAddressAnnotation]; a != "" {
-		return a
-	}
-	if ip, ok := metadata.NodeInternalIP(n); ok {
-		return net.JoinHostPort(ip.String(), strconv.Itoa(DefaultPort))
-	}
-	return ""
+	return contract.ObserverAddress(n, strconv.Itoa(contract.ObserverPort))
 }
 
 // peers maps node name to address for every node of a snapshot.
@@ -49,7 +39,7 @@ func (p *peerServer) Notify(_ *peerpb.NotifyRequest, stream grpc.ServerStreaming
 	send := func(name, addr string, t peerpb.ChangeNotificationType) error {
 		cn := &peerpb.ChangeNotification{Name: name, Address: addr, Type: t}
 		if p.o.cfg.TLS.Enabled() {
-			cn.Tls = &peerpb.TLS{ServerName: tlsServerName(name)}
+			cn.Tls = &peerpb.TLS{ServerName: contract.TLSServerName(name)}
 		}
 		return stream.Send(cn)
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/observer/filters"
 )
 
@@ -189,7 +189,7 @@ func (s *observerServer) GetNodes(ctx context.Context, _ *observerpb.GetNodesReq
 		SeenFlows: o.seen.Load(),
 	}
 	if o.cfg.TLS.Enabled() {
-		node.Tls = &observerpb.TLS{Enabled: true, ServerName: tlsServerName(o.cfg.NodeName)}
+		node.Tls = &observerpb.TLS{Enabled: true, ServerName: contract.TLSServerName(o.cfg.NodeName)}
 	}
 	return &observerpb.GetNodesResponse{Nodes: []*observerpb.Node{node}}, nil
 }
@@ -360,12 +360,4 @@ func (o *Observer) datapathLostResponse(rec *lostRecord) *observerpb.GetFlowsRes
 		NodeName:      o.cfg.NodeName,
 		Time:          &rec.at,
 	}
-}
-
-// tlsServerName follows Hubble's convention for peer certificates (dots in
-// the node name become hyphens, so one wildcard certificate fits all); the
-// relay checks agents' certificates for the same name
-// (relay.AgentTLSServerName, which TestTLSListener holds equal).
-func tlsServerName(node string) string {
-	return strings.ReplaceAll(node, ".", "-") + ".default.hubble-grpc.cilium.io"
 }

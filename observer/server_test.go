@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
 )
 
@@ -54,9 +55,9 @@ func serve(t *testing.T, o *Observer) *grpc.ClientConn {
 func fill(o *Observer, n int) {
 	for i := range n {
 		o.HandleEvent(rawEvent(evSpec{
-			ts: uint64(1000+i) * 1e9, typ: 4, obs: 5, verdict: 1, proto: 6, tcpFlags: 0x02, flags: 2,
+			ts: uint64(1000+i) * 1e9, typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 0x02, flags: 2,
 			epID: 11, srcID: 1001, dstID: 1000, src: "10.0.1.11", dst: "10.0.1.10",
-			sport: uint16(30000 + i), dport: uint16(80 + i%3), dir: 2,
+			sport: uint16(30000 + i), dport: uint16(80 + i%3), dir: contract.DirectionEgress,
 		}))
 	}
 }

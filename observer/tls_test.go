@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/loupe-project/loupe/relay"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
@@ -29,11 +29,8 @@ func TestTLSListener(t *testing.T) {
 		"node-1":                   "node-1.default.hubble-grpc.cilium.io",
 		"ip-10-0-0-1.ec2.internal": "ip-10-0-0-1-ec2-internal.default.hubble-grpc.cilium.io",
 	} {
-		if got := tlsServerName(node); got != want {
-			t.Errorf("observer: %s -> %q, want %q", node, got, want)
-		}
-		if got := relay.AgentTLSServerName(node); got != want {
-			t.Errorf("relay: %s -> %q, want %q", node, got, want)
+		if got := contract.TLSServerName(node); got != want {
+			t.Errorf("%s -> %q, want %q", node, got, want)
 		}
 	}
 	dir := t.TempDir()
@@ -97,7 +94,7 @@ func TestTLSListener(t *testing.T) {
 		return err
 	}
 	withCert := func(certs ...tls.Certificate) credentials.TransportCredentials {
-		return credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: tlsServerName(node), Certificates: certs, MinVersion: tls.VersionTLS13})
+		return credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: contract.TLSServerName(node), Certificates: certs, MinVersion: tls.VersionTLS13})
 	}
 	addr := tcp.Addr().String()
 	if err := status(addr, withCert(clientCert)); err != nil {

@@ -11,6 +11,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -340,9 +341,9 @@ func (c *Compiler) ipcache(m *Model, ids *Identities) map[netip.Prefix]uint32 {
 // whether the direction is enforced.
 func (st *compileState) endpoint(entries EndpointEntries, pod *corev1.Pod, egress bool) bool {
 	m := st.m
-	dir := datapath.DirIngress
+	dir := contract.DirectionIngress
 	if egress {
-		dir = datapath.DirEgress
+		dir = contract.DirectionEgress
 	}
 	if st.acc == nil {
 		st.acc = map[entryKey][]int32{}

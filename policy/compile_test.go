@@ -10,7 +10,7 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 
-	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
 )
 
@@ -55,13 +55,13 @@ func datapathVerdict(nodes map[string]*nodeView, m *Model, from, to string, port
 	ep := sn.epOf[from]
 	if sn.c.Endpoints[ep].Flags.Egress {
 		egOn = true
-		egress = Lookup(sn.c.PolicyMap(), ep, IPCacheLookup(sn.c.IPCache, dstIP), port, uint8(proto), datapath.DirEgress)
+		egress = Lookup(sn.c.PolicyMap(), ep, IPCacheLookup(sn.c.IPCache, dstIP), port, uint8(proto), contract.DirectionEgress)
 	}
 	dn := nodes[dst.Spec.NodeName]
 	ep = dn.epOf[to]
 	if dn.c.Endpoints[ep].Flags.Ingress {
 		inOn = true
-		ingress = Lookup(dn.c.PolicyMap(), ep, IPCacheLookup(dn.c.IPCache, srcIP), port, uint8(proto), datapath.DirIngress)
+		ingress = Lookup(dn.c.PolicyMap(), ep, IPCacheLookup(dn.c.IPCache, srcIP), port, uint8(proto), contract.DirectionIngress)
 	}
 	return
 }

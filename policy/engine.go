@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -102,7 +103,7 @@ type ctKey struct {
 }
 
 func ctKeyOf(ct datapath.CTEntry) ctKey {
-	if ct.Direction == datapath.DirEgress {
+	if ct.Direction == contract.DirectionEgress {
 		return ctKey{ct.Ifindex, ct.Proto, ct.Src, ct.Dst, ct.SrcPort, ct.DstPort}
 	}
 	return ctKey{ct.Ifindex, ct.Proto, ct.Dst, ct.Src, ct.DstPort, ct.SrcPort}
@@ -370,7 +371,7 @@ func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
 		}
 		f := c.Endpoints[id].Flags
 		peer := ct.Src
-		if ct.Direction == datapath.DirEgress {
+		if ct.Direction == contract.DirectionEgress {
 			if !f.Egress {
 				return false
 			}

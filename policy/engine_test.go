@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -155,10 +156,10 @@ func memVerdict(nodes map[string]*memNode, c *testCluster, from, to string, pp p
 	sn, se, sip := find(from)
 	dn, de, dip := find(to)
 	proto, _ := ParseProto(pp.proto)
-	if se.Flags.Egress && !Lookup(sn.dp.policy, se.ID, IPCacheLookup(sn.dp.ipcache, dip), uint16(pp.port), uint8(proto), datapath.DirEgress).Allowed {
+	if se.Flags.Egress && !Lookup(sn.dp.policy, se.ID, IPCacheLookup(sn.dp.ipcache, dip), uint16(pp.port), uint8(proto), contract.DirectionEgress).Allowed {
 		return false
 	}
-	if de.Flags.Ingress && !Lookup(dn.dp.policy, de.ID, IPCacheLookup(dn.dp.ipcache, sip), uint16(pp.port), uint8(proto), datapath.DirIngress).Allowed {
+	if de.Flags.Ingress && !Lookup(dn.dp.policy, de.ID, IPCacheLookup(dn.dp.ipcache, sip), uint16(pp.port), uint8(proto), contract.DirectionIngress).Allowed {
 		return false
 	}
 	return true
@@ -263,8 +264,8 @@ func TestEngineFlushesDeniedConnections(t *testing.T) {
 					proto uint8
 				}{{80, 6}, {81, 17}} {
 					n.dp.ct = append(n.dp.ct,
-						datapath.CTEntry{Ifindex: e.Ifindex, Proto: pp.proto, Src: ip, Dst: oip, SrcPort: 40000, DstPort: pp.port, Direction: datapath.DirEgress},
-						datapath.CTEntry{Ifindex: e.Ifindex, Proto: pp.proto, Src: oip, Dst: ip, SrcPort: 40000, DstPort: pp.port, Direction: datapath.DirIngress})
+						datapath.CTEntry{Ifindex: e.Ifindex, Proto: pp.proto, Src: ip, Dst: oip, SrcPort: 40000, DstPort: pp.port, Direction: contract.DirectionEgress},
+						datapath.CTEntry{Ifindex: e.Ifindex, Proto: pp.proto, Src: oip, Dst: ip, SrcPort: 40000, DstPort: pp.port, Direction: contract.DirectionIngress})
 				}
 			}
 		}
@@ -298,14 +299,14 @@ policyTypes: [Egress]`))
 			}
 			peer := c.snap.Pods[0]
 			for _, p := range c.snap.Pods {
-				if ip := netip.MustParseAddr(p.Status.PodIP); ip == ct.Src && ct.Direction == datapath.DirIngress || ip == ct.Dst && ct.Direction == datapath.DirEgress {
+				if ip := netip.MustParseAddr(p.Status.PodIP); ip == ct.Src && ct.Direction == contract.DirectionIngress || ip == ct.Dst && ct.Direction == contract.DirectionEgress {
 					peer = p
 				}
 			}
-			if pod == "x/b" && ct.Direction == datapath.DirEgress {
+			if pod == "x/b" && ct.Direction == contract.DirectionEgress {
 				t.Errorf("x/b egress connection kept: %+v", ct)
 			}
-			if pod == "x/a" && ct.Direction == datapath.DirIngress && (peer.Namespace != "y" || ct.DstPort != 80 || ct.Proto != 6) {
+			if pod == "x/a" && ct.Direction == contract.DirectionIngress && (peer.Namespace != "y" || ct.DstPort != 80 || ct.Proto != 6) {
 				t.Errorf("x/a ingress connection from %s/%s %d/%d kept", peer.Namespace, peer.Name, ct.DstPort, ct.Proto)
 			}
 		}
@@ -328,8 +329,8 @@ policyTypes: [Egress]`))
 	}
 	ip := xa.eps.ips[xaEP.ID]
 	zc := netip.MustParseAddr(c.ip("z/c"))
-	recreated := datapath.CTEntry{Ifindex: xaEP.Ifindex, Proto: 6, Src: ip, Dst: zc, SrcPort: 80, DstPort: 40000, Direction: datapath.DirEgress}
-	legit := datapath.CTEntry{Ifindex: xaEP.Ifindex, Proto: 6, Src: ip, Dst: zc, SrcPort: 41000, DstPort: 80, Direction: datapath.DirEgress}
+	recreated := datapath.CTEntry{Ifindex: xaEP.Ifindex, Proto: 6, Src: ip, Dst: zc, SrcPort: 80, DstPort: 40000, Direction: contract.DirectionEgress}
+	legit := datapath.CTEntry{Ifindex: xaEP.Ifindex, Proto: 6, Src: ip, Dst: zc, SrcPort: 41000, DstPort: 80, Direction: contract.DirectionEgress}
 	xa.dp.ct = append(xa.dp.ct, recreated, legit)
 	n, err := xa.eng.flushCut()
 	if err != nil || n != 1 {

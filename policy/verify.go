@@ -16,6 +16,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
 )
 
@@ -242,7 +243,7 @@ func Check(snap *metadata.Snapshot, flows []*flowpb.Flow) (int, []Disagreement) 
 	checked := 0
 	var out []Disagreement
 	for _, f := range flows {
-		verdictEvent := f.GetEventType().GetType() == 9 && f.GetVerdict() == flowpb.Verdict_FORWARDED
+		verdictEvent := f.GetEventType().GetType() == contract.MessageTypePolicyVerdict && f.GetVerdict() == flowpb.Verdict_FORWARDED
 		policyDrop := f.GetVerdict() == flowpb.Verdict_DROPPED && f.GetDropReasonDesc() == flowpb.DropReason_POLICY_DENIED
 		if !verdictEvent && !policyDrop {
 			continue

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/loupe-project/loupe/contract"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -150,7 +151,7 @@ ingress:
   - {port: 81, protocol: TCP}`))
 	verdict := func(from, to string, port uint32, names ...string) *flowpb.Flow {
 		f := tcpFlow(c.ip(from), c.ip(to), 45000, port, true, false)
-		f.EventType = &flowpb.CiliumEventType{Type: 9}
+		f.EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
 		f.Verdict = flowpb.Verdict_FORWARDED
 		f.TrafficDirection = flowpb.TrafficDirection_INGRESS
 		for _, n := range names {
@@ -160,7 +161,7 @@ ingress:
 	}
 	drop := func(from, to string, port uint32) *flowpb.Flow {
 		f := tcpFlow(c.ip(from), c.ip(to), 45000, port, true, false)
-		f.EventType = &flowpb.CiliumEventType{Type: 1, SubType: 133}
+		f.EventType = &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 133}
 		f.Verdict = flowpb.Verdict_DROPPED
 		f.DropReasonDesc = flowpb.DropReason_POLICY_DENIED
 		f.TrafficDirection = flowpb.TrafficDirection_INGRESS

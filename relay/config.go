@@ -7,15 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
+
+	"github.com/loupe-project/loupe/contract"
+)
+
+// The relay's own address and the agents' port, Hubble's.
+var (
+	DefaultListen    = ":" + strconv.Itoa(contract.RelayPort)
+	DefaultAgentPort = strconv.Itoa(contract.ObserverPort)
 )
 
 // Defaults. The sort window follows Hubble Relay's drain timeout (1 s) but is
 // larger than its 100 flows: a window only sorts what arrives within it, and
 // 32 busy nodes fill 100 flows in well under a millisecond.
 const (
-	DefaultListen                 = ":4245"
-	DefaultAgentPort              = "4244"
 	DefaultSortBufferLen          = 1000
 	DefaultSortBufferDrainTimeout = time.Second
 	DefaultClientQueueLen         = 4096

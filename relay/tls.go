@@ -6,18 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 )
-
-// AgentTLSServerName is the name an agent's server certificate carries, by
-// Hubble's convention (<node>.<cluster>.hubble-grpc.cilium.io, cluster
-// "default", dots in the node name turned into hyphens so that one
-// *.default.hubble-grpc.cilium.io certificate covers every node); the
-// observer advertises the same name in its Peer API. Peer sources that know
-// only a node's address (the Node list) verify it.
-func AgentTLSServerName(node string) string {
-	return strings.ReplaceAll(node, ".", "-") + ".default.hubble-grpc.cilium.io"
-}
 
 // ClientTLSConfig builds the TLS configuration used to reach the agents.
 // caFiles verify the agents' certificates (the system pool when empty); a

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/loupe-project/loupe/contract"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -27,7 +28,7 @@ func tcpFlow(src, dst *flowpb.Endpoint, sport, dport uint32, v flowpb.Verdict, i
 		Source: src, Destination: dst,
 		IP:        &flowpb.IP{Source: fmt.Sprintf("10.0.0.%d", 1+i%200), Destination: "10.0.1.1"},
 		L4:        &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: sport, DestinationPort: dport}}},
-		EventType: &flowpb.CiliumEventType{Type: 4}, IsReply: wrapperspb.Bool(false),
+		EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeTrace}, IsReply: wrapperspb.Bool(false),
 	}
 }
 
@@ -122,7 +123,7 @@ func TestAggregatorDropsReasonsAndPolicies(t *testing.T) {
 		f := tcpFlow(fe, db, uint32(40000+i), 5432, flowpb.Verdict_DROPPED, i)
 		f.DropReasonDesc = flowpb.DropReason_POLICY_DENIED
 		f.DropReason = 133
-		f.EventType = &flowpb.CiliumEventType{Type: 1, SubType: 133}
+		f.EventType = &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 133}
 		f.IngressDeniedBy = []*flowpb.Policy{{Name: "db-allow-api", Namespace: "demo", Kind: "NetworkPolicy"}}
 		f.Summary = fmt.Sprintf("drop %d", i)
 		a.Add(f)

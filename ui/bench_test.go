@@ -8,6 +8,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
@@ -34,7 +35,7 @@ func scaleFlows(workloads, edges int, now time.Time) []*flowpb.Flow {
 		if i%10 == 0 {
 			f.Verdict = flowpb.Verdict_DROPPED
 			f.DropReasonDesc = flowpb.DropReason_POLICY_DENIED
-			f.EventType = &flowpb.CiliumEventType{Type: 1, SubType: 133}
+			f.EventType = &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 133}
 			f.IngressDeniedBy = []*flowpb.Policy{{Name: "deny-" + eps[dst].Workloads[0].Name, Namespace: eps[dst].Namespace}}
 		}
 		flows = append(flows, f)

@@ -12,6 +12,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
@@ -122,7 +123,7 @@ func demoFlows(now time.Time) []*flowpb.Flow {
 		add(tcpFlow(api, db, uint32(41000+i), 5432, flowpb.Verdict_FORWARDED, i))
 		d := tcpFlow(fe, db, uint32(42000+i), 5432, flowpb.Verdict_DROPPED, i)
 		d.DropReasonDesc, d.DropReason = flowpb.DropReason_POLICY_DENIED, 133
-		d.EventType = &flowpb.CiliumEventType{Type: 1, SubType: 133}
+		d.EventType = &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 133}
 		d.IngressDeniedBy = []*flowpb.Policy{{Name: "db-allow-api-only", Namespace: "demo", Kind: "NetworkPolicy"}}
 		d.Summary = "TCP Flags: SYN"
 		add(d)

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/loupe-project/loupe/contract"
 )
 
 // Node kinds that are not workloads.
@@ -45,33 +46,27 @@ func endpointKey(ep *flowpb.Endpoint) (nodeKey, string) {
 	return nodeKey{name: KindWorld}, KindWorld
 }
 
-// reservedKind names the reserved entity of an endpoint without a pod.
+// reservedKind names the reserved entity of an endpoint without a pod, by
+// its reserved label, else by its identity.
 func reservedKind(ep *flowpb.Endpoint) string {
 	for _, l := range ep.GetLabels() {
-		if r, ok := strings.CutPrefix(l, "reserved:"); ok {
-			switch r {
-			case "host":
-				return KindHost
-			case "remote-node":
-				return KindRemoteNode
-			case "kube-apiserver":
-				return KindAPIServer
-			case "world", "world-ipv4", "world-ipv6":
-				return KindWorld
+		if r, ok := strings.CutPrefix(l, contract.ReservedLabelPrefix); ok {
+			if k := reservedKinds[r]; k != "" {
+				return k
 			}
 		}
 	}
-	switch ep.GetIdentity() {
-	case 1:
-		return KindHost
-	case 2, 9, 10:
-		return KindWorld
-	case 6:
-		return KindRemoteNode
-	case 7:
-		return KindAPIServer
-	}
-	return ""
+	return reservedKinds[contract.ReservedName(ep.GetIdentity())]
+}
+
+// reservedKinds maps Cilium's reserved identity names to the map's kinds.
+var reservedKinds = map[string]string{
+	contract.ReservedName(contract.IdentityHost):          KindHost,
+	contract.ReservedName(contract.IdentityRemoteNode):    KindRemoteNode,
+	contract.ReservedName(contract.IdentityKubeAPIServer): KindAPIServer,
+	contract.ReservedName(contract.IdentityWorld):         KindWorld,
+	contract.ReservedName(contract.IdentityWorldIPv4):     KindWorld,
+	contract.ReservedName(contract.IdentityWorldIPv6):     KindWorld,
 }
 
 // nodeID is the node's name on the wire: "namespace/name", or the reserved
@@ -118,16 +113,16 @@ var protoNames = [...]string{"other", "TCP", "UDP", "SCTP", "ICMPv4", "ICMPv6"}
 // flowType is the TYPE column of `hubble observe`, from the event type.
 func flowType(f *flowpb.Flow) string {
 	switch f.GetEventType().GetType() {
-	case 1:
+	case contract.MessageTypeDrop:
 		return "drop"
-	case 4:
+	case contract.MessageTypeTrace:
 		if op := f.GetTraceObservationPoint(); op != flowpb.TraceObservationPoint_UNKNOWN_POINT {
 			return strings.ToLower(strings.ReplaceAll(op.String(), "_", "-"))
 		}
 		return "trace"
-	case 5:
+	case contract.MessageTypePolicyVerdict:
 		return "policy-verdict"
-	case 129:
+	case contract.MessageTypeAccessLog:
 		return "l7"
 	}
 	if t := f.GetType(); t != flowpb.FlowType_UNKNOWN_TYPE {

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -24,18 +25,22 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/loupe-project/loupe/agent"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/policy"
 )
 
+// DefaultListen is the Observer API's TCP address: Hubble's port on every
+// interface.
+var DefaultListen = ":" + strconv.Itoa(contract.ObserverPort)
+
 // Defaults of the agent's settings.
 const (
 	DefaultStateDir       = "/var/run/loupe/state"
 	DefaultBPFRoot        = "/sys/fs/bpf/loupe"
 	DefaultSocket         = "/run/loupe/agent.sock"
-	DefaultListen         = ":4244"
 	DefaultXDPMode        = "off"
 	DefaultFlowBufferSize = 65535
 	// ObserverSocketName is the Observer API's unix socket, created next to

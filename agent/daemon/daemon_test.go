@@ -28,6 +28,7 @@ import (
 
 	"github.com/loupe-project/loupe/agent"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/policy"
 )
@@ -337,11 +338,11 @@ func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
 	}
 	dirs := map[uint8]uint64{}
 	for _, c := range counters {
-		if c.EndpointID == reg.Endpoint.Id && c.Reason == datapath.VerdictForwarded {
+		if c.EndpointID == reg.Endpoint.Id && c.Reason == contract.VerdictForwarded {
 			dirs[c.Direction] += c.Packets
 		}
 	}
-	if dirs[datapath.DirEgress] == 0 || dirs[datapath.DirIngress] == 0 {
+	if dirs[contract.DirectionEgress] == 0 || dirs[contract.DirectionIngress] == 0 {
 		t.Fatalf("forwarded packets of endpoint %d by direction: %v (counters %+v)", reg.Endpoint.Id, dirs, counters)
 	}
 	if got := eps[uint32(hostIndex)]; got != wantEP {

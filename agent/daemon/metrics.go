@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 )
 
@@ -87,13 +88,13 @@ func reasonName(r uint8) string {
 	switch r {
 	case datapath.ReasonNoEndpoint:
 		return "NO_ENDPOINT"
-	case datapath.VerdictForwarded:
+	case contract.VerdictForwarded:
 		return "FORWARDED"
-	case datapath.DropInvalidSourceIP:
+	case contract.DropInvalidSourceIP:
 		return "INVALID_SOURCE_IP"
-	case datapath.DropPolicyDenied:
+	case contract.DropPolicyDenied:
 		return "POLICY_DENIED"
-	case datapath.DropInvalidPacket:
+	case contract.DropInvalidPacket:
 		return "INVALID_PACKET_DROPPED"
 	}
 	return strconv.Itoa(int(r))
@@ -101,9 +102,9 @@ func reasonName(r uint8) string {
 
 func directionName(d uint8) string {
 	switch d {
-	case datapath.DirIngress:
+	case contract.DirectionIngress:
 		return "ingress"
-	case datapath.DirEgress:
+	case contract.DirectionEgress:
 		return "egress"
 	}
 	return strconv.Itoa(int(d))

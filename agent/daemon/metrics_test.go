@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer"
@@ -27,9 +28,9 @@ func (f fixedCounters) EventStats() (datapath.EventStats, error) { return f.stat
 func TestDatapathCollector(t *testing.T) {
 	src := fixedCounters{
 		counters: []datapath.Counter{
-			{Reason: datapath.VerdictForwarded, Direction: datapath.DirEgress, EndpointID: 3, RuleID: 0, Packets: 10, Bytes: 1000},
-			{Reason: datapath.VerdictForwarded, Direction: datapath.DirEgress, EndpointID: 3, RuleID: 7, Packets: 5, Bytes: 500},
-			{Reason: datapath.DropInvalidSourceIP, Direction: datapath.DirEgress, EndpointID: 3, Packets: 1, Bytes: 60},
+			{Reason: contract.VerdictForwarded, Direction: contract.DirectionEgress, EndpointID: 3, RuleID: 0, Packets: 10, Bytes: 1000},
+			{Reason: contract.VerdictForwarded, Direction: contract.DirectionEgress, EndpointID: 3, RuleID: 7, Packets: 5, Bytes: 500},
+			{Reason: contract.DropInvalidSourceIP, Direction: contract.DirectionEgress, EndpointID: 3, Packets: 1, Bytes: 60},
 		},
 		stats: datapath.EventStats{Read: 4, Lost: 2, DropEventsLimited: 1},
 	}

@@ -7,7 +7,6 @@ package hubble
 
 import (
 	"context"
-	"encoding/binary"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -28,6 +27,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer"
@@ -64,34 +64,22 @@ func tuples() []tuple {
 	return out
 }
 
-// loupeRecord lays a tuple out as datapath/bpf/event.h does.
+// loupeRecord lays a tuple out as the datapath writes it.
 func loupeRecord(t tuple) []byte {
-	b := make([]byte, datapath.EventSize)
-	le := binary.LittleEndian
-	le.PutUint64(b[0:], 1e9)
-	b[8] = datapath.EventTrace
-	b[10] = datapath.VerdictForwarded
-	b[12], b[13], b[14] = 4, t.proto, t.tcpFlags
-	b[71] = datapath.DirEgress
+	ev := datapath.Event{
+		TimestampNS: 1e9, Type: contract.MessageTypeTrace, Verdict: contract.VerdictForwarded,
+		Proto: t.proto, TCPFlags: t.tcpFlags, Ifindex: 7, EndpointID: uint32(t.epID),
+		SrcIdentity: t.srcID, DstIdentity: t.dstID,
+		Src: netip.MustParseAddr(t.src), Dst: netip.MustParseAddr(t.dst), SrcPort: t.sport, DstPort: t.dport,
+		ObsPoint: contract.TraceFromLxc, Direction: contract.DirectionEgress,
+	}
 	if t.toPod {
-		b[9] = datapath.ObsToEndpoint
-		b[71] = datapath.DirIngress
-	} else {
-		b[9] = datapath.ObsFromEndpoint
+		ev.ObsPoint, ev.Direction = contract.TraceToLxc, contract.DirectionIngress
 	}
 	if t.reply {
-		b[15] = datapath.FlagReply
+		ev.Flags = datapath.FlagReply
 	}
-	le.PutUint32(b[16:], 7)
-	le.PutUint32(b[20:], uint32(t.epID))
-	le.PutUint32(b[24:], t.srcID)
-	le.PutUint32(b[28:], t.dstID)
-	s, d := netip.MustParseAddr(t.src).As4(), netip.MustParseAddr(t.dst).As4()
-	copy(b[32:], s[:])
-	copy(b[48:], d[:])
-	le.PutUint16(b[64:], t.sport)
-	le.PutUint16(b[66:], t.dport)
-	return b
+	return datapath.MustEncodeEvent(&ev)
 }
 
 // ciliumTrace encodes a tuple as Cilium's datapath would: a trace

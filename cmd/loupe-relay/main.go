@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata/k8s"
 	"github.com/loupe-project/loupe/relay"
@@ -167,7 +168,7 @@ func loopback(listen string) string {
 func nodePeers(client kubernetes.Interface, port string, tls bool, log *slog.Logger) *k8s.NodePeers {
 	np := &k8s.NodePeers{Client: client, Port: port, Log: log}
 	if tls {
-		np.TLSServerName = relay.AgentTLSServerName
+		np.TLSServerName = contract.TLSServerName
 	}
 	return np
 }

@@ -3,10 +3,13 @@
  * Numbering follows Hubble/Cilium so events map straight onto flow.Flow. */
 #pragma once
 
+/* The numbers shared with Hubble are contract/monitor.go's; datapath's
+ * TestHeaderMatchesContract fails when one side changes alone. */
+
 /* type: Cilium monitor message types. */
 #define LOUPE_EVENT_DROP 1
 #define LOUPE_EVENT_TRACE 4
-#define LOUPE_EVENT_POLICY_VERDICT 9
+#define LOUPE_EVENT_POLICY_VERDICT 5
 
 /* obs_point: Cilium trace observation points. */
 #define LOUPE_OBS_TO_LXC 0   /* to the pod: TCX egress on the host veth */
@@ -74,3 +77,9 @@ struct loupe_event {
 };
 
 _Static_assert(sizeof(struct loupe_event) == 248, "loupe_event layout changed: update datapath/event.go");
+
+/* Keeps struct loupe_event in the object's BTF, where datapath's
+ * TestEventLayoutMatchesBTF reads its layout. Static, so bpf2go makes no
+ * variable of it; no program refers to it, so LoadAndAssign never creates
+ * its .bss map. */
+static struct loupe_event *loupe_event_btf __attribute__((used));

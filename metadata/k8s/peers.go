@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/relay"
 )
 
@@ -36,18 +35,11 @@ type NodePeers struct {
 
 // Address is a node's agent address, or "" when it has none.
 func (np *NodePeers) Address(n *corev1.Node) string {
-	if a := n.Annotations[metadata.ObserverAddressAnnotation]; a != "" {
-		return a
-	}
-	ip, ok := metadata.NodeInternalIP(n)
-	if !ok {
-		return ""
-	}
 	port := np.Port
 	if port == "" {
 		port = relay.DefaultAgentPort
 	}
-	return net.JoinHostPort(ip.String(), port)
+	return contract.ObserverAddress(n, port)
 }
 
 // Run keeps sink equal to the Node list until ctx ends.

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
 )
 
@@ -179,13 +180,13 @@ func TestChangesArePublishedAndSignalled(t *testing.T) {
 	}
 	n = n.DeepCopy()
 	n.ResourceVersion = "77"
-	n.Annotations = map[string]string{metadata.ObserverAddressAnnotation: "192.168.1.1:4244"}
+	n.Annotations = map[string]string{contract.ObserverAddressAnnotation: "192.168.1.1:4244"}
 	if _, err := c.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the node annotation", func() bool {
 		ns := src.Current().Nodes
-		return len(ns) == 1 && ns[0].Annotations[metadata.ObserverAddressAnnotation] != ""
+		return len(ns) == 1 && ns[0].Annotations[contract.ObserverAddressAnnotation] != ""
 	})
 }
 
@@ -352,7 +353,7 @@ func TestNodePeersFollowTheNodeList(t *testing.T) {
 				{Type: corev1.NodeInternalIP, Address: ip}}
 		}
 		if ann != "" {
-			n.Annotations = map[string]string{metadata.ObserverAddressAnnotation: ann}
+			n.Annotations = map[string]string{contract.ObserverAddressAnnotation: ann}
 		}
 		return n
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/loupe-project/loupe/contract"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -24,7 +25,7 @@ var (
 			Workloads: []*flowpb.Workload{{Name: "web", Kind: "Deployment"}}},
 		DestinationService: &flowpb.Service{Name: "web", Namespace: "x"},
 		NodeName:           "node-1",
-		EventType:          &flowpb.CiliumEventType{Type: 4, SubType: 5},
+		EventType:          &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 5},
 		TrafficDirection:   flowpb.TrafficDirection_EGRESS,
 		IsReply:            wrapperspb.Bool(true),
 		Interface:          &flowpb.NetworkInterface{Index: 7, Name: "lxc1"},
@@ -40,13 +41,13 @@ var (
 			Workloads: []*flowpb.Workload{{Name: "db", Kind: "StatefulSet"}}},
 		Destination:      &flowpb.Endpoint{Identity: 2, Labels: []string{"reserved:world"}},
 		NodeName:         "node-2",
-		EventType:        &flowpb.CiliumEventType{Type: 1, SubType: 133},
+		EventType:        &flowpb.CiliumEventType{Type: contract.MessageTypeDrop, SubType: 133},
 		TrafficDirection: flowpb.TrafficDirection_INGRESS,
 	}
 	flowICMP = &flowpb.Flow{
 		IP:        &flowpb.IP{Source: "10.1.2.1", Destination: "10.1.2.2", IpVersion: flowpb.IPVersion_IPv4},
 		L4:        &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{Type: 8}}},
-		EventType: &flowpb.CiliumEventType{Type: 4, SubType: 0},
+		EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeTrace, SubType: 0},
 		IsReply:   wrapperspb.Bool(false),
 	}
 )

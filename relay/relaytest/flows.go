@@ -5,6 +5,7 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/loupe-project/loupe/contract"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -39,7 +40,7 @@ func Flow(node string, t time.Time, i int) *flowpb.Flow {
 			Workloads: []*flowpb.Workload{{Name: "server", Kind: "Deployment"}},
 		},
 		Type:                  flowpb.FlowType_L3_L4,
-		EventType:             &flowpb.CiliumEventType{Type: 4},
+		EventType:             &flowpb.CiliumEventType{Type: contract.MessageTypeTrace},
 		TraceObservationPoint: flowpb.TraceObservationPoint_TO_ENDPOINT,
 		TrafficDirection:      flowpb.TrafficDirection_INGRESS,
 		IsReply:               wrapperspb.Bool(false),
