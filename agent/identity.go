@@ -9,12 +9,15 @@ const (
 	maxIdentity = 1<<24 - 1
 )
 
-// PodIdentity is the numeric security identity of a pod. Until the agent
-// derives identities from pod labels (pods with equal namespace and labels
-// sharing one), it is a deterministic function of the two labels every pod
-// has, k8s:io.kubernetes.pod.namespace and the pod name: FNV-1a over both,
-// folded into [MinIdentity, 2^24). Every agent computes the same number for
-// the same pod, so no allocation or coordination is needed; distinct pods
+// PodIdentity is the identity Register gives a pod when no identity
+// function is installed (SetIdentityFunc): an Agent used on its own, as in
+// this package's tests. loupe-agent installs the policy engine's, which
+// derives identities from namespace and labels (pods with equal ones share
+// one; policy.IdentityInit until the engine's snapshot has the pod), so
+// there PodIdentity is never used. It is FNV-1a over
+// "k8s:io.kubernetes.pod.namespace=<namespace>" and
+// "k8s:io.kubernetes.pod.name=<name>", folded into [MinIdentity, 2^24):
+// every agent computes the same number for the same pod, and distinct pods
 // collide with probability ~n²/2^25.
 func PodIdentity(namespace, name string) uint32 {
 	h := fnv.New32a()

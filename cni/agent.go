@@ -46,7 +46,7 @@ const agentPoll = 250 * time.Millisecond
 // ready: an ADD that comes while the agent starts (the conflist is written
 // before it runs) then succeeds instead of failing into the runtime's
 // backoff. It returns the last "try again later" error when wait passes.
-func waitAgent(socket string, wait time.Duration, log *slog.Logger) (*agent, error) {
+func waitAgent(socket string, wait time.Duration, log *slog.Logger) (*agentSession, error) {
 	end := time.Now().Add(wait)
 	for attempt := 1; ; attempt++ {
 		ag, err := readyAgent(socket)
@@ -60,23 +60,16 @@ func waitAgent(socket string, wait time.Duration, log *slog.Logger) (*agent, err
 	}
 }
 
-// readyAgent connects and checks Status: an agent that is not ready yet is
-// "try again later" too.
-func readyAgent(socket string) (*agent, error) {
-	ag, err := dialAgent(socket)
+// readyAgent is openAgent for ADD: an agent that is not ready yet is "try
+// again later" too.
+func readyAgent(socket string) (*agentSession, error) {
+	ag, err := openAgent(socket)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	st, err := ag.api.Status(ctx, &endpointv1.StatusRequest{})
-	err = ag.rpcErr("status", err)
-	if err == nil && !st.GetReady() {
-		err = tryAgain(socket, errors.New("agent not ready: "+st.GetMessage()))
-	}
-	if err != nil {
+	if !ag.status.GetReady() {
 		ag.Close()
-		return nil, err
+		return nil, tryAgain(socket, errors.New("agent not ready: "+ag.status.GetMessage()))
 	}
 	return ag, nil
 }

@@ -30,6 +30,10 @@
 //
 // # Commands
 //
+// Each command is in its own file, cmd_add.go to cmd_gc.go; plugin.go
+// holds the Plugin type and the start-up they share (netconf, CNI_ARGS and
+// log, then the agent connection, its time budget and Status).
+//
 // ADD: Allocate, veth, addresses and routes, Register, Attach, result;
 // any failure undoes what was done, in reverse. Register comes before
 // Attach so anti-spoofing covers the first packet. ADD waits up to

@@ -3,6 +3,7 @@ package cni
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 )
 
 // HostIfnamePrefix starts every host-side veth loupe-cni creates.
@@ -15,4 +16,17 @@ const HostIfnamePrefix = "lxc"
 func HostIfname(containerID, ifname string) string {
 	sum := sha256.Sum256([]byte(containerID + "/" + ifname))
 	return HostIfnamePrefix + hex.EncodeToString(sum[:])[:11]
+}
+
+// isLoupeHostIfname matches names HostIfname produces.
+func isLoupeHostIfname(name string) bool {
+	if len(name) != len(HostIfnamePrefix)+11 || !strings.HasPrefix(name, HostIfnamePrefix) {
+		return false
+	}
+	for _, c := range name[len(HostIfnamePrefix):] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

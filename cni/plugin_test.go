@@ -1,18 +1,26 @@
 package cni
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
 func TestBuildResultEveryVersion(t *testing.T) {
@@ -71,5 +79,116 @@ func TestAgentUnreachable(t *testing.T) {
 	_, err = dialAgent(sock)
 	if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Msg, sock) {
 		t.Fatalf("dial: want 11 naming %s, got %v", sock, err)
+	}
+}
+
+// fakeAgent answers the endpoint API from memory and records the calls.
+type fakeAgent struct {
+	endpointv1.UnimplementedEndpointsServer
+	status    *endpointv1.StatusResponse
+	statusErr error
+
+	mu    sync.Mutex
+	calls []string
+}
+
+func (f *fakeAgent) record(call string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call)
+}
+
+func (f *fakeAgent) Status(context.Context, *endpointv1.StatusRequest) (*endpointv1.StatusResponse, error) {
+	f.record("status")
+	return f.status, f.statusErr
+}
+
+func (f *fakeAgent) Unregister(_ context.Context, r *endpointv1.UnregisterRequest) (*endpointv1.UnregisterResponse, error) {
+	f.record("unregister " + r.GetContainerId() + "/" + r.GetIfname())
+	return &endpointv1.UnregisterResponse{}, nil
+}
+
+func (f *fakeAgent) Release(_ context.Context, r *endpointv1.ReleaseRequest) (*endpointv1.ReleaseResponse, error) {
+	f.record("release " + r.GetContainerId() + "/" + r.GetIfname())
+	return &endpointv1.ReleaseResponse{}, nil
+}
+
+func serveFake(t *testing.T, f *fakeAgent) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	endpointv1.RegisterEndpointsServer(srv, f)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return sock
+}
+
+// openAgent, the start-up the commands share, maps each failure to the CNI
+// code the commands returned before it existed, and readyAgent adds the
+// readiness check ADD waits on. No root needed.
+func TestOpenAgent(t *testing.T) {
+	var te *types.Error
+	if _, err := openAgent(filepath.Join(t.TempDir(), "none.sock")); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
+		t.Fatalf("no socket: want 11, got %v", err)
+	}
+	sock := serveFake(t, &fakeAgent{statusErr: status.Error(codes.Internal, "boom")})
+	if _, err := openAgent(sock); !errors.As(err, &te) || te.Code != types.ErrInternal || !strings.Contains(te.Msg, "loupe-agent status: boom") {
+		t.Fatalf("status error: want 999 with the agent's message, got %v", err)
+	}
+
+	sock = serveFake(t, &fakeAgent{status: &endpointv1.StatusResponse{Ready: false, Message: "warming up", BpfRoot: "/sys/fs/bpf/x"}})
+	ag, err := openAgent(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ag.status.GetBpfRoot() != "/sys/fs/bpf/x" || ag.ctx.Err() != nil {
+		t.Fatalf("session: status %v, ctx %v", ag.status, ag.ctx.Err())
+	}
+	ag.Close()
+	if ag.ctx.Err() == nil {
+		t.Fatal("Close left the budget running")
+	}
+	if _, err := readyAgent(sock); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Details, "warming up") {
+		t.Fatalf("not ready: want 11 with the agent's message, got %v", err)
+	}
+	if _, err := waitAgent(sock, 0, slog.New(slog.DiscardHandler)); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
+		t.Fatalf("wait 0 for an agent not ready: want 11, got %v", err)
+	}
+}
+
+// DEL through openAgent: detach with the agent's bpf root, then Unregister
+// and Release; without the agent it still succeeds. The host veth it would
+// delete is named after a container id no real pod has, so it is absent
+// and its removal a no-op (netlink lookups need no root).
+func TestDelWithFakeAgent(t *testing.T) {
+	f := &fakeAgent{status: &endpointv1.StatusResponse{Ready: true, BpfRoot: "/sys/fs/bpf/fake"}}
+	sock := serveFake(t, f)
+	var detached []string
+	p := &Plugin{Datapath: Datapath{Detach: func(bpfRoot, hostIf string) error {
+		detached = append(detached, bpfRoot+" "+hostIf)
+		return nil
+	}}}
+	cid := "loupe-unit-test-" + strings.ReplaceAll(t.Name(), "/", "-")
+	args := &skel.CmdArgs{ContainerID: cid, IfName: "eth0",
+		StdinData: []byte(`{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni","agentSocket":"` + sock + `","logFile":"` + filepath.Join(t.TempDir(), "log") + `"}`)}
+	if err := p.Del(args); err != nil {
+		t.Fatal(err)
+	}
+	if want := "/sys/fs/bpf/fake " + HostIfname(cid, "eth0"); len(detached) != 1 || detached[0] != want {
+		t.Fatalf("detached %v, want [%s]", detached, want)
+	}
+	want := []string{"status", "unregister " + cid + "/eth0", "release " + cid + "/eth0"}
+	if strings.Join(f.calls, ",") != strings.Join(want, ",") {
+		t.Fatalf("agent calls %v, want %v", f.calls, want)
+	}
+
+	args.StdinData = []byte(`{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni","agentSocket":"` + filepath.Join(t.TempDir(), "none.sock") + `","logFile":"` + filepath.Join(t.TempDir(), "log") + `"}`)
+	detached = nil
+	if err := p.Del(args); err != nil || len(detached) != 0 {
+		t.Fatalf("DEL without the agent: err %v, detached %v", err, detached)
 	}
 }

@@ -16,6 +16,9 @@ import (
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
+// Serving the endpoint API (endpoint_api.go) on the unix socket loupe-cni
+// dials.
+
 // Serve serves the endpoint API on the unix socket at path (mode 0600)
 // until ctx is done, then stops gracefully and removes the socket. A stale
 // socket left by a dead agent is removed first; a live one is an error.
