@@ -24,9 +24,9 @@
 // State lives in the lab directory: /run/loupe-lab by default, or --lab-dir /
 // $LOUPE_LAB_DIR, so tests run isolated labs side by side:
 //
-//	lab.json                 the lab: name, index, nodes, binaries, addresses
+//	lab.json                 the lab: name, index, XDP mode, nodes, relay and UI addresses
 //	lock                     flock held by up, apply, delete and down
-//	manifests/               the "API server" every agent watches (see CONTRACTS.md)
+//	manifests/               the "API server" every agent watches (docs/contracts.md, "Manifests folder")
 //	manifests/GENERATION     bumped after every change
 //	bpf/                     one bpffs mount; bpf/<node>/ is each agent's --bpf-root
 //	nodes/<node>/            agent state dir, agent.sock, agent.log, agent.pid

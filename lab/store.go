@@ -18,7 +18,8 @@ import (
 
 const generationFile = "GENERATION"
 
-// objectFile is the manifests-folder file of an object (see CONTRACTS.md).
+// objectFile is the manifests-folder file of an object (see docs/contracts.md,
+// "Manifests folder").
 func objectFile(kind, namespace, name string) string {
 	if namespace == "" {
 		namespace = "_"
