@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 
 	"github.com/loupe-project/loupe/agent/ipam"
+	"github.com/loupe-project/loupe/contract"
 )
 
 // State dir layout.
@@ -206,7 +207,7 @@ func (a *Agent) syncIPCache(table map[ipam.Key]*Endpoint) error {
 	gw4, gw6 := a.Gateways()
 	for _, gw := range []netip.Addr{gw4, gw6} {
 		if gw.IsValid() {
-			want[netip.PrefixFrom(gw, gw.BitLen())] = IdentityHost
+			want[netip.PrefixFrom(gw, gw.BitLen())] = contract.IdentityHost
 		}
 	}
 	for _, e := range table {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/loupe-project/loupe/agent/ipam"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/contract"
 )
 
 type fixture struct {
@@ -114,8 +115,8 @@ func TestAllocateRegisterUnregisterRelease(t *testing.T) {
 		t.Fatalf("datapath entry %+v, want %+v", got, want)
 	}
 	wantIPC := map[netip.Prefix]uint32{
-		netip.MustParsePrefix("10.20.0.1/32"):   IdentityHost,
-		netip.MustParsePrefix("fd20::1/128"):    IdentityHost,
+		netip.MustParsePrefix("10.20.0.1/32"):   contract.IdentityHost,
+		netip.MustParsePrefix("fd20::1/128"):    contract.IdentityHost,
 		netip.MustParsePrefix(al.Ipv4 + "/32"):  ep.Identity,
 		netip.MustParsePrefix(al.Ipv6 + "/128"): ep.Identity,
 	}

@@ -26,8 +26,4 @@ type Datapath interface {
 // EndpointInfo is the datapath's endpoint map value.
 type EndpointInfo = datapath.EndpointInfo
 
-// IdentityHost is the reserved identity of the node itself (Cilium's
-// reserved:host); the gateway addresses map to it in the ipcache.
-const IdentityHost = 1
-
 var _ Datapath = (*datapath.Datapath)(nil)

@@ -13,7 +13,7 @@ const (
 // function is installed (SetIdentityFunc): an Agent used on its own, as in
 // this package's tests. loupe-agent installs the policy engine's, which
 // derives identities from namespace and labels (pods with equal ones share
-// one; policy.IdentityInit until the engine's snapshot has the pod), so
+// one; contract.IdentityInit until the engine's snapshot has the pod), so
 // there PodIdentity is never used. It is FNV-1a over
 // "k8s:io.kubernetes.pod.namespace=<namespace>" and
 // "k8s:io.kubernetes.pod.name=<name>", folded into [MinIdentity, 2^24):

@@ -58,7 +58,7 @@ type Compiled struct {
 	Model      *Model
 	Identities *Identities
 	// Endpoints by endpoint id; endpoints whose pod the snapshot lacks get
-	// no flags and IdentityInit.
+	// no flags and contract.IdentityInit.
 	Endpoints map[uint32]*CompiledEndpoint
 	// IPCache is every prefix the node must know: all pods' addresses,
 	// node addresses (host or remote-node), ipBlock prefixes.
@@ -316,9 +316,9 @@ func (c *Compiler) ipcache(m *Model, ids *Identities) map[netip.Prefix]uint32 {
 		}
 	}
 	for node, addrs := range m.nodeIPs {
-		id := IdentityRemoteNode
+		id := contract.IdentityRemoteNode
 		if node == c.Node {
-			id = IdentityHost
+			id = contract.IdentityHost
 		}
 		for _, a := range addrs {
 			pfx := netip.PrefixFrom(a, a.BitLen())
@@ -373,8 +373,8 @@ func (st *compileState) endpoint(entries EndpointEntries, pod *corev1.Pod, egres
 		return false
 	}
 	// The pod's own node is always reachable both ways.
-	if _, ok := acc[entryKey{peer: IdentityHost}]; !ok {
-		acc[entryKey{peer: IdentityHost}] = nil
+	if _, ok := acc[entryKey{peer: contract.IdentityHost}]; !ok {
+		acc[entryKey{peer: contract.IdentityHost}] = nil
 	}
 	all := entryKey{}
 	allowAll := acc[all] != nil
@@ -420,7 +420,7 @@ func covering(k entryKey, out *[5]entryKey) int {
 			n++
 		}
 	}
-	if k.peer != IdentityAny {
+	if k.peer != contract.IdentityUnknown {
 		if k.port != 0 {
 			add(entryKey{k.peer, 0, k.proto})
 		}
@@ -485,7 +485,7 @@ func (st *compileState) warn(format string, args ...any) {
 func (st *compileState) rule(acc map[entryKey][]int32, r *rule, self *corev1.Pod, egress bool, pi int32) {
 	var peers []uint32
 	if r.anyPeer {
-		peers = []uint32{IdentityAny}
+		peers = []uint32{contract.IdentityUnknown}
 	} else {
 		for i := range r.peers {
 			peers = append(peers, st.peerIdentities(&r.peers[i])...)
@@ -631,7 +631,7 @@ func (st *compileState) peerIdentities(pr *peerRule) []uint32 {
 			}
 			for _, a := range addrs {
 				if !m.isGateway(a) && b.contains(a) {
-					out = append(out, IdentityRemoteNode)
+					out = append(out, contract.IdentityRemoteNode)
 					break
 				}
 			}

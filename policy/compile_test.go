@@ -165,7 +165,7 @@ func TestIdentitiesDeterministic(t *testing.T) {
 			t.Errorf("equal labels, identities %d and %d", i0, i1)
 		}
 	}
-	if got := a.PodIdentity("nowhere", "nothing"); got != IdentityInit {
+	if got := a.PodIdentity("nowhere", "nothing"); got != contract.IdentityInit {
 		t.Errorf("unknown pod: identity %d", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 )
 
@@ -83,9 +84,9 @@ egress:
 	}
 	c := newTestCluster(b, docs.String())
 	xa, xb, xc := c.ip("x/a"), c.ip("x/b"), c.ip("x/c")
-	ep := &loEndpoint{dp: dp, st: EndpointState{ID: 7, Ifindex: 1, Namespace: "x", Name: "a", Identity: IdentityInit},
+	ep := &loEndpoint{dp: dp, st: EndpointState{ID: 7, Ifindex: 1, Namespace: "x", Name: "a", Identity: contract.IdentityInit},
 		ip: netip.MustParseAddr(xa)}
-	if err := ep.SetEndpointPolicy(map[uint32]EndpointPolicy{7: {Identity: IdentityInit}}); err != nil {
+	if err := ep.SetEndpointPolicy(map[uint32]EndpointPolicy{7: {Identity: contract.IdentityInit}}); err != nil {
 		b.Fatal(err)
 	}
 	measure := func(prog *ebpf.Program, first, data []byte) float64 {

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 )
 
@@ -125,7 +126,7 @@ egress:
 	if xa.Namespace != "x" || xa.Name != "a" {
 		t.Fatalf("first pod is %s/%s", xa.Namespace, xa.Name)
 	}
-	ep := &loEndpoint{dp: dp, st: EndpointState{ID: 7, Ifindex: 1, Namespace: "x", Name: "a", Identity: IdentityInit},
+	ep := &loEndpoint{dp: dp, st: EndpointState{ID: 7, Ifindex: 1, Namespace: "x", Name: "a", Identity: contract.IdentityInit},
 		ip: netip.MustParseAddr(c.ip("x/a"))}
 	eng := NewEngine(EngineConfig{Node: xa.Spec.NodeName, Datapath: dp, Endpoints: ep})
 	if _, err := eng.Apply(c.snap); err != nil {

@@ -125,12 +125,12 @@ func (e *Engine) Rules() *RuleTable { return e.comp.Rules }
 func (e *Engine) Current() *Compiled { return e.cur.Load() }
 
 // PodIdentity is the identity of a pod in the last applied snapshot
-// (IdentityInit when it is not there yet), for endpoint registration.
+// (contract.IdentityInit when it is not there yet), for endpoint registration.
 func (e *Engine) PodIdentity(namespace, name string) uint32 {
 	if c := e.cur.Load(); c != nil {
 		return c.Identities.PodIdentity(namespace, name)
 	}
-	return IdentityInit
+	return contract.IdentityInit
 }
 
 // ApplyStats counts what one Apply changed.
@@ -208,7 +208,7 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 		if ce := c.Endpoints[id]; ce != nil {
 			return *ce
 		}
-		return CompiledEndpoint{Identity: IdentityInit}
+		return CompiledEndpoint{Identity: contract.IdentityInit}
 	}
 
 	// 1. Flags that go off, first.

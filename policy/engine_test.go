@@ -125,16 +125,16 @@ func newMemNodes(t *testing.T, c *testCluster) map[string]*memNode {
 		name := fmt.Sprintf("node%d", n)
 		dp := newMemDatapath()
 		cidr := netip.MustParsePrefix(fmt.Sprintf("10.0.%d.0/24", n))
-		dp.ipcache[netip.PrefixFrom(cidr.Addr().Next(), 32)] = IdentityHost
+		dp.ipcache[netip.PrefixFrom(cidr.Addr().Next(), 32)] = contract.IdentityHost
 		eps := &memEndpoints{dp: dp, cidr: cidr, eps: map[uint32]*EndpointState{}, ips: map[uint32]netip.Addr{}}
 		for i, p := range c.snap.Pods {
 			if p.Spec.NodeName != name {
 				continue
 			}
 			id := uint32(10 + i)
-			eps.eps[id] = &EndpointState{ID: id, Ifindex: 1000 + id, Namespace: p.Namespace, Name: p.Name, Identity: IdentityInit}
+			eps.eps[id] = &EndpointState{ID: id, Ifindex: 1000 + id, Namespace: p.Namespace, Name: p.Name, Identity: contract.IdentityInit}
 			eps.ips[id] = netip.MustParseAddr(p.Status.PodIP)
-			dp.ipcache[netip.PrefixFrom(eps.ips[id], 32)] = IdentityInit
+			dp.ipcache[netip.PrefixFrom(eps.ips[id], 32)] = contract.IdentityInit
 		}
 		nodes[name] = &memNode{dp: dp, eps: eps, eng: NewEngine(EngineConfig{Node: name, Datapath: dp, Endpoints: eps})}
 	}

@@ -7,18 +7,15 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/loupe-project/loupe/contract"
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Reserved identities (Cilium's numbering). The datapath knows 0 (any, in
-// policy keys) and 2 (world: an address missing from the ipcache).
-const (
-	IdentityAny        uint32 = 0
-	IdentityHost       uint32 = 1 // this node: its addresses and its pod gateways
-	IdentityWorld      uint32 = 2
-	IdentityInit       uint32 = 5 // a local pod whose labels are not known yet
-	IdentityRemoteNode uint32 = 6 // another node's addresses
-)
+// Reserved identities are contract's (Cilium's numbering). The datapath
+// knows 0 (any, in policy keys) and 2 (world: an address missing from the
+// ipcache); the compiler gives 1 to this node's addresses and its pod
+// gateways, 5 to a local pod whose labels are not known yet, and 6 to
+// other nodes' addresses.
 
 // Identity ranges. Pod identities are cluster-wide: every agent derives the
 // same numbers from the same snapshot. CIDR identities (for ipBlock
@@ -172,13 +169,13 @@ func (ids *Identities) Pod(namespace, name string) (uint32, bool) {
 	return id, ok
 }
 
-// PodIdentity is Pod for the agent's Register: IdentityInit when the
+// PodIdentity is Pod for the agent's Register: contract.IdentityInit when the
 // snapshot does not have the pod yet.
 func (ids *Identities) PodIdentity(namespace, name string) uint32 {
 	if id, ok := ids.Pod(namespace, name); ok {
 		return id
 	}
-	return IdentityInit
+	return contract.IdentityInit
 }
 
 // PodsOf lists the networked pods that have identity id.

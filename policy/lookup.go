@@ -3,17 +3,8 @@ package policy
 import (
 	"net/netip"
 
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
-)
-
-// Match types, as the datapath reports them (LOUPE_MATCH_* in
-// datapath/bpf/event.h, Hubble's policy_match_type).
-const (
-	MatchNone   uint8 = 0
-	MatchL3Only uint8 = 1
-	MatchL3L4   uint8 = 2
-	MatchL4Only uint8 = 3
-	MatchAll    uint8 = 4
 )
 
 // Verdict is the result of a policy-map lookup.
@@ -35,12 +26,12 @@ type lookupStep struct {
 // specific first.
 func lookupSteps(peer uint32, port uint16, proto uint8) [6]lookupStep {
 	return [6]lookupStep{
-		{peer, port, proto, MatchL3L4},
-		{peer, 0, proto, MatchL3L4},
-		{peer, 0, 0, MatchL3Only},
-		{IdentityAny, port, proto, MatchL4Only},
-		{IdentityAny, 0, proto, MatchL4Only},
-		{IdentityAny, 0, 0, MatchAll},
+		{peer, port, proto, contract.PolicyMatchL3L4},
+		{peer, 0, proto, contract.PolicyMatchL3L4},
+		{peer, 0, 0, contract.PolicyMatchL3Only},
+		{contract.IdentityUnknown, port, proto, contract.PolicyMatchL4Only},
+		{contract.IdentityUnknown, 0, proto, contract.PolicyMatchL4Only},
+		{contract.IdentityUnknown, 0, 0, contract.PolicyMatchAll},
 	}
 }
 
@@ -69,7 +60,7 @@ func IPCacheLookup(ipcache map[netip.Prefix]uint32, a netip.Addr) uint32 {
 			return id
 		}
 	}
-	return IdentityWorld
+	return contract.IdentityWorld
 }
 
 // lookupEntries is Lookup on one endpoint's entries.

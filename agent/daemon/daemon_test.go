@@ -30,7 +30,6 @@ import (
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
-	"github.com/loupe-project/loupe/policy"
 )
 
 func TestValidate(t *testing.T) {
@@ -267,7 +266,7 @@ func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
 		t.Fatalf("attach: %v", err)
 	}
 	// No manifests: the policy engine does not know the pod's labels yet.
-	wantEP := agent.EndpointInfo{ID: reg.Endpoint.Id, Identity: policy.IdentityInit,
+	wantEP := agent.EndpointInfo{ID: reg.Endpoint.Id, Identity: contract.IdentityInit,
 		IPv4: netip.MustParseAddr(al.Ipv4), IPv6: netip.MustParseAddr(al.Ipv6)}
 	r.stop(t)
 
