@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/loupe-project/loupe/internal/version.Version=$(VE
 BIN := bin
 GOTEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: all build generate check-generated deps test test-unit ui-deps demo bench bench-quick tools clean ui check-ui
+.PHONY: all build generate check-generated deps test test-unit fuzz ui-deps demo bench bench-quick tools clean ui check-ui
 
 all: build
 
@@ -61,6 +61,13 @@ ui-deps:
 
 test-unit:
 	$(GO) test -count=1 -short ./...
+
+# Every fuzz target of the module (found, not listed), one after another, for
+# FUZZTIME each; one line per target, non-zero exit if any fails. A failing
+# input lands in <pkg>/testdata/fuzz/<FuzzName>/: commit it with the fix.
+FUZZTIME ?= 60s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 demo: deps build
 	scripts/demo.sh

@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 
 	"github.com/loupe-project/loupe/internal/testtools"
@@ -167,6 +171,77 @@ func TestCompatHubbleFilters(t *testing.T) {
 			t.Errorf("requests differ:\nhubble %v\nloupe  %v", want, got)
 		}
 	})
+}
+
+// TestCompatHubbleFilterCorpus sends FuzzObserveFilterArgs's seeds and its
+// committed corpus (testdata/fuzz, where the fuzzer's findings go) to both
+// CLIs' --print-raw-filters: for the inputs both accept, the filters must be
+// the same. Inputs only one of them accepts are logged: loupe rejects some
+// flag values hubble lets through, and the reverse (filterCases'
+// hubbleRejects).
+func TestCompatHubbleFilterCorpus(t *testing.T) {
+	bin := testtools.Hubble(t, "hubble")
+	inputs := slices.Clone(observeFilterSeeds)
+	files, _ := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzObserveFilterArgs", "*"))
+	for _, name := range files {
+		s, err := readStringCorpusFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, s)
+	}
+	compared := 0
+	for _, s := range inputs {
+		args := strings.Split(s, "\x00")
+		lOut, help, lErr := printRawFiltersOf(t, args)
+		if help {
+			continue // both print their help, which differ
+		}
+		hOut, hStderr, hErr := runHubble(t, bin, append(append([]string{"observe"}, args...), "--print-raw-filters")...)
+		if lErr != nil || hErr != nil {
+			if (lErr == nil) != (hErr == nil) {
+				t.Logf("%q: loupe: %v; hubble: %v %s", args, lErr, hErr, hStderr)
+			}
+			continue
+		}
+		_, _, lwl, lbl, err := rawFilters(lOut)
+		if err != nil {
+			t.Fatalf("%q: loupe: %v\n%s", args, err, lOut)
+		}
+		_, _, hwl, hbl, err := rawFilters(hOut)
+		if err != nil {
+			t.Fatalf("%q: hubble: %v\n%s", args, err, hOut)
+		}
+		equal := func(a, b []*flowpb.FlowFilter) bool {
+			return slices.EqualFunc(a, b, func(x, y *flowpb.FlowFilter) bool { return proto.Equal(x, y) })
+		}
+		if !equal(lwl, hwl) || !equal(lbl, hbl) {
+			t.Errorf("%q: the CLIs print different filters:\nhubble:\n%s\nloupe:\n%s", args, hOut, lOut)
+		}
+		compared++
+	}
+	t.Logf("%d of %d inputs accepted by both and compared", compared, len(inputs))
+	if compared < len(observeFilterSeeds)/2 {
+		t.Errorf("only %d inputs compared: the corpus no longer tests what hubble sends", compared)
+	}
+}
+
+// readStringCorpusFile reads a go test fuzz v1 file of one string value.
+func readStringCorpusFile(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return "", err
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" ||
+		!strings.HasPrefix(lines[1], "string(") || !strings.HasSuffix(lines[1], ")") {
+		return "", fmt.Errorf("%s: not a go test fuzz v1 file of one string", name)
+	}
+	s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "string("), ")"))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	return s, nil
 }
 
 // TestCompatHubbleOutput checks that loupe prints what hubble prints, byte

@@ -32,6 +32,13 @@ func TestObserveBadFlags(t *testing.T) {
 		{[]string{"--ip-trace-id", "0"}, []string{"greater than 0"}},
 		{[]string{"--not"}, []string{"--not at the end"}},
 		{[]string{"--not", "--not", "--pod", "a"}, []string{"two --not in a row"}},
+		// hubble ignores the value of a flag that takes none: its
+		// --reply=false shows the replies. loupe refuses a false value.
+		{[]string{"--reply=false"}, []string{"--reply=false: hubble reads it as --reply", "use --not-reply"}},
+		{[]string{"--unencrypted=0"}, []string{"--unencrypted=0", "use --encrypted"}},
+		{[]string{"-A=false"}, []string{"--all-namespaces=false", "leave it out"}},
+		{[]string{"--not=false", "--pod", "a"}, []string{"--not=false", "leave it out"}},
+		{[]string{"--reply=yes"}, []string{"--reply takes no value"}},
 		{[]string{"--label", "a=b", "--from-label", "c=d"}, []string{"filters --label and --from-label cannot be combined"}},
 		{[]string{"--to-pod", "a", "-n", "b"}, []string{"--to-pod and --namespace cannot be combined"}},
 		{[]string{"--ip", "1.1.1.1", "--from-ip", "2.2.2.2"}, []string{"cannot be combined"}},

@@ -152,7 +152,7 @@ func closedAddr(t *testing.T) string {
 }
 
 // run executes a loupe command in-process and returns what it printed.
-func run(t *testing.T, cmd *cobra.Command, args ...string) (stdout, stderr string, err error) {
+func run(t testing.TB, cmd *cobra.Command, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd.SetArgs(args)

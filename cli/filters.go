@@ -223,12 +223,8 @@ type filterBuilder struct {
 
 func (b *filterBuilder) set(f *filterFlag, val string) error {
 	if f.name == "not" {
-		on, err := strconv.ParseBool(val)
-		if err != nil {
-			return fmt.Errorf("--not takes no value")
-		}
-		if !on {
-			return nil
+		if err := presence("not", val, "leave it out"); err != nil {
+			return err
 		}
 		if b.negateNext {
 			return errors.New("two --not in a row: each --not negates only the filter flag that follows it")
@@ -335,16 +331,30 @@ func plain[T any](name, metavar, usage string, parse func(string) (T, error), se
 	}}
 }
 
-// boolFlag is a filter flag given without a value (--reply); "=false" turns
-// it into its opposite where one exists, or into nothing.
-func boolFlag(name, usage string, set func(*flowpb.FlowFilter, bool)) *filterFlag {
+// presence checks the value of a filter flag that takes none (--reply, -A,
+// --not). hubble ignores such a value: its --reply=false shows the replies.
+// loupe takes a true value, which means the same, and refuses a false one
+// rather than silently send the opposite of what it says, or other filters
+// than hubble would; instead says what to write.
+func presence(name, val, instead string) error {
+	on, err := strconv.ParseBool(val)
+	if err != nil {
+		return fmt.Errorf("--%s takes no value", name)
+	}
+	if !on {
+		return fmt.Errorf("--%s=%s: hubble reads it as --%s; %s", name, val, name, instead)
+	}
+	return nil
+}
+
+// boolFlag is a filter flag given without a value (--reply).
+func boolFlag(name, usage, opposite string, set func(*flowpb.FlowFilter)) *filterFlag {
 	return &filterFlag{name: name, metavar: "", usage: usage, noOptDefVal: "true",
 		apply: func(s *filterSet, val string) error {
-			on, err := strconv.ParseBool(val)
-			if err != nil {
-				return fmt.Errorf("--%s takes no value (or true/false)", name)
+			if err := presence(name, val, "for the opposite, use --"+opposite); err != nil {
+				return err
 			}
-			s.both(func(f *flowpb.FlowFilter) { set(f, on) })
+			s.both(set)
 			return nil
 		}}
 }
@@ -360,13 +370,10 @@ func namespaceFlag(name, short, usage string, noOpt string, add func(s *filterSe
 func allNamespacesFlag(name, short, usage string, add func(s *filterSet)) *filterFlag {
 	return &filterFlag{name: name, short: short, usage: usage, noOptDefVal: "true",
 		apply: func(s *filterSet, val string) error {
-			on, err := strconv.ParseBool(val)
-			if err != nil {
-				return fmt.Errorf("--%s takes no value", name)
+			if err := presence(name, val, "leave it out"); err != nil {
+				return err
 			}
-			if on {
-				add(s)
-			}
+			add(s)
 			return nil
 		}}
 }
@@ -526,14 +533,14 @@ func filterFlags() []*filterFlag {
 				}
 				f.Experimental.CelExpression = append(f.Experimental.CelExpression, v)
 			}),
-		boolFlag("reply", "Show only reply flows (--reply=false: only non-reply flows)",
-			func(f *flowpb.FlowFilter, v bool) { f.Reply = append(f.Reply, v) }),
-		boolFlag("not-reply", "Show only non-reply flows",
-			func(f *flowpb.FlowFilter, v bool) { f.Reply = append(f.Reply, !v) }),
-		boolFlag("encrypted", "Show only encrypted flows (WireGuard/IPsec)",
-			func(f *flowpb.FlowFilter, v bool) { f.Encrypted = append(f.Encrypted, v) }),
-		boolFlag("unencrypted", "Show only unencrypted flows",
-			func(f *flowpb.FlowFilter, v bool) { f.Encrypted = append(f.Encrypted, !v) }),
+		boolFlag("reply", "Show only reply flows", "not-reply",
+			func(f *flowpb.FlowFilter) { f.Reply = append(f.Reply, true) }),
+		boolFlag("not-reply", "Show only non-reply flows", "reply",
+			func(f *flowpb.FlowFilter) { f.Reply = append(f.Reply, false) }),
+		boolFlag("encrypted", "Show only encrypted flows (WireGuard/IPsec)", "unencrypted",
+			func(f *flowpb.FlowFilter) { f.Encrypted = append(f.Encrypted, true) }),
+		boolFlag("unencrypted", "Show only unencrypted flows", "encrypted",
+			func(f *flowpb.FlowFilter) { f.Encrypted = append(f.Encrypted, false) }),
 	)
 	fl[slices.IndexFunc(fl, func(f *filterFlag) bool { return f.name == "type" })].short = "t"
 	return fl

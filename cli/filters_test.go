@@ -82,6 +82,8 @@ var filterCases = []filterCase{
 		wl: []string{`{"traffic_direction":["INGRESS","EGRESS"]}`}},
 	{name: "reply", args: []string{"--reply"}, wl: []string{`{"reply":[true]}`}},
 	{name: "not-reply", args: []string{"--not-reply"}, wl: []string{`{"reply":[false]}`}},
+	{name: "reply=true", args: []string{"--reply=true", "--not", "-A=1"}, wl: []string{`{"reply":[true]}`},
+		bl: []string{`{"source_pod":["/"]}`, `{"destination_pod":["/"]}`}},
 	{name: "tcp flags", args: []string{"--tcp-flags", "syn", "--tcp-flags", "FIN,ack"},
 		wl: []string{`{"tcp_flags":[{"SYN":true},{"FIN":true,"ACK":true}]}`}},
 	{name: "identity", args: []string{"--identity", "40001", "--identity", "world"},

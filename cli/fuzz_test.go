@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,35 +82,107 @@ func FuzzServerTarget(f *testing.F) {
 	})
 }
 
+// observeFilterSeeds are FuzzObserveFilterArgs's seeds: observe flag lists,
+// NUL-separated. TestCompatHubbleFilterCorpus also sends them, and the
+// committed corpus, to the stock hubble CLI.
+var observeFilterSeeds = []string{
+	"--pod\x00web", "-n\x00shop\x00--not\x00--verdict\x00DROPPED", "--not\x00--not", "-A\x00--from-pod\x00a",
+	"--type\x00trace:to-endpoint\x00--tcp-flags\x00syn,ack", "--from-namespace\x00a\x00--to-namespace\x00b",
+	"--service\x00db\x00-n\x00x", "--pod\x00a/b\x00-n\x00c", "--workload\x00/\x00--identity\x000x10",
+	"--allowlist\x00{\"source_pod\":[\"x\"]}", "--reply=false\x00--not\x00-A=false", "--reply=true\x00--not\x00-A=1",
+	"--pod\x00web\x00--help=false", "-f\x00--until\x00bogus\x00--ip\x0010.0.0.1",
+}
+
+// observeHelp is what `loupe observe --help` prints.
+func observeHelp(t testing.TB) string {
+	t.Helper()
+	out, _, err := run(t, NewObserveCommand(), "--help")
+	if err != nil || !strings.HasPrefix(out, observeLong) {
+		t.Fatalf("observe --help: %v\n%s", err, out)
+	}
+	return out
+}
+
+// printRawFiltersOf runs observe --print-raw-filters with args and returns what
+// it printed, whether it asked for help instead, and its error.
+func printRawFiltersOf(t testing.TB, args []string) (out string, help bool, err error) {
+	t.Helper()
+	clock := func() time.Time { return time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC) }
+	cmd := newObserveCommand(clock)
+	full := append(slices.Clone(args), "--print-raw-filters", "--server", "unix:///nonexistent")
+	out, _, err = run(t, cmd, full...)
+	// -h/--help, wherever it is among the flags, prints the help and does
+	// nothing else, as in every cobra command and in the stock hubble.
+	help, _ = cmd.Flags().GetBool("help")
+	return out, help && err == nil, err
+}
+
+// rawFilters decodes --print-raw-filters' YAML back into FlowFilters, the
+// way --allowlist and --denylist read them.
+func rawFilters(out string) (allow, deny []string, wl, bl []*flowpb.FlowFilter, err error) {
+	var doc struct {
+		Allowlist []string `json:"allowlist"`
+		Denylist  []string `json:"denylist"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(out), &doc); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("output is not the filters' YAML: %w", err)
+	}
+	if wl, err = parseRawFilters("allowlist", doc.Allowlist); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if bl, err = parseRawFilters("denylist", doc.Denylist); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	for _, js := range append(slices.Clone(doc.Allowlist), doc.Denylist...) {
+		// Other readers of FlowFilters (protojson) read the printout too.
+		if err := protojson.Unmarshal([]byte(js), &flowpb.FlowFilter{}); err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("%s is not a FlowFilter in protojson: %w", js, err)
+		}
+	}
+	return doc.Allowlist, doc.Denylist, wl, bl, nil
+}
+
 // FuzzObserveFilterArgs feeds arbitrary flag lists (NUL-separated) through
-// observe's flag parsing; whatever it accepts must print filters that decode
-// back into FlowFilters.
+// observe's flag parsing with --print-raw-filters. A help request (-h
+// anywhere) prints exactly the help, as in hubble: not filters. Anything else
+// it accepts prints filters that decode back into FlowFilters (protojson
+// reads them too) and that, given back as --allowlist and --denylist, print
+// the same YAML again. That they are the filters the stock hubble sends is
+// TestCompatHubbleFilterCorpus, over the seeds and the committed corpus.
 func FuzzObserveFilterArgs(f *testing.F) {
-	for _, s := range []string{
-		"--pod\x00web", "-n\x00shop\x00--not\x00--verdict\x00DROPPED", "--not\x00--not", "-A\x00--from-pod\x00a",
-		"--type\x00trace:to-endpoint\x00--tcp-flags\x00syn,ack", "--from-namespace\x00a\x00--to-namespace\x00b",
-		"--service\x00db\x00-n\x00x", "--pod\x00a/b\x00-n\x00c", "--workload\x00/\x00--identity\x000x10",
-		"--allowlist\x00{\"source_pod\":[\"x\"]}", "--reply=false\x00--not\x00-A=false",
-	} {
+	for _, s := range observeFilterSeeds {
 		f.Add(s)
 	}
+	help := observeHelp(f)
 	f.Fuzz(func(t *testing.T, s string) {
-		args := append(strings.Split(s, "\x00"), "--print-raw-filters", "--server", "unix:///nonexistent")
-		out, _, err := run(t, NewObserveCommand(), args...)
+		args := strings.Split(s, "\x00")
+		out, isHelp, err := printRawFiltersOf(t, args)
 		if err != nil {
 			return
 		}
-		var doc struct {
-			Allowlist []string `json:"allowlist"`
-			Denylist  []string `json:"denylist"`
-		}
-		if err := yaml.Unmarshal([]byte(out), &doc); err != nil {
-			t.Fatalf("%q: output is not YAML: %v\n%s", args, err, out)
-		}
-		for _, js := range append(doc.Allowlist, doc.Denylist...) {
-			if err := protojson.Unmarshal([]byte(js), &flowpb.FlowFilter{}); err != nil {
-				t.Fatalf("%q: %q is not a FlowFilter: %v", args, js, err)
+		if isHelp {
+			if out != help {
+				t.Fatalf("%q: asked for help, printed:\n%s", args, out)
 			}
+			return
+		}
+		allow, deny, _, _, err := rawFilters(out)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", args, err, out)
+		}
+		var again []string
+		for _, js := range allow {
+			again = append(again, "--allowlist", js)
+		}
+		for _, js := range deny {
+			again = append(again, "--denylist", js)
+		}
+		out2, _, err := printRawFiltersOf(t, again)
+		if err != nil {
+			t.Fatalf("%q: its filters given back as %q: %v", args, again, err)
+		}
+		if out2 != out {
+			t.Fatalf("%q: its filters given back print other filters:\n%s\nthen\n%s", args, out, out2)
 		}
 	})
 }

@@ -557,18 +557,23 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		if err := conn.ReadJSON(&req); err != nil {
 			return
 		}
-		s.mu.Lock()
-		switch req.Type {
-		case "filter":
-			c.filter = req.Filter
-			c.rows, c.skipped = nil, 0
-			c.send(message{Type: "flows", Rows: s.recentLocked(&c.filter)})
-		case "pause":
-			c.paused = true
-			c.rows = nil
-		case "resume":
-			c.paused = false
-		}
-		s.mu.Unlock()
+		s.handle(c, &req)
+	}
+}
+
+// handle applies one browser request to its client.
+func (s *Server) handle(c *client, req *request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch req.Type {
+	case "filter":
+		c.filter = req.Filter
+		c.rows, c.skipped = nil, 0
+		c.send(message{Type: "flows", Rows: s.recentLocked(&c.filter)})
+	case "pause":
+		c.paused = true
+		c.rows = nil
+	case "resume":
+		c.paused = false
 	}
 }

@@ -50,10 +50,17 @@ func jsonable(v any) (any, error) {
 			}
 			switch k.(type) {
 			case string, int, int64, uint64, float64, bool:
-				m[fmt.Sprint(k)] = c
 			default:
 				return nil, fmt.Errorf("unsupported map key %v of type %T", k, k)
 			}
+			// An int key 1 and a float key 1.0 are two keys to yaml but
+			// one string here: keeping either value would be a coin
+			// toss (map order), so the document is refused.
+			s := fmt.Sprint(k)
+			if _, dup := m[s]; dup {
+				return nil, fmt.Errorf("map keys collide: more than one key reads %q", s)
+			}
+			m[s] = c
 		}
 		return m, nil
 	case []any:
