@@ -4,20 +4,17 @@
 package install
 
 import (
-	"bufio"
-	"bytes"
 	"embed"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path"
 	"slices"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/loupe-project/loupe/internal/yaml12"
 )
 
 // Kubernetes is the folder of manifests, in apply order.
@@ -35,38 +32,21 @@ type Object struct {
 }
 
 // Decode decodes every document of a multi-document YAML file strictly:
-// unknown kinds, unknown fields and duplicate fields are errors.
+// unknown kinds, unknown fields and duplicate fields are errors. Scalars
+// are read as YAML 1.2, as the other readers of manifests read them.
 func Decode(file string, data []byte) ([]Object, error) {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var out []Object
-	for i := 0; ; i++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
+	for d, err := range yaml12.Documents(data) {
 		if err != nil {
-			return nil, fmt.Errorf("install: %s document %d: %w", file, i, err)
+			return nil, fmt.Errorf("install: %s document %d: %w", file, d.Index, err)
 		}
-		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
-			continue
-		}
-		obj, _, err := strict.Decode(doc, nil, nil)
+		obj, _, err := strict.Decode(d.JSON, nil, nil)
 		if err != nil {
-			return nil, fmt.Errorf("install: %s document %d: %w", file, i, err)
+			return nil, fmt.Errorf("install: %s document %d: %w", file, d.Index, err)
 		}
 		out = append(out, Object{File: file, Obj: obj})
 	}
-}
-
-func stripComments(doc []byte) []byte {
-	var b bytes.Buffer
-	for _, l := range bytes.Split(doc, []byte("\n")) {
-		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
-			b.Write(l)
-			b.WriteByte('\n')
-		}
-	}
-	return b.Bytes()
+	return out, nil
 }
 
 // Objects decodes every manifest of fsys (e.g. Kubernetes) under dir, in

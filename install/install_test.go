@@ -51,6 +51,19 @@ func TestStrictDecodingRejectsUnknownFields(t *testing.T) {
 	}
 }
 
+// Manifests are read as YAML 1.2, like the policies and lab manifests: a
+// bare y or off stays a string, a date stays its text.
+func TestDecodeReadsYAML12(t *testing.T) {
+	objs, err := Decode("x.yaml", []byte("# c\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: y}\ndata: {on: off, since: 2024-01-01}\n"))
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("%d objects, %v", len(objs), err)
+	}
+	cm := objs[0].Obj.(*corev1.ConfigMap)
+	if cm.Namespace != "y" || cm.Data["on"] != "off" || cm.Data["since"] != "2024-01-01" {
+		t.Fatalf("namespace %q, data %v", cm.Namespace, cm.Data)
+	}
+}
+
 // grants flattens a ClusterRole into group/resource:verb strings.
 func grants(cr *rbacv1.ClusterRole) []string {
 	var out []string

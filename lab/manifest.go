@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,15 +10,14 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/loupe-project/loupe/internal/yaml12"
-
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/loupe-project/loupe/internal/yaml12"
 )
 
 // Kinds the lab accepts.
@@ -72,17 +70,17 @@ func (o Object) Pod() *corev1.Pod { p, _ := o.Obj.(*corev1.Pod); return p }
 // defaults (namespace "default", protocol TCP, the namespace name label) and
 // validates every object on its own; ValidateSet checks the set as a whole.
 func ParseManifests(r io.Reader, source string) ([]Object, error) {
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
 	var objs []Object
-	for doc := 1; ; doc++ {
-		raw, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	for d, err := range yaml12.Documents(data) {
+		doc := d.Index + 1
 		if err != nil {
 			return nil, fmt.Errorf("%s: document %d: %w", source, doc, err)
 		}
-		got, err := parseDocument(raw, source, doc)
+		got, err := parseDocument(d.JSON, source, doc)
 		if err != nil {
 			return nil, err
 		}
@@ -91,24 +89,8 @@ func ParseManifests(r io.Reader, source string) ([]Object, error) {
 	return objs, nil
 }
 
-func isBlank(raw []byte) bool {
-	for _, line := range strings.Split(string(raw), "\n") {
-		t := strings.TrimSpace(line)
-		if t != "" && !strings.HasPrefix(t, "#") && t != "---" {
-			return false
-		}
-	}
-	return true
-}
-
+// parseDocument decodes one document, or the items of a List, from JSON.
 func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
-	if isBlank(raw) {
-		return nil, nil
-	}
-	raw, err := yaml12.ToJSON(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: document %d: %w", source, doc, err)
-	}
 	var tm struct {
 		metav1.TypeMeta `json:",inline"`
 		Items           []yamlRaw `json:"items"`
@@ -195,6 +177,7 @@ func parseDocument(raw []byte, source string, doc int) ([]Object, error) {
 			return nil, fail("%s: label %s value %q: %s", o.ID(), k, v, strings.Join(msgs, "; "))
 		}
 	}
+	var err error
 	switch x := obj.(type) {
 	case *corev1.Pod:
 		err = validatePod(x)

@@ -1,15 +1,12 @@
 package metadata
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/loupe-project/loupe/internal/yaml12"
 )
@@ -23,27 +20,18 @@ const maxListDepth = 4
 // reported in skipped as "apiVersion/kind" and otherwise ignored. A document
 // that fails to parse is reported in err (all failures joined) while the
 // other documents are still added, so one bad object never hides the rest.
+// Errors count documents from 0.
 func ParseManifests(data []byte, into *Snapshot) (skipped []string, err error) {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var errs []error
-	for i := 0; ; i++ {
-		doc, rerr := r.Read()
-		if errors.Is(rerr, io.EOF) {
-			break
-		}
+	for d, rerr := range yaml12.Documents(data) {
 		if rerr != nil {
-			errs = append(errs, fmt.Errorf("document %d: %w", i, rerr))
-			break
-		}
-		j, cerr := yaml12.ToJSON(doc)
-		if cerr != nil {
-			errs = append(errs, fmt.Errorf("document %d: %w", i, cerr))
+			errs = append(errs, fmt.Errorf("document %d: %w", d.Index, rerr))
 			continue
 		}
-		s, derr := addJSON(j, into, 0)
+		s, derr := addJSON(d.JSON, into, 0)
 		skipped = append(skipped, s...)
 		if derr != nil {
-			errs = append(errs, fmt.Errorf("document %d: %w", i, derr))
+			errs = append(errs, fmt.Errorf("document %d: %w", d.Index, derr))
 		}
 	}
 	return skipped, errors.Join(errs...)
@@ -53,7 +41,7 @@ func ParseManifests(data []byte, into *Snapshot) (skipped []string, err error) {
 func addJSON(j []byte, into *Snapshot, depth int) (skipped []string, err error) {
 	j = bytes.TrimSpace(j)
 	if len(j) == 0 || bytes.Equal(j, []byte("null")) {
-		return nil, nil // an empty document, e.g. only comments
+		return nil, nil // a null List item; Documents skips empty documents
 	}
 	var tm metav1.TypeMeta
 	if err := json.Unmarshal(j, &tm); err != nil {

@@ -124,4 +124,3 @@ func containsAll(s string, parts []string) bool {
 	}
 	return true
 }
-

@@ -1,11 +1,7 @@
 package policy
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,10 +9,10 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/internal/yaml12"
 	"github.com/loupe-project/loupe/metadata"
 )
 
@@ -24,25 +20,19 @@ import (
 // networking.k8s.io/v1 NetworkPolicy objects, and validates each one. The
 // first problem is returned, naming the document, the object and the
 // field; a policy without a namespace goes to "default", as kubectl does.
+// Scalars are read as YAML 1.2, so `namespace: y` is the namespace y.
 func ParsePolicies(data []byte, source string) ([]*networkingv1.NetworkPolicy, error) {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var out []*networkingv1.NetworkPolicy
 	seen := map[string]int{}
-	for doc := 1; ; doc++ {
-		raw, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	for d, err := range yaml12.Documents(data) {
+		doc := d.Index + 1
 		where := fmt.Sprintf("%s: document %d", source, doc)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
-		}
-		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
-			continue
+			return nil, fmt.Errorf("%s: not YAML: %w", where, err)
 		}
 		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(raw, &tm); err != nil {
-			return nil, fmt.Errorf("%s: not YAML: %w", where, err)
+		if err := yaml.Unmarshal(d.JSON, &tm); err != nil {
+			return nil, fmt.Errorf("%s: read kind: %w", where, err)
 		}
 		if tm.Kind != "NetworkPolicy" {
 			kind := tm.Kind
@@ -55,7 +45,7 @@ func ParsePolicies(data []byte, source string) ([]*networkingv1.NetworkPolicy, e
 			return nil, fmt.Errorf("%s: apiVersion: NetworkPolicy must be networking.k8s.io/v1, not %q", where, tm.APIVersion)
 		}
 		np := &networkingv1.NetworkPolicy{}
-		if err := yaml.UnmarshalStrict(raw, np); err != nil {
+		if err := yaml.UnmarshalStrict(d.JSON, np); err != nil {
 			return nil, fmt.Errorf("%s (NetworkPolicy %s/%s): %w", where, np.Namespace, np.Name, err)
 		}
 		if np.Namespace == "" {
@@ -65,8 +55,8 @@ func ParsePolicies(data []byte, source string) ([]*networkingv1.NetworkPolicy, e
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		key := np.Namespace + "/" + np.Name
-		if d, dup := seen[key]; dup {
-			return nil, fmt.Errorf("%s: NetworkPolicy %s: also in document %d", where, key, d)
+		if first, dup := seen[key]; dup {
+			return nil, fmt.Errorf("%s: NetworkPolicy %s: also in document %d", where, key, first)
 		}
 		seen[key] = doc
 		out = append(out, np)
@@ -75,16 +65,6 @@ func ParsePolicies(data []byte, source string) ([]*networkingv1.NetworkPolicy, e
 		return nil, fmt.Errorf("%s: no NetworkPolicy found", source)
 	}
 	return out, nil
-}
-
-func stripComments(b []byte) []byte {
-	var out [][]byte
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
-			out = append(out, l)
-		}
-	}
-	return bytes.Join(out, []byte("\n"))
 }
 
 // WithPolicies returns a copy of snap whose policies are snap's plus pols,

@@ -183,3 +183,34 @@ ingress:
 		}
 	}
 }
+
+// Policies are read as YAML 1.2: a bare y stays the namespace y and the
+// label value y. Read as YAML 1.1 both became "true", the policy selected
+// nothing, and verify reported no change.
+func TestParsePoliciesKeepsBareYAsString(t *testing.T) {
+	pols, err := ParsePolicies([]byte(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: only-from-y, namespace: y, labels: {on: off}}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {ns: y}}
+`), "bare.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := pols[0]
+	if np.Namespace != "y" || np.Labels["on"] != "off" || np.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels["ns"] != "y" {
+		t.Fatalf("parsed as namespace %q, labels %v, selector %v", np.Namespace, np.Labels, np.Spec.Ingress[0].From[0].NamespaceSelector)
+	}
+	c := newTestCluster(t, "")
+	var flows []*flowpb.Flow
+	for i, from := range []string{"x/a", "y/a"} {
+		flows = append(flows, tcpFlow(c.ip(from), c.ip("y/b"), uint32(40000+i), 80, true, false))
+	}
+	changes := Verify(c.snap, pols, Connections(flows))
+	if len(changes) != 1 || changes[0].From != "x/a" || changes[0].To != "y/b" || changes[0].NowAllowed {
+		t.Fatalf("changes %v, want x/a -> y/b newly denied", changes)
+	}
+}

@@ -5,27 +5,84 @@
 // selector `ns: y` silently turns into "true". The e2e NetworkPolicy model
 // lives in namespaces x, y and z, so that would rewrite people's policies.
 // YAML 1.2 keeps those words strings; only true and false are booleans.
+//
+// Documents reads a multi-document stream; ToJSON converts one document.
 package yaml12
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"unicode/utf8"
 
 	yaml "go.yaml.in/yaml/v3"
 )
 
 // ToJSON converts one YAML document to JSON. JSON is valid YAML, so the
-// result can go to sigs.k8s.io/yaml or encoding/json unchanged.
+// result can go to sigs.k8s.io/yaml or encoding/json unchanged. An empty
+// document gives null; more than one document is an error.
 func ToJSON(doc []byte) ([]byte, error) {
-	var v any
-	if err := yaml.Unmarshal(doc, &v); err != nil {
+	j, err := convert(doc)
+	if err == nil && j == nil {
+		j = []byte("null")
+	}
+	return j, err
+}
+
+// errManyDocuments is input to ToJSON that holds more than one document.
+// Reading only the first, as yaml.Unmarshal does, would drop the rest
+// without a word.
+var errManyDocuments = errors.New("more than one document; separate documents with a --- line")
+
+// convert is ToJSON, but gives nil for a document without a value (only
+// comments, or null).
+func convert(doc []byte) ([]byte, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(doc))
+	var n yaml.Node
+	if err := dec.Decode(&n); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
 		return nil, err
+	}
+	switch err := dec.Decode(new(yaml.Node)); {
+	case err == nil:
+		return nil, errManyDocuments
+	case !errors.Is(err, io.EOF):
+		return nil, err
+	}
+	untagDates(&n)
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, nil
 	}
 	v, err := jsonable(v)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(v)
+	j, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return yamlSafe(j), nil
+}
+
+// untagDates keeps plain scalars that look like dates strings: YAML 1.2 has
+// no timestamp type, and yaml.v3 would turn a label value 2024-01-01 into
+// "2024-01-01T00:00:00Z". An explicit !!timestamp tag is left alone.
+func untagDates(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!timestamp" && n.Style&yaml.TaggedStyle == 0 {
+		n.Tag = "!!str"
+	}
+	// Alias nodes are not followed: their anchors are in the tree too.
+	for _, c := range n.Content {
+		untagDates(c)
+	}
 }
 
 // jsonable turns maps with non-string keys (`80: x`) into string-keyed maps,
@@ -75,4 +132,26 @@ func jsonable(v any) (any, error) {
 	default:
 		return v, nil
 	}
+}
+
+// yamlSafe escapes the characters encoding/json writes raw but a YAML
+// reader rejects (DEL, C1 controls, U+FFFE, U+FFFF) or folds into a space
+// (NEL), so the JSON means the same when read back as YAML, as
+// sigs.k8s.io/yaml does. They only occur inside JSON strings.
+func yamlSafe(j []byte) []byte {
+	var out []byte
+	last := 0
+	for i := 0; i < len(j); {
+		r, size := utf8.DecodeRune(j[i:])
+		if r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0xfeff || r == 0xfffe || r == 0xffff {
+			out = append(out, j[last:i]...)
+			out = fmt.Appendf(out, `\u%04x`, r)
+			last = i + size
+		}
+		i += size
+	}
+	if out == nil {
+		return j
+	}
+	return append(out, j[last:]...)
 }

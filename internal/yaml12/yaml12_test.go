@@ -37,6 +37,40 @@ func TestCollidingKeysAreRejected(t *testing.T) {
 	}
 }
 
+// YAML 1.2 has no timestamp type: a date-like label value stays its text.
+// An explicit tag still makes a timestamp.
+func TestDatesStayStrings(t *testing.T) {
+	j, err := ToJSON([]byte("since: 2024-01-01\nat: 2001-12-14 21:59:43.10\ntagged: !!timestamp 2024-01-01\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"at":"2001-12-14 21:59:43.10","since":"2024-01-01","tagged":"2024-01-01T00:00:00Z"}`
+	if string(j) != want {
+		t.Fatalf("got %s, want %s", j, want)
+	}
+}
+
+// Characters encoding/json leaves raw but YAML reads differently are
+// escaped, so the JSON reads back as the same value.
+func TestJSONReadsBackAsYAML(t *testing.T) {
+	want := `{"a":"nel\u0085 del\u007f bom\ufeff nonchar\uffff ok` + "\u00e9" + `"}`
+	for _, in := range []string{`a: "nel\x85 del\x7f bom\ufeff nonchar\uffff ok\u00e9"`, want} {
+		j, err := ToJSON([]byte(in))
+		if err != nil || string(j) != want {
+			t.Fatalf("%s: got %s, %v; want %s", in, j, err, want)
+		}
+	}
+}
+
+func TestToJSONOneDocument(t *testing.T) {
+	if j, err := ToJSON([]byte("# nothing\n")); err != nil || string(j) != "null" {
+		t.Errorf("empty document: %s, %v", j, err)
+	}
+	if _, err := ToJSON([]byte("a: 1\n---\nb: 2\n")); err != errManyDocuments {
+		t.Errorf("two documents: %v", err)
+	}
+}
+
 // FuzzToJSON: what ToJSON accepts becomes valid JSON, the same every time,
 // that converts to itself (JSON is YAML 1.2). A JSON input keeps its meaning.
 func FuzzToJSON(f *testing.F) {
