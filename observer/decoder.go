@@ -249,13 +249,13 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		f.DropReasonDesc = flowpb.DropReason(ev.DropReason)
 		b.etype.SubType = int32(ev.DropReason)
 	case contract.MessageTypeTrace:
-		f.Verdict = verdictOf(ev.Verdict)
+		f.Verdict = flowpb.Verdict(ev.Verdict) // the datapath writes Hubble's numbers (contract.Verdict*)
 		b.etype.SubType = int32(ev.ObsPoint)
 		f.TraceObservationPoint = contract.TraceObservationPoint(ev.ObsPoint)
 		b.reply.Value = reply
 		f.IsReply, f.Reply = &b.reply, reply
 	case contract.MessageTypePolicyVerdict:
-		f.Verdict = verdictOf(ev.Verdict)
+		f.Verdict = flowpb.Verdict(ev.Verdict) // the datapath writes Hubble's numbers (contract.Verdict*)
 		if f.Verdict == flowpb.Verdict_DROPPED {
 			f.DropReason = uint32(ev.DropReason)
 			f.DropReasonDesc = flowpb.DropReason(ev.DropReason)
@@ -301,16 +301,6 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		}
 	}
 	return &b.entry, nil
-}
-
-func verdictOf(v uint8) flowpb.Verdict {
-	switch v {
-	case contract.VerdictForwarded:
-		return flowpb.Verdict_FORWARDED
-	case contract.VerdictDropped:
-		return flowpb.Verdict_DROPPED
-	}
-	return flowpb.Verdict(v)
 }
 
 const (
