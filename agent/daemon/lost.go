@@ -4,28 +4,43 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/loupe-project/loupe/datapath"
 )
 
-// lostEventsPoll is how often the agent reads the datapath's count of
-// events the full ring buffer refused, to report new losses to the
-// observer. The count lives in a map, not in the stream, so it is polled.
+// lostEventsPoll is how often the agent reads the datapath's counts of
+// events it could not hand over, to report new losses to the observer. The
+// counts live in a map, not in the stream, so they are polled.
 const lostEventsPoll = time.Second
 
-// forwardLostEvents reads the datapath's lost-event count every interval
-// and hands what it grew by to sink, until ctx ends. The count is pinned
-// and survives agent restarts, so losses from before this start are taken
-// as the baseline rather than reported again.
-func forwardLostEvents(ctx context.Context, lost func() (uint64, error), sink func(n uint64), every time.Duration, log *slog.Logger) error {
-	var last uint64
+// lostSink is where losses are reported: the Observer, which turns each
+// report into a LostEvent in the flow stream.
+type lostSink interface {
+	AddLostEvents(n uint64)
+	AddRateLimitedDropEvents(n uint64)
+}
+
+// forwardLostEvents reads the datapath's loss counts every interval and
+// reports what each grew by to sink, until ctx ends: events the full ring
+// buffer refused, and drop events the rate limit held back. The counts
+// are pinned and survive agent restarts, so losses from before this start
+// are taken as the baseline rather than reported again.
+func forwardLostEvents(ctx context.Context, stats func() (datapath.EventStats, error), sink lostSink, every time.Duration, log *slog.Logger) error {
+	var last datapath.EventStats
 	haveBase := false
 	read := func() {
-		cur, err := lost()
+		cur, err := stats()
 		if err != nil {
-			log.Warn("lost events: read the datapath count", "err", err)
+			log.Warn("lost events: read the datapath counts", "err", err)
 			return
 		}
-		if haveBase && cur > last {
-			sink(cur - last)
+		if haveBase {
+			if cur.Lost > last.Lost {
+				sink.AddLostEvents(cur.Lost - last.Lost)
+			}
+			if cur.DropEventsLimited > last.DropEventsLimited {
+				sink.AddRateLimitedDropEvents(cur.DropEventsLimited - last.DropEventsLimited)
+			}
 		}
 		last, haveBase = cur, true
 	}
