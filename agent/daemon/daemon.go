@@ -296,7 +296,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("observer: %w", err)
 		}
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
-		g.Go(func() error { return forwardLostEvents(ctx, dp.EventStats, obs, lostEventsPoll, log) })
+		g.Go(func() error {
+			return forwardLostEvents(ctx, dp.EventStats, obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
+		})
 		// The unix socket is always served, for local tools; TCP only when
 		// --listen is set.
 		obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)

@@ -1,12 +1,17 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,8 +45,9 @@ func (s *recordingSink) AddRateLimitedDropEvents(n uint64) {
 }
 
 // The observer hears of each loss once, as the growth of the datapath's
-// counts since the last read; losses before the start and failed reads are
-// not reported as new losses.
+// counts since the last read; on a first start (no record of earlier
+// reports) the counts before it, and failed reads, are not reported as
+// new losses.
 func TestForwardLostEvents(t *testing.T) {
 	// Successive reads of the counts: a failed first read, then 5 and 9
 	// from before the start (the pinned map kept them: the baseline),
@@ -69,7 +75,8 @@ func TestForwardLostEvents(t *testing.T) {
 		return r.st, r.err
 	}
 	sink := &recordingSink{}
-	if err := forwardLostEvents(ctx, stats, sink, time.Millisecond, slog.New(slog.DiscardHandler)); err != nil {
+	path := filepath.Join(t.TempDir(), lostEventsStateFile)
+	if err := forwardLostEvents(ctx, stats, sink, path, time.Millisecond, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"ring 3", "ring 12", "limited 21"}
@@ -175,30 +182,155 @@ func newDaemonTestObserver(t *testing.T) *observer.Observer {
 	return o
 }
 
-// Drop events the datapath's rate limit held back reach a GetFlows client
-// as a LostEvent, through the loop Run starts and the real observer, as
-// the ring buffer's losses do; the counts from before the start are not.
-func TestRateLimitedDropEventsReachTheFlowStream(t *testing.T) {
-	dp := &fakeEventStats{st: datapath.EventStats{Lost: 2, DropEventsLimited: 100}}
+// lostLifetime runs the loss reporter as one agent lifetime does, with a
+// new observer and the state file at path: it lets during change the
+// datapath's counts while it runs, and returns the LostEvents the
+// observer streams.
+func lostLifetime(t *testing.T, dp *fakeEventStats, path string, during func(*datapath.EventStats)) []string {
+	t.Helper()
 	obs := newDaemonTestObserver(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- forwardLostEvents(ctx, dp.EventStats, obs, time.Millisecond, slog.New(slog.DiscardHandler))
+		done <- forwardLostEvents(ctx, dp.EventStats, obs, path, time.Millisecond, slog.New(slog.DiscardHandler))
 	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	dp.waitReads(t, 1)
-	dp.set(func(st *datapath.EventStats) { st.DropEventsLimited += 4000; st.Lost += 3 })
+	// The second read begins after the first one's reports are made.
 	dp.waitReads(t, 2)
-
+	if during != nil {
+		dp.set(during)
+		dp.waitReads(t, 2)
+	}
 	got := lostEvents(t, serveObserver(t, obs))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// Drop events the datapath's rate limit held back reach a GetFlows client
+// as a LostEvent, through the loop Run starts and the real observer, as
+// the ring buffer's losses do; the counts from before the first start
+// (no record of earlier reports) are not.
+func TestRateLimitedDropEventsReachTheFlowStream(t *testing.T) {
+	dp := &fakeEventStats{st: datapath.EventStats{Lost: 2, DropEventsLimited: 100}}
+	got := lostLifetime(t, dp, filepath.Join(t.TempDir(), lostEventsStateFile), func(st *datapath.EventStats) {
+		st.DropEventsLimited += 4000
+		st.Lost += 3
+	})
 	want := []string{"PERF_EVENT_RING_BUFFER 3", fmt.Sprintf("%s 4000", flowpb.LostEventSource_UNKNOWN_LOST_EVENT_SOURCE)}
 	if !slices.Equal(got, want) {
 		t.Fatalf("lost events in the flow stream %q, want %q", got, want)
 	}
 }
+
+// Losses while no agent runs are reported by the next agent: the pinned
+// counts grow between two lifetimes, and the second one's flow stream
+// carries that growth, not less (the baseline) and not the first
+// lifetime's losses again.
+func TestLostEventsWhileTheAgentIsDownAreReportedAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), lostEventsStateFile)
+	dp := &fakeEventStats{st: datapath.EventStats{Lost: 5, DropEventsLimited: 9}}
+	got := lostLifetime(t, dp, path, func(st *datapath.EventStats) {
+		st.Lost += 3
+		st.DropEventsLimited += 10
+	})
+	if want := []string{"PERF_EVENT_RING_BUFFER 3", "UNKNOWN_LOST_EVENT_SOURCE 10"}; !slices.Equal(got, want) {
+		t.Fatalf("first lifetime: lost events %q, want %q", got, want)
+	}
+	// The agent is down; the datapath keeps counting.
+	dp.set(func(st *datapath.EventStats) {
+		st.Lost += 12
+		st.DropEventsLimited += 100
+	})
+	got = lostLifetime(t, dp, path, nil)
+	if want := []string{"PERF_EVENT_RING_BUFFER 12", "UNKNOWN_LOST_EVENT_SOURCE 100"}; !slices.Equal(got, want) {
+		t.Fatalf("after the restart: lost events %q, want %q", got, want)
+	}
+	// A restart with nothing lost in between reports nothing.
+	if got := lostLifetime(t, dp, path, nil); len(got) != 0 {
+		t.Fatalf("after a restart without losses: lost events %q", got)
+	}
+}
+
+// The record of the counts reported is read at start whatever state it is
+// in: a missing or corrupt record is logged and the current counts are
+// the baseline; a count below the record (the map was recreated) is
+// reported in full; the record is rewritten with the counts reported, and
+// a failure to write it is logged, never fatal.
+func TestLostEventsStateFile(t *testing.T) {
+	counts := datapath.EventStats{Read: 1000, Lost: 7, DropEventsLimited: 9}
+	after := `{"version":1,"ringBufferFull":7,"dropEventsRateLimited":9}`
+	for _, tc := range []struct {
+		name     string
+		file     *string // nil: no file
+		noDir    bool    // the state dir is gone: writes fail
+		want     []string
+		wantLog  string
+		wantFile string
+	}{
+		{name: "first start", want: nil, wantLog: "level=INFO msg=\"lost events: no record", wantFile: after},
+		{name: "recorded", file: ptr(`{"version":1,"ringBufferFull":2,"dropEventsRateLimited":4}`),
+			want: []string{"ring 5", "limited 5"}, wantFile: after},
+		{name: "nothing new", file: ptr(after + "\n"), wantFile: after},
+		{name: "ring map recreated", file: ptr(`{"version":1,"ringBufferFull":50,"dropEventsRateLimited":4}`),
+			want: []string{"ring 7", "limited 5"}, wantLog: "level=WARN msg=\"lost events: a datapath count went back", wantFile: after},
+		{name: "both recreated", file: ptr(`{"version":1,"ringBufferFull":50,"dropEventsRateLimited":40}`),
+			want: []string{"ring 7", "limited 9"}, wantLog: "count=drop_events_rate_limited reported=40 now=9", wantFile: after},
+		{name: "torn", file: ptr(`{"version":1,"ringBuff`), wantLog: "level=WARN msg=\"lost events: cannot use", wantFile: after},
+		{name: "empty", file: ptr(""), wantLog: "err=\"decode: EOF\"", wantFile: after},
+		{name: "not json", file: ptr("\x00\x01garbage"), wantLog: "level=WARN", wantFile: after},
+		{name: "other version", file: ptr(`{"version":2,"ringBufferFull":2,"dropEventsRateLimited":4}`),
+			wantLog: "unsupported version 2", wantFile: after},
+		{name: "unknown field", file: ptr(`{"version":1,"ringBufferFull":2,"dropEventsRateLimited":4,"x":1}`),
+			wantLog: "unknown field", wantFile: after},
+		{name: "trailing data", file: ptr(`{"version":1,"ringBufferFull":2,"dropEventsRateLimited":4}{}`),
+			wantLog: "trailing data", wantFile: after},
+		{name: "negative", file: ptr(`{"version":1,"ringBufferFull":-1,"dropEventsRateLimited":4}`),
+			wantLog: "level=WARN msg=\"lost events: cannot use", wantFile: after},
+		{name: "unwritable", noDir: true, wantLog: "level=WARN msg=\"lost events: record the counts reported; retrying"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.noDir {
+				dir = filepath.Join(dir, "gone")
+			}
+			path := filepath.Join(dir, lostEventsStateFile)
+			if tc.file != nil {
+				if err := os.WriteFile(path, []byte(*tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var logs bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			sink := &recordingSink{}
+			// A done context and a long interval: the start's read only.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			stats := func() (datapath.EventStats, error) { return counts, nil }
+			if err := forwardLostEvents(ctx, stats, sink, path, time.Hour, log); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(sink.got, tc.want) {
+				t.Errorf("reported %q, want %q", sink.got, tc.want)
+			}
+			if !strings.Contains(logs.String(), tc.wantLog) {
+				t.Errorf("log lacks %q:\n%s", tc.wantLog, logs.String())
+			}
+			if tc.wantLog == "" && logs.Len() > 0 {
+				t.Errorf("unexpected log:\n%s", logs.String())
+			}
+			b, err := os.ReadFile(path)
+			switch {
+			case tc.wantFile == "":
+				if !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("state file: %q %v, want none", b, err)
+				}
+			case err != nil || strings.TrimSpace(string(b)) != tc.wantFile:
+				t.Errorf("state file %q %v, want %s", b, err, tc.wantFile)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
