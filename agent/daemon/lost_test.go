@@ -3,11 +3,13 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +20,8 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/cilium/ebpf"
+	"github.com/containernetworking/plugins/pkg/testutils"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -334,3 +338,109 @@ func TestLostEventsStateFile(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Through the real datapath and agent: drop events the rate limit holds
+// back while no agent runs reach the next agent's flow stream as a
+// LostEvent with exactly the count the datapath kept.
+func TestPrivilegedRateLimitedDropEventsWhileDownReachTheFlowStream(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	netns, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("netns: %v", err)
+	}
+	t.Cleanup(func() {
+		netns.Close()
+		_ = testutils.UnmountNS(netns)
+	})
+	bpfRoot := t.TempDir()
+	t.Cleanup(func() {
+		if err := datapath.Cleanup(bpfRoot); err != nil {
+			t.Errorf("cleanup pins: %v", err)
+		}
+	})
+	dir := t.TempDir()
+	cfg := Config{
+		NodeName: "node-lost", StateDir: filepath.Join(dir, "state"), BPFRoot: bpfRoot,
+		Socket: filepath.Join(dir, "run", "agent.sock"), XDPMode: "generic", DropEventsPerSecond: 1,
+		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.77.5.0/24")}, NetNS: netns,
+		NewObserver: func(p ObserverParams) (Observer, error) {
+			return observer.New(observer.Config{NodeName: p.NodeName, Metadata: p.Metadata, Log: p.Log})
+		},
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	startAgent(t, cfg).stop(t)
+
+	// No agent runs: a pod sends spoofed packets, which the datapath drops
+	// with only a token's worth of drop events.
+	dp, err := datapath.Load(datapath.Config{BPFRoot: bpfRoot, DropEventsPerSecond: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := dp.EventStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test run's packets arrive on the loopback device, ifindex 1.
+	if err := dp.UpsertEndpoint(1, datapath.EndpointInfo{ID: 42, Identity: 1000, IPv4: netip.MustParseAddr("10.77.5.10")}); err != nil {
+		t.Fatal(err)
+	}
+	prog, err := ebpf.LoadPinnedProgram(filepath.Join(bpfRoot, "progs", datapath.PinTCXIngress), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	if _, err := prog.Run(&ebpf.RunOptions{Data: spoofedUDP("10.0.0.99", "10.77.5.1"), Repeat: n}); err != nil {
+		t.Fatal(err)
+	}
+	prog.Close()
+	after, err := dp.EventStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.DeleteEndpoint(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	limited := after.DropEventsLimited - before.DropEventsLimited
+	if limited < n-10 || after.Lost != before.Lost {
+		t.Fatalf("datapath counts %+v, then %+v: want about %d drop events held back, none lost", before, after, n)
+	}
+
+	r := startAgent(t, cfg)
+	defer r.stop(t)
+	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "run", ObserverSocketName), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := observerpb.NewObserverClient(conn)
+	want := []string{fmt.Sprintf("UNKNOWN_LOST_EVENT_SOURCE %d", limited)}
+	var got []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if got = lostEvents(t, c); slices.Equal(got, want) {
+			return
+		}
+	}
+	t.Fatalf("lost events in the flow stream %q, want %q", got, want)
+}
+
+// spoofedUDP is an Ethernet/IPv4/UDP packet from src to dst, port 53.
+func spoofedUDP(src, dst string) []byte {
+	b := make([]byte, 14+20+8)
+	copy(b, []byte{0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00})
+	ip := b[14:]
+	ip[0], ip[8], ip[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(ip[2:], 28)
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	udp := ip[20:]
+	binary.BigEndian.PutUint16(udp[0:], 1)
+	binary.BigEndian.PutUint16(udp[2:], 53)
+	binary.BigEndian.PutUint16(udp[4:], 8)
+	return b
+}
