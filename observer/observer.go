@@ -146,7 +146,29 @@ func (o *Observer) AddLostEvents(n uint64) {
 		return
 	}
 	o.metrics.lost.Add(float64(n))
-	rec := &lostRecord{event: flowpb.LostEvent{Source: flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, NumEventsLost: n}}
+	o.addLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, n)
+}
+
+// AddRateLimitedDropEvents records n drop events the datapath held back
+// under its per-CPU drop-event rate limit (--drop-events-per-second): it
+// puts a LostEvent with source UNKNOWN_LOST_EVENT_SOURCE in the flow ring.
+// None of Hubble's sources is true of them: the ring buffer had room and
+// nothing fell behind, so PERF_EVENT_RING_BUFFER would send an operator to
+// the wrong remedy, and a source of its own keeps them apart from ring
+// losses where LostEvents of one source are merged (the relay's queue).
+// hubble observe prints "EVENTS LOST: UNKNOWN_LOST_EVENT_SOURCE ... n".
+// They are not counted in loupe_events_lost_total, which stays the ring's
+// count; loupe_datapath_events_total{outcome="rate_limited"} has them.
+func (o *Observer) AddRateLimitedDropEvents(n uint64) {
+	if n == 0 {
+		return
+	}
+	o.addLost(flowpb.LostEventSource_UNKNOWN_LOST_EVENT_SOURCE, n)
+}
+
+// addLost writes a LostEvent stamped with the time the loss was noticed.
+func (o *Observer) addLost(src flowpb.LostEventSource, n uint64) {
+	rec := &lostRecord{event: flowpb.LostEvent{Source: src, NumEventsLost: n}}
 	now := time.Now()
 	rec.at.Seconds, rec.at.Nanos = now.Unix(), int32(now.Nanosecond())
 	o.mu.Lock()

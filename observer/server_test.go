@@ -3,10 +3,12 @@ package observer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -386,5 +388,37 @@ func TestGetFlowsDatapathLostEvents(t *testing.T) {
 	}
 	if st.GetSeenFlows() != 3 {
 		t.Errorf("seen flows %d, want 3 (a loss is not a flow)", st.GetSeenFlows())
+	}
+}
+
+// Drop events held back by the datapath's rate limit reach clients as a
+// LostEvent of their own source, after the ring's losses, and are not
+// counted as ring losses.
+func TestGetFlowsRateLimitedDropEvents(t *testing.T) {
+	o := newTestObserver(t, 15, nil)
+	fill(o, 2)
+	o.AddLostEvents(7)
+	o.AddRateLimitedDropEvents(4998)
+	o.AddRateLimitedDropEvents(0) // nothing held back: no event
+	c := observerpb.NewObserverClient(serve(t, o))
+	var got []string
+	for _, r := range responses(t, c, &observerpb.GetFlowsRequest{}) {
+		switch {
+		case r.GetFlow() != nil:
+			got = append(got, "flow")
+		case r.GetLostEvents() != nil:
+			le := r.GetLostEvents()
+			if r.GetNodeName() != "node-1" || r.GetTime() == nil || le.GetCpu() != nil || le.GetFirst() != nil {
+				t.Errorf("lost event response %v", r)
+			}
+			got = append(got, fmt.Sprintf("%s %d", le.GetSource(), le.GetNumEventsLost()))
+		}
+	}
+	want := []string{"flow", "flow", "PERF_EVENT_RING_BUFFER 7", "UNKNOWN_LOST_EVENT_SOURCE 4998"}
+	if !slices.Equal(got, want) {
+		t.Errorf("responses %q, want %q", got, want)
+	}
+	if got := counterValue(o.metrics.lost); got != 7 {
+		t.Errorf("loupe_events_lost_total = %v, want 7 (the ring's losses only)", got)
 	}
 }

@@ -91,6 +91,9 @@ type Observer interface {
 	// AddLostEvents reports n events the datapath could not hand over
 	// (its ring buffer was full).
 	AddLostEvents(n uint64)
+	// AddRateLimitedDropEvents reports n drop events the datapath held
+	// back under its drop-event rate limit.
+	AddRateLimitedDropEvents(n uint64)
 	// Serve serves the Observer, Peer and Health gRPC services on a TCP
 	// address and a unix socket until ctx is done.
 	Serve(ctx context.Context, listenAddr, unixSocketPath string) error
@@ -294,8 +297,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
 		g.Go(func() error {
-			lost := func() (uint64, error) { st, err := dp.EventStats(); return st.Lost, err }
-			return forwardLostEvents(ctx, lost, obs.AddLostEvents, lostEventsPoll, log)
+			return forwardLostEvents(ctx, dp.EventStats, obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
 		})
 		// The unix socket is always served, for local tools; TCP only when
 		// --listen is set.

@@ -113,8 +113,9 @@ func (s *eventSink) Serve(ctx context.Context, _, _ string) error {
 	<-ctx.Done()
 	return nil
 }
-func (s *eventSink) MetricsHandler() http.Handler { return http.NotFoundHandler() }
-func (s *eventSink) AddLostEvents(uint64)         {}
+func (s *eventSink) MetricsHandler() http.Handler    { return http.NotFoundHandler() }
+func (s *eventSink) AddLostEvents(uint64)            {}
+func (s *eventSink) AddRateLimitedDropEvents(uint64) {}
 
 // runningAgent is one in-process agent run.
 type runningAgent struct {
