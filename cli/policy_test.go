@@ -216,3 +216,46 @@ func TestPolicyVerifyFlowsFile(t *testing.T) {
 		t.Errorf("bad flows file: code %d %s", code, errOut)
 	}
 }
+
+// writeFlowsFile writes responses as `loupe observe -o json` does.
+func writeFlowsFile(t *testing.T, resp ...*observerpb.GetFlowsResponse) string {
+	t.Helper()
+	var b strings.Builder
+	for _, r := range resp {
+		j, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	path := filepath.Join(t.TempDir(), "flows.json")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A deny-all written with a bare `namespace: y` denies the recorded traffic
+// into y: read as YAML 1.1, y was "true" and verify said "no change" (#15).
+func TestPolicyVerifyBareNamespaceY(t *testing.T) {
+	dir := policyDir(t)
+	flows := writeFlowsFile(t, synFlow("10.0.1.10", "10.0.1.11", 40004, 8080), synFlow("10.0.1.12", "10.0.1.11", 40005, 9090))
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deny-all
+  namespace: y
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+`), 0o644)
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", flows, "--manifests-dir", dir)
+	if code != exitChange || !strings.Contains(out, "2 of 2 distinct connections (2 flows) would change") ||
+		!strings.Contains(out, "newly DENIED  x/a -> y/b:8080/TCP  1 connections  by y/deny-all") ||
+		!strings.Contains(out, "newly DENIED  y/c -> y/b:9090/TCP  1 connections  by y/deny-all") {
+		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+}
