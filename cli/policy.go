@@ -14,6 +14,7 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -200,8 +201,39 @@ func refNames(rs []policy.Ref) string {
 	return strings.Join(s, ", ")
 }
 
+// flowRecord is what verify and check judge: the flows read, and the
+// lost-events records that say flows are missing from them.
+type flowRecord struct {
+	flows []*flowpb.Flow
+	lost  lostSummary
+}
+
+// lostSummary adds up lost-events records. Each lost event is a flow (or a
+// datapath event that would have become one) that the server dropped.
+type lostSummary struct {
+	Records  int               `json:"records"`
+	Events   uint64            `json:"events"`
+	BySource map[string]uint64 `json:"by_source"`
+}
+
+// add keeps a response's flow or lost events; node status is a notice.
+func (r *flowRecord) add(res *observerpb.GetFlowsResponse) {
+	switch {
+	case res.GetFlow() != nil:
+		r.flows = append(r.flows, res.GetFlow())
+	case res.GetLostEvents() != nil:
+		l := res.GetLostEvents()
+		r.lost.Records++
+		r.lost.Events += l.GetNumEventsLost()
+		if r.lost.BySource == nil {
+			r.lost.BySource = map[string]uint64{}
+		}
+		r.lost.BySource[l.GetSource().String()] += l.GetNumEventsLost()
+	}
+}
+
 // fetchFlows reads the recorded flows since a time (no follow).
-func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) ([]*flowpb.Flow, error) {
+func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) (*flowRecord, error) {
 	t, err := parseTime(since, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("--since: %w", err)
@@ -215,18 +247,16 @@ func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) ([]*flowpb.
 	if err != nil {
 		return nil, so.explain(err, false)
 	}
-	var out []*flowpb.Flow
+	rec := &flowRecord{}
 	for {
 		res, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			return rec, nil
 		}
 		if err != nil {
-			return nil, so.explain(err, len(out) > 0)
+			return nil, so.explain(err, len(rec.flows) > 0)
 		}
-		if f := res.GetFlow(); f != nil {
-			out = append(out, f)
-		}
+		rec.add(res)
 	}
 }
 
@@ -266,6 +296,11 @@ policy replaces the one of the same namespace and name). It prints every
 connection whose verdict would change, with how many connections were seen
 and the policies that decide the new verdict.
 
+--flows-file reads saved flows instead: loupe observe -o json output, one
+GetFlowsResponse per line (flow, lost_events or node_status), or a bare Flow.
+A line that is none of these, or a flow with no fields, is refused with its
+line number.
+
 Exit status: 0 no change, 1 traffic would change, 2 bad input or no flows readable.`,
 		Example: `  loupe policy verify -f deny-all.yaml --since 1h --server localhost:4245
   loupe policy verify -f new.yaml -o json`,
@@ -293,15 +328,16 @@ Exit status: 0 no change, 1 traffic would change, 2 bad input or no flows readab
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
-			var flows []*flowpb.Flow
+			var rec *flowRecord
 			if flowsFile != "" {
-				flows, err = readFlowsFile(flowsFile)
+				rec, err = readFlowsFile(flowsFile)
 			} else {
-				flows, err = fetchFlows(cmd, &so, since)
+				rec, err = fetchFlows(cmd, &so, since)
 			}
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
+			flows := rec.flows
 			conns := policy.Connections(flows)
 			changes := policy.Verify(snap, proposed, conns)
 			w := cmd.OutOrStdout()
@@ -375,11 +411,11 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
-			flows, err := fetchFlows(cmd, &so, since)
+			rec, err := fetchFlows(cmd, &so, since)
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
-			n, dis := policy.Check(snap, flows)
+			n, dis := policy.Check(snap, rec.flows)
 			w := cmd.OutOrStdout()
 			if out == "json" {
 				if dis == nil {
@@ -411,28 +447,42 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 }
 
 // readFlowsFile reads `loupe observe -o json` output: one GetFlowsResponse
-// (or bare Flow) JSON object per line.
-func readFlowsFile(path string) ([]*flowpb.Flow, error) {
+// per line (a flow, lost events or node status), or a bare Flow as older
+// hubble versions printed. Any other line is refused with its number: read
+// as a flow that opens no connection, a broken line would pass unjudged.
+func readFlowsFile(path string) (*flowRecord, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read flows: %w", err)
 	}
-	var out []*flowpb.Flow
+	rec := &flowRecord{}
+	opts := protojson.UnmarshalOptions{DiscardUnknown: true} // fields of newer servers
 	for i, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" {
 			continue
 		}
+		where := fmt.Sprintf("%s: line %d", path, i+1)
+		// A bare Flow also decodes as a GetFlowsResponse (time and node_name
+		// are shared, the rest is unknown), so this error is the line's,
+		// e.g. {"flow": 5}, which a bare-Flow decoder would skip as unknown.
 		var res observerpb.GetFlowsResponse
-		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(line), &res); err == nil && res.GetFlow() != nil {
-			out = append(out, res.GetFlow())
-			continue
+		if err := opts.Unmarshal([]byte(line), &res); err != nil {
+			return nil, fmt.Errorf("%s: not a flow record (want one GetFlowsResponse per line, as loupe observe -o json writes): %w", where, err)
 		}
-		var f flowpb.Flow
-		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(line), &f); err != nil {
-			return nil, fmt.Errorf("%s: line %d: not a flow: %w", path, i+1, err)
+		if res.GetResponseTypes() == nil {
+			f := &flowpb.Flow{}
+			if err := opts.Unmarshal([]byte(line), f); err != nil {
+				return nil, fmt.Errorf("%s: not a flow record: %w", where, err)
+			}
+			res.ResponseTypes = &observerpb.GetFlowsResponse_Flow{Flow: f}
 		}
-		out = append(out, &f)
+		// Unknown fields are discarded, so an empty flow ({"flow":{}},
+		// {"flow":{"typo":1}}, {}) holds nothing that could be judged.
+		if f := res.GetFlow(); f != nil && proto.Size(f) == 0 {
+			return nil, fmt.Errorf("%s: a flow with no flow fields (want flow, lost_events or node_status records)", where)
+		}
+		rec.add(&res)
 	}
-	return out, nil
+	return rec, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -257,5 +258,58 @@ spec:
 		!strings.Contains(out, "newly DENIED  x/a -> y/b:8080/TCP  1 connections  by y/deny-all") ||
 		!strings.Contains(out, "newly DENIED  y/c -> y/b:9090/TCP  1 connections  by y/deny-all") {
 		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// Every line of a flows file is a flow, lost-events or node-status record,
+// or a bare Flow; anything else is refused with its line number, and lost
+// events are counted as losses, not flows (#15).
+func TestPolicyVerifyFlowsFileLines(t *testing.T) {
+	dir := policyDir(t)
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: x}\nspec: {podSelector: {}}\n"), 0o644)
+	good, err := json.Marshal(synFlow("10.0.1.11", "10.0.1.10", 40001, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := json.Marshal(synFlow("10.0.1.12", "10.0.1.10", 40002, 80).GetFlow())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, _ := json.Marshal(lostEventsResponse(17))
+	status, _ := json.Marshal(nodeStatusResponse(relaypb.NodeState_NODE_CONNECTED, "", "node-a"))
+	for _, tc := range []struct{ line, want string }{
+		{`{"flow": 5}`, "line 2: not a flow record"},
+		{`{"flow": 5, "time": "2024-05-06T07:08:09Z"}`, "line 2: not a flow record"},
+		{`{"flow": {}}`, "line 2: a flow with no flow fields"},
+		{`{"flow": {"typo": 1}}`, "line 2: a flow with no flow fields"},
+		{`{"flow": {"verdict": "VERDICT_UNKNOWN"}}`, "line 2: a flow with no flow fields"},
+		{`{}`, "line 2: a flow with no flow fields"},
+		{`{"typo": 1}`, "line 2: a flow with no flow fields"},
+		{`{"lost_events": 5}`, "line 2: not a flow record"},
+		{`[{"flow": {}}]`, "line 2: not a flow record"},
+		{`{"IP": "10.0.1.1"}`, "line 2: not a flow record"},
+	} {
+		path := filepath.Join(t.TempDir(), "flows.json")
+		os.WriteFile(path, []byte(string(good)+"\n"+tc.line+"\n"), 0o644)
+		code := -1
+		out, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", path, "--manifests-dir", dir)
+		if code != exitBadInput || out != "" || !strings.Contains(errOut, path+": "+tc.want) {
+			t.Errorf("%s: code %d, want %d and %q\n%s%s", tc.line, code, exitBadInput, tc.want, out, errOut)
+		}
+	}
+
+	// Valid lines: a flow, lost events, node status, a bare Flow (older
+	// hubble), blank lines. Two flows; the lost events are no flow.
+	path := filepath.Join(t.TempDir(), "flows.json")
+	os.WriteFile(path, []byte(strings.Join([]string{string(good), string(lost), "", string(status), "  " + string(bare) + "\r"}, "\n")), 0o644)
+	rec, err := readFlowsFile(path)
+	if err != nil || len(rec.flows) != 2 || rec.lost.Records != 1 || rec.lost.Events != 17 || rec.lost.BySource["HUBBLE_RING_BUFFER"] != 17 {
+		t.Fatalf("%v %+v", err, rec)
+	}
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", path, "--manifests-dir", dir)
+	if !strings.Contains(out, "2 of 2 distinct connections (2 flows) would change") {
+		t.Errorf("code %d\n%s%s", code, out, errOut)
 	}
 }
