@@ -27,6 +27,9 @@ const (
 	exitNoChange = 0
 	exitChange   = 1 // verify: traffic would change; check: disagreements
 	exitBadInput = 2 // bad input, or the flows could not be read
+	// exitCannotJudge: the flows hold nothing to judge. It is exitBadInput's
+	// code: either way a script must not read "no change" into it.
+	exitCannotJudge = exitBadInput
 )
 
 // defaultManifestsDir is the default lab's manifests folder.
@@ -260,6 +263,16 @@ func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) (*flowRecor
 	}
 }
 
+// nothingToJudge says why a record holds no connection: "no change" over
+// no traffic would pass any policy.
+func nothingToJudge(rec *flowRecord, where string) error {
+	if len(rec.flows) == 0 {
+		return fmt.Errorf("nothing to judge: no flows %s", where)
+	}
+	return fmt.Errorf("nothing to judge: none of the %d flows %s opens a connection "+
+		"(the first packet of TCP, UDP or SCTP, with IP addresses and a destination port)", len(rec.flows), where)
+}
+
 // fail prints an error and exits with code.
 func fail(cmd *cobra.Command, exit func(int), code int, err error) error {
 	fmt.Fprintln(cmd.ErrOrStderr(), "Error:", err)
@@ -301,7 +314,11 @@ GetFlowsResponse per line (flow, lost_events or node_status), or a bare Flow.
 A line that is none of these, or a flow with no fields, is refused with its
 line number.
 
-Exit status: 0 no change, 1 traffic would change, 2 bad input or no flows readable.`,
+Exit status:
+  0  no change
+  1  traffic would change
+  2  bad input or no flows readable, or nothing to judge: no flows, or none
+     that opens a connection`,
 		Example: `  loupe policy verify -f deny-all.yaml --since 1h --server localhost:4245
   loupe policy verify -f new.yaml -o json`,
 		Args: cobra.NoArgs,
@@ -339,6 +356,13 @@ Exit status: 0 no change, 1 traffic would change, 2 bad input or no flows readab
 			}
 			flows := rec.flows
 			conns := policy.Connections(flows)
+			if len(conns) == 0 {
+				where := "on the server since --since " + since
+				if flowsFile != "" {
+					where = "in " + flowsFile
+				}
+				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, where))
+			}
 			changes := policy.Verify(snap, proposed, conns)
 			w := cmd.OutOrStdout()
 			if output == "json" {

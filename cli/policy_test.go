@@ -313,3 +313,34 @@ func TestPolicyVerifyFlowsFileLines(t *testing.T) {
 		t.Errorf("code %d\n%s%s", code, out, errOut)
 	}
 }
+
+// No flows, or none that opens a connection, is nothing to judge: exit 2,
+// as --help promises, not "no change" (#15).
+func TestPolicyVerifyNothingToJudge(t *testing.T) {
+	dir := policyDir(t)
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: x}\nspec: {podSelector: {}}\n"), 0o644)
+	reply := synFlow("10.0.1.10", "10.0.1.11", 80, 40001)
+	reply.GetFlow().IsReply = wrapperspb.Bool(true)
+	empty := filepath.Join(t.TempDir(), "empty.json")
+	os.WriteFile(empty, nil, 0o644)
+	blank := filepath.Join(t.TempDir(), "blank.json")
+	os.WriteFile(blank, []byte("\n  \n\n"), 0o644)
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"empty file":   {[]string{"--flows-file", empty}, "Error: nothing to judge: no flows in " + empty + "\n"},
+		"blank lines":  {[]string{"--flows-file", blank}, "Error: nothing to judge: no flows in " + blank + "\n"},
+		"only replies": {[]string{"--flows-file", writeFlowsFile(t, reply)}, "Error: nothing to judge: none of the 1 flows in "},
+		"empty server": {[]string{"--server", startFake(t, &fakeObserver{}), "--since", "5m"}, "Error: nothing to judge: no flows on the server since --since 5m\n"},
+	} {
+		for _, o := range []string{"text", "json"} {
+			code := -1
+			out, errOut, err := run(t, policyCmd(&code), append([]string{"verify", "-f", deny, "--manifests-dir", dir, "-o", o}, tc.args...)...)
+			if err != nil || code != exitCannotJudge || out != "" || !strings.HasPrefix(errOut, tc.want) {
+				t.Errorf("%s -o %s: code %d err %v, want %d and %q\nstdout: %s\nstderr: %s", name, o, code, err, exitCannotJudge, tc.want, out, errOut)
+			}
+		}
+	}
+}
