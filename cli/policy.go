@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -216,7 +218,7 @@ type flowRecord struct {
 type lostSummary struct {
 	Records  int               `json:"records"`
 	Events   uint64            `json:"events"`
-	BySource map[string]uint64 `json:"by_source"`
+	BySource map[string]uint64 `json:"by_source,omitempty"`
 }
 
 // add keeps a response's flow or lost events; node status is a notice.
@@ -233,6 +235,31 @@ func (r *flowRecord) add(res *observerpb.GetFlowsResponse) {
 		}
 		r.lost.BySource[l.GetSource().String()] += l.GetNumEventsLost()
 	}
+}
+
+// complete says whether no flow is known to be missing from the record.
+func (r *flowRecord) complete() bool { return r.lost.Records == 0 }
+
+// writeMissing prints what is missing from the record, one line each.
+func (r *flowRecord) writeMissing(w io.Writer) {
+	if r.lost.Records > 0 {
+		fmt.Fprintf(w, "lost events: %s: the flows in them were not judged\n", r.lost)
+	}
+}
+
+func (l lostSummary) String() string {
+	var src []string
+	for _, k := range slices.Sorted(maps.Keys(l.BySource)) {
+		src = append(src, fmt.Sprintf("%s %d", k, l.BySource[k]))
+	}
+	return fmt.Sprintf("%d events lost in %s (%s)", l.Events, plural(l.Records, "lost-events record"), strings.Join(src, ", "))
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // fetchFlows reads the recorded flows since a time (no follow).
@@ -266,11 +293,15 @@ func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) (*flowRecor
 // nothingToJudge says why a record holds no connection: "no change" over
 // no traffic would pass any policy.
 func nothingToJudge(rec *flowRecord, where string) error {
+	lost := ""
+	if rec.lost.Records > 0 {
+		lost = "; " + rec.lost.String()
+	}
 	if len(rec.flows) == 0 {
-		return fmt.Errorf("nothing to judge: no flows %s", where)
+		return fmt.Errorf("nothing to judge: no flows %s%s", where, lost)
 	}
 	return fmt.Errorf("nothing to judge: none of the %d flows %s opens a connection "+
-		"(the first packet of TCP, UDP or SCTP, with IP addresses and a destination port)", len(rec.flows), where)
+		"(the first packet of TCP, UDP or SCTP, with IP addresses and a destination port)%s", len(rec.flows), where, lost)
 }
 
 // fail prints an error and exits with code.
@@ -314,11 +345,16 @@ GetFlowsResponse per line (flow, lost_events or node_status), or a bare Flow.
 A line that is none of these, or a flow with no fields, is refused with its
 line number.
 
+Flows can be missing from the record: lost events (a ring buffer overflowed)
+are reported with how many events they hold. A change found stands; "no
+change" over a record with lost events is incomplete, and exits 2.
+
 Exit status:
   0  no change
-  1  traffic would change
-  2  bad input or no flows readable, or nothing to judge: no flows, or none
-     that opens a connection`,
+  1  traffic would change (even if flows are missing)
+  2  bad input or no flows readable; nothing to judge: no flows, or none
+     that opens a connection; or no change found but flows are missing
+     (lost events): the verdict is incomplete`,
 		Example: `  loupe policy verify -f deny-all.yaml --since 1h --server localhost:4245
   loupe policy verify -f new.yaml -o json`,
 		Args: cobra.NoArgs,
@@ -364,13 +400,16 @@ Exit status:
 				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, where))
 			}
 			changes := policy.Verify(snap, proposed, conns)
+			complete := rec.complete()
 			w := cmd.OutOrStdout()
 			if output == "json" {
 				out := struct {
 					Connections int            `json:"connections"`
 					Flows       int            `json:"flows"`
+					Complete    bool           `json:"complete"`
+					LostEvents  lostSummary    `json:"lost_events"`
 					Changes     []verifyChange `json:"changes"`
-				}{Connections: len(conns), Flows: len(flows), Changes: []verifyChange{}}
+				}{Connections: len(conns), Flows: len(flows), Complete: complete, LostEvents: rec.lost, Changes: []verifyChange{}}
 				for _, c := range changes {
 					v := verifyChange{Verdict: "denied", From: c.From, To: c.To, Port: c.Port, Protocol: c.Proto.String(),
 						Connections: c.Connections, Flows: c.Flows, Policies: c.DecidedBy, Reason: c.After.Reason}
@@ -383,9 +422,8 @@ Exit status:
 					return err
 				}
 			} else {
-				if len(changes) == 0 {
-					fmt.Fprintf(w, "no change: %d distinct connections (%d flows) keep their verdict\n", len(conns), len(flows))
-				} else {
+				switch {
+				case len(changes) > 0:
 					fmt.Fprintf(w, "%d of %d distinct connections (%d flows) would change:\n", len(changes), len(conns), len(flows))
 					for _, c := range changes {
 						verb := "newly DENIED "
@@ -394,10 +432,20 @@ Exit status:
 						}
 						fmt.Fprintf(w, "%s %s -> %s:%d/%s  %d connections  by %s\n", verb, c.From, c.To, c.Port, c.Proto, c.Connections, refNames(c.DecidedBy))
 					}
+				case complete:
+					fmt.Fprintf(w, "no change: %d distinct connections (%d flows) keep their verdict\n", len(conns), len(flows))
+				default:
+					fmt.Fprintf(w, "incomplete: %d distinct connections (%d flows) keep their verdict, but flows are missing\n", len(conns), len(flows))
 				}
+				rec.writeMissing(w)
 			}
-			if len(changes) > 0 {
+			// A change found is real whatever is missing; "no change" is
+			// only as good as the record it was judged on.
+			switch {
+			case len(changes) > 0:
 				exit(exitChange)
+			case !complete:
+				exit(exitCannotJudge)
 			}
 			return nil
 		},

@@ -344,3 +344,78 @@ func TestPolicyVerifyNothingToJudge(t *testing.T) {
 		}
 	}
 }
+
+// Lost events are reported with how many events they hold. A change found
+// exits 1 whatever is lost; "no change" with lost events exits 2: the
+// verdict is incomplete (#15). observe -o json carries them to a file.
+func TestPolicyVerifyLostEvents(t *testing.T) {
+	dir := policyDir(t)
+	perf := lostEventsResponse(3)
+	perf.GetLostEvents().Source = flowpb.LostEventSource_PERF_EVENT_RING_BUFFER
+	fake := &fakeObserver{responses: []*observerpb.GetFlowsResponse{
+		synFlow("10.0.1.11", "10.0.1.10", 40001, 80), lostEventsResponse(17),
+		synFlow("10.0.1.12", "10.0.1.10", 40003, 80), perf,
+	}}
+	addr := startFake(t, fake)
+	// The same flows through a file that loupe observe -o json wrote.
+	saved, _, err := run(t, NewObserveCommand(), "--server", addr, "-o", "json", "--all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flowsFile := filepath.Join(t.TempDir(), "flows.json")
+	os.WriteFile(flowsFile, []byte(saved), 0o644)
+
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: x}\nspec: {podSelector: {}}\n"), 0o644)
+	same := filepath.Join(t.TempDir(), "same.yaml")
+	os.WriteFile(same, []byte(policyManifests[strings.Index(policyManifests, "apiVersion: networking.k8s.io/v1"):]), 0o644)
+	const lostLine = "lost events: 20 events lost in 2 lost-events records (HUBBLE_RING_BUFFER 17, PERF_EVENT_RING_BUFFER 3): the flows in them were not judged\n"
+
+	for _, src := range [][]string{{"--server", addr}, {"--flows-file", flowsFile}} {
+		code := -1
+		out, errOut, _ := run(t, policyCmd(&code), append([]string{"verify", "-f", deny, "--manifests-dir", dir}, src...)...)
+		want := "2 of 2 distinct connections (2 flows) would change:\n" +
+			"newly DENIED  y/b -> x/a:80/TCP  1 connections  by x/from-y-http\n" +
+			"newly DENIED  y/c -> x/a:80/TCP  1 connections  by x/from-y-http\n" + lostLine
+		if code != exitChange || out != want {
+			t.Errorf("%v: change with lost events: code %d, want %d\n%s\nwant:\n%s%s", src, code, exitChange, out, want, errOut)
+		}
+
+		code = -1
+		out, errOut, _ = run(t, policyCmd(&code), append([]string{"verify", "-f", same, "--manifests-dir", dir}, src...)...)
+		want = "incomplete: 2 distinct connections (2 flows) keep their verdict, but flows are missing\n" + lostLine
+		if code != exitCannotJudge || out != want {
+			t.Errorf("%v: no change with lost events: code %d, want %d\n%s\nwant:\n%s%s", src, code, exitCannotJudge, out, want, errOut)
+		}
+
+		code = -1
+		out, _, _ = run(t, policyCmd(&code), append([]string{"verify", "-f", same, "--manifests-dir", dir, "-o", "json"}, src...)...)
+		var res struct {
+			Complete   *bool
+			LostEvents lostSummary `json:"lost_events"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitCannotJudge || res.Complete == nil || *res.Complete ||
+			res.LostEvents.Records != 2 || res.LostEvents.Events != 20 || res.LostEvents.BySource["PERF_EVENT_RING_BUFFER"] != 3 {
+			t.Errorf("%v: json: code %d %v %+v\n%s", src, code, err, res, out)
+		}
+	}
+
+	// Only lost events: still nothing to judge, and the losses are named.
+	code := -1
+	_, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--manifests-dir", dir, "--flows-file", writeFlowsFile(t, lostEventsResponse(5)))
+	if code != exitCannotJudge || !strings.Contains(errOut, "nothing to judge: no flows in ") ||
+		!strings.HasSuffix(errOut, "; 5 events lost in 1 lost-events record (HUBBLE_RING_BUFFER 5)\n") {
+		t.Errorf("only lost events: code %d\n%s", code, errOut)
+	}
+
+	// Nothing lost: complete, exit 0.
+	code = -1
+	out, _, _ := run(t, policyCmd(&code), "verify", "-f", same, "--manifests-dir", dir, "-o", "json",
+		"--flows-file", writeFlowsFile(t, synFlow("10.0.1.11", "10.0.1.10", 40001, 80)))
+	if code != -1 || !strings.Contains(out, `"complete": true`) || !strings.Contains(out, `"lost_events": {
+    "records": 0,
+    "events": 0
+  }`) {
+		t.Errorf("complete: code %d\n%s", code, out)
+	}
+}

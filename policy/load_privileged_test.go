@@ -239,6 +239,11 @@ ingress:
 	flowsFile := l.file("flows.json", flows.String())
 	out, errs, code := l.loupeCmd("policy", "verify", "-f", denyFile, "--flows-file", flowsFile, "--manifests-dir", filepath.Join(l.dir, "manifests"))
 	lines := strings.Split(strings.TrimSpace(out), "\n")
+	// Losses under this load add a "lost events:" line; the change stands.
+	if n := len(lines); n > 2 && strings.HasPrefix(lines[n-1], "lost events: ") {
+		t.Logf("verify: %s", lines[n-1])
+		lines = lines[:n-1]
+	}
 	if code != 1 || len(lines) != 2 || !strings.HasPrefix(lines[1], "newly DENIED  x/b -> x/a:81/TCP") || !strings.Contains(lines[1], "by x/a-in") {
 		t.Errorf("verify: exit %d\n%s\n%s", code, out, errs)
 	}
