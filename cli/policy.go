@@ -290,9 +290,10 @@ func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) (*flowRecor
 	}
 }
 
-// nothingToJudge says why a record holds no connection: "no change" over
-// no traffic would pass any policy.
-func nothingToJudge(rec *flowRecord, where string) error {
+// nothingToJudge says why a record holds nothing that verify or check can
+// judge (none of its flows is what), since passing over nothing would pass
+// any policy.
+func nothingToJudge(rec *flowRecord, where, what string) error {
 	lost := ""
 	if rec.lost.Records > 0 {
 		lost = "; " + rec.lost.String()
@@ -300,8 +301,7 @@ func nothingToJudge(rec *flowRecord, where string) error {
 	if len(rec.flows) == 0 {
 		return fmt.Errorf("nothing to judge: no flows %s%s", where, lost)
 	}
-	return fmt.Errorf("nothing to judge: none of the %d flows %s opens a connection "+
-		"(the first packet of TCP, UDP or SCTP, with IP addresses and a destination port)%s", len(rec.flows), where, lost)
+	return fmt.Errorf("nothing to judge: none of the %d flows %s %s%s", len(rec.flows), where, what, lost)
 }
 
 // fail prints an error and exits with code.
@@ -397,7 +397,8 @@ Exit status:
 				if flowsFile != "" {
 					where = "in " + flowsFile
 				}
-				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, where))
+				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, where,
+					"opens a connection (the first packet of TCP, UDP or SCTP, with IP addresses and a destination port)"))
 			}
 			changes := policy.Verify(snap, proposed, conns)
 			complete := rec.complete()
@@ -473,7 +474,16 @@ recorded since --since, and evaluates each against the model of the current
 manifests. Every disagreement is a loupe bug and is reported as one. Flows from
 before the last policy change may disagree legitimately: keep --since after it.
 
-Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
+Lost events (a ring buffer overflowed) are reported with how many events
+they hold, as by verify: a disagreement found stands, but agreement over a
+record with lost events is incomplete, and exits 2.
+
+Exit status:
+  0  agreement
+  1  disagreements (even if flows are missing)
+  2  bad input or no flows readable; nothing to judge: no policy verdict or
+     policy drop since --since; or no disagreement found but flows are
+     missing (lost events): the check is incomplete`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out != "text" && out != "json" {
@@ -488,6 +498,12 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 				return fail(cmd, exit, exitBadInput, err)
 			}
 			n, dis := policy.Check(snap, rec.flows)
+			if n == 0 {
+				// "0 disagreements" over no verdict would vouch for nothing.
+				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, "on the server since --since "+since,
+					"is a policy verdict or a policy drop"))
+			}
+			complete := rec.complete()
 			w := cmd.OutOrStdout()
 			if out == "json" {
 				if dis == nil {
@@ -495,18 +511,28 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 				}
 				if err := writeJSON(w, struct {
 					Checked       int                   `json:"checked"`
+					Complete      bool                  `json:"complete"`
+					LostEvents    lostSummary           `json:"lost_events"`
 					Disagreements []policy.Disagreement `json:"disagreements"`
-				}{n, dis}); err != nil {
+				}{n, complete, rec.lost, dis}); err != nil {
 					return err
 				}
 			} else {
 				for _, d := range dis {
 					fmt.Fprintf(w, "loupe bug: %s %s: %s\n", d.Flow, d.Side, d.Problem)
 				}
-				fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements\n", n, len(dis))
+				if len(dis) == 0 && !complete {
+					fmt.Fprintf(w, "incomplete: %d policy verdicts checked, 0 disagreements, but flows are missing\n", n)
+				} else {
+					fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements\n", n, len(dis))
+				}
+				rec.writeMissing(w)
 			}
-			if len(dis) > 0 {
+			switch {
+			case len(dis) > 0:
 				exit(exitChange)
+			case !complete:
+				exit(exitCannotJudge)
 			}
 			return nil
 		},

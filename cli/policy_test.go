@@ -419,3 +419,53 @@ func TestPolicyVerifyLostEvents(t *testing.T) {
 		t.Errorf("complete: code %d\n%s", code, out)
 	}
 }
+
+// check, like verify: nothing to judge exits 2; lost events are reported,
+// a disagreement exits 1 whatever is lost, agreement with losses exits 2.
+func TestPolicyCheckIncomplete(t *testing.T) {
+	dir := policyDir(t)
+	verdict := func(dport uint32) *observerpb.GetFlowsResponse {
+		r := synFlow("10.0.1.12", "10.0.1.10", 40003, dport)
+		r.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
+		r.GetFlow().Verdict = flowpb.Verdict_FORWARDED
+		r.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+		return r
+	}
+	check := func(resp ...*observerpb.GetFlowsResponse) (code int, out, errOut string) {
+		code = -1
+		out, errOut, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, &fakeObserver{responses: resp}),
+			"--manifests-dir", dir, "--since", "5m")
+		return code, out, errOut
+	}
+	const lostLine = "lost events: 17 events lost in 1 lost-events record (HUBBLE_RING_BUFFER 17): the flows in them were not judged\n"
+
+	code, out, errOut := check()
+	if code != exitCannotJudge || out != "" || errOut != "Error: nothing to judge: no flows on the server since --since 5m\n" {
+		t.Errorf("no flows: code %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = check(synFlow("10.0.1.11", "10.0.1.10", 40001, 80), lostEventsResponse(17))
+	if code != exitCannotJudge || out != "" || errOut != "Error: nothing to judge: none of the 1 flows on the server since --since 5m "+
+		"is a policy verdict or a policy drop; 17 events lost in 1 lost-events record (HUBBLE_RING_BUFFER 17)\n" {
+		t.Errorf("no verdicts: code %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = check(verdict(80), lostEventsResponse(17))
+	if want := "incomplete: 1 policy verdicts checked, 0 disagreements, but flows are missing\n" + lostLine; code != exitCannotJudge || out != want {
+		t.Errorf("agreement with lost events: code %d\n%s\nwant:\n%s%s", code, out, want, errOut)
+	}
+	code, out, errOut = check(verdict(80), verdict(81), lostEventsResponse(17))
+	if !strings.HasPrefix(out, "loupe bug: y/c -> x/a:81/TCP ingress") || !strings.HasSuffix(out, "2 policy verdicts checked, 1 disagreements\n"+lostLine) ||
+		code != exitChange {
+		t.Errorf("disagreement with lost events: code %d\n%s%s", code, out, errOut)
+	}
+	code = -1
+	out, _, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, &fakeObserver{responses: []*observerpb.GetFlowsResponse{verdict(80), lostEventsResponse(17)}}),
+		"--manifests-dir", dir, "-o", "json")
+	var res struct {
+		Checked    int
+		Complete   *bool
+		LostEvents lostSummary `json:"lost_events"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitCannotJudge || res.Checked != 1 || res.Complete == nil || *res.Complete || res.LostEvents.Events != 17 {
+		t.Errorf("json: code %d %v %+v\n%s", code, err, res, out)
+	}
+}
