@@ -14,6 +14,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -206,11 +207,13 @@ func refNames(rs []policy.Ref) string {
 	return strings.Join(s, ", ")
 }
 
-// flowRecord is what verify and check judge: the flows read, and the
-// lost-events records that say flows are missing from them.
+// flowRecord is what verify and check judge: the flows read, and what says
+// flows are missing from them: lost-events records, and nodes a relay
+// could not read.
 type flowRecord struct {
-	flows []*flowpb.Flow
-	lost  lostSummary
+	flows       []*flowpb.Flow
+	lost        lostSummary
+	unavailable []string // sorted node names
 }
 
 // lostSummary adds up lost-events records. Each lost event is a flow (or a
@@ -221,7 +224,9 @@ type lostSummary struct {
 	BySource map[string]uint64 `json:"by_source,omitempty"`
 }
 
-// add keeps a response's flow or lost events; node status is a notice.
+// add keeps a response's flow, lost events, or the nodes whose flows are
+// missing: a relay's NODE_UNAVAILABLE and NODE_ERROR. Nodes that connect
+// or leave are notices.
 func (r *flowRecord) add(res *observerpb.GetFlowsResponse) {
 	switch {
 	case res.GetFlow() != nil:
@@ -234,17 +239,38 @@ func (r *flowRecord) add(res *observerpb.GetFlowsResponse) {
 			r.lost.BySource = map[string]uint64{}
 		}
 		r.lost.BySource[l.GetSource().String()] += l.GetNumEventsLost()
+	case res.GetNodeStatus() != nil:
+		st := res.GetNodeStatus().GetStateChange()
+		if st != relaypb.NodeState_NODE_UNAVAILABLE && st != relaypb.NodeState_NODE_ERROR {
+			return
+		}
+		names := res.GetNodeStatus().GetNodeNames()
+		if len(names) == 0 {
+			names = []string{"(unnamed)"} // still a hole in the record
+		}
+		for _, n := range names {
+			if i, found := slices.BinarySearch(r.unavailable, n); !found {
+				r.unavailable = slices.Insert(r.unavailable, i, n)
+			}
+		}
 	}
 }
 
 // complete says whether no flow is known to be missing from the record.
-func (r *flowRecord) complete() bool { return r.lost.Records == 0 }
+func (r *flowRecord) complete() bool { return r.lost.Records == 0 && len(r.unavailable) == 0 }
 
 // writeMissing prints what is missing from the record, one line each.
 func (r *flowRecord) writeMissing(w io.Writer) {
 	if r.lost.Records > 0 {
 		fmt.Fprintf(w, "lost events: %s: the flows in them were not judged\n", r.lost)
 	}
+	if len(r.unavailable) > 0 {
+		fmt.Fprintf(w, "unavailable nodes: %s: their flows were not judged\n", r.unavailableString())
+	}
+}
+
+func (r *flowRecord) unavailableString() string {
+	return plural(len(r.unavailable), "node") + " (" + strings.Join(r.unavailable, ", ") + ")"
 }
 
 func (l lostSummary) String() string {
@@ -298,6 +324,9 @@ func nothingToJudge(rec *flowRecord, where, what string) error {
 	if rec.lost.Records > 0 {
 		lost = "; " + rec.lost.String()
 	}
+	if len(rec.unavailable) > 0 {
+		lost += "; unavailable: " + rec.unavailableString()
+	}
 	if len(rec.flows) == 0 {
 		return fmt.Errorf("nothing to judge: no flows %s%s", where, lost)
 	}
@@ -346,15 +375,17 @@ A line that is none of these, or a flow with no fields, is refused with its
 line number.
 
 Flows can be missing from the record: lost events (a ring buffer overflowed)
-are reported with how many events they hold. A change found stands; "no
-change" over a record with lost events is incomplete, and exits 2.
+are reported with how many events they hold, and so are the nodes a relay
+reports unavailable (loupe observe keeps node status on stderr, so a flows
+file holds it only if saved with 2>&1). A change found stands; "no change"
+over a record with flows missing is incomplete, and exits 2.
 
 Exit status:
   0  no change
   1  traffic would change (even if flows are missing)
   2  bad input or no flows readable; nothing to judge: no flows, or none
      that opens a connection; or no change found but flows are missing
-     (lost events): the verdict is incomplete`,
+     (lost events, unavailable nodes): the verdict is incomplete`,
 		Example: `  loupe policy verify -f deny-all.yaml --since 1h --server localhost:4245
   loupe policy verify -f new.yaml -o json`,
 		Args: cobra.NoArgs,
@@ -409,8 +440,10 @@ Exit status:
 					Flows       int            `json:"flows"`
 					Complete    bool           `json:"complete"`
 					LostEvents  lostSummary    `json:"lost_events"`
+					Unavailable []string       `json:"unavailable_nodes"`
 					Changes     []verifyChange `json:"changes"`
-				}{Connections: len(conns), Flows: len(flows), Complete: complete, LostEvents: rec.lost, Changes: []verifyChange{}}
+				}{Connections: len(conns), Flows: len(flows), Complete: complete, LostEvents: rec.lost,
+					Unavailable: append([]string{}, rec.unavailable...), Changes: []verifyChange{}}
 				for _, c := range changes {
 					v := verifyChange{Verdict: "denied", From: c.From, To: c.To, Port: c.Port, Protocol: c.Proto.String(),
 						Connections: c.Connections, Flows: c.Flows, Policies: c.DecidedBy, Reason: c.After.Reason}
@@ -475,15 +508,16 @@ manifests. Every disagreement is a loupe bug and is reported as one. Flows from
 before the last policy change may disagree legitimately: keep --since after it.
 
 Lost events (a ring buffer overflowed) are reported with how many events
-they hold, as by verify: a disagreement found stands, but agreement over a
-record with lost events is incomplete, and exits 2.
+they hold, and so are the nodes a relay reports unavailable, as by verify: a
+disagreement found stands, but agreement over a record with flows missing is
+incomplete, and exits 2.
 
 Exit status:
   0  agreement
   1  disagreements (even if flows are missing)
   2  bad input or no flows readable; nothing to judge: no policy verdict or
      policy drop since --since; or no disagreement found but flows are
-     missing (lost events): the check is incomplete`,
+     missing (lost events, unavailable nodes): the check is incomplete`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out != "text" && out != "json" {
@@ -513,8 +547,9 @@ Exit status:
 					Checked       int                   `json:"checked"`
 					Complete      bool                  `json:"complete"`
 					LostEvents    lostSummary           `json:"lost_events"`
+					Unavailable   []string              `json:"unavailable_nodes"`
 					Disagreements []policy.Disagreement `json:"disagreements"`
-				}{n, complete, rec.lost, dis}); err != nil {
+				}{n, complete, rec.lost, append([]string{}, rec.unavailable...), dis}); err != nil {
 					return err
 				}
 			} else {

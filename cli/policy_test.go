@@ -469,3 +469,61 @@ func TestPolicyCheckIncomplete(t *testing.T) {
 		t.Errorf("json: code %d %v %+v\n%s", code, err, res, out)
 	}
 }
+
+// Nodes a relay could not read leave flows missing, as lost events do:
+// reported, and "no change" or agreement over them exits 2.
+func TestPolicyUnavailableNodes(t *testing.T) {
+	dir := policyDir(t)
+	same := filepath.Join(t.TempDir(), "same.yaml")
+	os.WriteFile(same, []byte(policyManifests[strings.Index(policyManifests, "apiVersion: networking.k8s.io/v1"):]), 0o644)
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: x}\nspec: {podSelector: {}}\n"), 0o644)
+	verdict := synFlow("10.0.1.12", "10.0.1.10", 40003, 80)
+	verdict.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
+	verdict.GetFlow().Verdict = flowpb.Verdict_FORWARDED
+	verdict.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	resp := []*observerpb.GetFlowsResponse{
+		nodeStatusResponse(relaypb.NodeState_NODE_CONNECTED, "", "node-a"),
+		nodeStatusResponse(relaypb.NodeState_NODE_UNAVAILABLE, "", "node-d", "node-c"),
+		verdict,
+		nodeStatusResponse(relaypb.NodeState_NODE_ERROR, "connection refused", "node-e", "node-c"),
+		nodeStatusResponse(relaypb.NodeState_NODE_GONE, "", "node-f"),
+	}
+	addr := startFake(t, &fakeObserver{responses: resp})
+	// A file saved with 2>&1 holds the node status too.
+	file := writeFlowsFile(t, resp...)
+	const missing = "unavailable nodes: 3 nodes (node-c, node-d, node-e): their flows were not judged\n"
+	for _, src := range [][]string{{"--server", addr}, {"--flows-file", file}} {
+		code := -1
+		out, errOut, _ := run(t, policyCmd(&code), append([]string{"verify", "-f", same, "--manifests-dir", dir}, src...)...)
+		if want := "incomplete: 1 distinct connections (1 flows) keep their verdict, but flows are missing\n" + missing; code != exitCannotJudge || out != want {
+			t.Errorf("%v: no change: code %d\n%s\nwant:\n%s%s", src, code, out, want, errOut)
+		}
+		code = -1
+		out, errOut, _ = run(t, policyCmd(&code), append([]string{"verify", "-f", deny, "--manifests-dir", dir}, src...)...)
+		if code != exitChange || !strings.HasSuffix(out, "by x/from-y-http\n"+missing) {
+			t.Errorf("%v: change: code %d\n%s%s", src, code, out, errOut)
+		}
+		code = -1
+		out, _, _ = run(t, policyCmd(&code), append([]string{"verify", "-f", same, "--manifests-dir", dir, "-o", "json"}, src...)...)
+		var res struct {
+			Complete    *bool
+			Unavailable []string `json:"unavailable_nodes"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitCannotJudge || res.Complete == nil || *res.Complete ||
+			strings.Join(res.Unavailable, ",") != "node-c,node-d,node-e" {
+			t.Errorf("%v: json: code %d %v %+v\n%s", src, code, err, res, out)
+		}
+	}
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "check", "--server", addr, "--manifests-dir", dir)
+	if want := "incomplete: 1 policy verdicts checked, 0 disagreements, but flows are missing\n" + missing; code != exitCannotJudge || out != want {
+		t.Errorf("check: code %d\n%s\nwant:\n%s%s", code, out, want, errOut)
+	}
+	// Nodes that connect or leave take nothing away: complete, exit 0.
+	code = -1
+	out, _, _ = run(t, policyCmd(&code), "verify", "-f", same, "--manifests-dir", dir, "--flows-file", writeFlowsFile(t, resp[0], verdict, resp[4]))
+	if code != -1 || out != "no change: 1 distinct connections (1 flows) keep their verdict\n" {
+		t.Errorf("connected and gone nodes: code %d\n%s", code, out)
+	}
+}
