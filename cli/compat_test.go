@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 
 	"github.com/loupe-project/loupe/internal/testtools"
@@ -300,6 +301,47 @@ func TestCompatHubbleOutput(t *testing.T) {
 			}
 			if notices != 2 {
 				t.Errorf("loupe printed %d notices, want 2:\n%s", notices, lErr)
+			}
+		})
+	}
+}
+
+// TestCompatHubbleJSONLostEvents checks that -o json writes lost events to
+// stdout, in stream order with the flows, byte for byte as hubble does, and
+// node status to stderr as hubble does: a flows file saved from either CLI
+// carries the losses that make `loupe policy verify --flows-file` incomplete.
+// (The text formats keep lost events on stderr, unlike hubble's.)
+func TestCompatHubbleJSONLostEvents(t *testing.T) {
+	bin := testtools.Hubble(t, "hubble")
+	flows := fixtureResponses()
+	windowed := lostEventsResponse(3)
+	windowed.GetLostEvents().Source = flowpb.LostEventSource_PERF_EVENT_RING_BUFFER
+	windowed.GetLostEvents().First, windowed.GetLostEvents().Last = ts(base+8, 5), ts(base+9, 0)
+	resp := []*observerpb.GetFlowsResponse{
+		flows[0], lostEventsResponse(17),
+		nodeStatusResponse(relaypb.NodeState_NODE_UNAVAILABLE, "", "node-c"),
+		flows[1], windowed, flows[2],
+	}
+	addr := startFake(t, &fakeObserver{responses: resp})
+	for _, format := range []string{"json", "jsonpb"} {
+		t.Run(format, func(t *testing.T) {
+			args := []string{"observe", "--server", addr, "-o", format}
+			hOut, hErr, err := runHubble(t, bin, args...)
+			if err != nil {
+				t.Fatalf("hubble: %v\n%s", err, hErr)
+			}
+			lOut, lErr, err := run(t, NewObserveCommand(), args[1:]...)
+			if err != nil {
+				t.Fatalf("loupe: %v", err)
+			}
+			if lOut != hOut {
+				t.Errorf("stdout differs\nhubble:\n%s\nloupe:\n%s", hOut, lOut)
+			}
+			if n := strings.Count(hOut, `{"lost_events":`); n != 2 || strings.Contains(hOut, "node_status") {
+				t.Errorf("hubble's stdout has %d lost_events records, want 2 and no node_status:\n%s", n, hOut)
+			}
+			if !strings.Contains(hErr, `"node_status"`) || !strings.Contains(lErr, `"node_status"`) || strings.Contains(lErr, "lost_events") {
+				t.Errorf("stderr: hubble:\n%s\nloupe:\n%s", hErr, lErr)
 			}
 		})
 	}

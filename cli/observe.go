@@ -82,8 +82,11 @@ of a flag given several times. --not before a filter flag hides the flows that
 match it instead. Undirected flags (--pod, --ip, --label, --port, ...) match
 either end of a flow; their --from-/--to- forms match one end.
 
-Stdout carries only flows. Notices (unavailable nodes, lost events) go to
-stderr; loupe exits 0 even when some nodes could not be reached.`
+Stdout carries the flows. With -o json it also carries the lost_events
+records, as hubble's does, so that a saved file (for loupe policy verify
+--flows-file) says where flows are missing. The other notices (unavailable
+nodes, and lost events in the text formats) go to stderr; loupe exits 0 even
+when some nodes could not be reached.`
 
 const observeExample = `  loupe observe                                  # the last 20 flows of every node
   loupe observe -f -n shop                        # follow flows from or to namespace shop
@@ -127,7 +130,7 @@ func newObserveCommand(now func() time.Time) *cobra.Command {
 	sel.StringVar(&o.until, "until", "", "Show flows until this time (same forms as --since; ignored with --follow)")
 
 	out := pflag.NewFlagSet("Output", pflag.ContinueOnError)
-	out.StringVarP(&o.output, "output", "o", "compact", "Output format: compact, dict, json (= jsonpb: one GetFlowsResponse per line, as hubble), table")
+	out.StringVarP(&o.output, "output", "o", "compact", "Output format: compact, dict, json (= jsonpb: one GetFlowsResponse per line, flows and lost events, as hubble), table")
 	out.StringVar(&o.timeFormat, "time-format", "StampMilli", "Time format of the text outputs: StampMilli, RFC3339, RFC3339Milli, RFC3339Micro, RFC3339Nano, RFC1123Z, YearMonthDay, ...")
 	out.StringVar(&o.color, "color", "auto", "Color compact and dict output: auto (on a terminal), always, never")
 	out.BoolVar(&o.printNodeName, "print-node-name", false, "Print the node that observed each flow")

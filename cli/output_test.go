@@ -153,9 +153,10 @@ func TestObserveDictAndTable(t *testing.T) {
 	}
 }
 
-// TestObserveNotices checks that stdout carries only flows, that node-status
-// and lost-events notices go to stderr, and that unavailable nodes do not
-// make the command fail.
+// TestObserveNotices checks that the text formats print only flows on
+// stdout and node-status and lost-events notices on stderr, that -o json
+// keeps lost events in the stream (as hubble), and that unavailable nodes
+// do not make the command fail.
 func TestObserveNotices(t *testing.T) {
 	flows := fixtureResponses()[:2]
 	resp := []*observerpb.GetFlowsResponse{
@@ -182,27 +183,36 @@ func TestObserveNotices(t *testing.T) {
 		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, wantErr)
 	}
 
-	// --debug adds the informational notices; -o json keeps stdout pure JSON flows.
+	// --debug adds the informational notices.
 	_, stderr, _ = run(t, NewObserveCommand(), "--server", addr, "--debug")
 	if !strings.Contains(stderr, "Receiving flows from 2 nodes: node-a, node-b") {
 		t.Errorf("--debug stderr lacks the connected notice:\n%s", stderr)
 	}
+	// -o json: the flows and the lost events on stdout, in stream order, so
+	// that a saved file says where flows are missing; node status on stderr.
 	out, stderr, err = run(t, NewObserveCommand(), "--server", addr, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(out, "\n"); n != 2 || strings.Contains(out, "node_status") || strings.Contains(out, "lost_events") {
-		t.Errorf("json stdout has more than the 2 flows:\n%s", out)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], `{"flow":`) || !strings.HasPrefix(lines[2], `{"flow":`) ||
+		lines[1] != `{"lost_events":{"source":"HUBBLE_RING_BUFFER","num_events_lost":"17","cpu":1},"node_name":"node-a","time":"2024-05-06T07:08:20Z"}` {
+		t.Errorf("json stdout is not flow, lost_events, flow:\n%s", out)
 	}
-	for _, want := range []string{`{"node_status":{"state_change":"NODE_UNAVAILABLE","node_names":["node-c","node-d"]}`, `"lost_events":`} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("json stderr lacks %s:\n%s", want, stderr)
-		}
+	if strings.Contains(out, "node_status") || strings.Contains(stderr, "lost_events") {
+		t.Errorf("json: node_status belongs on stderr, lost_events on stdout:\nstdout:\n%s\nstderr:\n%s", out, stderr)
 	}
-	// -s silences notices.
+	if !strings.Contains(stderr, `{"node_status":{"state_change":"NODE_UNAVAILABLE","node_names":["node-c","node-d"]}`) {
+		t.Errorf("json stderr lacks the node status:\n%s", stderr)
+	}
+	// -s silences notices, not the lost events of the JSON stream.
 	_, stderr, _ = run(t, NewObserveCommand(), "--server", addr, "-s")
 	if stderr != "" {
 		t.Errorf("--silent-errors printed %q", stderr)
+	}
+	out, stderr, _ = run(t, NewObserveCommand(), "--server", addr, "-s", "-o", "json")
+	if stderr != "" || strings.Count(out, `"lost_events"`) != 1 {
+		t.Errorf("-s -o json: stdout:\n%s\nstderr %q", out, stderr)
 	}
 }
 

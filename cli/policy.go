@@ -4,16 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -26,6 +30,9 @@ const (
 	exitNoChange = 0
 	exitChange   = 1 // verify: traffic would change; check: disagreements
 	exitBadInput = 2 // bad input, or the flows could not be read
+	// exitCannotJudge: the flows hold nothing to judge. It is exitBadInput's
+	// code: either way a script must not read "no change" into it.
+	exitCannotJudge = exitBadInput
 )
 
 // defaultManifestsDir is the default lab's manifests folder.
@@ -200,8 +207,89 @@ func refNames(rs []policy.Ref) string {
 	return strings.Join(s, ", ")
 }
 
+// flowRecord is what verify and check judge: the flows read, and what says
+// flows are missing from them: lost-events records, and nodes a relay
+// could not read.
+type flowRecord struct {
+	flows       []*flowpb.Flow
+	lost        lostSummary
+	unavailable []string // sorted node names
+}
+
+// lostSummary adds up lost-events records. Each lost event is a flow (or a
+// datapath event that would have become one) that the server dropped.
+type lostSummary struct {
+	Records  int               `json:"records"`
+	Events   uint64            `json:"events"`
+	BySource map[string]uint64 `json:"by_source,omitempty"`
+}
+
+// add keeps a response's flow, lost events, or the nodes whose flows are
+// missing: a relay's NODE_UNAVAILABLE and NODE_ERROR. Nodes that connect
+// or leave are notices.
+func (r *flowRecord) add(res *observerpb.GetFlowsResponse) {
+	switch {
+	case res.GetFlow() != nil:
+		r.flows = append(r.flows, res.GetFlow())
+	case res.GetLostEvents() != nil:
+		l := res.GetLostEvents()
+		r.lost.Records++
+		r.lost.Events += l.GetNumEventsLost()
+		if r.lost.BySource == nil {
+			r.lost.BySource = map[string]uint64{}
+		}
+		r.lost.BySource[l.GetSource().String()] += l.GetNumEventsLost()
+	case res.GetNodeStatus() != nil:
+		st := res.GetNodeStatus().GetStateChange()
+		if st != relaypb.NodeState_NODE_UNAVAILABLE && st != relaypb.NodeState_NODE_ERROR {
+			return
+		}
+		names := res.GetNodeStatus().GetNodeNames()
+		if len(names) == 0 {
+			names = []string{"(unnamed)"} // still a hole in the record
+		}
+		for _, n := range names {
+			if i, found := slices.BinarySearch(r.unavailable, n); !found {
+				r.unavailable = slices.Insert(r.unavailable, i, n)
+			}
+		}
+	}
+}
+
+// complete says whether no flow is known to be missing from the record.
+func (r *flowRecord) complete() bool { return r.lost.Records == 0 && len(r.unavailable) == 0 }
+
+// writeMissing prints what is missing from the record, one line each.
+func (r *flowRecord) writeMissing(w io.Writer) {
+	if r.lost.Records > 0 {
+		fmt.Fprintf(w, "lost events: %s: the flows in them were not judged\n", r.lost)
+	}
+	if len(r.unavailable) > 0 {
+		fmt.Fprintf(w, "unavailable nodes: %s: their flows were not judged\n", r.unavailableString())
+	}
+}
+
+func (r *flowRecord) unavailableString() string {
+	return plural(len(r.unavailable), "node") + " (" + strings.Join(r.unavailable, ", ") + ")"
+}
+
+func (l lostSummary) String() string {
+	var src []string
+	for _, k := range slices.Sorted(maps.Keys(l.BySource)) {
+		src = append(src, fmt.Sprintf("%s %d", k, l.BySource[k]))
+	}
+	return fmt.Sprintf("%d events lost in %s (%s)", l.Events, plural(l.Records, "lost-events record"), strings.Join(src, ", "))
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
 // fetchFlows reads the recorded flows since a time (no follow).
-func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) ([]*flowpb.Flow, error) {
+func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) (*flowRecord, error) {
 	t, err := parseTime(since, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("--since: %w", err)
@@ -215,19 +303,34 @@ func fetchFlows(cmd *cobra.Command, so *serverOptions, since string) ([]*flowpb.
 	if err != nil {
 		return nil, so.explain(err, false)
 	}
-	var out []*flowpb.Flow
+	rec := &flowRecord{}
 	for {
 		res, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			return rec, nil
 		}
 		if err != nil {
-			return nil, so.explain(err, len(out) > 0)
+			return nil, so.explain(err, len(rec.flows) > 0)
 		}
-		if f := res.GetFlow(); f != nil {
-			out = append(out, f)
-		}
+		rec.add(res)
 	}
+}
+
+// nothingToJudge says why a record holds nothing that verify or check can
+// judge (none of its flows is what), since passing over nothing would pass
+// any policy.
+func nothingToJudge(rec *flowRecord, where, what string) error {
+	lost := ""
+	if rec.lost.Records > 0 {
+		lost = "; " + rec.lost.String()
+	}
+	if len(rec.unavailable) > 0 {
+		lost += "; unavailable: " + rec.unavailableString()
+	}
+	if len(rec.flows) == 0 {
+		return fmt.Errorf("nothing to judge: no flows %s%s", where, lost)
+	}
+	return fmt.Errorf("nothing to judge: none of the %d flows %s %s%s", len(rec.flows), where, what, lost)
 }
 
 // fail prints an error and exits with code.
@@ -266,7 +369,23 @@ policy replaces the one of the same namespace and name). It prints every
 connection whose verdict would change, with how many connections were seen
 and the policies that decide the new verdict.
 
-Exit status: 0 no change, 1 traffic would change, 2 bad input or no flows readable.`,
+--flows-file reads saved flows instead: loupe observe -o json output, one
+GetFlowsResponse per line (flow, lost_events or node_status), or a bare Flow.
+A line that is none of these, or a flow with no fields, is refused with its
+line number.
+
+Flows can be missing from the record: lost events (a ring buffer overflowed)
+are reported with how many events they hold, and so are the nodes a relay
+reports unavailable (loupe observe keeps node status on stderr, so a flows
+file holds it only if saved with 2>&1). A change found stands; "no change"
+over a record with flows missing is incomplete, and exits 2.
+
+Exit status:
+  0  no change
+  1  traffic would change (even if flows are missing)
+  2  bad input or no flows readable; nothing to judge: no flows, or none
+     that opens a connection; or no change found but flows are missing
+     (lost events, unavailable nodes): the verdict is incomplete`,
 		Example: `  loupe policy verify -f deny-all.yaml --since 1h --server localhost:4245
   loupe policy verify -f new.yaml -o json`,
 		Args: cobra.NoArgs,
@@ -293,24 +412,38 @@ Exit status: 0 no change, 1 traffic would change, 2 bad input or no flows readab
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
-			var flows []*flowpb.Flow
+			var rec *flowRecord
 			if flowsFile != "" {
-				flows, err = readFlowsFile(flowsFile)
+				rec, err = readFlowsFile(flowsFile)
 			} else {
-				flows, err = fetchFlows(cmd, &so, since)
+				rec, err = fetchFlows(cmd, &so, since)
 			}
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
+			flows := rec.flows
 			conns := policy.Connections(flows)
+			if len(conns) == 0 {
+				where := "on the server since --since " + since
+				if flowsFile != "" {
+					where = "in " + flowsFile
+				}
+				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, where,
+					"opens a connection (the first packet of TCP, UDP or SCTP, with IP addresses and a destination port)"))
+			}
 			changes := policy.Verify(snap, proposed, conns)
+			complete := rec.complete()
 			w := cmd.OutOrStdout()
 			if output == "json" {
 				out := struct {
 					Connections int            `json:"connections"`
 					Flows       int            `json:"flows"`
+					Complete    bool           `json:"complete"`
+					LostEvents  lostSummary    `json:"lost_events"`
+					Unavailable []string       `json:"unavailable_nodes"`
 					Changes     []verifyChange `json:"changes"`
-				}{Connections: len(conns), Flows: len(flows), Changes: []verifyChange{}}
+				}{Connections: len(conns), Flows: len(flows), Complete: complete, LostEvents: rec.lost,
+					Unavailable: append([]string{}, rec.unavailable...), Changes: []verifyChange{}}
 				for _, c := range changes {
 					v := verifyChange{Verdict: "denied", From: c.From, To: c.To, Port: c.Port, Protocol: c.Proto.String(),
 						Connections: c.Connections, Flows: c.Flows, Policies: c.DecidedBy, Reason: c.After.Reason}
@@ -323,9 +456,8 @@ Exit status: 0 no change, 1 traffic would change, 2 bad input or no flows readab
 					return err
 				}
 			} else {
-				if len(changes) == 0 {
-					fmt.Fprintf(w, "no change: %d distinct connections (%d flows) keep their verdict\n", len(conns), len(flows))
-				} else {
+				switch {
+				case len(changes) > 0:
 					fmt.Fprintf(w, "%d of %d distinct connections (%d flows) would change:\n", len(changes), len(conns), len(flows))
 					for _, c := range changes {
 						verb := "newly DENIED "
@@ -334,10 +466,20 @@ Exit status: 0 no change, 1 traffic would change, 2 bad input or no flows readab
 						}
 						fmt.Fprintf(w, "%s %s -> %s:%d/%s  %d connections  by %s\n", verb, c.From, c.To, c.Port, c.Proto, c.Connections, refNames(c.DecidedBy))
 					}
+				case complete:
+					fmt.Fprintf(w, "no change: %d distinct connections (%d flows) keep their verdict\n", len(conns), len(flows))
+				default:
+					fmt.Fprintf(w, "incomplete: %d distinct connections (%d flows) keep their verdict, but flows are missing\n", len(conns), len(flows))
 				}
+				rec.writeMissing(w)
 			}
-			if len(changes) > 0 {
+			// A change found is real whatever is missing; "no change" is
+			// only as good as the record it was judged on.
+			switch {
+			case len(changes) > 0:
 				exit(exitChange)
+			case !complete:
+				exit(exitCannotJudge)
 			}
 			return nil
 		},
@@ -365,7 +507,17 @@ recorded since --since, and evaluates each against the model of the current
 manifests. Every disagreement is a loupe bug and is reported as one. Flows from
 before the last policy change may disagree legitimately: keep --since after it.
 
-Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
+Lost events (a ring buffer overflowed) are reported with how many events
+they hold, and so are the nodes a relay reports unavailable, as by verify: a
+disagreement found stands, but agreement over a record with flows missing is
+incomplete, and exits 2.
+
+Exit status:
+  0  agreement
+  1  disagreements (even if flows are missing)
+  2  bad input or no flows readable; nothing to judge: no policy verdict or
+     policy drop since --since; or no disagreement found but flows are
+     missing (lost events, unavailable nodes): the check is incomplete`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out != "text" && out != "json" {
@@ -375,11 +527,17 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
-			flows, err := fetchFlows(cmd, &so, since)
+			rec, err := fetchFlows(cmd, &so, since)
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
-			n, dis := policy.Check(snap, flows)
+			n, dis := policy.Check(snap, rec.flows)
+			if n == 0 {
+				// "0 disagreements" over no verdict would vouch for nothing.
+				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, "on the server since --since "+since,
+					"is a policy verdict or a policy drop"))
+			}
+			complete := rec.complete()
 			w := cmd.OutOrStdout()
 			if out == "json" {
 				if dis == nil {
@@ -387,18 +545,29 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 				}
 				if err := writeJSON(w, struct {
 					Checked       int                   `json:"checked"`
+					Complete      bool                  `json:"complete"`
+					LostEvents    lostSummary           `json:"lost_events"`
+					Unavailable   []string              `json:"unavailable_nodes"`
 					Disagreements []policy.Disagreement `json:"disagreements"`
-				}{n, dis}); err != nil {
+				}{n, complete, rec.lost, append([]string{}, rec.unavailable...), dis}); err != nil {
 					return err
 				}
 			} else {
 				for _, d := range dis {
 					fmt.Fprintf(w, "loupe bug: %s %s: %s\n", d.Flow, d.Side, d.Problem)
 				}
-				fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements\n", n, len(dis))
+				if len(dis) == 0 && !complete {
+					fmt.Fprintf(w, "incomplete: %d policy verdicts checked, 0 disagreements, but flows are missing\n", n)
+				} else {
+					fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements\n", n, len(dis))
+				}
+				rec.writeMissing(w)
 			}
-			if len(dis) > 0 {
+			switch {
+			case len(dis) > 0:
 				exit(exitChange)
+			case !complete:
+				exit(exitCannotJudge)
 			}
 			return nil
 		},
@@ -411,28 +580,42 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 }
 
 // readFlowsFile reads `loupe observe -o json` output: one GetFlowsResponse
-// (or bare Flow) JSON object per line.
-func readFlowsFile(path string) ([]*flowpb.Flow, error) {
+// per line (a flow, lost events or node status), or a bare Flow as older
+// hubble versions printed. Any other line is refused with its number: read
+// as a flow that opens no connection, a broken line would pass unjudged.
+func readFlowsFile(path string) (*flowRecord, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read flows: %w", err)
 	}
-	var out []*flowpb.Flow
+	rec := &flowRecord{}
+	opts := protojson.UnmarshalOptions{DiscardUnknown: true} // fields of newer servers
 	for i, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" {
 			continue
 		}
+		where := fmt.Sprintf("%s: line %d", path, i+1)
+		// A bare Flow also decodes as a GetFlowsResponse (time and node_name
+		// are shared, the rest is unknown), so this error is the line's,
+		// e.g. {"flow": 5}, which a bare-Flow decoder would skip as unknown.
 		var res observerpb.GetFlowsResponse
-		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(line), &res); err == nil && res.GetFlow() != nil {
-			out = append(out, res.GetFlow())
-			continue
+		if err := opts.Unmarshal([]byte(line), &res); err != nil {
+			return nil, fmt.Errorf("%s: not a flow record (want one GetFlowsResponse per line, as loupe observe -o json writes): %w", where, err)
 		}
-		var f flowpb.Flow
-		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(line), &f); err != nil {
-			return nil, fmt.Errorf("%s: line %d: not a flow: %w", path, i+1, err)
+		if res.GetResponseTypes() == nil {
+			f := &flowpb.Flow{}
+			if err := opts.Unmarshal([]byte(line), f); err != nil {
+				return nil, fmt.Errorf("%s: not a flow record: %w", where, err)
+			}
+			res.ResponseTypes = &observerpb.GetFlowsResponse_Flow{Flow: f}
 		}
-		out = append(out, &f)
+		// Unknown fields are discarded, so an empty flow ({"flow":{}},
+		// {"flow":{"typo":1}}, {}) holds nothing that could be judged.
+		if f := res.GetFlow(); f != nil && proto.Size(f) == 0 {
+			return nil, fmt.Errorf("%s: a flow with no flow fields (want flow, lost_events or node_status records)", where)
+		}
+		rec.add(&res)
 	}
-	return out, nil
+	return rec, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -214,5 +215,315 @@ func TestPolicyVerifyFlowsFile(t *testing.T) {
 	_, errOut, _ = run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", flows, "--manifests-dir", dir)
 	if code != exitBadInput || !strings.Contains(errOut, "line 1: not a flow") {
 		t.Errorf("bad flows file: code %d %s", code, errOut)
+	}
+}
+
+// writeFlowsFile writes responses as `loupe observe -o json` does.
+func writeFlowsFile(t *testing.T, resp ...*observerpb.GetFlowsResponse) string {
+	t.Helper()
+	var b strings.Builder
+	for _, r := range resp {
+		j, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	path := filepath.Join(t.TempDir(), "flows.json")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A deny-all written with a bare `namespace: y` denies the recorded traffic
+// into y: read as YAML 1.1, y was "true" and verify said "no change" (#15).
+func TestPolicyVerifyBareNamespaceY(t *testing.T) {
+	dir := policyDir(t)
+	flows := writeFlowsFile(t, synFlow("10.0.1.10", "10.0.1.11", 40004, 8080), synFlow("10.0.1.12", "10.0.1.11", 40005, 9090))
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte(`apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deny-all
+  namespace: y
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+`), 0o644)
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", flows, "--manifests-dir", dir)
+	if code != exitChange || !strings.Contains(out, "2 of 2 distinct connections (2 flows) would change") ||
+		!strings.Contains(out, "newly DENIED  x/a -> y/b:8080/TCP  1 connections  by y/deny-all") ||
+		!strings.Contains(out, "newly DENIED  y/c -> y/b:9090/TCP  1 connections  by y/deny-all") {
+		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// Every line of a flows file is a flow, lost-events or node-status record,
+// or a bare Flow; anything else is refused with its line number, and lost
+// events are counted as losses, not flows (#15).
+func TestPolicyVerifyFlowsFileLines(t *testing.T) {
+	dir := policyDir(t)
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: x}\nspec: {podSelector: {}}\n"), 0o644)
+	good, err := json.Marshal(synFlow("10.0.1.11", "10.0.1.10", 40001, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := json.Marshal(synFlow("10.0.1.12", "10.0.1.10", 40002, 80).GetFlow())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, _ := json.Marshal(lostEventsResponse(17))
+	status, _ := json.Marshal(nodeStatusResponse(relaypb.NodeState_NODE_CONNECTED, "", "node-a"))
+	for _, tc := range []struct{ line, want string }{
+		{`{"flow": 5}`, "line 2: not a flow record"},
+		{`{"flow": 5, "time": "2024-05-06T07:08:09Z"}`, "line 2: not a flow record"},
+		{`{"flow": {}}`, "line 2: a flow with no flow fields"},
+		{`{"flow": {"typo": 1}}`, "line 2: a flow with no flow fields"},
+		{`{"flow": {"verdict": "VERDICT_UNKNOWN"}}`, "line 2: a flow with no flow fields"},
+		{`{}`, "line 2: a flow with no flow fields"},
+		{`{"typo": 1}`, "line 2: a flow with no flow fields"},
+		{`{"lost_events": 5}`, "line 2: not a flow record"},
+		{`[{"flow": {}}]`, "line 2: not a flow record"},
+		{`{"IP": "10.0.1.1"}`, "line 2: not a flow record"},
+	} {
+		path := filepath.Join(t.TempDir(), "flows.json")
+		os.WriteFile(path, []byte(string(good)+"\n"+tc.line+"\n"), 0o644)
+		code := -1
+		out, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", path, "--manifests-dir", dir)
+		if code != exitBadInput || out != "" || !strings.Contains(errOut, path+": "+tc.want) {
+			t.Errorf("%s: code %d, want %d and %q\n%s%s", tc.line, code, exitBadInput, tc.want, out, errOut)
+		}
+	}
+
+	// Valid lines: a flow, lost events, node status, a bare Flow (older
+	// hubble), blank lines. Two flows; the lost events are no flow.
+	path := filepath.Join(t.TempDir(), "flows.json")
+	os.WriteFile(path, []byte(strings.Join([]string{string(good), string(lost), "", string(status), "  " + string(bare) + "\r"}, "\n")), 0o644)
+	rec, err := readFlowsFile(path)
+	if err != nil || len(rec.flows) != 2 || rec.lost.Records != 1 || rec.lost.Events != 17 || rec.lost.BySource["HUBBLE_RING_BUFFER"] != 17 {
+		t.Fatalf("%v %+v", err, rec)
+	}
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", path, "--manifests-dir", dir)
+	if !strings.Contains(out, "2 of 2 distinct connections (2 flows) would change") {
+		t.Errorf("code %d\n%s%s", code, out, errOut)
+	}
+}
+
+// No flows, or none that opens a connection, is nothing to judge: exit 2,
+// as --help promises, not "no change" (#15).
+func TestPolicyVerifyNothingToJudge(t *testing.T) {
+	dir := policyDir(t)
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: x}\nspec: {podSelector: {}}\n"), 0o644)
+	reply := synFlow("10.0.1.10", "10.0.1.11", 80, 40001)
+	reply.GetFlow().IsReply = wrapperspb.Bool(true)
+	empty := filepath.Join(t.TempDir(), "empty.json")
+	os.WriteFile(empty, nil, 0o644)
+	blank := filepath.Join(t.TempDir(), "blank.json")
+	os.WriteFile(blank, []byte("\n  \n\n"), 0o644)
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"empty file":   {[]string{"--flows-file", empty}, "Error: nothing to judge: no flows in " + empty + "\n"},
+		"blank lines":  {[]string{"--flows-file", blank}, "Error: nothing to judge: no flows in " + blank + "\n"},
+		"only replies": {[]string{"--flows-file", writeFlowsFile(t, reply)}, "Error: nothing to judge: none of the 1 flows in "},
+		"empty server": {[]string{"--server", startFake(t, &fakeObserver{}), "--since", "5m"}, "Error: nothing to judge: no flows on the server since --since 5m\n"},
+	} {
+		for _, o := range []string{"text", "json"} {
+			code := -1
+			out, errOut, err := run(t, policyCmd(&code), append([]string{"verify", "-f", deny, "--manifests-dir", dir, "-o", o}, tc.args...)...)
+			if err != nil || code != exitCannotJudge || out != "" || !strings.HasPrefix(errOut, tc.want) {
+				t.Errorf("%s -o %s: code %d err %v, want %d and %q\nstdout: %s\nstderr: %s", name, o, code, err, exitCannotJudge, tc.want, out, errOut)
+			}
+		}
+	}
+}
+
+// Lost events are reported with how many events they hold. A change found
+// exits 1 whatever is lost; "no change" with lost events exits 2: the
+// verdict is incomplete (#15). observe -o json carries them to a file.
+func TestPolicyVerifyLostEvents(t *testing.T) {
+	dir := policyDir(t)
+	perf := lostEventsResponse(3)
+	perf.GetLostEvents().Source = flowpb.LostEventSource_PERF_EVENT_RING_BUFFER
+	fake := &fakeObserver{responses: []*observerpb.GetFlowsResponse{
+		synFlow("10.0.1.11", "10.0.1.10", 40001, 80), lostEventsResponse(17),
+		synFlow("10.0.1.12", "10.0.1.10", 40003, 80), perf,
+	}}
+	addr := startFake(t, fake)
+	// The same flows through a file that loupe observe -o json wrote.
+	saved, _, err := run(t, NewObserveCommand(), "--server", addr, "-o", "json", "--all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flowsFile := filepath.Join(t.TempDir(), "flows.json")
+	os.WriteFile(flowsFile, []byte(saved), 0o644)
+
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: x}\nspec: {podSelector: {}}\n"), 0o644)
+	same := filepath.Join(t.TempDir(), "same.yaml")
+	os.WriteFile(same, []byte(policyManifests[strings.Index(policyManifests, "apiVersion: networking.k8s.io/v1"):]), 0o644)
+	const lostLine = "lost events: 20 events lost in 2 lost-events records (HUBBLE_RING_BUFFER 17, PERF_EVENT_RING_BUFFER 3): the flows in them were not judged\n"
+
+	for _, src := range [][]string{{"--server", addr}, {"--flows-file", flowsFile}} {
+		code := -1
+		out, errOut, _ := run(t, policyCmd(&code), append([]string{"verify", "-f", deny, "--manifests-dir", dir}, src...)...)
+		want := "2 of 2 distinct connections (2 flows) would change:\n" +
+			"newly DENIED  y/b -> x/a:80/TCP  1 connections  by x/from-y-http\n" +
+			"newly DENIED  y/c -> x/a:80/TCP  1 connections  by x/from-y-http\n" + lostLine
+		if code != exitChange || out != want {
+			t.Errorf("%v: change with lost events: code %d, want %d\n%s\nwant:\n%s%s", src, code, exitChange, out, want, errOut)
+		}
+
+		code = -1
+		out, errOut, _ = run(t, policyCmd(&code), append([]string{"verify", "-f", same, "--manifests-dir", dir}, src...)...)
+		want = "incomplete: 2 distinct connections (2 flows) keep their verdict, but flows are missing\n" + lostLine
+		if code != exitCannotJudge || out != want {
+			t.Errorf("%v: no change with lost events: code %d, want %d\n%s\nwant:\n%s%s", src, code, exitCannotJudge, out, want, errOut)
+		}
+
+		code = -1
+		out, _, _ = run(t, policyCmd(&code), append([]string{"verify", "-f", same, "--manifests-dir", dir, "-o", "json"}, src...)...)
+		var res struct {
+			Complete   *bool
+			LostEvents lostSummary `json:"lost_events"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitCannotJudge || res.Complete == nil || *res.Complete ||
+			res.LostEvents.Records != 2 || res.LostEvents.Events != 20 || res.LostEvents.BySource["PERF_EVENT_RING_BUFFER"] != 3 {
+			t.Errorf("%v: json: code %d %v %+v\n%s", src, code, err, res, out)
+		}
+	}
+
+	// Only lost events: still nothing to judge, and the losses are named.
+	code := -1
+	_, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--manifests-dir", dir, "--flows-file", writeFlowsFile(t, lostEventsResponse(5)))
+	if code != exitCannotJudge || !strings.Contains(errOut, "nothing to judge: no flows in ") ||
+		!strings.HasSuffix(errOut, "; 5 events lost in 1 lost-events record (HUBBLE_RING_BUFFER 5)\n") {
+		t.Errorf("only lost events: code %d\n%s", code, errOut)
+	}
+
+	// Nothing lost: complete, exit 0.
+	code = -1
+	out, _, _ := run(t, policyCmd(&code), "verify", "-f", same, "--manifests-dir", dir, "-o", "json",
+		"--flows-file", writeFlowsFile(t, synFlow("10.0.1.11", "10.0.1.10", 40001, 80)))
+	if code != -1 || !strings.Contains(out, `"complete": true`) || !strings.Contains(out, `"lost_events": {
+    "records": 0,
+    "events": 0
+  }`) {
+		t.Errorf("complete: code %d\n%s", code, out)
+	}
+}
+
+// check, like verify: nothing to judge exits 2; lost events are reported,
+// a disagreement exits 1 whatever is lost, agreement with losses exits 2.
+func TestPolicyCheckIncomplete(t *testing.T) {
+	dir := policyDir(t)
+	verdict := func(dport uint32) *observerpb.GetFlowsResponse {
+		r := synFlow("10.0.1.12", "10.0.1.10", 40003, dport)
+		r.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
+		r.GetFlow().Verdict = flowpb.Verdict_FORWARDED
+		r.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+		return r
+	}
+	check := func(resp ...*observerpb.GetFlowsResponse) (code int, out, errOut string) {
+		code = -1
+		out, errOut, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, &fakeObserver{responses: resp}),
+			"--manifests-dir", dir, "--since", "5m")
+		return code, out, errOut
+	}
+	const lostLine = "lost events: 17 events lost in 1 lost-events record (HUBBLE_RING_BUFFER 17): the flows in them were not judged\n"
+
+	code, out, errOut := check()
+	if code != exitCannotJudge || out != "" || errOut != "Error: nothing to judge: no flows on the server since --since 5m\n" {
+		t.Errorf("no flows: code %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = check(synFlow("10.0.1.11", "10.0.1.10", 40001, 80), lostEventsResponse(17))
+	if code != exitCannotJudge || out != "" || errOut != "Error: nothing to judge: none of the 1 flows on the server since --since 5m "+
+		"is a policy verdict or a policy drop; 17 events lost in 1 lost-events record (HUBBLE_RING_BUFFER 17)\n" {
+		t.Errorf("no verdicts: code %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = check(verdict(80), lostEventsResponse(17))
+	if want := "incomplete: 1 policy verdicts checked, 0 disagreements, but flows are missing\n" + lostLine; code != exitCannotJudge || out != want {
+		t.Errorf("agreement with lost events: code %d\n%s\nwant:\n%s%s", code, out, want, errOut)
+	}
+	code, out, errOut = check(verdict(80), verdict(81), lostEventsResponse(17))
+	if !strings.HasPrefix(out, "loupe bug: y/c -> x/a:81/TCP ingress") || !strings.HasSuffix(out, "2 policy verdicts checked, 1 disagreements\n"+lostLine) ||
+		code != exitChange {
+		t.Errorf("disagreement with lost events: code %d\n%s%s", code, out, errOut)
+	}
+	code = -1
+	out, _, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, &fakeObserver{responses: []*observerpb.GetFlowsResponse{verdict(80), lostEventsResponse(17)}}),
+		"--manifests-dir", dir, "-o", "json")
+	var res struct {
+		Checked    int
+		Complete   *bool
+		LostEvents lostSummary `json:"lost_events"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitCannotJudge || res.Checked != 1 || res.Complete == nil || *res.Complete || res.LostEvents.Events != 17 {
+		t.Errorf("json: code %d %v %+v\n%s", code, err, res, out)
+	}
+}
+
+// Nodes a relay could not read leave flows missing, as lost events do:
+// reported, and "no change" or agreement over them exits 2.
+func TestPolicyUnavailableNodes(t *testing.T) {
+	dir := policyDir(t)
+	same := filepath.Join(t.TempDir(), "same.yaml")
+	os.WriteFile(same, []byte(policyManifests[strings.Index(policyManifests, "apiVersion: networking.k8s.io/v1"):]), 0o644)
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-y-http, namespace: x}\nspec: {podSelector: {}}\n"), 0o644)
+	verdict := synFlow("10.0.1.12", "10.0.1.10", 40003, 80)
+	verdict.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
+	verdict.GetFlow().Verdict = flowpb.Verdict_FORWARDED
+	verdict.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	resp := []*observerpb.GetFlowsResponse{
+		nodeStatusResponse(relaypb.NodeState_NODE_CONNECTED, "", "node-a"),
+		nodeStatusResponse(relaypb.NodeState_NODE_UNAVAILABLE, "", "node-d", "node-c"),
+		verdict,
+		nodeStatusResponse(relaypb.NodeState_NODE_ERROR, "connection refused", "node-e", "node-c"),
+		nodeStatusResponse(relaypb.NodeState_NODE_GONE, "", "node-f"),
+	}
+	addr := startFake(t, &fakeObserver{responses: resp})
+	// A file saved with 2>&1 holds the node status too.
+	file := writeFlowsFile(t, resp...)
+	const missing = "unavailable nodes: 3 nodes (node-c, node-d, node-e): their flows were not judged\n"
+	for _, src := range [][]string{{"--server", addr}, {"--flows-file", file}} {
+		code := -1
+		out, errOut, _ := run(t, policyCmd(&code), append([]string{"verify", "-f", same, "--manifests-dir", dir}, src...)...)
+		if want := "incomplete: 1 distinct connections (1 flows) keep their verdict, but flows are missing\n" + missing; code != exitCannotJudge || out != want {
+			t.Errorf("%v: no change: code %d\n%s\nwant:\n%s%s", src, code, out, want, errOut)
+		}
+		code = -1
+		out, errOut, _ = run(t, policyCmd(&code), append([]string{"verify", "-f", deny, "--manifests-dir", dir}, src...)...)
+		if code != exitChange || !strings.HasSuffix(out, "by x/from-y-http\n"+missing) {
+			t.Errorf("%v: change: code %d\n%s%s", src, code, out, errOut)
+		}
+		code = -1
+		out, _, _ = run(t, policyCmd(&code), append([]string{"verify", "-f", same, "--manifests-dir", dir, "-o", "json"}, src...)...)
+		var res struct {
+			Complete    *bool
+			Unavailable []string `json:"unavailable_nodes"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitCannotJudge || res.Complete == nil || *res.Complete ||
+			strings.Join(res.Unavailable, ",") != "node-c,node-d,node-e" {
+			t.Errorf("%v: json: code %d %v %+v\n%s", src, code, err, res, out)
+		}
+	}
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "check", "--server", addr, "--manifests-dir", dir)
+	if want := "incomplete: 1 policy verdicts checked, 0 disagreements, but flows are missing\n" + missing; code != exitCannotJudge || out != want {
+		t.Errorf("check: code %d\n%s\nwant:\n%s%s", code, out, want, errOut)
+	}
+	// Nodes that connect or leave take nothing away: complete, exit 0.
+	code = -1
+	out, _, _ = run(t, policyCmd(&code), "verify", "-f", same, "--manifests-dir", dir, "--flows-file", writeFlowsFile(t, resp[0], verdict, resp[4]))
+	if code != -1 || out != "no change: 1 distinct connections (1 flows) keep their verdict\n" {
+		t.Errorf("connected and gone nodes: code %d\n%s", code, out)
 	}
 }

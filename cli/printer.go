@@ -56,8 +56,9 @@ type printOptions struct {
 	debug bool
 }
 
-// flowPrinter writes flows to out and every notice (node status, lost
-// events) to errOut, so that stdout carries only flows.
+// flowPrinter writes flows to out and notices (node status, lost events) to
+// errOut, except that the JSON format writes lost events to out, as hubble
+// does: a saved flows file must say where flows are missing.
 type flowPrinter struct {
 	opts   printOptions
 	out    io.Writer
@@ -468,12 +469,14 @@ func (p *flowPrinter) writeNodeStatus(res *observerpb.GetFlowsResponse) error {
 	return nil
 }
 
-// writeLostEvents reports, on stderr, events the server had to drop.
+// writeLostEvents reports events the server had to drop: in the flow
+// stream with -o json (as hubble, so that `policy verify --flows-file` sees
+// them), on stderr in the text formats.
 func (p *flowPrinter) writeLostEvents(res *observerpb.GetFlowsResponse) error {
 	l := res.GetLostEvents()
 	var err error
 	if p.opts.format == formatJSON {
-		err = json.NewEncoder(p.errOut).Encode(res)
+		err = json.NewEncoder(p.out).Encode(res)
 	} else {
 		summary := fmt.Sprintf("CPU(%d) %d", l.GetCpu().GetValue(), l.GetNumEventsLost())
 		if l.GetFirst() != nil && l.GetLast() != nil {
