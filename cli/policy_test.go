@@ -156,7 +156,7 @@ spec:
 	os.WriteFile(bad, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: 80, protocol: ICMP}]\n"), 0o644)
 	code = -1
 	out, errOut, _ = run(t, policyCmd(&code), "verify", "-f", bad, "--server", addr, "--manifests-dir", dir)
-	if code != exitBadInput || out != "" || !strings.Contains(errOut, "NetworkPolicy x/p: spec.ingress[0].ports[0].protocol") {
+	if code != exitBadInput || out != "" || !strings.Contains(errOut, "NetworkPolicy x/p is invalid: spec.ingress[0].ports[0].protocol") {
 		t.Errorf("bad input: code %d\n%s\n%s", code, out, errOut)
 	}
 	code = -1
