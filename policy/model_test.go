@@ -217,9 +217,9 @@ ingress:
 			t.Errorf("%s: error %v, want field %s", name, err, c.field)
 		}
 	}
-	// A bad policy in a snapshot is left out and reported.
+	// A bad policy in a snapshot is reported, and kept fail-closed.
 	snap := &metadata.Snapshot{NetworkPolicies: []*networkingv1.NetworkPolicy{{}}}
-	if m := NewModel(snap); len(m.Errors) != 1 || len(m.Policies) != 0 {
+	if m := NewModel(snap); len(m.Errors) != 1 || len(m.Policies) != 1 || m.Policies[0].Invalid == nil {
 		t.Errorf("model of a bad policy: %d errors, %d policies", len(m.Errors), len(m.Policies))
 	}
 }

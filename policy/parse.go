@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -63,6 +64,22 @@ func policyTypes(spec *networkingv1.NetworkPolicySpec) (ingress, egress bool) {
 		}
 	}
 	return ingress, egress
+}
+
+// failClosed is what an invalid policy becomes: it isolates the pods it
+// selects in the directions it declares and allows nothing. The API server
+// never admits such a policy, but a folder source can hold one, and
+// ignoring it would leave the pods it was written to protect fully open.
+// A selector that cannot be read selects every pod of the namespace, the
+// widest the author can have meant.
+func failClosed(np *networkingv1.NetworkPolicy, err error) *Policy {
+	p := &Policy{Ref: Ref{Namespace: np.Namespace, Name: np.Name, Kind: KindNetworkPolicy}, Source: np, Invalid: err}
+	p.selector = labels.Everything()
+	if sel, serr := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector); serr == nil {
+		p.selector = sel
+	}
+	p.ingress, p.egress = policyTypes(&np.Spec)
+	return p
 }
 
 func parseRule(ns string, index int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) (rule, error) {

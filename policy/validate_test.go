@@ -163,6 +163,53 @@ ingress:
 	}
 }
 
+// Ran (#15): an except outside its cidr, or protocol tcp in lower case,
+// made the policy ignored and the pods it selects open. Now the policy is
+// reported and isolates its pods without allowing anything, in the model
+// and in the compiled datapath alike.
+func TestInvalidPolicyFailsClosed(t *testing.T) {
+	for name, spec := range map[string]string{
+		"except outside": `podSelector: {matchLabels: {pod: a}}
+ingress:
+- from:
+  - ipBlock: {cidr: 192.0.2.0/24, except: [198.51.100.0/24]}`,
+		"lower-case protocol": `podSelector: {matchLabels: {pod: a}}
+ingress:
+- ports:
+  - {protocol: tcp, port: 80}`,
+		"bad selector": `podSelector:
+  matchExpressions: [{key: pod, operator: In}]
+ingress:
+- {}`,
+	} {
+		c := newTestCluster(t, np("x", "bad", spec))
+		m := NewModel(c.snap)
+		if len(m.Errors) != 1 {
+			t.Fatalf("%s: errors %v", name, m.Errors)
+		}
+		if _, ok := AsInvalid(m.Errors[0]); !ok {
+			t.Errorf("%s: error %v is not an InvalidPolicyError", name, m.Errors[0])
+		}
+		for _, from := range []string{"192.0.2.1", "10.100.0.1"} {
+			if model, dp := externalVerdicts(t, m, from, "x/a", 80); model || dp {
+				t.Errorf("%s: %s -> x/a:80 model %v, datapath %v; want denied", name, from, model, dp)
+			}
+		}
+		nodes := compileNodes(t, m)
+		_, in, _, inOn := datapathVerdict(nodes, m, "y/b", "x/a", 80, TCP)
+		d := m.Allowed(mustEndpoint(t, m, "y/b"), mustEndpoint(t, m, "x/a"), 80, TCP)
+		if !inOn || in.Allowed || d.Allowed {
+			t.Errorf("%s: y/b -> x/a:80 model %v, datapath enforced %v allowed %v; want denied", name, d.Allowed, inOn, in.Allowed)
+		}
+		// A pod the policy does not select stays as it was (the bad
+		// selector selects the whole namespace: the widest it can mean).
+		_, in, _, _ = datapathVerdict(nodes, m, "y/b", "x/b", 80, TCP)
+		if want := name != "bad selector"; in.Allowed != want {
+			t.Errorf("%s: y/b -> x/b:80 datapath %v, want %v", name, in.Allowed, want)
+		}
+	}
+}
+
 func mustEndpoint(t *testing.T, m *Model, pod string) Endpoint {
 	t.Helper()
 	ns, name, _ := strings.Cut(pod, "/")
