@@ -138,7 +138,7 @@ func newPolicyExplainCommand() *cobra.Command {
 			d := m.Allowed(src, dst, uint16(port), p)
 			w := cmd.OutOrStdout()
 			for _, e := range m.Errors {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning: ignored invalid policy:", e)
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: invalid policy, enforced fail-closed (it allows nothing):", e)
 			}
 			if output == "json" {
 				return writeJSON(w, struct {
@@ -365,7 +365,12 @@ recorded since --since, and evaluates each against the model of the current
 manifests. Every disagreement is a loupe bug and is reported as one. Flows from
 before the last policy change may disagree legitimately: keep --since after it.
 
-Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
+A NetworkPolicy of the manifests that the API server would refuse is named
+too: loupe enforces it fail-closed (the pods it selects are isolated and it
+allows nothing), not as written.
+
+Exit status: 0 agreement, 1 disagreements or invalid policies, 2 bad input or
+no flows readable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out != "text" && out != "json" {
@@ -374,6 +379,12 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 			snap, err := loadManifests(dir)
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
+			}
+			// Named before the flows are fetched, so they are reported
+			// even when the flows cannot be read.
+			invalid := invalidPolicies(snap)
+			for _, e := range invalid {
+				fmt.Fprintf(cmd.ErrOrStderr(), "invalid policy %s/%s, enforced fail-closed: %s\n", e.Namespace, e.Name, e.Error)
 			}
 			flows, err := fetchFlows(cmd, &so, since)
 			if err != nil {
@@ -386,18 +397,19 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 					dis = []policy.Disagreement{}
 				}
 				if err := writeJSON(w, struct {
-					Checked       int                   `json:"checked"`
-					Disagreements []policy.Disagreement `json:"disagreements"`
-				}{n, dis}); err != nil {
+					Checked         int                   `json:"checked"`
+					Disagreements   []policy.Disagreement `json:"disagreements"`
+					InvalidPolicies []invalidPolicy       `json:"invalid_policies"`
+				}{n, dis, invalid}); err != nil {
 					return err
 				}
 			} else {
 				for _, d := range dis {
 					fmt.Fprintf(w, "loupe bug: %s %s: %s\n", d.Flow, d.Side, d.Problem)
 				}
-				fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements\n", n, len(dis))
+				fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements, %d invalid policies\n", n, len(dis), len(invalid))
 			}
-			if len(dis) > 0 {
+			if len(dis) > 0 || len(invalid) > 0 {
 				exit(exitChange)
 			}
 			return nil
@@ -408,6 +420,28 @@ Exit status: 0 agreement, 1 disagreements, 2 bad input or no flows readable.`,
 	cmd.Flags().StringVar(&dir, "manifests-dir", defaultManifestsDir(), "folder of Kubernetes manifests (the lab's by default)")
 	cmd.Flags().StringVarP(&out, "output", "o", "text", "text or json")
 	return cmd
+}
+
+// invalidPolicy is a NetworkPolicy of the manifests that fails validation.
+type invalidPolicy struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Error     string `json:"error"`
+}
+
+// invalidPolicies lists the policies of snap the API server would refuse.
+func invalidPolicies(snap *metadata.Snapshot) []invalidPolicy {
+	out := []invalidPolicy{}
+	for _, p := range policy.NewModel(snap).Policies {
+		if p.Invalid != nil {
+			msg := p.Invalid.Error()
+			if ie, ok := policy.AsInvalid(p.Invalid); ok {
+				msg = ie.Errors.ToAggregate().Error() // the name is printed apart
+			}
+			out = append(out, invalidPolicy{p.Ref.Namespace, p.Ref.Name, msg})
+		}
+	}
+	return out
 }
 
 // readFlowsFile reads `loupe observe -o json` output: one GetFlowsResponse
