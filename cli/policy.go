@@ -145,7 +145,7 @@ func newPolicyExplainCommand() *cobra.Command {
 			d := m.Allowed(src, dst, uint16(port), p)
 			w := cmd.OutOrStdout()
 			for _, e := range m.Errors {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning: ignored invalid policy:", e)
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: invalid policy, enforced fail-closed (it allows nothing):", e)
 			}
 			if output == "json" {
 				return writeJSON(w, struct {
@@ -507,6 +507,10 @@ recorded since --since, and evaluates each against the model of the current
 manifests. Every disagreement is a loupe bug and is reported as one. Flows from
 before the last policy change may disagree legitimately: keep --since after it.
 
+A NetworkPolicy of the manifests that the API server would refuse is named
+too: loupe enforces it fail-closed (the pods it selects are isolated and it
+allows nothing), not as written.
+
 Lost events (a ring buffer overflowed) are reported with how many events
 they hold, and so are the nodes a relay reports unavailable, as by verify: a
 disagreement found stands, but agreement over a record with flows missing is
@@ -514,7 +518,7 @@ incomplete, and exits 2.
 
 Exit status:
   0  agreement
-  1  disagreements (even if flows are missing)
+  1  disagreements or invalid policies (even if flows are missing)
   2  bad input or no flows readable; nothing to judge: no policy verdict or
      policy drop since --since; or no disagreement found but flows are
      missing (lost events, unavailable nodes): the check is incomplete`,
@@ -527,13 +531,20 @@ Exit status:
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
+			// Named before the flows are fetched, so they are reported
+			// even when the flows cannot be read.
+			invalid := invalidPolicies(snap)
+			for _, e := range invalid {
+				fmt.Fprintf(cmd.ErrOrStderr(), "invalid policy %s/%s, enforced fail-closed: %s\n", e.Namespace, e.Name, e.Error)
+			}
 			rec, err := fetchFlows(cmd, &so, since)
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
 			n, dis := policy.Check(snap, rec.flows)
-			if n == 0 {
-				// "0 disagreements" over no verdict would vouch for nothing.
+			if n == 0 && len(invalid) == 0 {
+				// "0 disagreements" over no verdict would vouch for nothing;
+				// invalid policies are a finding of their own.
 				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, "on the server since --since "+since,
 					"is a policy verdict or a policy drop"))
 			}
@@ -544,27 +555,32 @@ Exit status:
 					dis = []policy.Disagreement{}
 				}
 				if err := writeJSON(w, struct {
-					Checked       int                   `json:"checked"`
-					Complete      bool                  `json:"complete"`
-					LostEvents    lostSummary           `json:"lost_events"`
-					Unavailable   []string              `json:"unavailable_nodes"`
-					Disagreements []policy.Disagreement `json:"disagreements"`
-				}{n, complete, rec.lost, append([]string{}, rec.unavailable...), dis}); err != nil {
+					Checked         int                   `json:"checked"`
+					Complete        bool                  `json:"complete"`
+					LostEvents      lostSummary           `json:"lost_events"`
+					Unavailable     []string              `json:"unavailable_nodes"`
+					Disagreements   []policy.Disagreement `json:"disagreements"`
+					InvalidPolicies []invalidPolicy       `json:"invalid_policies"`
+				}{n, complete, rec.lost, append([]string{}, rec.unavailable...), dis, invalid}); err != nil {
 					return err
 				}
 			} else {
 				for _, d := range dis {
 					fmt.Fprintf(w, "loupe bug: %s %s: %s\n", d.Flow, d.Side, d.Problem)
 				}
-				if len(dis) == 0 && !complete {
+				if len(dis) == 0 && len(invalid) == 0 && !complete {
 					fmt.Fprintf(w, "incomplete: %d policy verdicts checked, 0 disagreements, but flows are missing\n", n)
 				} else {
-					fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements\n", n, len(dis))
+					fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements", n, len(dis))
+					if len(invalid) > 0 {
+						fmt.Fprintf(w, ", %d invalid policies", len(invalid))
+					}
+					fmt.Fprintln(w)
 				}
 				rec.writeMissing(w)
 			}
 			switch {
-			case len(dis) > 0:
+			case len(dis) > 0 || len(invalid) > 0:
 				exit(exitChange)
 			case !complete:
 				exit(exitCannotJudge)
@@ -577,6 +593,28 @@ Exit status:
 	cmd.Flags().StringVar(&dir, "manifests-dir", defaultManifestsDir(), "folder of Kubernetes manifests (the lab's by default)")
 	cmd.Flags().StringVarP(&out, "output", "o", "text", "text or json")
 	return cmd
+}
+
+// invalidPolicy is a NetworkPolicy of the manifests that fails validation.
+type invalidPolicy struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Error     string `json:"error"`
+}
+
+// invalidPolicies lists the policies of snap the API server would refuse.
+func invalidPolicies(snap *metadata.Snapshot) []invalidPolicy {
+	out := []invalidPolicy{}
+	for _, p := range policy.NewModel(snap).Policies {
+		if p.Invalid != nil {
+			msg := p.Invalid.Error()
+			if ie, ok := policy.AsInvalid(p.Invalid); ok {
+				msg = ie.Errors.ToAggregate().Error() // the name is printed apart
+			}
+			out = append(out, invalidPolicy{p.Ref.Namespace, p.Ref.Name, msg})
+		}
+	}
+	return out
 }
 
 // readFlowsFile reads `loupe observe -o json` output: one GetFlowsResponse

@@ -157,7 +157,7 @@ spec:
 	os.WriteFile(bad, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: 80, protocol: ICMP}]\n"), 0o644)
 	code = -1
 	out, errOut, _ = run(t, policyCmd(&code), "verify", "-f", bad, "--server", addr, "--manifests-dir", dir)
-	if code != exitBadInput || out != "" || !strings.Contains(errOut, "NetworkPolicy x/p: spec.ingress[0].ports[0].protocol") {
+	if code != exitBadInput || out != "" || !strings.Contains(errOut, "NetworkPolicy x/p is invalid: spec.ingress[0].ports[0].protocol") {
 		t.Errorf("bad input: code %d\n%s\n%s", code, out, errOut)
 	}
 	code = -1
@@ -176,7 +176,7 @@ func TestPolicyCheck(t *testing.T) {
 	f := &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed}}
 	code := -1
 	out, _, _ := run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir)
-	if code != -1 || !strings.Contains(out, "1 policy verdicts checked, 0 disagreements") {
+	if code != -1 || !strings.Contains(out, "1 policy verdicts checked, 0 disagreements\n") {
 		t.Errorf("agreement: code %d\n%s", code, out)
 	}
 	wrong := synFlow("10.0.1.12", "10.0.1.10", 40003, 81)
@@ -187,6 +187,51 @@ func TestPolicyCheck(t *testing.T) {
 	out, _, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir)
 	if code != exitChange || !strings.Contains(out, "loupe bug: y/c -> x/a:81/TCP ingress: the datapath allowed it, the model denies it") {
 		t.Errorf("disagreement: code %d\n%s", code, out)
+	}
+}
+
+// Ran (#15): an invalid policy in the manifests was ignored, and check
+// passed. It now names each one and exits 1, even with the verdicts in
+// agreement (the invalid policy is enforced fail-closed on both sides).
+func TestPolicyCheckNamesInvalidPolicies(t *testing.T) {
+	dir := policyDir(t)
+	bad := `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: lower-tcp, namespace: "y"}
+spec:
+  podSelector: {}
+  ingress:
+  - ports: [{protocol: tcp, port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: except-outside, namespace: "x"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.1.0.0/24]}}]
+`
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeObserver{}
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir)
+	for _, want := range []string{
+		"invalid policy x/except-outside, enforced fail-closed: spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: \"10.1.0.0/24\"",
+		"invalid policy y/lower-tcp, enforced fail-closed: spec.ingress[0].ports[0].protocol: Unsupported value: \"tcp\"",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	if code != exitChange || !strings.Contains(out, "0 disagreements, 2 invalid policies") {
+		t.Errorf("code %d\n%s", code, out)
+	}
+	code = -1
+	out, _, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir, "-o", "json")
+	if code != exitChange || !strings.Contains(out, `"namespace": "x"`) || !strings.Contains(out, `"name": "lower-tcp"`) {
+		t.Errorf("json: code %d\n%s", code, out)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/loupe-project/loupe/internal/yaml12"
+	"github.com/loupe-project/loupe/policy"
 )
 
 // Kinds the lab accepts.
@@ -274,78 +275,12 @@ func validateService(s *corev1.Service) error {
 	return nil
 }
 
+// validateNetworkPolicy refuses what the API server refuses, with the
+// validator the agent and `loupe policy` use, so the lab never holds a
+// policy the agent would have to enforce fail-closed.
 func validateNetworkPolicy(np *networkingv1.NetworkPolicy) error {
-	checkPorts := func(where string, ports []networkingv1.NetworkPolicyPort) error {
-		for i, p := range ports {
-			if p.Protocol != nil {
-				switch *p.Protocol {
-				case corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP:
-				default:
-					return fmt.Errorf("%s.ports[%d]: unknown protocol %q", where, i, *p.Protocol)
-				}
-			}
-			if p.Port != nil && p.Port.StrVal == "" {
-				if err := checkPort(p.Port.IntVal); err != nil {
-					return fmt.Errorf("%s.ports[%d]: %w", where, i, err)
-				}
-			}
-			if p.EndPort != nil {
-				if p.Port == nil || p.Port.StrVal != "" {
-					return fmt.Errorf("%s.ports[%d]: endPort needs a numeric port", where, i)
-				}
-				if err := checkPort(*p.EndPort); err != nil {
-					return fmt.Errorf("%s.ports[%d].endPort: %w", where, i, err)
-				}
-				if *p.EndPort < p.Port.IntVal {
-					return fmt.Errorf("%s.ports[%d]: endPort %d below port %d", where, i, *p.EndPort, p.Port.IntVal)
-				}
-			}
-		}
-		return nil
-	}
-	checkPeers := func(where string, peers []networkingv1.NetworkPolicyPeer) error {
-		for i, p := range peers {
-			if p.IPBlock == nil {
-				continue
-			}
-			cidr, err := netip.ParsePrefix(p.IPBlock.CIDR)
-			if err != nil {
-				return fmt.Errorf("%s[%d].ipBlock.cidr: %w", where, i, err)
-			}
-			for _, e := range p.IPBlock.Except {
-				ex, err := netip.ParsePrefix(e)
-				if err != nil {
-					return fmt.Errorf("%s[%d].ipBlock.except: %w", where, i, err)
-				}
-				if !cidr.Contains(ex.Addr()) || ex.Bits() < cidr.Bits() {
-					return fmt.Errorf("%s[%d].ipBlock.except %s is not inside %s", where, i, e, p.IPBlock.CIDR)
-				}
-			}
-		}
-		return nil
-	}
-	for i, r := range np.Spec.Ingress {
-		w := fmt.Sprintf("spec.ingress[%d]", i)
-		if err := checkPorts(w, r.Ports); err != nil {
-			return err
-		}
-		if err := checkPeers(w+".from", r.From); err != nil {
-			return err
-		}
-	}
-	for i, r := range np.Spec.Egress {
-		w := fmt.Sprintf("spec.egress[%d]", i)
-		if err := checkPorts(w, r.Ports); err != nil {
-			return err
-		}
-		if err := checkPeers(w+".to", r.To); err != nil {
-			return err
-		}
-	}
-	for _, t := range np.Spec.PolicyTypes {
-		if t != networkingv1.PolicyTypeIngress && t != networkingv1.PolicyTypeEgress {
-			return fmt.Errorf("spec.policyTypes: unknown type %q", t)
-		}
+	if errs := policy.ValidateNetworkPolicy(np); len(errs) > 0 {
+		return fmt.Errorf("NetworkPolicy is invalid: %w", errs.ToAggregate())
 	}
 	return nil
 }

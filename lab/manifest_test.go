@@ -107,9 +107,11 @@ func TestParseManifestsErrors(t *testing.T) {
 		{"bad label", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {'a b': c}}\n", `label key "a b"`},
 		{"service port", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 0}]}\n", "port 0 outside"},
 		{"service clusterIP", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIP: nope}\n", "spec.clusterIP"},
-		{"policy port", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, ingress: [{ports: [{port: 65536}]}]}\n", "port 65536 outside"},
+		{"policy port", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, ingress: [{ports: [{port: 65536}]}]}\n", "spec.ingress[0].ports[0].port: Invalid value: 65536"},
 		{"policy cidr", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, egress: [{to: [{ipBlock: {cidr: 10.0.0.0/33}}]}]}\n", "ipBlock.cidr"},
-		{"policy except outside", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, egress: [{to: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}]}\n", "not inside"},
+		{"policy except outside", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, egress: [{to: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]}]}\n", "spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"11.0.0.0/16\": must be a strict subset of `cidr`"},
+		{"policy lower-case protocol", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, ingress: [{ports: [{protocol: tcp, port: 80}]}]}\n", `spec.ingress[0].ports[0].protocol: Unsupported value: "tcp"`},
+		{"policy selector", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {matchExpressions: [{key: a, operator: In}]}}\n", "spec.podSelector.matchExpressions[0].values: Required value"},
 		{"hostNetwork", pod("spec: {hostNetwork: true, containers: [{name: c}]}\n"), "hostNetwork"},
 		{"not yaml", "kind: [\n", "document 1"},
 	}
@@ -313,5 +315,14 @@ spec:
 	np, ok := objs[1].Obj.(*networkingv1.NetworkPolicy)
 	if !ok || np.Namespace != "y" || np.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels["ns"] != "n" {
 		t.Fatalf("policy parsed as %+v", objs[1].Obj)
+	}
+}
+
+// The lab admits what the API server admits: a legacy CIDR with leading
+// zeros is valid in Kubernetes 1.34 (and is enforced as 10.0.0.0/8).
+func TestParseManifestsAdmitsLegacyCIDR(t *testing.T) {
+	doc := "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 010.0.0.0/8}}]}]}\n"
+	if _, err := ParseManifests(strings.NewReader(doc), "legacy.yaml"); err != nil {
+		t.Fatal(err)
 	}
 }

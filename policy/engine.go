@@ -92,6 +92,24 @@ type Engine struct {
 
 	applies uint64             // counts Apply calls, under mu
 	cut     map[ctKey]struct{} // connections the last apply cut
+
+	invalid atomic.Pointer[[]InvalidPolicy] // of the last Apply
+}
+
+// InvalidPolicy is a policy of the snapshot that failed validation and is
+// enforced fail-closed.
+type InvalidPolicy struct {
+	Ref Ref
+	Err error
+}
+
+// InvalidPolicies lists the invalid policies of the last Apply, sorted
+// (the agent's loupe_policy_invalid metric).
+func (e *Engine) InvalidPolicies() []InvalidPolicy {
+	if p := e.invalid.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // ctKey is a connection seen from its endpoint, whatever its orientation.
@@ -190,9 +208,7 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 		locals = append(locals, LocalEndpoint{ID: ep.ID, Namespace: ep.Namespace, Name: ep.Name})
 	}
 	m := e.comp.NewModel(snap)
-	for _, err := range m.Errors {
-		e.log.Warn("network policy ignored", "err", err)
-	}
+	e.noteInvalid(m)
 	c := e.comp.Compile(m, locals)
 	st.Compile = time.Since(start)
 	for _, w := range c.Warnings {
@@ -466,4 +482,29 @@ func (e *Engine) Run(ctx context.Context, src metadata.Source, kick <-chan struc
 			apply()
 		}
 	}
+}
+
+// noteInvalid records the invalid policies of m and logs each one that is
+// new or changed since the last Apply (every Apply would repeat them).
+func (e *Engine) noteInvalid(m *Model) {
+	prev := map[Ref]string{}
+	for _, ip := range e.InvalidPolicies() {
+		prev[ip.Ref] = ip.Err.Error()
+	}
+	var now []InvalidPolicy
+	for _, p := range m.Policies { // sorted by Ref
+		if p.Invalid == nil {
+			continue
+		}
+		now = append(now, InvalidPolicy{Ref: p.Ref, Err: p.Invalid})
+		if msg, ok := prev[p.Ref]; !ok || msg != p.Invalid.Error() {
+			e.log.Error("invalid network policy enforced fail-closed: the pods it selects are isolated and it allows nothing",
+				"namespace", p.Ref.Namespace, "name", p.Ref.Name, "err", p.Invalid)
+		}
+		delete(prev, p.Ref)
+	}
+	for r := range prev {
+		e.log.Info("network policy no longer invalid or gone", "namespace", r.Namespace, "name", r.Name)
+	}
+	e.invalid.Store(&now)
 }

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"strings"
@@ -338,5 +340,50 @@ policyTypes: [Egress]`))
 	}
 	if last := xa.dp.ct[len(xa.dp.ct)-1]; last != legit {
 		t.Errorf("flush again removed the wrong entry; left %+v", last)
+	}
+}
+
+// An invalid policy is logged once (not on every apply), listed for the
+// metric, and enforced fail-closed on the live maps.
+func TestEngineReportsInvalidPolicy(t *testing.T) {
+	c := newTestCluster(t, np("x", "bad", `podSelector: {matchLabels: {pod: a}}
+ingress:
+- ports:
+  - {protocol: tcp, port: 80}`))
+	nodes := newMemNodes(t, c)
+	var logs bytes.Buffer
+	for _, n := range nodes {
+		n.eng.log = slog.New(slog.NewTextHandler(&logs, nil))
+		for range 2 {
+			if _, err := n.eng.Apply(c.snap); err != nil {
+				t.Fatal(err)
+			}
+		}
+		inv := n.eng.InvalidPolicies()
+		if len(inv) != 1 || inv[0].Ref.Namespace != "x" || inv[0].Ref.Name != "bad" || !strings.Contains(inv[0].Err.Error(), `Unsupported value: "tcp"`) {
+			t.Errorf("invalid policies: %v", inv)
+		}
+	}
+	if got := strings.Count(logs.String(), "invalid network policy enforced fail-closed"); got != len(nodes) {
+		t.Errorf("%d log lines, want one per node:\n%s", got, logs.String())
+	}
+	if !strings.Contains(logs.String(), "namespace=x name=bad") {
+		t.Errorf("log does not name the policy:\n%s", logs.String())
+	}
+	if memVerdict(nodes, c, "y/b", "x/a", portProto{80, "TCP"}) {
+		t.Error("y/b -> x/a:80 allowed under an invalid policy selecting x/a")
+	}
+	// Fixed: the list empties.
+	c.snap.NetworkPolicies = nil
+	for _, n := range nodes {
+		if _, err := n.eng.Apply(c.snap); err != nil {
+			t.Fatal(err)
+		}
+		if inv := n.eng.InvalidPolicies(); len(inv) != 0 {
+			t.Errorf("after removal: %v", inv)
+		}
+	}
+	if !memVerdict(nodes, c, "y/b", "x/a", portProto{80, "TCP"}) {
+		t.Error("y/b -> x/a:80 denied with no policy")
 	}
 }

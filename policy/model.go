@@ -26,6 +26,10 @@
 //     probes). Traffic from a pod to itself is allowed regardless of
 //     policy: the e2e suite's reachability expects loopback to pass
 //     (AllowLoopback), and in loupe it never leaves the pod's netns.
+//   - A policy the API server would refuse (validate.go; only a folder
+//     source can hold one) is reported and enforced fail-closed: it
+//     isolates the pods it selects in the directions it declares and
+//     allows nothing, rather than leaving them open.
 //   - Every namespace carries kubernetes.io/metadata.name=<name>, as the
 //     API server guarantees, even if the manifest left it out.
 package policy
@@ -152,6 +156,9 @@ type Policy struct {
 	inRules  []rule
 	egRules  []rule
 	Source   *networkingv1.NetworkPolicy
+	// Invalid is why the API server would refuse Source; such a policy
+	// is enforced fail-closed (failClosed): it allows nothing.
+	Invalid error
 }
 
 // Endpoint is one end of a connection: a pod, or an address outside the
@@ -173,8 +180,9 @@ func (e Endpoint) String() string {
 type Model struct {
 	Snapshot *metadata.Snapshot
 	Policies []*Policy
-	// Errors lists the policies of the snapshot that failed validation;
-	// they are left out (an API server would have refused them).
+	// Errors lists the policies of the snapshot that failed validation
+	// (an API server would have refused them). Each is in Policies too,
+	// fail-closed: it isolates the pods it selects and allows nothing.
 	Errors []error
 
 	byNS       map[string][]*Policy
@@ -250,13 +258,16 @@ func newModel(snap *metadata.Snapshot, parsed map[*networkingv1.NetworkPolicy]*P
 	}
 	for _, np := range snap.NetworkPolicies {
 		if p, ok := parsed[np]; ok {
+			if p.Invalid != nil {
+				m.Errors = append(m.Errors, p.Invalid)
+			}
 			m.Policies = append(m.Policies, p)
 			continue
 		}
 		p, err := ParsePolicy(np)
 		if err != nil {
 			m.Errors = append(m.Errors, err)
-			continue
+			p = failClosed(np, err)
 		}
 		m.Policies = append(m.Policies, p)
 	}

@@ -198,7 +198,7 @@ ingress:
 - ports:
   - {port: 90, endPort: 80}`, "spec.ingress[0].ports[0].endPort"},
 		"bad operator": {`podSelector:
-  matchExpressions: [{key: a, operator: Near}]`, "spec.podSelector"},
+  matchExpressions: [{key: a, operator: Near}]`, "spec.podSelector.matchExpressions[0].operator"},
 		"bad policy type": {`podSelector: {}
 policyTypes: [Sideways]`, "spec.policyTypes[0]"},
 		"empty peer": {`podSelector: {}
@@ -212,14 +212,14 @@ ingress:
 			t.Fatalf("%s: %v", name, err)
 		}
 		_, err := ParsePolicy(s.NetworkPolicies[0])
-		var fe *FieldError
-		if !errors.As(err, &fe) || fe.Field != c.field || fe.Object != "NetworkPolicy x/bad" {
+		var fe *InvalidPolicyError
+		if !errors.As(err, &fe) || fe.Errors[0].Field != c.field || fe.Ref.Namespace != "x" || fe.Ref.Name != "bad" {
 			t.Errorf("%s: error %v, want field %s", name, err, c.field)
 		}
 	}
-	// A bad policy in a snapshot is left out and reported.
+	// A bad policy in a snapshot is reported, and kept fail-closed.
 	snap := &metadata.Snapshot{NetworkPolicies: []*networkingv1.NetworkPolicy{{}}}
-	if m := NewModel(snap); len(m.Errors) != 1 || len(m.Policies) != 0 {
+	if m := NewModel(snap); len(m.Errors) != 1 || len(m.Policies) != 1 || m.Policies[0].Invalid == nil {
 		t.Errorf("model of a bad policy: %d errors, %d policies", len(m.Errors), len(m.Policies))
 	}
 }

@@ -1,151 +1,137 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
-	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Parsing: a NetworkPolicy object, validated, becomes a Policy, whose
 // selectors and rules the model (model.go) holds and decide.go evaluates.
 
-// FieldError is a validation failure naming the object and its field.
-type FieldError struct {
-	Object string // "NetworkPolicy ns/name"
-	Field  string // "spec.ingress[0].ports[1].protocol"
-	Msg    string
-}
-
-func (e *FieldError) Error() string { return e.Object + ": " + e.Field + ": " + e.Msg }
-
-// ParsePolicy validates np and prepares its selectors.
+// ParsePolicy validates np as the API server does (validate.go) and
+// prepares its selectors. A policy the API server would refuse returns an
+// *InvalidPolicyError.
 func ParsePolicy(np *networkingv1.NetworkPolicy) (*Policy, error) {
-	obj := "NetworkPolicy " + np.Namespace + "/" + np.Name
-	fail := func(field, format string, args ...any) error {
-		return &FieldError{Object: obj, Field: field, Msg: fmt.Sprintf(format, args...)}
+	ref := Ref{Namespace: np.Namespace, Name: np.Name, Kind: KindNetworkPolicy}
+	if errs := ValidateNetworkPolicy(np); len(errs) > 0 {
+		return nil, &InvalidPolicyError{Ref: ref, Errors: errs}
 	}
-	if np.Name == "" {
-		return nil, fail("metadata.name", "required")
-	}
-	if np.Namespace == "" {
-		return nil, fail("metadata.namespace", "required")
-	}
-	p := &Policy{Ref: Ref{Namespace: np.Namespace, Name: np.Name, Kind: KindNetworkPolicy}, Source: np}
+	p := &Policy{Ref: ref, Source: np}
 	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 	if err != nil {
-		return nil, fail("spec.podSelector", "%v", err)
+		return nil, fmt.Errorf("NetworkPolicy %s/%s: spec.podSelector: %w", np.Namespace, np.Name, err)
 	}
 	p.selector = sel
-	if len(np.Spec.PolicyTypes) == 0 {
-		p.ingress = true
-		p.egress = len(np.Spec.Egress) > 0
-	}
-	for i, t := range np.Spec.PolicyTypes {
-		switch t {
-		case networkingv1.PolicyTypeIngress:
-			p.ingress = true
-		case networkingv1.PolicyTypeEgress:
-			p.egress = true
-		default:
-			return nil, fail(fmt.Sprintf("spec.policyTypes[%d]", i), "unknown policy type %q (want Ingress or Egress)", t)
-		}
-	}
+	p.ingress, p.egress = policyTypes(&np.Spec)
 	for i, r := range np.Spec.Ingress {
-		pr, err := parseRule(np.Namespace, fmt.Sprintf("spec.ingress[%d]", i), "from", i, r.From, r.Ports)
+		pr, err := parseRule(np.Namespace, i, r.From, r.Ports)
 		if err != nil {
-			return nil, &FieldError{Object: obj, Field: err.Field, Msg: err.Msg}
+			return nil, fmt.Errorf("NetworkPolicy %s/%s: spec.ingress[%d]: %w", np.Namespace, np.Name, i, err)
 		}
 		p.inRules = append(p.inRules, pr)
 	}
 	for i, r := range np.Spec.Egress {
-		pr, err := parseRule(np.Namespace, fmt.Sprintf("spec.egress[%d]", i), "to", i, r.To, r.Ports)
+		pr, err := parseRule(np.Namespace, i, r.To, r.Ports)
 		if err != nil {
-			return nil, &FieldError{Object: obj, Field: err.Field, Msg: err.Msg}
+			return nil, fmt.Errorf("NetworkPolicy %s/%s: spec.egress[%d]: %w", np.Namespace, np.Name, i, err)
 		}
 		p.egRules = append(p.egRules, pr)
 	}
 	return p, nil
 }
 
-func parseRule(ns, where, peerField string, index int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) (rule, *FieldError) {
+// policyTypes: the directions a policy isolates; without policyTypes,
+// Ingress, plus Egress when it has egress rules (the API server's default).
+func policyTypes(spec *networkingv1.NetworkPolicySpec) (ingress, egress bool) {
+	if len(spec.PolicyTypes) == 0 {
+		return true, len(spec.Egress) > 0
+	}
+	for _, t := range spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		default:
+			// An unknown type: the author's intent is unknown, so both.
+			return true, true
+		}
+	}
+	return ingress, egress
+}
+
+// failClosed is what an invalid policy becomes: it isolates the pods it
+// selects in the directions it declares and allows nothing. The API server
+// never admits such a policy, but a folder source can hold one, and
+// ignoring it would leave the pods it was written to protect fully open.
+// A selector that cannot be read selects every pod of the namespace, the
+// widest the author can have meant.
+func failClosed(np *networkingv1.NetworkPolicy, err error) *Policy {
+	p := &Policy{Ref: Ref{Namespace: np.Namespace, Name: np.Name, Kind: KindNetworkPolicy}, Source: np, Invalid: err}
+	p.selector = labels.Everything()
+	if sel, serr := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector); serr == nil {
+		p.selector = sel
+	}
+	p.ingress, p.egress = policyTypes(&np.Spec)
+	return p
+}
+
+func parseRule(ns string, index int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) (rule, error) {
 	r := rule{index: index, anyPeer: len(peers) == 0, anyPorts: len(ports) == 0}
-	for i, pp := range ports {
-		f := fmt.Sprintf("%s.ports[%d]", where, i)
+	for _, pp := range ports {
 		proto, err := protoOf(pp.Protocol)
 		if err != nil {
-			return r, &FieldError{Field: f + ".protocol", Msg: err.Error()}
+			return r, err
 		}
 		pr := portRule{proto: proto}
 		if pp.Port != nil {
 			if pp.Port.Type == intstr.String {
-				if pp.Port.StrVal == "" {
-					return r, &FieldError{Field: f + ".port", Msg: "empty port name"}
-				}
 				pr.name = pp.Port.StrVal
 			} else {
-				if pp.Port.IntVal < 1 || pp.Port.IntVal > 65535 {
-					return r, &FieldError{Field: f + ".port", Msg: fmt.Sprintf("%d outside 1-65535", pp.Port.IntVal)}
-				}
 				pr.port = uint16(pp.Port.IntVal)
 			}
 		}
 		if pp.EndPort != nil {
-			switch {
-			case pp.Port == nil:
-				return r, &FieldError{Field: f + ".endPort", Msg: "endPort requires port"}
-			case pr.name != "":
-				return r, &FieldError{Field: f + ".endPort", Msg: "endPort requires a numeric port, not a named one"}
-			case *pp.EndPort < int32(pr.port) || *pp.EndPort > 65535:
-				return r, &FieldError{Field: f + ".endPort", Msg: fmt.Sprintf("%d must be between port %d and 65535", *pp.EndPort, pr.port)}
-			}
 			pr.endPort = uint16(*pp.EndPort)
 		}
 		r.ports = append(r.ports, pr)
 	}
-	for i, peer := range peers {
-		f := fmt.Sprintf("%s.%s[%d]", where, peerField, i)
+	for _, peer := range peers {
 		pr := peerRule{policy: ns}
 		if peer.IPBlock != nil {
-			if peer.PodSelector != nil || peer.NamespaceSelector != nil {
-				return r, &FieldError{Field: f, Msg: "ipBlock cannot be combined with podSelector or namespaceSelector"}
-			}
-			cidr, err := netip.ParsePrefix(peer.IPBlock.CIDR)
+			cidr, err := parseCIDR(peer.IPBlock.CIDR)
 			if err != nil {
-				return r, &FieldError{Field: f + ".ipBlock.cidr", Msg: fmt.Sprintf("%q is not a CIDR", peer.IPBlock.CIDR)}
+				return r, err
 			}
-			b := &ipBlock{cidr: cidr.Masked()}
-			for j, e := range peer.IPBlock.Except {
-				ex, err := netip.ParsePrefix(e)
+			b := &ipBlock{cidr: cidr}
+			for _, e := range peer.IPBlock.Except {
+				ex, err := parseCIDR(e)
 				if err != nil {
-					return r, &FieldError{Field: fmt.Sprintf("%s.ipBlock.except[%d]", f, j), Msg: fmt.Sprintf("%q is not a CIDR", e)}
+					return r, err
 				}
-				if ex.Addr().Is4() != cidr.Addr().Is4() || ex.Bits() < cidr.Bits() || !b.cidr.Contains(ex.Addr()) {
-					return r, &FieldError{Field: fmt.Sprintf("%s.ipBlock.except[%d]", f, j), Msg: fmt.Sprintf("%s is not inside cidr %s", e, peer.IPBlock.CIDR)}
-				}
-				b.except = append(b.except, ex.Masked())
+				b.except = append(b.except, ex)
 			}
 			pr.block = b
 			r.peers = append(r.peers, pr)
 			continue
 		}
-		if peer.PodSelector == nil && peer.NamespaceSelector == nil {
-			return r, &FieldError{Field: f, Msg: "a peer needs podSelector, namespaceSelector or ipBlock"}
-		}
 		if peer.PodSelector != nil {
 			s, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
 			if err != nil {
-				return r, &FieldError{Field: f + ".podSelector", Msg: err.Error()}
+				return r, fmt.Errorf("podSelector: %w", err)
 			}
 			pr.pods = s
 		}
 		if peer.NamespaceSelector != nil {
 			s, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
 			if err != nil {
-				return r, &FieldError{Field: f + ".namespaceSelector", Msg: err.Error()}
+				return r, fmt.Errorf("namespaceSelector: %w", err)
 			}
 			pr.nsSel = s
 		}
@@ -154,6 +140,9 @@ func parseRule(ns, where, peerField string, index int, peers []networkingv1.Netw
 	return r, nil
 }
 
+// protoOf reads a protocol; unset is TCP, the API server's default (a
+// policy's protocol is validated first; a pod's container port may come
+// from a folder without defaults).
 func protoOf(p *corev1.Protocol) (Proto, error) {
 	if p == nil || *p == "" {
 		return TCP, nil
@@ -167,4 +156,11 @@ func protoOf(p *corev1.Protocol) (Proto, error) {
 		return SCTP, nil
 	}
 	return 0, fmt.Errorf("unknown protocol %q (want TCP, UDP or SCTP)", *p)
+}
+
+// AsInvalid returns the validation failure of err, if it is one.
+func AsInvalid(err error) (*InvalidPolicyError, bool) {
+	var ie *InvalidPolicyError
+	ok := errors.As(err, &ie)
+	return ie, ok
 }

@@ -118,9 +118,9 @@ func TestParsePoliciesBadInput(t *testing.T) {
 	cases := map[string]struct{ doc, want string }{
 		"not a policy":     {"apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n", "document 2: kind: Pod is not a NetworkPolicy"},
 		"wrong apiVersion": {"apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: p}\n", "apiVersion: NetworkPolicy must be networking.k8s.io/v1"},
-		"unknown protocol": {np("x", "p", "podSelector: {}\ningress:\n- ports:\n  - {port: 80, protocol: ICMP}"), "NetworkPolicy x/p: spec.ingress[0].ports[0].protocol: unknown protocol \"ICMP\""},
-		"bad cidr":         {np("x", "p", "podSelector: {}\negress:\n- to:\n  - ipBlock: {cidr: 10.0.0.300/8}"), "NetworkPolicy x/p: spec.egress[0].to[0].ipBlock.cidr: \"10.0.0.300/8\" is not a CIDR"},
-		"endPort no port":  {np("x", "p", "podSelector: {}\ningress:\n- ports:\n  - {endPort: 90}"), "NetworkPolicy x/p: spec.ingress[0].ports[0].endPort: endPort requires port"},
+		"unknown protocol": {np("x", "p", "podSelector: {}\ningress:\n- ports:\n  - {port: 80, protocol: ICMP}"), `NetworkPolicy x/p is invalid: spec.ingress[0].ports[0].protocol: Unsupported value: "ICMP"`},
+		"bad cidr":         {np("x", "p", "podSelector: {}\negress:\n- to:\n  - ipBlock: {cidr: 10.0.0.300/8}"), `NetworkPolicy x/p is invalid: spec.egress[0].to[0].ipBlock.cidr: Invalid value: "10.0.0.300/8"`},
+		"endPort no port":  {np("x", "p", "podSelector: {}\ningress:\n- ports:\n  - {endPort: 90}"), "NetworkPolicy x/p is invalid: spec.ingress[0].ports[0].endPort: Invalid value: 90: may not be specified when `port` is not specified"},
 		"unknown field":    {np("x", "p", "podSelector: {}\ningres: []"), "unknown field"},
 		"duplicate":        {good, "NetworkPolicy x/ok: also in document 1"},
 		"not yaml":         {"kind: [", "document 2"},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/policy"
 )
 
 // datapathSource is what the collector reads: *datapath.Datapath.
@@ -127,4 +128,38 @@ func metricsHandlers(dpReg *prometheus.Registry, obs Observer) (main, datapathOn
 		return promhttp.HandlerFor(prometheus.Gatherers{g.Gatherer(), dpReg}, promhttp.HandlerOpts{}), nil
 	}
 	return obs.MetricsHandler(), dpHandler
+}
+
+// invalidPolicySource is what the invalid-policy collector reads:
+// *policy.Engine.
+type invalidPolicySource interface {
+	InvalidPolicies() []policy.InvalidPolicy
+}
+
+// invalidPolicyCollector exports one series per NetworkPolicy the API
+// server would refuse (only a folder source can hold one), so an alert
+// can name it: the engine enforces it fail-closed, not as written.
+// The count is always exported, so "no invalid policy" is a 0, not an
+// absent series.
+type invalidPolicyCollector struct {
+	src         invalidPolicySource
+	desc, count *prometheus.Desc
+}
+
+func newInvalidPolicyCollector(src invalidPolicySource) *invalidPolicyCollector {
+	return &invalidPolicyCollector{src: src, desc: prometheus.NewDesc("loupe_policy_invalid",
+		"1 for each NetworkPolicy of the applied snapshot that fails validation; it is enforced fail-closed (isolates the pods it selects, allows nothing)",
+		[]string{"namespace", "name"}, nil),
+		count: prometheus.NewDesc("loupe_policy_invalid_count",
+			"Number of NetworkPolicies of the applied snapshot that fail validation (see loupe_policy_invalid)", nil, nil)}
+}
+
+func (c *invalidPolicyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.count }
+
+func (c *invalidPolicyCollector) Collect(ch chan<- prometheus.Metric) {
+	inv := c.src.InvalidPolicies()
+	for _, p := range inv {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, p.Ref.Namespace, p.Ref.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(c.count, prometheus.GaugeValue, float64(len(inv)))
 }

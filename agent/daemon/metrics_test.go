@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/policy"
 )
 
 type fixedCounters struct {
@@ -93,5 +95,35 @@ func TestMetricsHandlerServesObserverAndDatapath(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, body)
 		}
+	}
+}
+
+type fixedInvalid []policy.InvalidPolicy
+
+func (f fixedInvalid) InvalidPolicies() []policy.InvalidPolicy { return f }
+
+func TestInvalidPolicyCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newInvalidPolicyCollector(fixedInvalid{
+		{Ref: policy.Ref{Namespace: "x", Name: "bad"}, Err: errors.New("spec.ingress[0].ports[0].protocol")},
+		{Ref: policy.Ref{Namespace: "y", Name: "worse"}, Err: errors.New("spec.podSelector")},
+	}))
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 2 || mfs[0].GetName() != "loupe_policy_invalid" || mfs[1].GetMetric()[0].GetGauge().GetValue() != 2 {
+		t.Fatalf("gather: %v %v", mfs, err)
+	}
+	var got []string
+	for _, m := range mfs[0].GetMetric() {
+		l := m.GetLabel()
+		got = append(got, l[1].GetValue()+"/"+l[0].GetValue()+"="+fmt.Sprint(m.GetGauge().GetValue()))
+	}
+	if strings.Join(got, " ") != "x/bad=1 y/worse=1" {
+		t.Errorf("series: %v", got)
+	}
+	// None: the count says 0.
+	reg = prometheus.NewRegistry()
+	reg.MustRegister(newInvalidPolicyCollector(fixedInvalid(nil)))
+	if mfs, err := reg.Gather(); err != nil || len(mfs) != 1 || mfs[0].GetName() != "loupe_policy_invalid_count" || mfs[0].GetMetric()[0].GetGauge().GetValue() != 0 {
+		t.Errorf("no invalid policy: %v %v", mfs, err)
 	}
 }
