@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/loupe-project/loupe/agent/ipam"
 	"github.com/loupe-project/loupe/contract"
@@ -47,6 +48,10 @@ type Config struct {
 	HostLinkAlive func(ifindex uint32, name string) bool
 	// DetachHostLink removes the link pins of a gone host veth.
 	DetachHostLink func(name string) error
+	// HostLinkName returns the name of the link with this index, false
+	// when there is none. Rebuilding endpoints from the datapath after a
+	// corrupt endpoints.json needs it (recover.go); nil rebuilds none.
+	HostLinkName func(ifindex uint32) (string, bool)
 	// Version is reported by Status.
 	Version string
 	Log     *slog.Logger
@@ -68,6 +73,8 @@ type Agent struct {
 	// orphans are the allocations the last sweep found without an
 	// endpoint (sweep.go).
 	orphans map[ipam.Key]bool
+	// recoveries are the state files found corrupt at start (recover.go).
+	recoveries []StateRecovery
 
 	ready      atomic.Bool
 	generation atomic.Pointer[string]
@@ -99,12 +106,23 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: create state dir: %w", err)
 	}
-	alloc, err := ipam.New(ipam.Config{CIDRs: cfg.PodCIDRs, StatePath: filepath.Join(cfg.StateDir, IPAMStateFile), Log: log})
+	ipamCfg := ipam.Config{CIDRs: cfg.PodCIDRs, StatePath: filepath.Join(cfg.StateDir, IPAMStateFile), Log: log}
+	alloc, err := ipam.New(ipamCfg)
+	var ipamRec *StateRecovery
+	if errors.Is(err, ipam.ErrCorruptState) {
+		// Rebuilt by restore from the endpoints (recover.go).
+		to, merr := moveAside(ipamCfg.StatePath, time.Now())
+		if merr != nil {
+			return nil, fmt.Errorf("agent: %w; %w", err, merr)
+		}
+		ipamRec = &StateRecovery{File: IPAMStateFile, MovedTo: to, Err: err}
+		alloc, err = ipam.New(ipamCfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: log, ipam: alloc, dp: cfg.Datapath, endpoints: map[ipam.Key]*Endpoint{}, nextID: 1, changed: make(chan struct{}, 1)}
-	if err := a.restore(); err != nil {
+	if err := a.restore(ipamRec); err != nil {
 		return nil, err
 	}
 	// Pods deleted while the agent was away: their veths are gone.
@@ -121,18 +139,32 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) endpointsPath() string { return filepath.Join(a.cfg.StateDir, EndpointsStateFile) }
 
 // restore loads endpoints.json, keeping only endpoints whose addresses are
-// still allocated to them.
-func (a *Agent) restore() error {
+// still allocated to them. ipamRec is set when ipam.json was corrupt and
+// the allocator starts empty. A corrupt endpoints.json, or a lost
+// ipam.json without an endpoints.json, is rebuilt from the datapath.
+func (a *Agent) restore(ipamRec *StateRecovery) error {
 	b, err := os.ReadFile(a.endpointsPath())
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		if ipamRec == nil {
+			return nil
+		}
+		return a.restoreFromDatapath(ipamRec, nil)
 	}
 	if err != nil {
 		return fmt.Errorf("agent: read endpoints: %w", err)
 	}
 	st, err := parseEndpointsState(b)
 	if err != nil {
-		return fmt.Errorf("agent: state file %s: %w", a.endpointsPath(), err)
+		to, merr := moveAside(a.endpointsPath(), time.Now())
+		if merr != nil {
+			return fmt.Errorf("agent: state file %s: %w; %w", a.endpointsPath(), err, merr)
+		}
+		return a.restoreFromDatapath(ipamRec, &StateRecovery{File: EndpointsStateFile, MovedTo: to,
+			Err: fmt.Errorf("state file %s: %w: %w", a.endpointsPath(), errCorruptEndpoints, err)})
+	}
+	if ipamRec != nil {
+		ipamRec.Recovered = a.reserveEndpoints(st.Endpoints)
+		a.recordRecovery(*ipamRec)
 	}
 	if st.NextID >= 1 && st.NextID <= maxEndpointID {
 		a.nextID = st.NextID
@@ -152,6 +184,23 @@ func (a *Agent) restore() error {
 		return a.persistLocked(a.endpoints)
 	}
 	return nil
+}
+
+// restoreFromDatapath makes the rebuilt endpoint table the agent's and
+// writes it, recording the recovered files.
+func (a *Agent) restoreFromDatapath(ipamRec, epRec *StateRecovery) error {
+	table, next, err := a.rebuildEndpoints()
+	if err != nil {
+		return fmt.Errorf("agent: rebuild endpoints: %w", err)
+	}
+	a.endpoints, a.nextID = table, next
+	for _, r := range []*StateRecovery{ipamRec, epRec} {
+		if r != nil {
+			r.Recovered = len(table)
+			a.recordRecovery(*r)
+		}
+	}
+	return a.persistLocked(a.endpoints)
 }
 
 // reconcile makes the datapath's endpoint map equal to the table. The map

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -33,6 +34,8 @@ type fixture struct {
 	// detached records DetachHostLink calls.
 	links    map[uint32]string
 	detached []string
+	// logs collects every agent's log.
+	logs lockedBuffer
 }
 
 func newFixture(t *testing.T, cidrs ...string) *fixture {
@@ -57,9 +60,10 @@ func (f *fixture) restart(t *testing.T, cidrs ...string) {
 		ps = append(ps, netip.MustParsePrefix(c))
 	}
 	cfg := Config{NodeName: "node-a", PodCIDRs: ps, StateDir: f.dir, BPFRoot: "/sys/fs/bpf/test",
-		XDPMode: "off", Datapath: f.dp, Version: "test"}
+		XDPMode: "off", Datapath: f.dp, Version: "test", Log: slog.New(slog.NewTextHandler(&f.logs, nil))}
 	if f.links != nil {
 		cfg.HostLinkAlive = func(idx uint32, name string) bool { return f.links[idx] == name }
+		cfg.HostLinkName = func(idx uint32) (string, bool) { n, ok := f.links[idx]; return n, ok }
 		cfg.DetachHostLink = func(name string) error { f.detached = append(f.detached, name); return nil }
 	}
 	a, err := New(cfg)

@@ -27,6 +27,14 @@ import (
 // ErrExhausted is returned when a pod CIDR has no free address left.
 var ErrExhausted = errors.New("pod cidr exhausted")
 
+// ErrCorruptState is wrapped by New when the state file was read but does
+// not parse or validate, as opposed to not being readable at all: the
+// caller may move such a file aside and rebuild the allocations (Reserve).
+var ErrCorruptState = errors.New("corrupt state file")
+
+// ErrConflict is returned by Reserve for an address held by another key.
+var ErrConflict = errors.New("address held by another attachment")
+
 // Key identifies one attachment of a container.
 type Key struct {
 	ContainerID string
@@ -109,7 +117,7 @@ func New(cfg Config) (*Allocator, error) {
 	}
 	st, err := ParseState(b)
 	if err != nil {
-		return nil, fmt.Errorf("ipam: state file %s: %w", a.path, err)
+		return nil, fmt.Errorf("ipam: state file %s: %w: %w", a.path, ErrCorruptState, err)
 	}
 	a.restore(st)
 	return a, nil
@@ -248,6 +256,58 @@ func (a *Allocator) Allocate(key Key, podNamespace, podName string) (Allocation,
 		return Allocation{}, err
 	}
 	return *al, nil
+}
+
+// Reserve records al as given, for rebuilding the allocations of live pods
+// after the state file was lost: the addresses must lie in the pod CIDRs
+// (one per configured family) and be free or already al's. It is
+// idempotent, and written to the state file like an allocation.
+func (a *Allocator) Reserve(al Allocation) error {
+	if al.ContainerID == "" || al.Ifname == "" {
+		return errors.New("ipam: empty container id or ifname")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, f := range []struct {
+		p    *pool
+		addr netip.Addr
+	}{{a.v4, al.IPv4}, {a.v6, al.IPv6}} {
+		if !f.addr.IsValid() {
+			continue
+		}
+		if !f.p.contains(f.addr) {
+			return fmt.Errorf("ipam: reserve %s: not in the pod cidrs", f.addr)
+		}
+		if k, ok := f.p.used[f.addr]; ok && k != al.Key {
+			return fmt.Errorf("ipam: reserve %s for %s/%s: %w (%s/%s)", f.addr, al.ContainerID, al.Ifname, ErrConflict, k.ContainerID, k.Ifname)
+		}
+	}
+	if cur, ok := a.allocs[al.Key]; ok {
+		if cur.IPv4 == al.IPv4 && cur.IPv6 == al.IPv6 {
+			return nil
+		}
+		return fmt.Errorf("ipam: reserve %s/%s: %w: it holds %s %s", al.ContainerID, al.Ifname, ErrConflict, cur.IPv4, cur.IPv6)
+	}
+	// add moves the cursors to the reserved addresses; keep them where
+	// they were, so next-fit goes on from the last address handed out.
+	cursors := [2]netip.Addr{}
+	for i, p := range []*pool{a.v4, a.v6} {
+		if p != nil {
+			cursors[i] = p.cursor
+		}
+	}
+	cp := al
+	a.add(&cp)
+	for i, p := range []*pool{a.v4, a.v6} {
+		if p != nil {
+			p.cursor = cursors[i]
+		}
+	}
+	if err := a.persist(); err != nil {
+		a.remove(al.Key)
+		return err
+	}
+	return nil
 }
 
 // add records al and moves the cursors; the caller holds mu.

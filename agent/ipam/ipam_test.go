@@ -248,3 +248,49 @@ func TestPersistFailureRollsBack(t *testing.T) {
 		t.Fatalf("%d allocations kept after a failed write", n)
 	}
 }
+
+func TestReserve(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	a, err := New(Config{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/29")}, StatePath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, k2 := Key{"c1", "eth0"}, Key{"c2", "eth0"}
+	held := netip.MustParseAddr("10.0.0.2")
+	if err := a.Reserve(Allocation{Key: k1, IPv4: held, PodName: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reserve(Allocation{Key: k1, IPv4: held}); err != nil {
+		t.Fatalf("Reserve is not idempotent: %v", err)
+	}
+	if err := a.Reserve(Allocation{Key: k2, IPv4: held}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Reserve of a held address: %v", err)
+	}
+	for _, bad := range []string{"10.0.0.1", "10.0.0.7", "10.0.1.2"} {
+		if err := a.Reserve(Allocation{Key: k2, IPv4: netip.MustParseAddr(bad)}); err == nil {
+			t.Fatalf("Reserve(%s) succeeded", bad)
+		}
+	}
+	// Next-fit starts where it was, and skips the reserved address.
+	al, err := a.Allocate(k2, "", "")
+	if err != nil || al.IPv4 != netip.MustParseAddr("10.0.0.3") {
+		t.Fatalf("Allocate = %+v, %v", al, err)
+	}
+	b, err := New(Config{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/29")}, StatePath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := b.Get(k1); !ok || got.IPv4 != held || got.PodName != "p1" {
+		t.Fatalf("reservation not persisted: %+v %v", got, ok)
+	}
+}
+
+func TestCorruptStateIsErrCorruptState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/29")}, StatePath: path}); !errors.Is(err, ErrCorruptState) {
+		t.Fatalf("New on a corrupt file: %v", err)
+	}
+}
