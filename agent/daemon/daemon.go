@@ -260,6 +260,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return alive || err != nil
 		},
 		DetachHostLink: func(name string) error { return datapath.Detach(cfg.BPFRoot, name) },
+		HostLinkName: func(ifindex uint32) (string, bool) {
+			var name string
+			// A failed lookup counts as no link: the entry is not rebuilt.
+			_ = cfg.inNetNS(func() error {
+				if l, err := netlink.LinkByIndex(int(ifindex)); err == nil {
+					name = l.Attrs().Name
+				}
+				return nil
+			})
+			return name, name != ""
+		},
 	})
 	if err != nil {
 		return err
@@ -287,7 +298,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	g.Go(func() error { return pol.Run(ctx, src, ag.EndpointsChanged(), ag.SetAppliedGeneration) })
 
 	dpReg := prometheus.NewRegistry()
-	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol))
+	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol), newStateRecoveryMetric(ag.StateRecoveries()))
 	var obs Observer
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/policy"
@@ -162,4 +163,20 @@ func (c *invalidPolicyCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, p.Ref.Namespace, p.Ref.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(c.count, prometheus.GaugeValue, float64(len(inv)))
+}
+
+// newStateRecoveryMetric counts the state files this agent found corrupt at
+// start and rebuilt (agent/recover.go). Both files are always exported, at
+// 0 when intact, so an alert can fire on any non-zero value.
+func newStateRecoveryMetric(recs []agent.StateRecovery) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "loupe_agent_state_file_recoveries_total",
+		Help: "State files found corrupt at start, moved aside as <file>.corrupt-<time> and rebuilt from the pinned endpoint map and the host veths",
+	}, []string{"file"})
+	c.WithLabelValues(agent.IPAMStateFile)
+	c.WithLabelValues(agent.EndpointsStateFile)
+	for _, r := range recs {
+		c.WithLabelValues(r.File).Inc()
+	}
+	return c
 }

@@ -10,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
@@ -125,5 +127,21 @@ func TestInvalidPolicyCollector(t *testing.T) {
 	reg.MustRegister(newInvalidPolicyCollector(fixedInvalid(nil)))
 	if mfs, err := reg.Gather(); err != nil || len(mfs) != 1 || mfs[0].GetName() != "loupe_policy_invalid_count" || mfs[0].GetMetric()[0].GetGauge().GetValue() != 0 {
 		t.Errorf("no invalid policy: %v %v", mfs, err)
+	}
+}
+
+func TestStateRecoveryMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newStateRecoveryMetric([]agent.StateRecovery{{File: agent.EndpointsStateFile, MovedTo: "x"}}))
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`loupe_agent_state_file_recoveries_total{file="endpoints.json"} 1`,
+		`loupe_agent_state_file_recoveries_total{file="ipam.json"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q in\n%s", want, body)
+		}
 	}
 }
