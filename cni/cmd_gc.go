@@ -56,7 +56,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	removed := 0
 	for _, e := range list.GetEndpoints() {
 		key := types.GCAttachment{ContainerID: e.GetContainerId(), IfName: e.GetIfname()}
-		if valid[key] {
+		// An endpoint the agent rebuilt after losing its state file may
+		// carry a placeholder key; its host veth name still says which
+		// valid attachment owns it, and that pod must keep its veth.
+		if valid[key] || validHost[e.GetHostIfname()] {
 			continue
 		}
 		hostIf := e.GetHostIfname()
