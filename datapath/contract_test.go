@@ -49,6 +49,10 @@ var goSide = map[string]uint64{
 	"EP_F_HAS_IPV6":            uint64(epHasIPv6),
 	"POLICY_ALLOW":             uint64(policyAllow),
 	"POLICY_DENY":              uint64(policyDeny),
+	"POLICY_PREFIX_FIXED":      policyPrefixFixed,
+	"POLICY_PREFIX_PROTO":      policyPrefixProto,
+	"POLICY_PREFIX_FULL":       policyPrefixFull,
+	"POLICY_F_L4":              policyFlagL4,
 	"STAT_RINGBUF_FULL":        statRingbufFull,
 	"STAT_DROP_EV_LIMITED":     statDropEventLimited,
 }

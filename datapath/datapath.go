@@ -9,6 +9,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -160,12 +161,29 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 
 // loadObjects loads spec with its maps pinned by name in pinDir. A pinned map
 // whose layout no longer matches (an upgrade changed it) is replaced, with a
-// warning: its old state cannot be read by the new programs anyway.
+// warning: its old state cannot be read by the new programs anyway, unless
+// a migration (migrations) carries its entries into the new map.
 func loadObjects(spec *ebpf.CollectionSpec, pinDir string, objs *loupeObjects) error {
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}
+	olds := map[string]*ebpf.Map{} // replaced maps a migration reads
+	defer func() {
+		for _, m := range olds {
+			m.Close()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		err := spec.LoadAndAssign(objs, opts)
 		if err == nil {
+			for name, m := range olds {
+				n, err := migrations[name](m, objs)
+				if err != nil {
+					// The engine rewrites the map anyway; until then, what
+					// was not migrated is missing.
+					slog.Warn("migrating replaced pinned map", "map", name, "migrated", n, "err", err)
+					continue
+				}
+				slog.Info("migrated replaced pinned map", "map", name, "entries", n)
+			}
 			return nil
 		}
 		var ve *ebpf.VerifierError
@@ -190,10 +208,52 @@ func loadObjects(spec *ebpf.CollectionSpec, pinDir string, objs *loupeObjects) e
 					m.Close()
 					return fmt.Errorf("unpin %s: %w", name, uerr)
 				}
+				if migrations[name] != nil {
+					olds[name] = m
+					continue
+				}
 			}
 			m.Close()
 		}
 	}
+}
+
+// migrations carry a replaced map's entries into its new layout. Without
+// the policy map's, every pod with policy would refuse new connections
+// from the upgrade until the policy engine's first write.
+var migrations = map[string]func(old *ebpf.Map, objs *loupeObjects) (int, error){
+	MapPolicy: migrateHashPolicy,
+}
+
+// migrateHashPolicy copies the entries of the policy map of before port
+// blocks (a hash of {u32 ep_id, peer_identity; u16 dport; u8 proto,
+// direction} → {u32 rule_id; u8 verdict}) into the LPM trie: each is a
+// one-port (or any-port) key of the new map. Another layout is left alone.
+func migrateHashPolicy(old *ebpf.Map, objs *loupeObjects) (int, error) {
+	if old.Type() != ebpf.Hash || old.KeySize() != 12 || old.ValueSize() != 8 {
+		return 0, nil
+	}
+	var (
+		k [12]byte
+		v [8]byte
+		n int
+	)
+	ne := binary.NativeEndian
+	it := old.Iterate()
+	for it.Next(&k, &v) {
+		key := PolicyKey{EndpointID: ne.Uint32(k[0:]), PeerIdentity: ne.Uint32(k[4:]), Port: ne.Uint16(k[8:]), Proto: k[10], Direction: k[11]}
+		if key.Validate() != nil {
+			continue // a port without a protocol: no compiler wrote one
+		}
+		if err := putPolicy(objs.Policy, key, PolicyEntry{RuleID: ne.Uint32(v[0:]), Deny: v[4] != policyAllow}); err != nil {
+			return n, fmt.Errorf("migrate policy entry %+v: %w", key, err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("read old policy map: %w", err)
+	}
+	return n, nil
 }
 
 // pinPrograms pins each program under a temporary name and renames it over

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -414,5 +415,75 @@ func TestPrivilegedIncompatiblePinnedMapReplaced(t *testing.T) {
 	defer d.Close()
 	if _, err := d.Counters(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An agent upgraded from the hash policy map (one key per port) finds the
+// old map pinned: it differs in type and key size, so Load replaces it,
+// carrying its entries over so that pods with policy keep accepting what
+// it allowed until the policy engine rewrites the map.
+func TestPrivilegedHashPolicyMapReplacedOnUpgrade(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	t.Cleanup(func() {
+		_ = Cleanup(root)
+		if ok, _ := isBPFFS(root); ok {
+			_ = unix.Unmount(root, unix.MNT_DETACH)
+		}
+	})
+	if err := ensureBPFFS(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, mapsDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// struct policy_key {u32 ep_id, peer_identity; u16 dport; u8 proto, direction}
+	// → struct policy_value {u32 rule_id; u8 verdict, pad[3]}, as before.
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 12, ValueSize: 8, MaxEntries: 262144, Flags: unix.BPF_F_NO_PREALLOC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// {testEP, any, 80, TCP, ingress} allow 7; {testEP, any, 0, 0, ingress} deny 8.
+	allow80 := []byte{testEP, 0, 0, 0, 0, 0, 0, 0, 80, 0, protoTCP, contract.DirectionIngress}
+	denyAll := []byte{testEP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, contract.DirectionIngress}
+	if err := old.Put(allow80, []byte{7, 0, 0, 0, 1, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Put(denyAll, []byte{8, 0, 0, 0, 2, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(root, mapsDir, MapPolicy)); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	d, err := Load(Config{BPFRoot: root})
+	if err != nil {
+		t.Fatalf("load over the hash policy map: %v", err)
+	}
+	defer d.Close()
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(root, mapsDir, MapPolicy), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Close()
+	if pinned.Type() != ebpf.LPMTrie || pinned.KeySize() != 16 {
+		t.Fatalf("pinned policy map: %s, key %d bytes", pinned.Type(), pinned.KeySize())
+	}
+	want := map[PolicyKey]PolicyEntry{
+		{EndpointID: testEP, Port: 80, Proto: protoTCP, Direction: contract.DirectionIngress}: {RuleID: 7},
+		{EndpointID: testEP, Direction: contract.DirectionIngress}:                            {RuleID: 8, Deny: true},
+	}
+	if pol, err := d.Policy(); err != nil || !maps.Equal(pol, want) {
+		t.Fatalf("migrated policy map: %+v %v, want %+v", pol, err, want)
+	}
+	// The new programs enforce the migrated entries.
+	withEndpoint(t, d, EndpointInfo{PolicyIngress: true})
+	syn := pkt{src: peerIP, dst: podIP, proto: protoTCP, sport: 5000, dport: 80, flags: tcpSYN}
+	if ret := run(t, d.objs.LoupeToPod, syn.build()); ret != retTCXNext {
+		t.Errorf("TCP 80 after the upgrade: %d", ret)
+	}
+	syn.dport, syn.sport = 81, 5001
+	if ret := run(t, d.objs.LoupeToPod, syn.build()); ret != retTCXDrop {
+		t.Errorf("TCP 81 after the upgrade: %d", ret)
 	}
 }

@@ -81,18 +81,20 @@ type loupeIpcacheValue struct {
 
 type loupePolicyKey struct {
 	_            structs.HostLayout
+	Prefixlen    uint32
 	EpId         uint32
 	PeerIdentity uint32
-	Dport        uint16
-	Proto        uint8
 	Direction    uint8
+	Proto        uint8
+	Dport        uint16
 }
 
 type loupePolicyValue struct {
 	_       structs.HostLayout
 	RuleId  uint32
 	Verdict uint8
-	Pad     [3]uint8
+	Flags   uint8
+	Pad     [2]uint8
 }
 
 type loupeTokenBucket struct {

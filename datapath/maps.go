@@ -1,8 +1,10 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 
 	"github.com/cilium/ebpf"
@@ -337,17 +339,110 @@ func (d *Datapath) IPCache() (map[netip.Prefix]uint32, error) {
 	return out, nil
 }
 
-// PolicyKey is one policy map key. PeerIdentity contract.IdentityUnknown, Port 0 and
-// Proto 0 are wildcards; the datapath looks up, most specific first:
-// {peer,port,proto} L3_L4, {peer,0,proto} L3_L4, {peer,0,0} L3_ONLY,
-// {any,port,proto} L4_ONLY, {any,0,proto} L4_ONLY, {any,0,0} ALL.
-// Port ranges are expanded to one key per port.
+// Prefix lengths of the policy map's LPM key (POLICY_PREFIX_* in
+// bpf/policy.h).
+const (
+	policyPrefixFixed = 72 // ep, peer, direction
+	policyPrefixProto = 80 // + protocol
+	policyPrefixFull  = 96 // + the 16 port bits
+	policyFlagL4      = 0x01
+)
+
+// PolicyKey is one policy map key. PeerIdentity contract.IdentityUnknown,
+// Port 0 and Proto 0 are wildcards. A key with a port names the aligned
+// block of 2^PortWildBits ports from Port (PortBlocks splits a range into
+// them). The datapath looks up, most specific first: the peer's entries by
+// longest prefix ({peer,block,proto} L3_L4, {peer,0,proto} L3_L4,
+// {peer,0,0} L3_ONLY), then the same for any peer (L4_ONLY, L4_ONLY, ALL).
 type PolicyKey struct {
 	EndpointID   uint32
 	PeerIdentity uint32
-	Port         uint16 // destination port, host order
-	Proto        uint8  // IPPROTO_*
+	Port         uint16 // first destination port of the block, host order; 0 for any port
+	PortWildBits uint8  // low bits of Port that any value matches: 0 for one port, at most 15
+	Proto        uint8  // IPPROTO_*; 0 (then also Port 0) for any protocol
 	Direction    uint8  // contract.DirectionIngress (to pod) or contract.DirectionEgress (from pod)
+}
+
+// EndPort is the last port of k's block (65535 for any port).
+func (k PolicyKey) EndPort() uint16 {
+	if k.Port == 0 {
+		return 65535
+	}
+	return k.Port | (uint16(1)<<k.PortWildBits - 1)
+}
+
+// PortBlock is the aligned block of 2^WildBits ports from Port.
+type PortBlock struct {
+	Port     uint16
+	WildBits uint8
+}
+
+// PortBlocks splits the range first..last into the fewest aligned blocks,
+// in order. Port 0 is not a port here (in a key it means any port): it
+// returns nil when first is 0 or first > last.
+func PortBlocks(first, last uint16) []PortBlock {
+	if first == 0 || first > last {
+		return nil
+	}
+	var out []PortBlock
+	for p := uint32(first); p <= uint32(last); {
+		// The largest block aligned at p that does not pass last.
+		w := uint8(min(bits.TrailingZeros32(p), 15))
+		for p+1<<w-1 > uint32(last) {
+			w--
+		}
+		out = append(out, PortBlock{Port: uint16(p), WildBits: w})
+		p += 1 << w
+	}
+	return out
+}
+
+// be16 is the uint16 whose in-memory bytes are v in network order.
+func be16(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+// Validate reports whether the map can hold k: a port needs a protocol,
+// and a port block must be aligned and must not start at 0 (any port).
+func (k PolicyKey) Validate() error {
+	switch {
+	case k.Proto == 0 && (k.Port != 0 || k.PortWildBits != 0):
+		return fmt.Errorf("policy key %+v: a port needs a protocol", k)
+	case k.Port == 0 && k.PortWildBits != 0:
+		return fmt.Errorf("policy key %+v: port 0 is any port, it has no block", k)
+	case k.PortWildBits > 15 || k.Port&(uint16(1)<<k.PortWildBits-1) != 0:
+		return fmt.Errorf("policy key %+v: not an aligned port block", k)
+	}
+	return nil
+}
+
+func (k PolicyKey) raw() (loupePolicyKey, error) {
+	rk := loupePolicyKey{EpId: k.EndpointID, PeerIdentity: k.PeerIdentity, Direction: k.Direction, Prefixlen: policyPrefixFixed}
+	if err := k.Validate(); err != nil {
+		return rk, err
+	}
+	switch {
+	case k.Proto == 0:
+	case k.Port == 0:
+		rk.Proto, rk.Prefixlen = k.Proto, policyPrefixProto
+	default:
+		rk.Proto, rk.Dport, rk.Prefixlen = k.Proto, be16(k.Port), policyPrefixFull-uint32(k.PortWildBits)
+	}
+	return rk, nil
+}
+
+func policyKeyFrom(rk loupePolicyKey) PolicyKey {
+	k := PolicyKey{EndpointID: rk.EpId, PeerIdentity: rk.PeerIdentity, Direction: rk.Direction}
+	if rk.Prefixlen >= policyPrefixProto {
+		k.Proto = rk.Proto
+	}
+	if rk.Prefixlen > policyPrefixProto {
+		k.PortWildBits = uint8(policyPrefixFull - min(rk.Prefixlen, policyPrefixFull))
+		k.Port = be16(rk.Dport) &^ (uint16(1)<<k.PortWildBits - 1)
+	}
+	return k
 }
 
 // PolicyEntry is the verdict of a policy key and the rule reported with it.
@@ -361,26 +456,35 @@ const (
 	policyDeny  uint8 = 2
 )
 
-func (k PolicyKey) raw() loupePolicyKey {
-	return loupePolicyKey{EpId: k.EndpointID, PeerIdentity: k.PeerIdentity, Dport: k.Port, Proto: k.Proto, Direction: k.Direction}
-}
-
 // UpsertPolicy adds or replaces one policy entry.
 func (d *Datapath) UpsertPolicy(k PolicyKey, e PolicyEntry) error {
-	v := loupePolicyValue{RuleId: e.RuleID, Verdict: policyAllow}
-	if e.Deny {
-		v.Verdict = policyDeny
-	}
-	rk := k.raw()
-	if err := d.objs.Policy.Put(&rk, &v); err != nil {
+	if err := putPolicy(d.objs.Policy, k, e); err != nil {
 		return fmt.Errorf("upsert policy: %w", err)
 	}
 	return nil
 }
 
+func putPolicy(m *ebpf.Map, k PolicyKey, e PolicyEntry) error {
+	rk, err := k.raw()
+	if err != nil {
+		return err
+	}
+	v := loupePolicyValue{RuleId: e.RuleID, Verdict: policyAllow}
+	if e.Deny {
+		v.Verdict = policyDeny
+	}
+	if k.Proto != 0 {
+		v.Flags |= policyFlagL4
+	}
+	return m.Put(&rk, &v)
+}
+
 // DeletePolicy removes one policy entry; a missing one is fine.
 func (d *Datapath) DeletePolicy(k PolicyKey) error {
-	rk := k.raw()
+	rk, err := k.raw()
+	if err != nil {
+		return fmt.Errorf("delete policy: %w", err)
+	}
 	if err := d.objs.Policy.Delete(&rk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete policy: %w", err)
 	}
@@ -396,8 +500,7 @@ func (d *Datapath) Policy() (map[PolicyKey]PolicyEntry, error) {
 	)
 	it := d.objs.Policy.Iterate()
 	for it.Next(&k, &v) {
-		out[PolicyKey{EndpointID: k.EpId, PeerIdentity: k.PeerIdentity, Port: k.Dport, Proto: k.Proto, Direction: k.Direction}] =
-			PolicyEntry{RuleID: v.RuleId, Deny: v.Verdict != policyAllow}
+		out[policyKeyFrom(k)] = PolicyEntry{RuleID: v.RuleId, Deny: v.Verdict != policyAllow}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list policy: %w", err)

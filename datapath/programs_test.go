@@ -3,6 +3,9 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -608,5 +611,193 @@ func TestPrivilegedGSOSegmentsCounted(t *testing.T) {
 	}
 	if e := findCT(t, d, protoTCP); e.PacketsFwd != 3 {
 		t.Fatalf("conntrack: %+v", e)
+	}
+}
+
+// upsertRange writes first..last of proto for peer as PortBlocks entries.
+func upsertRange(tb testing.TB, d *Datapath, peer uint32, proto uint8, first, last uint16, rule uint32) {
+	tb.Helper()
+	for _, b := range PortBlocks(first, last) {
+		k := PolicyKey{EndpointID: testEP, PeerIdentity: peer, Port: b.Port, PortWildBits: b.WildBits, Proto: proto, Direction: contract.DirectionIngress}
+		if err := d.UpsertPolicy(k, PolicyEntry{RuleID: rule}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// An endPort range is enforced exactly: every port of 1000-65535 and of
+// 1-65535, none outside, whatever the range's size.
+func TestPrivilegedPolicyPortRanges(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{PolicyIngress: true})
+	const peerID = 2000
+	if err := d.UpsertIPCache(netip.PrefixFrom(peerIP, 32), peerID); err != nil {
+		t.Fatal(err)
+	}
+	world := netip.MustParseAddr("192.0.2.9") // not in the ipcache
+	upsertRange(t, d, peerID, protoTCP, 1000, 65535, 11)
+	upsertRange(t, d, contract.IdentityUnknown, protoUDP, 1, 65535, 12)
+	sport := uint16(20000)
+	check := func(name string, src netip.Addr, proto uint8, dport uint16, allow bool, rule uint32, match uint8) {
+		t.Helper()
+		sport++
+		p := pkt{src: src, dst: podIP, proto: proto, sport: sport, dport: dport, flags: tcpSYN}
+		ret := run(t, d.objs.LoupeToPod, p.build())
+		evs := drainEvents(t, d)
+		if allow {
+			if ret != retTCXNext || len(evs) != 1 || evs[0].Type != contract.MessageTypePolicyVerdict ||
+				evs[0].PolicyID != rule || evs[0].MatchType != match {
+				t.Errorf("%s: returned %d, events %+v: want allowed by rule %d, match %d", name, ret, evs, rule, match)
+			}
+		} else if ret != retTCXDrop {
+			t.Errorf("%s: returned %d, want a drop", name, ret)
+		}
+	}
+	for _, port := range []uint16{1000, 1007, 1008, 30000, 32767, 32768, 64000, 65535} {
+		check(fmt.Sprintf("TCP %d from the peer", port), peerIP, protoTCP, port, true, 11, contract.PolicyMatchL3L4)
+	}
+	for _, port := range []uint16{80, 999, 1} {
+		check(fmt.Sprintf("TCP %d from the peer", port), peerIP, protoTCP, port, false, 0, 0)
+	}
+	check("TCP 30000 from the world", world, protoTCP, 30000, false, 0, 0)
+	for _, port := range []uint16{1, 2, 80, 30000, 64000, 65535} {
+		check(fmt.Sprintf("UDP %d from the world", port), world, protoUDP, port, true, 12, contract.PolicyMatchL4Only)
+		check(fmt.Sprintf("UDP %d from the peer", port), peerIP, protoUDP, port, true, 12, contract.PolicyMatchL4Only)
+	}
+
+	// A smaller block beats the one around it, deny or allow.
+	hole := PolicyKey{EndpointID: testEP, PeerIdentity: peerID, Port: 30000, Proto: protoTCP, Direction: contract.DirectionIngress}
+	if err := d.UpsertPolicy(hole, PolicyEntry{RuleID: 13, Deny: true}); err != nil {
+		t.Fatal(err)
+	}
+	check("TCP 30000 under a deny", peerIP, protoTCP, 30000, false, 0, 0)
+	check("TCP 30001 next to the deny", peerIP, protoTCP, 30001, true, 11, contract.PolicyMatchL3L4)
+	if p, _ := counter(t, d, contract.DropPolicyDenied, contract.DirectionIngress, testEP); p != 5 {
+		t.Errorf("%d policy drops counted, want 5", p)
+	}
+
+	pol, err := d.Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pol) != 8+16+1 || pol[hole] != (PolicyEntry{RuleID: 13, Deny: true}) {
+		t.Fatalf("policy map read back: %d entries %+v", len(pol), pol)
+	}
+	for k, e := range pol {
+		if err := d.DeletePolicy(k); err != nil || (e.RuleID != 11 && e.RuleID != 12 && e.RuleID != 13) {
+			t.Fatalf("%+v %+v: %v", k, e, err)
+		}
+	}
+	if pol, err := d.Policy(); err != nil || len(pol) != 0 {
+		t.Fatalf("after deleting every key read back: %+v %v", pol, err)
+	}
+}
+
+// refLookup is the datapath's lookup by its definition: among the
+// entries of the peer, else of any peer, the one of the longest prefix
+// that matches (any protocol < any port < larger block < smaller block).
+func refLookup(entries map[PolicyKey]PolicyEntry, peer uint32, port uint16, proto uint8) (PolicyEntry, uint8, bool) {
+	for _, p := range []uint32{peer, contract.IdentityUnknown} {
+		best, bestLen := PolicyKey{}, -1
+		for k := range entries {
+			if k.PeerIdentity != p || k.Proto != 0 && k.Proto != proto {
+				continue
+			}
+			n := 0
+			if k.Proto != 0 {
+				n = 1
+			}
+			if k.Port != 0 {
+				if port < k.Port || port > k.EndPort() {
+					continue
+				}
+				n = 2 + 16 - int(k.PortWildBits)
+			}
+			if n > bestLen {
+				best, bestLen = k, n
+			}
+		}
+		if bestLen < 0 {
+			continue
+		}
+		match := map[[2]bool]uint8{
+			{false, true}: contract.PolicyMatchL3L4, {false, false}: contract.PolicyMatchL3Only,
+			{true, true}: contract.PolicyMatchL4Only, {true, false}: contract.PolicyMatchAll,
+		}[[2]bool{p == contract.IdentityUnknown, best.Proto != 0}]
+		return entries[best], match, true
+	}
+	return PolicyEntry{}, contract.PolicyMatchNone, false
+}
+
+// Random nested and disjoint port blocks, protocols and peers: the
+// programs decide every packet as refLookup does.
+func TestPrivilegedPolicyLookupMatchesReference(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	withEndpoint(t, d, EndpointInfo{PolicyIngress: true})
+	const peerID = 2000
+	if err := d.UpsertIPCache(netip.PrefixFrom(peerIP, 32), peerID); err != nil {
+		t.Fatal(err)
+	}
+	world := netip.MustParseAddr("192.0.2.9")
+	r := rand.New(rand.NewPCG(15, 2))
+	entries := map[PolicyKey]PolicyEntry{}
+	var edges []uint16
+	for len(entries) < 80 {
+		k := PolicyKey{EndpointID: testEP, Direction: contract.DirectionIngress,
+			PeerIdentity: []uint32{peerID, contract.IdentityWorld, contract.IdentityUnknown}[r.IntN(3)],
+			Proto:        []uint8{protoTCP, protoUDP, 0}[r.IntN(3)]}
+		if k.Proto != 0 && r.IntN(5) > 0 {
+			k.PortWildBits = uint8(r.IntN(16))
+			k.Port = uint16(r.IntN(65536)) &^ (uint16(1)<<k.PortWildBits - 1)
+			if k.Port == 0 {
+				k.Port = 1 << k.PortWildBits
+			}
+			edges = append(edges, k.Port-1, k.Port, k.EndPort(), k.EndPort()+1)
+		}
+		e := PolicyEntry{RuleID: uint32(100 + len(entries)), Deny: r.IntN(3) == 0}
+		if err := d.UpsertPolicy(k, e); err != nil {
+			t.Fatal(err)
+		}
+		entries[k] = e
+	}
+	denied := map[uint32]uint64{}
+	for i := range 600 {
+		port := uint16(r.IntN(65536))
+		if i%2 == 0 {
+			port = edges[r.IntN(len(edges))]
+		}
+		src, peer := peerIP, uint32(peerID)
+		if r.IntN(2) == 0 {
+			src, peer = world, contract.IdentityWorld
+		}
+		proto := []uint8{protoTCP, protoUDP}[r.IntN(2)]
+		e, match, ok := refLookup(entries, peer, port, proto)
+		p := pkt{src: src, dst: podIP, proto: proto, sport: uint16(10000 + i), dport: port, flags: tcpSYN}
+		ret := run(t, d.objs.LoupeToPod, p.build())
+		evs := drainEvents(t, d)
+		if ok && !e.Deny {
+			if ret != retTCXNext || len(evs) != 1 || evs[0].PolicyID != e.RuleID || evs[0].MatchType != match {
+				t.Fatalf("%d/%d from %d: returned %d, events %+v; want rule %d match %d", port, proto, peer, ret, evs, e.RuleID, match)
+			}
+			continue
+		}
+		if ret != retTCXDrop {
+			t.Fatalf("%d/%d from %d: returned %d, want a drop by rule %d", port, proto, peer, ret, e.RuleID)
+		}
+		denied[e.RuleID]++
+	}
+	// Drop events are rate limited; the counters say which rule denied.
+	cs, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint32]uint64{}
+	for _, c := range cs {
+		if c.Reason == contract.DropPolicyDenied {
+			got[c.RuleID] += c.Packets
+		}
+	}
+	if !maps.Equal(got, denied) {
+		t.Fatalf("drops by rule: %v, want %v", got, denied)
 	}
 }

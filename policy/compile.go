@@ -16,13 +16,6 @@ import (
 	"github.com/loupe-project/loupe/metadata"
 )
 
-// DefaultMaxRangePorts caps the expansion of one endPort range: the
-// datapath matches single ports, so a range becomes one entry per port and
-// peer. A longer range is cut to its first DefaultMaxRangePorts ports (the
-// rest is denied, never allowed: fail closed) and reported in
-// Compiled.Warnings.
-const DefaultMaxRangePorts = 1024
-
 // LocalEndpoint is one pod endpoint of this node.
 type LocalEndpoint struct {
 	ID        uint32 // datapath endpoint id
@@ -33,12 +26,14 @@ type LocalEndpoint struct {
 // Flags are an endpoint's enforcement switches.
 type Flags struct{ Ingress, Egress bool }
 
-// EntryKey is a policy-map key without the endpoint id.
+// EntryKey is a policy-map key without the endpoint id. A port names the
+// aligned block of 2^PortWildBits ports from Port (datapath.PolicyKey).
 type EntryKey struct {
-	Peer      uint32
-	Port      uint16
-	Proto     uint8
-	Direction uint8
+	Peer         uint32
+	Port         uint16
+	PortWildBits uint8
+	Proto        uint8
+	Direction    uint8
 }
 
 // EndpointEntries is one endpoint's part of the policy map. Endpoints of
@@ -62,8 +57,7 @@ type Compiled struct {
 	Endpoints map[uint32]*CompiledEndpoint
 	// IPCache is every prefix the node must know: all pods' addresses,
 	// node addresses (host or remote-node), ipBlock prefixes.
-	IPCache  map[netip.Prefix]uint32
-	Warnings []string
+	IPCache map[netip.Prefix]uint32
 	// Groups and Recomputed count the distinct (identity, ports) groups of
 	// local endpoints and how many of them this compile had to compute
 	// (the others were reused from the previous compile).
@@ -91,7 +85,7 @@ func (c *Compiled) PolicyMap() map[datapath.PolicyKey]datapath.PolicyEntry {
 }
 
 func (k EntryKey) policyKey(ep uint32) datapath.PolicyKey {
-	return datapath.PolicyKey{EndpointID: ep, PeerIdentity: k.Peer, Port: k.Port, Proto: k.Proto, Direction: k.Direction}
+	return datapath.PolicyKey{EndpointID: ep, PeerIdentity: k.Peer, Port: k.Port, PortWildBits: k.PortWildBits, Proto: k.Proto, Direction: k.Direction}
 }
 
 // Lookup is the datapath's lookup on endpoint epID's compiled entries.
@@ -107,9 +101,8 @@ func (c *Compiled) Lookup(epID, peer uint32, port uint16, proto, dir uint8) Verd
 // its previous compile: when only policies changed, endpoint groups that
 // no changed policy selects keep their entries without recomputation.
 type Compiler struct {
-	Node          string
-	Rules         *RuleTable
-	MaxRangePorts int
+	Node  string
+	Rules *RuleTable
 
 	memo *compileMemo
 }
@@ -132,7 +125,7 @@ type groupResult struct {
 
 // NewCompiler returns a compiler for node with a fresh rule table.
 func NewCompiler(node string) *Compiler {
-	return &Compiler{Node: node, Rules: NewRuleTable(), MaxRangePorts: DefaultMaxRangePorts}
+	return &Compiler{Node: node, Rules: NewRuleTable()}
 }
 
 // NewModel builds the model of snap, reusing the policies the compiler
@@ -144,15 +137,35 @@ func (c *Compiler) NewModel(snap *metadata.Snapshot) *Model {
 	return newModel(snap, c.memo.parsed)
 }
 
+// portKey is a protocol and a port block (datapath.PortBlock), or any
+// port (port 0).
 type portKey struct {
 	port  uint16
+	wild  uint8
 	proto uint8
 }
 
 type entryKey struct {
-	peer  uint32
-	port  uint16
-	proto uint8
+	peer uint32
+	portKey
+}
+
+// contains reports whether every packet that k matches, a matches too
+// (ignoring the peer): any protocol ⊇ any port of a protocol ⊇ a port
+// block ⊇ the blocks inside it. Blocks nest or are disjoint.
+func (a portKey) contains(k portKey) bool {
+	switch {
+	case a.proto == 0:
+		return true
+	case a.proto != k.proto:
+		return false
+	case a.port == 0:
+		return true
+	case k.port == 0:
+		return false
+	default:
+		return k.wild <= a.wild && k.port&^(uint16(1)<<a.wild-1) == a.port
+	}
 }
 
 // compileState holds per-snapshot caches shared by all endpoints.
@@ -165,7 +178,6 @@ type compileState struct {
 	named    map[namedKey][]uint16
 	podIPs   map[uint32][]netip.Addr
 	internID map[string]uint32
-	warnings map[string]bool
 	acc      map[entryKey][]int32 // scratch of endpoint()
 	buf      []int32
 }
@@ -239,7 +251,7 @@ func (c *Compiler) Compile(m *Model, locals []LocalEndpoint) *Compiled {
 	}
 
 	st := &compileState{c: c, m: m, ids: ids, peers: map[*peerRule][]uint32{}, idsByNS: map[string][]uint32{},
-		named: map[namedKey][]uint16{}, podIPs: map[uint32][]netip.Addr{}, internID: map[string]uint32{}, warnings: map[string]bool{}}
+		named: map[namedKey][]uint16{}, podIPs: map[uint32][]netip.Addr{}, internID: map[string]uint32{}}
 	for _, id := range ids.sorted {
 		ns := ids.pods[id][0].Namespace
 		st.idsByNS[ns] = append(st.idsByNS[ns], id)
@@ -281,10 +293,6 @@ func (c *Compiler) Compile(m *Model, locals []LocalEndpoint) *Compiled {
 		ce.Flags, ce.Entries = g.flags, g.entries
 	}
 	out.Groups = len(groups)
-	for w := range st.warnings {
-		out.Warnings = append(out.Warnings, w)
-	}
-	slices.Sort(out.Warnings)
 	parsed := make(map[*networkingv1.NetworkPolicy]*Policy, len(m.Policies))
 	for _, p := range m.Policies {
 		parsed[p.Source] = p
@@ -378,20 +386,23 @@ func (st *compileState) endpoint(entries EndpointEntries, pod *corev1.Pod, egres
 	}
 	all := entryKey{}
 	allowAll := acc[all] != nil
+	var maxWild uint8
 	for k, refs := range acc {
 		acc[k] = dedupe(refs)
+		maxWild = max(maxWild, k.wild)
 	}
-	var cov [5]entryKey
+	refine(acc)
+	var cov []entryKey
 	buf := st.buf[:0]
 	for k, refs := range acc {
 		// Report every policy that allows the packet, not only the ones of
 		// the most specific key the datapath finds.
 		buf = append(buf[:0], refs...)
-		n := covering(k, &cov)
-		for _, c := range cov[:n] {
+		cov = covering(k, maxWild, cov[:0])
+		for _, c := range cov {
 			buf = append(buf, acc[c]...)
 		}
-		if n > 0 {
+		if len(cov) > 0 {
 			buf = dedupe(buf)
 		}
 		refs := buf
@@ -399,7 +410,7 @@ func (st *compileState) endpoint(entries EndpointEntries, pod *corev1.Pod, egres
 		if len(refs) > 0 {
 			id = st.intern(refs)
 		}
-		entries[EntryKey{Peer: k.peer, Port: k.port, Proto: k.proto, Direction: dir}] = datapath.PolicyEntry{RuleID: id}
+		entries[EntryKey{Peer: k.peer, Port: k.port, PortWildBits: k.wild, Proto: k.proto, Direction: dir}] = datapath.PolicyEntry{RuleID: id}
 	}
 	if !allowAll {
 		// Nothing more specific matched: default deny, reported against
@@ -410,39 +421,78 @@ func (st *compileState) endpoint(entries EndpointEntries, pod *corev1.Pod, egres
 	return true
 }
 
-// covering puts the less specific keys the datapath would also consult
-// for k into out and returns how many.
-func covering(k entryKey, out *[5]entryKey) int {
+// refine adds, for a peer's key and an any-peer key strictly inside it
+// (a port inside the peer's range, or inside its any-protocol entry), the
+// peer's key for the inner ports. The datapath stops at the peer's entry,
+// so without it the packets of the inner ports would name only the
+// peer's policies, not the any-peer ones that allow them too. The host
+// entry is left alone: it always allows, with its own rule.
+func refine(acc map[entryKey][]int32) {
+	var inner []portKey
+	for k := range acc {
+		if k.peer == contract.IdentityUnknown && k.proto != 0 {
+			inner = append(inner, k.portKey)
+		}
+	}
+	if len(inner) == 0 {
+		return
+	}
+	var add []entryKey
+	for k := range acc {
+		if k.peer == contract.IdentityUnknown || k.peer == contract.IdentityHost {
+			continue
+		}
+		for _, in := range inner {
+			if in != k.portKey && k.contains(in) {
+				add = append(add, entryKey{k.peer, in})
+			}
+		}
+	}
+	for _, k := range add {
+		if _, ok := acc[k]; !ok {
+			acc[k] = nil
+		}
+	}
+}
+
+// covering appends to out the other keys a packet that matches k also
+// matches: for k's peer and for any peer, the port blocks around k's (up
+// to maxWild, the widest block there is), its protocol's any port, any
+// protocol.
+func covering(k entryKey, maxWild uint8, out []entryKey) []entryKey {
+	var chain [16 + 2]portKey
 	n := 0
-	add := func(c entryKey) {
-		if c != k {
-			out[n] = c
+	chain[n] = k.portKey
+	n++
+	if k.port != 0 {
+		for w := k.wild + 1; w <= maxWild; w++ {
+			first := k.port &^ (uint16(1)<<w - 1)
+			if first == 0 {
+				break // port 0 is any port: no block starts there
+			}
+			chain[n] = portKey{first, w, k.proto}
 			n++
 		}
-	}
-	if k.peer != contract.IdentityUnknown {
-		if k.port != 0 {
-			add(entryKey{k.peer, 0, k.proto})
-		}
-		if k.proto != 0 {
-			add(entryKey{k.peer, 0, 0})
-		}
-		if k.port != 0 {
-			add(entryKey{0, k.port, k.proto})
-		}
-		if k.proto != 0 {
-			add(entryKey{0, 0, k.proto})
-		}
-		add(entryKey{})
-		return n
-	}
-	if k.port != 0 {
-		add(entryKey{0, 0, k.proto})
+		chain[n] = portKey{proto: k.proto}
+		n++
 	}
 	if k.proto != 0 {
-		add(entryKey{})
+		chain[n] = portKey{}
+		n++
 	}
-	return n
+	peers := [2]uint32{k.peer, contract.IdentityUnknown}
+	np := 2
+	if k.peer == contract.IdentityUnknown {
+		np = 1
+	}
+	for _, p := range peers[:np] {
+		for _, pk := range chain[:n] {
+			if c := (entryKey{p, pk}); c != k {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
 
 func dedupe(s []int32) []int32 {
@@ -477,10 +527,6 @@ func (st *compileState) refsOf(idx []int32) []Ref {
 	return out
 }
 
-func (st *compileState) warn(format string, args ...any) {
-	st.warnings[fmt.Sprintf(format, args...)] = true
-}
-
 // rule adds one rule's keys.
 func (st *compileState) rule(acc map[entryKey][]int32, r *rule, self *corev1.Pod, egress bool, pi int32) {
 	var peers []uint32
@@ -502,9 +548,9 @@ func (st *compileState) rule(acc map[entryKey][]int32, r *rule, self *corev1.Pod
 	for i := range r.ports {
 		pr := &r.ports[i]
 		if pr.name == "" {
-			for _, pk := range st.expand(pr) {
+			for _, pk := range expand(pr) {
 				for _, p := range peers {
-					add(entryKey{p, pk.port, pk.proto})
+					add(entryKey{p, pk})
 				}
 			}
 			continue
@@ -513,7 +559,7 @@ func (st *compileState) rule(acc map[entryKey][]int32, r *rule, self *corev1.Pod
 			// Ingress: the destination is the pod itself.
 			for _, port := range namedPorts(self, pr.name, pr.proto) {
 				for _, p := range peers {
-					add(entryKey{p, port, uint8(pr.proto)})
+					add(entryKey{p, portKey{port: port, proto: uint8(pr.proto)}})
 				}
 			}
 			continue
@@ -525,7 +571,7 @@ func (st *compileState) rule(acc map[entryKey][]int32, r *rule, self *corev1.Pod
 		}
 		for _, p := range dsts {
 			for _, port := range st.namedOnIdentity(p, pr.name, pr.proto) {
-				add(entryKey{p, port, uint8(pr.proto)})
+				add(entryKey{p, portKey{port: port, proto: uint8(pr.proto)}})
 			}
 		}
 	}
@@ -554,25 +600,20 @@ func (st *compileState) namedOnIdentity(id uint32, name string, proto Proto) []u
 	return out
 }
 
-func (st *compileState) expand(pr *portRule) []portKey {
+// expand gives a numeric port rule's keys: any port, one port, or the
+// fewest aligned blocks that make up its endPort range exactly.
+func expand(pr *portRule) []portKey {
+	proto := uint8(pr.proto)
 	if pr.port == 0 {
-		return []portKey{{0, uint8(pr.proto)}}
+		return []portKey{{proto: proto}}
 	}
 	if pr.endPort == 0 {
-		return []portKey{{pr.port, uint8(pr.proto)}}
+		return []portKey{{port: pr.port, proto: proto}}
 	}
-	last := int(pr.endPort)
-	maxPorts := st.c.MaxRangePorts
-	if maxPorts <= 0 {
-		maxPorts = DefaultMaxRangePorts
-	}
-	if last-int(pr.port)+1 > maxPorts {
-		st.warn("port range %d-%d/%s cut to %d ports (%d-%d): the rest is denied", pr.port, pr.endPort, pr.proto, maxPorts, pr.port, int(pr.port)+maxPorts-1)
-		last = int(pr.port) + maxPorts - 1
-	}
-	out := make([]portKey, 0, last-int(pr.port)+1)
-	for p := int(pr.port); p <= last; p++ {
-		out = append(out, portKey{uint16(p), uint8(pr.proto)})
+	blocks := datapath.PortBlocks(pr.port, pr.endPort)
+	out := make([]portKey, len(blocks))
+	for i, b := range blocks {
+		out[i] = portKey{b.Port, b.WildBits, proto}
 	}
 	return out
 }

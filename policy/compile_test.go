@@ -83,6 +83,40 @@ func allowedByRefs(rs []RuleRef) []Ref {
 	return slices.Compact(out)
 }
 
+// compiledCell looks one new connection up in the compiled entries as the
+// datapath does, checks that enforcement and the policies each rule id
+// names agree with the model, and returns whether it is allowed.
+func compiledCell(t *testing.T, nodes map[string]*nodeView, m *Model, from, to string, port uint16, proto Proto) bool {
+	t.Helper()
+	fns, fname, _ := strings.Cut(from, "/")
+	tns, tname, _ := strings.Cut(to, "/")
+	fe, _ := m.PodEndpoint(fns, fname)
+	te, _ := m.PodEndpoint(tns, tname)
+	eg, in, egOn, inOn := datapathVerdict(nodes, m, from, to, port, proto)
+	d := m.Allowed(fe, te, port, proto)
+	if egOn != d.Egress.Enforced || inOn != d.Ingress.Enforced {
+		t.Errorf("%s -> %s %d/%s: enforcement egress %v ingress %v, model %v %v", from, to, port, proto, egOn, inOn, d.Egress.Enforced, d.Ingress.Enforced)
+	}
+	check := func(side string, v Verdict, s Side, rules *RuleTable) {
+		if !s.Enforced {
+			return
+		}
+		if v.Allowed != s.Allowed {
+			t.Errorf("%s -> %s %d/%s %s: compiled allowed=%v, model %v", from, to, port, proto, side, v.Allowed, s.Allowed)
+		}
+		want := s.IsolatedBy
+		if s.Allowed {
+			want = allowedByRefs(s.AllowedBy)
+		}
+		if got := refsString(rules.Refs(v.RuleID)); got != refsString(want) {
+			t.Errorf("%s -> %s %d/%s %s: rule %d names %q, model %q", from, to, port, proto, side, v.RuleID, got, refsString(want))
+		}
+	}
+	check("egress", eg, d.Egress, nodes[fe.Pod.Spec.NodeName].rules)
+	check("ingress", in, d.Ingress, nodes[te.Pod.Spec.NodeName].rules)
+	return eg.Allowed && in.Allowed
+}
+
 // The compiled entries, looked up the way the datapath does, give the same
 // table as the model and the expected table, and name the same policies.
 func TestCompiledScenarios(t *testing.T) {
@@ -95,38 +129,13 @@ func TestCompiledScenarios(t *testing.T) {
 			got := map[cell]bool{}
 			for _, from := range modelPods() {
 				for _, to := range modelPods() {
-					if from == to {
-						for _, pp := range modelPorts {
-							got[cell{from, to, pp}] = true
-						}
-						continue
-					}
-					fns, fname, _ := strings.Cut(from, "/")
-					tns, tname, _ := strings.Cut(to, "/")
-					fe, _ := m.PodEndpoint(fns, fname)
-					te, _ := m.PodEndpoint(tns, tname)
 					for _, pp := range modelPorts {
+						if from == to {
+							got[cell{from, to, pp}] = true
+							continue
+						}
 						proto, _ := ParseProto(pp.proto)
-						eg, in, egOn, inOn := datapathVerdict(nodes, m, from, to, uint16(pp.port), proto)
-						got[cell{from, to, pp}] = eg.Allowed && in.Allowed
-						d := m.Allowed(fe, te, uint16(pp.port), proto)
-						if egOn != d.Egress.Enforced || inOn != d.Ingress.Enforced {
-							t.Errorf("%s -> %s %s: enforcement egress %v ingress %v, model %v %v", from, to, pp, egOn, inOn, d.Egress.Enforced, d.Ingress.Enforced)
-						}
-						check := func(side string, v Verdict, s Side, rules *RuleTable) {
-							if !s.Enforced {
-								return
-							}
-							want := s.IsolatedBy
-							if s.Allowed {
-								want = allowedByRefs(s.AllowedBy)
-							}
-							if got := refsString(rules.Refs(v.RuleID)); got != refsString(want) {
-								t.Errorf("%s -> %s %s %s: rule %d names %q, model %q", from, to, pp, side, v.RuleID, got, refsString(want))
-							}
-						}
-						check("egress", eg, d.Egress, nodes[fe.Pod.Spec.NodeName].rules)
-						check("ingress", in, d.Ingress, nodes[te.Pod.Spec.NodeName].rules)
+						got[cell{from, to, pp}] = compiledCell(t, nodes, m, from, to, uint16(pp.port), proto)
 					}
 				}
 			}
@@ -134,6 +143,75 @@ func TestCompiledScenarios(t *testing.T) {
 				t.Errorf("compiled datapath disagrees with the expected table:\n%s", d)
 			}
 		})
+	}
+}
+
+// endPort ranges compile to exactly their ports, however wide: every port
+// of 1000-65535 and 1-65535 and none outside, with the policies named as
+// the model names them, also where a peer's range holds an any-peer port
+// or an any-peer range holds a peer's port.
+func TestCompiledPortRanges(t *testing.T) {
+	c := newTestCluster(t, np("x", "tcp-range-from-b", `podSelector: {matchLabels: {pod: a}}
+ingress:
+- from:
+  - podSelector: {matchLabels: {pod: b}}
+  ports:
+  - {port: 1000, endPort: 65535, protocol: TCP}`)+np("x", "udp-all-ports", `podSelector: {matchLabels: {pod: a}}
+ingress:
+- ports:
+  - {port: 1, endPort: 65535, protocol: UDP}`)+np("x", "tcp-30000-from-any", `podSelector: {matchLabels: {pod: a}}
+ingress:
+- ports:
+  - {port: 30000, protocol: TCP}
+  - {port: 40000, endPort: 40010, protocol: TCP}`)+np("x", "udp-80-from-c", `podSelector: {matchLabels: {pod: a}}
+ingress:
+- from:
+  - podSelector: {matchLabels: {pod: c}}
+  ports:
+  - {port: 80, protocol: UDP}`)+np("y", "egress-all-ports", `podSelector: {matchLabels: {pod: a}}
+policyTypes: [Egress]
+egress:
+- to:
+  - namespaceSelector: {matchLabels: {ns: x}}
+  ports:
+  - {port: 1, endPort: 65535, protocol: TCP}
+- to:
+  - namespaceSelector: {matchLabels: {ns: x}}`))
+	m := NewModel(c.snap)
+	if len(m.Errors) > 0 {
+		t.Fatal(m.Errors)
+	}
+	nodes := compileNodes(t, m)
+	ports := []uint16{1, 2, 79, 80, 81, 999, 1000, 1001, 1007, 1008, 1023, 1024, 29999, 30000, 30001,
+		32767, 32768, 39999, 40000, 40010, 40011, 64000, 65534, 65535}
+	for _, from := range []string{"x/b", "x/c", "y/a", "z/b"} {
+		for _, to := range []string{"x/a", "x/b"} {
+			for _, port := range ports {
+				for _, proto := range []Proto{TCP, UDP} {
+					compiledCell(t, nodes, m, from, to, port, proto)
+				}
+			}
+		}
+	}
+	for _, tc := range []struct {
+		from  string
+		port  uint16
+		proto Proto
+		want  bool
+	}{
+		{"x/b", 30000, TCP, true}, {"x/b", 64000, TCP, true}, {"x/b", 65535, TCP, true},
+		{"x/b", 80, TCP, false}, {"x/b", 999, TCP, false},
+		{"x/c", 30000, TCP, true}, {"x/c", 30001, TCP, false}, {"x/c", 64000, TCP, false},
+		{"z/b", 1, UDP, true}, {"z/b", 65535, UDP, true},
+		{"y/a", 30000, TCP, true}, {"y/a", 80, TCP, false}, {"y/a", 40005, TCP, true},
+	} {
+		if got := compiledCell(t, nodes, m, tc.from, "x/a", tc.port, tc.proto); got != tc.want {
+			t.Errorf("%s -> x/a %d/%s: allowed=%v, want %v", tc.from, tc.port, tc.proto, got, tc.want)
+		}
+	}
+	// Eight blocks for 1000-65535 and sixteen for 1-65535, not a key per port.
+	if n := nodes[m.Pod("x", "a").Spec.NodeName].c.Endpoints[nodes[m.Pod("x", "a").Spec.NodeName].epOf["x/a"]].Entries; len(n) > 100 {
+		t.Errorf("x/a has %d entries", len(n))
 	}
 }
 

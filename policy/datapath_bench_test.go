@@ -39,7 +39,7 @@ func tcpPacket(src, dst string, sport, dport uint16, flags byte, payload int) []
 // Per-packet cost of policy in the datapath, in one run: an established
 // connection without policy and with 1,000 rules on the endpoint (both
 // directions enforced), and the worst case of a new connection that walks
-// all six lookups and is denied. The throughput ratio is
+// both policy lookups and is denied. The throughput ratio is
 // no-policy ns / policy ns (target >= 0.95).
 func BenchmarkPrivilegedPolicyPerPacket(b *testing.B) {
 	if os.Geteuid() != 0 {

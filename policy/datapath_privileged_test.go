@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -84,7 +85,9 @@ func packet(src, dst string, proto uint8, sport, dport uint16) []byte {
 // SCTP rules, which the lab cannot probe (no SCTP sockets on this
 // kernel), go through the real programs with crafted packets: policies
 // compiled and written by the engine into a freshly loaded datapath.
-func TestPrivilegedSCTPThroughDatapath(t *testing.T) {
+// loadDatapath loads a fresh datapath and its two tc programs by pin name.
+func loadDatapath(t *testing.T) (*datapath.Datapath, map[string]*ebpf.Program) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -109,6 +112,11 @@ func TestPrivilegedSCTPThroughDatapath(t *testing.T) {
 		t.Cleanup(func() { p.Close() })
 		progs[name] = p
 	}
+	return dp, progs
+}
+
+func TestPrivilegedSCTPThroughDatapath(t *testing.T) {
+	dp, progs := loadDatapath(t)
 
 	c := newTestCluster(t, np("x", "sctp-from-b", `podSelector: {matchLabels: {pod: a}}
 policyTypes: [Ingress, Egress]
@@ -191,5 +199,95 @@ egress:
 	}
 	if drops != 7 {
 		t.Errorf("%d policy drops counted, want 7", drops)
+	}
+}
+
+// endPort ranges of any width, compiled and written by the engine, through
+// the real programs: 1000-65535 and 1-65535 pass exactly their ports, as
+// the model and the Go mirror of the lookup say.
+func TestPrivilegedPortRangesThroughDatapath(t *testing.T) {
+	dp, progs := loadDatapath(t)
+	c := newTestCluster(t, np("x", "tcp-1000-up-from-b", `podSelector: {matchLabels: {pod: a}}
+policyTypes: [Ingress, Egress]
+ingress:
+- from:
+  - podSelector: {matchLabels: {pod: b}}
+  ports:
+  - {port: 1000, endPort: 65535, protocol: TCP}
+- ports:
+  - {port: 1, endPort: 65535, protocol: UDP}
+egress:
+- to:
+  - podSelector: {matchLabels: {pod: c}}
+  ports:
+  - {port: 1, endPort: 65535, protocol: TCP}`))
+	xa := c.snap.Pods[0]
+	ep := &loEndpoint{dp: dp, st: EndpointState{ID: 7, Ifindex: 1, Namespace: "x", Name: "a", Identity: contract.IdentityInit},
+		ip: netip.MustParseAddr(c.ip("x/a"))}
+	eng := NewEngine(EngineConfig{Node: xa.Spec.NodeName, Datapath: dp, Endpoints: ep})
+	st, err := eng.Apply(c.snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ep.st.Flags.Ingress || !ep.st.Flags.Egress || st.Entries > 100 {
+		t.Fatalf("enforcement %+v, %d entries", ep.st, st.Entries)
+	}
+	pol, err := dp.Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipc, err := dp.IPCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewModel(c.snap)
+	const next, drop = 0xffffffff, 2
+	want := map[string]bool{ // the issue's ports, and the model's
+		"ingress x/b 30000/6": true, "ingress x/b 64000/6": true, "ingress x/b 80/6": false,
+		"ingress x/c 30000/6": false, "ingress x/c 1/17": true, "ingress x/c 65535/17": true,
+		"egress x/c 1/6": true, "egress x/c 30000/6": true, "egress x/c 65535/6": true, "egress x/b 30000/6": false,
+	}
+	ports := []uint16{1, 2, 80, 999, 1000, 1001, 1023, 1024, 30000, 32767, 32768, 64000, 65535}
+	for i := range 40 {
+		ports = append(ports, uint16(1+i*1637))
+	}
+	sport := uint16(10000)
+	for _, peer := range []string{"x/b", "x/c", "y/a"} {
+		for _, port := range ports {
+			for _, proto := range []uint8{6, 17} {
+				for _, egress := range []bool{false, true} {
+					sport++
+					prog, dir, pkt := datapath.PinTCXEgress, contract.DirectionIngress, packet(c.ip(peer), c.ip("x/a"), proto, sport, port)
+					src, dst := m.AddrEndpoint(netip.MustParseAddr(c.ip(peer))), m.AddrEndpoint(ep.ip)
+					if egress {
+						prog, dir, pkt = datapath.PinTCXIngress, contract.DirectionEgress, packet(c.ip("x/a"), c.ip(peer), proto, sport, port)
+						src, dst = dst, src
+					}
+					name := fmt.Sprintf("%s %s %d/%d", map[bool]string{false: "ingress", true: "egress"}[egress], peer, port, proto)
+					ret, err := progs[prog].Run(&ebpf.RunOptions{Data: pkt})
+					if err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+					if ret != next && ret != drop {
+						t.Fatalf("%s: returned %#x", name, ret)
+					}
+					allowed := ret == next
+					if d := m.Allowed(src, dst, port, Proto(proto)); d.Allowed != allowed {
+						t.Errorf("%s: datapath allowed=%v, model %v (%s)", name, allowed, d.Allowed, d.Reason)
+					}
+					peerID := IPCacheLookup(ipc, netip.MustParseAddr(c.ip(peer)))
+					if v := Lookup(pol, 7, peerID, port, proto, dir); v.Allowed != allowed {
+						t.Errorf("%s: datapath allowed=%v, Lookup %+v", name, allowed, v)
+					}
+					if w, ok := want[name]; ok && w != allowed {
+						t.Errorf("%s: allowed=%v, want %v", name, allowed, w)
+					}
+					delete(want, name)
+				}
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("not run: %v", want)
 	}
 }

@@ -191,7 +191,7 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 				m = EndpointEntries{}
 				e.applied[k.EndpointID] = m
 			}
-			m[EntryKey{Peer: k.PeerIdentity, Port: k.Port, Proto: k.Proto, Direction: k.Direction}] = v
+			m[EntryKey{Peer: k.PeerIdentity, Port: k.Port, PortWildBits: k.PortWildBits, Proto: k.Proto, Direction: k.Direction}] = v
 		}
 		e.ipcache = map[netip.Prefix]uint32{}
 		for p, id := range ipc {
@@ -211,9 +211,6 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 	e.noteInvalid(m)
 	c := e.comp.Compile(m, locals)
 	st.Compile = time.Since(start)
-	for _, w := range c.Warnings {
-		e.log.Warn("network policy compiled with a limit", "warning", w)
-	}
 	wantIPC := make(map[netip.Prefix]uint32, len(c.IPCache))
 	for p, id := range c.IPCache {
 		if !e.cfg.Endpoints.OwnsPrefix(p) {

@@ -35,6 +35,9 @@ func (d *memDatapath) after() {
 }
 
 func (d *memDatapath) UpsertPolicy(k datapath.PolicyKey, e datapath.PolicyEntry) error {
+	if err := k.Validate(); err != nil {
+		return err // the kernel map could not hold it either
+	}
 	d.policy[k] = e
 	d.after()
 	return nil

@@ -44,6 +44,13 @@ func buildBinaries(t *testing.T) string {
 
 func newPolicyLab(t *testing.T) *policyLab {
 	t.Helper()
+	return newPolicyLabWith(t, modelYAML())
+}
+
+// newPolicyLabWith brings a two-node lab up with the given namespaces and
+// pods.
+func newPolicyLabWith(t *testing.T, manifests string) *policyLab {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -58,7 +65,7 @@ func newPolicyLab(t *testing.T) *policyLab {
 		}
 	})
 	model := filepath.Join(t.TempDir(), "model.yaml")
-	if err := os.WriteFile(model, []byte(modelYAML()), 0o644); err != nil {
+	if err := os.WriteFile(model, []byte(manifests), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	l.must("up", "--name", l.name, "--nodes", "2", "-f", model)
@@ -276,4 +283,120 @@ func revertDocs(mutate string) string {
 		b.WriteString(podDoc(p.Namespace, p.Name, "pod: "+p.Name))
 	}
 	return b.String()
+}
+
+// rangeLabYAML: app=srv serves 80, 30000 and 64000 over TCP and UDP, so
+// ports far inside wide endPort ranges can be probed; app=cli and
+// app=other are clients.
+const rangeLabYAML = `apiVersion: v1
+kind: Namespace
+metadata: {name: r, labels: {ns: r}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: srv, namespace: r, labels: {app: srv}}
+spec:
+  containers:
+  - name: srv
+    ports:
+    - {containerPort: 80, protocol: TCP}
+    - {containerPort: 30000, protocol: TCP}
+    - {containerPort: 64000, protocol: TCP}
+    - {containerPort: 80, protocol: UDP}
+    - {containerPort: 30000, protocol: UDP}
+    - {containerPort: 64000, protocol: UDP}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cli, namespace: r, labels: {app: cli}}
+spec:
+  containers:
+  - name: cli
+    ports:
+    - {containerPort: 8080, protocol: TCP}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: r, labels: {app: other}}
+spec:
+  containers:
+  - name: other
+    ports:
+    - {containerPort: 8080, protocol: TCP}
+---
+`
+
+// The issue's case on a live lab: TCP 1000-65535 from app=cli to app=srv
+// (and UDP 1-65535 from anyone; cli's egress TCP and UDP 1-65535 to srv
+// only). `loupe lab probe` reaches exactly the ports the ranges hold, and
+// the first line of `loupe policy explain` says the same.
+func TestPrivilegedLabEndPortRanges(t *testing.T) {
+	l := newPolicyLabWith(t, rangeLabYAML)
+	cases := []struct {
+		from, to    string
+		port        int
+		proto       string
+		wantAllowed bool
+	}{
+		{"r/cli", "r/srv", 30000, "TCP", true},
+		{"r/cli", "r/srv", 64000, "TCP", true},
+		{"r/cli", "r/srv", 80, "TCP", false},
+		{"r/cli", "r/srv", 80, "UDP", true},
+		{"r/cli", "r/srv", 30000, "UDP", true},
+		{"r/cli", "r/srv", 64000, "UDP", true},
+		{"r/other", "r/srv", 30000, "TCP", false},
+		{"r/other", "r/srv", 64000, "UDP", true},
+		{"r/cli", "r/other", 8080, "TCP", false},
+	}
+	probe := func(from, to string, port int, proto, timeout string) bool {
+		_, _, code := l.run("probe", "--from", from, "--to", to, "--port", fmt.Sprint(port), "--protocol", proto, "--timeout", timeout)
+		return code == 0
+	}
+	// Without policy every case connects: a refusal below is policy's.
+	for _, tc := range cases {
+		if !probe(tc.from, tc.to, tc.port, tc.proto, "2s") && !probe(tc.from, tc.to, tc.port, tc.proto, "5s") {
+			t.Fatalf("%s -> %s %d/%s: no connection without policy\n%s", tc.from, tc.to, tc.port, tc.proto, l.logs())
+		}
+	}
+	l.must("apply", "-f", l.file("ranges.yaml", np("r", "srv-ranges", `podSelector: {matchLabels: {app: srv}}
+ingress:
+- from:
+  - podSelector: {matchLabels: {app: cli}}
+  ports:
+  - {port: 1000, endPort: 65535, protocol: TCP}
+- ports:
+  - {port: 1, endPort: 65535, protocol: UDP}`)+np("r", "cli-egress", `podSelector: {matchLabels: {app: cli}}
+policyTypes: [Egress]
+egress:
+- to:
+  - podSelector: {matchLabels: {app: srv}}
+  ports:
+  - {port: 1, endPort: 65535, protocol: TCP}
+  - {port: 1, endPort: 65535, protocol: UDP}`)))
+	manifests := filepath.Join(l.dir, "manifests")
+	for _, tc := range cases {
+		name := fmt.Sprintf("%s -> %s %d/%s", tc.from, tc.to, tc.port, tc.proto)
+		got := probe(tc.from, tc.to, tc.port, tc.proto, "2s")
+		if !got && tc.wantAllowed {
+			// A shared machine sometimes misses a probe's timeout.
+			got = probe(tc.from, tc.to, tc.port, tc.proto, "5s")
+			t.Logf("re-probed %s: connected=%v", name, got)
+		}
+		if got != tc.wantAllowed {
+			t.Errorf("%s: lab probe connected=%v, want %v", name, got, tc.wantAllowed)
+		}
+		out, errs, code := l.loupeCmd("policy", "explain", "--manifests-dir", manifests,
+			"--from", tc.from, "--to", tc.to, "--port", fmt.Sprint(tc.port), "--protocol", tc.proto)
+		if code != 0 {
+			t.Fatalf("%s: policy explain exit %d: %s", name, code, errs)
+		}
+		first, _, _ := strings.Cut(out, "\n")
+		want := ": DENIED"
+		if tc.wantAllowed {
+			want = ": ALLOWED"
+		}
+		if !strings.HasSuffix(first, want) {
+			t.Errorf("%s: policy explain says %q, want it to end in %q\n%s", name, first, want, out)
+		}
+	}
 }

@@ -14,33 +14,57 @@ type Verdict struct {
 	Match   uint8
 }
 
-// lookupStep is one key the datapath tries, and the match type it reports.
+// lookupStep is one key the datapath can match, and the match type it
+// reports.
 type lookupStep struct {
 	peer  uint32
 	port  uint16
+	wild  uint8
 	proto uint8
 	match uint8
 }
 
+// maxLookupSteps: per peer (the packet's, then any), 16 port blocks, any
+// port, any protocol.
+const maxLookupSteps = 2 * (16 + 2)
+
 // lookupSteps is the datapath's lookup order (datapath/bpf/policy.h), most
-// specific first.
-func lookupSteps(peer uint32, port uint16, proto uint8) [6]lookupStep {
-	return [6]lookupStep{
-		{peer, port, proto, contract.PolicyMatchL3L4},
-		{peer, 0, proto, contract.PolicyMatchL3L4},
-		{peer, 0, 0, contract.PolicyMatchL3Only},
-		{contract.IdentityUnknown, port, proto, contract.PolicyMatchL4Only},
-		{contract.IdentityUnknown, 0, proto, contract.PolicyMatchL4Only},
-		{contract.IdentityUnknown, 0, 0, contract.PolicyMatchAll},
+// specific first: its two LPM lookups, each spelled out as the keys the
+// trie can match, longest prefix first (the blocks of 1, 2, 4 … 32,768
+// ports around port, the protocol's any port, any protocol).
+func lookupSteps(peer uint32, port uint16, proto uint8) ([maxLookupSteps]lookupStep, int) {
+	var out [maxLookupSteps]lookupStep
+	n := 0
+	for _, p := range [2]uint32{peer, contract.IdentityUnknown} {
+		var l4, l3 uint8 = contract.PolicyMatchL3L4, contract.PolicyMatchL3Only
+		if p == contract.IdentityUnknown {
+			l4, l3 = contract.PolicyMatchL4Only, contract.PolicyMatchAll
+		}
+		if proto != 0 {
+			for w := uint8(0); port != 0 && w < 16; w++ {
+				first := port &^ (uint16(1)<<w - 1)
+				if first == 0 {
+					break // port 0 is any port: no block starts there
+				}
+				out[n] = lookupStep{p, first, w, proto, l4}
+				n++
+			}
+			out[n] = lookupStep{p, 0, 0, proto, l4}
+			n++
+		}
+		out[n] = lookupStep{p, 0, 0, 0, l3}
+		n++
 	}
+	return out, n
 }
 
 // Lookup does what the datapath's policy_lookup does (datapath/bpf/policy.h)
-// on a whole policy map: the most specific of six keys decides, no key
-// means deny with rule 0.
+// on a whole policy map: the longest prefix of the peer's entries decides,
+// else that of any peer's; no key means deny with rule 0.
 func Lookup(entries map[datapath.PolicyKey]datapath.PolicyEntry, epID, peer uint32, port uint16, proto, dir uint8) Verdict {
-	for _, s := range lookupSteps(peer, port, proto) {
-		if e, ok := entries[datapath.PolicyKey{EndpointID: epID, PeerIdentity: s.peer, Port: s.port, Proto: s.proto, Direction: dir}]; ok {
+	steps, n := lookupSteps(peer, port, proto)
+	for _, s := range steps[:n] {
+		if e, ok := entries[datapath.PolicyKey{EndpointID: epID, PeerIdentity: s.peer, Port: s.port, PortWildBits: s.wild, Proto: s.proto, Direction: dir}]; ok {
 			return Verdict{Allowed: !e.Deny, RuleID: e.RuleID, Match: s.match}
 		}
 	}
@@ -65,8 +89,9 @@ func IPCacheLookup(ipcache map[netip.Prefix]uint32, a netip.Addr) uint32 {
 
 // lookupEntries is Lookup on one endpoint's entries.
 func lookupEntries(entries EndpointEntries, peer uint32, port uint16, proto, dir uint8) Verdict {
-	for _, s := range lookupSteps(peer, port, proto) {
-		if e, ok := entries[EntryKey{Peer: s.peer, Port: s.port, Proto: s.proto, Direction: dir}]; ok {
+	steps, n := lookupSteps(peer, port, proto)
+	for _, s := range steps[:n] {
+		if e, ok := entries[EntryKey{Peer: s.peer, Port: s.port, PortWildBits: s.wild, Proto: s.proto, Direction: dir}]; ok {
 			return Verdict{Allowed: !e.Deny, RuleID: e.RuleID, Match: s.match}
 		}
 	}

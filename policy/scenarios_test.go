@@ -586,6 +586,43 @@ ingress:
 		expect: allAllowed().deny("*", "x/a").set("*", "x/a", "80/TCP,81/TCP,81/UDP", true),
 	},
 	{
+		// Ranges far wider than the probed ports: 80 and 81 are outside
+		// 1000-65535 and inside 1-65535.
+		name: "endPort-wide-ranges",
+		policies: static(np("x", "tcp-1000-up-from-b", `podSelector: {matchLabels: {pod: a}}
+ingress:
+- from:
+  - podSelector: {matchLabels: {pod: b}}
+  ports:
+  - {port: 1000, endPort: 65535, protocol: TCP}`), np("x", "udp-all-ports", `podSelector: {matchLabels: {pod: a}}
+ingress:
+- ports:
+  - {port: 1, endPort: 65535, protocol: UDP}`)),
+		expect: allAllowed().deny("*", "x/a").set("*", "x/a", "UDP", true),
+	},
+	{
+		// A peer's range (or all its ports) holds a port any peer may
+		// use: both policies allow the packets of that port.
+		name: "peer-range-holds-any-peer-port",
+		policies: static(np("x", "tcp-all-from-y", `podSelector: {matchLabels: {pod: b}}
+ingress:
+- from:
+  - namespaceSelector: {matchLabels: {ns: "y"}}
+  ports:
+  - {port: 1, endPort: 65535, protocol: TCP}`), np("x", "tcp-81-from-any", `podSelector: {matchLabels: {pod: b}}
+ingress:
+- ports:
+  - {port: 81, protocol: TCP}`), np("x", "all-from-z", `podSelector: {matchLabels: {pod: c}}
+ingress:
+- from:
+  - namespaceSelector: {matchLabels: {ns: "z"}}`), np("x", "udp-80-from-any", `podSelector: {matchLabels: {pod: c}}
+ingress:
+- ports:
+  - {port: 80, protocol: UDP}`)),
+		expect: allAllowed().deny("*", "x/b").set("y/*", "x/b", "TCP", true).set("*", "x/b", "81/TCP", true).
+			deny("*", "x/c").allow("z/*", "x/c").set("*", "x/c", "80/UDP", true),
+	},
+	{
 		name: "egress-endPort-range-to-namespace",
 		policies: static(np("y", "egress-range", `podSelector: {}
 policyTypes: [Egress]
