@@ -131,37 +131,9 @@ func startProc(t *testing.T, logf string, name string, args ...string) {
 // cluster with the agent's and the relay's service-account tokens: the
 // ClusterRoles are enough for every informer, and no more.
 func TestRealAPIServerMetadataWithInstallRBAC(t *testing.T) {
-	apiserver := testtools.Kubernetes(t, "kube-apiserver")
-	etcd := testtools.OnPath(t, "etcd", "etcd-server")
-	dir := t.TempDir()
-	ca, serving, admin, saKey := writePKI(t, dir)
-	ep, pp, ap := freePort(t), freePort(t), freePort(t)
-	startProc(t, filepath.Join(dir, "etcd.log"), etcd, "--name", "t", "--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", ep), "--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", ep),
-		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pp), "--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pp),
-		"--initial-cluster", fmt.Sprintf("t=http://127.0.0.1:%d", pp))
-	startProc(t, filepath.Join(dir, "apiserver.log"), apiserver, fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", ep),
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ap), "--advertise-address=127.0.0.1",
-		"--tls-cert-file="+serving.cert, "--tls-private-key-file="+serving.key, "--client-ca-file="+ca.cert,
-		"--service-account-key-file="+saKey, "--service-account-signing-key-file="+saKey,
-		"--service-account-issuer=https://kubernetes.default.svc", "--service-cluster-ip-range=10.96.0.0/16",
-		"--authorization-mode=RBAC", "--cert-dir="+filepath.Join(dir, "certs"))
-
-	base := &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", ap), TLSClientConfig: rest.TLSClientConfig{CAFile: ca.cert}}
-	adminCfg := rest.CopyConfig(base)
-	adminCfg.CertFile, adminCfg.KeyFile = admin.cert, admin.key
-	cs, err := kubernetes.NewForConfig(adminCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, cs := startAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := poll(90*time.Second, func() error {
-		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err
-	}); err != nil {
-		t.Fatalf("the API server did not get ready: %v", err)
-	}
 
 	// install/'s ServiceAccounts and RBAC, as kubectl apply would create them.
 	objs, err := install.Objects(install.Kubernetes, "kubernetes")
@@ -299,4 +271,43 @@ func (s *recordSink) get(key string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.peers[key]
+}
+
+// startAPIServer runs etcd and the real kube-apiserver on loopback and
+// returns, once it is ready, a config that trusts its CA (no credentials)
+// and an admin client.
+func startAPIServer(t *testing.T) (*rest.Config, kubernetes.Interface) {
+	t.Helper()
+	apiserver := testtools.Kubernetes(t, "kube-apiserver")
+	etcd := testtools.OnPath(t, "etcd", "etcd-server")
+	dir := t.TempDir()
+	ca, serving, admin, saKey := writePKI(t, dir)
+	ep, pp, ap := freePort(t), freePort(t), freePort(t)
+	startProc(t, filepath.Join(dir, "etcd.log"), etcd, "--name", "t", "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", ep), "--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", ep),
+		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pp), "--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pp),
+		"--initial-cluster", fmt.Sprintf("t=http://127.0.0.1:%d", pp))
+	startProc(t, filepath.Join(dir, "apiserver.log"), apiserver, fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", ep),
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ap), "--advertise-address=127.0.0.1",
+		"--tls-cert-file="+serving.cert, "--tls-private-key-file="+serving.key, "--client-ca-file="+ca.cert,
+		"--service-account-key-file="+saKey, "--service-account-signing-key-file="+saKey,
+		"--service-account-issuer=https://kubernetes.default.svc", "--service-cluster-ip-range=10.96.0.0/16",
+		"--authorization-mode=RBAC", "--cert-dir="+filepath.Join(dir, "certs"))
+
+	base := &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", ap), TLSClientConfig: rest.TLSClientConfig{CAFile: ca.cert}}
+	adminCfg := rest.CopyConfig(base)
+	adminCfg.CertFile, adminCfg.KeyFile = admin.cert, admin.key
+	cs, err := kubernetes.NewForConfig(adminCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := poll(90*time.Second, func() error {
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	}); err != nil {
+		t.Fatalf("the API server did not get ready: %v", err)
+	}
+	return base, cs
 }

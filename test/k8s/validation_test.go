@@ -2,7 +2,6 @@ package k8s
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,11 +13,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
-	"github.com/loupe-project/loupe/internal/testtools"
 	loupepolicy "github.com/loupe-project/loupe/policy"
 )
 
@@ -33,7 +29,7 @@ func TestPrivilegedAPIServerNetworkPolicyValidation(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no validation cases: %v", err)
 	}
-	cs := startAPIServer(t)
+	_, cs := startAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{}); err != nil {
@@ -83,41 +79,4 @@ func TestPrivilegedAPIServerNetworkPolicyValidation(t *testing.T) {
 			t.Errorf("%s: loupe refuses fields %q, the API server %q (%v)", name, mine, theirs, err)
 		}
 	}
-}
-
-// startAPIServer runs etcd and kube-apiserver on loopback, as
-// TestRealAPIServerMetadataWithInstallRBAC does, and returns an admin
-// client once the server is ready.
-func startAPIServer(t *testing.T) kubernetes.Interface {
-	t.Helper()
-	apiserver := testtools.Kubernetes(t, "kube-apiserver")
-	etcd := testtools.OnPath(t, "etcd", "etcd-server")
-	dir := t.TempDir()
-	ca, serving, admin, saKey := writePKI(t, dir)
-	ep, pp, ap := freePort(t), freePort(t), freePort(t)
-	startProc(t, filepath.Join(dir, "etcd.log"), etcd, "--name", "t", "--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", ep), "--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", ep),
-		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pp), "--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", pp),
-		"--initial-cluster", fmt.Sprintf("t=http://127.0.0.1:%d", pp))
-	startProc(t, filepath.Join(dir, "apiserver.log"), apiserver, fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", ep),
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ap), "--advertise-address=127.0.0.1",
-		"--tls-cert-file="+serving.cert, "--tls-private-key-file="+serving.key, "--client-ca-file="+ca.cert,
-		"--service-account-key-file="+saKey, "--service-account-signing-key-file="+saKey,
-		"--service-account-issuer=https://kubernetes.default.svc", "--service-cluster-ip-range=10.96.0.0/16",
-		"--authorization-mode=RBAC", "--cert-dir="+filepath.Join(dir, "certs"))
-	cfg := &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", ap),
-		TLSClientConfig: rest.TLSClientConfig{CAFile: ca.cert, CertFile: admin.cert, KeyFile: admin.key}}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := poll(90*time.Second, func() error {
-		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err
-	}); err != nil {
-		t.Fatalf("the API server did not get ready: %v", err)
-	}
-	return cs
 }
