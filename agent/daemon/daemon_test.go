@@ -155,7 +155,10 @@ func (r *runningAgent) stop(t *testing.T) {
 	}
 }
 
-func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
+// privilegedNode skips without root, else makes a node netns and a bpffs
+// pin folder that are removed when the test ends.
+func privilegedNode(t *testing.T) (ns.NetNS, string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -173,6 +176,11 @@ func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
 			t.Errorf("cleanup pins: %v", err)
 		}
 	})
+	return netns, bpfRoot
+}
+
+func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
+	netns, bpfRoot := privilegedNode(t)
 	dir := t.TempDir()
 	sink := &eventSink{}
 	cfg := Config{
@@ -186,7 +194,7 @@ func TestPrivilegedAgentRegistersRealVeth(t *testing.T) {
 
 	// The gateway link, forwarding and lo (a fresh netns has it down),
 	// inside the agent's netns.
-	err = netns.Do(func(ns.NetNS) error {
+	err := netns.Do(func(ns.NetNS) error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err

@@ -21,7 +21,6 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/cilium/ebpf"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -160,7 +159,8 @@ func lostEvents(t *testing.T, c observerpb.ObserverClient) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := c.GetFlows(ctx, &observerpb.GetFlowsRequest{})
+	// The agent is ready before its observer socket exists: wait for it.
+	s, err := c.GetFlows(ctx, &observerpb.GetFlowsRequest{}, grpc.WaitForReady(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,23 +343,7 @@ func ptr[T any](v T) *T { return &v }
 // back while no agent runs reach the next agent's flow stream as a
 // LostEvent with exactly the count the datapath kept.
 func TestPrivilegedRateLimitedDropEventsWhileDownReachTheFlowStream(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	netns, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("netns: %v", err)
-	}
-	t.Cleanup(func() {
-		netns.Close()
-		_ = testutils.UnmountNS(netns)
-	})
-	bpfRoot := t.TempDir()
-	t.Cleanup(func() {
-		if err := datapath.Cleanup(bpfRoot); err != nil {
-			t.Errorf("cleanup pins: %v", err)
-		}
-	})
+	netns, bpfRoot := privilegedNode(t)
 	dir := t.TempDir()
 	cfg := Config{
 		NodeName: "node-lost", StateDir: filepath.Join(dir, "state"), BPFRoot: bpfRoot,
