@@ -188,6 +188,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	// The socket folder holds the Observer socket too, which is served
+	// before the endpoint API's listener would create the folder.
+	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o750); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(cfg.Socket), err)
+	}
 
 	// A fresh node netns starts with lo down; the agent's own listeners on
 	// 127.0.0.1 (and anything local in the node) need it up.
