@@ -385,7 +385,11 @@ func TestPrivilegedReadEvents(t *testing.T) {
 	}
 }
 
-func TestPrivilegedIncompatiblePinnedMapReplaced(t *testing.T) {
+// emptyPinRoot skips without root, else mounts a bpffs with an empty maps
+// folder for a test to pin old maps in before Load; it is removed when the
+// test ends.
+func emptyPinRoot(t *testing.T) string {
+	t.Helper()
 	requireRoot(t)
 	root := t.TempDir()
 	t.Cleanup(func() {
@@ -400,6 +404,11 @@ func TestPrivilegedIncompatiblePinnedMapReplaced(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, mapsDir), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	return root
+}
+
+func TestPrivilegedIncompatiblePinnedMapReplaced(t *testing.T) {
+	root := emptyPinRoot(t)
 	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -423,20 +432,7 @@ func TestPrivilegedIncompatiblePinnedMapReplaced(t *testing.T) {
 // carrying its entries over so that pods with policy keep accepting what
 // it allowed until the policy engine rewrites the map.
 func TestPrivilegedHashPolicyMapReplacedOnUpgrade(t *testing.T) {
-	requireRoot(t)
-	root := t.TempDir()
-	t.Cleanup(func() {
-		_ = Cleanup(root)
-		if ok, _ := isBPFFS(root); ok {
-			_ = unix.Unmount(root, unix.MNT_DETACH)
-		}
-	})
-	if err := ensureBPFFS(root); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(root, mapsDir), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	root := emptyPinRoot(t)
 	// struct policy_key {u32 ep_id, peer_identity; u16 dport; u8 proto, direction}
 	// → struct policy_value {u32 rule_id; u8 verdict, pad[3]}, as before.
 	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 12, ValueSize: 8, MaxEntries: 262144, Flags: unix.BPF_F_NO_PREALLOC})
