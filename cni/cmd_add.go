@@ -21,6 +21,7 @@ import (
 // before the programs are attached, so anti-spoofing holds from the first
 // packet; every step is undone, in reverse, if a later one fails.
 func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
+	ph := startPhases()
 	inv, done, err := p.start("ADD", args)
 	if err != nil {
 		return err
@@ -41,6 +42,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open pod netns %q: %v", args.Netns, err), "")
 	}
 	defer podNS.Close()
+	ph.mark("start")
 
 	ag, err := waitAgent(inv.conf.AgentSocket, time.Duration(inv.conf.AgentWaitSeconds)*time.Second, log)
 	if err != nil {
@@ -48,6 +50,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	defer ag.Close()
 	ctx := ag.ctx
+	ph.mark("agent")
 
 	// 1. Addresses from the agent.
 	alloc, err := ag.api.Allocate(ctx, &endpointv1.AllocateRequest{
@@ -59,6 +62,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return ag.rpcErr("allocate", err)
 	}
+	ph.mark("allocate")
 	defer func() {
 		if err != nil {
 			rctx, rcancel := context.WithTimeout(context.Background(), rollbackTimeout)
@@ -105,6 +109,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err := addHostRoutes(host.Attrs().Index, pl); err != nil {
 		return err
 	}
+	ph.mark("netlink")
 
 	// 5. Register before attaching: the programs find the endpoint entry
 	// for the very first packet, so anti-spoofing has no gap.
@@ -123,6 +128,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return ag.rpcErr("register", err)
 	}
+	ph.mark("register")
 	defer func() {
 		if err != nil {
 			rctx, rcancel := context.WithTimeout(context.Background(), rollbackTimeout)
@@ -137,6 +143,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err := p.Datapath.Attach(alloc.GetBpfRoot(), pl.HostIfname, mode); err != nil {
 		return fmt.Errorf("attach datapath to %s: %w", pl.HostIfname, err)
 	}
+	ph.mark("attach")
 	defer func() {
 		if err != nil {
 			if derr := p.Datapath.Detach(alloc.GetBpfRoot(), pl.HostIfname); derr != nil {
@@ -158,7 +165,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err := out.PrintTo(w); err != nil {
 		return fmt.Errorf("add: print result: %w", err)
 	}
-	log.Info("added", "xdp", mode)
+	ph.mark("result")
+	log.Info("added", "xdp", mode, ph.group())
 	return nil
 }
 

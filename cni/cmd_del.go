@@ -18,6 +18,7 @@ import (
 // and periodically (agent/sweep.go). So deleting a pod never waits for the
 // agent, and an uninstalled agent never strands a pod in Terminating.
 func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
+	ph := startPhases()
 	inv, done, err := p.start("DEL", args)
 	if err != nil {
 		return err
@@ -27,10 +28,12 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	hostIf := HostIfname(args.ContainerID, args.IfName)
 	log = log.With(logKeyHostIfname, hostIf)
 
+	ph.mark("start")
 	ag, agentErr := openAgent(inv.conf.AgentSocket)
 	if agentErr == nil {
 		defer ag.Close()
 	}
+	ph.mark("agent")
 
 	var errs []error
 	if agentErr == nil && ag.status.GetBpfRoot() != "" {
@@ -38,9 +41,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 			errs = append(errs, fmt.Errorf("detach datapath from %s: %w", hostIf, err))
 		}
 	}
+	ph.mark("detach")
 	if err := deleteHostLink(hostIf); err != nil {
 		errs = append(errs, err)
 	}
+	ph.mark("netlink")
 	if agentErr != nil {
 		if len(errs) > 0 {
 			return firstCNIError(append(errs, agentErr))
@@ -51,14 +56,16 @@ func (p *Plugin) Del(args *skel.CmdArgs) (err error) {
 	if _, err := ag.api.Unregister(ag.ctx, &endpointv1.UnregisterRequest{ContainerId: args.ContainerID, Ifname: args.IfName}); err != nil {
 		errs = append(errs, ag.rpcErr("unregister", err))
 	}
+	ph.mark("unregister")
 	if _, err := ag.api.Release(ag.ctx, &endpointv1.ReleaseRequest{ContainerId: args.ContainerID, Ifname: args.IfName}); err != nil {
 		errs = append(errs, ag.rpcErr("release", err))
 	}
+	ph.mark("release")
 	if len(errs) > 0 {
 		err := firstCNIError(errs)
 		log.Error("del failed", logKeyErr, err)
 		return err
 	}
-	log.Info("deleted")
+	log.Info("deleted", ph.group())
 	return nil
 }
