@@ -23,12 +23,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Endpoints_Allocate_FullMethodName   = "/loupe.endpoint.v1.Endpoints/Allocate"
-	Endpoints_Release_FullMethodName    = "/loupe.endpoint.v1.Endpoints/Release"
-	Endpoints_Register_FullMethodName   = "/loupe.endpoint.v1.Endpoints/Register"
-	Endpoints_Unregister_FullMethodName = "/loupe.endpoint.v1.Endpoints/Unregister"
-	Endpoints_List_FullMethodName       = "/loupe.endpoint.v1.Endpoints/List"
-	Endpoints_Status_FullMethodName     = "/loupe.endpoint.v1.Endpoints/Status"
+	Endpoints_Allocate_FullMethodName      = "/loupe.endpoint.v1.Endpoints/Allocate"
+	Endpoints_Release_FullMethodName       = "/loupe.endpoint.v1.Endpoints/Release"
+	Endpoints_Register_FullMethodName      = "/loupe.endpoint.v1.Endpoints/Register"
+	Endpoints_Unregister_FullMethodName    = "/loupe.endpoint.v1.Endpoints/Unregister"
+	Endpoints_CheckAttached_FullMethodName = "/loupe.endpoint.v1.Endpoints/CheckAttached"
+	Endpoints_List_FullMethodName          = "/loupe.endpoint.v1.Endpoints/List"
+	Endpoints_Status_FullMethodName        = "/loupe.endpoint.v1.Endpoints/Status"
 )
 
 // EndpointsClient is the client API for Endpoints service.
@@ -38,12 +39,19 @@ type EndpointsClient interface {
 	// Allocate reserves addresses for one (container_id, ifname). Allocating
 	// the same pair twice returns the same addresses.
 	Allocate(ctx context.Context, in *AllocateRequest, opts ...grpc.CallOption) (*AllocateResponse, error)
-	// Release frees the addresses of one attachment. Unknown pairs succeed.
+	// Release frees the addresses of one attachment, unregistering it first.
+	// Unknown pairs succeed.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
-	// Register records the endpoint in the datapath's endpoint map.
+	// Register records the endpoint in the datapath's endpoint map and, when
+	// asked, then attaches the datapath programs to its host veth; a failed
+	// attach undoes the registration.
 	Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error)
-	// Unregister removes it. Unknown endpoints succeed.
+	// Unregister removes it, and the link pins of its host veth. Unknown
+	// endpoints succeed.
 	Unregister(ctx context.Context, in *UnregisterRequest, opts ...grpc.CallOption) (*UnregisterResponse, error)
+	// CheckAttached fails (FAILED_PRECONDITION) unless the datapath programs
+	// run on a host veth through the agent's pinned links, in an XDP mode.
+	CheckAttached(ctx context.Context, in *CheckAttachedRequest, opts ...grpc.CallOption) (*CheckAttachedResponse, error)
 	// List returns every attachment the agent knows, for CNI GC.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	// Status reports readiness and the node's datapath settings.
@@ -98,6 +106,16 @@ func (c *endpointsClient) Unregister(ctx context.Context, in *UnregisterRequest,
 	return out, nil
 }
 
+func (c *endpointsClient) CheckAttached(ctx context.Context, in *CheckAttachedRequest, opts ...grpc.CallOption) (*CheckAttachedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckAttachedResponse)
+	err := c.cc.Invoke(ctx, Endpoints_CheckAttached_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *endpointsClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListResponse)
@@ -125,12 +143,19 @@ type EndpointsServer interface {
 	// Allocate reserves addresses for one (container_id, ifname). Allocating
 	// the same pair twice returns the same addresses.
 	Allocate(context.Context, *AllocateRequest) (*AllocateResponse, error)
-	// Release frees the addresses of one attachment. Unknown pairs succeed.
+	// Release frees the addresses of one attachment, unregistering it first.
+	// Unknown pairs succeed.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
-	// Register records the endpoint in the datapath's endpoint map.
+	// Register records the endpoint in the datapath's endpoint map and, when
+	// asked, then attaches the datapath programs to its host veth; a failed
+	// attach undoes the registration.
 	Register(context.Context, *RegisterRequest) (*RegisterResponse, error)
-	// Unregister removes it. Unknown endpoints succeed.
+	// Unregister removes it, and the link pins of its host veth. Unknown
+	// endpoints succeed.
 	Unregister(context.Context, *UnregisterRequest) (*UnregisterResponse, error)
+	// CheckAttached fails (FAILED_PRECONDITION) unless the datapath programs
+	// run on a host veth through the agent's pinned links, in an XDP mode.
+	CheckAttached(context.Context, *CheckAttachedRequest) (*CheckAttachedResponse, error)
 	// List returns every attachment the agent knows, for CNI GC.
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	// Status reports readiness and the node's datapath settings.
@@ -156,6 +181,9 @@ func (UnimplementedEndpointsServer) Register(context.Context, *RegisterRequest) 
 }
 func (UnimplementedEndpointsServer) Unregister(context.Context, *UnregisterRequest) (*UnregisterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Unregister not implemented")
+}
+func (UnimplementedEndpointsServer) CheckAttached(context.Context, *CheckAttachedRequest) (*CheckAttachedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckAttached not implemented")
 }
 func (UnimplementedEndpointsServer) List(context.Context, *ListRequest) (*ListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
@@ -256,6 +284,24 @@ func _Endpoints_Unregister_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Endpoints_CheckAttached_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckAttachedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EndpointsServer).CheckAttached(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Endpoints_CheckAttached_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EndpointsServer).CheckAttached(ctx, req.(*CheckAttachedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Endpoints_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRequest)
 	if err := dec(in); err != nil {
@@ -314,6 +360,10 @@ var Endpoints_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Unregister",
 			Handler:    _Endpoints_Unregister_Handler,
+		},
+		{
+			MethodName: "CheckAttached",
+			Handler:    _Endpoints_CheckAttached_Handler,
 		},
 		{
 			MethodName: "List",
