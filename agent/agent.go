@@ -46,8 +46,15 @@ type Config struct {
 	// name) still exists. When set, endpoints whose veth is gone are
 	// released (sweep.go); nil trusts the table.
 	HostLinkAlive func(ifindex uint32, name string) bool
-	// DetachHostLink removes the link pins of a gone host veth.
+	// DetachHostLink removes the link pins of a host veth: on Unregister,
+	// Release and for a gone veth. Absent pins are not an error.
 	DetachHostLink func(name string) error
+	// AttachHostLink attaches the datapath programs to a host veth in an
+	// XDP mode ("native", "generic" or "off") and pins the links, for
+	// Register; CheckHostLink tells whether they are. Nil: Register cannot
+	// attach and CheckAttached fails.
+	AttachHostLink func(name, xdpMode string) error
+	CheckHostLink  func(name, xdpMode string) error
 	// HostLinkName returns the name of the link with this index, false
 	// when there is none. Rebuilding endpoints from the datapath after a
 	// corrupt endpoints.json needs it (recover.go); nil rebuilds none.

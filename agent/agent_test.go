@@ -34,6 +34,11 @@ type fixture struct {
 	// detached records DetachHostLink calls.
 	links    map[uint32]string
 	detached []string
+	// attachErr, when attachLinks is set, is what AttachHostLink returns;
+	// attached records its successful calls ("name mode").
+	attachLinks bool
+	attachErr   error
+	attached    []string
 	// logs collects every agent's log.
 	logs lockedBuffer
 }
@@ -65,6 +70,21 @@ func (f *fixture) restart(t *testing.T, cidrs ...string) {
 		cfg.HostLinkAlive = func(idx uint32, name string) bool { return f.links[idx] == name }
 		cfg.HostLinkName = func(idx uint32) (string, bool) { n, ok := f.links[idx]; return n, ok }
 		cfg.DetachHostLink = func(name string) error { f.detached = append(f.detached, name); return nil }
+	}
+	if f.attachLinks {
+		cfg.AttachHostLink = func(name, mode string) error {
+			if f.attachErr != nil {
+				return f.attachErr
+			}
+			f.attached = append(f.attached, name+" "+mode)
+			return nil
+		}
+		cfg.CheckHostLink = func(name, mode string) error {
+			if !slices.Contains(f.attached, name+" "+mode) {
+				return fmt.Errorf("%s: no link pinned in mode %s", name, mode)
+			}
+			return nil
+		}
 	}
 	a, err := New(cfg)
 	if err != nil {

@@ -1,0 +1,118 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+)
+
+func registerReq(cid string, idx uint32, hostIf string, al *endpointv1.AllocateResponse, mode string) *endpointv1.RegisterRequest {
+	return &endpointv1.RegisterRequest{Endpoint: &endpointv1.Endpoint{
+		ContainerId: cid, Ifname: "eth0", Netns: "/run/netns/x", PodNamespace: "ns", PodName: "pod-" + cid,
+		HostIfname: hostIf, HostIfindex: idx, Ipv4: al.Ipv4, Ipv6: al.Ipv6, Mac: "02:00:00:00:00:01",
+	}, Attach: true, XdpMode: mode}
+}
+
+func wantCode(t *testing.T, err error, code codes.Code, substr string) {
+	t.Helper()
+	if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), substr) {
+		t.Fatalf("got %v, want %s containing %q", err, code, substr)
+	}
+}
+
+// Register with attach writes the endpoint, then attaches in the asked (or
+// the default) XDP mode; Release takes the link pins away with the rest.
+func TestRegisterAttachesAndReleaseDetaches(t *testing.T) {
+	f := &fixture{dir: t.TempDir(), dp: newMemDatapath(), links: map[uint32]string{}, attachLinks: true}
+	f.restart(t)
+	ctx := context.Background()
+
+	al := f.allocate(t, "c1", "eth0")
+	r, err := f.s.Register(ctx, registerReq("c1", 7, "lxc7", al, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Attached || r.Endpoint.GetId() == 0 {
+		t.Fatalf("register response %+v", r)
+	}
+	if _, ok := f.dp.eps[7]; !ok || !slices.Equal(f.attached, []string{"lxc7 off"}) {
+		t.Fatalf("endpoint entry present %v, attached %v", ok, f.attached)
+	}
+	if _, err := f.s.CheckAttached(ctx, &endpointv1.CheckAttachedRequest{HostIfname: "lxc7"}); err != nil {
+		t.Fatalf("check attached: %v", err)
+	}
+	_, err = f.s.CheckAttached(ctx, &endpointv1.CheckAttachedRequest{HostIfname: "lxc7", XdpMode: "native"})
+	wantCode(t, err, codes.FailedPrecondition, "no link pinned in mode native")
+	_, err = f.s.CheckAttached(ctx, &endpointv1.CheckAttachedRequest{HostIfname: "lxc7", XdpMode: "fast"})
+	wantCode(t, err, codes.InvalidArgument, "xdp_mode")
+
+	// A bad mode is refused before anything changes.
+	al2 := f.allocate(t, "c2", "eth0")
+	_, err = f.s.Register(ctx, registerReq("c2", 8, "lxc8", al2, "turbo"))
+	wantCode(t, err, codes.InvalidArgument, "xdp_mode")
+	if _, ok := f.dp.eps[8]; ok || len(f.attached) != 1 {
+		t.Fatalf("refused register changed the datapath: %v %v", f.dp.eps, f.attached)
+	}
+	// Registering again (a retried ADD) attaches again, idempotently.
+	if _, err := f.s.Register(ctx, registerReq("c1", 7, "lxc7", al, "generic")); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := f.s.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: "c1", Ifname: "eth0", HostIfname: "lxc7"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.dp.eps[7]; ok || !slices.Equal(f.detached, []string{"lxc7"}) || len(f.a.ipam.List()) != 1 {
+		t.Fatalf("after release: entry %v, detached %v, allocations %v", f.dp.eps, f.detached, f.a.ipam.List())
+	}
+	// An attachment that never registered still gets its named pins removed.
+	if _, err := f.s.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: "c2", Ifname: "eth0", HostIfname: "lxc8"}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(f.detached, []string{"lxc7", "lxc8"}) || len(f.a.ipam.List()) != 0 {
+		t.Fatalf("detached %v, allocations %v", f.detached, f.a.ipam.List())
+	}
+	_, err = f.s.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: "c2", Ifname: "eth0", HostIfname: "../x"})
+	wantCode(t, err, codes.InvalidArgument, "host_ifname")
+	_, err = f.s.Unregister(ctx, &endpointv1.UnregisterRequest{ContainerId: "c2", Ifname: "eth0", HostIfname: "a b"})
+	wantCode(t, err, codes.InvalidArgument, "host_ifname")
+}
+
+// A failed attach takes the registration back, in memory, in the datapath
+// and on disk, and keeps the allocation for the plugin's rollback.
+func TestRegisterAttachFailureUnregisters(t *testing.T) {
+	f := &fixture{dir: t.TempDir(), dp: newMemDatapath(), links: map[uint32]string{}, attachLinks: true,
+		attachErr: errors.New("no such device")}
+	f.restart(t)
+	ctx := context.Background()
+	al := f.allocate(t, "c1", "eth0")
+	_, err := f.s.Register(ctx, registerReq("c1", 7, "lxc7", al, "native"))
+	wantCode(t, err, codes.Internal, "no such device")
+	if _, ok := f.dp.eps[7]; ok || len(f.a.endpoints) != 0 || !slices.Equal(f.detached, []string{"lxc7"}) {
+		t.Fatalf("after a failed attach: entries %v, endpoints %v, detached %v", f.dp.eps, f.a.endpoints, f.detached)
+	}
+	if len(f.a.ipam.List()) != 1 {
+		t.Fatalf("allocations %v, want the one of c1", f.a.ipam.List())
+	}
+	f.restart(t)
+	if len(f.a.endpoints) != 0 {
+		t.Fatalf("restarted agent restored %v", f.a.endpoints)
+	}
+
+	// An agent that cannot attach says so and registers nothing.
+	g := newFixture(t)
+	al = g.allocate(t, "c1", "eth0")
+	_, err = g.s.Register(ctx, registerReq("c1", 7, "lxc7", al, ""))
+	wantCode(t, err, codes.FailedPrecondition, "attaches no programs")
+	if len(g.a.endpoints) != 0 || len(g.dp.eps) != 0 {
+		t.Fatalf("endpoints %v, entries %v", g.a.endpoints, g.dp.eps)
+	}
+	_, err = g.s.CheckAttached(ctx, &endpointv1.CheckAttachedRequest{HostIfname: "lxc7"})
+	wantCode(t, err, codes.FailedPrecondition, "attaches no programs")
+}
