@@ -12,6 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"google.golang.org/grpc/status"
+
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
@@ -134,8 +136,11 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 		}
 		mode = alloc.GetXdpMode()
 	}
-	if err := p.Datapath.CheckAttached(ag.status.GetBpfRoot(), hostIf, mode); err != nil {
-		return fmt.Errorf("check: datapath on %s: %w", hostIf, err)
+	if _, err := ag.api.CheckAttached(ctx, &endpointv1.CheckAttachedRequest{HostIfname: hostIf, XdpMode: mode}); err != nil {
+		if isUnreachable(err) {
+			return ag.rpcErr("check attached", err)
+		}
+		return fmt.Errorf("check: datapath on %s: %s", hostIf, status.Convert(err).Message())
 	}
 	return nil
 }

@@ -17,18 +17,8 @@ import (
 // netconf and CNI_ARGS and opens the log, then openAgent connects to the
 // agent and asks its Status.
 
-// Datapath is the part of the datapath package the plugin drives. The
-// binary wires it to datapath.Attach, Detach and CheckAttached; modes are
-// "native", "generic" or "off".
-type Datapath struct {
-	Attach        func(bpfRoot, hostIfname, xdpMode string) error
-	Detach        func(bpfRoot, hostIfname string) error
-	CheckAttached func(bpfRoot, hostIfname, xdpMode string) error
-}
-
 // Plugin implements the CNI commands.
 type Plugin struct {
-	Datapath Datapath
 	// Stdout receives the result of ADD; nil means os.Stdout.
 	Stdout io.Writer
 }

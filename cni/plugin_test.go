@@ -85,8 +85,9 @@ func TestAgentUnreachable(t *testing.T) {
 // fakeAgent answers the endpoint API from memory and records the calls.
 type fakeAgent struct {
 	endpointv1.UnimplementedEndpointsServer
-	status    *endpointv1.StatusResponse
-	statusErr error
+	status     *endpointv1.StatusResponse
+	statusErr  error
+	releaseErr error
 
 	mu    sync.Mutex
 	calls []string
@@ -109,8 +110,8 @@ func (f *fakeAgent) Unregister(_ context.Context, r *endpointv1.UnregisterReques
 }
 
 func (f *fakeAgent) Release(_ context.Context, r *endpointv1.ReleaseRequest) (*endpointv1.ReleaseResponse, error) {
-	f.record("release " + r.GetContainerId() + "/" + r.GetIfname())
-	return &endpointv1.ReleaseResponse{}, nil
+	f.record(strings.TrimSpace("release " + r.GetContainerId() + "/" + r.GetIfname() + " " + r.GetHostIfname()))
+	return &endpointv1.ReleaseResponse{}, f.releaseErr
 }
 
 func serveFake(t *testing.T, f *fakeAgent) string {
@@ -160,35 +161,36 @@ func TestOpenAgent(t *testing.T) {
 	}
 }
 
-// DEL through openAgent: detach with the agent's bpf root, then Unregister
-// and Release; without the agent it still succeeds. The host veth it would
-// delete is named after a container id no real pod has, so it is absent
-// and its removal a no-op (netlink lookups need no root).
+// DEL deletes the (here absent) veth, then makes one call, Release, naming
+// the host veth so that the agent removes its link pins; without the agent
+// it still succeeds. The host veth is named after a container id no real
+// pod has, so its removal is a no-op (netlink lookups need no root).
 func TestDelWithFakeAgent(t *testing.T) {
 	f := &fakeAgent{status: &endpointv1.StatusResponse{Ready: true, BpfRoot: "/sys/fs/bpf/fake"}}
 	sock := serveFake(t, f)
-	var detached []string
-	p := &Plugin{Datapath: Datapath{Detach: func(bpfRoot, hostIf string) error {
-		detached = append(detached, bpfRoot+" "+hostIf)
-		return nil
-	}}}
+	p := &Plugin{}
 	cid := "loupe-unit-test-" + strings.ReplaceAll(t.Name(), "/", "-")
 	args := &skel.CmdArgs{ContainerID: cid, IfName: "eth0",
 		StdinData: []byte(`{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni","agentSocket":"` + sock + `","logFile":"` + filepath.Join(t.TempDir(), "log") + `"}`)}
 	if err := p.Del(args); err != nil {
 		t.Fatal(err)
 	}
-	if want := "/sys/fs/bpf/fake " + HostIfname(cid, "eth0"); len(detached) != 1 || detached[0] != want {
-		t.Fatalf("detached %v, want [%s]", detached, want)
-	}
-	want := []string{"status", "unregister " + cid + "/eth0", "release " + cid + "/eth0"}
+	want := []string{"release " + cid + "/eth0 " + HostIfname(cid, "eth0")}
 	if strings.Join(f.calls, ",") != strings.Join(want, ",") {
 		t.Fatalf("agent calls %v, want %v", f.calls, want)
 	}
 
 	args.StdinData = []byte(`{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni","agentSocket":"` + filepath.Join(t.TempDir(), "none.sock") + `","logFile":"` + filepath.Join(t.TempDir(), "log") + `"}`)
-	detached = nil
-	if err := p.Del(args); err != nil || len(detached) != 0 {
-		t.Fatalf("DEL without the agent: err %v, detached %v", err, detached)
+	if err := p.Del(args); err != nil {
+		t.Fatalf("DEL without the agent: %v", err)
+	}
+
+	// An agent that answers with an error fails DEL with its message.
+	f.releaseErr = status.Error(codes.Internal, "disk full")
+	args.StdinData = []byte(`{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni","agentSocket":"` + sock + `","logFile":"` + filepath.Join(t.TempDir(), "log") + `"}`)
+	err := p.Del(args)
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrInternal || !strings.Contains(te.Msg, "disk full") {
+		t.Fatalf("DEL with a failing agent: want 999 with its message, got %v", err)
 	}
 }
