@@ -38,6 +38,7 @@ type fixture struct {
 	// attached records its successful calls ("name mode").
 	attachLinks bool
 	attachErr   error
+	detachErr   error
 	attached    []string
 	// logs collects every agent's log.
 	logs lockedBuffer
@@ -69,7 +70,13 @@ func (f *fixture) restart(t *testing.T, cidrs ...string) {
 	if f.links != nil {
 		cfg.HostLinkAlive = func(idx uint32, name string) bool { return f.links[idx] == name }
 		cfg.HostLinkName = func(idx uint32) (string, bool) { n, ok := f.links[idx]; return n, ok }
-		cfg.DetachHostLink = func(name string) error { f.detached = append(f.detached, name); return nil }
+		cfg.DetachHostLink = func(name string) error {
+			if f.detachErr != nil {
+				return f.detachErr
+			}
+			f.detached = append(f.detached, name)
+			return nil
+		}
 	}
 	if f.attachLinks {
 		cfg.AttachHostLink = func(name, mode string) error {

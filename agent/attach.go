@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -40,8 +41,9 @@ func (a *Agent) attachRegistered(e *Endpoint, mode string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if cur := a.endpoints[e.key()]; cur == e {
-		if uerr := a.detachAndUnregisterLocked(e.key(), e.HostIfname); uerr != nil {
-			a.log.Error("rollback: unregister after a failed attach", "container_id", e.ContainerID,
+		derr, uerr := a.detachAndUnregisterLocked(e.key(), e.HostIfname)
+		if uerr = errors.Join(derr, uerr); uerr != nil {
+			a.log.Error("rollback after a failed attach", "container_id", e.ContainerID,
 				"ifname", e.Ifname, "err", uerr)
 		}
 	}
@@ -49,24 +51,28 @@ func (a *Agent) attachRegistered(e *Endpoint, mode string) error {
 }
 
 // detachAndUnregisterLocked removes the link pins of key's host veth (and
-// of hostIfname, when given and different), then the endpoint. Pins first:
-// if that fails, the endpoint stays for a retry. The caller holds mu.
-func (a *Agent) detachAndUnregisterLocked(key ipam.Key, hostIfname string) error {
+// of hostIfname, when given and different), then the endpoint. As DEL did
+// when the plugin detached, a failed detach does not stop the rest: the
+// endpoint and the addresses go, and the error makes the runtime retry the
+// DEL, which retries the named pins. The caller holds mu.
+func (a *Agent) detachAndUnregisterLocked(key ipam.Key, hostIfname string) (detachErr, err error) {
 	if a.cfg.DetachHostLink != nil {
 		names := []string{hostIfname}
 		if e, ok := a.endpoints[key]; ok && e.HostIfname != hostIfname {
 			names = append(names, e.HostIfname)
 		}
+		var errs []error
 		for _, n := range names {
 			if n == "" {
 				continue
 			}
 			if err := a.cfg.DetachHostLink(n); err != nil {
-				return fmt.Errorf("detach %s: %w", n, err)
+				errs = append(errs, fmt.Errorf("detach %s: %w", n, err))
 			}
 		}
+		detachErr = errors.Join(errs...)
 	}
-	return a.unregisterLocked(key)
+	return detachErr, a.unregisterLocked(key)
 }
 
 // CheckAttached reports whether the programs run on a host veth.

@@ -116,3 +116,29 @@ func TestRegisterAttachFailureUnregisters(t *testing.T) {
 	_, err = g.s.CheckAttached(ctx, &endpointv1.CheckAttachedRequest{HostIfname: "lxc7"})
 	wantCode(t, err, codes.FailedPrecondition, "attaches no programs")
 }
+
+// Pins that cannot be removed do not keep the endpoint or the addresses:
+// Release frees them and reports the failure, so the runtime retries the
+// DEL, which retries the pins it names.
+func TestReleaseWithStuckPins(t *testing.T) {
+	f := &fixture{dir: t.TempDir(), dp: newMemDatapath(), links: map[uint32]string{}, attachLinks: true}
+	f.restart(t)
+	ctx := context.Background()
+	al := f.allocate(t, "c1", "eth0")
+	if _, err := f.s.Register(ctx, registerReq("c1", 7, "lxc7", al, "")); err != nil {
+		t.Fatal(err)
+	}
+	f.detachErr = errors.New("directory not empty")
+	_, err := f.s.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: "c1", Ifname: "eth0", HostIfname: "lxc7"})
+	wantCode(t, err, codes.Internal, "directory not empty")
+	if len(f.a.endpoints) != 0 || len(f.dp.eps) != 0 || len(f.a.ipam.List()) != 0 {
+		t.Fatalf("endpoints %v, entries %v, allocations %v", f.a.endpoints, f.dp.eps, f.a.ipam.List())
+	}
+	f.detachErr = nil
+	if _, err := f.s.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: "c1", Ifname: "eth0", HostIfname: "lxc7"}); err != nil {
+		t.Fatalf("retried release: %v", err)
+	}
+	if !slices.Equal(f.detached, []string{"lxc7"}) {
+		t.Fatalf("detached %v", f.detached)
+	}
+}

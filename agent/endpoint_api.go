@@ -92,11 +92,15 @@ func (s *Server) Release(_ context.Context, req *endpointv1.ReleaseRequest) (*en
 	a := s.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.detachAndUnregisterLocked(key, req.GetHostIfname()); err != nil {
+	detachErr, err := a.detachAndUnregisterLocked(key, req.GetHostIfname())
+	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	if err := a.ipam.Release(key); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if detachErr != nil {
+		return nil, status.Error(codes.Internal, detachErr.Error())
 	}
 	return &endpointv1.ReleaseResponse{}, nil
 }
@@ -207,7 +211,8 @@ func (s *Server) Unregister(_ context.Context, req *endpointv1.UnregisterRequest
 	a := s.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.detachAndUnregisterLocked(ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()}, req.GetHostIfname()); err != nil {
+	detachErr, err := a.detachAndUnregisterLocked(ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()}, req.GetHostIfname())
+	if err = errors.Join(err, detachErr); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &endpointv1.UnregisterResponse{}, nil
