@@ -256,9 +256,9 @@ func (a *Agent) ownsPrefix(p netip.Prefix) bool {
 	return false
 }
 
-// syncIPCache makes the ipcache entries inside the pod CIDRs equal to
-// table's endpoints (address -> pod identity) plus the gateways (-> host).
-func (a *Agent) syncIPCache(table map[ipam.Key]*Endpoint) error {
+// ipcacheOf is the ipcache entries the agent owns for table: its
+// endpoints (address -> pod identity) plus the gateways (-> host).
+func (a *Agent) ipcacheOf(table map[ipam.Key]*Endpoint) map[netip.Prefix]uint32 {
 	want := map[netip.Prefix]uint32{}
 	gw4, gw6 := a.Gateways()
 	for _, gw := range []netip.Addr{gw4, gw6} {
@@ -273,6 +273,38 @@ func (a *Agent) syncIPCache(table map[ipam.Key]*Endpoint) error {
 			}
 		}
 	}
+	return want
+}
+
+// updateIPCache moves the ipcache from table prev (which it reflects) to
+// next, writing only the entries that differ. Register and Unregister use
+// it: reading the whole map back on every pod change cost ADD and DEL
+// milliseconds (issue #25). Start-up and rollbacks still use syncIPCache,
+// which repairs any drift.
+func (a *Agent) updateIPCache(prev, next map[ipam.Key]*Endpoint) error {
+	had, want := a.ipcacheOf(prev), a.ipcacheOf(next)
+	for p, id := range want {
+		if cur, ok := had[p]; ok && cur == id {
+			continue
+		}
+		if err := a.dp.UpsertIPCache(p, id); err != nil {
+			return fmt.Errorf("write ipcache: %w", err)
+		}
+	}
+	for p := range had {
+		if _, ok := want[p]; !ok && a.ownsPrefix(p) {
+			if err := a.dp.DeleteIPCache(p); err != nil {
+				return fmt.Errorf("remove ipcache: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// syncIPCache makes the ipcache entries inside the pod CIDRs equal to
+// table's endpoints (address -> pod identity) plus the gateways (-> host).
+func (a *Agent) syncIPCache(table map[ipam.Key]*Endpoint) error {
+	want := a.ipcacheOf(table)
 	have, err := a.dp.IPCache()
 	if err != nil {
 		return fmt.Errorf("read ipcache: %w", err)

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/loupe-project/loupe/agent/ipam"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
@@ -141,4 +144,48 @@ func TestReleaseWithStuckPins(t *testing.T) {
 	if !slices.Equal(f.detached, []string{"lxc7"}) {
 		t.Fatalf("detached %v", f.detached)
 	}
+}
+
+// Register and Unregister write only the ipcache entries that change
+// (updateIPCache); after any sequence of them, including a stale endpoint
+// replaced on a reused ifindex and an identity that changes, the ipcache
+// still holds exactly the table's entries, and entries the agent does not
+// own are left alone.
+func TestIPCacheFollowsTheTable(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	foreign := netip.MustParsePrefix("192.0.2.0/24")
+	f.dp.ipc[foreign] = 77
+	check := func(step string) {
+		t.Helper()
+		want := f.a.ipcacheOf(f.a.endpoints)
+		want[foreign] = 77
+		if !maps.Equal(f.dp.ipc, want) {
+			t.Fatalf("%s: ipcache %v, want %v", step, f.dp.ipc, want)
+		}
+	}
+	als := map[string]*endpointv1.AllocateResponse{}
+	for i, cid := range []string{"c1", "c2", "c3", "c4"} {
+		als[cid] = f.allocate(t, cid, "eth0")
+		f.register(t, cid, "eth0", uint32(10+i%3), als[cid]) // c4 takes c1's ifindex
+		check("register " + cid)
+	}
+	if _, ok := f.a.endpoints[ipam.Key{ContainerID: "c1", Ifname: "eth0"}]; ok {
+		t.Fatal("c1 survived its ifindex being reused")
+	}
+	f.a.SetIdentityFunc(func(ns, name string) uint32 { return 4242 })
+	f.register(t, "c2", "eth0", 11, als["c2"])
+	check("identity change")
+	f.register(t, "c3", "eth0", 15, als["c3"]) // moves to a new ifindex
+	check("move")
+	for _, cid := range []string{"c2", "c3"} {
+		if _, err := f.s.Unregister(ctx, &endpointv1.UnregisterRequest{ContainerId: cid, Ifname: "eth0"}); err != nil {
+			t.Fatal(err)
+		}
+		check("unregister " + cid)
+	}
+	if _, err := f.s.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: "c4", Ifname: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	check("release c4")
 }
