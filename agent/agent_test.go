@@ -684,3 +684,16 @@ func TestSweepReleasesOrphanedAllocations(t *testing.T) {
 		t.Fatalf("third sweep: released %d, %v; want 1 (late)", n, err)
 	}
 }
+
+// Allocate is ADD's first call and stands in for Status: a not-ready agent
+// refuses it with Unavailable, which the plugin retries.
+func TestAllocateUnavailableUntilReady(t *testing.T) {
+	f := newFixture(t)
+	f.a.ready.Store(false)
+	_, err := f.s.Allocate(context.Background(), &endpointv1.AllocateRequest{ContainerId: "c1", Ifname: "eth0"})
+	if status.Code(err) != codes.Unavailable || len(f.a.ipam.List()) != 0 {
+		t.Fatalf("not ready: got %v and allocations %v, want Unavailable and none", err, f.a.ipam.List())
+	}
+	f.a.ready.Store(true)
+	f.allocate(t, "c1", "eth0")
+}

@@ -48,9 +48,14 @@ func validateKey(containerID, ifname string) error {
 }
 
 // Allocate reserves (or returns the existing) addresses of an attachment.
+// It is ADD's first call, so it also answers for readiness: Unavailable
+// (the plugin's "try again later") until the agent is ready.
 func (s *Server) Allocate(_ context.Context, req *endpointv1.AllocateRequest) (*endpointv1.AllocateResponse, error) {
 	if err := validateKey(req.GetContainerId(), req.GetIfname()); err != nil {
 		return nil, err
+	}
+	if !s.a.Ready() {
+		return nil, status.Error(codes.Unavailable, "agent not ready")
 	}
 	al, err := s.a.ipam.Allocate(ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()},
 		req.GetPodNamespace(), req.GetPodName())

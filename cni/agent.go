@@ -42,14 +42,24 @@ func (a *agent) Close() error { return a.conn.Close() }
 // agentPoll is how often waitAgent asks again.
 const agentPoll = 250 * time.Millisecond
 
-// waitAgent connects to the agent and waits, up to wait, until it reports
-// ready: an ADD that comes while the agent starts (the conflist is written
-// before it runs) then succeeds instead of failing into the runtime's
-// backoff. It returns the last "try again later" error when wait passes.
-func waitAgent(socket string, wait time.Duration, log *slog.Logger) (*agentSession, error) {
+// waitAgent connects to the agent and makes ADD's first call, retrying it
+// for up to wait while the answer is "try again later" (no socket, no
+// listener, or Unavailable because the agent is not ready): an ADD that
+// comes while the agent starts (the conflist is written before it runs)
+// then succeeds instead of failing into the runtime's backoff. There is no
+// Status call first: the agent's Allocate refuses while it is not ready,
+// which saves ADD a round trip. It returns the last "try again later"
+// error when wait passes.
+func waitAgent(socket string, wait time.Duration, log *slog.Logger, first func(*agentSession) error) (*agentSession, error) {
 	end := time.Now().Add(wait)
 	for attempt := 1; ; attempt++ {
-		ag, err := readyAgent(socket)
+		ag, err := newSession(socket)
+		if err == nil {
+			if err = first(ag); err != nil {
+				ag.Close()
+				ag = nil
+			}
+		}
 		if err == nil || !isTryAgain(err) || !time.Now().Add(agentPoll).Before(end) {
 			return ag, err
 		}
@@ -58,20 +68,6 @@ func waitAgent(socket string, wait time.Duration, log *slog.Logger) (*agentSessi
 		}
 		time.Sleep(agentPoll)
 	}
-}
-
-// readyAgent is openAgent for ADD: an agent that is not ready yet is "try
-// again later" too.
-func readyAgent(socket string) (*agentSession, error) {
-	ag, err := openAgent(socket)
-	if err != nil {
-		return nil, err
-	}
-	if !ag.status.GetReady() {
-		ag.Close()
-		return nil, tryAgain(socket, errors.New("agent not ready: "+ag.status.GetMessage()))
-	}
-	return ag, nil
 }
 
 // rpcErr turns an RPC failure into a CNI error: a transport failure means

@@ -45,24 +45,23 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	defer podNS.Close()
 	ph.mark("start")
 
-	ag, err := waitAgent(inv.conf.AgentSocket, time.Duration(inv.conf.AgentWaitSeconds)*time.Second, log)
+	// 1. Addresses from the agent, the first call (see waitAgent).
+	var alloc *endpointv1.AllocateResponse
+	ag, err := waitAgent(inv.conf.AgentSocket, time.Duration(inv.conf.AgentWaitSeconds)*time.Second, log, func(ag *agentSession) error {
+		var err error
+		alloc, err = ag.api.Allocate(ag.ctx, &endpointv1.AllocateRequest{
+			ContainerId:  args.ContainerID,
+			Ifname:       args.IfName,
+			PodNamespace: string(inv.k8s.K8S_POD_NAMESPACE),
+			PodName:      string(inv.k8s.K8S_POD_NAME),
+		})
+		return ag.rpcErr("allocate", err)
+	})
 	if err != nil {
 		return err
 	}
 	defer ag.Close()
 	ctx := ag.ctx
-	ph.mark("agent")
-
-	// 1. Addresses from the agent.
-	alloc, err := ag.api.Allocate(ctx, &endpointv1.AllocateRequest{
-		ContainerId:  args.ContainerID,
-		Ifname:       args.IfName,
-		PodNamespace: string(inv.k8s.K8S_POD_NAMESPACE),
-		PodName:      string(inv.k8s.K8S_POD_NAME),
-	})
-	if err != nil {
-		return ag.rpcErr("allocate", err)
-	}
 	ph.mark("allocate")
 	hostIf := HostIfname(args.ContainerID, args.IfName)
 	defer func() {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -88,6 +89,8 @@ type fakeAgent struct {
 	status     *endpointv1.StatusResponse
 	statusErr  error
 	releaseErr error
+	// allocErrs are the answers of the next Allocates, then success.
+	allocErrs []error
 
 	mu    sync.Mutex
 	calls []string
@@ -102,6 +105,18 @@ func (f *fakeAgent) record(call string) {
 func (f *fakeAgent) Status(context.Context, *endpointv1.StatusRequest) (*endpointv1.StatusResponse, error) {
 	f.record("status")
 	return f.status, f.statusErr
+}
+
+func (f *fakeAgent) Allocate(context.Context, *endpointv1.AllocateRequest) (*endpointv1.AllocateResponse, error) {
+	f.record("allocate")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.allocErrs) > 0 {
+		err := f.allocErrs[0]
+		f.allocErrs = f.allocErrs[1:]
+		return nil, err
+	}
+	return &endpointv1.AllocateResponse{Ipv4: "10.1.0.5", GatewayIpv4: "10.1.0.1", BpfRoot: "/sys/fs/bpf/fake", XdpMode: "off"}, nil
 }
 
 func (f *fakeAgent) Unregister(_ context.Context, r *endpointv1.UnregisterRequest) (*endpointv1.UnregisterResponse, error) {
@@ -153,11 +168,39 @@ func TestOpenAgent(t *testing.T) {
 	if ag.ctx.Err() == nil {
 		t.Fatal("Close left the budget running")
 	}
-	if _, err := readyAgent(sock); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Details, "warming up") {
-		t.Fatalf("not ready: want 11 with the agent's message, got %v", err)
+}
+
+// waitAgent makes ADD's first call, Allocate, with no Status before it; an
+// agent that is not ready answers Unavailable, "try again later" (11),
+// retried while the wait lasts; any other answer ends the wait.
+func TestWaitAgent(t *testing.T) {
+	var te *types.Error
+	log := slog.New(slog.DiscardHandler)
+	alloc := func(ag *agentSession) error {
+		_, err := ag.api.Allocate(ag.ctx, &endpointv1.AllocateRequest{ContainerId: "c1", Ifname: "eth0"})
+		return ag.rpcErr("allocate", err)
 	}
-	if _, err := waitAgent(sock, 0, slog.New(slog.DiscardHandler)); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
-		t.Fatalf("wait 0 for an agent not ready: want 11, got %v", err)
+	f := &fakeAgent{allocErrs: []error{status.Error(codes.Unavailable, "agent not ready: warming up")}}
+	sock := serveFake(t, f)
+	if _, err := waitAgent(sock, 0, log, alloc); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Details, "warming up") {
+		t.Fatalf("wait 0 for an agent not ready: want 11 with its message, got %v", err)
+	}
+	f.allocErrs = []error{status.Error(codes.Unavailable, "agent not ready"), status.Error(codes.Unavailable, "agent not ready")}
+	f.calls = nil
+	ag, err := waitAgent(sock, 5*time.Second, log, alloc)
+	if err != nil {
+		t.Fatalf("agent ready on the third try: %v", err)
+	}
+	ag.Close()
+	if strings.Join(f.calls, ",") != "allocate,allocate,allocate" {
+		t.Fatalf("calls %v, want three Allocates and no Status", f.calls)
+	}
+	f.allocErrs = []error{status.Error(codes.ResourceExhausted, "pod cidr exhausted")}
+	if _, err := waitAgent(sock, 5*time.Second, log, alloc); !errors.As(err, &te) || te.Code != types.ErrInternal || !strings.Contains(te.Msg, "exhausted") {
+		t.Fatalf("exhausted: want 999 at once, got %v", err)
+	}
+	if _, err := waitAgent(filepath.Join(t.TempDir(), "none.sock"), 0, log, alloc); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
+		t.Fatalf("no socket: want 11, got %v", err)
 	}
 }
 

@@ -37,7 +37,8 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type EndpointsClient interface {
 	// Allocate reserves addresses for one (container_id, ifname). Allocating
-	// the same pair twice returns the same addresses.
+	// the same pair twice returns the same addresses. UNAVAILABLE while the
+	// agent is not ready.
 	Allocate(ctx context.Context, in *AllocateRequest, opts ...grpc.CallOption) (*AllocateResponse, error)
 	// Release frees the addresses of one attachment, unregistering it first.
 	// Unknown pairs succeed.
@@ -141,7 +142,8 @@ func (c *endpointsClient) Status(ctx context.Context, in *StatusRequest, opts ..
 // for forward compatibility.
 type EndpointsServer interface {
 	// Allocate reserves addresses for one (container_id, ifname). Allocating
-	// the same pair twice returns the same addresses.
+	// the same pair twice returns the same addresses. UNAVAILABLE while the
+	// agent is not ready.
 	Allocate(context.Context, *AllocateRequest) (*AllocateResponse, error)
 	// Release frees the addresses of one attachment, unregistering it first.
 	// Unknown pairs succeed.
