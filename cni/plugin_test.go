@@ -129,7 +129,7 @@ func (f *fakeAgent) Release(_ context.Context, r *endpointv1.ReleaseRequest) (*e
 	return &endpointv1.ReleaseResponse{}, f.releaseErr
 }
 
-func serveFake(t *testing.T, f *fakeAgent) string {
+func serveFake(t testing.TB, f *fakeAgent) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	lis, err := net.Listen("unix", sock)
