@@ -6,7 +6,9 @@
 
 // The endpoint API: how loupe-cni talks to the loupe-agent of its node, over
 // a unix socket. The agent owns IP allocation and the datapath maps; the
-// plugin owns the links in the pod and the host namespaces.
+// plugin owns the links in the pod and the host namespaces. This file holds
+// the messages; the service is in endpointgrpc/endpoint_service.proto, so
+// that the plugin can use the messages without linking the gRPC library.
 
 package endpointv1
 
@@ -1001,16 +1003,7 @@ const file_endpoint_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12\x19\n" +
 	"\bbpf_root\x18\x05 \x01(\tR\abpfRoot\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12-\n" +
-	"\x12applied_generation\x18\a \x01(\tR\x11appliedGeneration2\xde\x04\n" +
-	"\tEndpoints\x12S\n" +
-	"\bAllocate\x12\".loupe.endpoint.v1.AllocateRequest\x1a#.loupe.endpoint.v1.AllocateResponse\x12P\n" +
-	"\aRelease\x12!.loupe.endpoint.v1.ReleaseRequest\x1a\".loupe.endpoint.v1.ReleaseResponse\x12S\n" +
-	"\bRegister\x12\".loupe.endpoint.v1.RegisterRequest\x1a#.loupe.endpoint.v1.RegisterResponse\x12Y\n" +
-	"\n" +
-	"Unregister\x12$.loupe.endpoint.v1.UnregisterRequest\x1a%.loupe.endpoint.v1.UnregisterResponse\x12b\n" +
-	"\rCheckAttached\x12'.loupe.endpoint.v1.CheckAttachedRequest\x1a(.loupe.endpoint.v1.CheckAttachedResponse\x12G\n" +
-	"\x04List\x12\x1e.loupe.endpoint.v1.ListRequest\x1a\x1f.loupe.endpoint.v1.ListResponse\x12M\n" +
-	"\x06Status\x12 .loupe.endpoint.v1.StatusRequest\x1a!.loupe.endpoint.v1.StatusResponseB;Z9github.com/loupe-project/loupe/api/endpoint/v1;endpointv1b\x06proto3"
+	"\x12applied_generation\x18\a \x01(\tR\x11appliedGenerationB;Z9github.com/loupe-project/loupe/api/endpoint/v1;endpointv1b\x06proto3"
 
 var (
 	file_endpoint_proto_rawDescOnce sync.Once
@@ -1043,29 +1036,15 @@ var file_endpoint_proto_goTypes = []any{
 	(*StatusResponse)(nil),        // 14: loupe.endpoint.v1.StatusResponse
 }
 var file_endpoint_proto_depIdxs = []int32{
-	4,  // 0: loupe.endpoint.v1.RegisterRequest.endpoint:type_name -> loupe.endpoint.v1.Endpoint
-	4,  // 1: loupe.endpoint.v1.RegisterResponse.endpoint:type_name -> loupe.endpoint.v1.Endpoint
-	4,  // 2: loupe.endpoint.v1.ListResponse.endpoints:type_name -> loupe.endpoint.v1.Endpoint
-	2,  // 3: loupe.endpoint.v1.ListResponse.allocations:type_name -> loupe.endpoint.v1.ReleaseRequest
-	0,  // 4: loupe.endpoint.v1.Endpoints.Allocate:input_type -> loupe.endpoint.v1.AllocateRequest
-	2,  // 5: loupe.endpoint.v1.Endpoints.Release:input_type -> loupe.endpoint.v1.ReleaseRequest
-	5,  // 6: loupe.endpoint.v1.Endpoints.Register:input_type -> loupe.endpoint.v1.RegisterRequest
-	7,  // 7: loupe.endpoint.v1.Endpoints.Unregister:input_type -> loupe.endpoint.v1.UnregisterRequest
-	8,  // 8: loupe.endpoint.v1.Endpoints.CheckAttached:input_type -> loupe.endpoint.v1.CheckAttachedRequest
-	11, // 9: loupe.endpoint.v1.Endpoints.List:input_type -> loupe.endpoint.v1.ListRequest
-	13, // 10: loupe.endpoint.v1.Endpoints.Status:input_type -> loupe.endpoint.v1.StatusRequest
-	1,  // 11: loupe.endpoint.v1.Endpoints.Allocate:output_type -> loupe.endpoint.v1.AllocateResponse
-	3,  // 12: loupe.endpoint.v1.Endpoints.Release:output_type -> loupe.endpoint.v1.ReleaseResponse
-	6,  // 13: loupe.endpoint.v1.Endpoints.Register:output_type -> loupe.endpoint.v1.RegisterResponse
-	10, // 14: loupe.endpoint.v1.Endpoints.Unregister:output_type -> loupe.endpoint.v1.UnregisterResponse
-	9,  // 15: loupe.endpoint.v1.Endpoints.CheckAttached:output_type -> loupe.endpoint.v1.CheckAttachedResponse
-	12, // 16: loupe.endpoint.v1.Endpoints.List:output_type -> loupe.endpoint.v1.ListResponse
-	14, // 17: loupe.endpoint.v1.Endpoints.Status:output_type -> loupe.endpoint.v1.StatusResponse
-	11, // [11:18] is the sub-list for method output_type
-	4,  // [4:11] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	4, // 0: loupe.endpoint.v1.RegisterRequest.endpoint:type_name -> loupe.endpoint.v1.Endpoint
+	4, // 1: loupe.endpoint.v1.RegisterResponse.endpoint:type_name -> loupe.endpoint.v1.Endpoint
+	4, // 2: loupe.endpoint.v1.ListResponse.endpoints:type_name -> loupe.endpoint.v1.Endpoint
+	2, // 3: loupe.endpoint.v1.ListResponse.allocations:type_name -> loupe.endpoint.v1.ReleaseRequest
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_endpoint_proto_init() }
@@ -1081,7 +1060,7 @@ func file_endpoint_proto_init() {
 			NumEnums:      0,
 			NumMessages:   15,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   0,
 		},
 		GoTypes:           file_endpoint_proto_goTypes,
 		DependencyIndexes: file_endpoint_proto_depIdxs,
