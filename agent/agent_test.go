@@ -22,6 +22,7 @@ import (
 
 	"github.com/loupe-project/loupe/agent/ipam"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 	"github.com/loupe-project/loupe/contract"
 )
 
@@ -375,7 +376,7 @@ func TestConcurrentAllocateOverSocket(t *testing.T) {
 }
 
 // serve runs a.Serve on sock for the test's duration and returns a client.
-func serve(t *testing.T, a *Agent, sock string) endpointv1.EndpointsClient {
+func serve(t *testing.T, a *Agent, sock string) endpointgrpc.EndpointsClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -395,7 +396,7 @@ func serve(t *testing.T, a *Agent, sock string) endpointv1.EndpointsClient {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return endpointv1.NewEndpointsClient(conn)
+	return endpointgrpc.NewEndpointsClient(conn)
 }
 
 func TestSocketModeStaleAndLive(t *testing.T) {
@@ -450,7 +451,7 @@ func TestServeRemovesSocketOnShutdown(t *testing.T) {
 	}
 	defer conn.Close()
 	// WaitForReady blocks until the socket exists and answers.
-	if _, err := endpointv1.NewEndpointsClient(conn).Status(context.Background(), &endpointv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
+	if _, err := endpointgrpc.NewEndpointsClient(conn).Status(context.Background(), &endpointv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Fatal(err)
 	}
 	cancel()

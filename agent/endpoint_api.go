@@ -13,6 +13,7 @@ import (
 
 	"github.com/loupe-project/loupe/agent/ipam"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 )
 
 // The endpoint API (api/endpoint/v1) that loupe-cni calls: request
@@ -21,7 +22,7 @@ import (
 
 // Server implements the endpoint API on top of an Agent.
 type Server struct {
-	endpointv1.UnimplementedEndpointsServer
+	endpointgrpc.UnimplementedEndpointsServer
 	a *Agent
 }
 

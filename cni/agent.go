@@ -9,19 +9,12 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
-	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
 // agent is a connection to the node's loupe-agent endpoint API.
 type agent struct {
 	socket string
-	conn   *grpc.ClientConn
-	api    endpointv1.EndpointsClient
+	api    *agentClient
 }
 
 // dialAgent connects lazily; an absent socket is reported at once as
@@ -30,14 +23,13 @@ func dialAgent(socket string) (*agent, error) {
 	if _, err := os.Stat(socket); err != nil {
 		return nil, tryAgain(socket, err)
 	}
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, tryAgain(socket, err)
-	}
-	return &agent{socket: socket, conn: conn, api: endpointv1.NewEndpointsClient(conn)}, nil
+	return &agent{socket: socket, api: newAgentClient(socket)}, nil
 }
 
-func (a *agent) Close() error { return a.conn.Close() }
+func (a *agent) Close() error {
+	a.api.close()
+	return nil
+}
 
 // agentPoll is how often waitAgent asks again.
 const agentPoll = 250 * time.Millisecond
@@ -80,16 +72,15 @@ func (a *agent) rpcErr(op string, err error) error {
 	if isUnreachable(err) {
 		return tryAgain(a.socket, fmt.Errorf("%s: %w", op, err))
 	}
-	st, _ := status.FromError(err)
-	return types.NewError(types.ErrInternal, fmt.Sprintf("loupe-agent %s: %s", op, st.Message()), "socket "+a.socket)
+	return types.NewError(types.ErrInternal, fmt.Sprintf("loupe-agent %s: %s", op, rpcMessage(err)), "socket "+a.socket)
 }
 
 func isUnreachable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+	switch rpcCode(err) {
+	case codeUnavailable, codeDeadlineExceeded, codeCanceled:
 		return true
 	}
 	return false

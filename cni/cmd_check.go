@@ -12,8 +12,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"google.golang.org/grpc/status"
-
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
@@ -140,7 +138,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 		if isUnreachable(err) {
 			return ag.rpcErr("check attached", err)
 		}
-		return fmt.Errorf("check: datapath on %s: %s", hostIf, status.Convert(err).Message())
+		return fmt.Errorf("check: datapath on %s: %s", hostIf, rpcMessage(err))
 	}
 	return nil
 }

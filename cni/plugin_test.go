@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 )
 
 func TestBuildResultEveryVersion(t *testing.T) {
@@ -85,7 +86,7 @@ func TestAgentUnreachable(t *testing.T) {
 
 // fakeAgent answers the endpoint API from memory and records the calls.
 type fakeAgent struct {
-	endpointv1.UnimplementedEndpointsServer
+	endpointgrpc.UnimplementedEndpointsServer
 	status     *endpointv1.StatusResponse
 	statusErr  error
 	releaseErr error
@@ -137,7 +138,7 @@ func serveFake(t testing.TB, f *fakeAgent) string {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	endpointv1.RegisterEndpointsServer(srv, f)
+	endpointgrpc.RegisterEndpointsServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return sock
