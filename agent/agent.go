@@ -46,8 +46,15 @@ type Config struct {
 	// name) still exists. When set, endpoints whose veth is gone are
 	// released (sweep.go); nil trusts the table.
 	HostLinkAlive func(ifindex uint32, name string) bool
-	// DetachHostLink removes the link pins of a gone host veth.
+	// DetachHostLink removes the link pins of a host veth: on Unregister,
+	// Release and for a gone veth. Absent pins are not an error.
 	DetachHostLink func(name string) error
+	// AttachHostLink attaches the datapath programs to a host veth in an
+	// XDP mode ("native", "generic" or "off") and pins the links, for
+	// Register; CheckHostLink tells whether they are. Nil: Register cannot
+	// attach and CheckAttached fails.
+	AttachHostLink func(name, xdpMode string) error
+	CheckHostLink  func(name, xdpMode string) error
 	// HostLinkName returns the name of the link with this index, false
 	// when there is none. Rebuilding endpoints from the datapath after a
 	// corrupt endpoints.json needs it (recover.go); nil rebuilds none.
@@ -249,9 +256,9 @@ func (a *Agent) ownsPrefix(p netip.Prefix) bool {
 	return false
 }
 
-// syncIPCache makes the ipcache entries inside the pod CIDRs equal to
-// table's endpoints (address -> pod identity) plus the gateways (-> host).
-func (a *Agent) syncIPCache(table map[ipam.Key]*Endpoint) error {
+// ipcacheOf is the ipcache entries the agent owns for table: its
+// endpoints (address -> pod identity) plus the gateways (-> host).
+func (a *Agent) ipcacheOf(table map[ipam.Key]*Endpoint) map[netip.Prefix]uint32 {
 	want := map[netip.Prefix]uint32{}
 	gw4, gw6 := a.Gateways()
 	for _, gw := range []netip.Addr{gw4, gw6} {
@@ -266,6 +273,38 @@ func (a *Agent) syncIPCache(table map[ipam.Key]*Endpoint) error {
 			}
 		}
 	}
+	return want
+}
+
+// updateIPCache moves the ipcache from table prev (which it reflects) to
+// next, writing only the entries that differ. Register and Unregister use
+// it: reading the whole map back on every pod change cost ADD and DEL
+// milliseconds (issue #25). Start-up and rollbacks still use syncIPCache,
+// which repairs any drift.
+func (a *Agent) updateIPCache(prev, next map[ipam.Key]*Endpoint) error {
+	had, want := a.ipcacheOf(prev), a.ipcacheOf(next)
+	for p, id := range want {
+		if cur, ok := had[p]; ok && cur == id {
+			continue
+		}
+		if err := a.dp.UpsertIPCache(p, id); err != nil {
+			return fmt.Errorf("write ipcache: %w", err)
+		}
+	}
+	for p := range had {
+		if _, ok := want[p]; !ok && a.ownsPrefix(p) {
+			if err := a.dp.DeleteIPCache(p); err != nil {
+				return fmt.Errorf("remove ipcache: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// syncIPCache makes the ipcache entries inside the pod CIDRs equal to
+// table's endpoints (address -> pod identity) plus the gateways (-> host).
+func (a *Agent) syncIPCache(table map[ipam.Key]*Endpoint) error {
+	want := a.ipcacheOf(table)
 	have, err := a.dp.IPCache()
 	if err != nil {
 		return fmt.Errorf("read ipcache: %w", err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/loupe-project/loupe/agent/ipam"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 	"github.com/loupe-project/loupe/contract"
 )
 
@@ -34,6 +35,12 @@ type fixture struct {
 	// detached records DetachHostLink calls.
 	links    map[uint32]string
 	detached []string
+	// attachErr, when attachLinks is set, is what AttachHostLink returns;
+	// attached records its successful calls ("name mode").
+	attachLinks bool
+	attachErr   error
+	detachErr   error
+	attached    []string
 	// logs collects every agent's log.
 	logs lockedBuffer
 }
@@ -64,7 +71,28 @@ func (f *fixture) restart(t *testing.T, cidrs ...string) {
 	if f.links != nil {
 		cfg.HostLinkAlive = func(idx uint32, name string) bool { return f.links[idx] == name }
 		cfg.HostLinkName = func(idx uint32) (string, bool) { n, ok := f.links[idx]; return n, ok }
-		cfg.DetachHostLink = func(name string) error { f.detached = append(f.detached, name); return nil }
+		cfg.DetachHostLink = func(name string) error {
+			if f.detachErr != nil {
+				return f.detachErr
+			}
+			f.detached = append(f.detached, name)
+			return nil
+		}
+	}
+	if f.attachLinks {
+		cfg.AttachHostLink = func(name, mode string) error {
+			if f.attachErr != nil {
+				return f.attachErr
+			}
+			f.attached = append(f.attached, name+" "+mode)
+			return nil
+		}
+		cfg.CheckHostLink = func(name, mode string) error {
+			if !slices.Contains(f.attached, name+" "+mode) {
+				return fmt.Errorf("%s: no link pinned in mode %s", name, mode)
+			}
+			return nil
+		}
 	}
 	a, err := New(cfg)
 	if err != nil {
@@ -348,7 +376,7 @@ func TestConcurrentAllocateOverSocket(t *testing.T) {
 }
 
 // serve runs a.Serve on sock for the test's duration and returns a client.
-func serve(t *testing.T, a *Agent, sock string) endpointv1.EndpointsClient {
+func serve(t *testing.T, a *Agent, sock string) endpointgrpc.EndpointsClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -368,7 +396,7 @@ func serve(t *testing.T, a *Agent, sock string) endpointv1.EndpointsClient {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return endpointv1.NewEndpointsClient(conn)
+	return endpointgrpc.NewEndpointsClient(conn)
 }
 
 func TestSocketModeStaleAndLive(t *testing.T) {
@@ -423,7 +451,7 @@ func TestServeRemovesSocketOnShutdown(t *testing.T) {
 	}
 	defer conn.Close()
 	// WaitForReady blocks until the socket exists and answers.
-	if _, err := endpointv1.NewEndpointsClient(conn).Status(context.Background(), &endpointv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
+	if _, err := endpointgrpc.NewEndpointsClient(conn).Status(context.Background(), &endpointv1.StatusRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
@@ -656,4 +684,17 @@ func TestSweepReleasesOrphanedAllocations(t *testing.T) {
 	if n, err := f.a.SweepDead(); n != 1 || err != nil {
 		t.Fatalf("third sweep: released %d, %v; want 1 (late)", n, err)
 	}
+}
+
+// Allocate is ADD's first call and stands in for Status: a not-ready agent
+// refuses it with Unavailable, which the plugin retries.
+func TestAllocateUnavailableUntilReady(t *testing.T) {
+	f := newFixture(t)
+	f.a.ready.Store(false)
+	_, err := f.s.Allocate(context.Background(), &endpointv1.AllocateRequest{ContainerId: "c1", Ifname: "eth0"})
+	if status.Code(err) != codes.Unavailable || len(f.a.ipam.List()) != 0 {
+		t.Fatalf("not ready: got %v and allocations %v, want Unavailable and none", err, f.a.ipam.List())
+	}
+	f.a.ready.Store(true)
+	f.allocate(t, "c1", "eth0")
 }

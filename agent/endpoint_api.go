@@ -13,6 +13,7 @@ import (
 
 	"github.com/loupe-project/loupe/agent/ipam"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 )
 
 // The endpoint API (api/endpoint/v1) that loupe-cni calls: request
@@ -21,7 +22,7 @@ import (
 
 // Server implements the endpoint API on top of an Agent.
 type Server struct {
-	endpointv1.UnimplementedEndpointsServer
+	endpointgrpc.UnimplementedEndpointsServer
 	a *Agent
 }
 
@@ -48,9 +49,14 @@ func validateKey(containerID, ifname string) error {
 }
 
 // Allocate reserves (or returns the existing) addresses of an attachment.
+// It is ADD's first call, so it also answers for readiness: Unavailable
+// (the plugin's "try again later") until the agent is ready.
 func (s *Server) Allocate(_ context.Context, req *endpointv1.AllocateRequest) (*endpointv1.AllocateResponse, error) {
 	if err := validateKey(req.GetContainerId(), req.GetIfname()); err != nil {
 		return nil, err
+	}
+	if !s.a.Ready() {
+		return nil, status.Error(codes.Unavailable, "agent not ready")
 	}
 	al, err := s.a.ipam.Allocate(ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()},
 		req.GetPodNamespace(), req.GetPodName())
@@ -79,21 +85,28 @@ func addrString(a netip.Addr) string {
 }
 
 // Release frees an attachment's addresses. An endpoint still registered
-// for the attachment is unregistered first, so a freed address is never
-// left in the endpoint map.
+// for the attachment is unregistered first (link pins included), so a
+// freed address is never left in the endpoint map.
 func (s *Server) Release(_ context.Context, req *endpointv1.ReleaseRequest) (*endpointv1.ReleaseResponse, error) {
 	if err := validateKey(req.GetContainerId(), req.GetIfname()); err != nil {
+		return nil, err
+	}
+	if err := validateOptionalIfname(req.GetHostIfname()); err != nil {
 		return nil, err
 	}
 	key := ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()}
 	a := s.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.unregisterLocked(key); err != nil {
+	detachErr, err := a.detachAndUnregisterLocked(key, req.GetHostIfname())
+	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	if err := a.ipam.Release(key); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if detachErr != nil {
+		return nil, status.Error(codes.Internal, detachErr.Error())
 	}
 	return &endpointv1.ReleaseResponse{}, nil
 }
@@ -122,6 +135,30 @@ func (s *Server) Register(_ context.Context, req *endpointv1.RegisterRequest) (*
 		return nil, invalid(err)
 	}
 	a := s.a
+	mode, err := a.xdpModeOr(req.GetXdpMode())
+	if err != nil {
+		return nil, invalid(err)
+	}
+	if req.GetAttach() && a.cfg.AttachHostLink == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this agent attaches no programs")
+	}
+	out, err := a.register(e)
+	if err != nil {
+		return nil, err
+	}
+	if !req.GetAttach() {
+		return &endpointv1.RegisterResponse{Endpoint: out}, nil
+	}
+	// Outside mu: concurrent ADDs attach side by side.
+	if err := a.attachRegistered(e, mode); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &endpointv1.RegisterResponse{Endpoint: out, Attached: true}, nil
+}
+
+// register checks e against its allocation and records it; its error is a
+// gRPC status.
+func (a *Agent) register(e *Endpoint) (*endpointv1.Endpoint, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	al, ok := a.ipam.Get(e.key())
@@ -144,7 +181,17 @@ func (s *Server) Register(_ context.Context, req *endpointv1.RegisterRequest) (*
 	if err := a.registerLocked(e); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return &endpointv1.RegisterResponse{Endpoint: e.proto()}, nil
+	return e.proto(), nil
+}
+
+func validateOptionalIfname(name string) error {
+	if name == "" {
+		return nil
+	}
+	if err := validateIfname("host_ifname", name); err != nil {
+		return invalid(err)
+	}
+	return nil
 }
 
 func parseAddrField(field, s string) (netip.Addr, error) {
@@ -158,15 +205,20 @@ func parseAddrField(field, s string) (netip.Addr, error) {
 	return ip, nil
 }
 
-// Unregister removes an endpoint; unknown endpoints succeed.
+// Unregister removes an endpoint and its link pins; unknown endpoints
+// succeed.
 func (s *Server) Unregister(_ context.Context, req *endpointv1.UnregisterRequest) (*endpointv1.UnregisterResponse, error) {
 	if err := validateKey(req.GetContainerId(), req.GetIfname()); err != nil {
+		return nil, err
+	}
+	if err := validateOptionalIfname(req.GetHostIfname()); err != nil {
 		return nil, err
 	}
 	a := s.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.unregisterLocked(ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()}); err != nil {
+	detachErr, err := a.detachAndUnregisterLocked(ipam.Key{ContainerID: req.GetContainerId(), Ifname: req.GetIfname()}, req.GetHostIfname())
+	if err = errors.Join(err, detachErr); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &endpointv1.UnregisterResponse{}, nil

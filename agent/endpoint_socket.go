@@ -13,7 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 )
 
 // Serving the endpoint API (endpoint_api.go) on the unix socket loupe-cni
@@ -34,7 +34,7 @@ func (a *Agent) Serve(ctx context.Context, path string) error {
 // ctx is done, then removes the socket file at path.
 func (a *Agent) ServeListener(ctx context.Context, l net.Listener, path string) error {
 	srv := grpc.NewServer()
-	endpointv1.RegisterEndpointsServer(srv, NewServer(a))
+	endpointgrpc.RegisterEndpointsServer(srv, NewServer(a))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

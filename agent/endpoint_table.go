@@ -73,7 +73,7 @@ func (a *Agent) registerLocked(e *Endpoint) error {
 // state file. On failure undo puts the datapath back, and the table stays
 // as it was. The caller holds mu.
 func (a *Agent) commitLocked(next map[ipam.Key]*Endpoint, undo func()) error {
-	if err := a.syncIPCache(next); err != nil {
+	if err := a.updateIPCache(a.endpoints, next); err != nil {
 		undo()
 		return err
 	}

@@ -9,19 +9,12 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
-	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 )
 
 // agent is a connection to the node's loupe-agent endpoint API.
 type agent struct {
 	socket string
-	conn   *grpc.ClientConn
-	api    endpointv1.EndpointsClient
+	api    *agentClient
 }
 
 // dialAgent connects lazily; an absent socket is reported at once as
@@ -30,26 +23,35 @@ func dialAgent(socket string) (*agent, error) {
 	if _, err := os.Stat(socket); err != nil {
 		return nil, tryAgain(socket, err)
 	}
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, tryAgain(socket, err)
-	}
-	return &agent{socket: socket, conn: conn, api: endpointv1.NewEndpointsClient(conn)}, nil
+	return &agent{socket: socket, api: newAgentClient(socket)}, nil
 }
 
-func (a *agent) Close() error { return a.conn.Close() }
+func (a *agent) Close() error {
+	a.api.close()
+	return nil
+}
 
 // agentPoll is how often waitAgent asks again.
 const agentPoll = 250 * time.Millisecond
 
-// waitAgent connects to the agent and waits, up to wait, until it reports
-// ready: an ADD that comes while the agent starts (the conflist is written
-// before it runs) then succeeds instead of failing into the runtime's
-// backoff. It returns the last "try again later" error when wait passes.
-func waitAgent(socket string, wait time.Duration, log *slog.Logger) (*agentSession, error) {
+// waitAgent connects to the agent and makes ADD's first call, retrying it
+// for up to wait while the answer is "try again later" (no socket, no
+// listener, or Unavailable because the agent is not ready): an ADD that
+// comes while the agent starts (the conflist is written before it runs)
+// then succeeds instead of failing into the runtime's backoff. There is no
+// Status call first: the agent's Allocate refuses while it is not ready,
+// which saves ADD a round trip. It returns the last "try again later"
+// error when wait passes.
+func waitAgent(socket string, wait time.Duration, log *slog.Logger, first func(*agentSession) error) (*agentSession, error) {
 	end := time.Now().Add(wait)
 	for attempt := 1; ; attempt++ {
-		ag, err := readyAgent(socket)
+		ag, err := newSession(socket)
+		if err == nil {
+			if err = first(ag); err != nil {
+				ag.Close()
+				ag = nil
+			}
+		}
 		if err == nil || !isTryAgain(err) || !time.Now().Add(agentPoll).Before(end) {
 			return ag, err
 		}
@@ -58,20 +60,6 @@ func waitAgent(socket string, wait time.Duration, log *slog.Logger) (*agentSessi
 		}
 		time.Sleep(agentPoll)
 	}
-}
-
-// readyAgent is openAgent for ADD: an agent that is not ready yet is "try
-// again later" too.
-func readyAgent(socket string) (*agentSession, error) {
-	ag, err := openAgent(socket)
-	if err != nil {
-		return nil, err
-	}
-	if !ag.status.GetReady() {
-		ag.Close()
-		return nil, tryAgain(socket, errors.New("agent not ready: "+ag.status.GetMessage()))
-	}
-	return ag, nil
 }
 
 // rpcErr turns an RPC failure into a CNI error: a transport failure means
@@ -84,16 +72,15 @@ func (a *agent) rpcErr(op string, err error) error {
 	if isUnreachable(err) {
 		return tryAgain(a.socket, fmt.Errorf("%s: %w", op, err))
 	}
-	st, _ := status.FromError(err)
-	return types.NewError(types.ErrInternal, fmt.Sprintf("loupe-agent %s: %s", op, st.Message()), "socket "+a.socket)
+	return types.NewError(types.ErrInternal, fmt.Sprintf("loupe-agent %s: %s", op, rpcMessage(err)), "socket "+a.socket)
 }
 
 func isUnreachable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+	switch rpcCode(err) {
+	case codeUnavailable, codeDeadlineExceeded, codeCanceled:
 		return true
 	}
 	return false

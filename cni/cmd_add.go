@@ -18,9 +18,11 @@ import (
 )
 
 // Add plumbs one attachment. Order matters: the endpoint is registered
-// before the programs are attached, so anti-spoofing holds from the first
-// packet; every step is undone, in reverse, if a later one fails.
+// before the programs are attached (both by the agent, in Register), so
+// anti-spoofing holds from the first packet; every step is undone, in
+// reverse, if a later one fails.
 func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
+	ph := startPhases()
 	inv, done, err := p.start("ADD", args)
 	if err != nil {
 		return err
@@ -41,29 +43,33 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open pod netns %q: %v", args.Netns, err), "")
 	}
 	defer podNS.Close()
+	ph.mark("start")
 
-	ag, err := waitAgent(inv.conf.AgentSocket, time.Duration(inv.conf.AgentWaitSeconds)*time.Second, log)
+	// 1. Addresses from the agent, the first call (see waitAgent).
+	var alloc *endpointv1.AllocateResponse
+	ag, err := waitAgent(inv.conf.AgentSocket, time.Duration(inv.conf.AgentWaitSeconds)*time.Second, log, func(ag *agentSession) error {
+		var err error
+		alloc, err = ag.api.Allocate(ag.ctx, &endpointv1.AllocateRequest{
+			ContainerId:  args.ContainerID,
+			Ifname:       args.IfName,
+			PodNamespace: string(inv.k8s.K8S_POD_NAMESPACE),
+			PodName:      string(inv.k8s.K8S_POD_NAME),
+		})
+		return ag.rpcErr("allocate", err)
+	})
 	if err != nil {
 		return err
 	}
 	defer ag.Close()
 	ctx := ag.ctx
-
-	// 1. Addresses from the agent.
-	alloc, err := ag.api.Allocate(ctx, &endpointv1.AllocateRequest{
-		ContainerId:  args.ContainerID,
-		Ifname:       args.IfName,
-		PodNamespace: string(inv.k8s.K8S_POD_NAMESPACE),
-		PodName:      string(inv.k8s.K8S_POD_NAME),
-	})
-	if err != nil {
-		return ag.rpcErr("allocate", err)
-	}
+	ph.mark("allocate")
+	hostIf := HostIfname(args.ContainerID, args.IfName)
 	defer func() {
 		if err != nil {
+			// Release also unregisters and takes the link pins away.
 			rctx, rcancel := context.WithTimeout(context.Background(), rollbackTimeout)
 			defer rcancel()
-			if _, rerr := ag.api.Release(rctx, &endpointv1.ReleaseRequest{ContainerId: args.ContainerID, Ifname: args.IfName}); rerr != nil {
+			if _, rerr := ag.api.Release(rctx, &endpointv1.ReleaseRequest{ContainerId: args.ContainerID, Ifname: args.IfName, HostIfname: hostIf}); rerr != nil {
 				log.Error("rollback: release", logKeyErr, rerr)
 			}
 		}
@@ -105,10 +111,13 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err := addHostRoutes(host.Attrs().Index, pl); err != nil {
 		return err
 	}
+	ph.mark("netlink")
 
-	// 5. Register before attaching: the programs find the endpoint entry
-	// for the very first packet, so anti-spoofing has no gap.
-	_, err = ag.api.Register(ctx, &endpointv1.RegisterRequest{Endpoint: &endpointv1.Endpoint{
+	// 5. Register, and the agent attaches the pinned XDP and TCX programs
+	// to the host veth after it wrote the endpoint entry: the programs find
+	// it for the very first packet, so anti-spoofing has no gap. The agent
+	// holds the programs, so this costs no eBPF loading here.
+	reg, err := ag.api.Register(ctx, &endpointv1.RegisterRequest{Endpoint: &endpointv1.Endpoint{
 		ContainerId:  args.ContainerID,
 		Ifname:       args.IfName,
 		Netns:        args.Netns,
@@ -119,31 +128,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		Ipv4:         alloc.GetIpv4(),
 		Ipv6:         alloc.GetIpv6(),
 		Mac:          podMAC.String(),
-	}})
+	}, Attach: true, XdpMode: mode})
 	if err != nil {
 		return ag.rpcErr("register", err)
 	}
-	defer func() {
-		if err != nil {
-			rctx, rcancel := context.WithTimeout(context.Background(), rollbackTimeout)
-			defer rcancel()
-			if _, rerr := ag.api.Unregister(rctx, &endpointv1.UnregisterRequest{ContainerId: args.ContainerID, Ifname: args.IfName}); rerr != nil {
-				log.Error("rollback: unregister", logKeyErr, rerr)
-			}
-		}
-	}()
-
-	// 6. The pinned XDP and TCX programs on the host veth.
-	if err := p.Datapath.Attach(alloc.GetBpfRoot(), pl.HostIfname, mode); err != nil {
-		return fmt.Errorf("attach datapath to %s: %w", pl.HostIfname, err)
+	if !reg.GetAttached() {
+		return types.NewError(types.ErrInternal, "loupe-agent register: the agent did not attach the datapath (an agent older than the plugin?)", "socket "+ag.socket)
 	}
-	defer func() {
-		if err != nil {
-			if derr := p.Datapath.Detach(alloc.GetBpfRoot(), pl.HostIfname); derr != nil {
-				log.Error("rollback: detach", logKeyErr, derr)
-			}
-		}
-	}()
+	ph.mark("register_attach")
 
 	// 7. The result.
 	res := buildResult(args, inv.conf, pl, plumbed{HostIndex: host.Attrs().Index, HostMAC: host.Attrs().HardwareAddr, PodIndex: podIndex, PodMAC: podMAC})
@@ -158,7 +150,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err := out.PrintTo(w); err != nil {
 		return fmt.Errorf("add: print result: %w", err)
 	}
-	log.Info("added", "xdp", mode)
+	ph.mark("result")
+	log.Info("added", "xdp", mode, ph.group())
 	return nil
 }
 

@@ -134,8 +134,11 @@ func (p *Plugin) Check(args *skel.CmdArgs) (err error) {
 		}
 		mode = alloc.GetXdpMode()
 	}
-	if err := p.Datapath.CheckAttached(ag.status.GetBpfRoot(), hostIf, mode); err != nil {
-		return fmt.Errorf("check: datapath on %s: %w", hostIf, err)
+	if _, err := ag.api.CheckAttached(ctx, &endpointv1.CheckAttachedRequest{HostIfname: hostIf, XdpMode: mode}); err != nil {
+		if isUnreachable(err) {
+			return ag.rpcErr("check attached", err)
+		}
+		return fmt.Errorf("check: datapath on %s: %s", hostIf, rpcMessage(err))
 	}
 	return nil
 }

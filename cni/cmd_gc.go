@@ -43,14 +43,18 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 	}
 
 	var errs []error
-	removeWire := func(hostIf string) {
-		if bpfRoot != "" {
-			if err := p.Datapath.Detach(bpfRoot, hostIf); err != nil {
-				errs = append(errs, fmt.Errorf("detach %s: %w", hostIf, err))
-			}
-		}
+	// removeWire deletes a host veth, which takes the programs off the
+	// wire; the agent removes the link pins of what it has records of
+	// (Release), and pins left without a record are plain files to unlink.
+	removeWire := func(hostIf string, pins bool) {
 		if err := deleteHostLink(hostIf); err != nil {
 			errs = append(errs, err)
+			return
+		}
+		if pins && bpfRoot != "" {
+			if err := os.RemoveAll(filepath.Join(bpfRoot, "links", hostIf)); err != nil {
+				errs = append(errs, fmt.Errorf("remove link pins of %s: %w", hostIf, err))
+			}
 		}
 	}
 	removed := 0
@@ -66,11 +70,8 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 		if hostIf == "" {
 			hostIf = HostIfname(key.ContainerID, key.IfName)
 		}
-		removeWire(hostIf)
-		if _, err := ag.api.Unregister(ctx, &endpointv1.UnregisterRequest{ContainerId: key.ContainerID, Ifname: key.IfName}); err != nil {
-			errs = append(errs, ag.rpcErr("unregister", err))
-		}
-		if _, err := ag.api.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: key.ContainerID, Ifname: key.IfName}); err != nil {
+		removeWire(hostIf, false)
+		if _, err := ag.api.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: key.ContainerID, Ifname: key.IfName, HostIfname: hostIf}); err != nil {
 			errs = append(errs, ag.rpcErr("release", err))
 		}
 		removed++
@@ -82,8 +83,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 		}
 		// An allocation without an endpoint is an ADD that died midway;
 		// its veth may exist.
-		removeWire(HostIfname(key.ContainerID, key.IfName))
-		if _, err := ag.api.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: key.ContainerID, Ifname: key.IfName}); err != nil {
+		hostIf := HostIfname(key.ContainerID, key.IfName)
+		removeWire(hostIf, false)
+		if _, err := ag.api.Release(ctx, &endpointv1.ReleaseRequest{ContainerId: key.ContainerID, Ifname: key.IfName, HostIfname: hostIf}); err != nil {
 			errs = append(errs, ag.rpcErr("release", err))
 		}
 		removed++
@@ -111,7 +113,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) (err error) {
 		}
 	}
 	for name := range stray {
-		removeWire(name)
+		removeWire(name, true)
 	}
 	log.Info("gc done", "removed_records", removed, "removed_stray", len(stray))
 	return firstCNIErrorOrNil(errs)

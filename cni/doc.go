@@ -34,22 +34,27 @@
 // holds the Plugin type and the start-up they share (netconf, CNI_ARGS and
 // log, then the agent connection, its time budget and Status).
 //
-// ADD: Allocate, veth, addresses and routes, Register, Attach, result;
-// any failure undoes what was done, in reverse. Register comes before
-// Attach so anti-spoofing covers the first packet. ADD waits up to
+// ADD: Allocate, veth, addresses and routes, Register (with which the
+// agent writes the endpoint entry, then attaches the programs), result; any
+// failure undoes what was done, in reverse. The entry comes before the
+// programs so anti-spoofing covers the first packet. The agent attaches
+// because it holds the programs already: the plugin imports no eBPF code
+// and starts as fast as a plain netlink plugin. ADD waits up to
 // agentWaitSeconds (default 30) for an agent that is not up or not ready
 // yet, as Cilium's plugin does, so pods scheduled while the DaemonSet
 // starts do not fall into the runtime's backoff; after that, error 11
 // naming the socket.
 //
-// DEL: Detach, delete the host veth (which removes the pod end), Unregister,
-// Release; whatever is missing is success. With the agent unreachable, DEL
+// DEL: delete the host veth (which removes the pod end and takes the
+// programs off the wire), then Release, with which the agent removes the
+// link pins, the endpoint and the addresses; whatever is missing is
+// success. With the agent unreachable, DEL
 // deletes the veth pair (taking the programs off the wire) and succeeds:
 // the agent releases endpoints whose veth is gone (address, link pins) when
 // it starts and every 30 s, so a pod's deletion never waits for the agent.
 //
 // CHECK: the pod and host ends, addresses, routes and MAC/MTU against
-// prevResult, the agent's endpoint record, and datapath.CheckAttached. When
+// prevResult, the agent's endpoint record, and the agent's CheckAttached. When
 // the netconf sets no xdp mode, the agent's default is read by Allocate of
 // the attachment after List has shown it exists (Allocate of a held pair
 // returns it unchanged); StatusResponse does not carry the mode.
@@ -57,8 +62,8 @@
 // STATUS: 50 while the agent is unreachable or not ready.
 //
 // GC: every agent endpoint and bare allocation not in
-// cni.dev/valid-attachments is detached, unlinked, unregistered and
-// released; lxc veths and link pins that no valid attachment owns are
+// cni.dev/valid-attachments is unlinked and released (the agent removes its
+// link pins); lxc veths and link pins that no valid attachment owns are
 // removed too. This assumes one loupe network per node (the agent's
 // records are per node) and, as the spec asks, no ADD running meanwhile.
 package cni

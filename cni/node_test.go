@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 	"github.com/loupe-project/loupe/cni"
 	"github.com/loupe-project/loupe/cni/cniclient"
 	"github.com/loupe-project/loupe/datapath"
@@ -257,12 +258,12 @@ func (n *node) stopAgent() {
 	n.agentCmd = nil
 }
 
-func (n *node) agentAPI() (endpointv1.EndpointsClient, func()) {
+func (n *node) agentAPI() (endpointgrpc.EndpointsClient, func()) {
 	conn, err := grpc.NewClient("unix://"+n.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	return endpointv1.NewEndpointsClient(conn), func() { conn.Close() }
+	return endpointgrpc.NewEndpointsClient(conn), func() { conn.Close() }
 }
 
 func (n *node) waitReady(timeout time.Duration) error {

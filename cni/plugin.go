@@ -17,18 +17,8 @@ import (
 // netconf and CNI_ARGS and opens the log, then openAgent connects to the
 // agent and asks its Status.
 
-// Datapath is the part of the datapath package the plugin drives. The
-// binary wires it to datapath.Attach, Detach and CheckAttached; modes are
-// "native", "generic" or "off".
-type Datapath struct {
-	Attach        func(bpfRoot, hostIfname, xdpMode string) error
-	Detach        func(bpfRoot, hostIfname string) error
-	CheckAttached func(bpfRoot, hostIfname, xdpMode string) error
-}
-
 // Plugin implements the CNI commands.
 type Plugin struct {
-	Datapath Datapath
 	// Stdout receives the result of ADD; nil means os.Stdout.
 	Stdout io.Writer
 }
@@ -79,7 +69,7 @@ func (p *Plugin) start(cmd string, args *skel.CmdArgs) (*invocation, func(), err
 
 // agentSession is one command's conversation with the agent: the
 // connection, the rpcTimeout budget all of its calls share, and the
-// agent's Status (which names the bpf root).
+// agent's Status (which names the bpf root; nil for ADD, which asks none).
 type agentSession struct {
 	*agent
 	ctx    context.Context
@@ -88,22 +78,30 @@ type agentSession struct {
 }
 
 // openAgent is the second half of the start-up, for the commands that need
-// the agent (ADD through waitAgent, DEL, CHECK, GC): dial, start the
+// the agent's Status (CHECK, GC): dial, start the
 // rpcTimeout budget and ask Status. Its error is a CNI error, 11 when the
 // agent is unreachable; STATUS maps its own failures to 50 instead.
 func openAgent(socket string) (*agentSession, error) {
+	ag, err := newSession(socket)
+	if err != nil {
+		return nil, err
+	}
+	ag.status, err = ag.api.Status(ag.ctx, &endpointv1.StatusRequest{})
+	if err != nil {
+		ag.Close()
+		return nil, ag.rpcErr("status", err)
+	}
+	return ag, nil
+}
+
+// newSession dials and starts the rpcTimeout budget, without a call.
+func newSession(socket string) (*agentSession, error) {
 	ag, err := dialAgent(socket)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	st, err := ag.api.Status(ctx, &endpointv1.StatusRequest{})
-	if err != nil {
-		cancel()
-		ag.Close()
-		return nil, ag.rpcErr("status", err)
-	}
-	return &agentSession{agent: ag, ctx: ctx, cancel: cancel, status: st}, nil
+	return &agentSession{agent: ag, ctx: ctx, cancel: cancel}, nil
 }
 
 // Close ends the budget and the connection.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 )
 
 func TestBuildResultEveryVersion(t *testing.T) {
@@ -84,9 +86,12 @@ func TestAgentUnreachable(t *testing.T) {
 
 // fakeAgent answers the endpoint API from memory and records the calls.
 type fakeAgent struct {
-	endpointv1.UnimplementedEndpointsServer
-	status    *endpointv1.StatusResponse
-	statusErr error
+	endpointgrpc.UnimplementedEndpointsServer
+	status     *endpointv1.StatusResponse
+	statusErr  error
+	releaseErr error
+	// allocErrs are the answers of the next Allocates, then success.
+	allocErrs []error
 
 	mu    sync.Mutex
 	calls []string
@@ -103,17 +108,29 @@ func (f *fakeAgent) Status(context.Context, *endpointv1.StatusRequest) (*endpoin
 	return f.status, f.statusErr
 }
 
+func (f *fakeAgent) Allocate(context.Context, *endpointv1.AllocateRequest) (*endpointv1.AllocateResponse, error) {
+	f.record("allocate")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.allocErrs) > 0 {
+		err := f.allocErrs[0]
+		f.allocErrs = f.allocErrs[1:]
+		return nil, err
+	}
+	return &endpointv1.AllocateResponse{Ipv4: "10.1.0.5", GatewayIpv4: "10.1.0.1", BpfRoot: "/sys/fs/bpf/fake", XdpMode: "off"}, nil
+}
+
 func (f *fakeAgent) Unregister(_ context.Context, r *endpointv1.UnregisterRequest) (*endpointv1.UnregisterResponse, error) {
 	f.record("unregister " + r.GetContainerId() + "/" + r.GetIfname())
 	return &endpointv1.UnregisterResponse{}, nil
 }
 
 func (f *fakeAgent) Release(_ context.Context, r *endpointv1.ReleaseRequest) (*endpointv1.ReleaseResponse, error) {
-	f.record("release " + r.GetContainerId() + "/" + r.GetIfname())
-	return &endpointv1.ReleaseResponse{}, nil
+	f.record(strings.TrimSpace("release " + r.GetContainerId() + "/" + r.GetIfname() + " " + r.GetHostIfname()))
+	return &endpointv1.ReleaseResponse{}, f.releaseErr
 }
 
-func serveFake(t *testing.T, f *fakeAgent) string {
+func serveFake(t testing.TB, f *fakeAgent) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	lis, err := net.Listen("unix", sock)
@@ -121,7 +138,7 @@ func serveFake(t *testing.T, f *fakeAgent) string {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	endpointv1.RegisterEndpointsServer(srv, f)
+	endpointgrpc.RegisterEndpointsServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return sock
@@ -152,43 +169,72 @@ func TestOpenAgent(t *testing.T) {
 	if ag.ctx.Err() == nil {
 		t.Fatal("Close left the budget running")
 	}
-	if _, err := readyAgent(sock); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Details, "warming up") {
-		t.Fatalf("not ready: want 11 with the agent's message, got %v", err)
+}
+
+// waitAgent makes ADD's first call, Allocate, with no Status before it; an
+// agent that is not ready answers Unavailable, "try again later" (11),
+// retried while the wait lasts; any other answer ends the wait.
+func TestWaitAgent(t *testing.T) {
+	var te *types.Error
+	log := slog.New(slog.DiscardHandler)
+	alloc := func(ag *agentSession) error {
+		_, err := ag.api.Allocate(ag.ctx, &endpointv1.AllocateRequest{ContainerId: "c1", Ifname: "eth0"})
+		return ag.rpcErr("allocate", err)
 	}
-	if _, err := waitAgent(sock, 0, slog.New(slog.DiscardHandler)); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
-		t.Fatalf("wait 0 for an agent not ready: want 11, got %v", err)
+	f := &fakeAgent{allocErrs: []error{status.Error(codes.Unavailable, "agent not ready: warming up")}}
+	sock := serveFake(t, f)
+	if _, err := waitAgent(sock, 0, log, alloc); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Details, "warming up") {
+		t.Fatalf("wait 0 for an agent not ready: want 11 with its message, got %v", err)
+	}
+	f.allocErrs = []error{status.Error(codes.Unavailable, "agent not ready"), status.Error(codes.Unavailable, "agent not ready")}
+	f.calls = nil
+	ag, err := waitAgent(sock, 5*time.Second, log, alloc)
+	if err != nil {
+		t.Fatalf("agent ready on the third try: %v", err)
+	}
+	ag.Close()
+	if strings.Join(f.calls, ",") != "allocate,allocate,allocate" {
+		t.Fatalf("calls %v, want three Allocates and no Status", f.calls)
+	}
+	f.allocErrs = []error{status.Error(codes.ResourceExhausted, "pod cidr exhausted")}
+	if _, err := waitAgent(sock, 5*time.Second, log, alloc); !errors.As(err, &te) || te.Code != types.ErrInternal || !strings.Contains(te.Msg, "exhausted") {
+		t.Fatalf("exhausted: want 999 at once, got %v", err)
+	}
+	if _, err := waitAgent(filepath.Join(t.TempDir(), "none.sock"), 0, log, alloc); !errors.As(err, &te) || te.Code != types.ErrTryAgainLater {
+		t.Fatalf("no socket: want 11, got %v", err)
 	}
 }
 
-// DEL through openAgent: detach with the agent's bpf root, then Unregister
-// and Release; without the agent it still succeeds. The host veth it would
-// delete is named after a container id no real pod has, so it is absent
-// and its removal a no-op (netlink lookups need no root).
+// DEL deletes the (here absent) veth, then makes one call, Release, naming
+// the host veth so that the agent removes its link pins; without the agent
+// it still succeeds. The host veth is named after a container id no real
+// pod has, so its removal is a no-op (netlink lookups need no root).
 func TestDelWithFakeAgent(t *testing.T) {
 	f := &fakeAgent{status: &endpointv1.StatusResponse{Ready: true, BpfRoot: "/sys/fs/bpf/fake"}}
 	sock := serveFake(t, f)
-	var detached []string
-	p := &Plugin{Datapath: Datapath{Detach: func(bpfRoot, hostIf string) error {
-		detached = append(detached, bpfRoot+" "+hostIf)
-		return nil
-	}}}
+	p := &Plugin{}
 	cid := "loupe-unit-test-" + strings.ReplaceAll(t.Name(), "/", "-")
 	args := &skel.CmdArgs{ContainerID: cid, IfName: "eth0",
 		StdinData: []byte(`{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni","agentSocket":"` + sock + `","logFile":"` + filepath.Join(t.TempDir(), "log") + `"}`)}
 	if err := p.Del(args); err != nil {
 		t.Fatal(err)
 	}
-	if want := "/sys/fs/bpf/fake " + HostIfname(cid, "eth0"); len(detached) != 1 || detached[0] != want {
-		t.Fatalf("detached %v, want [%s]", detached, want)
-	}
-	want := []string{"status", "unregister " + cid + "/eth0", "release " + cid + "/eth0"}
+	want := []string{"release " + cid + "/eth0 " + HostIfname(cid, "eth0")}
 	if strings.Join(f.calls, ",") != strings.Join(want, ",") {
 		t.Fatalf("agent calls %v, want %v", f.calls, want)
 	}
 
 	args.StdinData = []byte(`{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni","agentSocket":"` + filepath.Join(t.TempDir(), "none.sock") + `","logFile":"` + filepath.Join(t.TempDir(), "log") + `"}`)
-	detached = nil
-	if err := p.Del(args); err != nil || len(detached) != 0 {
-		t.Fatalf("DEL without the agent: err %v, detached %v", err, detached)
+	if err := p.Del(args); err != nil {
+		t.Fatalf("DEL without the agent: %v", err)
+	}
+
+	// An agent that answers with an error fails DEL with its message.
+	f.releaseErr = status.Error(codes.Internal, "disk full")
+	args.StdinData = []byte(`{"cniVersion":"1.1.0","name":"loupe","type":"loupe-cni","agentSocket":"` + sock + `","logFile":"` + filepath.Join(t.TempDir(), "log") + `"}`)
+	err := p.Del(args)
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrInternal || !strings.Contains(te.Msg, "disk full") {
+		t.Fatalf("DEL with a failing agent: want 999 with its message, got %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 )
 
 const (
@@ -72,7 +73,7 @@ func (l *Lab) agentStatus(ctx context.Context, n Node) (*endpointv1.StatusRespon
 		return nil, fmt.Errorf("node %s: dial agent: %w", n.Name, err)
 	}
 	defer conn.Close()
-	st, err := endpointv1.NewEndpointsClient(conn).Status(ctx, &endpointv1.StatusRequest{})
+	st, err := endpointgrpc.NewEndpointsClient(conn).Status(ctx, &endpointv1.StatusRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("node %s: agent status: %w", n.Name, err)
 	}

@@ -265,6 +265,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return alive || err != nil
 		},
 		DetachHostLink: func(name string) error { return datapath.Detach(cfg.BPFRoot, name) },
+		AttachHostLink: func(name, mode string) error {
+			return cfg.inNetNS(func() error { return datapath.Attach(cfg.BPFRoot, name, datapath.XDPMode(mode)) })
+		},
+		CheckHostLink: func(name, mode string) error {
+			return cfg.inNetNS(func() error { return datapath.CheckAttached(cfg.BPFRoot, name, datapath.XDPMode(mode)) })
+		},
 		HostLinkName: func(ifindex uint32) (string, bool) {
 			var name string
 			// A failed lookup counts as no link: the entry is not rebuilt.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/loupe-project/loupe/agent"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 )
@@ -121,7 +122,7 @@ func (s *eventSink) AddRateLimitedDropEvents(uint64) {}
 type runningAgent struct {
 	cancel context.CancelFunc
 	done   chan error
-	client endpointv1.EndpointsClient
+	client endpointgrpc.EndpointsClient
 	conn   *grpc.ClientConn
 }
 
@@ -142,7 +143,7 @@ func startAgent(t *testing.T, cfg Config) *runningAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.conn, r.client = conn, endpointv1.NewEndpointsClient(conn)
+	r.conn, r.client = conn, endpointgrpc.NewEndpointsClient(conn)
 	return r
 }
 

@@ -1,5 +1,6 @@
 // Command loupe-cni is loupe's CNI plugin. The container runtime executes
-// it; see package cni for what each command does.
+// it; see package cni for what each command does. It imports no eBPF code:
+// the agent attaches the programs (a smaller binary starts faster).
 package main
 
 import (
@@ -8,7 +9,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/loupe-project/loupe/cni"
-	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 )
 
@@ -17,22 +17,5 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
-	p := &cni.Plugin{Datapath: cni.Datapath{
-		Attach: func(bpfRoot, hostIfname, mode string) error {
-			m, err := datapath.ParseXDPMode(mode)
-			if err != nil {
-				return err
-			}
-			return datapath.Attach(bpfRoot, hostIfname, m)
-		},
-		Detach: datapath.Detach,
-		CheckAttached: func(bpfRoot, hostIfname, mode string) error {
-			m, err := datapath.ParseXDPMode(mode)
-			if err != nil {
-				return err
-			}
-			return datapath.CheckAttached(bpfRoot, hostIfname, m)
-		},
-	}}
-	skel.PluginMainFuncs(p.Funcs(), cni.PluginVersions(), "loupe-cni "+version.Version)
+	skel.PluginMainFuncs((&cni.Plugin{}).Funcs(), cni.PluginVersions(), "loupe-cni "+version.Version)
 }

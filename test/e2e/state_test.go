@@ -15,11 +15,12 @@ import (
 
 	"github.com/loupe-project/loupe/agent"
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
 )
 
 // endpointClient talks to a node's agent over its endpoint API socket, as
 // loupe-cni does.
-func (c *cluster) endpointClient(t *testing.T, node string) endpointv1.EndpointsClient {
+func (c *cluster) endpointClient(t *testing.T, node string) endpointgrpc.EndpointsClient {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+filepath.Join(c.dir, "nodes", node, "agent.sock"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -27,11 +28,11 @@ func (c *cluster) endpointClient(t *testing.T, node string) endpointv1.Endpoints
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return endpointv1.NewEndpointsClient(conn)
+	return endpointgrpc.NewEndpointsClient(conn)
 }
 
 // podAddresses lists a node's endpoints as "ns/pod hostIfindex ipv4".
-func podAddresses(t *testing.T, cl endpointv1.EndpointsClient) map[string]string {
+func podAddresses(t *testing.T, cl endpointgrpc.EndpointsClient) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -6,7 +6,9 @@
 
 // The endpoint API: how loupe-cni talks to the loupe-agent of its node, over
 // a unix socket. The agent owns IP allocation and the datapath maps; the
-// plugin owns the links in the pod and the host namespaces.
+// plugin owns the links in the pod and the host namespaces. This file holds
+// the messages; the service is in endpointgrpc/endpoint_service.proto, so
+// that the plugin can use the messages without linking the gRPC library.
 
 package endpointv1
 
@@ -182,9 +184,12 @@ func (x *AllocateResponse) GetXdpMode() string {
 }
 
 type ReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Ifname        string                 `protobuf:"bytes,2,opt,name=ifname,proto3" json:"ifname,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Ifname      string                 `protobuf:"bytes,2,opt,name=ifname,proto3" json:"ifname,omitempty"`
+	// A host veth whose link pins go too, for an attachment that may not be
+	// registered (an ADD that died after attaching); optional.
+	HostIfname    string `protobuf:"bytes,3,opt,name=host_ifname,json=hostIfname,proto3" json:"host_ifname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +234,13 @@ func (x *ReleaseRequest) GetContainerId() string {
 func (x *ReleaseRequest) GetIfname() string {
 	if x != nil {
 		return x.Ifname
+	}
+	return ""
+}
+
+func (x *ReleaseRequest) GetHostIfname() string {
+	if x != nil {
+		return x.HostIfname
 	}
 	return ""
 }
@@ -403,8 +415,13 @@ func (x *Endpoint) GetIdentity() uint32 {
 }
 
 type RegisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Endpoint      *Endpoint              `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint *Endpoint              `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// Attach the programs to endpoint.host_ifname once it is registered, so
+	// anti-spoofing holds from the first packet; in xdp_mode ("native",
+	// "generic" or "off"; empty is the agent's default).
+	Attach        bool   `protobuf:"varint,2,opt,name=attach,proto3" json:"attach,omitempty"`
+	XdpMode       string `protobuf:"bytes,3,opt,name=xdp_mode,json=xdpMode,proto3" json:"xdp_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,9 +463,25 @@ func (x *RegisterRequest) GetEndpoint() *Endpoint {
 	return nil
 }
 
+func (x *RegisterRequest) GetAttach() bool {
+	if x != nil {
+		return x.Attach
+	}
+	return false
+}
+
+func (x *RegisterRequest) GetXdpMode() string {
+	if x != nil {
+		return x.XdpMode
+	}
+	return ""
+}
+
 type RegisterResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Endpoint      *Endpoint              `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint *Endpoint              `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// The programs are attached (the request asked, and the agent can).
+	Attached      bool `protobuf:"varint,2,opt,name=attached,proto3" json:"attached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,10 +523,19 @@ func (x *RegisterResponse) GetEndpoint() *Endpoint {
 	return nil
 }
 
+func (x *RegisterResponse) GetAttached() bool {
+	if x != nil {
+		return x.Attached
+	}
+	return false
+}
+
 type UnregisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Ifname        string                 `protobuf:"bytes,2,opt,name=ifname,proto3" json:"ifname,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Ifname      string                 `protobuf:"bytes,2,opt,name=ifname,proto3" json:"ifname,omitempty"`
+	// As in ReleaseRequest.
+	HostIfname    string `protobuf:"bytes,3,opt,name=host_ifname,json=hostIfname,proto3" json:"host_ifname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -542,6 +584,102 @@ func (x *UnregisterRequest) GetIfname() string {
 	return ""
 }
 
+func (x *UnregisterRequest) GetHostIfname() string {
+	if x != nil {
+		return x.HostIfname
+	}
+	return ""
+}
+
+type CheckAttachedRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	HostIfname string                 `protobuf:"bytes,1,opt,name=host_ifname,json=hostIfname,proto3" json:"host_ifname,omitempty"`
+	// "native", "generic" or "off"; empty is the agent's default.
+	XdpMode       string `protobuf:"bytes,2,opt,name=xdp_mode,json=xdpMode,proto3" json:"xdp_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckAttachedRequest) Reset() {
+	*x = CheckAttachedRequest{}
+	mi := &file_endpoint_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckAttachedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckAttachedRequest) ProtoMessage() {}
+
+func (x *CheckAttachedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_endpoint_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckAttachedRequest.ProtoReflect.Descriptor instead.
+func (*CheckAttachedRequest) Descriptor() ([]byte, []int) {
+	return file_endpoint_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CheckAttachedRequest) GetHostIfname() string {
+	if x != nil {
+		return x.HostIfname
+	}
+	return ""
+}
+
+func (x *CheckAttachedRequest) GetXdpMode() string {
+	if x != nil {
+		return x.XdpMode
+	}
+	return ""
+}
+
+type CheckAttachedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckAttachedResponse) Reset() {
+	*x = CheckAttachedResponse{}
+	mi := &file_endpoint_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckAttachedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckAttachedResponse) ProtoMessage() {}
+
+func (x *CheckAttachedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_endpoint_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckAttachedResponse.ProtoReflect.Descriptor instead.
+func (*CheckAttachedResponse) Descriptor() ([]byte, []int) {
+	return file_endpoint_proto_rawDescGZIP(), []int{9}
+}
+
 type UnregisterResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -550,7 +688,7 @@ type UnregisterResponse struct {
 
 func (x *UnregisterResponse) Reset() {
 	*x = UnregisterResponse{}
-	mi := &file_endpoint_proto_msgTypes[8]
+	mi := &file_endpoint_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +700,7 @@ func (x *UnregisterResponse) String() string {
 func (*UnregisterResponse) ProtoMessage() {}
 
 func (x *UnregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_endpoint_proto_msgTypes[8]
+	mi := &file_endpoint_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +713,7 @@ func (x *UnregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterResponse) Descriptor() ([]byte, []int) {
-	return file_endpoint_proto_rawDescGZIP(), []int{8}
+	return file_endpoint_proto_rawDescGZIP(), []int{10}
 }
 
 type ListRequest struct {
@@ -586,7 +724,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_endpoint_proto_msgTypes[9]
+	mi := &file_endpoint_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +736,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_endpoint_proto_msgTypes[9]
+	mi := &file_endpoint_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +749,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_endpoint_proto_rawDescGZIP(), []int{9}
+	return file_endpoint_proto_rawDescGZIP(), []int{11}
 }
 
 type ListResponse struct {
@@ -625,7 +763,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_endpoint_proto_msgTypes[10]
+	mi := &file_endpoint_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +775,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_endpoint_proto_msgTypes[10]
+	mi := &file_endpoint_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +788,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_endpoint_proto_rawDescGZIP(), []int{10}
+	return file_endpoint_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListResponse) GetEndpoints() []*Endpoint {
@@ -675,7 +813,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_endpoint_proto_msgTypes[11]
+	mi := &file_endpoint_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +825,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_endpoint_proto_msgTypes[11]
+	mi := &file_endpoint_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +838,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_endpoint_proto_rawDescGZIP(), []int{11}
+	return file_endpoint_proto_rawDescGZIP(), []int{13}
 }
 
 type StatusResponse struct {
@@ -720,7 +858,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_endpoint_proto_msgTypes[12]
+	mi := &file_endpoint_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +870,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_endpoint_proto_msgTypes[12]
+	mi := &file_endpoint_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +883,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_endpoint_proto_rawDescGZIP(), []int{12}
+	return file_endpoint_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatusResponse) GetReady() bool {
@@ -813,10 +951,12 @@ const file_endpoint_proto_rawDesc = "" +
 	"\fgateway_ipv4\x18\x03 \x01(\tR\vgatewayIpv4\x12!\n" +
 	"\fgateway_ipv6\x18\x04 \x01(\tR\vgatewayIpv6\x12\x19\n" +
 	"\bbpf_root\x18\x05 \x01(\tR\abpfRoot\x12\x19\n" +
-	"\bxdp_mode\x18\x06 \x01(\tR\axdpMode\"K\n" +
+	"\bxdp_mode\x18\x06 \x01(\tR\axdpMode\"l\n" +
 	"\x0eReleaseRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
-	"\x06ifname\x18\x02 \x01(\tR\x06ifname\"\x11\n" +
+	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\x1f\n" +
+	"\vhost_ifname\x18\x03 \x01(\tR\n" +
+	"hostIfname\"\x11\n" +
 	"\x0fReleaseResponse\"\xc5\x02\n" +
 	"\bEndpoint\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
@@ -832,14 +972,24 @@ const file_endpoint_proto_rawDesc = "" +
 	"\x03mac\x18\n" +
 	" \x01(\tR\x03mac\x12\x0e\n" +
 	"\x02id\x18\v \x01(\rR\x02id\x12\x1a\n" +
-	"\bidentity\x18\f \x01(\rR\bidentity\"J\n" +
+	"\bidentity\x18\f \x01(\rR\bidentity\"}\n" +
 	"\x0fRegisterRequest\x127\n" +
-	"\bendpoint\x18\x01 \x01(\v2\x1b.loupe.endpoint.v1.EndpointR\bendpoint\"K\n" +
+	"\bendpoint\x18\x01 \x01(\v2\x1b.loupe.endpoint.v1.EndpointR\bendpoint\x12\x16\n" +
+	"\x06attach\x18\x02 \x01(\bR\x06attach\x12\x19\n" +
+	"\bxdp_mode\x18\x03 \x01(\tR\axdpMode\"g\n" +
 	"\x10RegisterResponse\x127\n" +
-	"\bendpoint\x18\x01 \x01(\v2\x1b.loupe.endpoint.v1.EndpointR\bendpoint\"N\n" +
+	"\bendpoint\x18\x01 \x01(\v2\x1b.loupe.endpoint.v1.EndpointR\bendpoint\x12\x1a\n" +
+	"\battached\x18\x02 \x01(\bR\battached\"o\n" +
 	"\x11UnregisterRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
-	"\x06ifname\x18\x02 \x01(\tR\x06ifname\"\x14\n" +
+	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\x1f\n" +
+	"\vhost_ifname\x18\x03 \x01(\tR\n" +
+	"hostIfname\"R\n" +
+	"\x14CheckAttachedRequest\x12\x1f\n" +
+	"\vhost_ifname\x18\x01 \x01(\tR\n" +
+	"hostIfname\x12\x19\n" +
+	"\bxdp_mode\x18\x02 \x01(\tR\axdpMode\"\x17\n" +
+	"\x15CheckAttachedResponse\"\x14\n" +
 	"\x12UnregisterResponse\"\r\n" +
 	"\vListRequest\"\x8e\x01\n" +
 	"\fListResponse\x129\n" +
@@ -853,15 +1003,7 @@ const file_endpoint_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12\x19\n" +
 	"\bbpf_root\x18\x05 \x01(\tR\abpfRoot\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12-\n" +
-	"\x12applied_generation\x18\a \x01(\tR\x11appliedGeneration2\xfa\x03\n" +
-	"\tEndpoints\x12S\n" +
-	"\bAllocate\x12\".loupe.endpoint.v1.AllocateRequest\x1a#.loupe.endpoint.v1.AllocateResponse\x12P\n" +
-	"\aRelease\x12!.loupe.endpoint.v1.ReleaseRequest\x1a\".loupe.endpoint.v1.ReleaseResponse\x12S\n" +
-	"\bRegister\x12\".loupe.endpoint.v1.RegisterRequest\x1a#.loupe.endpoint.v1.RegisterResponse\x12Y\n" +
-	"\n" +
-	"Unregister\x12$.loupe.endpoint.v1.UnregisterRequest\x1a%.loupe.endpoint.v1.UnregisterResponse\x12G\n" +
-	"\x04List\x12\x1e.loupe.endpoint.v1.ListRequest\x1a\x1f.loupe.endpoint.v1.ListResponse\x12M\n" +
-	"\x06Status\x12 .loupe.endpoint.v1.StatusRequest\x1a!.loupe.endpoint.v1.StatusResponseB;Z9github.com/loupe-project/loupe/api/endpoint/v1;endpointv1b\x06proto3"
+	"\x12applied_generation\x18\a \x01(\tR\x11appliedGenerationB;Z9github.com/loupe-project/loupe/api/endpoint/v1;endpointv1b\x06proto3"
 
 var (
 	file_endpoint_proto_rawDescOnce sync.Once
@@ -875,44 +1017,34 @@ func file_endpoint_proto_rawDescGZIP() []byte {
 	return file_endpoint_proto_rawDescData
 }
 
-var file_endpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_endpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_endpoint_proto_goTypes = []any{
-	(*AllocateRequest)(nil),    // 0: loupe.endpoint.v1.AllocateRequest
-	(*AllocateResponse)(nil),   // 1: loupe.endpoint.v1.AllocateResponse
-	(*ReleaseRequest)(nil),     // 2: loupe.endpoint.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),    // 3: loupe.endpoint.v1.ReleaseResponse
-	(*Endpoint)(nil),           // 4: loupe.endpoint.v1.Endpoint
-	(*RegisterRequest)(nil),    // 5: loupe.endpoint.v1.RegisterRequest
-	(*RegisterResponse)(nil),   // 6: loupe.endpoint.v1.RegisterResponse
-	(*UnregisterRequest)(nil),  // 7: loupe.endpoint.v1.UnregisterRequest
-	(*UnregisterResponse)(nil), // 8: loupe.endpoint.v1.UnregisterResponse
-	(*ListRequest)(nil),        // 9: loupe.endpoint.v1.ListRequest
-	(*ListResponse)(nil),       // 10: loupe.endpoint.v1.ListResponse
-	(*StatusRequest)(nil),      // 11: loupe.endpoint.v1.StatusRequest
-	(*StatusResponse)(nil),     // 12: loupe.endpoint.v1.StatusResponse
+	(*AllocateRequest)(nil),       // 0: loupe.endpoint.v1.AllocateRequest
+	(*AllocateResponse)(nil),      // 1: loupe.endpoint.v1.AllocateResponse
+	(*ReleaseRequest)(nil),        // 2: loupe.endpoint.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 3: loupe.endpoint.v1.ReleaseResponse
+	(*Endpoint)(nil),              // 4: loupe.endpoint.v1.Endpoint
+	(*RegisterRequest)(nil),       // 5: loupe.endpoint.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 6: loupe.endpoint.v1.RegisterResponse
+	(*UnregisterRequest)(nil),     // 7: loupe.endpoint.v1.UnregisterRequest
+	(*CheckAttachedRequest)(nil),  // 8: loupe.endpoint.v1.CheckAttachedRequest
+	(*CheckAttachedResponse)(nil), // 9: loupe.endpoint.v1.CheckAttachedResponse
+	(*UnregisterResponse)(nil),    // 10: loupe.endpoint.v1.UnregisterResponse
+	(*ListRequest)(nil),           // 11: loupe.endpoint.v1.ListRequest
+	(*ListResponse)(nil),          // 12: loupe.endpoint.v1.ListResponse
+	(*StatusRequest)(nil),         // 13: loupe.endpoint.v1.StatusRequest
+	(*StatusResponse)(nil),        // 14: loupe.endpoint.v1.StatusResponse
 }
 var file_endpoint_proto_depIdxs = []int32{
-	4,  // 0: loupe.endpoint.v1.RegisterRequest.endpoint:type_name -> loupe.endpoint.v1.Endpoint
-	4,  // 1: loupe.endpoint.v1.RegisterResponse.endpoint:type_name -> loupe.endpoint.v1.Endpoint
-	4,  // 2: loupe.endpoint.v1.ListResponse.endpoints:type_name -> loupe.endpoint.v1.Endpoint
-	2,  // 3: loupe.endpoint.v1.ListResponse.allocations:type_name -> loupe.endpoint.v1.ReleaseRequest
-	0,  // 4: loupe.endpoint.v1.Endpoints.Allocate:input_type -> loupe.endpoint.v1.AllocateRequest
-	2,  // 5: loupe.endpoint.v1.Endpoints.Release:input_type -> loupe.endpoint.v1.ReleaseRequest
-	5,  // 6: loupe.endpoint.v1.Endpoints.Register:input_type -> loupe.endpoint.v1.RegisterRequest
-	7,  // 7: loupe.endpoint.v1.Endpoints.Unregister:input_type -> loupe.endpoint.v1.UnregisterRequest
-	9,  // 8: loupe.endpoint.v1.Endpoints.List:input_type -> loupe.endpoint.v1.ListRequest
-	11, // 9: loupe.endpoint.v1.Endpoints.Status:input_type -> loupe.endpoint.v1.StatusRequest
-	1,  // 10: loupe.endpoint.v1.Endpoints.Allocate:output_type -> loupe.endpoint.v1.AllocateResponse
-	3,  // 11: loupe.endpoint.v1.Endpoints.Release:output_type -> loupe.endpoint.v1.ReleaseResponse
-	6,  // 12: loupe.endpoint.v1.Endpoints.Register:output_type -> loupe.endpoint.v1.RegisterResponse
-	8,  // 13: loupe.endpoint.v1.Endpoints.Unregister:output_type -> loupe.endpoint.v1.UnregisterResponse
-	10, // 14: loupe.endpoint.v1.Endpoints.List:output_type -> loupe.endpoint.v1.ListResponse
-	12, // 15: loupe.endpoint.v1.Endpoints.Status:output_type -> loupe.endpoint.v1.StatusResponse
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	4, // 0: loupe.endpoint.v1.RegisterRequest.endpoint:type_name -> loupe.endpoint.v1.Endpoint
+	4, // 1: loupe.endpoint.v1.RegisterResponse.endpoint:type_name -> loupe.endpoint.v1.Endpoint
+	4, // 2: loupe.endpoint.v1.ListResponse.endpoints:type_name -> loupe.endpoint.v1.Endpoint
+	2, // 3: loupe.endpoint.v1.ListResponse.allocations:type_name -> loupe.endpoint.v1.ReleaseRequest
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_endpoint_proto_init() }
@@ -926,9 +1058,9 @@ func file_endpoint_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_endpoint_proto_rawDesc), len(file_endpoint_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   0,
 		},
 		GoTypes:           file_endpoint_proto_goTypes,
 		DependencyIndexes: file_endpoint_proto_depIdxs,

@@ -2,16 +2,16 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             v3.21.12
-// source: endpoint.proto
+// source: endpoint_service.proto
 
-// The endpoint API: how loupe-cni talks to the loupe-agent of its node, over
-// a unix socket. The agent owns IP allocation and the datapath maps; the
-// plugin owns the links in the pod and the host namespaces.
+// The endpoint API's service (messages in ../endpoint.proto). Same proto
+// package, so the method paths are /loupe.endpoint.v1.Endpoints/<Method>.
 
-package endpointv1
+package endpointgrpc
 
 import (
 	context "context"
+	v1 "github.com/loupe-project/loupe/api/endpoint/v1"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -23,12 +23,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Endpoints_Allocate_FullMethodName   = "/loupe.endpoint.v1.Endpoints/Allocate"
-	Endpoints_Release_FullMethodName    = "/loupe.endpoint.v1.Endpoints/Release"
-	Endpoints_Register_FullMethodName   = "/loupe.endpoint.v1.Endpoints/Register"
-	Endpoints_Unregister_FullMethodName = "/loupe.endpoint.v1.Endpoints/Unregister"
-	Endpoints_List_FullMethodName       = "/loupe.endpoint.v1.Endpoints/List"
-	Endpoints_Status_FullMethodName     = "/loupe.endpoint.v1.Endpoints/Status"
+	Endpoints_Allocate_FullMethodName      = "/loupe.endpoint.v1.Endpoints/Allocate"
+	Endpoints_Release_FullMethodName       = "/loupe.endpoint.v1.Endpoints/Release"
+	Endpoints_Register_FullMethodName      = "/loupe.endpoint.v1.Endpoints/Register"
+	Endpoints_Unregister_FullMethodName    = "/loupe.endpoint.v1.Endpoints/Unregister"
+	Endpoints_CheckAttached_FullMethodName = "/loupe.endpoint.v1.Endpoints/CheckAttached"
+	Endpoints_List_FullMethodName          = "/loupe.endpoint.v1.Endpoints/List"
+	Endpoints_Status_FullMethodName        = "/loupe.endpoint.v1.Endpoints/Status"
 )
 
 // EndpointsClient is the client API for Endpoints service.
@@ -36,18 +37,26 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type EndpointsClient interface {
 	// Allocate reserves addresses for one (container_id, ifname). Allocating
-	// the same pair twice returns the same addresses.
-	Allocate(ctx context.Context, in *AllocateRequest, opts ...grpc.CallOption) (*AllocateResponse, error)
-	// Release frees the addresses of one attachment. Unknown pairs succeed.
-	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
-	// Register records the endpoint in the datapath's endpoint map.
-	Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error)
-	// Unregister removes it. Unknown endpoints succeed.
-	Unregister(ctx context.Context, in *UnregisterRequest, opts ...grpc.CallOption) (*UnregisterResponse, error)
+	// the same pair twice returns the same addresses. UNAVAILABLE while the
+	// agent is not ready.
+	Allocate(ctx context.Context, in *v1.AllocateRequest, opts ...grpc.CallOption) (*v1.AllocateResponse, error)
+	// Release frees the addresses of one attachment, unregistering it first.
+	// Unknown pairs succeed.
+	Release(ctx context.Context, in *v1.ReleaseRequest, opts ...grpc.CallOption) (*v1.ReleaseResponse, error)
+	// Register records the endpoint in the datapath's endpoint map and, when
+	// asked, then attaches the datapath programs to its host veth; a failed
+	// attach undoes the registration.
+	Register(ctx context.Context, in *v1.RegisterRequest, opts ...grpc.CallOption) (*v1.RegisterResponse, error)
+	// Unregister removes it, and the link pins of its host veth. Unknown
+	// endpoints succeed.
+	Unregister(ctx context.Context, in *v1.UnregisterRequest, opts ...grpc.CallOption) (*v1.UnregisterResponse, error)
+	// CheckAttached fails (FAILED_PRECONDITION) unless the datapath programs
+	// run on a host veth through the agent's pinned links, in an XDP mode.
+	CheckAttached(ctx context.Context, in *v1.CheckAttachedRequest, opts ...grpc.CallOption) (*v1.CheckAttachedResponse, error)
 	// List returns every attachment the agent knows, for CNI GC.
-	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
+	List(ctx context.Context, in *v1.ListRequest, opts ...grpc.CallOption) (*v1.ListResponse, error)
 	// Status reports readiness and the node's datapath settings.
-	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	Status(ctx context.Context, in *v1.StatusRequest, opts ...grpc.CallOption) (*v1.StatusResponse, error)
 }
 
 type endpointsClient struct {
@@ -58,9 +67,9 @@ func NewEndpointsClient(cc grpc.ClientConnInterface) EndpointsClient {
 	return &endpointsClient{cc}
 }
 
-func (c *endpointsClient) Allocate(ctx context.Context, in *AllocateRequest, opts ...grpc.CallOption) (*AllocateResponse, error) {
+func (c *endpointsClient) Allocate(ctx context.Context, in *v1.AllocateRequest, opts ...grpc.CallOption) (*v1.AllocateResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(AllocateResponse)
+	out := new(v1.AllocateResponse)
 	err := c.cc.Invoke(ctx, Endpoints_Allocate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -68,9 +77,9 @@ func (c *endpointsClient) Allocate(ctx context.Context, in *AllocateRequest, opt
 	return out, nil
 }
 
-func (c *endpointsClient) Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error) {
+func (c *endpointsClient) Release(ctx context.Context, in *v1.ReleaseRequest, opts ...grpc.CallOption) (*v1.ReleaseResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ReleaseResponse)
+	out := new(v1.ReleaseResponse)
 	err := c.cc.Invoke(ctx, Endpoints_Release_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -78,9 +87,9 @@ func (c *endpointsClient) Release(ctx context.Context, in *ReleaseRequest, opts 
 	return out, nil
 }
 
-func (c *endpointsClient) Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error) {
+func (c *endpointsClient) Register(ctx context.Context, in *v1.RegisterRequest, opts ...grpc.CallOption) (*v1.RegisterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RegisterResponse)
+	out := new(v1.RegisterResponse)
 	err := c.cc.Invoke(ctx, Endpoints_Register_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -88,9 +97,9 @@ func (c *endpointsClient) Register(ctx context.Context, in *RegisterRequest, opt
 	return out, nil
 }
 
-func (c *endpointsClient) Unregister(ctx context.Context, in *UnregisterRequest, opts ...grpc.CallOption) (*UnregisterResponse, error) {
+func (c *endpointsClient) Unregister(ctx context.Context, in *v1.UnregisterRequest, opts ...grpc.CallOption) (*v1.UnregisterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(UnregisterResponse)
+	out := new(v1.UnregisterResponse)
 	err := c.cc.Invoke(ctx, Endpoints_Unregister_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -98,9 +107,19 @@ func (c *endpointsClient) Unregister(ctx context.Context, in *UnregisterRequest,
 	return out, nil
 }
 
-func (c *endpointsClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error) {
+func (c *endpointsClient) CheckAttached(ctx context.Context, in *v1.CheckAttachedRequest, opts ...grpc.CallOption) (*v1.CheckAttachedResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListResponse)
+	out := new(v1.CheckAttachedResponse)
+	err := c.cc.Invoke(ctx, Endpoints_CheckAttached_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *endpointsClient) List(ctx context.Context, in *v1.ListRequest, opts ...grpc.CallOption) (*v1.ListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.ListResponse)
 	err := c.cc.Invoke(ctx, Endpoints_List_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -108,9 +127,9 @@ func (c *endpointsClient) List(ctx context.Context, in *ListRequest, opts ...grp
 	return out, nil
 }
 
-func (c *endpointsClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+func (c *endpointsClient) Status(ctx context.Context, in *v1.StatusRequest, opts ...grpc.CallOption) (*v1.StatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(StatusResponse)
+	out := new(v1.StatusResponse)
 	err := c.cc.Invoke(ctx, Endpoints_Status_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -123,18 +142,26 @@ func (c *endpointsClient) Status(ctx context.Context, in *StatusRequest, opts ..
 // for forward compatibility.
 type EndpointsServer interface {
 	// Allocate reserves addresses for one (container_id, ifname). Allocating
-	// the same pair twice returns the same addresses.
-	Allocate(context.Context, *AllocateRequest) (*AllocateResponse, error)
-	// Release frees the addresses of one attachment. Unknown pairs succeed.
-	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
-	// Register records the endpoint in the datapath's endpoint map.
-	Register(context.Context, *RegisterRequest) (*RegisterResponse, error)
-	// Unregister removes it. Unknown endpoints succeed.
-	Unregister(context.Context, *UnregisterRequest) (*UnregisterResponse, error)
+	// the same pair twice returns the same addresses. UNAVAILABLE while the
+	// agent is not ready.
+	Allocate(context.Context, *v1.AllocateRequest) (*v1.AllocateResponse, error)
+	// Release frees the addresses of one attachment, unregistering it first.
+	// Unknown pairs succeed.
+	Release(context.Context, *v1.ReleaseRequest) (*v1.ReleaseResponse, error)
+	// Register records the endpoint in the datapath's endpoint map and, when
+	// asked, then attaches the datapath programs to its host veth; a failed
+	// attach undoes the registration.
+	Register(context.Context, *v1.RegisterRequest) (*v1.RegisterResponse, error)
+	// Unregister removes it, and the link pins of its host veth. Unknown
+	// endpoints succeed.
+	Unregister(context.Context, *v1.UnregisterRequest) (*v1.UnregisterResponse, error)
+	// CheckAttached fails (FAILED_PRECONDITION) unless the datapath programs
+	// run on a host veth through the agent's pinned links, in an XDP mode.
+	CheckAttached(context.Context, *v1.CheckAttachedRequest) (*v1.CheckAttachedResponse, error)
 	// List returns every attachment the agent knows, for CNI GC.
-	List(context.Context, *ListRequest) (*ListResponse, error)
+	List(context.Context, *v1.ListRequest) (*v1.ListResponse, error)
 	// Status reports readiness and the node's datapath settings.
-	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	Status(context.Context, *v1.StatusRequest) (*v1.StatusResponse, error)
 	mustEmbedUnimplementedEndpointsServer()
 }
 
@@ -145,22 +172,25 @@ type EndpointsServer interface {
 // pointer dereference when methods are called.
 type UnimplementedEndpointsServer struct{}
 
-func (UnimplementedEndpointsServer) Allocate(context.Context, *AllocateRequest) (*AllocateResponse, error) {
+func (UnimplementedEndpointsServer) Allocate(context.Context, *v1.AllocateRequest) (*v1.AllocateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Allocate not implemented")
 }
-func (UnimplementedEndpointsServer) Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error) {
+func (UnimplementedEndpointsServer) Release(context.Context, *v1.ReleaseRequest) (*v1.ReleaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
 }
-func (UnimplementedEndpointsServer) Register(context.Context, *RegisterRequest) (*RegisterResponse, error) {
+func (UnimplementedEndpointsServer) Register(context.Context, *v1.RegisterRequest) (*v1.RegisterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Register not implemented")
 }
-func (UnimplementedEndpointsServer) Unregister(context.Context, *UnregisterRequest) (*UnregisterResponse, error) {
+func (UnimplementedEndpointsServer) Unregister(context.Context, *v1.UnregisterRequest) (*v1.UnregisterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Unregister not implemented")
 }
-func (UnimplementedEndpointsServer) List(context.Context, *ListRequest) (*ListResponse, error) {
+func (UnimplementedEndpointsServer) CheckAttached(context.Context, *v1.CheckAttachedRequest) (*v1.CheckAttachedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckAttached not implemented")
+}
+func (UnimplementedEndpointsServer) List(context.Context, *v1.ListRequest) (*v1.ListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
 }
-func (UnimplementedEndpointsServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+func (UnimplementedEndpointsServer) Status(context.Context, *v1.StatusRequest) (*v1.StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
 }
 func (UnimplementedEndpointsServer) mustEmbedUnimplementedEndpointsServer() {}
@@ -185,7 +215,7 @@ func RegisterEndpointsServer(s grpc.ServiceRegistrar, srv EndpointsServer) {
 }
 
 func _Endpoints_Allocate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(AllocateRequest)
+	in := new(v1.AllocateRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -197,13 +227,13 @@ func _Endpoints_Allocate_Handler(srv interface{}, ctx context.Context, dec func(
 		FullMethod: Endpoints_Allocate_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(EndpointsServer).Allocate(ctx, req.(*AllocateRequest))
+		return srv.(EndpointsServer).Allocate(ctx, req.(*v1.AllocateRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Endpoints_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReleaseRequest)
+	in := new(v1.ReleaseRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -215,13 +245,13 @@ func _Endpoints_Release_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Endpoints_Release_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(EndpointsServer).Release(ctx, req.(*ReleaseRequest))
+		return srv.(EndpointsServer).Release(ctx, req.(*v1.ReleaseRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Endpoints_Register_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RegisterRequest)
+	in := new(v1.RegisterRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -233,13 +263,13 @@ func _Endpoints_Register_Handler(srv interface{}, ctx context.Context, dec func(
 		FullMethod: Endpoints_Register_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(EndpointsServer).Register(ctx, req.(*RegisterRequest))
+		return srv.(EndpointsServer).Register(ctx, req.(*v1.RegisterRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Endpoints_Unregister_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(UnregisterRequest)
+	in := new(v1.UnregisterRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -251,13 +281,31 @@ func _Endpoints_Unregister_Handler(srv interface{}, ctx context.Context, dec fun
 		FullMethod: Endpoints_Unregister_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(EndpointsServer).Unregister(ctx, req.(*UnregisterRequest))
+		return srv.(EndpointsServer).Unregister(ctx, req.(*v1.UnregisterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Endpoints_CheckAttached_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(v1.CheckAttachedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EndpointsServer).CheckAttached(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Endpoints_CheckAttached_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EndpointsServer).CheckAttached(ctx, req.(*v1.CheckAttachedRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Endpoints_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListRequest)
+	in := new(v1.ListRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -269,13 +317,13 @@ func _Endpoints_List_Handler(srv interface{}, ctx context.Context, dec func(inte
 		FullMethod: Endpoints_List_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(EndpointsServer).List(ctx, req.(*ListRequest))
+		return srv.(EndpointsServer).List(ctx, req.(*v1.ListRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Endpoints_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(StatusRequest)
+	in := new(v1.StatusRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -287,7 +335,7 @@ func _Endpoints_Status_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: Endpoints_Status_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(EndpointsServer).Status(ctx, req.(*StatusRequest))
+		return srv.(EndpointsServer).Status(ctx, req.(*v1.StatusRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -316,6 +364,10 @@ var Endpoints_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Endpoints_Unregister_Handler,
 		},
 		{
+			MethodName: "CheckAttached",
+			Handler:    _Endpoints_CheckAttached_Handler,
+		},
+		{
 			MethodName: "List",
 			Handler:    _Endpoints_List_Handler,
 		},
@@ -325,5 +377,5 @@ var Endpoints_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
-	Metadata: "endpoint.proto",
+	Metadata: "endpoint_service.proto",
 }
