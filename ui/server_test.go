@@ -249,7 +249,7 @@ func TestAssetsServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1:12000/", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "<title>loupe") {
 		t.Fatalf("GET /: %d %q", rec.Code, rec.Body.String())
 	}

@@ -43,7 +43,7 @@ func newCommand() *cobra.Command {
 		serverCAs, clientCAs                         []string
 		logLevel                                     string
 		uiListen                                     string
-		uiOrigins                                    []string
+		uiOrigins, uiHosts                           []string
 		kubeconfig                                   string
 		agentPort                                    string
 		insecureListen                               string
@@ -120,7 +120,7 @@ func newCommand() *cobra.Command {
 				}
 				defer conn.Close()
 				u, err := ui.New(ui.Config{Listen: uiListen, Flows: ui.RelayFlows(observerpb.NewObserverClient(conn)),
-					AllowedOrigins: uiOrigins, Log: cfg.Log.With("component", "ui")})
+					AllowedOrigins: uiOrigins, AllowedHosts: uiHosts, Log: cfg.Log.With("component", "ui")})
 				if err != nil {
 					return err
 				}
@@ -154,6 +154,7 @@ func newCommand() *cobra.Command {
 	f.BoolVar(&cfg.Lab, "lab", false, "running in the lab: plain text without warnings (also LOUPE_LAB=1)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&uiListen, "ui-listen", ui.DefaultListen, "address of the web UI (empty: no UI)")
+	f.StringSliceVar(&uiHosts, "ui-allowed-hosts", nil, "host names (no port) the web UI answers to besides IP addresses and localhost; other Host headers get 421 (DNS rebinding)")
 	f.StringSliceVar(&uiOrigins, "ui-allowed-origins", nil, "browser origins (scheme://host:port) besides the UI's own allowed to open its websocket")
 	return cmd
 }
