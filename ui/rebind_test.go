@@ -4,6 +4,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,4 +119,37 @@ func TestWebsocketSilentPeerDropped(t *testing.T) {
 			t.Fatalf("a client that answers no ping is still connected (%d clients)", clients())
 		}
 	}
+}
+
+// Host and Origin headers are outside bytes: whatever they hold, the checks
+// do not panic, and a name they let through is an IP literal, localhost or
+// a configured name.
+func FuzzHostAndOrigin(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:12000", "[::1]:80", "localhost", "a.localhost:1", "rebind.attacker.example:12000",
+		"loupe.example.com.", "", ":", "[", "http://x", "%00", "1.2.3.4.nip.io"} {
+		f.Add(s, "http://"+s)
+	}
+	s, err := New(Config{Flows: RelayFlows(nil), AllowedHosts: []string{"loupe.example.com"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, host, origin string) {
+		if s.hostAllowed(host) {
+			h := host
+			if hh, _, err := net.SplitHostPort(h); err == nil {
+				h = hh
+			}
+			h = strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
+			_, ipErr := netip.ParseAddr(h)
+			if ipErr != nil && h != "localhost" && !strings.HasSuffix(h, ".localhost") && h != "loupe.example.com" {
+				t.Fatalf("host %q allowed as %q", host, h)
+			}
+		}
+		r := httptest.NewRequest("GET", "http://127.0.0.1/ws", nil)
+		r.Host = host
+		r.Header.Set("Origin", origin)
+		if origin != "" && s.checkOrigin(r) && !s.hostAllowed(host) {
+			t.Fatalf("origin %q allowed for a refused host %q", origin, host)
+		}
+	})
 }
