@@ -58,8 +58,7 @@ func TestRebindingHostAndForeignOriginRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Stop)
-	s, addr := startUI(t, startRelay(t, a))
-	s.cfg.AllowedHosts = []string{"loupe.example.com"}
+	_, addr := startUIConfig(t, Config{Flows: RelayFlows(startRelay(t, a)), AllowedHosts: []string{"loupe.example.com"}})
 	_, port, _ := net.SplitHostPort(addr)
 	rebind := "rebind.attacker.example:" + port
 
@@ -152,4 +151,35 @@ func FuzzHostAndOrigin(f *testing.F) {
 			t.Fatalf("origin %q allowed for a refused host %q", origin, host)
 		}
 	})
+}
+
+// A keep-alive HTTP connection that carries no further request is closed
+// by the server after its IdleTimeout.
+func TestIdleHTTPConnectionClosed(t *testing.T) {
+	defer func(d time.Duration) { idleTimeout = d }(idleTimeout)
+	idleTimeout = 200 * time.Millisecond
+	a, err := relaytest.Start(relaytest.Options{Name: "node-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Stop)
+	_, addr := startUI(t, startRelay(t, a))
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /api/map HTTP/1.1\r\nHost: "+addr+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Read the answer, then wait for the server to close (EOF); the
+	// deadline only bounds a broken test.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("the idle connection was not closed by the server: %v", err)
+	}
+	if !strings.HasPrefix(string(b), "HTTP/1.1 200") {
+		t.Fatalf("answer %q", b)
+	}
 }

@@ -32,15 +32,17 @@ const (
 	recentRows           = 1000
 	sendQueue            = 16
 	writeTimeout         = 10 * time.Second
-	idleTimeout          = 2 * time.Minute
 )
 
 // A browser that stops answering pings is dropped after pongWait, so a
 // dead peer does not hold its connection, goroutines and queue forever.
 // Variables so that a test can shorten them.
+// idleTimeout closes keep-alive connections that carry no request, so
+// idle browsers and scanners do not pin file descriptors.
 var (
 	pingInterval = 20 * time.Second
 	pongWait     = 60 * time.Second
+	idleTimeout  = 2 * time.Minute
 )
 
 // Config configures a Server. Zero values take the defaults.

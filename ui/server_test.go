@@ -81,7 +81,12 @@ func startRelay(t testing.TB, agents ...*relaytest.Agent) observerpb.ObserverCli
 
 func startUI(t testing.TB, c observerpb.ObserverClient) (*Server, string) {
 	t.Helper()
-	s, err := New(Config{Flows: RelayFlows(c), FlushInterval: 20 * time.Millisecond})
+	return startUIConfig(t, Config{Flows: RelayFlows(c), FlushInterval: 20 * time.Millisecond})
+}
+
+func startUIConfig(t testing.TB, cfg Config) (*Server, string) {
+	t.Helper()
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

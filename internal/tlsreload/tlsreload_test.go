@@ -77,3 +77,40 @@ func TestServerReloads(t *testing.T) {
 		t.Error("a server without its certificate started")
 	}
 }
+
+// The servers speak TLS 1.3 only: a client capped at TLS 1.2 fails the
+// handshake, and one that allows 1.3 succeeds.
+func TestServerRefusesTLS12(t *testing.T) {
+	dir := t.TempDir()
+	cf, kf := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	c, k := selfSigned(t, "one")
+	os.WriteFile(cf, c, 0o600)
+	os.WriteFile(kf, k, 0o600)
+	tc, err := ServerConfig(Files{Cert: cf, Key: kf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _ = conn.(*tls.Conn).Handshake(); conn.Close() }()
+		}
+	}()
+	for _, max := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{InsecureSkipVerify: true, MaxVersion: max}) //nolint:gosec // only the version is under test
+		if conn != nil {
+			conn.Close()
+		}
+		if (err == nil) != (max == tls.VersionTLS13) {
+			t.Errorf("client with max version %x: %v", max, err)
+		}
+	}
+}
