@@ -74,7 +74,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	if !s.cfg.Lab {
 		if s.cfg.ServerTLS == nil {
-			s.log.Warn("relay listener is plain text: clients and their flows are not authenticated or encrypted; set --tls-server-cert-file and --tls-server-key-file")
+			s.log.Warn("relay listener is plain text (--insecure-listen): clients and their flows are not authenticated or encrypted; use --listen with --tls-server-cert-file, --tls-server-key-file and --tls-server-client-ca-files")
 		}
 		if s.cfg.ClientTLS == nil {
 			s.log.Warn("connections to agents are plain text: set --tls-client-cert-file, --tls-client-key-file and --tls-hubble-server-ca-files for mTLS")

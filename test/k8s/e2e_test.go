@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/loupe-project/loupe/cni"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/image"
 	"github.com/loupe-project/loupe/install"
 	"github.com/loupe-project/loupe/internal/testtools"
@@ -373,6 +374,49 @@ func TestPrivilegedKubernetes(t *testing.T) {
 			if out, err := n.run(hubble, args...); err == nil {
 				t.Errorf("%s: hubble status succeeded:\n%s", what, out)
 			}
+		}
+	})
+
+	step(t, "rotated certificates (loupe certs --kubernetes --force) reach the running agent and relay without a restart", func() {
+		restarts := func() string {
+			return strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/part-of=loupe",
+				"-o", `jsonpath={range .items[*]}{.metadata.name}/{.metadata.uid}/{.status.containerStatuses[0].restartCount} {end}`))
+		}
+		before := restarts()
+		for _, k := range []string{"tls.crt", "tls.key", "ca.crt"} {
+			if err := os.Rename(n.clientFile(k), n.clientFile("old-"+k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out, err := n.run(filepath.Join(n.bin, "loupe"), "certs", "--kubernetes", "--force", "--k8s-kubeconfig", filepath.Join(n.work, "kubeconfig")); err != nil {
+			t.Fatalf("loupe certs --force: %v\n%s", err, out)
+		}
+		n.clientCert()
+		ip := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "svc", "loupe-relay", "-o", "jsonpath={.spec.clusterIP}"))
+		nodeIP := strings.TrimSpace(n.mustKubectl("get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`))
+		nodeName := strings.TrimSpace(n.mustKubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"))
+		hubble := testtools.Hubble(t, "hubble")
+		status := func(server, name, prefix string) (string, error) {
+			return n.run(hubble, "status", "--server", server, "--timeout", "3s", "--tls", "--tls-ca-cert-files", n.clientFile(prefix+"ca.crt"),
+				"--tls-client-cert-file", n.clientFile(prefix+"tls.crt"), "--tls-client-key-file", n.clientFile(prefix+"tls.key"), "--tls-server-name", name)
+		}
+		// The kubelet updates the Secret volumes within its sync period.
+		start := time.Now()
+		if err := poll(180*time.Second, func() error {
+			if out, err := status(ip+":4245", "instance.hubble-relay.cilium.io", ""); err != nil || !strings.Contains(out, "Connected Nodes: 1/1") {
+				return fmt.Errorf("relay with the new certificates: %v %s", err, out)
+			}
+			_, err := status(nodeIP+":4244", contract.TLSServerName(nodeName), "")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the relay and the agent served the new certificates %s after the rotation", time.Since(start).Round(time.Second))
+		if out, err := status(ip+":4245", "instance.hubble-relay.cilium.io", "old-"); err == nil {
+			t.Errorf("the relay still accepts the old CA's client:\n%s", out)
+		}
+		if after := restarts(); after != before {
+			t.Errorf("pods restarted during the rotation:\nbefore %s\nafter  %s", before, after)
 		}
 	})
 
