@@ -153,7 +153,7 @@ func newCommand() *cobra.Command {
 	f.StringSliceVar(&clientCAs, "tls-server-client-ca-files", nil, "CA certificates that clients of the relay must present a certificate from")
 	f.BoolVar(&cfg.Lab, "lab", false, "running in the lab: plain text without warnings (also LOUPE_LAB=1)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&uiListen, "ui-listen", ui.DefaultListen, "address of the web UI (empty: no UI)")
+	f.StringVar(&uiListen, "ui-listen", "", "address of the web UI, plain HTTP without authentication (e.g. "+ui.DefaultListen+"); empty: no UI")
 	f.StringSliceVar(&uiHosts, "ui-allowed-hosts", nil, "host names (no port) the web UI answers to besides IP addresses and localhost; other Host headers get 421 (DNS rebinding)")
 	f.StringSliceVar(&uiOrigins, "ui-allowed-origins", nil, "browser origins (scheme://host:port) besides the UI's own allowed to open its websocket")
 	return cmd
