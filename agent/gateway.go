@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -105,9 +106,15 @@ func EnableForwarding(requireIPv6 bool) error {
 	return err
 }
 
+// writeSysctl leaves a sysctl that already has the value alone: an
+// unprivileged container sees /proc/sys read-only, and a node prepared as
+// kubeadm requires has forwarding on already.
 func writeSysctl(path, value string) error {
+	if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == value {
+		return nil
+	}
 	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", path, value, err)
+		return fmt.Errorf("sysctl %s=%s: %w (without privileges /proc/sys is read-only: set it on the node)", path, value, err)
 	}
 	return nil
 }

@@ -156,7 +156,7 @@ func runRelayRows(ctx context.Context, cfg *Config) ([]Row, error) {
 
 	// No web UI: this compares the relays alone.
 	loupe, err := startRelayProc(ctx, "loupe-relay", filepath.Join(cfg.OutDir, "loupe-relay.log"), func(listen string) []string {
-		return []string{filepath.Join(cfg.BinDir, "loupe-relay"), "--lab", "--listen", listen, "--ui-listen=", "--peer-service", peerSvc, "--log-level", "warn"}
+		return []string{filepath.Join(cfg.BinDir, "loupe-relay"), "--lab", "--insecure-listen", listen, "--ui-listen=", "--peer-service", peerSvc, "--log-level", "warn"}
 	})
 	if err != nil {
 		return nil, err

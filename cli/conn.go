@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/internal/tlsreload"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -111,7 +112,7 @@ func (o *serverOptions) transportCredentials(useTLS bool) (grpc.DialOption, erro
 		return grpc.WithTransportCredentials(insecure.NewCredentials()), nil
 	}
 	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
+		MinVersion:         tlsreload.MinVersion, // as Hubble
 		ServerName:         o.tlsServerName,
 		InsecureSkipVerify: o.tlsAllowInsecure, //nolint:gosec // the user asked for it
 	}

@@ -217,7 +217,7 @@ func (n *node) startAgent() {
 	// bpfRoot is the one the plugin (a child of this test) sees.
 	cmd := exec.Command("nsenter", "--net="+n.netns, filepath.Join(binaries(t), "loupe-agent"),
 		"--node-name", n.name, "--pod-cidr", n.podCIDR, "--state-dir", filepath.Join(n.dir, "state"),
-		"--bpf-root", n.bpfRoot, "--socket", n.socket, "--listen", "127.0.0.1:4244")
+		"--bpf-root", n.bpfRoot, "--socket", n.socket, "--insecure-listen", "127.0.0.1:4244")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)

@@ -1,6 +1,10 @@
 package install
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
+
 	"fmt"
 	"slices"
 	"strings"
@@ -11,6 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	loupecerts "github.com/loupe-project/loupe/certs"
 	"github.com/loupe-project/loupe/metadata/k8s"
 )
 
@@ -120,11 +125,26 @@ func TestRBACGrantsExactlyWhatTheInformersRead(t *testing.T) {
 			t.Errorf("binding %s names %s/%s, which the manifests do not create", c.role, s.Namespace, s.Name)
 		}
 	}
-	// No Role, no other ClusterRole: nothing else is granted.
+	// The certificate Job's Role: create Secrets, and read or replace only
+	// its own.
+	certs := find[*rbacv1.Role](objs, "loupe-certs")
+	names := []string{loupecerts.CASecret, loupecerts.AgentSecret, loupecerts.RelaySecret, loupecerts.RelayClientSecret, loupecerts.ClientSecret}
+	if certs == nil || len(certs.Rules) != 2 ||
+		!slices.Equal(certs.Rules[0].Verbs, []string{"create"}) || !slices.Equal(certs.Rules[0].Resources, []string{"secrets"}) || len(certs.Rules[0].ResourceNames) != 0 ||
+		!slices.Equal(certs.Rules[1].Verbs, []string{"get", "update"}) || !slices.Equal(certs.Rules[1].Resources, []string{"secrets"}) || !slices.Equal(certs.Rules[1].ResourceNames, names) {
+		t.Errorf("Role loupe-certs %+v, want create secrets, and get/update on exactly %v", certs, names)
+	}
+	// No other Role or ClusterRole: nothing else is granted.
 	for _, o := range objs {
 		switch v := o.Obj.(type) {
-		case *rbacv1.Role, *rbacv1.RoleBinding:
-			t.Errorf("%s: unexpected namespaced RBAC %T", o.File, v)
+		case *rbacv1.Role:
+			if v.Name != "loupe-certs" {
+				t.Errorf("%s: unexpected Role %s", o.File, v.Name)
+			}
+		case *rbacv1.RoleBinding:
+			if v.Name != "loupe-certs" || v.RoleRef.Name != "loupe-certs" || len(v.Subjects) != 1 || v.Subjects[0].Name != "loupe-certs" {
+				t.Errorf("%s: unexpected RoleBinding %+v", o.File, v)
+			}
 		case *rbacv1.ClusterRole:
 			if v.Name != "loupe-agent" && v.Name != "loupe-relay" {
 				t.Errorf("%s: unexpected ClusterRole %s", o.File, v.Name)
@@ -189,8 +209,42 @@ func TestAgentDaemonSet(t *testing.T) {
 		t.Fatalf("%d containers", len(ps.Containers))
 	}
 	c := ps.Containers[0]
-	if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
-		t.Error("the agent must be privileged (bpf, netlink, sysctls)")
+	// Least privilege: not privileged, every capability dropped but the
+	// ones the README's "Capabilities" table lists with their reasons.
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Fatalf("agent securityContext %+v: want privileged false, no privilege escalation, drop ALL", sc)
+	}
+	readme, err := os.ReadFile("kubernetes/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var added []string
+	for _, c := range sc.Capabilities.Add {
+		added = append(added, string(c))
+		if !regexp.MustCompile("(?m)^\\| `CAP_" + string(c) + "` \\| .{20,}").Match(readme) {
+			t.Errorf("capability %s is not in install/kubernetes/README.md's table with its reason", c)
+		}
+	}
+	if want := []string{"BPF", "PERFMON", "NET_ADMIN"}; !slices.Equal(added, want) {
+		t.Errorf("agent adds capabilities %v, want %v", added, want)
+	}
+	if ics := ic.SecurityContext; ics == nil || ics.Privileged != nil && *ics.Privileged || ics.Capabilities == nil || !slices.Equal(ics.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(ics.Capabilities.Add) != 0 {
+		t.Errorf("install-cni securityContext %+v: it copies files as root and needs no capability", ics)
+	}
+	// The Observer API's TCP listener is mTLS with the loupe-certs Secret.
+	secretMounts := map[string]string{}
+	for _, v := range ps.Volumes {
+		if v.Secret != nil {
+			secretMounts[v.Name] = v.Secret.SecretName
+		}
+	}
+	for _, f := range []string{"tls-cert-file", "tls-key-file", "tls-client-ca-file"} {
+		p, _ := flagValue(c.Command, f)
+		if secretMounts[mountPaths(c)[filepath.Dir(p)]] != loupecerts.AgentSecret {
+			t.Errorf("--%s=%q is not in the %s Secret", f, p, loupecerts.AgentSecret)
+		}
 	}
 	m := mountPaths(c)
 	if hostPaths[m["/sys/fs/bpf"]] != "/sys/fs/bpf" {

@@ -31,7 +31,7 @@ func (l *Lab) agentArgs(bin string, n Node) []string {
 		"--state-dir", l.NodeStateDir(n.Name),
 		"--bpf-root", l.NodeBPFRoot(n.Name),
 		"--socket", l.AgentSocket(n.Name),
-		"--listen", netip.AddrPortFrom(ip, ObserverPort).String(),
+		"--insecure-listen", netip.AddrPortFrom(ip, ObserverPort).String(), // the lab bridge is private
 		"--metrics-listen", netip.AddrPortFrom(ip, MetricsPort).String(),
 		"--manifests-dir", l.ManifestsDir(),
 	}

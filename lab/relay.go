@@ -32,7 +32,7 @@ func (l *Lab) RelayPIDFile() string { return l.path("relay.pid") }
 func (l *Lab) relayArgs(bin string) []string {
 	br := l.BridgeIP()
 	args := []string{bin, "--lab",
-		"--listen", netip.AddrPortFrom(br, RelayPort).String(),
+		"--insecure-listen", netip.AddrPortFrom(br, RelayPort).String(),
 		"--ui-listen", netip.AddrPortFrom(br, UIPort).String(),
 	}
 	for _, n := range l.Nodes {

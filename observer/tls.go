@@ -2,10 +2,10 @@ package observer
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
+
+	"github.com/loupe-project/loupe/internal/tlsreload"
 )
 
 // TLSConfig holds the server's TLS files. With CertFile and KeyFile the TCP
@@ -30,30 +30,20 @@ func (c TLSConfig) validate() error {
 	return nil
 }
 
-// ServerConfig loads the files into a crypto/tls server configuration.
+// ServerConfig loads the files into a TLS 1.3 server configuration that
+// re-reads them when they change (rotated certificates and CAs apply to the
+// next connection, without a restart).
 func (c TLSConfig) ServerConfig() (*tls.Config, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls: load key pair: %w", err)
-	}
-	tc := &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS13,
-	}
+	f := tlsreload.Files{Cert: c.CertFile, Key: c.KeyFile}
 	if c.ClientCAFile != "" {
-		pem, err := os.ReadFile(c.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls: read client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls: no certificate in %s", c.ClientCAFile)
-		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.RequireAndVerifyClientCert
+		f.CAs = []string{c.ClientCAFile}
+	}
+	tc, err := tlsreload.ServerConfig(f)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
 	}
 	return tc, nil
 }

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/internal/tlsreload"
 )
 
 // The relay's own address and the agents' port, Hubble's.
@@ -59,10 +61,15 @@ type Config struct {
 	ReconnectMaxDelay  time.Duration
 
 	// ClientTLS, when set, is used to connect to agents (mTLS when it holds
-	// a certificate). Nil means plain text.
-	ClientTLS *tls.Config
+	// a certificate); each connection reads its current files. Nil means
+	// plain text.
+	ClientTLS *tlsreload.Client
 	// ServerTLS, when set, secures the relay's own listener.
 	ServerTLS *tls.Config
+	// Local, when set, is an in-process listener (such as a bufconn) also
+	// served, in plain text: the web UI reads the relay through it whatever
+	// the TLS of the TCP listener.
+	Local net.Listener
 	// Lab silences the plain-text warnings.
 	Lab bool
 

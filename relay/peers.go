@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/loupe-project/loupe/internal/tlsreload"
 )
 
 // PeerSink is what a PeerSource keeps up to date; the Pool is one.
@@ -50,7 +51,7 @@ type PeerService struct {
 	// Address of the agent serving peer.Peer (host:port).
 	Address string
 	// TLS for that connection; nil is plain text.
-	TLS *tls.Config
+	TLS *tlsreload.Client
 	// GoneGrace is how long, after a reconnect, a peer that the new stream
 	// has not listed again is kept before it is removed.
 	GoneGrace time.Duration
@@ -77,7 +78,7 @@ func (ps *PeerService) Run(ctx context.Context, sink PeerSink) error {
 	}
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
 	if ps.TLS != nil {
-		creds = credentials.NewTLS(ps.TLS)
+		creds = ps.TLS.Credentials("")
 	}
 	conn, err := grpc.NewClient(withDefaultPort(ps.Address), grpc.WithTransportCredentials(creds))
 	if err != nil {

@@ -224,11 +224,7 @@ func (p *Pool) Close() {
 func (p *Pool) dial(pp *poolPeer) (*grpc.ClientConn, error) {
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
 	if p.cfg.ClientTLS != nil {
-		tc := p.cfg.ClientTLS.Clone()
-		if pp.info.TLSServerName != "" {
-			tc.ServerName = pp.info.TLSServerName
-		}
-		creds = credentials.NewTLS(tc)
+		creds = p.cfg.ClientTLS.Credentials(pp.info.TLSServerName)
 	}
 	rec := func(err error) { p.recordErr(pp, err) }
 	dialer := func(ctx context.Context, addr string) (net.Conn, error) {

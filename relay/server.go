@@ -74,7 +74,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	if !s.cfg.Lab {
 		if s.cfg.ServerTLS == nil {
-			s.log.Warn("relay listener is plain text: clients and their flows are not authenticated or encrypted; set --tls-server-cert-file and --tls-server-key-file")
+			s.log.Warn("relay listener is plain text (--insecure-listen): clients and their flows are not authenticated or encrypted; use --listen with --tls-server-cert-file, --tls-server-key-file and --tls-server-client-ca-files")
 		}
 		if s.cfg.ClientTLS == nil {
 			s.log.Warn("connections to agents are plain text: set --tls-client-cert-file, --tls-client-key-file and --tls-hubble-server-ca-files for mTLS")
@@ -91,11 +91,19 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			return h(srv, ss)
 		}),
 	}
+	servers := []*grpc.Server{}
+	if s.cfg.Local != nil {
+		// In-process only, so plain text: TLS protects the network.
+		local := grpc.NewServer(opts...)
+		observerpb.RegisterObserverServer(local, s)
+		servers = append(servers, local)
+	}
 	if s.cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ServerTLS)))
 	}
 	gs := grpc.NewServer(opts...)
 	observerpb.RegisterObserverServer(gs, s)
+	servers = append(servers, gs)
 	healthpb.RegisterHealthServer(gs, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ObserverServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -113,17 +121,33 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		}
 		return nil
 	})
+	if s.cfg.Local != nil {
+		g.Go(func() error {
+			if err := servers[0].Serve(s.cfg.Local); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("relay: serve in-process: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.health.Shutdown()
 		// Follow streams never end on their own: give them a moment, then cut.
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(2 * time.Second):
-			gs.Stop()
+		var wg sync.WaitGroup
+		for _, srv := range servers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				stopped := make(chan struct{})
+				go func() { srv.GracefulStop(); close(stopped) }()
+				select {
+				case <-stopped:
+				case <-time.After(2 * time.Second):
+					srv.Stop()
+				}
+			}()
 		}
+		wg.Wait()
 		s.pool.Close()
 		return nil
 	})

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -33,6 +34,17 @@ const (
 	writeTimeout         = 10 * time.Second
 )
 
+// A browser that stops answering pings is dropped after pongWait, so a
+// dead peer does not hold its connection, goroutines and queue forever.
+// Variables so that a test can shorten them.
+// idleTimeout closes keep-alive connections that carry no request, so
+// idle browsers and scanners do not pin file descriptors.
+var (
+	pingInterval = 20 * time.Second
+	pongWait     = 60 * time.Second
+	idleTimeout  = 2 * time.Minute
+)
+
 // Config configures a Server. Zero values take the defaults.
 type Config struct {
 	// Listen is the HTTP address of the UI.
@@ -40,6 +52,10 @@ type Config struct {
 	// Flows opens the relay's merged flow stream. The server calls it again,
 	// with backoff, whenever the stream ends.
 	Flows func(ctx context.Context, req *observerpb.GetFlowsRequest) (observerpb.Observer_GetFlowsClient, error)
+	// AllowedHosts lists the host names (no port) the UI answers to besides
+	// IP literals and localhost: a request whose Host header names anything
+	// else gets 421, so a DNS-rebinding page cannot read the UI.
+	AllowedHosts []string
 	// AllowedOrigins lists the browser origins (scheme://host:port) allowed
 	// to open the websocket besides the UI's own; "*" allows any.
 	AllowedOrigins []string
@@ -145,10 +161,49 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// checkOrigin accepts the UI's own origin, the configured ones, and
-// requests without an Origin (not from a browser, so not a cross-site
-// request). Everything else could be another site's page reading the
-// cluster's flows through the visitor's browser.
+// hostAllowed says whether host (a Host header or an Origin's host, with
+// or without a port) names this UI: an IP literal or localhost, which no
+// attacker's DNS can point elsewhere, or a configured name. A rebinding
+// attack reaches the UI under the attacker's own name, which fails here.
+func (s *Server) hostAllowed(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "" {
+		return false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	for _, h := range s.cfg.AllowedHosts {
+		if strings.EqualFold(strings.TrimSuffix(h, "."), host) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkHost answers 421 to a request for a Host not in the allowlist, on
+// every route.
+func (s *Server) checkHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.hostAllowed(r.Host) {
+			s.log.Debug("request for a foreign host refused", "host", r.Host, "path", r.URL.Path)
+			http.Error(w, fmt.Sprintf("host %q is not one of this UI's names (IP addresses, localhost, --ui-allowed-hosts)", r.Host), http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkOrigin accepts the UI's own origin (its allowed Host, same port),
+// the configured ones, and requests without an Origin (not from a browser,
+// so not a cross-site request). Everything else could be another site's
+// page reading the cluster's flows through the visitor's browser.
 func (s *Server) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -158,7 +213,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if (u.Scheme == "http" || u.Scheme == "https") && s.hostAllowed(u.Host) && strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
 	for _, o := range s.cfg.AllowedOrigins {
@@ -169,7 +224,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	return false
 }
 
-// Handler serves the assets, /ws and /api/map.
+// Handler serves the assets, /ws and /api/map, each to allowed Hosts only.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	files := http.FileServerFS(s.assets)
@@ -191,7 +246,7 @@ func (s *Server) Handler() http.Handler {
 			Status Status `json:"status"`
 		}{snap, st})
 	})
-	return mux
+	return s.checkHost(mux)
 }
 
 // Run listens on cfg.Listen and serves until ctx ends.
@@ -205,7 +260,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve follows the relay and serves HTTP on lis until ctx ends.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleTimeout}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.follow(gctx); return nil })
 	g.Go(func() error { s.flushLoop(gctx); return nil })
@@ -525,6 +580,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return // Upgrade wrote the error response
 	}
 	conn.SetReadLimit(64 << 10)
+	_ = conn.SetReadDeadline(time.Now().Add(pongWait))
+	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(pongWait)) })
 	c := &client{conn: conn, out: make(chan []byte, sendQueue), feed: newBucket(s.cfg.FeedRate, int(s.cfg.FeedRate)*2)}
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
@@ -534,9 +591,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for b := range c.out {
-			_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		ping := time.NewTicker(pingInterval)
+		defer ping.Stop()
+		for {
+			var err error
+			select {
+			case b, ok := <-c.out:
+				if !ok {
+					return
+				}
+				_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+				err = conn.WriteMessage(websocket.TextMessage, b)
+			case <-ping.C:
+				err = conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout))
+			}
+			if err != nil {
 				conn.Close()
 				for range c.out { // drain until the reader closes it
 				}
@@ -555,8 +624,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	for {
 		var req request
 		if err := conn.ReadJSON(&req); err != nil {
-			return
+			return // closed, or silent past pongWait
 		}
+		_ = conn.SetReadDeadline(time.Now().Add(pongWait))
 		s.handle(c, &req)
 	}
 }

@@ -81,7 +81,12 @@ func startRelay(t testing.TB, agents ...*relaytest.Agent) observerpb.ObserverCli
 
 func startUI(t testing.TB, c observerpb.ObserverClient) (*Server, string) {
 	t.Helper()
-	s, err := New(Config{Flows: RelayFlows(c), FlushInterval: 20 * time.Millisecond})
+	return startUIConfig(t, Config{Flows: RelayFlows(c), FlushInterval: 20 * time.Millisecond})
+}
+
+func startUIConfig(t testing.TB, cfg Config) (*Server, string) {
+	t.Helper()
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +254,7 @@ func TestAssetsServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1:12000/", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "<title>loupe") {
 		t.Fatalf("GET /: %d %q", rec.Code, rec.Body.String())
 	}

@@ -209,7 +209,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
 		}
-		srv := &http.Server{Handler: healthMux(&ready, &metrics), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: healthMux(&ready, &metrics), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		g.Go(func() error { return serveHTTP(ctx, srv, l) })
 		log.Info("metrics and health listening", "addr", l.Addr().String())
 	}

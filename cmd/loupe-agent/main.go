@@ -35,6 +35,7 @@ func newRootCommand() *cobra.Command {
 		logLevel   string
 		kubeconfig string
 		tlsCfg     observer.TLSConfig
+		insecure   string
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -58,8 +59,11 @@ state, so pods keep their connectivity until it starts again.`,
 			if cfg.PodCIDRs, err = parseCIDRs(cidrs); err != nil {
 				return err
 			}
-			if err := checkTLS(tlsCfg); err != nil {
+			if cfg.Listen, err = observerListen(cfg.Listen, insecure, tlsCfg); err != nil {
 				return err
+			}
+			if insecure != "" {
+				log.Warn("the Observer API's TCP listener is plain text with no client authentication: anyone who reaches it reads this node's flows", "insecure-listen", insecure)
 			}
 			cfg.Log = log
 			cfg.NewObserver = observerFactory(tlsCfg)
@@ -83,7 +87,8 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory for IP allocations and endpoints, kept across restarts")
 	f.StringVar(&cfg.BPFRoot, "bpf-root", daemon.DefaultBPFRoot, "directory for the datapath's pins; bpffs is mounted there if it is not one")
 	f.StringVar(&cfg.Socket, "socket", daemon.DefaultSocket, "unix socket of the endpoint API used by loupe-cni (mode 0600); the Observer API's unix socket "+daemon.ObserverSocketName+" goes next to it")
-	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, `Observer gRPC address (host:port); "" serves it only on the unix socket next to --socket`)
+	f.StringVar(&cfg.Listen, "listen", "", `Observer gRPC address (host:port, e.g. `+daemon.DefaultListen+`) served with mTLS: needs --tls-cert-file, --tls-key-file and --tls-client-ca-file; without it the Observer API is served only on the unix socket next to --socket`)
+	f.StringVar(&insecure, "insecure-listen", "", "Observer gRPC address (host:port) served in plain text, without client authentication (the lab's private bridge); excludes --listen")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", `HTTP address for /metrics, /healthz and /readyz; "" turns it off`)
 	f.StringVar(&cfg.XDPMode, "xdp-mode", daemon.DefaultXDPMode, "default XDP mode for pods whose netconf sets none: native, generic or off")
 	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "folder of Kubernetes manifests to read pods, namespaces, services and policies from (the lab's API server)")

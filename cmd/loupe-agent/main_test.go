@@ -71,18 +71,36 @@ func TestTLSFlags(t *testing.T) {
 		}
 	}
 	good := observer.TLSConfig{CertFile: cert, KeyFile: key, ClientCAFile: caFile}
-	if err := checkTLS(good); err != nil {
-		t.Fatal(err)
+	if l, err := observerListen(":4244", "", good); err != nil || l != ":4244" {
+		t.Fatalf("--listen with the three --tls-* flags: %q, %v", l, err)
 	}
-	if err := checkTLS(observer.TLSConfig{}); err != nil {
-		t.Fatalf("no TLS: %v", err)
+	if l, err := observerListen("", "", observer.TLSConfig{}); err != nil || l != "" {
+		t.Fatalf("no flags: %q, %v; want the unix socket only", l, err)
+	}
+	if l, err := observerListen("", "10.0.0.1:4244", observer.TLSConfig{}); err != nil || l != "10.0.0.1:4244" {
+		t.Fatalf("--insecure-listen: %q, %v", l, err)
+	}
+	for name, c := range map[string]struct {
+		listen, insecure string
+		tls              observer.TLSConfig
+		want             string
+	}{
+		"listen without tls":       {":4244", "", observer.TLSConfig{}, "needs --tls-cert-file, --tls-key-file and --tls-client-ca-file"},
+		"listen without client ca": {":4244", "", observer.TLSConfig{CertFile: cert, KeyFile: key}, "--insecure-listen :4244"},
+		"both listeners":           {":4244", ":4245", good, "exclude each other"},
+		"insecure with tls":        {"", ":4244", good, "go with --listen"},
+		"tls without listen":       {"", "", good, "give it with --listen"},
+	} {
+		if _, err := observerListen(c.listen, c.insecure, c.tls); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want an error containing %q, got %v", name, c.want, err)
+		}
 	}
 	for name, c := range map[string]observer.TLSConfig{
 		"missing key file": {CertFile: cert, KeyFile: filepath.Join(dir, "nope.key")},
 		"key without cert": {KeyFile: key},
 		"key of the CA":    {CertFile: cert, KeyFile: key, ClientCAFile: key},
 	} {
-		if err := checkTLS(c); err == nil || !strings.Contains(err.Error(), "--tls-") {
+		if _, err := observerListen(":4244", "", c); err == nil || !strings.Contains(err.Error(), "--tls-") {
 			t.Errorf("%s: want an error naming the --tls- flags, got %v", name, err)
 		}
 	}

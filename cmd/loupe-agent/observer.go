@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/loupe-project/loupe/agent/daemon"
@@ -23,14 +24,30 @@ func observerFactory(tlsCfg observer.TLSConfig) func(daemon.ObserverParams) (dae
 	}
 }
 
-// checkTLS loads the --tls-* files once at start, so that a wrong path or
-// a mismatched pair stops the agent before it touches the node.
-func checkTLS(c observer.TLSConfig) error {
-	if c == (observer.TLSConfig{}) {
-		return nil
+// observerListen checks the Observer API's TCP flags and returns the
+// address to serve on. TCP is served with mTLS (--listen and all three
+// --tls-* flags) or, asked for by name, in plain text (--insecure-listen);
+// with neither, only the unix socket serves. The files are loaded once here,
+// so that a wrong path or a mismatched pair stops the agent before it
+// touches the node.
+func observerListen(listen, insecure string, c observer.TLSConfig) (string, error) {
+	anyTLS := c != (observer.TLSConfig{})
+	switch {
+	case listen != "" && insecure != "":
+		return "", errors.New("--listen (mTLS) and --insecure-listen (plain text) exclude each other")
+	case insecure != "" && anyTLS:
+		return "", errors.New("--insecure-listen serves plain text: the --tls-* flags go with --listen")
+	case insecure != "":
+		return insecure, nil
+	case listen == "" && anyTLS:
+		return "", errors.New("the --tls-* flags secure the Observer API's TCP listener: give it with --listen ADDR")
+	case listen == "":
+		return "", nil
+	case c.CertFile == "" || c.KeyFile == "" || c.ClientCAFile == "":
+		return "", fmt.Errorf("--listen %s serves the Observer API over TCP with mTLS and needs --tls-cert-file, --tls-key-file and --tls-client-ca-file (loupe certs issues them); for plain text on a private network, use --insecure-listen %s instead", listen, listen)
 	}
 	if _, err := c.ServerConfig(); err != nil {
-		return fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file: %w", err)
+		return "", fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file: %w", err)
 	}
-	return nil
+	return listen, nil
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/loupe-project/loupe/contract"
@@ -42,9 +43,10 @@ func newCommand() *cobra.Command {
 		serverCAs, clientCAs                         []string
 		logLevel                                     string
 		uiListen                                     string
-		uiOrigins                                    []string
+		uiOrigins, uiHosts                           []string
 		kubeconfig                                   string
 		agentPort                                    string
+		insecureListen                               string
 	)
 	cmd := &cobra.Command{
 		Use:           "loupe-relay",
@@ -69,7 +71,10 @@ func newCommand() *cobra.Command {
 					return err
 				}
 			}
-			if serverCert != "" || serverKey != "" || len(clientCAs) > 0 {
+			if cfg.Listen, err = relayListen(cfg.Listen, insecureListen, serverCert, serverKey, clientCAs); err != nil {
+				return err
+			}
+			if insecureListen == "" {
 				if cfg.ServerTLS, err = relay.ServerTLSConfig(serverCert, serverKey, clientCAs); err != nil {
 					return err
 				}
@@ -94,6 +99,11 @@ func newCommand() *cobra.Command {
 			if len(sources) == 0 {
 				return errors.New("no peers: give --peer host:port (repeatable), --peer-service host:port or --k8s-kubeconfig (in a pod, the Node list is the default)")
 			}
+			// The UI reads the relay in process, never over the network.
+			local := bufconn.Listen(1 << 20)
+			if uiListen != "" {
+				cfg.Local = local
+			}
 			srv, err := relay.New(cfg, sources...)
 			if err != nil {
 				return err
@@ -103,17 +113,14 @@ func newCommand() *cobra.Command {
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return srv.Run(gctx) })
 			if uiListen != "" {
-				if cfg.ServerTLS != nil {
-					cfg.Log.Warn("web UI disabled: it reads the relay over loopback gRPC, which TLS on the relay listener does not allow yet")
-					return g.Wait()
-				}
-				conn, err := grpc.NewClient(loopback(cfg.Listen), grpc.WithTransportCredentials(insecure.NewCredentials()))
+				conn, err := grpc.NewClient("passthrough:///relay", grpc.WithTransportCredentials(insecure.NewCredentials()),
+					grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return local.DialContext(ctx) }))
 				if err != nil {
 					return fmt.Errorf("ui: dial relay: %w", err)
 				}
 				defer conn.Close()
 				u, err := ui.New(ui.Config{Listen: uiListen, Flows: ui.RelayFlows(observerpb.NewObserverClient(conn)),
-					AllowedOrigins: uiOrigins, Log: cfg.Log.With("component", "ui")})
+					AllowedOrigins: uiOrigins, AllowedHosts: uiHosts, Log: cfg.Log.With("component", "ui")})
 				if err != nil {
 					return err
 				}
@@ -126,7 +133,8 @@ func newCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Listen, "listen", relay.DefaultListen, "address of the relay's gRPC server (Hubble Observer API)")
+	f.StringVar(&cfg.Listen, "listen", "", "address of the relay's gRPC server (Hubble Observer API, e.g. "+relay.DefaultListen+") served with mTLS: needs --tls-server-cert-file, --tls-server-key-file and --tls-server-client-ca-files")
+	f.StringVar(&insecureListen, "insecure-listen", "", "address of the relay's gRPC server in plain text, without client authentication (the lab's private bridge); excludes --listen")
 	f.StringArrayVar(&peers, "peer", nil, "agent address host:port to relay from (repeatable)")
 	f.StringVar(&peerService, "peer-service", "", "agent address host:port whose peer service (peer.Peer Notify) lists every node")
 	f.StringVar(&kubeconfig, "k8s-kubeconfig", "", "kubeconfig of an API server whose Node list names the agents (in a pod without other peers, the in-cluster config is used)")
@@ -145,21 +153,30 @@ func newCommand() *cobra.Command {
 	f.StringSliceVar(&clientCAs, "tls-server-client-ca-files", nil, "CA certificates that clients of the relay must present a certificate from")
 	f.BoolVar(&cfg.Lab, "lab", false, "running in the lab: plain text without warnings (also LOUPE_LAB=1)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&uiListen, "ui-listen", ui.DefaultListen, "address of the web UI (empty: no UI)")
+	f.StringVar(&uiListen, "ui-listen", "", "address of the web UI, plain HTTP without authentication (e.g. "+ui.DefaultListen+"); empty: no UI")
+	f.StringSliceVar(&uiHosts, "ui-allowed-hosts", nil, "host names (no port) the web UI answers to besides IP addresses and localhost; other Host headers get 421 (DNS rebinding)")
 	f.StringSliceVar(&uiOrigins, "ui-allowed-origins", nil, "browser origins (scheme://host:port) besides the UI's own allowed to open its websocket")
 	return cmd
 }
 
-// loopback turns the relay's listen address into one the UI can dial.
-func loopback(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
+// relayListen checks the listener flags and returns the address to serve
+// on: --listen with mTLS, or --insecure-listen in plain text, asked for by
+// name. The relay has no other way to be reached, so one is required.
+func relayListen(listen, insecure, cert, key string, clientCAs []string) (string, error) {
+	anyTLS := cert != "" || key != "" || len(clientCAs) > 0
+	switch {
+	case listen != "" && insecure != "":
+		return "", errors.New("--listen (mTLS) and --insecure-listen (plain text) exclude each other")
+	case insecure != "" && anyTLS:
+		return "", errors.New("--insecure-listen serves plain text: the --tls-server-* flags go with --listen")
+	case insecure != "":
+		return insecure, nil
+	case listen == "":
+		return "", fmt.Errorf("no listener: give --listen ADDR (e.g. %s) with --tls-server-cert-file, --tls-server-key-file and --tls-server-client-ca-files, or --insecure-listen ADDR for plain text on a private network", relay.DefaultListen)
+	case cert == "" || key == "" || len(clientCAs) == 0:
+		return "", fmt.Errorf("--listen %s serves the relay over TCP with mTLS and needs --tls-server-cert-file, --tls-server-key-file and --tls-server-client-ca-files (loupe certs issues them); for plain text on a private network, use --insecure-listen %s instead", listen, listen)
 	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
+	return listen, nil
 }
 
 // nodePeers finds agents from the Node list. Their addresses are node IPs,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
 
 	"k8s.io/client-go/kubernetes/fake"
@@ -20,5 +21,32 @@ func TestNodePeersTLSServerName(t *testing.T) {
 	}
 	if got := np.TLSServerName("node-1"); got != "node-1.default.hubble-grpc.cilium.io" {
 		t.Fatalf("TLS: server name %q", got)
+	}
+}
+
+// The relay serves TCP with mTLS, or in plain text only when asked for by
+// name; with neither it refuses to start, saying which flags it needs.
+func TestRelayListenNeedsTLS(t *testing.T) {
+	ca := []string{"ca.crt"}
+	if l, err := relayListen(":4245", "", "s.crt", "s.key", ca); err != nil || l != ":4245" {
+		t.Fatalf("--listen with mTLS: %q, %v", l, err)
+	}
+	if l, err := relayListen("", "10.0.0.1:4245", "", "", nil); err != nil || l != "10.0.0.1:4245" {
+		t.Fatalf("--insecure-listen: %q, %v", l, err)
+	}
+	for name, c := range map[string]struct {
+		listen, insecure, cert, key string
+		cas                         []string
+		want                        string
+	}{
+		"nothing":               {"", "", "", "", nil, "no listener: give --listen ADDR"},
+		"listen without tls":    {":4245", "", "", "", nil, "needs --tls-server-cert-file, --tls-server-key-file and --tls-server-client-ca-files"},
+		"listen without client": {":4245", "", "s.crt", "s.key", nil, "use --insecure-listen :4245 instead"},
+		"both":                  {":4245", ":4246", "s.crt", "s.key", ca, "exclude each other"},
+		"insecure with tls":     {"", ":4245", "s.crt", "s.key", nil, "go with --listen"},
+	} {
+		if _, err := relayListen(c.listen, c.insecure, c.cert, c.key, c.cas); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want an error containing %q, got %v", name, c.want, err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/loupe-project/loupe/certs"
 	"github.com/loupe-project/loupe/cli"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/lab"
@@ -32,6 +33,7 @@ loupe-relay, a loupe-agent, or the Hubble Relay of a Cilium cluster.`,
 		cli.NewPolicyCommand(),
 		cli.NewVersionCommand(),
 		lab.NewCommand(),
+		certs.NewCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

@@ -7,6 +7,7 @@ package k8s
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -20,8 +21,10 @@ import (
 	"time"
 
 	"github.com/loupe-project/loupe/cni"
+	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/image"
 	"github.com/loupe-project/loupe/install"
+	"github.com/loupe-project/loupe/internal/testtools"
 )
 
 const (
@@ -207,7 +210,20 @@ func TestPrivilegedKubernetes(t *testing.T) {
 		} else {
 			t.Logf("applied install/kubernetes:\n%s", out)
 		}
+		// The Job issues the certificates the agent and the relay mount.
+		n.mustKubectl("-n", "kube-system", "wait", "--for=condition=complete", "job/loupe-certs", "--timeout=120s")
 		n.mustKubectl("-n", "kube-system", "rollout", "status", "ds/loupe-agent", "--timeout=180s")
+		// The running agent is not privileged and has exactly its listed
+		// capabilities.
+		var sc struct {
+			Privileged   *bool `json:"privileged"`
+			Capabilities struct{ Add, Drop []string }
+		}
+		raw := n.mustKubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=loupe-agent", "-o", "jsonpath={.items[0].spec.containers[0].securityContext}")
+		if err := json.Unmarshal([]byte(raw), &sc); err != nil || sc.Privileged == nil || *sc.Privileged ||
+			!slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) || !slices.Equal(sc.Capabilities.Add, []string{"BPF", "PERFMON", "NET_ADMIN"}) {
+			t.Fatalf("agent pod securityContext %s (%v): want privileged false, drop ALL, add BPF, PERFMON, NET_ADMIN", raw, err)
+		}
 		b, err := os.ReadFile(conflistPath)
 		if err != nil {
 			t.Fatalf("conflist: %v", err)
@@ -222,6 +238,7 @@ func TestPrivilegedKubernetes(t *testing.T) {
 		n.mustKubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
 		// The relay is a loupe pod too: settle it before counting links.
 		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-relay", "--timeout=120s")
+		n.clientCert()
 	})
 
 	linksBefore := n.hostLinks()
@@ -319,6 +336,87 @@ func TestPrivilegedKubernetes(t *testing.T) {
 			return nil
 		}); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	step(t, "the stock hubble CLI reads the relay over mTLS with the generated client certificate; no one reads without one", func() {
+		a := pods[0]
+		ip := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "svc", "loupe-relay", "-o", "jsonpath={.spec.clusterIP}"))
+		hubble := testtools.Hubble(t, "hubble")
+		tlsArgs := []string{"--tls", "--tls-ca-cert-files", n.clientFile("ca.crt"), "--tls-server-name", "instance.hubble-relay.cilium.io"}
+		withCert := append(slices.Clone(tlsArgs), "--tls-client-cert-file", n.clientFile("tls.crt"), "--tls-client-key-file", n.clientFile("tls.key"))
+		if err := poll(30*time.Second, func() error {
+			out, err := n.run(hubble, append([]string{"observe", "--server", ip + ":4245", "--last", "200", "-o", "json", "--pod", testNS + "/" + a.Name}, withCert...)...)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, `"pod_name":"`+a.Name+`"`) {
+				return fmt.Errorf("hubble observe through the relay: no flow of %s in %d bytes", a.Name, len(out))
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := n.run(hubble, append([]string{"status", "--server", ip + ":4245"}, withCert...)...)
+		if err != nil || !strings.Contains(out, "Connected Nodes: 1/1") {
+			t.Fatalf("hubble status through the relay: %v\n%s", err, out)
+		}
+		// Without a client certificate, in plain text, or at an agent's
+		// port with no certificate: refused.
+		nodeIP := strings.TrimSpace(n.mustKubectl("get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`))
+		for what, args := range map[string][]string{
+			"relay without a client certificate": append([]string{"status", "--server", ip + ":4245", "--timeout", "3s"}, tlsArgs...),
+			"relay in plain text":                {"status", "--server", ip + ":4245", "--timeout", "3s"},
+			"agent in plain text":                {"status", "--server", nodeIP + ":4244", "--timeout", "3s"},
+			"agent without a client certificate": append([]string{"status", "--server", nodeIP + ":4244", "--timeout", "3s"},
+				"--tls", "--tls-ca-cert-files", n.clientFile("ca.crt"), "--tls-server-name", "node.default.hubble-grpc.cilium.io"),
+		} {
+			if out, err := n.run(hubble, args...); err == nil {
+				t.Errorf("%s: hubble status succeeded:\n%s", what, out)
+			}
+		}
+	})
+
+	step(t, "rotated certificates (loupe certs --kubernetes --force) reach the running agent and relay without a restart", func() {
+		restarts := func() string {
+			return strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/part-of=loupe",
+				"-o", `jsonpath={range .items[*]}{.metadata.name}/{.metadata.uid}/{.status.containerStatuses[0].restartCount} {end}`))
+		}
+		before := restarts()
+		for _, k := range []string{"tls.crt", "tls.key", "ca.crt"} {
+			if err := os.Rename(n.clientFile(k), n.clientFile("old-"+k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out, err := n.run(filepath.Join(n.bin, "loupe"), "certs", "--kubernetes", "--force", "--k8s-kubeconfig", filepath.Join(n.work, "kubeconfig")); err != nil {
+			t.Fatalf("loupe certs --force: %v\n%s", err, out)
+		}
+		n.clientCert()
+		ip := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "svc", "loupe-relay", "-o", "jsonpath={.spec.clusterIP}"))
+		nodeIP := strings.TrimSpace(n.mustKubectl("get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`))
+		nodeName := strings.TrimSpace(n.mustKubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"))
+		hubble := testtools.Hubble(t, "hubble")
+		status := func(server, name, prefix string) (string, error) {
+			return n.run(hubble, "status", "--server", server, "--timeout", "3s", "--tls", "--tls-ca-cert-files", n.clientFile(prefix+"ca.crt"),
+				"--tls-client-cert-file", n.clientFile(prefix+"tls.crt"), "--tls-client-key-file", n.clientFile(prefix+"tls.key"), "--tls-server-name", name)
+		}
+		// The kubelet updates the Secret volumes within its sync period.
+		start := time.Now()
+		if err := poll(180*time.Second, func() error {
+			if out, err := status(ip+":4245", "instance.hubble-relay.cilium.io", ""); err != nil || !strings.Contains(out, "Connected Nodes: 1/1") {
+				return fmt.Errorf("relay with the new certificates: %v %s", err, out)
+			}
+			_, err := status(nodeIP+":4244", contract.TLSServerName(nodeName), "")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the relay and the agent served the new certificates %s after the rotation", time.Since(start).Round(time.Second))
+		if out, err := status(ip+":4245", "instance.hubble-relay.cilium.io", "old-"); err == nil {
+			t.Errorf("the relay still accepts the old CA's client:\n%s", out)
+		}
+		if after := restarts(); after != before {
+			t.Errorf("pods restarted during the rotation:\nbefore %s\nafter  %s", before, after)
 		}
 	})
 
@@ -544,10 +642,31 @@ type flow struct {
 	IngressDeniedBy     []policy `json:"ingress_denied_by"`
 }
 
-// observe runs `loupe observe` against the relay's Service and decodes the flows.
+// clientCert saves the client certificate the loupe-certs Job issued, as a
+// user does (install/kubernetes/README.md).
+func (n *node) clientCert() {
+	n.t.Helper()
+	for _, k := range []string{"tls.crt", "tls.key", "ca.crt"} {
+		b64 := n.mustKubectl("-n", "kube-system", "get", "secret", "loupe-client-tls", "-o", "jsonpath={.data."+strings.ReplaceAll(k, ".", `\.`)+"}")
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
+		if err != nil || len(b) == 0 {
+			n.t.Fatalf("secret loupe-client-tls %s: %v", k, err)
+		}
+		if err := os.WriteFile(n.clientFile(k), b, 0o600); err != nil {
+			n.t.Fatal(err)
+		}
+	}
+}
+
+func (n *node) clientFile(k string) string { return filepath.Join(n.work, "client-"+k) }
+
+// observe runs `loupe observe` against the relay's Service over mTLS and
+// decodes the flows.
 func (n *node) observe(filters ...string) ([]flow, error) {
 	ip := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "svc", "loupe-relay", "-o", "jsonpath={.spec.clusterIP}"))
-	args := append([]string{"observe", "--server", ip + ":4245", "--last", "2000", "-o", "json"}, filters...)
+	args := append([]string{"observe", "--server", ip + ":4245", "--last", "2000", "-o", "json",
+		"--tls-ca-cert-files", n.clientFile("ca.crt"), "--tls-client-cert-file", n.clientFile("tls.crt"),
+		"--tls-client-key-file", n.clientFile("tls.key"), "--tls-server-name", "instance.hubble-relay.cilium.io"}, filters...)
 	out, err := n.run(filepath.Join(n.bin, "loupe"), args...)
 	if err != nil {
 		return nil, err

@@ -107,6 +107,9 @@ up() {
 
 	ip netns add "$NS"
 	ip -n "$NS" link set lo up
+	# Forwarding on, as kubeadm requires of a node: the unprivileged agent
+	# cannot write /proc/sys.
+	ip netns exec "$NS" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 	# A veth pair with both ends inside: the node's "NIC" (no dummy module here).
 	ip -n "$NS" link add node0 type veth peer name node0-peer
 	ip -n "$NS" link set node0-peer up
