@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -28,7 +29,7 @@ var (
 // back mid-follow continues from there without gaps or repeats.
 type resume struct {
 	lastT   int64    // newest flow time received (0: none)
-	lastIDs []string // uuids of the flows received at lastT
+	lastIDs [][]byte // uuids of the flows received at lastT (immutable frame bytes)
 	// fallback is the since to use when no flow was received (0: none,
 	// meaning live flows only).
 	fallback int64
@@ -36,19 +37,19 @@ type resume struct {
 
 const maxResumeIDs = 64
 
-func (r *resume) see(uuid string, t int64) {
+func (r *resume) see(uuid []byte, t int64) {
 	if t > r.lastT {
 		r.lastT = t
 		r.lastIDs = r.lastIDs[:0]
 	}
-	if t == r.lastT && uuid != "" && len(r.lastIDs) < maxResumeIDs {
+	if t == r.lastT && len(uuid) > 0 && len(r.lastIDs) < maxResumeIDs {
 		r.lastIDs = append(r.lastIDs, uuid)
 	}
 }
 
 // dup reports a flow already delivered before a resume (a since is inclusive).
-func (r *resume) dup(uuid string, t int64) bool {
-	return t == r.lastT && uuid != "" && slices.Contains(r.lastIDs, uuid)
+func (r *resume) dup(uuid []byte, t int64) bool {
+	return t == r.lastT && len(uuid) > 0 && slices.ContainsFunc(r.lastIDs, func(id []byte) bool { return bytes.Equal(id, uuid) })
 }
 
 func (r *resume) since() int64 {
@@ -144,7 +145,7 @@ func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.Get
 		out.sent = true
 		if f := r.msg.GetFlow(); r.msg == nil || f != nil {
 			if f != nil {
-				r.t, r.uuid = f.GetTime().AsTime().UnixNano(), f.GetUuid()
+				r.t, r.uuid = f.GetTime().AsTime().UnixNano(), []byte(f.GetUuid())
 			}
 			if out.res.dup(r.uuid, r.t) {
 				continue
@@ -266,7 +267,7 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 		for i := range peers {
 			sinks = append(sinks, func(r *frame) bool { return m.push(ctx, i, r) })
 		}
-		finish = m.done
+		finish = func(i int) { m.done(ctx, i) }
 		merged.Go(func() { m.run(ctx, func(r *frame) bool { return q.flow(ctx, r) }) })
 	} else {
 		top = newTopN(req.GetNumber(), req.GetFirst())

@@ -19,9 +19,9 @@ import (
 // decoded into msg.
 type frame struct {
 	raw  []byte
-	t    int64 // flow time (else response time), unix ns; 0 if absent
-	uuid string
-	node bool // the response names its node
+	t    int64  // flow time (else response time), unix ns; 0 if absent
+	uuid []byte // within raw: no copy per flow
+	node bool   // the response names its node
 	msg  *observerpb.GetFlowsResponse
 }
 
@@ -105,7 +105,7 @@ func (f *frame) parseFlow(b []byte) error {
 			}
 			b = b[n:]
 			if num == flowUUID {
-				f.uuid = string(v)
+				f.uuid = v
 			} else if f.t, n = parseTimestamp(v); n < 0 {
 				return errMalformed
 			}

@@ -28,7 +28,7 @@ func TestParseFrame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.msg != nil || f.t != ts.UnixNano() || f.uuid != "u-1" || f.node {
+	if f.msg != nil || f.t != ts.UnixNano() || string(f.uuid) != "u-1" || f.node {
 		t.Fatalf("flow frame: %+v", f)
 	}
 	f.setNodeName("node-9")
@@ -78,7 +78,7 @@ func FuzzParseFrame(f *testing.F) {
 		if proto.Unmarshal(b, &m) != nil {
 			return // parseFrame reads only what it needs; full validity is the client's
 		}
-		if m.GetFlow() != nil && m.GetFlow().GetUuid() != fr.uuid {
+		if m.GetFlow() != nil && m.GetFlow().GetUuid() != string(fr.uuid) {
 			t.Fatalf("uuid %q, protobuf says %q", fr.uuid, m.GetFlow().GetUuid())
 		}
 		fr.setNodeName("relay-test")
