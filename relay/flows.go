@@ -88,9 +88,10 @@ func peerRequest(req *observerpb.GetFlowsRequest, follow bool, number uint64, si
 }
 
 // streamPeer runs one GetFlows stream against one peer and hands each flow
-// to sink. idle > 0 ends the stream when the peer stays silent that long.
+// to sink and each watermark's time to mark (nil: dropped); watermarks go
+// no further. idle > 0 ends the stream when the peer stays silent that long.
 func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.GetFlowsRequest, res resume,
-	idle time.Duration, sink func(*frame) bool, q *outQueue) (out streamResult) {
+	idle time.Duration, sink func(*frame) bool, mark func(int64), q *outQueue) (out streamResult) {
 	out = streamResult{key: p.Key, res: res}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -143,6 +144,12 @@ func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.Get
 			return out
 		}
 		out.sent = true
+		if r.mark {
+			if mark != nil && r.t != 0 {
+				mark(r.t)
+			}
+			continue
+		}
 		if f := r.msg.GetFlow(); r.msg == nil || f != nil {
 			if f != nil {
 				r.t, r.uuid = f.GetTime().AsTime().UnixNano(), []byte(f.GetUuid())
@@ -296,7 +303,7 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 				}
 				q.status(relaypb.NodeState_NODE_CONNECTED, "", p.Name)
 			}
-			results[i] = s.streamPeer(ctx, p, preq, resume{}, s.cfg.PeerIdleTimeout, sinks[i], q)
+			results[i] = s.streamPeer(ctx, p, preq, resume{}, s.cfg.PeerIdleTimeout, sinks[i], nil, q)
 		})
 	}
 	wg.Wait()
@@ -449,7 +456,8 @@ func (s *Server) getFlowsFollow(ctx context.Context, req *observerpb.GetFlowsReq
 			src := w.addSource()
 			wg.Go(func() {
 				defer scancel()
-				r := s.streamPeer(sctx, p, preq, res, 0, func(r *frame) bool { return w.push(src, r) }, q)
+				r := s.streamPeer(sctx, p, preq, res, 0, func(r *frame) bool { return w.push(src, r) },
+					func(t int64) { w.mark(src, t) }, q)
 				w.removeSource(src)
 				select {
 				case done <- r:

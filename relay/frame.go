@@ -22,6 +22,9 @@ type frame struct {
 	t    int64  // flow time (else response time), unix ns; 0 if absent
 	uuid []byte // within raw: no copy per flow
 	node bool   // the response names its node
+	// mark: a watermark, a response with no type whose time the peer's
+	// later flows will not be older than (observer.WatermarkInterval).
+	mark bool
 	msg  *observerpb.GetFlowsResponse
 }
 
@@ -43,7 +46,7 @@ var errMalformed = errors.New("malformed GetFlowsResponse")
 func parseFrame(b []byte) (*frame, error) {
 	f := &frame{raw: b}
 	var respT int64
-	isFlow, other := false, false
+	isFlow, other, typed := false, false, false
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -72,6 +75,9 @@ func parseFrame(b []byte) (*frame, error) {
 		case respNodeName:
 			f.node = true
 		}
+		if num < respNodeName {
+			typed = true // a response type the relay does not know
+		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
 			return nil, errMalformed
@@ -80,6 +86,10 @@ func parseFrame(b []byte) (*frame, error) {
 	}
 	if f.t == 0 {
 		f.t = respT
+	}
+	if !isFlow && !other && !typed {
+		f.raw, f.mark = nil, true
+		return f, nil
 	}
 	if other || !isFlow {
 		f.msg = &observerpb.GetFlowsResponse{}

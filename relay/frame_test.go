@@ -67,6 +67,7 @@ func FuzzParseFrame(f *testing.F) {
 		Time: timestamppb.Now(), Uuid: "u", IP: &flowpb.IP{Source: "10.0.0.1"}}}}))
 	f.Add(encode(f, &observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{
 		LostEvents: &flowpb.LostEvent{NumEventsLost: 3}}}))
+	f.Add(encode(f, &observerpb.GetFlowsResponse{NodeName: "n", Time: timestamppb.Now()})) // a watermark
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x02, 0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -77,6 +78,12 @@ func FuzzParseFrame(f *testing.F) {
 		var m observerpb.GetFlowsResponse
 		if proto.Unmarshal(b, &m) != nil {
 			return // parseFrame reads only what it needs; full validity is the client's
+		}
+		if fr.mark {
+			if m.GetResponseTypes() != nil || fr.t != m.GetTime().GetSeconds()*1e9+int64(m.GetTime().GetNanos()) {
+				t.Fatalf("watermark at %d from %v", fr.t, &m)
+			}
+			return
 		}
 		if m.GetFlow() != nil && m.GetFlow().GetUuid() != string(fr.uuid) {
 			t.Fatalf("uuid %q, protobuf says %q", fr.uuid, m.GetFlow().GetUuid())

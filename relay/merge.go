@@ -89,8 +89,9 @@ func newestFirst(a, b *item) bool { return b.before(a) }
 
 // window merges live (follow) streams by flow time. It holds at most size
 // responses. A response leaves the window when no open source can still send
-// an older one (every peer's stream is in time order), when the window is
-// full (oldest first), or when it has waited the drain timeout. push never
+// an older one (every peer's stream is in time order, and a watermark says
+// how far a quiet peer has got), when the window is full (oldest first), or
+// when it has waited the drain timeout. push never
 // blocks and emit must not block: the client queue drops and counts instead.
 type window struct {
 	mu      sync.Mutex
@@ -98,7 +99,7 @@ type window struct {
 	size    int
 	drain   int64
 	seq     uint64
-	srcs    map[int]*int64 // source id → watermark (newest flow time pushed)
+	srcs    map[int]*int64 // source id → watermark (newest flow time pushed or marked)
 	nextSrc int
 	minWM   int64
 	minOK   bool
@@ -165,14 +166,33 @@ func (w *window) push(id int, r *frame) bool {
 	}
 	w.seq++
 	w.h.push(item{r: r, t: t, arrival: now, seq: w.seq})
-	if wm := w.srcs[id]; t > *wm {
-		if *wm == w.minWM {
-			w.minOK = false
-		}
-		*wm = t
-	}
+	w.advance(id, t)
 	w.releaseLocked(now)
 	return !w.dead
+}
+
+// mark records that source id will send nothing older than t (a watermark)
+// and releases what every source has now passed.
+func (w *window) mark(id int, t int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dead || !w.advance(id, t) {
+		return
+	}
+	w.releaseLocked(time.Now().UnixNano())
+}
+
+// advance moves source id's watermark forward to t; false if it was not behind.
+func (w *window) advance(id int, t int64) bool {
+	wm := w.srcs[id]
+	if wm == nil || t <= *wm {
+		return false
+	}
+	if *wm == w.minWM {
+		w.minOK = false
+	}
+	*wm = t
+	return true
 }
 
 // tick releases responses that have waited the drain timeout.
