@@ -13,7 +13,7 @@ import (
 
 // caughtUpPoll bounds how stale EventsCaughtUp is while no events come: the
 // reader wakes this often to note that the ring buffer is still empty.
-const caughtUpPoll = 10 * time.Millisecond
+const caughtUpPoll = 5 * time.Millisecond
 
 // Slots of the event_stats map (STAT_* in bpf/events.h).
 const (

@@ -19,7 +19,7 @@ const WatermarkInterval = 50 * time.Millisecond
 
 // watermarkSlack covers an event stamped just before the caught-up instant
 // and reserved in the ring buffer just after it, within one program run.
-const watermarkSlack = 2 * time.Millisecond
+const watermarkSlack = time.Millisecond
 
 // watermark returns a flow time (unix ns, the clock of flow times) that no
 // flow written to the ring from now on will be older than; 0 if unknown.
