@@ -225,24 +225,34 @@ func runRelayCase(ctx context.Context, cfg *Config, c relayCase, hubbleRelay str
 			return nil, err
 		}
 	}
-	var lv, hv []float64
+	var lv, hv, lc, hc []float64
 	for r := range cfg.rounds() {
 		first, second := loupe, hubble
 		if r%2 == 1 {
 			first, second = hubble, loupe
 		}
 		for _, p := range []*relayProc{first, second} {
+			c0, err := cpuTicks(p.cmd.Process.Pid)
+			if err != nil {
+				return nil, err
+			}
 			v, ooo, err := p.mergeAll(ctx, want)
 			if err != nil {
 				return nil, err
 			}
+			c1, err := cpuTicks(p.cmd.Process.Pid)
+			if err != nil {
+				return nil, err
+			}
+			// CPU time per flow: clock ticks are 10 ms.
+			us := float64(c1-c0) * 1e4 / float64(want)
 			if p == loupe {
 				if ooo > 0 {
 					return nil, fmt.Errorf("loupe-relay: %d flows out of time order", ooo)
 				}
-				lv = append(lv, v)
+				lv, lc = append(lv, v), append(lc, us)
 			} else {
-				hv = append(hv, v)
+				hv, hc = append(hv, v), append(hc, us)
 			}
 		}
 		cfg.Log.Info("relay", "case", c.row, "round", r+1, "loupe_flows_per_s", fmt.Sprintf("%.0f", lv[r]), "hubble_flows_per_s", fmt.Sprintf("%.0f", hv[r]))
@@ -253,6 +263,12 @@ func runRelayCase(ctx context.Context, cfg *Config, c relayCase, hubbleRelay str
 		return nil, err
 	}
 	rows := []Row{rate}
+	// CPU time is what the relays cost, whatever else the machine runs;
+	// flows/s also depend on how the scheduler shares the cores.
+	if cpu, err := NewRow(c.row+"_cpu_per_flow", "µs", lc, hc, "hubble-relay", 0.5, Lower,
+		"each relay process's CPU time (user+system) per merged flow"); err == nil {
+		rows = append(rows, cpu)
+	}
 	lm, hm := hwmMB(loupe.cmd.Process.Pid), hwmMB(hubble.cmd.Process.Pid)
 	if mem, err := NewRow(c.row+"_peak_rss", "MB", []float64{lm}, []float64{hm}, "hubble-relay", 1, Lower,
 		"each relay process's peak RSS over the run"); err == nil {
