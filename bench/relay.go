@@ -268,6 +268,8 @@ func runRelayCase(ctx context.Context, cfg *Config, c relayCase, hubbleRelay str
 	if cpu, err := NewRow(c.row+"_cpu_per_flow", "µs", lc, hc, "hubble-relay", 0.5, Lower,
 		"each relay process's CPU time (user+system) per merged flow"); err == nil {
 		rows = append(rows, cpu)
+	} else {
+		cfg.Log.Warn("relay cpu row", "err", err, "loupe_us", lc, "hubble_us", hc)
 	}
 	lm, hm := hwmMB(loupe.cmd.Process.Pid), hwmMB(hubble.cmd.Process.Pid)
 	if mem, err := NewRow(c.row+"_peak_rss", "MB", []float64{lm}, []float64{hm}, "hubble-relay", 1, Lower,
