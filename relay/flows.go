@@ -29,7 +29,7 @@ var (
 // back mid-follow continues from there without gaps or repeats.
 type resume struct {
 	lastT   int64    // newest flow time received (0: none)
-	lastIDs [][]byte // uuids of the flows received at lastT (immutable frame bytes)
+	lastIDs [][]byte // uuids of the flows received at lastT (copies: frames' bytes are reused once sent)
 	// fallback is the since to use when no flow was received (0: none,
 	// meaning live flows only).
 	fallback int64
@@ -43,7 +43,14 @@ func (r *resume) see(uuid []byte, t int64) {
 		r.lastIDs = r.lastIDs[:0]
 	}
 	if t == r.lastT && len(uuid) > 0 && len(r.lastIDs) < maxResumeIDs {
-		r.lastIDs = append(r.lastIDs, uuid)
+		// Reuse the slots' storage: no allocation per flow once warm.
+		n := len(r.lastIDs)
+		if n < cap(r.lastIDs) {
+			r.lastIDs = r.lastIDs[:n+1]
+			r.lastIDs[n] = append(r.lastIDs[n][:0], uuid...)
+		} else {
+			r.lastIDs = append(r.lastIDs, slices.Clone(uuid))
+		}
 	}
 }
 
@@ -60,7 +67,11 @@ func (r *resume) since() int64 {
 }
 
 func (r resume) clone() resume {
-	r.lastIDs = slices.Clone(r.lastIDs)
+	ids := make([][]byte, len(r.lastIDs))
+	for i, id := range r.lastIDs {
+		ids[i] = slices.Clone(id)
+	}
+	r.lastIDs = ids
 	return r
 }
 

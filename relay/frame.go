@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc/encoding"
@@ -18,7 +19,10 @@ import (
 // and re-encode per flow. Other responses (lost events, node status) are
 // decoded into msg.
 type frame struct {
-	raw  []byte
+	raw []byte
+	// buf, when set, holds raw in gRPC's pooled buffer: received without a
+	// copy and handed back to gRPC to send, which frees it.
+	buf  mem.BufferSlice
 	t    int64  // flow time (else response time), unix ns; 0 if absent
 	uuid []byte // within raw: no copy per flow
 	node bool   // the response names its node
@@ -171,7 +175,9 @@ func (f *frame) setNodeName(name string) {
 	if f.msg != nil {
 		f.msg.NodeName = name
 	} else {
-		f.raw = protowire.AppendString(protowire.AppendTag(f.raw, respNodeName, protowire.BytesType), name)
+		// Clipped: never write into the pooled buffer past the message.
+		f.raw = protowire.AppendString(protowire.AppendTag(slices.Clip(f.raw), respNodeName, protowire.BytesType), name)
+		f.release()
 	}
 	f.node = true
 }
@@ -182,10 +188,23 @@ type codec struct{ encoding.CodecV2 }
 
 var relayCodec = codec{encoding.GetCodecV2(protoenc.Name)}
 
+// release lets go of the pooled buffer once raw no longer needs it; a frame
+// dropped without release is simply collected.
+func (f *frame) release() {
+	if f.buf != nil {
+		f.buf.Free()
+		f.buf = nil
+	}
+}
+
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if f, ok := v.(*frame); ok {
 		if f.msg != nil {
 			return c.CodecV2.Marshal(f.msg)
+		}
+		if b := f.buf; b != nil {
+			f.buf = nil // gRPC frees it once sent
+			return b, nil
 		}
 		return mem.BufferSlice{mem.SliceBuffer(f.raw)}, nil
 	}
@@ -193,7 +212,11 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if f, ok := v.(*frame); ok {
+	f, ok := v.(*frame)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	if len(data) != 1 {
 		parsed, err := parseFrame(data.Materialize())
 		if err != nil {
 			return err
@@ -201,5 +224,15 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 		*f = *parsed
 		return nil
 	}
-	return c.CodecV2.Unmarshal(data, v)
+	// One buffer: keep it (gRPC frees its own reference after this call).
+	parsed, err := parseFrame(data[0].ReadOnlyData())
+	if err != nil {
+		return err
+	}
+	*f = *parsed
+	if f.raw != nil {
+		data.Ref()
+		f.buf = data
+	}
+	return nil
 }
