@@ -55,7 +55,10 @@ func (w *watermarks) due(o *Observer, seq uint64, now time.Time) *observerpb.Get
 	if now.Before(w.next) {
 		return nil
 	}
-	w.next = now.Add(WatermarkInterval)
+	// On the interval's wall-clock boundaries: every node of a cluster marks
+	// at about the same instant, so a flow waits for one round of watermarks,
+	// not for the latest of many unaligned ones.
+	w.next = now.Truncate(WatermarkInterval).Add(WatermarkInterval)
 	t := o.watermark() // before the head check: it covers what the head holds
 	if t <= w.last || o.ring.head.Load() > seq {
 		return nil
