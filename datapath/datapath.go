@@ -70,6 +70,7 @@ type Datapath struct {
 
 	eventsRead  atomic.Uint64
 	eventsShort atomic.Uint64
+	caughtUp    atomic.Int64 // see EventsCaughtUp
 }
 
 type programPin struct {

@@ -356,21 +356,39 @@ func TestPrivilegedReadEvents(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	got := make(chan Event, 16)
+	caught := make(chan int64, 16) // EventsCaughtUp as each event reached the sink
 	done := make(chan error, 1)
 	go func() {
 		done <- d.ReadEvents(ctx, func(raw []byte) {
 			var ev Event
 			if err := DecodeEvent(raw, &ev); err == nil {
 				ev.Data = nil
+				caught <- d.EventsCaughtUp()
 				got <- ev
 			}
 		})
 	}()
+	// The reader notes the empty ring buffer before any event comes.
+	for end := time.Now().Add(10 * time.Second); d.EventsCaughtUp() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the reader never noted an empty ring buffer")
+		}
+	}
 	run(t, d.objs.LoupeFromPod, pkt{src: podIP, dst: peerIP, proto: protoTCP, sport: 1, dport: 2, flags: tcpSYN}.build())
 	select {
 	case ev := <-got:
 		if ev.SrcPort != 1 || ev.DstPort != 2 || ev.Flags != FlagCTNew {
 			t.Fatalf("event %+v", ev)
+		}
+		// Not past the event while it was on its way; past it once handled
+		// (the watermarks the observer sends rest on both).
+		if c := <-caught; c > int64(ev.TimestampNS) {
+			t.Fatalf("caught up to %d before the event stamped %d was handled", c, ev.TimestampNS)
+		}
+		for end := time.Now().Add(10 * time.Second); d.EventsCaughtUp() <= int64(ev.TimestampNS); time.Sleep(time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("the reader never caught up past the event stamped %d", ev.TimestampNS)
+			}
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event from ReadEvents")

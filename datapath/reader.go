@@ -5,9 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 )
+
+// caughtUpPoll bounds how stale EventsCaughtUp is while no events come: the
+// reader wakes this often to note that the ring buffer is still empty.
+const caughtUpPoll = 5 * time.Millisecond
 
 // Slots of the event_stats map (STAT_* in bpf/events.h).
 const (
@@ -36,7 +42,16 @@ func (d *Datapath) ReadEvents(ctx context.Context, sink func(raw []byte)) error 
 
 	var rec ringbuf.Record
 	for {
+		// Taken before the check: every event stamped before t was reserved
+		// before it, so an empty ring means all of them reached the sink.
+		if t := bootNow(); rd.AvailableBytes() == 0 {
+			d.caughtUp.Store(t)
+		}
+		rd.SetDeadline(time.Now().Add(caughtUpPoll))
 		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if ctx.Err() != nil && (errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed)) {
 				return nil
 			}
@@ -49,6 +64,20 @@ func (d *Datapath) ReadEvents(ctx context.Context, sink func(raw []byte)) error 
 		d.eventsRead.Add(1)
 		sink(rec.RawSample)
 	}
+}
+
+// EventsCaughtUp returns a CLOCK_BOOTTIME instant (ns, the clock of the
+// events' ts_ns) such that every event stamped before it has been handed to
+// the ReadEvents sink; 0 before ReadEvents runs. It lags real time by at most
+// caughtUpPoll while the reader keeps up, and stops while it is behind.
+func (d *Datapath) EventsCaughtUp() int64 { return d.caughtUp.Load() }
+
+func bootNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano()
 }
 
 // EventStats returns the reader's counts and the datapath's lost and

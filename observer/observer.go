@@ -43,6 +43,11 @@ type Config struct {
 	// Address is this node's Observer address for GetNodes; "" uses the
 	// observer-address annotation of this node's Node object.
 	Address string
+	// EventsCaughtUp returns a CLOCK_BOOTTIME instant (ns) before which
+	// every datapath event has been through HandleEvent (0: unknown); it
+	// sets the watermarks sent to followers. Nil means events reach
+	// HandleEvent as they happen.
+	EventsCaughtUp func() int64
 }
 
 // Observer is the flow pipeline of one agent.

@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -127,9 +128,15 @@ func (r *ring) read(seq uint64) (e *entry, lost uint64) {
 
 // wait blocks until an entry with sequence seq exists or ctx is done.
 func (r *ring) wait(ctx context.Context, seq uint64) error {
+	_, err := r.waitOr(ctx, seq, nil)
+	return err
+}
+
+// waitOr is wait that also gives up (false) when timeout fires.
+func (r *ring) waitOr(ctx context.Context, seq uint64, timeout <-chan time.Time) (bool, error) {
 	for {
 		if r.head.Load() > seq {
-			return nil
+			return true, nil
 		}
 		r.mu.Lock()
 		ch := r.ch
@@ -138,12 +145,14 @@ func (r *ring) wait(ctx context.Context, seq uint64) error {
 		// Recheck after announcing: a write that missed the flag is
 		// visible here.
 		if r.head.Load() > seq {
-			return nil
+			return true, nil
 		}
 		select {
 		case <-ch:
+		case <-timeout:
+			return false, nil
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }

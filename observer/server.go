@@ -288,6 +288,9 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 	// Without follow, stop at what existed when the request came in.
 	end := head
 	sent := uint64(0)
+	var marks watermarks
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for seq := start; ; {
 		if !follow && seq >= end {
 			return nil
@@ -298,6 +301,18 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 				return err
 			}
 			seq += lost
+			continue
+		}
+		if e == nil && follow {
+			if wm := marks.due(o, seq, time.Now()); wm != nil {
+				if err := stream.Send(wm); err != nil {
+					return err
+				}
+			}
+			timer.Reset(time.Until(marks.next))
+			if _, err := r.waitOr(ctx, seq, timer.C); err != nil {
+				return nil // the client went away
+			}
 			continue
 		}
 		if e == nil {

@@ -198,11 +198,15 @@ func TestGetFlowsFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	recv := func() uint32 {
-		r, err := s.Recv()
-		if err != nil {
-			t.Fatal(err)
+		for {
+			r, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.GetResponseTypes() != nil { // not a watermark
+				return r.GetFlow().GetL4().GetTCP().GetSourcePort() - 30000
+			}
 		}
-		return r.GetFlow().GetL4().GetTCP().GetSourcePort() - 30000
 	}
 	if got := recv(); got != 0 {
 		t.Fatalf("first followed flow %d, want the last existing match 0", got)

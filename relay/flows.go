@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -28,7 +29,7 @@ var (
 // back mid-follow continues from there without gaps or repeats.
 type resume struct {
 	lastT   int64    // newest flow time received (0: none)
-	lastIDs []string // uuids of the flows received at lastT
+	lastIDs [][]byte // uuids of the flows received at lastT (copies: frames' bytes are reused once sent)
 	// fallback is the since to use when no flow was received (0: none,
 	// meaning live flows only).
 	fallback int64
@@ -36,19 +37,26 @@ type resume struct {
 
 const maxResumeIDs = 64
 
-func (r *resume) see(uuid string, t int64) {
+func (r *resume) see(uuid []byte, t int64) {
 	if t > r.lastT {
 		r.lastT = t
 		r.lastIDs = r.lastIDs[:0]
 	}
-	if t == r.lastT && uuid != "" && len(r.lastIDs) < maxResumeIDs {
-		r.lastIDs = append(r.lastIDs, uuid)
+	if t == r.lastT && len(uuid) > 0 && len(r.lastIDs) < maxResumeIDs {
+		// Reuse the slots' storage: no allocation per flow once warm.
+		n := len(r.lastIDs)
+		if n < cap(r.lastIDs) {
+			r.lastIDs = r.lastIDs[:n+1]
+			r.lastIDs[n] = append(r.lastIDs[n][:0], uuid...)
+		} else {
+			r.lastIDs = append(r.lastIDs, slices.Clone(uuid))
+		}
 	}
 }
 
 // dup reports a flow already delivered before a resume (a since is inclusive).
-func (r *resume) dup(uuid string, t int64) bool {
-	return t == r.lastT && uuid != "" && slices.Contains(r.lastIDs, uuid)
+func (r *resume) dup(uuid []byte, t int64) bool {
+	return t == r.lastT && len(uuid) > 0 && slices.ContainsFunc(r.lastIDs, func(id []byte) bool { return bytes.Equal(id, uuid) })
 }
 
 func (r *resume) since() int64 {
@@ -59,7 +67,11 @@ func (r *resume) since() int64 {
 }
 
 func (r resume) clone() resume {
-	r.lastIDs = slices.Clone(r.lastIDs)
+	ids := make([][]byte, len(r.lastIDs))
+	for i, id := range r.lastIDs {
+		ids[i] = slices.Clone(id)
+	}
+	r.lastIDs = ids
 	return r
 }
 
@@ -87,9 +99,10 @@ func peerRequest(req *observerpb.GetFlowsRequest, follow bool, number uint64, si
 }
 
 // streamPeer runs one GetFlows stream against one peer and hands each flow
-// to sink. idle > 0 ends the stream when the peer stays silent that long.
+// to sink and each watermark's time to mark (nil: dropped); watermarks go
+// no further. idle > 0 ends the stream when the peer stays silent that long.
 func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.GetFlowsRequest, res resume,
-	idle time.Duration, sink func(*frame) bool, q *outQueue) (out streamResult) {
+	idle time.Duration, sink func(*frame) bool, mark func(int64), q *outQueue) (out streamResult) {
 	out = streamResult{key: p.Key, res: res}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -142,9 +155,15 @@ func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.Get
 			return out
 		}
 		out.sent = true
+		if r.mark {
+			if mark != nil && r.t != 0 {
+				mark(r.t)
+			}
+			continue
+		}
 		if f := r.msg.GetFlow(); r.msg == nil || f != nil {
 			if f != nil {
-				r.t, r.uuid = f.GetTime().AsTime().UnixNano(), f.GetUuid()
+				r.t, r.uuid = f.GetTime().AsTime().UnixNano(), []byte(f.GetUuid())
 			}
 			if out.res.dup(r.uuid, r.t) {
 				continue
@@ -266,7 +285,7 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 		for i := range peers {
 			sinks = append(sinks, func(r *frame) bool { return m.push(ctx, i, r) })
 		}
-		finish = m.done
+		finish = func(i int) { m.done(ctx, i) }
 		merged.Go(func() { m.run(ctx, func(r *frame) bool { return q.flow(ctx, r) }) })
 	} else {
 		top = newTopN(req.GetNumber(), req.GetFirst())
@@ -295,7 +314,7 @@ func (s *Server) getFlowsOnce(ctx context.Context, req *observerpb.GetFlowsReque
 				}
 				q.status(relaypb.NodeState_NODE_CONNECTED, "", p.Name)
 			}
-			results[i] = s.streamPeer(ctx, p, preq, resume{}, s.cfg.PeerIdleTimeout, sinks[i], q)
+			results[i] = s.streamPeer(ctx, p, preq, resume{}, s.cfg.PeerIdleTimeout, sinks[i], nil, q)
 		})
 	}
 	wg.Wait()
@@ -448,7 +467,8 @@ func (s *Server) getFlowsFollow(ctx context.Context, req *observerpb.GetFlowsReq
 			src := w.addSource()
 			wg.Go(func() {
 				defer scancel()
-				r := s.streamPeer(sctx, p, preq, res, 0, func(r *frame) bool { return w.push(src, r) }, q)
+				r := s.streamPeer(sctx, p, preq, res, 0, func(r *frame) bool { return w.push(src, r) },
+					func(t int64) { w.mark(src, t) }, q)
 				w.removeSource(src)
 				select {
 				case done <- r:

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc/encoding"
@@ -18,10 +19,16 @@ import (
 // and re-encode per flow. Other responses (lost events, node status) are
 // decoded into msg.
 type frame struct {
-	raw  []byte
-	t    int64 // flow time (else response time), unix ns; 0 if absent
-	uuid string
-	node bool // the response names its node
+	raw []byte
+	// buf, when set, holds raw in gRPC's pooled buffer: received without a
+	// copy and handed back to gRPC to send, which frees it.
+	buf  mem.BufferSlice
+	t    int64  // flow time (else response time), unix ns; 0 if absent
+	uuid []byte // within raw: no copy per flow
+	node bool   // the response names its node
+	// mark: a watermark, a response with no type whose time the peer's
+	// later flows will not be older than (observer.WatermarkInterval).
+	mark bool
 	msg  *observerpb.GetFlowsResponse
 }
 
@@ -43,7 +50,7 @@ var errMalformed = errors.New("malformed GetFlowsResponse")
 func parseFrame(b []byte) (*frame, error) {
 	f := &frame{raw: b}
 	var respT int64
-	isFlow, other := false, false
+	isFlow, other, typed := false, false, false
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -72,6 +79,9 @@ func parseFrame(b []byte) (*frame, error) {
 		case respNodeName:
 			f.node = true
 		}
+		if num < respNodeName {
+			typed = true // a response type the relay does not know
+		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
 			return nil, errMalformed
@@ -80,6 +90,10 @@ func parseFrame(b []byte) (*frame, error) {
 	}
 	if f.t == 0 {
 		f.t = respT
+	}
+	if !isFlow && !other && !typed {
+		f.raw, f.mark = nil, true
+		return f, nil
 	}
 	if other || !isFlow {
 		f.msg = &observerpb.GetFlowsResponse{}
@@ -105,7 +119,7 @@ func (f *frame) parseFlow(b []byte) error {
 			}
 			b = b[n:]
 			if num == flowUUID {
-				f.uuid = string(v)
+				f.uuid = v
 			} else if f.t, n = parseTimestamp(v); n < 0 {
 				return errMalformed
 			}
@@ -161,7 +175,9 @@ func (f *frame) setNodeName(name string) {
 	if f.msg != nil {
 		f.msg.NodeName = name
 	} else {
-		f.raw = protowire.AppendString(protowire.AppendTag(f.raw, respNodeName, protowire.BytesType), name)
+		// Clipped: never write into the pooled buffer past the message.
+		f.raw = protowire.AppendString(protowire.AppendTag(slices.Clip(f.raw), respNodeName, protowire.BytesType), name)
+		f.release()
 	}
 	f.node = true
 }
@@ -172,10 +188,23 @@ type codec struct{ encoding.CodecV2 }
 
 var relayCodec = codec{encoding.GetCodecV2(protoenc.Name)}
 
+// release lets go of the pooled buffer once raw no longer needs it; a frame
+// dropped without release is simply collected.
+func (f *frame) release() {
+	if f.buf != nil {
+		f.buf.Free()
+		f.buf = nil
+	}
+}
+
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if f, ok := v.(*frame); ok {
 		if f.msg != nil {
 			return c.CodecV2.Marshal(f.msg)
+		}
+		if b := f.buf; b != nil {
+			f.buf = nil // gRPC frees it once sent
+			return b, nil
 		}
 		return mem.BufferSlice{mem.SliceBuffer(f.raw)}, nil
 	}
@@ -183,7 +212,11 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if f, ok := v.(*frame); ok {
+	f, ok := v.(*frame)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	if len(data) != 1 {
 		parsed, err := parseFrame(data.Materialize())
 		if err != nil {
 			return err
@@ -191,5 +224,15 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 		*f = *parsed
 		return nil
 	}
-	return c.CodecV2.Unmarshal(data, v)
+	// One buffer: keep it (gRPC frees its own reference after this call).
+	parsed, err := parseFrame(data[0].ReadOnlyData())
+	if err != nil {
+		return err
+	}
+	*f = *parsed
+	if f.raw != nil {
+		data.Ref()
+		f.buf = data
+	}
+	return nil
 }

@@ -28,7 +28,7 @@ func TestParseFrame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.msg != nil || f.t != ts.UnixNano() || f.uuid != "u-1" || f.node {
+	if f.msg != nil || f.t != ts.UnixNano() || string(f.uuid) != "u-1" || f.node {
 		t.Fatalf("flow frame: %+v", f)
 	}
 	f.setNodeName("node-9")
@@ -67,6 +67,7 @@ func FuzzParseFrame(f *testing.F) {
 		Time: timestamppb.Now(), Uuid: "u", IP: &flowpb.IP{Source: "10.0.0.1"}}}}))
 	f.Add(encode(f, &observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{
 		LostEvents: &flowpb.LostEvent{NumEventsLost: 3}}}))
+	f.Add(encode(f, &observerpb.GetFlowsResponse{NodeName: "n", Time: timestamppb.Now()})) // a watermark
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x02, 0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -78,7 +79,13 @@ func FuzzParseFrame(f *testing.F) {
 		if proto.Unmarshal(b, &m) != nil {
 			return // parseFrame reads only what it needs; full validity is the client's
 		}
-		if m.GetFlow() != nil && m.GetFlow().GetUuid() != fr.uuid {
+		if fr.mark {
+			if m.GetResponseTypes() != nil || fr.t != m.GetTime().GetSeconds()*1e9+int64(m.GetTime().GetNanos()) {
+				t.Fatalf("watermark at %d from %v", fr.t, &m)
+			}
+			return
+		}
+		if m.GetFlow() != nil && m.GetFlow().GetUuid() != string(fr.uuid) {
 			t.Fatalf("uuid %q, protobuf says %q", fr.uuid, m.GetFlow().GetUuid())
 		}
 		fr.setNodeName("relay-test")

@@ -89,8 +89,9 @@ func newestFirst(a, b *item) bool { return b.before(a) }
 
 // window merges live (follow) streams by flow time. It holds at most size
 // responses. A response leaves the window when no open source can still send
-// an older one (every peer's stream is in time order), when the window is
-// full (oldest first), or when it has waited the drain timeout. push never
+// an older one (every peer's stream is in time order, and a watermark says
+// how far a quiet peer has got), when the window is full (oldest first), or
+// when it has waited the drain timeout. push never
 // blocks and emit must not block: the client queue drops and counts instead.
 type window struct {
 	mu      sync.Mutex
@@ -98,7 +99,7 @@ type window struct {
 	size    int
 	drain   int64
 	seq     uint64
-	srcs    map[int]*int64 // source id → watermark (newest flow time pushed)
+	srcs    map[int]*int64 // source id → watermark (newest flow time pushed or marked)
 	nextSrc int
 	minWM   int64
 	minOK   bool
@@ -165,14 +166,33 @@ func (w *window) push(id int, r *frame) bool {
 	}
 	w.seq++
 	w.h.push(item{r: r, t: t, arrival: now, seq: w.seq})
-	if wm := w.srcs[id]; t > *wm {
-		if *wm == w.minWM {
-			w.minOK = false
-		}
-		*wm = t
-	}
+	w.advance(id, t)
 	w.releaseLocked(now)
 	return !w.dead
+}
+
+// mark records that source id will send nothing older than t (a watermark)
+// and releases what every source has now passed.
+func (w *window) mark(id int, t int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dead || !w.advance(id, t) {
+		return
+	}
+	w.releaseLocked(time.Now().UnixNano())
+}
+
+// advance moves source id's watermark forward to t; false if it was not behind.
+func (w *window) advance(id int, t int64) bool {
+	wm := w.srcs[id]
+	if wm == nil || t <= *wm {
+		return false
+	}
+	if *wm == w.minWM {
+		w.minOK = false
+	}
+	*wm = t
+	return true
 }
 
 // tick releases responses that have waited the drain timeout.
@@ -196,25 +216,47 @@ func (w *window) releaseLocked(now int64) {
 
 // kmerge merges finite streams that are each in time order (non-follow
 // requests) into one stream in time order: an exact k-way merge. Each source
-// has a bounded queue; a fast peer blocks on its full queue (and gRPC flow
-// control holds the agent back) while the merge waits for a slow one, so
-// memory stays bounded and nothing is lost.
+// has a bounded queue of batches; a fast peer blocks on its full queue (and
+// gRPC flow control holds the agent back) while the merge waits for a slow
+// one, so memory stays bounded and nothing is lost. Sources hand over batches,
+// not single responses: a channel operation per flow cost more than the merge.
 type kmerge struct {
-	srcs []chan item
+	srcs    []chan []item
+	pending [][]item // the batch each source is filling; only its goroutine touches it
+	batch   int
 }
 
+// newKMerge holds about perSource responses per source: a batch being
+// filled, the queued batches and the one being merged.
 func newKMerge(n, perSource int) *kmerge {
-	m := &kmerge{srcs: make([]chan item, n)}
+	b := min(perSource, 64)
+	m := &kmerge{srcs: make([]chan []item, n), pending: make([][]item, n), batch: b}
 	for i := range m.srcs {
-		m.srcs[i] = make(chan item, perSource)
+		m.srcs[i] = make(chan []item, max(perSource/b-2, 0))
 	}
 	return m
 }
 
 // push queues one response of source i; false when ctx ended.
 func (m *kmerge) push(ctx context.Context, i int, r *frame) bool {
+	if m.pending[i] == nil {
+		m.pending[i] = make([]item, 0, m.batch)
+	}
+	m.pending[i] = append(m.pending[i], item{r: r, t: frameTime(r, time.Now().UnixNano())})
+	if len(m.pending[i]) < m.batch {
+		return ctx.Err() == nil
+	}
+	return m.flush(ctx, i)
+}
+
+func (m *kmerge) flush(ctx context.Context, i int) bool {
+	b := m.pending[i]
+	if len(b) == 0 {
+		return true
+	}
+	m.pending[i] = nil
 	select {
-	case m.srcs[i] <- item{r: r, t: frameTime(r, time.Now().UnixNano())}:
+	case m.srcs[i] <- b:
 		return true
 	case <-ctx.Done():
 		return false
@@ -222,34 +264,61 @@ func (m *kmerge) push(ctx context.Context, i int, r *frame) bool {
 }
 
 // done says that source i sent everything.
-func (m *kmerge) done(i int) { close(m.srcs[i]) }
+func (m *kmerge) done(ctx context.Context, i int) {
+	m.flush(ctx, i)
+	close(m.srcs[i])
+}
 
 // run emits every response in order until all sources are done, ctx ends or
 // emit fails.
 func (m *kmerge) run(ctx context.Context, emit func(*frame) bool) {
 	// heads holds the next response of every open source; seq is the source.
 	heads := itemHeap{a: make([]item, 0, len(m.srcs)), less: oldestFirst}
-	next := func(i int) bool {
-		select {
-		case it, ok := <-m.srcs[i]:
-			if ok {
-				it.seq = uint64(i)
-				heads.push(it)
+	cur := make([][]item, len(m.srcs))
+	// take returns source i's next response; ok is false when the source
+	// is done, live false when ctx ended.
+	take := func(i int) (it item, ok, live bool) {
+		if len(cur[i]) == 0 {
+			select {
+			case b, open := <-m.srcs[i]:
+				if !open {
+					return item{}, false, true
+				}
+				cur[i] = b
+			case <-ctx.Done():
+				return item{}, false, false
 			}
-			return true
-		case <-ctx.Done():
-			return false
 		}
+		it = cur[i][0]
+		cur[i][0] = item{}
+		cur[i] = cur[i][1:]
+		it.seq = uint64(i)
+		return it, true, true
 	}
 	for i := range m.srcs {
-		if !next(i) {
+		it, ok, live := take(i)
+		if !live {
 			return
+		}
+		if ok {
+			heads.push(it)
 		}
 	}
 	for heads.len() > 0 {
-		it := heads.pop()
-		if !emit(it.r) || !next(int(it.seq)) {
+		top := &heads.a[0]
+		if !emit(top.r) {
 			return
+		}
+		it, ok, live := take(int(top.seq))
+		switch {
+		case !live:
+			return
+		case ok:
+			// The source's next response replaces its last: one sift, not two.
+			heads.a[0] = it
+			heads.down(0)
+		default:
+			heads.pop()
 		}
 	}
 }

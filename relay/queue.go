@@ -26,12 +26,13 @@ type Stats struct {
 // waiting for a slow client; past it, lost events are folded together.
 const maxControl = 1024
 
-// outQueue sits between the merge and one client stream. Flows go through a
-// bounded channel; in lossy (follow) mode a full channel drops the flow and
-// counts it, and the count reaches the client as a LostEvent. Node statuses
-// and lost events are never dropped.
+// outQueue sits between the merge and one client stream. Flows wait in a
+// bounded slice that the sender takes whole, so a flow costs a short lock
+// rather than a channel operation; in lossy (follow) mode a full queue drops
+// the flow and counts it, and the count reaches the client as a LostEvent.
+// Node statuses and lost events are never dropped.
 type outQueue struct {
-	ch       chan *frame
+	n        int
 	lossy    atomic.Bool
 	nodeName string
 	stats    *Stats
@@ -41,16 +42,21 @@ type outQueue struct {
 	lastLost  atomic.Int64
 
 	mu      sync.Mutex
+	flows   []*frame // waiting for the sender
+	sending int      // flows the sender took and has not sent yet
+	spare   []*frame // the sender's emptied batch, reused
 	control []*observerpb.GetFlowsResponse
-	wake    chan struct{}
 	closed  bool
+	wake    chan struct{} // something was queued
+	room    chan struct{} // the sender made room
 }
 
 func newOutQueue(n int, lossy bool, nodeName string, stats *Stats) *outQueue {
 	if stats == nil {
 		stats = &Stats{}
 	}
-	q := &outQueue{ch: make(chan *frame, n), nodeName: nodeName, wake: make(chan struct{}, 1), stats: stats}
+	q := &outQueue{n: n, nodeName: nodeName, stats: stats,
+		wake: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 	q.lossy.Store(lossy)
 	return q
 }
@@ -58,28 +64,43 @@ func newOutQueue(n int, lossy bool, nodeName string, stats *Stats) *outQueue {
 // setLossy switches between blocking (history) and dropping (live) delivery.
 func (q *outQueue) setLossy(v bool) { q.lossy.Store(v) }
 
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
 // flow queues one flow; in ordered mode it blocks until there is room or
 // ctx ends (false).
 func (q *outQueue) flow(ctx context.Context, r *frame) bool {
 	q.stats.FlowsMerged.Add(1)
-	if q.lossy.Load() {
-		select {
-		case q.ch <- r:
-		default:
+	for {
+		q.mu.Lock()
+		if len(q.flows)+q.sending < q.n {
+			q.flows = append(q.flows, r)
+			first := len(q.flows) == 1
+			q.mu.Unlock()
+			if first {
+				signal(q.wake)
+			}
+			return ctx.Err() == nil
+		}
+		q.mu.Unlock()
+		if q.lossy.Load() {
 			q.stats.FlowsDropped.Add(1)
 			now := time.Now().UnixNano()
 			if q.lost.Add(1) == 1 {
 				q.firstLost.Store(now)
 			}
 			q.lastLost.Store(now)
+			return ctx.Err() == nil
 		}
-		return ctx.Err() == nil
-	}
-	select {
-	case q.ch <- r:
-		return true
-	case <-ctx.Done():
-		return false
+		select {
+		case <-q.room:
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 
@@ -120,10 +141,7 @@ func (q *outQueue) addControl(r *observerpb.GetFlowsResponse) {
 	}
 	q.control = append(q.control, r)
 	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
+	signal(q.wake)
 }
 
 // close says that no more flows will come (non-follow requests).
@@ -132,7 +150,7 @@ func (q *outQueue) close() {
 	defer q.mu.Unlock()
 	if !q.closed {
 		q.closed = true
-		close(q.ch)
+		signal(q.wake)
 	}
 }
 
@@ -161,8 +179,28 @@ func (q *outQueue) lostResponse() *observerpb.GetFlowsResponse {
 	}
 }
 
+// take hands the sender every queued flow, and whether the queue is closed.
+func (q *outQueue) take() ([]*frame, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	b := q.flows
+	q.flows, q.spare = q.spare[:0], nil
+	q.sending = len(b)
+	return b, q.closed
+}
+
+// sent returns the sender's batch for reuse and makes room for flows.
+func (q *outQueue) sent(b []*frame) {
+	clear(b)
+	q.mu.Lock()
+	q.spare, q.sending = b[:0], 0
+	q.mu.Unlock()
+	signal(q.room)
+}
+
 // run sends everything queued to the client until the queue is closed and
 // empty, ctx ends, or send fails. send gets a *frame or a *GetFlowsResponse.
+// Control responses queued before a flow are sent before it.
 func (q *outQueue) run(ctx context.Context, send func(any) error) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -178,17 +216,23 @@ func (q *outQueue) run(ctx context.Context, send func(any) error) error {
 		return nil
 	}
 	for {
+		batch, closed := q.take()
 		if err := flushControl(); err != nil {
 			return err
 		}
-		select {
-		case r, ok := <-q.ch:
-			if !ok {
-				return flushControl()
-			}
+		for _, r := range batch {
 			if err := send(r); err != nil {
 				return err
 			}
+		}
+		q.sent(batch)
+		if len(batch) > 0 {
+			continue
+		}
+		if closed {
+			return flushControl()
+		}
+		select {
 		case <-q.wake:
 		case <-tick.C:
 		case <-ctx.Done():

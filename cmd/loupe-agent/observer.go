@@ -13,6 +13,10 @@ import (
 // package so that agent/daemon does not depend on the observer.
 func observerFactory(tlsCfg observer.TLSConfig) func(daemon.ObserverParams) (daemon.Observer, error) {
 	return func(p daemon.ObserverParams) (daemon.Observer, error) {
+		var caughtUp func() int64
+		if p.Datapath != nil {
+			caughtUp = p.Datapath.EventsCaughtUp
+		}
 		return observer.New(observer.Config{
 			NodeName:   p.NodeName,
 			Metadata:   p.Metadata,
@@ -20,6 +24,8 @@ func observerFactory(tlsCfg observer.TLSConfig) func(daemon.ObserverParams) (dae
 			Log:        p.Log,
 			Policy:     p.Policy,
 			TLS:        tlsCfg,
+			// Watermarks to followers say how far the events have got.
+			EventsCaughtUp: caughtUp,
 		})
 	}
 }

@@ -43,6 +43,12 @@ type Options struct {
 	// Capacity of the flow ring (default 4095).
 	Capacity int
 	Version  string
+	// Watermarks, when set, makes follow streams send a watermark this
+	// often once they have sent every flow, as loupe agents do (see
+	// observer.WatermarkInterval): a response with no type whose time no
+	// later flow is older than. The time is now minus the interval, so a
+	// flow must reach Add within the interval of its stamp.
+	Watermarks time.Duration
 }
 
 type entry struct {
@@ -77,6 +83,7 @@ type Agent struct {
 	seq      uint64
 	grew     chan struct{} // closed when flows are added
 	stall    bool
+	noMarks  bool // watermarks paused
 	requests []*observerpb.GetFlowsRequest
 	peers    map[string]*peerpb.ChangeNotification
 	peerSubs map[chan *peerpb.ChangeNotification]struct{}
@@ -122,6 +129,14 @@ func (a *Agent) listen(addr string) error {
 	a.mu.Unlock()
 	go func() { _ = srv.Serve(lis) }()
 	return nil
+}
+
+// PauseWatermarks stops (true) or resumes the watermarks of follow streams,
+// as an agent would that fell behind its events.
+func (a *Agent) PauseWatermarks(pause bool) {
+	a.mu.Lock()
+	a.noMarks = pause
+	a.mu.Unlock()
 }
 
 // Name is the agent's node name.
@@ -266,9 +281,27 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream observ
 	if !req.GetFollow() {
 		return nil
 	}
+	var tick <-chan time.Time
+	if a.opts.Watermarks > 0 {
+		t := time.NewTicker(a.opts.Watermarks)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-grew:
+		case <-tick:
+			// Taken before the check: flows added later are stamped later.
+			now := time.Now().Add(-a.opts.Watermarks)
+			a.mu.Lock()
+			caughtUp := a.seq == last && !a.noMarks
+			a.mu.Unlock()
+			if caughtUp {
+				if err := stream.Send(&observerpb.GetFlowsResponse{NodeName: a.opts.Name, Time: timestamppb.New(now)}); err != nil {
+					return err
+				}
+			}
+			continue
 		case <-stream.Context().Done():
 			return nil
 		}

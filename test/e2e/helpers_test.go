@@ -246,8 +246,15 @@ type followed struct {
 
 func (c *cluster) follow(t *testing.T, server string, args ...string) *follower {
 	t.Helper()
+	return followCmd(t, nil, filepath.Join(c.bin, "loupe"), append([]string{"observe", "--server", server, "-o", "json", "-f"}, args...)...)
+}
+
+// followCmd runs a follower (env nil: the test's environment).
+func followCmd(t *testing.T, env []string, bin string, args ...string) *follower {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "loupe"), append([]string{"observe", "--server", server, "-o", "json", "-f"}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 5 * time.Second
 	stdout, err := cmd.StdoutPipe()

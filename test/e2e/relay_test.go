@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,10 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/loupe-project/loupe/internal/testtools"
 )
@@ -297,4 +301,149 @@ func TestPrivilegedRelayFollowAllNodes(t *testing.T) {
 		}
 	}
 	t.Logf("%d flows followed from %v", len(got), nodes)
+}
+
+// The stock hubble CLI follows loupe-relay, and an agent directly: the
+// agents' watermarks (responses without a type) stop at the relay or, on
+// the direct stream, are skipped by hubble, and it prints every flow.
+func TestPrivilegedStockHubbleFollowsWatermarks(t *testing.T) {
+	c := needLab(t)
+	bin := testtools.Hubble(t, "hubble")
+	names := c.nodeNames()
+	local, remote := c.podsOn(names[0]), c.podsOn(names[1])
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TERM=dumb"}
+	followers := map[string]*follower{
+		"relay":  followCmd(t, env, bin, "observe", "--server", c.status.RelayAddress, "-o", "json", "-f"),
+		"direct": followCmd(t, env, bin, "observe", "--server", c.agent(t, names[0]), "-o", "json", "-f"),
+	}
+	for _, fl := range followers {
+		c.live(t, fl, local[0], remote[0])
+	}
+	var sent []conn
+	for i := range 8 {
+		sent = append(sent, c.dial(t, "TCP", local[i%len(local)], remote[(i+1)%len(remote)], 80))
+	}
+	// What the agents recorded of those connections, through a plain request.
+	var want []*flowpb.Flow
+	if err := poll(15*time.Second, 300*time.Millisecond, func() error {
+		want = want[:0]
+		for _, f := range c.observe(t, c.status.RelayAddress, "--last", "5000") {
+			for _, k := range sent {
+				if k.of(f) {
+					want = append(want, f)
+					break
+				}
+			}
+		}
+		for _, k := range sent {
+			if len(k.matching(want)) == 0 {
+				return fmt.Errorf("no flow of %s yet", k)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for name, fl := range followers {
+		missing := map[string]*flowpb.Flow{}
+		for _, f := range want {
+			if name == "relay" || f.GetNodeName() == names[0] {
+				missing[f.GetUuid()] = f
+			}
+		}
+		n := len(missing)
+		timeout := time.NewTimer(20 * time.Second)
+		for len(missing) > 0 {
+			select {
+			case l := <-fl.flows:
+				if l.res == nil || l.res.GetResponseTypes() == nil {
+					t.Fatalf("%s: hubble printed a line that is no flow, status or loss: %q", name, l.raw)
+				}
+				delete(missing, l.res.GetFlow().GetUuid())
+			case <-fl.done:
+				t.Fatalf("%s: hubble observe -f exited: %s", name, fl.stderrText())
+			case <-timeout.C:
+				var d []*flowpb.Flow
+				for _, f := range missing {
+					d = append(d, f)
+				}
+				t.Fatalf("%s: hubble observe -f printed %d of %d flows; missing:\n%sstderr:\n%s", name, n-len(missing), n, describeAll(d), fl.stderrText())
+			}
+		}
+		timeout.Stop()
+		t.Logf("%s: hubble printed all %d flows", name, n)
+	}
+}
+
+// A live agent sends its followers watermarks (responses without a type,
+// observer.WatermarkInterval apart) while pods talk, and keeps their
+// promise: no flow it sends afterwards is older than the last one. The
+// relay tests' fake agents send the same responses.
+func TestPrivilegedAgentWatermarks(t *testing.T) {
+	c := needLab(t)
+	names := c.nodeNames()
+	local, remote := c.podsOn(names[0]), c.podsOn(names[1])
+	conn, err := grpc.NewClient(c.agent(t, names[0]), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, &observerpb.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type resp struct {
+		r   *observerpb.GetFlowsResponse
+		err error
+	}
+	ch := make(chan resp, 1<<14)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			ch <- resp{r, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// Responses queue in ch meanwhile, in stream order.
+	for i := range 20 {
+		c.dial(t, "TCP", local[i%len(local)], remote[i%len(remote)], 80)
+		time.Sleep(50 * time.Millisecond)
+	}
+	var mark time.Time
+	marks, flows, after := 0, 0, 0
+	deadline := time.After(30 * time.Second)
+	for marks < 40 || flows == 0 || after == 0 {
+		select {
+		case x := <-ch:
+			if x.err != nil {
+				t.Fatal(x.err)
+			}
+			ts := x.r.GetTime().AsTime()
+			if x.r.GetResponseTypes() == nil {
+				if x.r.GetNodeName() != names[0] || !ts.After(mark) || ts.After(time.Now()) {
+					t.Fatalf("watermark %v after %v", x.r, mark)
+				}
+				mark = ts
+				marks++
+				continue
+			}
+			if f := x.r.GetFlow(); f != nil {
+				if f.GetTime().AsTime().Before(mark) {
+					t.Fatalf("flow %s older than the watermark %v before it", describe(f), mark)
+				}
+				flows++
+				if !mark.IsZero() {
+					after++
+				}
+			}
+		case <-deadline:
+			t.Fatalf("%d watermarks, %d flows (%d after a watermark) in 30s", marks, flows, after)
+		}
+	}
+	t.Logf("%d watermarks, %d flows", marks, flows)
 }
