@@ -14,9 +14,9 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
-	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 // Config configures an Observer.
@@ -43,6 +43,9 @@ type Config struct {
 	// Address is this node's Observer address for GetNodes; "" uses the
 	// observer-address annotation of this node's Node object.
 	Address string
+	// Metrics are the Hubble metric families to export (--metrics); nil
+	// means hubblemetrics.Default, an empty slice none.
+	Metrics []hubblemetrics.Spec
 }
 
 // Observer is the flow pipeline of one agent.
@@ -83,12 +86,19 @@ func New(cfg Config) (*Observer, error) {
 	if err := cfg.TLS.validate(); err != nil {
 		return nil, fmt.Errorf("observer: %w", err)
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = hubblemetrics.MustParse(hubblemetrics.Default)
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("observer: metrics: %w", err)
+	}
 	o := &Observer{
 		cfg:     cfg,
 		log:     cfg.Log.With("component", "observer"),
 		start:   time.Now(),
 		ring:    r,
-		metrics: newMetrics(),
+		metrics: m,
 	}
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
 	o.refreshIndex()
@@ -123,15 +133,7 @@ func (o *Observer) HandleEvent(raw []byte) {
 		o.metrics.decodeErrors.Inc()
 		return
 	}
-	ev := &o.dec.ev
-	sub := ev.ObsPoint
-	switch ev.Type {
-	case contract.MessageTypeDrop:
-		sub = ev.DropReason
-	case contract.MessageTypePolicyVerdict:
-		sub = 0
-	}
-	o.metrics.observe(e.flow, ev.Proto, ev.Type, sub)
+	o.metrics.observe(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
 }
@@ -167,12 +169,14 @@ func (o *Observer) AddRateLimitedDropEvents(n uint64) {
 }
 
 // addLost writes a LostEvent stamped with the time the loss was noticed.
+// It also counts them in hubble_lost_events_total{source}.
 func (o *Observer) addLost(src flowpb.LostEventSource, n uint64) {
 	rec := &lostRecord{event: flowpb.LostEvent{Source: src, NumEventsLost: n}}
 	now := time.Now()
 	rec.at.Seconds, rec.at.Nanos = now.Unix(), int32(now.Nanosecond())
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.metrics.hubble.Lost(src, n)
 	o.ring.write(&entry{lost: rec})
 }
 

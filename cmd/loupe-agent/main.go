@@ -19,6 +19,7 @@ import (
 	"github.com/loupe-project/loupe/agent/daemon"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 func main() {
@@ -35,6 +36,7 @@ func newRootCommand() *cobra.Command {
 		logLevel   string
 		kubeconfig string
 		tlsCfg     observer.TLSConfig
+		metrics    string
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -61,8 +63,12 @@ state, so pods keep their connectivity until it starts again.`,
 			if err := checkTLS(tlsCfg); err != nil {
 				return err
 			}
+			specs, err := parseMetrics(metrics)
+			if err != nil {
+				return err
+			}
 			cfg.Log = log
-			cfg.NewObserver = observerFactory(tlsCfg)
+			cfg.NewObserver = observerFactory(tlsCfg, specs)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			kube, err := useKubernetes(kubeconfig, cfg.ManifestsDir)
@@ -85,6 +91,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&cfg.Socket, "socket", daemon.DefaultSocket, "unix socket of the endpoint API used by loupe-cni (mode 0600); the Observer API's unix socket "+daemon.ObserverSocketName+" goes next to it")
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, `Observer gRPC address (host:port); "" serves it only on the unix socket next to --socket`)
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", `HTTP address for /metrics, /healthz and /readyz; "" turns it off`)
+	f.StringVar(&metrics, "metrics", hubblemetrics.Default, `Hubble metric families served on --metrics-listen, in --hubble-metrics syntax: "flow:sourceContext=namespace;labelsContext=source_namespace drop tcp ..." (commas also separate families); "" turns them off`)
 	f.StringVar(&cfg.XDPMode, "xdp-mode", daemon.DefaultXDPMode, "default XDP mode for pods whose netconf sets none: native, generic or off")
 	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "folder of Kubernetes manifests to read pods, namespaces, services and policies from (the lab's API server)")
 	f.StringVar(&kubeconfig, "k8s-kubeconfig", "", "kubeconfig of the API server to read metadata from; in a pod without --manifests-dir the in-cluster config is used")

@@ -5,12 +5,13 @@ import (
 
 	"github.com/loupe-project/loupe/agent/daemon"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 // observerFactory builds the flow observer the daemon feeds with datapath
 // events, serving the Observer API with tlsCfg on TCP. It lives in the main
 // package so that agent/daemon does not depend on the observer.
-func observerFactory(tlsCfg observer.TLSConfig) func(daemon.ObserverParams) (daemon.Observer, error) {
+func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec) func(daemon.ObserverParams) (daemon.Observer, error) {
 	return func(p daemon.ObserverParams) (daemon.Observer, error) {
 		return observer.New(observer.Config{
 			NodeName:   p.NodeName,
@@ -19,6 +20,7 @@ func observerFactory(tlsCfg observer.TLSConfig) func(daemon.ObserverParams) (dae
 			Log:        p.Log,
 			Policy:     p.Policy,
 			TLS:        tlsCfg,
+			Metrics:    metrics,
 		})
 	}
 }
@@ -33,4 +35,14 @@ func checkTLS(c observer.TLSConfig) error {
 		return fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file: %w", err)
 	}
 	return nil
+}
+
+// parseMetrics reads --metrics once at start, so a typo stops the agent
+// with the family or option it could not read.
+func parseMetrics(s string) ([]hubblemetrics.Spec, error) {
+	specs, err := hubblemetrics.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	return specs, nil
 }
