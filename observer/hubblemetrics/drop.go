@@ -2,7 +2,6 @@ package hubblemetrics
 
 import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // dropHandler is the drop family: hubble_drop_total{contexts..., reason,
@@ -18,7 +17,7 @@ func newDropHandler(ctx *contexts, _ map[string]bool) handler {
 		append(ctx.names(), "reason", "protocol"))}
 }
 
-func (h *dropHandler) collectors() []prometheus.Collector { return []prometheus.Collector{h.v.cv} }
+func (h *dropHandler) vec() *vec { return h.v }
 
 func (h *dropHandler) observe(f *flowpb.Flow) {
 	if f.GetVerdict() != flowpb.Verdict_DROPPED {

@@ -4,7 +4,6 @@ import (
 	"strconv"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loupe-project/loupe/contract"
 )
@@ -29,7 +28,7 @@ func newFlowHandler(ctx *contexts, _ map[string]bool) handler {
 		append([]string{"protocol", "type", "subtype", "verdict"}, ctx.names()...))}
 }
 
-func (h *flowHandler) collectors() []prometheus.Collector { return []prometheus.Collector{h.v.cv} }
+func (h *flowHandler) vec() *vec { return h.v }
 
 func (h *flowHandler) observe(f *flowpb.Flow) {
 	typ, sub := flowTypeNames(f)

@@ -2,7 +2,6 @@ package hubblemetrics
 
 import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loupe-project/loupe/contract"
 )
@@ -20,7 +19,7 @@ func newICMPHandler(ctx *contexts, _ map[string]bool) handler {
 		append([]string{"family", "type"}, ctx.names()...))}
 }
 
-func (h *icmpHandler) collectors() []prometheus.Collector { return []prometheus.Collector{h.v.cv} }
+func (h *icmpHandler) vec() *vec { return h.v }
 
 func (h *icmpHandler) observe(f *flowpb.Flow) {
 	l4 := f.GetL4()

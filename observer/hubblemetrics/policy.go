@@ -4,7 +4,6 @@ import (
 	"strings"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loupe-project/loupe/contract"
 )
@@ -23,7 +22,7 @@ func newPolicyHandler(ctx *contexts, _ map[string]bool) handler {
 		append([]string{"direction", "match", "action"}, ctx.names()...))}
 }
 
-func (h *policyHandler) collectors() []prometheus.Collector { return []prometheus.Collector{h.v.cv} }
+func (h *policyHandler) vec() *vec { return h.v }
 
 func (h *policyHandler) observe(f *flowpb.Flow) {
 	var match string

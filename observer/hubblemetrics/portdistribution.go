@@ -4,7 +4,6 @@ import (
 	"strconv"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // portDistributionHandler is the port-distribution family:
@@ -22,9 +21,7 @@ func newPortDistributionHandler(ctx *contexts, _ map[string]bool) handler {
 		append([]string{"protocol", "port"}, ctx.names()...))}
 }
 
-func (h *portDistributionHandler) collectors() []prometheus.Collector {
-	return []prometheus.Collector{h.v.cv}
-}
+func (h *portDistributionHandler) vec() *vec { return h.v }
 
 // portNames formats ports, remembering the ones seen so that a flow
 // costs no allocation; bounded like the counter caches.

@@ -24,7 +24,7 @@ type family struct {
 // handler counts one flow. Handlers are called from one goroutine.
 type handler interface {
 	observe(f *flowpb.Flow)
-	collectors() []prometheus.Collector
+	vec() *vec
 }
 
 var families = map[string]family{
@@ -70,10 +70,8 @@ func New(reg prometheus.Registerer, specs []Spec) (*Set, error) {
 			}
 		}
 		h := fam.build(newContexts(sp.Options), flags)
-		for _, c := range h.collectors() {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("metric %q: %w", sp.Name, err)
-			}
+		if err := reg.Register(h.vec().cv); err != nil {
+			return nil, fmt.Errorf("metric %q: %w", sp.Name, err)
 		}
 		s.handlers = append(s.handlers, h)
 	}
@@ -94,6 +92,14 @@ func (s *Set) Observe(f *flowpb.Flow) {
 	for _, h := range s.handlers {
 		h.observe(f)
 	}
+}
+
+// labelErrors counts the label sets the families could not export.
+func (s *Set) labelErrors() (n int) {
+	for _, h := range s.handlers {
+		n += h.vec().errs
+	}
+	return n
 }
 
 // Lost counts n events lost at src, as Hubble's source label names it
@@ -117,6 +123,7 @@ type vec struct {
 	cache map[string]prometheus.Counter
 	key   []byte
 	lv    []string // scratch label values
+	errs  int      // label sets refused (not UTF-8, or a bug: wrong count)
 }
 
 func newVec(name, help string, labels []string) *vec {
@@ -138,7 +145,8 @@ func (v *vec) inc(lv []string) {
 	if !ok {
 		var err error
 		if c, err = v.cv.GetMetricWithLabelValues(lv...); err != nil {
-			return // a label value that is not UTF-8: nothing to export
+			v.errs++
+			return
 		}
 		if len(v.cache) >= maxCached {
 			clear(v.cache)

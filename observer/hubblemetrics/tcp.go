@@ -2,7 +2,6 @@ package hubblemetrics
 
 import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // tcpHandler is the tcp family: hubble_tcp_flags_total{flag, family,
@@ -19,7 +18,7 @@ func newTCPHandler(ctx *contexts, _ map[string]bool) handler {
 		append([]string{"flag", "family"}, ctx.names()...))}
 }
 
-func (h *tcpHandler) collectors() []prometheus.Collector { return []prometheus.Collector{h.v.cv} }
+func (h *tcpHandler) vec() *vec { return h.v }
 
 func (h *tcpHandler) observe(f *flowpb.Flow) {
 	if v := f.GetVerdict(); v != flowpb.Verdict_FORWARDED && v != flowpb.Verdict_REDIRECTED {

@@ -4,7 +4,6 @@ import (
 	"slices"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // flowsToWorldHandler is the flows-to-world family:
@@ -29,9 +28,7 @@ func newFlowsToWorldHandler(ctx *contexts, flags map[string]bool) handler {
 		v: newVec("flows_to_world_total", "Total number of flows to reserved:world", append(labels, ctx.names()...))}
 }
 
-func (h *flowsToWorldHandler) collectors() []prometheus.Collector {
-	return []prometheus.Collector{h.v.cv}
-}
+func (h *flowsToWorldHandler) vec() *vec { return h.v }
 
 var worldLabels = []string{"reserved:world", "reserved:world-ipv4", "reserved:world-ipv6"}
 
