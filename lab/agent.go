@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 const (
@@ -31,7 +32,9 @@ func (l *Lab) agentArgs(bin string, n Node) []string {
 		"--bpf-root", l.NodeBPFRoot(n.Name),
 		"--socket", l.AgentSocket(n.Name),
 		"--listen", netip.AddrPortFrom(ip, ObserverPort).String(),
-		"--metrics-listen", netip.AddrPortFrom(ip, MetricsPort).String(),
+		"--metrics-listen", n.MetricsAddress(),
+		// Every Hubble family the Grafana dashboards read, with their contexts.
+		"--metrics", hubblemetrics.Dashboards,
 		"--manifests-dir", l.ManifestsDir(),
 	}
 	if l.XDPMode != "" {
