@@ -47,9 +47,9 @@ func sampleFlows() []*flowpb.Flow {
 	drop := &flowpb.Flow{EventType: &flowpb.CiliumEventType{Type: typeDrop, SubType: 133}, Verdict: flowpb.Verdict_DROPPED,
 		DropReasonDesc: flowpb.DropReason_POLICY_DENIED, Source: epA, Destination: epC, IP: ip4("10.0.0.1", "10.0.0.3"),
 		L4: tcpL4(40000, 81, syn), TrafficDirection: ingress}
-	verdictDrop := &flowpb.Flow{EventType: &flowpb.CiliumEventType{Type: typePolicyVerdict}, Verdict: flowpb.Verdict_DROPPED,
-		DropReasonDesc: flowpb.DropReason_POLICY_DENIED, Source: epA, Destination: epC, IP: ip4("10.0.0.1", "10.0.0.3"),
-		L4: tcpL4(40000, 81, syn), TrafficDirection: ingress, IsReply: wrapperspb.Bool(false)}
+	verdict := &flowpb.Flow{EventType: &flowpb.CiliumEventType{Type: typePolicyVerdict}, Verdict: flowpb.Verdict_FORWARDED,
+		Source: epA, Destination: epC, IP: ip4("10.0.0.1", "10.0.0.3"), PolicyMatchType: 1,
+		L4: tcpL4(40004, 81, syn), TrafficDirection: ingress, IsReply: wrapperspb.Bool(false)}
 	fromHost := &flowpb.Flow{EventType: &flowpb.CiliumEventType{Type: typePolicyVerdict}, Verdict: flowpb.Verdict_FORWARDED,
 		Source: epHost, Destination: epA, IP: ip4("10.0.0.254", "10.0.0.1"), L4: tcpL4(40001, 80, syn),
 		TrafficDirection: ingress, PolicyMatchType: 1}
@@ -60,7 +60,7 @@ func sampleFlows() []*flowpb.Flow {
 	return []*flowpb.Flow{
 		trace(5, epA, epB, ip4("10.0.0.1", "10.0.0.2"), tcpL4(40000, 80, syn), egress, false),
 		trace(0, epB, epA, ip4("10.0.0.2", "10.0.0.1"), tcpL4(80, 40000, synAck), egress, true),
-		drop, verdictDrop, fromHost,
+		drop, verdict, fromHost,
 		trace(5, epA, epB, ip4("10.0.0.1", "10.0.0.2"), icmp4(8), egress, false),
 		trace(0, epB, epA, ip4("10.0.0.2", "10.0.0.1"), icmp4(0), egress, true),
 		v6,
@@ -91,7 +91,7 @@ func TestFamilies(t *testing.T) {
 hubble_flows_processed_total{destination="y",protocol="TCP",source="x/web",source_namespace="x",subtype="from-endpoint",traffic_direction="egress",type="Trace",verdict="FORWARDED"} 2
 hubble_flows_processed_total{destination="x",protocol="TCP",source="y/b",source_namespace="y",subtype="to-endpoint",traffic_direction="egress",type="Trace",verdict="FORWARDED"} 1
 hubble_flows_processed_total{destination="z",protocol="TCP",source="x/web",source_namespace="x",subtype="",traffic_direction="ingress",type="Drop",verdict="DROPPED"} 1
-hubble_flows_processed_total{destination="z",protocol="TCP",source="x/web",source_namespace="x",subtype="",traffic_direction="ingress",type="PolicyVerdict",verdict="DROPPED"} 1
+hubble_flows_processed_total{destination="z",protocol="TCP",source="x/web",source_namespace="x",subtype="",traffic_direction="ingress",type="PolicyVerdict",verdict="FORWARDED"} 1
 hubble_flows_processed_total{destination="x",protocol="TCP",source="reserved:host",source_namespace="",subtype="",traffic_direction="ingress",type="PolicyVerdict",verdict="FORWARDED"} 1
 hubble_flows_processed_total{destination="y",protocol="ICMPv4",source="x/web",source_namespace="x",subtype="from-endpoint",traffic_direction="egress",type="Trace",verdict="FORWARDED"} 1
 hubble_flows_processed_total{destination="x",protocol="ICMPv4",source="y/b",source_namespace="y",subtype="to-endpoint",traffic_direction="egress",type="Trace",verdict="FORWARDED"} 1
@@ -100,10 +100,10 @@ hubble_flows_processed_total{destination="",protocol="TCP",source="x/web",source
 hubble_flows_processed_total{destination="y",protocol="UDP",source="x/web",source_namespace="x",subtype="from-endpoint",traffic_direction="egress",type="Trace",verdict="FORWARDED"} 1
 # HELP hubble_drop_total Number of drops
 # TYPE hubble_drop_total counter
-hubble_drop_total{protocol="TCP",reason="POLICY_DENIED",source="x/a"} 2
+hubble_drop_total{protocol="TCP",reason="POLICY_DENIED",source="x/a"} 1
 # HELP hubble_tcp_flags_total TCP flag occurrences
 # TYPE hubble_tcp_flags_total counter
-hubble_tcp_flags_total{family="IPv4",flag="SYN"} 3
+hubble_tcp_flags_total{family="IPv4",flag="SYN"} 4
 hubble_tcp_flags_total{family="IPv4",flag="SYN-ACK"} 1
 hubble_tcp_flags_total{family="IPv4",flag="FIN"} 1
 hubble_tcp_flags_total{family="IPv4",flag="RST"} 1
@@ -116,12 +116,13 @@ hubble_icmp_total{destination="y/b",family="IPv6",type="EchoRequest"} 1
 # TYPE hubble_port_distribution_total counter
 hubble_port_distribution_total{port="80",protocol="TCP"} 2
 hubble_port_distribution_total{port="443",protocol="TCP"} 1
+hubble_port_distribution_total{port="81",protocol="TCP"} 1
 hubble_port_distribution_total{port="53",protocol="UDP"} 1
 hubble_port_distribution_total{port="0",protocol="ICMPv4"} 1
 hubble_port_distribution_total{port="0",protocol="ICMPv6"} 1
 # HELP hubble_policy_verdicts_total Total number of Cilium network policy verdicts
 # TYPE hubble_policy_verdicts_total counter
-hubble_policy_verdicts_total{action="dropped",direction="ingress",match="none",source="x"} 1
+hubble_policy_verdicts_total{action="forwarded",direction="ingress",match="l3-only",source="x"} 1
 # HELP hubble_flows_to_world_total Total number of flows to reserved:world
 # TYPE hubble_flows_to_world_total counter
 hubble_flows_to_world_total{port="443",protocol="TCP",verdict="FORWARDED"} 1
