@@ -34,7 +34,9 @@ func metricFlows() []*flowpb.Flow {
 	c := &flowpb.Endpoint{ID: 12, Identity: 1002, Namespace: "z", PodName: "c"}
 	host := &flowpb.Endpoint{Identity: 1, Labels: []string{"reserved:host"}}
 	world := &flowpb.Endpoint{Identity: 2, Labels: []string{"reserved:world"}}
-	ip := func(s, d string) *flowpb.IP { return &flowpb.IP{Source: s, Destination: d, IpVersion: flowpb.IPVersion_IPv4} }
+	ip := func(s, d string) *flowpb.IP {
+		return &flowpb.IP{Source: s, Destination: d, IpVersion: flowpb.IPVersion_IPv4}
+	}
 	tcp := func(sp, dp uint32, f flowpb.TCPFlags) *flowpb.Layer4 {
 		return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: sp, DestinationPort: dp, Flags: &f}}}
 	}
