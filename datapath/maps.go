@@ -494,9 +494,12 @@ func (d *Datapath) DeletePolicy(k PolicyKey) error {
 // PolicyMapUse counts the policy map's entries against its capacity: a
 // full map makes the engine fail to write new policy.
 func (d *Datapath) PolicyMapUse() (entries, capacity int, err error) {
-	var k loupePolicyKey
+	var (
+		k loupePolicyKey
+		v loupePolicyValue
+	)
 	it := d.objs.Policy.Iterate()
-	for it.Next(&k, nil) {
+	for it.Next(&k, &v) {
 		entries++
 	}
 	if err := it.Err(); err != nil {

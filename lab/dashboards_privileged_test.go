@@ -85,7 +85,7 @@ spec:
 `
 
 // TestPrivilegedLabHubbleDashboards runs every query of Hubble's Grafana
-// dashboards, through a real Prometheus scraping the lab agents'
+// dashboards and of loupe's own (install/grafana), through a real Prometheus scraping the lab agents'
 // metricsAddress, after lab traffic that exercises them, and wants data
 // from each. A query without data fails naming its dashboard, its panel
 // and the metrics Prometheus has no series of.
@@ -188,7 +188,7 @@ func TestPrivilegedLabHubbleDashboards(t *testing.T) {
 			}
 		}
 	}
-	if ran < 20 {
+	if ran < 30 {
 		t.Errorf("ran only %d dashboard queries", ran)
 	}
 	t.Logf("ran %d dashboard queries", ran)
@@ -236,9 +236,16 @@ func readDashboards(t *testing.T) []dashboard {
 		t.Fatalf("find the cilium module: %v", err)
 	}
 	dir := filepath.Join(strings.TrimSpace(string(out)), "install/kubernetes/cilium/files/hubble/dashboards")
-	var ds []dashboard
+	var paths []string
 	for _, f := range hubbleDashboards {
-		raw, err := os.ReadFile(filepath.Join(dir, f))
+		paths = append(paths, filepath.Join(dir, f))
+	}
+	// loupe's own dashboard, which install/ ships.
+	paths = append(paths, "../install/grafana/loupe-dashboard.json")
+	var ds []dashboard
+	for _, path := range paths {
+		f := filepath.Base(path)
+		raw, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
