@@ -37,8 +37,8 @@ func metricFlows() []*flowpb.Flow {
 	ip := func(s, d string) *flowpb.IP {
 		return &flowpb.IP{Source: s, Destination: d, IpVersion: flowpb.IPVersion_IPv4}
 	}
-	tcp := func(sp, dp uint32, f flowpb.TCPFlags) *flowpb.Layer4 {
-		return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: sp, DestinationPort: dp, Flags: &f}}}
+	tcp := func(sp, dp uint32, f *flowpb.TCPFlags) *flowpb.Layer4 {
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: sp, DestinationPort: dp, Flags: f}}}
 	}
 	icmp := func(ty, code uint32) *flowpb.Layer4 {
 		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{Type: ty, Code: code}}}
@@ -49,12 +49,12 @@ func metricFlows() []*flowpb.Flow {
 			Source: s, Destination: d, IP: i, L4: l4, TrafficDirection: dir, IsReply: wrapperspb.Bool(reply)}
 	}
 	eg, in := flowpb.TrafficDirection_EGRESS, flowpb.TrafficDirection_INGRESS
-	syn := flowpb.TCPFlags{SYN: true}
+	syn := &flowpb.TCPFlags{SYN: true}
 	return []*flowpb.Flow{
 		trace(contract.TraceFromLxc, a, b, ip("10.0.0.1", "10.0.0.2"), tcp(40000, 80, syn), eg, false),
-		trace(contract.TraceToLxc, b, a, ip("10.0.0.2", "10.0.0.1"), tcp(80, 40000, flowpb.TCPFlags{SYN: true, ACK: true}), eg, true),
-		trace(contract.TraceToLxc, a, b, ip("10.0.0.1", "10.0.0.2"), tcp(40000, 80, flowpb.TCPFlags{FIN: true, ACK: true}), in, false),
-		trace(contract.TraceFromLxc, b, a, ip("10.0.0.2", "10.0.0.1"), tcp(80, 40000, flowpb.TCPFlags{RST: true}), in, true),
+		trace(contract.TraceToLxc, b, a, ip("10.0.0.2", "10.0.0.1"), tcp(80, 40000, &flowpb.TCPFlags{SYN: true, ACK: true}), eg, true),
+		trace(contract.TraceToLxc, a, b, ip("10.0.0.1", "10.0.0.2"), tcp(40000, 80, &flowpb.TCPFlags{FIN: true, ACK: true}), in, false),
+		trace(contract.TraceFromLxc, b, a, ip("10.0.0.2", "10.0.0.1"), tcp(80, 40000, &flowpb.TCPFlags{RST: true}), in, true),
 		trace(contract.TraceFromLxc, a, b, ip("10.0.0.1", "10.0.0.2"), udp, eg, false),
 		trace(contract.TraceFromLxc, a, b, ip("10.0.0.1", "10.0.0.2"), icmp(8, 0), eg, false),
 		trace(contract.TraceToLxc, b, a, ip("10.0.0.2", "10.0.0.1"), icmp(0, 0), eg, true),

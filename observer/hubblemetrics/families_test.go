@@ -20,8 +20,8 @@ var (
 	epWorld = &flowpb.Endpoint{Identity: 2, Labels: []string{"reserved:world"}}
 )
 
-func tcpL4(sport, dport uint32, f flowpb.TCPFlags) *flowpb.Layer4 {
-	return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: sport, DestinationPort: dport, Flags: &f}}}
+func tcpL4(sport, dport uint32, f *flowpb.TCPFlags) *flowpb.Layer4 {
+	return &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: sport, DestinationPort: dport, Flags: f}}}
 }
 
 func icmp4(ty uint32) *flowpb.Layer4 {
@@ -43,7 +43,7 @@ func trace(obs int32, src, dst *flowpb.Endpoint, ip *flowpb.IP, l4 *flowpb.Layer
 // them from the real datapath.
 func sampleFlows() []*flowpb.Flow {
 	egress, ingress := flowpb.TrafficDirection_EGRESS, flowpb.TrafficDirection_INGRESS
-	syn, synAck := flowpb.TCPFlags{SYN: true}, flowpb.TCPFlags{SYN: true, ACK: true}
+	syn, synAck := &flowpb.TCPFlags{SYN: true}, &flowpb.TCPFlags{SYN: true, ACK: true}
 	drop := &flowpb.Flow{EventType: &flowpb.CiliumEventType{Type: typeDrop, SubType: 133}, Verdict: flowpb.Verdict_DROPPED,
 		DropReasonDesc: flowpb.DropReason_POLICY_DENIED, Source: epA, Destination: epC, IP: ip4("10.0.0.1", "10.0.0.3"),
 		L4: tcpL4(40000, 81, syn), TrafficDirection: ingress}
@@ -66,7 +66,7 @@ func sampleFlows() []*flowpb.Flow {
 		v6,
 		trace(5, epA, epWorld, ip4("10.0.0.1", "192.0.2.1"), tcpL4(40003, 443, syn), egress, false),
 		udp,
-		trace(5, epA, epB, ip4("10.0.0.1", "10.0.0.2"), tcpL4(40000, 80, flowpb.TCPFlags{FIN: true, RST: true, ACK: true}), egress, false),
+		trace(5, epA, epB, ip4("10.0.0.1", "10.0.0.2"), tcpL4(40000, 80, &flowpb.TCPFlags{FIN: true, RST: true, ACK: true}), egress, false),
 	}
 }
 
