@@ -63,6 +63,9 @@ type Observer struct {
 	index    atomic.Pointer[enrichIndex]
 
 	seen atomic.Uint64
+
+	// podMetricsGrace is how long a deleted pod's metric series stay.
+	podMetricsGrace time.Duration
 }
 
 // New builds an Observer. It starts no goroutines; Serve does.
@@ -99,6 +102,8 @@ func New(cfg Config) (*Observer, error) {
 		start:   time.Now(),
 		ring:    r,
 		metrics: m,
+
+		podMetricsGrace: hubblemetrics.PodGrace,
 	}
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
 	o.refreshIndex()
@@ -113,8 +118,37 @@ func (o *Observer) refreshIndex() {
 		return
 	}
 	o.lastSnap = snap
-	o.index.Store(newEnrichIndex(snap))
+	old := o.index.Load()
+	cur := newEnrichIndex(snap)
+	o.index.Store(cur)
 	o.dec.forgetLinks()
+	if old != nil {
+		o.forgetPods(old, cur)
+	}
+}
+
+// forgetPods removes, after Hubble's grace, the metric series bound to
+// the pods that left the metadata, so pod contexts do not keep a series
+// for every pod that ever ran.
+func (o *Observer) forgetPods(old, cur *enrichIndex) {
+	type ref struct{ namespace, name string }
+	live := make(map[ref]bool, len(cur.pods))
+	for _, p := range cur.pods {
+		live[ref{p.namespace, p.name}] = true
+	}
+	gone := map[ref]bool{}
+	for _, p := range old.pods {
+		if r := (ref{p.namespace, p.name}); !live[r] {
+			gone[r] = true
+		}
+	}
+	for r := range gone {
+		time.AfterFunc(o.podMetricsGrace, func() {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			o.metrics.hubble.DeletePod(r.namespace, r.name)
+		})
+	}
 }
 
 // HandleEvent decodes one datapath record and stores the flow. raw is not

@@ -19,6 +19,8 @@ func newDropHandler(ctx *contexts, _ map[string]bool) handler {
 
 func (h *dropHandler) vec() *vec { return h.v }
 
+func (h *dropHandler) contexts() *contexts { return h.ctx }
+
 func (h *dropHandler) observe(f *flowpb.Flow) {
 	if f.GetVerdict() != flowpb.Verdict_DROPPED {
 		return

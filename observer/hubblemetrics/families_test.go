@@ -176,3 +176,60 @@ func TestNoFamilies(t *testing.T) {
 		t.Fatalf("%d series, %v", n, err)
 	}
 }
+
+// DeletePod removes exactly the series that name the pod, through a pod
+// context or the labelsContext pair, and counting again brings them back.
+func TestDeletePod(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	set, err := New(reg, MustParse("flow:sourceContext=pod;destinationContext=namespace drop:labelsContext=source_namespace,source_pod tcp:destinationContext=pod-name"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows := sampleFlows()
+	for _, f := range flows {
+		set.Observe(f)
+	}
+	count := func(name, label, value string) int {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label && l.GetValue() == value {
+						n++
+					}
+				}
+			}
+		}
+		return n
+	}
+	if count("hubble_flows_processed_total", "source", "x/a") == 0 || count("hubble_drop_total", "source_pod", "a") != 1 ||
+		count("hubble_flows_processed_total", "source", "y/b") == 0 {
+		t.Fatal("sample series missing")
+	}
+	before, _ := testutil.GatherAndCount(reg, "hubble_tcp_flags_total")
+	set.DeletePod("x", "a")
+	if n := count("hubble_flows_processed_total", "source", "x/a"); n != 0 {
+		t.Errorf("%d flow series of x/a left", n)
+	}
+	if n := count("hubble_drop_total", "source_pod", "a"); n != 0 {
+		t.Errorf("%d drop series of x/a left", n)
+	}
+	if count("hubble_flows_processed_total", "source", "y/b") == 0 {
+		t.Error("y/b's series went too")
+	}
+	// pod-name is not namespace/pod: Hubble leaves it alone.
+	if after, _ := testutil.GatherAndCount(reg, "hubble_tcp_flags_total"); after != before {
+		t.Errorf("tcp series %d -> %d", before, after)
+	}
+	set.Observe(flows[0])
+	if count("hubble_flows_processed_total", "source", "x/a") != 1 {
+		t.Error("a new flow of x/a is not counted after the delete")
+	}
+}

@@ -30,6 +30,8 @@ func newFlowHandler(ctx *contexts, _ map[string]bool) handler {
 
 func (h *flowHandler) vec() *vec { return h.v }
 
+func (h *flowHandler) contexts() *contexts { return h.ctx }
+
 func (h *flowHandler) observe(f *flowpb.Flow) {
 	typ, sub := flowTypeNames(f)
 	lv := append(h.v.lv[:0], flowProtocol(f), typ, sub, f.GetVerdict().String())

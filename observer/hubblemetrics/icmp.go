@@ -21,6 +21,8 @@ func newICMPHandler(ctx *contexts, _ map[string]bool) handler {
 
 func (h *icmpHandler) vec() *vec { return h.v }
 
+func (h *icmpHandler) contexts() *contexts { return h.ctx }
+
 func (h *icmpHandler) observe(f *flowpb.Flow) {
 	l4 := f.GetL4()
 	var fam, typ string

@@ -24,6 +24,8 @@ func newPolicyHandler(ctx *contexts, _ map[string]bool) handler {
 
 func (h *policyHandler) vec() *vec { return h.v }
 
+func (h *policyHandler) contexts() *contexts { return h.ctx }
+
 func (h *policyHandler) observe(f *flowpb.Flow) {
 	var match string
 	switch f.GetEventType().GetType() {

@@ -23,6 +23,8 @@ func newPortDistributionHandler(ctx *contexts, _ map[string]bool) handler {
 
 func (h *portDistributionHandler) vec() *vec { return h.v }
 
+func (h *portDistributionHandler) contexts() *contexts { return h.ctx }
+
 // portNames formats ports, remembering the ones seen so that a flow
 // costs no allocation; bounded like the counter caches.
 type portNames map[uint32]string

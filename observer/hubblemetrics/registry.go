@@ -25,6 +25,7 @@ type family struct {
 type handler interface {
 	observe(f *flowpb.Flow)
 	vec() *vec
+	contexts() *contexts
 }
 
 var families = map[string]family{

@@ -20,6 +20,8 @@ func newTCPHandler(ctx *contexts, _ map[string]bool) handler {
 
 func (h *tcpHandler) vec() *vec { return h.v }
 
+func (h *tcpHandler) contexts() *contexts { return h.ctx }
+
 func (h *tcpHandler) observe(f *flowpb.Flow) {
 	if v := f.GetVerdict(); v != flowpb.Verdict_FORWARDED && v != flowpb.Verdict_REDIRECTED {
 		return

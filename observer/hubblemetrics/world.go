@@ -30,6 +30,8 @@ func newFlowsToWorldHandler(ctx *contexts, flags map[string]bool) handler {
 
 func (h *flowsToWorldHandler) vec() *vec { return h.v }
 
+func (h *flowsToWorldHandler) contexts() *contexts { return h.ctx }
+
 var worldLabels = []string{"reserved:world", "reserved:world-ipv4", "reserved:world-ipv6"}
 
 func (h *flowsToWorldHandler) observe(f *flowpb.Flow) {
