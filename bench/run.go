@@ -57,7 +57,7 @@ func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
 		} else {
 			step("datapath", func() ([]Row, error) { return runDatapath(ctx, cfg, bl) })
 			step("cni", func() ([]Row, error) { return runCNI(ctx, cfg, bl) })
-			step("events", func() ([]Row, error) { return runEvents(ctx, cfg, bl) })
+			step("events", func() ([]Row, error) { return runEventsAndMetricsCost(ctx, cfg, bl) })
 		}
 	}
 	if ctx.Err() != nil {

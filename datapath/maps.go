@@ -491,6 +491,23 @@ func (d *Datapath) DeletePolicy(k PolicyKey) error {
 	return nil
 }
 
+// PolicyMapUse counts the policy map's entries against its capacity: a
+// full map makes the engine fail to write new policy.
+func (d *Datapath) PolicyMapUse() (entries, capacity int, err error) {
+	var (
+		k loupePolicyKey
+		v loupePolicyValue
+	)
+	it := d.objs.Policy.Iterate()
+	for it.Next(&k, &v) {
+		entries++
+	}
+	if err := it.Err(); err != nil {
+		return 0, 0, fmt.Errorf("count policy: %w", err)
+	}
+	return entries, int(d.objs.Policy.MaxEntries()), nil
+}
+
 // Policy lists the policy map.
 func (d *Datapath) Policy() (map[PolicyKey]PolicyEntry, error) {
 	out := make(map[PolicyKey]PolicyEntry)

@@ -339,8 +339,11 @@ func TestPrivilegedUDP(t *testing.T) {
 		e.BytesFwd != 2*uint64(len(q.build())) {
 		t.Fatalf("conntrack: %+v", e)
 	}
+	// The request, then the first reply (as Cilium's monitor aggregation
+	// reports it); the second request is not reported.
 	evs := drainEvents(t, d)
-	if len(evs) != 1 || evs[0].Flags != FlagCTNew || evs[0].Proto != protoUDP || evs[0].SrcPort != 33333 {
+	if len(evs) != 2 || evs[0].Flags != FlagCTNew || evs[0].Proto != protoUDP || evs[0].SrcPort != 33333 ||
+		evs[1].Flags != FlagReply || evs[1].SrcPort != 53 || evs[1].PacketsRev != 1 {
 		t.Fatalf("events: %+v", evs)
 	}
 }
@@ -367,7 +370,8 @@ func TestPrivilegedICMP(t *testing.T) {
 		t.Fatalf("conntrack: %+v", e)
 	}
 	evs := drainEvents(t, d)
-	if len(evs) != 1 || evs[0].ICMPType != 8 || evs[0].SrcPort != 0 || evs[0].Flags != FlagCTNew {
+	if len(evs) != 2 || evs[0].ICMPType != 8 || evs[0].SrcPort != 0 || evs[0].Flags != FlagCTNew ||
+		evs[1].ICMPType != 0 || evs[1].Flags != FlagReply {
 		t.Fatalf("events: %+v", evs)
 	}
 
@@ -457,12 +461,14 @@ func TestPrivilegedPeriodicRecords(t *testing.T) {
 		evs[1].BytesRev != uint64(len(q.build())) {
 		t.Fatalf("events: %+v", evs)
 	}
-	// With the default 5 s interval, the same traffic gives no periodic record.
+	// With the default 5 s interval, the same traffic gives no periodic
+	// record: the request, its first reply, and nothing for the second one.
 	d2 := newTestDatapath(t, Config{})
 	withEndpoint(t, d2, EndpointInfo{})
 	run(t, d2.objs.LoupeFromPod, q.build())
 	run(t, d2.objs.LoupeToPod, q.reply().build())
-	if evs := drainEvents(t, d2); len(evs) != 1 {
+	run(t, d2.objs.LoupeToPod, q.reply().build())
+	if evs := drainEvents(t, d2); len(evs) != 2 || evs[1].Flags != FlagReply {
 		t.Fatalf("default interval: %+v", evs)
 	}
 }

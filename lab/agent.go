@@ -15,6 +15,7 @@ import (
 
 	endpointv1 "github.com/loupe-project/loupe/api/endpoint/v1"
 	"github.com/loupe-project/loupe/api/endpoint/v1/endpointgrpc"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 const (
@@ -32,7 +33,9 @@ func (l *Lab) agentArgs(bin string, n Node) []string {
 		"--bpf-root", l.NodeBPFRoot(n.Name),
 		"--socket", l.AgentSocket(n.Name),
 		"--insecure-listen", netip.AddrPortFrom(ip, ObserverPort).String(), // the lab bridge is private
-		"--metrics-listen", netip.AddrPortFrom(ip, MetricsPort).String(),
+		"--metrics-listen", n.MetricsAddress(),
+		// Every Hubble family the Grafana dashboards read, with their contexts.
+		"--metrics", hubblemetrics.Dashboards,
 		"--manifests-dir", l.ManifestsDir(),
 	}
 	if l.XDPMode != "" {
@@ -134,4 +137,30 @@ func appliedGen(s string) int64 {
 		return -1
 	}
 	return g
+}
+
+// RestartAgent stops node's agent and starts it again with extra flags
+// after the lab's own (a repeated flag's last value wins), then waits
+// until it is ready and has applied the manifests. The datapath stays
+// pinned meanwhile, so pods keep their traffic. The bench uses it to
+// measure one agent under two settings in the same run.
+func (l *Lab) RestartAgent(ctx context.Context, agentBin, node string, extra ...string) error {
+	n, ok := l.Node(node)
+	if !ok {
+		return fmt.Errorf("no node %q", node)
+	}
+	if pid := l.agentPID(n); pid != 0 {
+		stopPIDs([]int{pid}, 10*time.Second)
+	}
+	_ = os.Remove(l.AgentSocket(n.Name))
+	d := detached{netns: n.NetNSPath(), argv: append(l.agentArgs(agentBin, n), extra...), logFile: l.AgentLog(n.Name), pidFile: l.AgentPIDFile(n.Name)}
+	_, done, err := d.start()
+	if err != nil {
+		return fmt.Errorf("node %s: agent: %w", n.Name, err)
+	}
+	gen, err := l.generation()
+	if err != nil {
+		return err
+	}
+	return l.waitAgents(ctx, gen, agentReadyTimeout, map[string]<-chan struct{}{n.Name: done})
 }

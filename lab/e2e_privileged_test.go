@@ -170,7 +170,7 @@ func TestPrivilegedLabNetpolModel(t *testing.T) {
 		t.Fatalf("status keys = %s", got)
 	}
 	node0 := generic["nodes"].([]any)[0].(map[string]any)
-	if got := keysOf(node0); got != "address,healthy,name,observerAddress,podCIDR" {
+	if got := keysOf(node0); got != "address,healthy,metricsAddress,name,observerAddress,podCIDR" {
 		t.Fatalf("node keys = %s", got)
 	}
 	pod0 := generic["pods"].([]any)[0].(map[string]any)
@@ -184,7 +184,7 @@ func TestPrivilegedLabNetpolModel(t *testing.T) {
 	ipRE := regexp.MustCompile(`^\d+\.\d+\.\d+\.\d+$`)
 	perNode := map[string][]PodStatus{}
 	for _, n := range st.Nodes {
-		if !n.Healthy || !ipRE.MatchString(n.Address) || n.ObserverAddress != n.Address+":4244" {
+		if !n.Healthy || !ipRE.MatchString(n.Address) || n.ObserverAddress != n.Address+":4244" || n.MetricsAddress != n.Address+":9962" {
 			t.Errorf("node %+v", n)
 		}
 	}

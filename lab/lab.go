@@ -147,6 +147,11 @@ func (n Node) ObserverAddress() string {
 	return netip.AddrPortFrom(netip.MustParseAddr(n.IP), ObserverPort).String()
 }
 
+// MetricsAddress is where node n's agent serves /metrics.
+func (n Node) MetricsAddress() string {
+	return netip.AddrPortFrom(netip.MustParseAddr(n.IP), MetricsPort).String()
+}
+
 // NetNSPath is the node's netns bind mount.
 func (n Node) NetNSPath() string { return netnsPath(n.Name) }
 

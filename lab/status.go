@@ -24,6 +24,7 @@ type NodeStatus struct {
 	Address         string `json:"address"`
 	PodCIDR         string `json:"podCIDR"`
 	ObserverAddress string `json:"observerAddress"`
+	MetricsAddress  string `json:"metricsAddress"` // the agent's /metrics (Prometheus)
 	Healthy         bool   `json:"healthy"`
 }
 
@@ -49,7 +50,7 @@ func (l *Lab) Status(ctx context.Context) (*Status, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, n := range l.Nodes {
-		ns := NodeStatus{Name: n.Name, Address: n.IP, PodCIDR: n.PodCIDR, ObserverAddress: n.ObserverAddress()}
+		ns := NodeStatus{Name: n.Name, Address: n.IP, PodCIDR: n.PodCIDR, ObserverAddress: n.ObserverAddress(), MetricsAddress: n.MetricsAddress()}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -99,9 +100,9 @@ func nodeNum(name string) int {
 // printStatus writes the human form of Status.
 func printStatus(w interface{ Write([]byte) (int, error) }, l *Lab, st *Status) {
 	fmt.Fprintf(w, "lab %s (%s), underlay %s\n\n", l.Name, l.Dir, l.Underlay())
-	fmt.Fprintf(w, "%-16s %-15s %-16s %-21s %s\n", "NODE", "ADDRESS", "POD CIDR", "OBSERVER", "HEALTHY")
+	fmt.Fprintf(w, "%-16s %-15s %-16s %-21s %-21s %s\n", "NODE", "ADDRESS", "POD CIDR", "OBSERVER", "METRICS", "HEALTHY")
 	for _, n := range st.Nodes {
-		fmt.Fprintf(w, "%-16s %-15s %-16s %-21s %v\n", n.Name, n.Address, n.PodCIDR, n.ObserverAddress, n.Healthy)
+		fmt.Fprintf(w, "%-16s %-15s %-16s %-21s %-21s %v\n", n.Name, n.Address, n.PodCIDR, n.ObserverAddress, n.MetricsAddress, n.Healthy)
 	}
 	fmt.Fprintf(w, "\n%-24s %-16s %-15s %-30s %s\n", "POD", "NODE", "IP", "PORTS", "LABELS")
 	for _, p := range st.Pods {

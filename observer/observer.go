@@ -14,9 +14,9 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
-	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 // Config configures an Observer.
@@ -48,6 +48,9 @@ type Config struct {
 	// sets the watermarks sent to followers. Nil means events reach
 	// HandleEvent as they happen.
 	EventsCaughtUp func() int64
+	// Metrics are the Hubble metric families to export (--metrics); nil
+	// means hubblemetrics.Default, an empty slice none.
+	Metrics []hubblemetrics.Spec
 }
 
 // Observer is the flow pipeline of one agent.
@@ -65,6 +68,9 @@ type Observer struct {
 	index    atomic.Pointer[enrichIndex]
 
 	seen atomic.Uint64
+
+	// podMetricsGrace is how long a deleted pod's metric series stay.
+	podMetricsGrace time.Duration
 }
 
 // New builds an Observer. It starts no goroutines; Serve does.
@@ -88,12 +94,21 @@ func New(cfg Config) (*Observer, error) {
 	if err := cfg.TLS.validate(); err != nil {
 		return nil, fmt.Errorf("observer: %w", err)
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = hubblemetrics.MustParse(hubblemetrics.Default)
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("observer: metrics: %w", err)
+	}
 	o := &Observer{
 		cfg:     cfg,
 		log:     cfg.Log.With("component", "observer"),
 		start:   time.Now(),
 		ring:    r,
-		metrics: newMetrics(),
+		metrics: m,
+
+		podMetricsGrace: hubblemetrics.PodGrace,
 	}
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
 	o.refreshIndex()
@@ -108,8 +123,37 @@ func (o *Observer) refreshIndex() {
 		return
 	}
 	o.lastSnap = snap
-	o.index.Store(newEnrichIndex(snap))
+	old := o.index.Load()
+	cur := newEnrichIndex(snap)
+	o.index.Store(cur)
 	o.dec.forgetLinks()
+	if old != nil {
+		o.forgetPods(old, cur)
+	}
+}
+
+// forgetPods removes, after Hubble's grace, the metric series bound to
+// the pods that left the metadata, so pod contexts do not keep a series
+// for every pod that ever ran.
+func (o *Observer) forgetPods(old, cur *enrichIndex) {
+	type ref struct{ namespace, name string }
+	live := make(map[ref]bool, len(cur.pods))
+	for _, p := range cur.pods {
+		live[ref{p.namespace, p.name}] = true
+	}
+	gone := map[ref]bool{}
+	for _, p := range old.pods {
+		if r := (ref{p.namespace, p.name}); !live[r] {
+			gone[r] = true
+		}
+	}
+	for r := range gone {
+		time.AfterFunc(o.podMetricsGrace, func() {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			o.metrics.hubble.DeletePod(r.namespace, r.name)
+		})
+	}
 }
 
 // HandleEvent decodes one datapath record and stores the flow. raw is not
@@ -128,15 +172,7 @@ func (o *Observer) HandleEvent(raw []byte) {
 		o.metrics.decodeErrors.Inc()
 		return
 	}
-	ev := &o.dec.ev
-	sub := ev.ObsPoint
-	switch ev.Type {
-	case contract.MessageTypeDrop:
-		sub = ev.DropReason
-	case contract.MessageTypePolicyVerdict:
-		sub = 0
-	}
-	o.metrics.observe(e.flow, ev.Proto, ev.Type, sub)
+	o.metrics.observe(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
 }
@@ -172,12 +208,14 @@ func (o *Observer) AddRateLimitedDropEvents(n uint64) {
 }
 
 // addLost writes a LostEvent stamped with the time the loss was noticed.
+// It also counts them in hubble_lost_events_total{source}.
 func (o *Observer) addLost(src flowpb.LostEventSource, n uint64) {
 	rec := &lostRecord{event: flowpb.LostEvent{Source: src, NumEventsLost: n}}
 	now := time.Now()
 	rec.at.Seconds, rec.at.Nanos = now.Unix(), int32(now.Nanosecond())
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.metrics.hubble.Lost(src, n)
 	o.ring.write(&entry{lost: rec})
 }
 

@@ -7,6 +7,8 @@ pkgs=(clang llvm libbpf-dev bpftool iproute2 iperf3 iputils-ping ethtool protobu
 # The Kubernetes end-to-end test's node (test/k8s/node.sh): Debian's
 # container runtime, etcd, the loopback CNI plugin, and openssl for its PKI.
 pkgs+=(containerd runc etcd-server containernetworking-plugins openssl iptables)
+# The dashboards test (lab) starts its own Prometheus; the package's service stays off.
+pkgs+=(prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -20,6 +22,7 @@ if ((${#missing[@]})); then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+if command -v systemctl >/dev/null && systemctl is-enabled prometheus >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 
 # bpffs and tracefs: the agent mounts bpffs under its own --bpf-root, but
 # tools and tests expect the standard mounts to exist too.

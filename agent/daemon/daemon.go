@@ -309,7 +309,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	g.Go(func() error { return pol.Run(ctx, src, ag.EndpointsChanged(), ag.SetAppliedGeneration) })
 
 	dpReg := prometheus.NewRegistry()
-	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol), newStateRecoveryMetric(ag.StateRecoveries()))
+	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol), newStateRecoveryMetric(ag.StateRecoveries()), newPolicyMapCollector(dp))
 	var obs Observer
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,

@@ -180,3 +180,33 @@ func newStateRecoveryMetric(recs []agent.StateRecovery) *prometheus.CounterVec {
 	}
 	return c
 }
+
+// policyMapSource is what the policy map collector reads: *datapath.Datapath.
+type policyMapSource interface {
+	PolicyMapUse() (entries, capacity int, err error)
+}
+
+// policyMapCollector exports the policy map's use, counted at scrape
+// time, so an alert can fire before a full map refuses new policy.
+type policyMapCollector struct {
+	src               policyMapSource
+	entries, capacity *prometheus.Desc
+}
+
+func newPolicyMapCollector(src policyMapSource) *policyMapCollector {
+	return &policyMapCollector{src: src,
+		entries:  prometheus.NewDesc("loupe_policy_map_entries", "Entries in the datapath's policy map (an LPM trie of identity, protocol and port blocks)", nil, nil),
+		capacity: prometheus.NewDesc("loupe_policy_map_capacity", "Entries the datapath's policy map can hold", nil, nil)}
+}
+
+func (c *policyMapCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.entries; ch <- c.capacity }
+
+func (c *policyMapCollector) Collect(ch chan<- prometheus.Metric) {
+	n, capacity, err := c.src.PolicyMapUse()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.entries, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(capacity))
+}

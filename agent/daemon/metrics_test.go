@@ -145,3 +145,32 @@ func TestStateRecoveryMetric(t *testing.T) {
 		}
 	}
 }
+
+type fixedPolicyMap struct {
+	entries, capacity int
+	err               error
+}
+
+func (f fixedPolicyMap) PolicyMapUse() (int, int, error) { return f.entries, f.capacity, f.err }
+
+func TestPolicyMapCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newPolicyMapCollector(fixedPolicyMap{entries: 12, capacity: 65536}))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	if got["loupe_policy_map_entries"] != 12 || got["loupe_policy_map_capacity"] != 65536 || len(got) != 2 {
+		t.Fatalf("got %v", got)
+	}
+	// A map that cannot be read is a scrape error, not a 0.
+	reg = prometheus.NewRegistry()
+	reg.MustRegister(newPolicyMapCollector(fixedPolicyMap{err: errors.New("boom")}))
+	if _, err := reg.Gather(); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("gather: %v", err)
+	}
+}

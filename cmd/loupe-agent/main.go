@@ -19,6 +19,7 @@ import (
 	"github.com/loupe-project/loupe/agent/daemon"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 func main() {
@@ -36,6 +37,7 @@ func newRootCommand() *cobra.Command {
 		kubeconfig string
 		tlsCfg     observer.TLSConfig
 		insecure   string
+		metrics    string
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -65,8 +67,12 @@ state, so pods keep their connectivity until it starts again.`,
 			if insecure != "" {
 				log.Warn("the Observer API's TCP listener is plain text with no client authentication: anyone who reaches it reads this node's flows", "insecure-listen", insecure)
 			}
+			specs, err := parseMetrics(metrics)
+			if err != nil {
+				return err
+			}
 			cfg.Log = log
-			cfg.NewObserver = observerFactory(tlsCfg)
+			cfg.NewObserver = observerFactory(tlsCfg, specs)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			kube, err := useKubernetes(kubeconfig, cfg.ManifestsDir)
@@ -90,6 +96,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&cfg.Listen, "listen", "", `Observer gRPC address (host:port, e.g. `+daemon.DefaultListen+`) served with mTLS: needs --tls-cert-file, --tls-key-file and --tls-client-ca-file; without it the Observer API is served only on the unix socket next to --socket`)
 	f.StringVar(&insecure, "insecure-listen", "", "Observer gRPC address (host:port) served in plain text, without client authentication (the lab's private bridge); excludes --listen")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", `HTTP address for /metrics, /healthz and /readyz; "" turns it off`)
+	f.StringVar(&metrics, "metrics", hubblemetrics.Default, `Hubble metric families served on --metrics-listen, in --hubble-metrics syntax: "flow:sourceContext=namespace;labelsContext=source_namespace drop tcp ..." (commas also separate families); "" turns them off`)
 	f.StringVar(&cfg.XDPMode, "xdp-mode", daemon.DefaultXDPMode, "default XDP mode for pods whose netconf sets none: native, generic or off")
 	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "folder of Kubernetes manifests to read pods, namespaces, services and policies from (the lab's API server)")
 	f.StringVar(&kubeconfig, "k8s-kubeconfig", "", "kubeconfig of the API server to read metadata from; in a pod without --manifests-dir the in-cluster config is used")

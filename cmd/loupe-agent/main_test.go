@@ -16,6 +16,7 @@ import (
 
 	"github.com/loupe-project/loupe/agent/daemon"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
@@ -106,7 +107,7 @@ func TestTLSFlags(t *testing.T) {
 	}
 	// The observer the daemon gets serves with these files: GetNodes (here
 	// over the plain local socket) says TLS is on, with Hubble's name.
-	obs, err := observerFactory(good)(daemon.ObserverParams{NodeName: "node1"})
+	obs, err := observerFactory(good, nil)(daemon.ObserverParams{NodeName: "node1"})
 	if err != nil {
 		t.Fatalf("observer: %v", err)
 	}
@@ -136,5 +137,25 @@ func TestTLSFlags(t *testing.T) {
 	}
 	if tl := nodes.GetNodes()[0].GetTls(); !tl.GetEnabled() || tl.GetServerName() != "node1.default.hubble-grpc.cilium.io" {
 		t.Fatalf("GetNodes TLS %v", tl)
+	}
+}
+
+// A --metrics value the agent cannot read stops it before it touches the
+// node, naming the flag and what is wrong.
+func TestMetricsFlagBadValueFailsAtStart(t *testing.T) {
+	for _, c := range []struct{ value, want string }{
+		{"flow drop tcpp", `--metrics: metric "tcpp" does not exist`},
+		{"drop:sourceContext=nodes", `--metrics: metric "drop": sourceContext "nodes"`},
+		{"httpV2:exemplars=true", `--metrics: metric "httpV2": needs L7 HTTP flows`},
+	} {
+		cmd := newRootCommand()
+		cmd.SetArgs([]string{"--node-name", "n1", "--pod-cidr", "10.1.0.0/24", "--state-dir", t.TempDir(), "--metrics", c.value})
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--metrics %q: got %v, want %q", c.value, err, c.want)
+		}
+	}
+	if f := newRootCommand().Flags().Lookup("metrics"); f == nil || f.DefValue != hubblemetrics.Default {
+		t.Errorf("--metrics default %v, want %q", f, hubblemetrics.Default)
 	}
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 
 	"github.com/loupe-project/loupe/install"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 // The install manifests run this binary: every flag they pass must exist.
@@ -40,4 +42,36 @@ func TestInstallManifestsUseExistingFlags(t *testing.T) {
 	if checked != 2 {
 		t.Fatalf("checked %d containers, want the init container and the agent", checked)
 	}
+}
+
+// The DaemonSet enables the same Hubble metrics as the lab, whose
+// Prometheus test runs the dashboards' queries against them.
+func TestInstallManifestEnablesDashboardMetrics(t *testing.T) {
+	objs, err := install.Objects(install.Kubernetes, "kubernetes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		ds, ok := o.Obj.(*appsv1.DaemonSet)
+		if !ok || ds.Name != "loupe-agent" {
+			continue
+		}
+		for _, c := range ds.Spec.Template.Spec.Containers {
+			for _, a := range c.Command {
+				v, ok := strings.CutPrefix(a, "--metrics=")
+				if !ok {
+					continue
+				}
+				specs, err := parseMetrics(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := hubblemetrics.String(specs), hubblemetrics.String(hubblemetrics.MustParse(hubblemetrics.Dashboards)); got != want {
+					t.Fatalf("--metrics\n got %s\nwant %s", got, want)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("the agent DaemonSet passes no --metrics")
 }

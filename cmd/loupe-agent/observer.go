@@ -6,12 +6,13 @@ import (
 
 	"github.com/loupe-project/loupe/agent/daemon"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 // observerFactory builds the flow observer the daemon feeds with datapath
 // events, serving the Observer API with tlsCfg on TCP. It lives in the main
 // package so that agent/daemon does not depend on the observer.
-func observerFactory(tlsCfg observer.TLSConfig) func(daemon.ObserverParams) (daemon.Observer, error) {
+func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec) func(daemon.ObserverParams) (daemon.Observer, error) {
 	return func(p daemon.ObserverParams) (daemon.Observer, error) {
 		var caughtUp func() int64
 		if p.Datapath != nil {
@@ -26,6 +27,7 @@ func observerFactory(tlsCfg observer.TLSConfig) func(daemon.ObserverParams) (dae
 			TLS:        tlsCfg,
 			// Watermarks to followers say how far the events have got.
 			EventsCaughtUp: caughtUp,
+			Metrics:        metrics,
 		})
 	}
 }
@@ -56,4 +58,14 @@ func observerListen(listen, insecure string, c observer.TLSConfig) (string, erro
 		return "", fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file: %w", err)
 	}
 	return listen, nil
+}
+
+// parseMetrics reads --metrics once at start, so a typo stops the agent
+// with the family or option it could not read.
+func parseMetrics(s string) ([]hubblemetrics.Spec, error) {
+	specs, err := hubblemetrics.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	return specs, nil
 }

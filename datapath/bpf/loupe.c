@@ -52,8 +52,13 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, &k);
 	if (e && !ct_is_reopen(e, p)) {
 		int reply = dir != e->first_dir;
+		int first_reply = 0;
 		__u8 flags = 0;
 		if (reply) {
+			/* The first packet back is reported, as Cilium's monitor
+			 * aggregation reports it: it tells an answered ping or UDP
+			 * request from an unanswered one. */
+			first_reply = e->packets_rev == 0;
 			__sync_fetch_and_add(&e->packets_rev, p->segs);
 			__sync_fetch_and_add(&e->bytes_rev, p->len);
 			if ((e->tcp_flags_rev & p->tcp_flags) != p->tcp_flags)
@@ -68,7 +73,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 		e->last_seen = now;
 		count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, e->rule_id, p->segs, p->len);
 
-		int report = p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST);
+		int report = first_reply || (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST));
 		__u64 last = e->last_report;
 		if (now - last >= report_interval_ns &&
 		    __sync_val_compare_and_swap(&e->last_report, last, now) == last) {

@@ -1,0 +1,75 @@
+package hubblemetrics
+
+import (
+	"strconv"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+)
+
+// portDistributionHandler is the port-distribution family:
+// hubble_port_distribution_total{protocol, port, contexts...}, forwarded
+// (or redirected) flows that are known not to be replies, by destination
+// port ("0" for ICMP).
+type portDistributionHandler struct {
+	ctx   *contexts
+	v     *vec
+	ports portNames
+}
+
+func newPortDistributionHandler(ctx *contexts, _ map[string]bool) handler {
+	return &portDistributionHandler{ctx: ctx, ports: portNames{}, v: newVec("port_distribution_total", "Numbers of packets distributed by destination port",
+		append([]string{"protocol", "port"}, ctx.names()...))}
+}
+
+func (h *portDistributionHandler) vec() *vec { return h.v }
+
+func (h *portDistributionHandler) contexts() *contexts { return h.ctx }
+
+// portNames formats ports, remembering the ones seen so that a flow
+// costs no allocation; bounded like the counter caches.
+type portNames map[uint32]string
+
+func (p portNames) name(port uint32) string {
+	if s, ok := p[port]; ok {
+		return s
+	}
+	s := strconv.FormatUint(uint64(port), 10)
+	if len(p) >= maxCached {
+		clear(p)
+	}
+	p[port] = s
+	return s
+}
+
+func (h *portDistributionHandler) observe(f *flowpb.Flow) {
+	if v := f.GetVerdict(); v != flowpb.Verdict_FORWARDED && v != flowpb.Verdict_REDIRECTED {
+		return
+	}
+	// A flow without is_reply (a drop, a policy verdict) is skipped, as Hubble does.
+	if r := f.GetIsReply(); r == nil || r.GetValue() {
+		return
+	}
+	l4 := f.GetL4()
+	var proto, port string
+	switch {
+	case l4.GetTCP() != nil:
+		proto, port = "TCP", h.ports.name(l4.GetTCP().GetDestinationPort())
+	case l4.GetUDP() != nil:
+		proto, port = "UDP", h.ports.name(l4.GetUDP().GetDestinationPort())
+	case l4.GetSCTP() != nil:
+		proto, port = "SCTP", h.ports.name(l4.GetSCTP().GetDestinationPort())
+	case l4.GetICMPv4() != nil:
+		proto, port = "ICMPv4", "0"
+	case l4.GetICMPv6() != nil:
+		proto, port = "ICMPv6", "0"
+	case l4.GetVRRP() != nil:
+		proto, port = "VRRP", "0"
+	case l4.GetIGMP() != nil:
+		proto, port = "IGMP", "0"
+	default:
+		return
+	}
+	lv := append(h.v.lv[:0], proto, port)
+	h.v.lv = h.ctx.values(lv, f)
+	h.v.inc(h.v.lv)
+}
