@@ -3,6 +3,7 @@
 package observer
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -43,6 +45,8 @@ type Config struct {
 	// Address is this node's Observer address for GetNodes; "" uses the
 	// observer-address annotation of this node's Node object.
 	Address string
+	// KernelEvents places and names kernel drop records; nil drops them.
+	KernelEvents KernelEvents
 }
 
 // Observer is the flow pipeline of one agent.
@@ -59,7 +63,8 @@ type Observer struct {
 	lastSnap *metadata.Snapshot
 	index    atomic.Pointer[enrichIndex]
 
-	seen atomic.Uint64
+	seen   atomic.Uint64
+	kdrops *kernelDropMetrics
 }
 
 // New builds an Observer. It starts no goroutines; Serve does.
@@ -91,6 +96,8 @@ func New(cfg Config) (*Observer, error) {
 		metrics: newMetrics(),
 	}
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
+	o.dec.kernel = cfg.KernelEvents
+	o.kdrops = newKernelDropMetrics(o.metrics.reg)
 	o.refreshIndex()
 	return o, nil
 }
@@ -119,11 +126,18 @@ func (o *Observer) HandleEvent(raw []byte) {
 		o.refreshIndex()
 	}
 	e, err := o.dec.Decode(raw)
+	if errors.Is(err, ErrNotReported) {
+		o.kdrops.others.Inc()
+		return
+	}
 	if err != nil {
 		o.metrics.decodeErrors.Inc()
 		return
 	}
 	ev := &o.dec.ev
+	if ev.Flags&datapath.FlagKernel != 0 {
+		o.kdrops.observe(o.dec.kreason, o.dec.attributed)
+	}
 	sub := ev.ObsPoint
 	switch ev.Type {
 	case contract.MessageTypeDrop:
