@@ -244,7 +244,7 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		case 4:
 			f.Summary = "IPv4"
 		default:
-			f.Summary = "kernel drop"
+			f.Summary = "no IP header"
 		}
 	}
 	if kernel {

@@ -13,23 +13,15 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 )
 
-// Kernel drops (datapath.FlagKernel records) become DROPPED flows whose
-// kernel facts live in flow.extensions, a google.protobuf.Struct (the stock
-// hubble CLI marshals it; an Any of a loupe type would fail its JSON):
-//
-//	{"kernel_drop": {"reason": "SKB_DROP_REASON_NO_SOCKET", "reason_code": 2,
-//	                 "function": "__udp4_lib_rcv", "netns_inode": 4026532890,
-//	                 "attributed_by": "netns"}}
-//
-// Hubble's drop_reason_desc has no kernel reasons, so it stays
-// DROP_REASON_UNKNOWN (0); event_type is a drop (1) with sub_type 0.
+// Kernel drops (datapath.FlagKernel records) become DROPPED flows as
+// contract/kerneldrop.go lays them out.
 const (
-	ExtKernelDrop         = "kernel_drop"
-	ExtKernelReason       = "reason"
-	ExtKernelReasonCode   = "reason_code"
-	ExtKernelFunction     = "function"
-	ExtKernelNetnsInode   = "netns_inode"
-	ExtKernelAttributedBy = "attributed_by"
+	ExtKernelDrop         = contract.ExtKernelDrop
+	ExtKernelReason       = contract.ExtKernelReason
+	ExtKernelReasonCode   = contract.ExtKernelReasonCode
+	ExtKernelFunction     = contract.ExtKernelFunction
+	ExtKernelNetnsInode   = contract.ExtKernelNetnsInode
+	ExtKernelAttributedBy = contract.ExtKernelAttributedBy
 )
 
 // How a kernel drop was tied to a pod (the attributed_by value).
@@ -127,9 +119,12 @@ func (d *Decoder) kernelDrop(b *flowBlock, ev *datapath.Event, ep *NetnsEndpoint
 		ExtKernelNetnsInode:   structpb.NewNumberValue(float64(ev.NetnsIno)),
 		ExtKernelAttributedBy: structpb.NewStringValue(attributed),
 	}
+	sum := f.Summary + "; kernel drop " + reason
 	if fn := d.kernel.Function(ev.Location); fn != "" {
 		fields[ExtKernelFunction] = structpb.NewStringValue(fn)
+		sum += " in " + fn
 	}
+	f.Summary = sum
 	ext := &structpb.Struct{Fields: map[string]*structpb.Value{
 		ExtKernelDrop: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
 	}}
@@ -141,16 +136,4 @@ func (d *Decoder) kernelDrop(b *flowBlock, ev *datapath.Event, ep *NetnsEndpoint
 
 // KernelDropOf returns a flow's kernel-drop extension fields, or nil when
 // the flow is not a kernel drop.
-func KernelDropOf(f *flowpb.Flow) map[string]*structpb.Value {
-	x := f.GetExtensions()
-	if x == nil || x.GetTypeUrl() != structTypeURL {
-		return nil
-	}
-	var s structpb.Struct
-	if err := x.UnmarshalTo(&s); err != nil {
-		return nil
-	}
-	return s.GetFields()[ExtKernelDrop].GetStructValue().GetFields()
-}
-
-var structTypeURL = "type.googleapis.com/" + string((&structpb.Struct{}).ProtoReflect().Descriptor().FullName())
+func KernelDropOf(f *flowpb.Flow) map[string]*structpb.Value { return contract.KernelDrop(f) }

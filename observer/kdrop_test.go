@@ -111,6 +111,9 @@ func TestKernelDropFlows(t *testing.T) {
 			if got := f.GetDestination().GetPodName(); got != tc.dstPod {
 				t.Errorf("destination pod %q, want %q", got, tc.dstPod)
 			}
+			if !strings.HasSuffix(f.Summary, "; kernel drop SKB_DROP_REASON_NO_SOCKET in __udp4_lib_rcv") {
+				t.Errorf("summary %q", f.Summary)
+			}
 			kd := KernelDropOf(f)
 			if kd[ExtKernelReason].GetStringValue() != "SKB_DROP_REASON_NO_SOCKET" || kd[ExtKernelFunction].GetStringValue() != "__udp4_lib_rcv" ||
 				kd[ExtKernelReasonCode].GetNumberValue() != 2 || kd[ExtKernelAttributedBy].GetStringValue() != tc.attributed {

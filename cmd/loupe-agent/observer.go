@@ -13,12 +13,13 @@ import (
 func observerFactory(tlsCfg observer.TLSConfig) func(daemon.ObserverParams) (daemon.Observer, error) {
 	return func(p daemon.ObserverParams) (daemon.Observer, error) {
 		return observer.New(observer.Config{
-			NodeName:   p.NodeName,
-			Metadata:   p.Metadata,
-			BufferSize: p.BufferSize,
-			Log:        p.Log,
-			Policy:     p.Policy,
-			TLS:        tlsCfg,
+			NodeName:     p.NodeName,
+			Metadata:     p.Metadata,
+			BufferSize:   p.BufferSize,
+			Log:          p.Log,
+			Policy:       p.Policy,
+			KernelEvents: p.KernelEvents,
+			TLS:          tlsCfg,
 		})
 	}
 }
