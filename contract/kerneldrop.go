@@ -18,6 +18,10 @@ import (
 // and its summary ends in "; kernel drop SKB_DROP_REASON_NO_SOCKET in
 // __udp4_lib_rcv", so any Hubble printer shows them.
 const (
+	// KernelDropReasonPrefix starts every enum skb_drop_reason name; names
+	// may be given and printed without it.
+	KernelDropReasonPrefix = "SKB_DROP_REASON_"
+
 	ExtKernelDrop         = "kernel_drop"
 	ExtKernelReason       = "reason"        // as the running kernel's BTF spells it
 	ExtKernelReasonCode   = "reason_code"   // its enum skb_drop_reason value on that kernel

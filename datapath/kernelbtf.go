@@ -5,13 +5,15 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/loupe-project/loupe/contract"
 )
 
 // Kernel enums named at run time: their numbering is not UAPI and differs
 // between kernels, so loupe never compiles a table of them in.
 const (
 	EnumSkbDropReason = "skb_drop_reason"
-	DropReasonPrefix  = "SKB_DROP_REASON_"
+	DropReasonPrefix  = contract.KernelDropReasonPrefix
 )
 
 // KernelEnum returns the values of the running kernel's enum name, as its
