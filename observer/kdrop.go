@@ -54,6 +54,9 @@ type KernelEvents interface {
 	DropReason(code uint32) string
 	// Function names the kernel function at addr, or "".
 	Function(addr uint64) string
+	// Identity is the identity the datapath's ipcache gives an address
+	// (a kernel record carries none), or 0.
+	Identity(a netip.Addr) uint32
 }
 
 // KernelReasonShort is a kernel reason name without its enum prefix
@@ -94,6 +97,12 @@ func (d *Decoder) kernelDrop(b *flowBlock, ev *datapath.Event, ep *NetnsEndpoint
 	}
 	f.TrafficDirection = dir
 	if ev.Src.IsValid() {
+		if srcIdentity == 0 {
+			srcIdentity = d.kernel.Identity(ev.Src)
+		}
+		if dstIdentity == 0 {
+			dstIdentity = d.kernel.Identity(ev.Dst)
+		}
 		f.Source = d.endpoint(ix, ev.Src, srcID, srcIdentity)
 		f.Destination = d.endpoint(ix, ev.Dst, dstID, dstIdentity)
 	}

@@ -44,6 +44,13 @@ func (fakeKernel) Function(addr uint64) string {
 	return ""
 }
 
+func (fakeKernel) Identity(a netip.Addr) uint32 {
+	if a == netip.MustParseAddr("10.0.2.20") {
+		return 5678
+	}
+	return 0
+}
+
 func newKernelTestObserver(t testing.TB) *Observer {
 	o := newTestObserver(t, 63, nil)
 	o.dec.kernel = fakeKernel{}
@@ -110,6 +117,14 @@ func TestKernelDropFlows(t *testing.T) {
 			}
 			if got := f.GetDestination().GetPodName(); got != tc.dstPod {
 				t.Errorf("destination pod %q, want %q", got, tc.dstPod)
+			}
+			// The pod's identity comes from its endpoint, the peer's from
+			// the ipcache.
+			for _, e := range []*flowpb.Endpoint{f.GetSource(), f.GetDestination()} {
+				want := map[string]uint32{"web-5d8f7c6b9-abcde": 1234, "db-0": 5678}[e.GetPodName()]
+				if tc.attributed == AttributedNetns && want != 0 && e.GetIdentity() != want {
+					t.Errorf("%s identity %d, want %d", e.GetPodName(), e.GetIdentity(), want)
+				}
 			}
 			if !strings.HasSuffix(f.Summary, "; kernel drop SKB_DROP_REASON_NO_SOCKET in __udp4_lib_rcv") {
 				t.Errorf("summary %q", f.Summary)

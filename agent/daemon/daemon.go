@@ -314,7 +314,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	dpReg := prometheus.NewRegistry()
 	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol), newStateRecoveryMetric(ag.StateRecoveries()))
-	kev, kdrops, err := startKernelDrops(&cfg, ag, log)
+	kev, kdrops, err := startKernelDrops(&cfg, dp, ag, log)
 	if err != nil {
 		return err
 	}

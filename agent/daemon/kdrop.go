@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ type kernelEvents struct {
 	reasons   map[uint32]string
 	syms      *datapath.Kallsyms
 	endpoints func() []agent.Endpoint
+	ipcache   func(netip.Addr) (uint32, bool)
 
 	mu    sync.Mutex
 	byIno map[uint64]*observer.NetnsEndpoint
@@ -80,6 +82,11 @@ func (k *kernelEvents) DropReason(code uint32) string {
 
 func (k *kernelEvents) Function(addr uint64) string { return k.syms.Function(addr) }
 
+func (k *kernelEvents) Identity(a netip.Addr) uint32 {
+	id, _ := k.ipcache(a)
+	return id
+}
+
 func netnsInode(path string) (uint64, error) {
 	if path == "" {
 		return 0, fmt.Errorf("no netns path")
@@ -98,7 +105,7 @@ func netnsInode(path string) (uint64, error) {
 // startKernelDrops attaches the kfree_skb tracepoint and returns what the
 // observer needs to report its records. A kernel without BTF or tracepoint
 // support costs the feature, not the agent: it is logged and nil returned.
-func startKernelDrops(cfg *Config, ag *agent.Agent, log *slog.Logger) (*kernelEvents, *datapath.KernelDrops, error) {
+func startKernelDrops(cfg *Config, dp *datapath.Datapath, ag *agent.Agent, log *slog.Logger) (*kernelEvents, *datapath.KernelDrops, error) {
 	if cfg.NoKernelDrops {
 		return nil, nil, nil
 	}
@@ -132,7 +139,7 @@ func startKernelDrops(cfg *Config, ag *agent.Agent, log *slog.Logger) (*kernelEv
 		return nil, nil, nil
 	}
 	log.Info("kernel drops reported", "deny", denyNames, "node_netns", nodeIno)
-	return &kernelEvents{nodeIno: nodeIno, reasons: reasons, syms: datapath.NewKallsyms(""), endpoints: ag.Endpoints}, kd, nil
+	return &kernelEvents{nodeIno: nodeIno, reasons: reasons, syms: datapath.NewKallsyms(""), endpoints: ag.Endpoints, ipcache: dp.LookupIPCache}, kd, nil
 }
 
 // kernelDropCollector exports the tracepoint's own loss counts.
