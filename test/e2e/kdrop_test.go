@@ -174,3 +174,154 @@ func TestPrivilegedKernelDropNoSocket(t *testing.T) {
 		t.Errorf("hubble observe (compact) %v: lacks the reason:\n%s\n%s", err, cout, herr)
 	}
 }
+
+// kernelDropOnce waits until the agent of dst's node shows one kernel drop
+// of reason that match selects, within 2 s of the fault (at), and checks
+// that no other agent reports it. It returns the drops it found.
+func (c *cluster) kernelDropOnce(t *testing.T, dst lab.PodStatus, reason string, at time.Time, match func(*flowpb.Flow) bool) []*flowpb.Flow {
+	t.Helper()
+	since := at.Add(-time.Second).UTC().Format(time.RFC3339Nano)
+	pick := func(fs []*flowpb.Flow) []*flowpb.Flow {
+		var out []*flowpb.Flow
+		for _, f := range fs {
+			if kernelReason(f) == reason && match(f) {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	var got []*flowpb.Flow
+	err := poll(2*time.Second, 100*time.Millisecond, func() error {
+		got = pick(c.observe(t, c.agent(t, dst.Node), "--since", since, "--kernel-drop-reason", reason))
+		if len(got) == 0 {
+			return fmt.Errorf("no %s kernel drop against %s/%s within 2s", reason, dst.Namespace, dst.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range got {
+		checkEndpoint(t, f, "destination", f.GetDestination(), dst)
+		if d := f.GetTime().AsTime().Sub(at); d > 2*time.Second {
+			t.Errorf("drop at %s, %s after the fault", f.GetTime().AsTime(), d)
+		}
+	}
+	for _, n := range c.nodeNames() {
+		if n == dst.Node {
+			continue
+		}
+		if fs := pick(c.observe(t, c.agent(t, n), "--since", since, "--kernel-drops")); len(fs) > 0 {
+			t.Errorf("agent of %s also reported %s:\n%s", n, reason, describeAll(fs))
+		}
+	}
+	return got
+}
+
+// The lab's fault commands make the kernel drop packets in the ways they
+// promise, each shown once against the pod that suffered it.
+func TestPrivilegedLabFaults(t *testing.T) {
+	c := needLab(t)
+	names := c.nodeNames()
+	src, dst := c.podsOn(names[0])[1], c.podsOn(names[2])[0]
+	from, to := src.Namespace+"/"+src.Name, dst.Namespace+"/"+dst.Name
+	fromPort := func(out string) uint32 {
+		// "... x/a:PORT -> ..."
+		f := strings.Fields(out)
+		for i, w := range f {
+			if i+1 < len(f) && f[i+1] == "->" {
+				p, _ := strconv.Atoi(w[strings.LastIndex(w, ":")+1:])
+				return uint32(p)
+			}
+		}
+		t.Fatalf("no source port in %q", out)
+		return 0
+	}
+
+	t.Run("udp-closed", func(t *testing.T) {
+		at := time.Now()
+		sp := fromPort(c.mustLab(t, "fault", "udp-closed", "--from", from, "--to", to, "--port", "7"))
+		got := c.kernelDropOnce(t, dst, "SKB_DROP_REASON_NO_SOCKET", at, func(f *flowpb.Flow) bool {
+			p, s, d := ports(f)
+			return p == "UDP" && s == sp && d == 7
+		})
+		if len(got) != 1 {
+			t.Errorf("%d drops of one datagram:\n%s", len(got), describeAll(got))
+		}
+	})
+	t.Run("tcp-closed", func(t *testing.T) {
+		at := time.Now()
+		out := c.mustLab(t, "fault", "tcp-closed", "--from", from, "--to", to, "--port", "7")
+		if !strings.Contains(out, "refused (reset)") {
+			t.Fatalf("tcp-closed: %s", out)
+		}
+		sp := fromPort(out)
+		c.kernelDropOnce(t, dst, "SKB_DROP_REASON_NO_SOCKET", at, func(f *flowpb.Flow) bool {
+			p, s, d := ports(f)
+			return p == "TCP" && s == sp && d == 7 && f.GetL4().GetTCP().GetFlags().GetSYN()
+		})
+		// The reset back shows in the datapath's flows of the client.
+		err := poll(2*time.Second, 100*time.Millisecond, func() error {
+			for _, f := range c.observe(t, c.agent(t, src.Node), "--since", at.Add(-time.Second).UTC().Format(time.RFC3339Nano), "--to-ip", src.IP, "--protocol", "tcp") {
+				if _, s, d := ports(f); s == 7 && d == sp && f.GetL4().GetTCP().GetFlags().GetRST() {
+					return nil
+				}
+			}
+			return fmt.Errorf("no RST to %s:%d", src.IP, sp)
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("netfilter-drop", func(t *testing.T) {
+		c.mustLab(t, "fault", "netfilter-drop", "--pod", to, "--protocol", "udp", "--port", "81")
+		t.Cleanup(func() { c.lab("fault", "netfilter-drop", "--pod", to, "--protocol", "udp", "--port", "81", "--remove") })
+		at := time.Now()
+		k := c.dialUDP(t, src, dst, 81)
+		c.kernelDropOnce(t, dst, "SKB_DROP_REASON_NETFILTER_DROP", at, func(f *flowpb.Flow) bool {
+			p, s, d := ports(f)
+			return p == "UDP" && s == k && d == 81
+		})
+		c.mustLab(t, "fault", "netfilter-drop", "--pod", to, "--protocol", "udp", "--port", "81", "--remove")
+		if out, _, code := c.lab("probe", "--from", from, "--to", to, "--port", "81", "--protocol", "udp"); code != 0 {
+			t.Errorf("after --remove, UDP 81 still fails: %s", out)
+		}
+	})
+	t.Run("loss", func(t *testing.T) {
+		c.mustLab(t, "fault", "loss", "--pod", to, "--percent", "30", "--protocol", "udp", "--port", "80")
+		t.Cleanup(func() { c.lab("fault", "loss", "--pod", to, "--percent", "30", "--protocol", "udp", "--port", "80", "--remove") })
+		at := time.Now()
+		sent := map[uint32]bool{}
+		for range 40 {
+			sent[c.dialUDP(t, src, dst, 80)] = true
+		}
+		got := c.kernelDropOnce(t, dst, "SKB_DROP_REASON_NETFILTER_DROP", at, func(f *flowpb.Flow) bool {
+			p, s, d := ports(f)
+			return p == "UDP" && sent[s] && d == 80
+		})
+		// 30% of 40: anything from 1 to 39 is random loss, not all or none.
+		if len(got) == 0 || len(got) == len(sent) {
+			t.Errorf("%d of %d datagrams dropped at 30%%", len(got), len(sent))
+		}
+	})
+}
+
+// dialUDP sends one datagram from src to dst:port and returns its source port.
+func (c *cluster) dialUDP(t *testing.T, src, dst lab.PodStatus, port int) uint32 {
+	t.Helper()
+	var sport int
+	err := ns.WithNetNSPath(c.netnsPath(src), func(ns.NetNS) error {
+		nc, err := net.Dial("udp4", net.JoinHostPort(dst.IP, strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		_, err = nc.Write([]byte("loupe-e2e\n"))
+		sport = nc.LocalAddr().(*net.UDPAddr).Port
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(sport)
+}
