@@ -175,3 +175,28 @@ func (k *KernelDrops) Close() error {
 	}
 	return nil
 }
+
+// SetKernelDropsAttached detaches the pinned kfree_skb tracepoint (on false)
+// or attaches the pinned program again (on true), leaving its maps alone:
+// for benchmarks that measure the machine with and without it. Attaching
+// when it is attached is a no-op.
+func SetKernelDropsAttached(bpfRoot string, on bool) error {
+	pin := filepath.Join(bpfRoot, tracingDir, PinKfreeSkb)
+	if !on {
+		return removeLink(pin)
+	}
+	if _, err := os.Stat(pin); err == nil {
+		return nil
+	}
+	return withPinnedProgram(bpfRoot, PinKfreeSkb, func(prog *ebpf.Program) error {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attach tp_btf/kfree_skb: %w", err)
+		}
+		defer l.Close()
+		if err := l.Pin(pin); err != nil {
+			return fmt.Errorf("pin link: %w", err)
+		}
+		return nil
+	})
+}

@@ -171,6 +171,20 @@ func TestPrivilegedKernelDropsPinnedAndCleaned(t *testing.T) {
 		l.Close()
 		t.Errorf("the first link %d is still alive", first)
 	}
+	// Detached for a benchmark's baseline, then attached again.
+	if err := SetKernelDropsAttached(d.BPFRoot(), false); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := link.NewFromID(second); err == nil {
+		l.Close()
+		t.Errorf("link %d alive after detach", second)
+	}
+	if err := SetKernelDropsAttached(d.BPFRoot(), true); err != nil {
+		t.Fatal(err)
+	}
+	if second, err = pinnedLinkID(pin); err != nil {
+		t.Fatalf("no link after attach: %v", err)
+	}
 	k2.Close()
 	if err := Cleanup(d.BPFRoot()); err != nil {
 		t.Fatal(err)
