@@ -176,3 +176,24 @@ func containsAll(s string, subs ...string) bool {
 	}
 	return true
 }
+
+// BenchmarkHandleKernelDrop is the observer's cost per kernel drop it
+// reports (the agent sees at most --kernel-drop-events-per-second of them),
+// and per one it leaves to another agent.
+func BenchmarkHandleKernelDrop(b *testing.B) {
+	o := newKernelTestObserver(b)
+	ours := kernelRecord(testNetnsPod, "10.0.2.20", "10.0.1.10", 17, 5000, 9)
+	others := kernelRecord(testNetnsOther, "10.0.2.20", "10.0.1.10", 17, 5000, 9)
+	b.Run("reported", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			o.HandleEvent(ours)
+		}
+	})
+	b.Run("not_reported", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			o.HandleEvent(others)
+		}
+	})
+}
