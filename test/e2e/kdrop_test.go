@@ -289,7 +289,9 @@ func TestPrivilegedLabFaults(t *testing.T) {
 	})
 	t.Run("loss", func(t *testing.T) {
 		c.mustLab(t, "fault", "loss", "--pod", to, "--percent", "30", "--protocol", "udp", "--port", "80")
-		t.Cleanup(func() { c.lab("fault", "loss", "--pod", to, "--percent", "30", "--protocol", "udp", "--port", "80", "--remove") })
+		t.Cleanup(func() {
+			c.lab("fault", "loss", "--pod", to, "--percent", "30", "--protocol", "udp", "--port", "80", "--remove")
+		})
 		at := time.Now()
 		sent := map[uint32]bool{}
 		for range 40 {
