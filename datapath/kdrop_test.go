@@ -20,6 +20,10 @@ import (
 // loadTestKernelDrops loads the datapath and the kfree_skb tracepoint in a
 // fresh bpffs, removed (with the tracepoint's link) when the test ends.
 func loadTestKernelDrops(t *testing.T, deny []string) (*Datapath, *KernelDrops, map[uint32]string) {
+	return loadTestKernelDropsRate(t, deny, 100000)
+}
+
+func loadTestKernelDropsRate(t *testing.T, deny []string, rate uint32) (*Datapath, *KernelDrops, map[uint32]string) {
 	t.Helper()
 	d := newTestDatapath(t, Config{})
 	names, err := KernelEnum(EnumSkbDropReason)
@@ -30,7 +34,7 @@ func loadTestKernelDrops(t *testing.T, deny []string) (*Datapath, *KernelDrops, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := LoadKernelDrops(KernelDropConfig{BPFRoot: d.BPFRoot(), Deny: vals, EventsPerSecond: 100000})
+	k, err := LoadKernelDrops(KernelDropConfig{BPFRoot: d.BPFRoot(), Deny: vals, EventsPerSecond: rate})
 	if err != nil {
 		t.Fatalf("load kernel drops: %v", err)
 	}
@@ -195,5 +199,52 @@ func TestPrivilegedKernelDropsPinnedAndCleaned(t *testing.T) {
 	if l, err := link.NewFromID(second); err == nil {
 		l.Close()
 		t.Errorf("link %d alive after cleanup", second)
+	}
+}
+
+// The tracepoint's own rate limit holds back what exceeds it and counts
+// it (the agent turns the count into LostEvents); drops with neither
+// device nor socket are counted apart.
+func TestPrivilegedKernelDropRateLimit(t *testing.T) {
+	d, _, _ := loadTestKernelDropsRate(t, []string{"NOT_SPECIFIED", "QUEUE_PURGE"}, 1)
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	h := newNetns(t, "kdrop17-rl")
+	defer netns.Set(orig)
+	setNetns(t, h)
+	if l, err := netlink.LinkByName("lo"); err != nil || netlink.LinkSetUp(l) != nil {
+		t.Fatalf("lo up: %v", err)
+	}
+	before, err := d.EventStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Unconnected: the port's ICMP errors do not fail the next send.
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	for range 200 {
+		if _, err := c.WriteTo([]byte("kdrop17"), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := d.EventStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One token per CPU: at most one record per CPU, the rest limited.
+	// Other drops of the machine may take this test's tokens, never add
+	// to its 200.
+	if n := after.KernelDropsLimited - before.KernelDropsLimited; n < 190 {
+		t.Errorf("%d kernel-drop events limited of 200 drops at 1/s", n)
 	}
 }
