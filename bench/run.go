@@ -10,7 +10,7 @@ import (
 )
 
 // Suites, in the order they run.
-var Suites = []string{"decode", "relay", "follow", "datapath", "cni", "events"}
+var Suites = []string{"decode", "relay", "follow", "datapath", "cni", "events", "kdrop"}
 
 // Run runs the suites cfg asks for. It always tears its lab down, and
 // returns the rows it has even when a suite fails.
@@ -44,7 +44,7 @@ func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
 	step("relay", func() ([]Row, error) { return runRelayRows(ctx, cfg) })
 	step("follow", func() ([]Row, error) { return runFollowRows(ctx, cfg) })
 
-	if cfg.want("datapath") || cfg.want("cni") || cfg.want("events") {
+	if cfg.want("datapath") || cfg.want("cni") || cfg.want("events") || cfg.want("kdrop") {
 		for _, b := range []string{"loupe", "loupe-agent", "loupe-cni"} {
 			if _, err := os.Stat(filepath.Join(cfg.BinDir, b)); err != nil {
 				return rows, fmt.Errorf("bench: %w (run make build)", err)
@@ -58,6 +58,7 @@ func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
 			step("datapath", func() ([]Row, error) { return runDatapath(ctx, cfg, bl) })
 			step("cni", func() ([]Row, error) { return runCNI(ctx, cfg, bl) })
 			step("events", func() ([]Row, error) { return runEventsAndMetricsCost(ctx, cfg, bl) })
+			step("kdrop", func() ([]Row, error) { return runKernelDrops(ctx, cfg, bl) })
 		}
 	}
 	if ctx.Err() != nil {

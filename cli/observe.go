@@ -41,6 +41,7 @@ var defaultFieldMask = []string{
 	"is_reply", "Summary", "ip_trace_id", "traffic_direction", "policy_match_type",
 	"ingress_allowed_by", "ingress_denied_by", "egress_allowed_by", "egress_denied_by",
 	"source_names", "destination_names", "auth_type", "debug_capture_point",
+	"extensions", // kernel drops' reason and function (contract/kerneldrop.go)
 }
 
 type observeOptions struct {
@@ -58,6 +59,8 @@ type observeOptions struct {
 	printPolicyNames bool
 	numeric          bool
 	ipTranslation    bool
+
+	kernel kernelDropFilter
 
 	fieldMask        []string
 	defaultFieldMask bool
@@ -120,6 +123,7 @@ func newObserveCommand(now func() time.Time) *cobra.Command {
 	addFilterFlags(filters, &o.filters)
 	filters.StringArrayVar(&o.allowlist, "allowlist", nil, "Add a raw FlowFilter, as JSON, to the whitelist")
 	filters.StringArrayVar(&o.denylist, "denylist", nil, "Add a raw FlowFilter, as JSON, to the blacklist")
+	o.kernel.addFlags(filters)
 
 	sel := pflag.NewFlagSet("Selection", pflag.ContinueOnError)
 	sel.Uint64Var(&o.last, "last", 0, fmt.Sprintf("Show the last N flows of each node's buffer (default %d unless --follow, --since or --until)", defaultLast))
@@ -277,6 +281,7 @@ func (o *observeOptions) request(textOutput bool) (*observerpb.GetFlowsRequest, 
 	}
 	bl = append(bl, raw...)
 
+	wl = o.kernel.narrow(wl)
 	req := &observerpb.GetFlowsRequest{
 		Number:    number,
 		First:     first,
@@ -380,6 +385,9 @@ func (o *observeOptions) run(cmd *cobra.Command) error {
 			return o.server.explain(err, started)
 		}
 		started = true
+		if f := res.GetFlow(); f != nil && !o.kernel.match(f) {
+			continue
+		}
 		if err := p.write(res); err != nil {
 			return err
 		}

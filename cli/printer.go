@@ -230,6 +230,9 @@ func flowType(f *flowpb.Flow) string {
 	case contract.MessageTypeTrace:
 		return contract.TraceObservationPointName(uint8(sub))
 	case contract.MessageTypeDrop:
+		if t, ok := kernelDropType(f); ok {
+			return t
+		}
 		return contract.DropReasonText(uint8(sub))
 	case contract.MessageTypePolicyVerdict:
 		return "policy-verdict:" + contract.PolicyMatchName(f.GetPolicyMatchType()) + " " + f.GetTrafficDirection().String()

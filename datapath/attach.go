@@ -393,6 +393,9 @@ func cleanupPins(bpfRoot string) error {
 			return fmt.Errorf("cleanup: %w", err)
 		}
 	}
+	if err := detachDir(filepath.Join(bpfRoot, tracingDir)); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
 	for _, d := range []string{linksDir, progsDir, mapsDir} {
 		if err := os.RemoveAll(filepath.Join(bpfRoot, d)); err != nil {
 			return fmt.Errorf("cleanup: %w", err)

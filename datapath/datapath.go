@@ -6,6 +6,7 @@
 //	<bpfRoot>/progs/{xdp,tcx_ingress,tcx_egress}
 //	<bpfRoot>/maps/<map name>
 //	<bpfRoot>/links/<host ifname>/{xdp,tcx_ingress,tcx_egress}
+//	<bpfRoot>/progs/kfree_skb, <bpfRoot>/tracing/kfree_skb (LoadKernelDrops)
 package datapath
 
 import (

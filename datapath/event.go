@@ -17,11 +17,16 @@ const (
 	FlagCTNew    uint8 = 0x02 // first packet of a connection
 	FlagPeriodic uint8 = 0x04 // periodic record of a long-lived connection
 	FlagXDP      uint8 = 0x08 // emitted by the XDP program
+	// FlagKernel marks a kernel drop (bpf/kdrop.c): KernelReason, NetnsIno
+	// and Location are set, EndpointID and the identities are not, and the
+	// addresses may be missing (Family 0) when the packet had no readable
+	// IP header.
+	FlagKernel uint8 = 0x10
 
 	// EventDataLen is the most packet bytes a record carries.
 	EventDataLen = 128
 	// EventSize is sizeof(struct loupe_event).
-	EventSize = 248
+	EventSize = 264
 )
 
 // Offsets of struct loupe_event's fields (datapath/bpf/event.h).
@@ -50,11 +55,14 @@ const (
 	offPolicyID    = 72
 	offPacketLen   = 76
 	offCapLen      = 80
+	offKernReason  = 84
 	offPacketsFwd  = 88
 	offBytesFwd    = 96
 	offPacketsRev  = 104
 	offBytesRev    = 112
 	offData        = 120
+	offNetnsIno    = 248
+	offLocation    = 256
 )
 
 // Event is one decoded datapath record. Data aliases the buffer it was
@@ -87,6 +95,10 @@ type Event struct {
 	PacketsRev  uint64
 	BytesRev    uint64
 	Data        []byte // the first bytes of the packet, from the Ethernet header
+	// Kernel drops (FlagKernel) only.
+	KernelReason uint32 // the running kernel's enum skb_drop_reason value
+	NetnsIno     uint64 // inode of the network namespace of the drop
+	Location     uint64 // kernel address where the packet was freed
 }
 
 // ErrShortEvent is returned for records shorter than EventSize.
@@ -113,6 +125,13 @@ func DecodeEvent(b []byte, ev *Event) error {
 	case 6:
 		ev.Src = netip.AddrFrom16([16]byte(b[offSaddr : offSaddr+16]))
 		ev.Dst = netip.AddrFrom16([16]byte(b[offDaddr : offDaddr+16]))
+	case 0:
+		// Only a kernel drop may come without addresses: its packet's
+		// headers were not readable.
+		if ev.Flags&FlagKernel == 0 {
+			return fmt.Errorf("event: unknown address family %d", ev.Family)
+		}
+		ev.Src, ev.Dst = netip.Addr{}, netip.Addr{}
 	default:
 		return fmt.Errorf("event: unknown address family %d", ev.Family)
 	}
@@ -122,6 +141,9 @@ func DecodeEvent(b []byte, ev *Event) error {
 	ev.PolicyID = le.Uint32(b[offPolicyID:])
 	ev.PacketLen = le.Uint32(b[offPacketLen:])
 	capLen := le.Uint32(b[offCapLen:])
+	ev.KernelReason = le.Uint32(b[offKernReason:])
+	ev.NetnsIno = le.Uint64(b[offNetnsIno:])
+	ev.Location = le.Uint64(b[offLocation:])
 	ev.PacketsFwd = le.Uint64(b[offPacketsFwd:])
 	ev.BytesFwd = le.Uint64(b[offBytesFwd:])
 	ev.PacketsRev = le.Uint64(b[offPacketsRev:])
@@ -138,9 +160,11 @@ func DecodeEvent(b []byte, ev *Event) error {
 // EncodeEvent lays ev out as the datapath writes it, the inverse of
 // DecodeEvent: tests, benchmarks and fuzzers build records with it. The
 // family comes from ev.Src (ev.Family is ignored); Data longer than
-// EventDataLen is an error, as an address of another family in Dst.
+// EventDataLen is an error, as an address of another family in Dst. A
+// kernel drop (FlagKernel) may have neither address.
 func EncodeEvent(ev *Event) ([]byte, error) {
-	if !ev.Src.IsValid() || ev.Src.Is4() != ev.Dst.Is4() {
+	noAddrs := !ev.Src.IsValid() && !ev.Dst.IsValid() && ev.Flags&FlagKernel != 0
+	if !noAddrs && (!ev.Src.IsValid() || ev.Src.Is4() != ev.Dst.Is4()) {
 		return nil, fmt.Errorf("encode event: addresses %s and %s are not of one family", ev.Src, ev.Dst)
 	}
 	if len(ev.Data) > EventDataLen {
@@ -151,15 +175,20 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 	le.PutUint64(b[offTimestamp:], ev.TimestampNS)
 	b[offType], b[offObsPoint], b[offVerdict], b[offDropReason] = ev.Type, ev.ObsPoint, ev.Verdict, ev.DropReason
 	b[offFamily], b[offProto], b[offTCPFlags], b[offFlags] = 6, ev.Proto, ev.TCPFlags, ev.Flags
-	if ev.Src.Is4() {
+	switch {
+	case noAddrs:
+		b[offFamily] = 0
+	case ev.Src.Is4():
 		b[offFamily] = 4
 	}
 	le.PutUint32(b[offIfindex:], ev.Ifindex)
 	le.PutUint32(b[offEndpointID:], ev.EndpointID)
 	le.PutUint32(b[offSrcIdentity:], ev.SrcIdentity)
 	le.PutUint32(b[offDstIdentity:], ev.DstIdentity)
-	copy(b[offSaddr:offSaddr+16], ev.Src.AsSlice())
-	copy(b[offDaddr:offDaddr+16], ev.Dst.AsSlice())
+	if !noAddrs {
+		copy(b[offSaddr:offSaddr+16], ev.Src.AsSlice())
+		copy(b[offDaddr:offDaddr+16], ev.Dst.AsSlice())
+	}
 	le.PutUint16(b[offSport:], ev.SrcPort)
 	le.PutUint16(b[offDport:], ev.DstPort)
 	b[offICMPType], b[offICMPCode], b[offMatchType], b[offDirection] = ev.ICMPType, ev.ICMPCode, ev.MatchType, ev.Direction
@@ -171,6 +200,9 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 	le.PutUint64(b[offPacketsRev:], ev.PacketsRev)
 	le.PutUint64(b[offBytesRev:], ev.BytesRev)
 	copy(b[offData:], ev.Data)
+	le.PutUint32(b[offKernReason:], ev.KernelReason)
+	le.PutUint64(b[offNetnsIno:], ev.NetnsIno)
+	le.PutUint64(b[offLocation:], ev.Location)
 	return b, nil
 }
 

@@ -78,6 +78,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add(seedEvent(4, 10)[:100])
 	f.Add(append(seedEvent(4, 20), 1, 2, 3))
 	f.Add([]byte{})
+	f.Add(MustEncodeEvent(&Event{Flags: FlagKernel, KernelReason: 2, NetnsIno: 4026532000, Location: 0xffffffff81000000}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var ev Event
 		if err := DecodeEvent(b, &ev); err != nil {
@@ -97,6 +98,10 @@ func FuzzDecodeEvent(f *testing.F) {
 		case 6:
 			if !ev.Src.Is6() || !ev.Dst.Is6() {
 				t.Fatalf("family 6 with %s %s", ev.Src, ev.Dst)
+			}
+		case 0:
+			if ev.Flags&FlagKernel == 0 || ev.Src.IsValid() || ev.Dst.IsValid() {
+				t.Fatalf("family 0 with flags %#x, %s %s", ev.Flags, ev.Src, ev.Dst)
 			}
 		default:
 			t.Fatalf("accepted family %d", ev.Family)

@@ -524,3 +524,20 @@ func (d *Datapath) Policy() (map[PolicyKey]PolicyEntry, error) {
 	}
 	return out, nil
 }
+
+// LookupIPCache returns the identity of the longest ipcache prefix holding
+// a, as the datapath's own lookup does.
+func (d *Datapath) LookupIPCache(a netip.Addr) (uint32, bool) {
+	if !a.IsValid() {
+		return 0, false
+	}
+	k, err := ipcacheKey(netip.PrefixFrom(a, a.BitLen()))
+	if err != nil {
+		return 0, false
+	}
+	var v loupeIpcacheValue
+	if err := d.objs.Ipcache.Lookup(&k, &v); err != nil {
+		return 0, false
+	}
+	return v.Identity, true
+}

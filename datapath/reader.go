@@ -17,8 +17,10 @@ const caughtUpPoll = 5 * time.Millisecond
 
 // Slots of the event_stats map (STAT_* in bpf/events.h).
 const (
-	statRingbufFull      = 0 // an event was lost: no room in the ring
-	statDropEventLimited = 1 // a drop event was suppressed by the rate limit
+	statRingbufFull       = 0 // an event was lost: no room in the ring
+	statDropEventLimited  = 1 // a drop event was suppressed by the rate limit
+	statKernelDropLimited = 2 // a kernel-drop event was suppressed by its rate limit
+	statKernelDropNoNetns = 3 // a kernel drop with no device and no socket: no namespace
 )
 
 // EventStats tells how complete the event stream is.
@@ -27,6 +29,12 @@ type EventStats struct {
 	Short             uint64 // records shorter than EventSize, skipped
 	Lost              uint64 // events the datapath could not write: ring buffer full
 	DropEventsLimited uint64 // drop events held back by the rate limit (counters stay exact)
+	// KernelDropsLimited are kernel-drop events held back by their own
+	// per-CPU rate limit (their LostEvents).
+	KernelDropsLimited uint64
+	// KernelDropsNoNetns are kernel drops of packets with neither device
+	// nor socket, which no agent can tie to a namespace (not reported).
+	KernelDropsNoNetns uint64
 }
 
 // ReadEvents hands every ring-buffer record to sink until ctx is done, then
@@ -84,7 +92,8 @@ func bootNow() int64 {
 // rate-limited event counts.
 func (d *Datapath) EventStats() (EventStats, error) {
 	s := EventStats{Read: d.eventsRead.Load(), Short: d.eventsShort.Load()}
-	for slot, dst := range map[uint32]*uint64{statRingbufFull: &s.Lost, statDropEventLimited: &s.DropEventsLimited} {
+	for slot, dst := range map[uint32]*uint64{statRingbufFull: &s.Lost, statDropEventLimited: &s.DropEventsLimited,
+		statKernelDropLimited: &s.KernelDropsLimited, statKernelDropNoNetns: &s.KernelDropsNoNetns} {
 		var vals []uint64
 		if err := d.objs.EventStats.Lookup(slot, &vals); err != nil {
 			return s, fmt.Errorf("event stats: %w", err)

@@ -286,6 +286,6 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 		return runServe(sPod, sPorts, sReady)
 	}
 
-	root.AddCommand(up, apply, del, status, execCmd, probeCmd, down, traffic, serveCmd)
+	root.AddCommand(up, apply, del, status, execCmd, probeCmd, down, traffic, serveCmd, newFaultCommand(load, ctx))
 	return root
 }

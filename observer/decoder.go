@@ -41,6 +41,11 @@ type Decoder struct {
 	index      *atomic.Pointer[enrichIndex]
 	policy     PolicyResolver
 	linkName   func(ifindex uint32) string
+	kernel     KernelEvents // nil: kernel records are not reported
+
+	// attributed is how the last kernel drop Decode returned was tied to
+	// a pod (Attributed*), kreason its reason's name.
+	attributed, kreason string
 
 	// src and lastSnap are set for standalone decoders (NewDecoder).
 	src      metadata.Source
@@ -151,6 +156,20 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	default:
 		return nil, fmt.Errorf("%w %d", ErrUnknownEventType, ev.Type)
 	}
+	// A kernel record is seen by every agent sharing the kernel: decide
+	// before building anything whether it is this one's to report.
+	kernel := ev.Flags&datapath.FlagKernel != 0
+	var kep *NetnsEndpoint
+	if kernel {
+		if d.kernel == nil {
+			return nil, ErrNotReported
+		}
+		report, ep := d.kernel.Netns(ev.NetnsIno)
+		if !report {
+			return nil, ErrNotReported
+		}
+		kep = ep
+	}
 	b := &flowBlock{}
 	f := &b.flow
 	b.entry.flow = f
@@ -163,15 +182,17 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	f.Type = flowpb.FlowType_L3_L4
 	f.NodeName = d.nodeName
 
-	// IP
-	b.ip.Source = d.addrString(ev.Src)
-	b.ip.Destination = d.addrString(ev.Dst)
-	if ev.Family == 6 {
-		b.ip.IpVersion = flowpb.IPVersion_IPv6
-	} else {
-		b.ip.IpVersion = flowpb.IPVersion_IPv4
+	// IP (a kernel drop may have no readable header)
+	if ev.Src.IsValid() {
+		b.ip.Source = d.addrString(ev.Src)
+		b.ip.Destination = d.addrString(ev.Dst)
+		if ev.Family == 6 {
+			b.ip.IpVersion = flowpb.IPVersion_IPv6
+		} else {
+			b.ip.IpVersion = flowpb.IPVersion_IPv4
+		}
+		f.IP = &b.ip
 	}
-	f.IP = &b.ip
 
 	// L4 and summary
 	switch ev.Proto {
@@ -217,11 +238,18 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		f.L4 = &b.l4
 		f.Summary = icmpSummary(true, ev.ICMPType, ev.ICMPCode)
 	default:
-		if ev.Family == 6 {
+		switch ev.Family {
+		case 6:
 			f.Summary = "IPv6"
-		} else {
+		case 4:
 			f.Summary = "IPv4"
+		default:
+			f.Summary = "no IP header"
 		}
+	}
+	if kernel {
+		d.attributed = d.kernelDrop(b, ev, kep)
+		return &b.entry, nil
 	}
 
 	// Event type, verdict, direction

@@ -271,18 +271,25 @@ func FuzzDecode(f *testing.F) {
 	f.Add(rawEvent(evSpec{typ: contract.MessageTypeDrop, verdict: contract.VerdictDropped, dropReason: contract.DropPolicyDenied, proto: 58, src: "fd00::1", dst: "fd00::2", dir: contract.DirectionIngress}))
 	f.Add(rawEvent(evSpec{typ: contract.MessageTypePolicyVerdict, proto: 1, icmpType: 3, icmpCode: 200, src: "10.0.2.20", dst: "10.0.1.10"}))
 	f.Add([]byte{})
-	o := newTestObserver(f, 63, nil)
+	f.Add(kernelRecord(testNetnsPod, "10.0.2.20", "10.0.1.10", 17, 1, 9))
+	f.Add(kernelRecord(testNetnsOther, "", "", 0, 0, 0))
+	o := newKernelTestObserver(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		before := o.DecodeErrors() + o.SeenFlows()
+		counted := func() uint64 {
+			return o.DecodeErrors() + o.SeenFlows() + uint64(counterValue(o.kdrops.others))
+		}
+		before := counted()
 		o.HandleEvent(raw)
-		// Every record is either a flow or a counted decode error.
-		if after := o.DecodeErrors() + o.SeenFlows(); after != before+1 {
+		// Every record is a flow, a counted decode error or a counted
+		// kernel event of another node.
+		if after := counted(); after != before+1 {
 			t.Fatalf("record neither stored nor counted")
 		}
 		if _, err := o.dec.Decode(raw); err == nil {
 			head := o.ring.head.Load()
 			e, _ := o.ring.read(head - 1)
-			if e == nil || e.flow.IP == nil || e.flow.EventType == nil {
+			kernel := KernelDropOf(e.flow) != nil
+			if e == nil || (e.flow.IP == nil && !kernel) || e.flow.EventType == nil {
 				t.Fatal("flow without IP or event type")
 			}
 		}

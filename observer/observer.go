@@ -3,6 +3,7 @@
 package observer
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
+	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer/hubblemetrics"
@@ -51,6 +53,8 @@ type Config struct {
 	// Metrics are the Hubble metric families to export (--metrics); nil
 	// means hubblemetrics.Default, an empty slice none.
 	Metrics []hubblemetrics.Spec
+	// KernelEvents places and names kernel drop records; nil drops them.
+	KernelEvents KernelEvents
 }
 
 // Observer is the flow pipeline of one agent.
@@ -67,7 +71,8 @@ type Observer struct {
 	lastSnap *metadata.Snapshot
 	index    atomic.Pointer[enrichIndex]
 
-	seen atomic.Uint64
+	seen   atomic.Uint64
+	kdrops *kernelDropMetrics
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -111,6 +116,8 @@ func New(cfg Config) (*Observer, error) {
 		podMetricsGrace: hubblemetrics.PodGrace,
 	}
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
+	o.dec.kernel = cfg.KernelEvents
+	o.kdrops = newKernelDropMetrics(o.metrics.reg)
 	o.refreshIndex()
 	return o, nil
 }
@@ -168,9 +175,16 @@ func (o *Observer) HandleEvent(raw []byte) {
 		o.refreshIndex()
 	}
 	e, err := o.dec.Decode(raw)
+	if errors.Is(err, ErrNotReported) {
+		o.kdrops.others.Inc()
+		return
+	}
 	if err != nil {
 		o.metrics.decodeErrors.Inc()
 		return
+	}
+	if ev := &o.dec.ev; ev.Flags&datapath.FlagKernel != 0 {
+		o.kdrops.observe(o.dec.kreason, o.dec.attributed)
 	}
 	o.metrics.observe(e.flow)
 	o.ring.write(e)

@@ -29,6 +29,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer"
 	"github.com/loupe-project/loupe/policy"
 )
 
@@ -66,6 +67,13 @@ type Config struct {
 	FlowBufferSize      int
 	DropEventsPerSecond uint32
 	Log                 *slog.Logger
+
+	// Kernel drops (the skb:kfree_skb tracepoint): off, the reasons not
+	// reported (nil: DefaultKernelDropDeny; "none": none) and the node's
+	// event rate limit (0: the datapath's default).
+	NoKernelDrops             bool
+	KernelDropDeny            []string
+	KernelDropEventsPerSecond uint32
 
 	// Metadata, when set, is the metadata source (e.g. the API server's,
 	// package metadata/k8s); it takes the place of ManifestsDir.
@@ -112,6 +120,8 @@ type ObserverParams struct {
 	Endpoints func() []agent.Endpoint
 	// Policy names the policies behind the datapath's rule ids.
 	Policy *policy.RuleTable
+	// KernelEvents places and names kernel drops; nil when they are off.
+	KernelEvents observer.KernelEvents
 }
 
 // Validate checks the settings and fills defaults for empty ones.
@@ -310,16 +320,27 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	dpReg := prometheus.NewRegistry()
 	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol), newStateRecoveryMetric(ag.StateRecoveries()), newPolicyMapCollector(dp))
+	kev, kdrops, err := startKernelDrops(&cfg, dp, ag, log)
+	if err != nil {
+		return err
+	}
+	var kernelEvents observer.KernelEvents
+	if kdrops != nil {
+		defer kdrops.Close()
+		kernelEvents = kev
+		dpReg.MustRegister(newKernelDropCollector(dp.EventStats))
+	}
 	var obs Observer
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
-			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules()})
+			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules(),
+			KernelEvents: kernelEvents})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
 		g.Go(func() error {
-			return forwardLostEvents(ctx, dp.EventStats, obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
+			return forwardLostEvents(ctx, withKernelDropLosses(dp.EventStats), obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
 		})
 		// The unix socket is always served, for local tools; TCP only when
 		// --listen is set.

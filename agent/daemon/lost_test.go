@@ -428,3 +428,15 @@ func spoofedUDP(src, dst string) []byte {
 	binary.BigEndian.PutUint16(udp[4:], 8)
 	return b
 }
+
+// Kernel-drop events the tracepoint's rate limit held back reach the
+// observer with the rate-limited drop events.
+func TestKernelDropLossesForwarded(t *testing.T) {
+	stats := withKernelDropLosses(func() (datapath.EventStats, error) {
+		return datapath.EventStats{DropEventsLimited: 3, KernelDropsLimited: 4, KernelDropsNoNetns: 9}, nil
+	})
+	s, err := stats()
+	if err != nil || s.DropEventsLimited != 7 {
+		t.Errorf("rate-limited %d, %v; want 3 + 4", s.DropEventsLimited, err)
+	}
+}

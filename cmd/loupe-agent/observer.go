@@ -28,6 +28,7 @@ func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec) fu
 			// Watermarks to followers say how far the events have got.
 			EventsCaughtUp: caughtUp,
 			Metrics:        metrics,
+			KernelEvents:   p.KernelEvents,
 		})
 	}
 }

@@ -33,6 +33,7 @@
 #define LOUPE_EF_CT_NEW 0x02   /* first packet of a connection */
 #define LOUPE_EF_PERIODIC 0x04 /* periodic record of a long-lived connection */
 #define LOUPE_EF_XDP 0x08      /* emitted by the XDP program */
+#define LOUPE_EF_KERNEL 0x10   /* a kernel drop (kdrop.c): kernel_reason, netns_ino, location are set */
 
 /* match_type: Cilium policy match types (monitor/api). */
 #define LOUPE_MATCH_NONE 0
@@ -68,15 +69,17 @@ struct loupe_event {
 	__u32 policy_id; /* rule that allowed or denied, 0 for none */
 	__u32 pkt_len;   /* length of the whole packet */
 	__u32 cap_len;   /* bytes of data[] that hold packet bytes, from the Ethernet header */
-	__u32 _pad;
+	__u32 kernel_reason; /* LOUPE_EF_KERNEL: the kernel's enum skb_drop_reason value */
 	__u64 packets_fwd; /* conntrack counters at the time of the event */
 	__u64 bytes_fwd;
 	__u64 packets_rev;
 	__u64 bytes_rev;
 	__u8 data[LOUPE_EVENT_DATA_LEN];
+	__u64 netns_ino; /* LOUPE_EF_KERNEL: inode of the drop's network namespace */
+	__u64 location;  /* LOUPE_EF_KERNEL: kernel address where the packet was freed */
 };
 
-_Static_assert(sizeof(struct loupe_event) == 248, "loupe_event layout changed: update datapath/event.go");
+_Static_assert(sizeof(struct loupe_event) == 264, "loupe_event layout changed: update datapath/event.go");
 
 /* Keeps struct loupe_event in the object's BTF, where datapath's
  * TestEventLayoutMatchesBTF reads its layout. Static, so bpf2go makes no

@@ -10,35 +10,12 @@
 #include "endpoint.h"
 #include "conntrack.h"
 #include "policy.h"
+#include "ring.h"
 
 /* Set by the loader through spec.Variables before load. */
 volatile const __u64 drop_ev_rate = 500;   /* drop events per second, per CPU */
 volatile const __u64 drop_ev_burst = 500;  /* bucket depth, per CPU */
 volatile const __u64 report_interval_ns = 5000000000ULL; /* periodic records */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22); /* 4 MiB: ~16k events */
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} events SEC(".maps");
-
-/* event_stats slots */
-#define STAT_RINGBUF_FULL 0   /* an event was lost: no room in the ring */
-#define STAT_DROP_EV_LIMITED 1 /* a drop event was suppressed by the rate limit */
-#define STAT_MAX 4
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} event_stats SEC(".maps");
-
-struct token_bucket {
-	__u64 tokens;
-	__u64 last_ns;
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -48,35 +25,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } drop_ev_bucket SEC(".maps");
 
-static __always_inline void stat_inc(__u32 slot)
-{
-	__u64 *v = bpf_map_lookup_elem(&event_stats, &slot);
-	if (v)
-		*v += 1;
-}
-
 /* drop_event_allowed takes a token from this CPU's bucket. */
 static __always_inline int drop_event_allowed(__u64 now)
 {
-	__u32 zero = 0;
-	struct token_bucket *b = bpf_map_lookup_elem(&drop_ev_bucket, &zero);
-	if (!b)
-		return 0;
-	__u64 elapsed = now - b->last_ns;
-	if (elapsed > 1000000000ULL)
-		elapsed = 1000000000ULL;
-	__u64 add = elapsed * drop_ev_rate / 1000000000ULL;
-	if (add > 0) {
-		__u64 t = b->tokens + add;
-		b->tokens = t > drop_ev_burst ? drop_ev_burst : t;
-		b->last_ns = now;
-	}
-	if (b->tokens == 0) {
-		stat_inc(STAT_DROP_EV_LIMITED);
-		return 0;
-	}
-	b->tokens--;
-	return 1;
+	return bucket_take(&drop_ev_bucket, now, drop_ev_rate, drop_ev_burst, STAT_DROP_EV_LIMITED);
 }
 
 /* What an event says beyond the packet itself. */

@@ -1,0 +1,178 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loupe-project/loupe/agent"
+	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/observer"
+)
+
+// DefaultKernelDropDeny are the kernel drop reasons not reported unless
+// --kernel-drop-deny says otherwise: an idle machine frees packets with
+// them all the time (queues purged, plain kfree_skb calls), and they say
+// nothing about a pod's traffic.
+var DefaultKernelDropDeny = []string{"NOT_SPECIFIED", "QUEUE_PURGE"}
+
+// endpointNetnsRefresh is the least time between two rebuilds of the
+// namespace-to-endpoint table, which a namespace not in it triggers (every
+// agent sees every namespace's drops).
+const endpointNetnsRefresh = 200 * time.Millisecond
+
+// kernelEvents is the agent's observer.KernelEvents: it applies
+// contract.ReportsNetns with the node's namespace and its endpoints', and
+// names reasons and functions from the running kernel.
+type kernelEvents struct {
+	nodeIno   uint64
+	reasons   map[uint32]string
+	syms      *datapath.Kallsyms
+	endpoints func() []agent.Endpoint
+	ipcache   func(netip.Addr) (uint32, bool)
+
+	mu    sync.Mutex
+	byIno map[uint64]*observer.NetnsEndpoint
+	built time.Time
+}
+
+var _ observer.KernelEvents = (*kernelEvents)(nil)
+
+func (k *kernelEvents) Netns(inum uint64) (bool, *observer.NetnsEndpoint) {
+	var ep *observer.NetnsEndpoint
+	report := contract.ReportsNetns(inum, k.nodeIno, func(i uint64) bool {
+		ep = k.endpoint(i)
+		return ep != nil
+	})
+	return report, ep
+}
+
+func (k *kernelEvents) endpoint(inum uint64) *observer.NetnsEndpoint {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if ep, ok := k.byIno[inum]; ok || time.Since(k.built) < endpointNetnsRefresh {
+		return ep
+	}
+	k.byIno = map[uint64]*observer.NetnsEndpoint{}
+	for _, e := range k.endpoints() {
+		ino, err := netnsInode(e.Netns)
+		if err != nil {
+			continue // the pod is going away
+		}
+		k.byIno[ino] = &observer.NetnsEndpoint{ID: e.ID, Identity: e.Identity, IPv4: e.IPv4, IPv6: e.IPv6}
+	}
+	k.built = time.Now()
+	return k.byIno[inum]
+}
+
+func (k *kernelEvents) DropReason(code uint32) string {
+	if s, ok := k.reasons[code]; ok {
+		return s
+	}
+	return fmt.Sprintf("%s%d", datapath.DropReasonPrefix, code)
+}
+
+func (k *kernelEvents) Function(addr uint64) string { return k.syms.Function(addr) }
+
+func (k *kernelEvents) Identity(a netip.Addr) uint32 {
+	id, _ := k.ipcache(a)
+	return id
+}
+
+func netnsInode(path string) (uint64, error) {
+	if path == "" {
+		return 0, fmt.Errorf("no netns path")
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("stat %s: no inode", path)
+	}
+	return st.Ino, nil
+}
+
+// startKernelDrops attaches the kfree_skb tracepoint and returns what the
+// observer needs to report its records. A kernel without BTF or tracepoint
+// support costs the feature, not the agent: it is logged and nil returned.
+func startKernelDrops(cfg *Config, dp *datapath.Datapath, ag *agent.Agent, log *slog.Logger) (*kernelEvents, *datapath.KernelDrops, error) {
+	if cfg.NoKernelDrops {
+		return nil, nil, nil
+	}
+	reasons, err := datapath.KernelEnum(datapath.EnumSkbDropReason)
+	if err != nil {
+		log.Warn("kernel drops off: the kernel's drop reasons are unknown", "err", err)
+		return nil, nil, nil
+	}
+	denyNames := cfg.KernelDropDeny
+	if denyNames == nil {
+		denyNames = DefaultKernelDropDeny
+	}
+	if len(denyNames) == 1 && strings.EqualFold(denyNames[0], "none") {
+		denyNames = nil
+	}
+	deny, err := datapath.ReasonValues(reasons, datapath.DropReasonPrefix, denyNames)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--kernel-drop-deny: %w", err)
+	}
+	var nodeIno uint64
+	if err := cfg.inNetNS(func() error {
+		var err error
+		nodeIno, err = netnsInode("/proc/thread-self/ns/net")
+		return err
+	}); err != nil {
+		return nil, nil, fmt.Errorf("node netns: %w", err)
+	}
+	kd, err := datapath.LoadKernelDrops(datapath.KernelDropConfig{BPFRoot: cfg.BPFRoot, EventsPerSecond: cfg.KernelDropEventsPerSecond, Deny: deny})
+	if err != nil {
+		log.Warn("kernel drops off", "err", err)
+		return nil, nil, nil
+	}
+	log.Info("kernel drops reported", "deny", denyNames, "node_netns", nodeIno)
+	return &kernelEvents{nodeIno: nodeIno, reasons: reasons, syms: datapath.NewKallsyms(""), endpoints: ag.Endpoints, ipcache: dp.LookupIPCache}, kd, nil
+}
+
+// kernelDropCollector exports the tracepoint's own loss counts.
+type kernelDropCollector struct {
+	stats func() (datapath.EventStats, error)
+	desc  *prometheus.Desc
+}
+
+func newKernelDropCollector(stats func() (datapath.EventStats, error)) *kernelDropCollector {
+	return &kernelDropCollector{stats: stats, desc: prometheus.NewDesc("loupe_kernel_drop_events_total",
+		"Kernel drops the kfree_skb tracepoint did not hand over: rate_limited (its per-CPU limit; sent as LostEvents), no_netns (neither device nor socket: no node's to report)",
+		[]string{"outcome"}, nil)}
+}
+
+func (c *kernelDropCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *kernelDropCollector) Collect(ch chan<- prometheus.Metric) {
+	s, err := c.stats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(s.KernelDropsLimited), "rate_limited")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(s.KernelDropsNoNetns), "no_netns")
+}
+
+// withKernelDropLosses counts the kernel-drop events the tracepoint's rate
+// limit held back with the datapath's rate-limited drop events, so that
+// they reach the flow stream as LostEvents the same way.
+func withKernelDropLosses(stats func() (datapath.EventStats, error)) func() (datapath.EventStats, error) {
+	return func() (datapath.EventStats, error) {
+		s, err := stats()
+		s.DropEventsLimited += s.KernelDropsLimited
+		return s, err
+	}
+}

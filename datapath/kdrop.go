@@ -1,0 +1,202 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// The kernel-drop tracepoint's pins: the program under progs/ and its link
+// under tracing/ (links/ holds one folder per interface).
+const (
+	PinKfreeSkb = "kfree_skb"
+	tracingDir  = "tracing"
+
+	MapKernelDropDeny = "kdrop_deny"
+
+	// kernelDropDenySlots is KDROP_DENY_SLOTS of bpf/kdrop.c: reasons at or
+	// above it cannot be denied.
+	kernelDropDenySlots = 1024
+
+	DefaultKernelDropEventsPerSecond = 1000
+)
+
+// KernelDropConfig configures LoadKernelDrops.
+type KernelDropConfig struct {
+	// BPFRoot is the datapath's (Load must have run): the tracepoint writes
+	// the same pinned events ring.
+	BPFRoot string
+	// EventsPerSecond limits kernel-drop events for the node, split evenly
+	// across CPUs like DropEventsPerSecond. 0 = default.
+	EventsPerSecond uint32
+	// Deny are the reason values (enum skb_drop_reason) not reported.
+	Deny []uint32
+}
+
+// KernelDrops is the loaded skb:kfree_skb tracepoint of one agent.
+type KernelDrops struct {
+	objs kdropObjects
+}
+
+// LoadKernelDrops loads the kfree_skb tracepoint program against the maps
+// pinned under cfg.BPFRoot, pins it and attaches it. A restart attaches the
+// new program before it detaches the old one, so no drop goes unseen
+// (one may be seen twice, at the switch).
+func LoadKernelDrops(cfg KernelDropConfig) (*KernelDrops, error) {
+	if err := requireBPFFS(cfg.BPFRoot); err != nil {
+		return nil, fmt.Errorf("load kernel drops: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.BPFRoot, tracingDir), 0o700); err != nil {
+		return nil, fmt.Errorf("load kernel drops: %w", err)
+	}
+	unlock, err := lockRoot(cfg.BPFRoot, true)
+	if err != nil {
+		return nil, fmt.Errorf("load kernel drops: %w", err)
+	}
+	defer unlock()
+
+	spec, err := loadKdrop()
+	if err != nil {
+		return nil, fmt.Errorf("load kernel drops: %w", err)
+	}
+	rate := uint64(cfg.EventsPerSecond)
+	if rate == 0 {
+		rate = DefaultKernelDropEventsPerSecond
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("load kernel drops: possible cpus: %w", err)
+	}
+	perCPU := max(1, (rate+uint64(ncpu)-1)/uint64(ncpu))
+	for _, name := range []string{kdropVarKdropEvRate, kdropVarKdropEvBurst} {
+		if err := spec.Variables[name].Set(perCPU); err != nil {
+			return nil, fmt.Errorf("load kernel drops: set %s: %w", name, err)
+		}
+	}
+	k := &KernelDrops{}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(cfg.BPFRoot, mapsDir)}}
+	if err := spec.LoadAndAssign(&k.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load kernel drops: verifier: %+v", ve)
+		}
+		return nil, fmt.Errorf("load kernel drops: %w", err)
+	}
+	if err := k.SetDeny(cfg.Deny); err != nil {
+		k.objs.Close()
+		return nil, err
+	}
+	if err := k.attach(cfg.BPFRoot); err != nil {
+		k.objs.Close()
+		return nil, fmt.Errorf("load kernel drops: %w", err)
+	}
+	return k, nil
+}
+
+func (k *KernelDrops) attach(root string) error {
+	prog := k.objs.LoupeKfreeSkb
+	final := filepath.Join(root, progsDir, PinKfreeSkb)
+	tmp := filepath.Join(root, progsDir, "tmp_"+PinKfreeSkb)
+	_ = os.Remove(tmp)
+	if err := prog.Pin(tmp); err != nil {
+		return fmt.Errorf("pin program %s: %w", PinKfreeSkb, err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("pin program %s: %w", PinKfreeSkb, err)
+	}
+
+	pin := filepath.Join(root, tracingDir, PinKfreeSkb)
+	old, oerr := link.LoadPinnedLink(pin, nil)
+	nl, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		if oerr == nil {
+			old.Close()
+		}
+		return fmt.Errorf("attach tp_btf/kfree_skb: %w", err)
+	}
+	defer nl.Close()
+	ltmp := filepath.Join(root, tracingDir, "tmp_"+PinKfreeSkb)
+	_ = os.Remove(ltmp)
+	if err := nl.Pin(ltmp); err != nil {
+		if oerr == nil {
+			old.Close()
+		}
+		return fmt.Errorf("pin link: %w", err)
+	}
+	if err := os.Rename(ltmp, pin); err != nil {
+		_ = nl.Unpin()
+		if oerr == nil {
+			old.Close()
+		}
+		return fmt.Errorf("pin link: %w", err)
+	}
+	if oerr == nil {
+		// The rename dropped the old pin; closing the last fd detaches it.
+		_ = old.Detach()
+		old.Close()
+	}
+	return nil
+}
+
+// SetDeny replaces the deny-list: drops of these reason values are not
+// reported. Values at or above the map's size cannot be denied.
+func (k *KernelDrops) SetDeny(reasons []uint32) error {
+	deny := make([]uint8, kernelDropDenySlots)
+	for _, r := range reasons {
+		if r >= kernelDropDenySlots {
+			return fmt.Errorf("kernel drop deny-list: reason %d is beyond the %d the datapath can deny", r, kernelDropDenySlots)
+		}
+		deny[r] = 1
+	}
+	keys := make([]uint32, kernelDropDenySlots)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := k.objs.KdropDeny.BatchUpdate(keys, deny, nil); err != nil {
+		// Batch ops came late to arrays on some kernels: one by one.
+		for i := range keys {
+			if err := k.objs.KdropDeny.Put(keys[i], deny[i]); err != nil {
+				return fmt.Errorf("kernel drop deny-list: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Close releases this process's handles; the pinned link stays attached.
+func (k *KernelDrops) Close() error {
+	if err := k.objs.Close(); err != nil {
+		return fmt.Errorf("close kernel drops: %w", err)
+	}
+	return nil
+}
+
+// SetKernelDropsAttached detaches the pinned kfree_skb tracepoint (on false)
+// or attaches the pinned program again (on true), leaving its maps alone:
+// for benchmarks that measure the machine with and without it. Attaching
+// when it is attached is a no-op.
+func SetKernelDropsAttached(bpfRoot string, on bool) error {
+	pin := filepath.Join(bpfRoot, tracingDir, PinKfreeSkb)
+	if !on {
+		return removeLink(pin)
+	}
+	if _, err := os.Stat(pin); err == nil {
+		return nil
+	}
+	return withPinnedProgram(bpfRoot, PinKfreeSkb, func(prog *ebpf.Program) error {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attach tp_btf/kfree_skb: %w", err)
+		}
+		defer l.Close()
+		if err := l.Pin(pin); err != nil {
+			return fmt.Errorf("pin link: %w", err)
+		}
+		return nil
+	})
+}
