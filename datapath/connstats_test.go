@@ -86,7 +86,7 @@ func TestPrivilegedNoConnStats(t *testing.T) {
 	run(t, d.objs.LoupeFromPod, syn.build())
 	run(t, d.objs.LoupeToPod, synack.build())
 	e := findCT(t, d, protoTCP)
-	if e.HandshakeNS != 0 || e.BytesRev != 0 || e.PacketsRev != 1 {
+	if e.HandshakeNS != 0 || e.BytesRev != 0 || e.PacketsFwd != 0 || e.BytesFwd != 0 || e.PacketsRev != 1 {
 		t.Fatalf("entry: %+v", e)
 	}
 	if evs := drainEvents(t, d); len(evs) != 2 || evs[1].Flags != FlagReply {

@@ -313,6 +313,8 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		f.DestinationService = ix.services[netip.AddrPortFrom(ev.Dst, ev.DstPort)]
 	}
 
+	d.connection(f, ev, connDir)
+
 	if d.policy != nil && ev.PolicyID != 0 {
 		if pols := d.policy.ResolvePolicy(ev.PolicyID); len(pols) > 0 {
 			egress := connDir == flowpb.TrafficDirection_EGRESS

@@ -137,8 +137,9 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 		.first_seen = now,
 		.last_seen = now,
 		.last_report = now,
-		.packets_fwd = p->segs,
-		.bytes_fwd = p->len,
+		/* Off, the first packet is not counted either: flows then carry no counters. */
+		.packets_fwd = conn_stats ? p->segs : 0,
+		.bytes_fwd = conn_stats ? p->len : 0,
 		.rule_id = r.rule_id,
 		.first_dir = dir,
 		.match_type = r.match_type,
