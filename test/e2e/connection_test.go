@@ -4,9 +4,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +62,9 @@ func TestPrivilegedLabConnectionBytes(t *testing.T) {
 		nc.Close()
 		got <- n
 	})
+	metricsAddr := c.nodes[src.Node].MetricsAddress
+	edge := `source_namespace="` + src.Namespace + `",source_workload="` + src.Name + `"`
+	before := scrapeSum(t, metricsAddr, "loupe_connection_bytes_total{", `destination_namespace="`+dst.Namespace+`"`, edge, `direction="sent"`)
 	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
 	var nc net.Conn
 	err := ns.WithNetNSPath(c.netnsPath(src), func(ns.NetNS) error {
@@ -122,6 +127,11 @@ func TestPrivilegedLabConnectionBytes(t *testing.T) {
 	}
 	if at := contract.Connection(last)[contract.ExtConnObservedAt].GetStringValue(); at != contract.ObservedAtClient {
 		t.Errorf("observed_at %q", at)
+	}
+	// The metric of the edge grew by the same bytes.
+	grew := scrapeSum(t, metricsAddr, "loupe_connection_bytes_total{", `destination_namespace="`+dst.Namespace+`"`, edge, `direction="sent"`) - before
+	if grew < size || grew > size*1.01 {
+		t.Errorf("loupe_connection_bytes_total of edge %s grew by %.0f, want %d within 1%%", edge, grew, size)
 	}
 	// The server's veth sees a client that is a loupe pod: it reports nothing.
 	for _, f := range ours(c.observe(t, c.agent(t, dst.Node), "--since", since, "--port", strconv.Itoa(port))) {
@@ -198,4 +208,37 @@ func TestPrivilegedLabHandshakeLatency(t *testing.T) {
 	if diff := mdp - muser; diff > 100e3 || diff < -100e3 {
 		t.Errorf("medians differ by %.1f µs, want within 100 µs", diff/1e3)
 	}
+}
+
+// scrapeSum sums the samples of an agent's /metrics whose line starts
+// with prefix and contains every one of parts.
+func scrapeSum(t *testing.T, addr, prefix string, parts ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+lines:
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				continue lines
+			}
+		}
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", l, err)
+		}
+		sum += v
+	}
+	return sum
 }
