@@ -1,15 +1,14 @@
 package observer
 
 import (
-	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/observer/conndelta"
 )
 
 // Connection metrics per edge. An edge is (client namespace, client
@@ -25,34 +24,13 @@ var connLabels = []string{"source_namespace", "source_workload", "destination_na
 // a same-node connect (tens of µs) to a SYN retransmitted twice (3 s).
 var HandshakeBuckets = []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 3}
 
-const (
-	// maxConnStates bounds the per-connection state (the datapath's
-	// conntrack holds as many entries).
-	maxConnStates = 65536
-	// connStateTTL is how long a connection's state outlives its last
-	// flow: a live one gets a periodic flow every report interval.
-	connStateTTL = 30 * time.Second
-)
-
-type connKey struct {
-	client, server netip.AddrPort
-	ifindex        uint32
-}
-
-type connState struct {
-	pktSent, bytesSent, pktRecv, bytesRecv uint64
-	timed                                  bool
-	seen                                   uint64 // flow time, ns
-}
-
 type connMetrics struct {
 	bytes, packets *prometheus.CounterVec // label "direction": sent (client to server) or received
 	conns          *prometheus.CounterVec
 	handshake      *prometheus.HistogramVec
 	untracked      prometheus.Counter
 
-	states    map[connKey]*connState
-	lastSweep uint64
+	tracker *conndelta.Tracker
 }
 
 func newConnMetrics(reg prometheus.Registerer) *connMetrics {
@@ -79,7 +57,7 @@ func newConnMetrics(reg prometheus.Registerer) *connMetrics {
 			Namespace: "loupe", Name: "connection_metrics_untracked_total",
 			Help: "Connection flows left out of the connection metrics because the per-connection state was full",
 		}),
-		states: make(map[connKey]*connState),
+		tracker: conndelta.New(),
 	}
 	reg.MustRegister(m.bytes, m.packets, m.conns, m.handshake, m.untracked)
 	return m
@@ -104,80 +82,29 @@ func edgeName(ep *flowpb.Endpoint) (ns, workload string) {
 
 // observe counts the growth of a connection flow's totals.
 func (m *connMetrics) observe(f *flowpb.Flow) {
-	c := contract.Connection(f)
-	if c == nil {
+	if contract.Connection(f) == nil {
 		return
 	}
-	now := uint64(f.GetTime().AsTime().UnixNano())
-	m.sweep(now)
-	client, server := f.GetSource(), f.GetDestination()
-	cip, sip := f.GetIP().GetSource(), f.GetIP().GetDestination()
-	cport, sport := l4Ports(f)
-	if f.GetIsReply().GetValue() {
-		client, server, cip, sip, cport, sport = server, client, sip, cip, sport, cport
+	d, ok := m.tracker.Add(f)
+	if !ok {
+		m.untracked.Inc()
+		return
 	}
-	ca, _ := netip.ParseAddr(cip)
-	sa, _ := netip.ParseAddr(sip)
-	k := connKey{netip.AddrPortFrom(ca, cport), netip.AddrPortFrom(sa, sport), f.GetInterface().GetIndex()}
-	cns, cw := edgeName(client)
-	sns, sw := edgeName(server)
-
-	n := func(key string) uint64 { return uint64(c[key].GetNumberValue()) }
-	cur := connState{
-		pktSent: n(contract.ExtConnPacketsSent), bytesSent: n(contract.ExtConnBytesSent),
-		pktRecv: n(contract.ExtConnPacketsReceived), bytesRecv: n(contract.ExtConnBytesReceived),
-		seen: now,
-	}
-	st := m.states[k]
-	if st == nil || cur.pktSent < st.pktSent || cur.pktRecv < st.pktRecv {
-		// New, or the 5-tuple was reused by a new connection (totals restart).
-		if st == nil && len(m.states) >= maxConnStates {
-			m.untracked.Inc()
-			return
-		}
-		st = &connState{}
-		m.states[k] = st
+	cns, cw := edgeName(d.Client)
+	sns, sw := edgeName(d.Server)
+	if d.New {
 		m.conns.WithLabelValues(cns, cw, sns, sw).Inc()
 	}
-	add := func(v *prometheus.CounterVec, dir string, d uint64) {
-		if d > 0 {
-			v.WithLabelValues(cns, cw, sns, sw, dir).Add(float64(d))
+	add := func(v *prometheus.CounterVec, dir string, n uint64) {
+		if n > 0 {
+			v.WithLabelValues(cns, cw, sns, sw, dir).Add(float64(n))
 		}
 	}
-	add(m.bytes, "sent", cur.bytesSent-st.bytesSent)
-	add(m.bytes, "received", cur.bytesRecv-st.bytesRecv)
-	add(m.packets, "sent", cur.pktSent-st.pktSent)
-	add(m.packets, "received", cur.pktRecv-st.pktRecv)
-	cur.timed = st.timed
-	if hs := n(contract.ExtConnHandshakeNS); hs > 0 && !st.timed {
-		m.handshake.WithLabelValues(cns, cw, sns, sw).Observe(float64(hs) / 1e9)
-		cur.timed = true
+	add(m.bytes, "sent", d.BytesSent)
+	add(m.bytes, "received", d.BytesReceived)
+	add(m.packets, "sent", d.PacketsSent)
+	add(m.packets, "received", d.PacketsReceived)
+	if d.Handshake > 0 {
+		m.handshake.WithLabelValues(cns, cw, sns, sw).Observe(d.Handshake.Seconds())
 	}
-	*st = cur
-}
-
-// sweep forgets connections without a flow for connStateTTL, at most once
-// per second of flow time.
-func (m *connMetrics) sweep(now uint64) {
-	if now-m.lastSweep < uint64(time.Second) && now >= m.lastSweep {
-		return
-	}
-	m.lastSweep = now
-	for k, st := range m.states {
-		if now > st.seen && now-st.seen > uint64(connStateTTL) {
-			delete(m.states, k)
-		}
-	}
-}
-
-func l4Ports(f *flowpb.Flow) (src, dst uint16) {
-	switch l4 := f.GetL4().GetProtocol().(type) {
-	case *flowpb.Layer4_TCP:
-		return uint16(l4.TCP.GetSourcePort()), uint16(l4.TCP.GetDestinationPort())
-	case *flowpb.Layer4_UDP:
-		return uint16(l4.UDP.GetSourcePort()), uint16(l4.UDP.GetDestinationPort())
-	case *flowpb.Layer4_SCTP:
-		return uint16(l4.SCTP.GetSourcePort()), uint16(l4.SCTP.GetDestinationPort())
-	}
-	return 0, 0
 }

@@ -68,7 +68,7 @@ loupe_connection_packets_total{destination_namespace="x",destination_workload="w
 
 	// The state is bounded: connections without flows are forgotten.
 	o.HandleEvent(ev(100*s, contract.DirectionEgress, false, 0x02, 1, 74, 0, 0, 0))
-	if n := len(o.conns.states); n != 1 {
+	if n := o.conns.tracker.Len(); n != 1 {
 		t.Errorf("%d connection states after the TTL, want 1", n)
 	}
 }
