@@ -271,9 +271,10 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 	}
 	variants := []dpVariant{
 		{"nobpf", epC1, epS1, mode(same, "nobpf")},
-		{"no_conn_stats", epC1, epS1, noConnStats},
 		{"no_kernel_drops", epC1, epS1, noKernelDrops},
 		{"xdp_off", epC1, epS1, mode(same, string(datapath.XDPOff))},
+		// Right after the default, so that drift between them is small.
+		{"no_conn_stats", epC1, epS1, noConnStats},
 		{"xdp_generic", epC1, epS1, mode(same, string(datapath.XDPGeneric))},
 		{"xdp_native", epC1, epS1, mode(same, string(datapath.XDPNative))},
 		{"ptp", pa, pb, mode(same, string(DefaultMode))},
