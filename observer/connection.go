@@ -7,6 +7,7 @@ import (
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/observer/conndelta"
 )
 
 // connection puts a tracked connection's counters and handshake time on
@@ -14,6 +15,7 @@ import (
 // Drops have no conntrack entry; a flow of the other veth carries nothing,
 // so no sum over flows counts a connection twice.
 func (d *Decoder) connection(f *flowpb.Flow, ev *datapath.Event, connDir flowpb.TrafficDirection) {
+	d.conn, d.connOK = conndelta.Totals{}, false
 	if f.Verdict != flowpb.Verdict_FORWARDED || ev.PacketsFwd == 0 {
 		return
 	}
@@ -45,6 +47,9 @@ func (d *Decoder) connection(f *flowpb.Flow, ev *datapath.Event, connDir flowpb.
 		fields[contract.ExtConnHandshakeNS] = structpb.NewNumberValue(float64(ev.HandshakeNS))
 	}
 	setExtension(f, contract.ExtConnection, &structpb.Struct{Fields: fields})
+	d.conn = conndelta.Totals{PacketsSent: ev.PacketsFwd, BytesSent: ev.BytesFwd,
+		PacketsReceived: ev.PacketsRev, BytesReceived: ev.BytesRev, HandshakeNS: ev.HandshakeNS}
+	d.connOK = true
 }
 
 // ConnectionOf returns a flow's connection extension fields, or nil.

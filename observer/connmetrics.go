@@ -80,12 +80,10 @@ func edgeName(ep *flowpb.Endpoint) (ns, workload string) {
 	return "", "unknown"
 }
 
-// observe counts the growth of a connection flow's totals.
-func (m *connMetrics) observe(f *flowpb.Flow) {
-	if contract.Connection(f) == nil {
-		return
-	}
-	d, ok := m.tracker.Add(f)
+// observe counts the growth of a connection flow's totals, which the
+// decoder hands over with the flow.
+func (m *connMetrics) observe(f *flowpb.Flow, tot conndelta.Totals) {
+	d, ok := m.tracker.AddTotals(f, tot)
 	if !ok {
 		m.untracked.Inc()
 		return

@@ -189,7 +189,9 @@ func (o *Observer) HandleEvent(raw []byte) {
 		o.kdrops.observe(o.dec.kreason, o.dec.attributed)
 	}
 	o.metrics.observe(e.flow)
-	o.conns.observe(e.flow)
+	if o.dec.connOK {
+		o.conns.observe(e.flow, o.dec.conn)
+	}
 	o.ring.write(e)
 	o.seen.Add(1)
 }

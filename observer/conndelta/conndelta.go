@@ -62,13 +62,39 @@ func New() *Tracker { return &Tracker{conns: map[key]*state{}} }
 // Len is the number of connections held.
 func (t *Tracker) Len() int { return len(t.conns) }
 
+// Totals are a connection's running totals as one flow carries them.
+type Totals struct {
+	PacketsSent, BytesSent, PacketsReceived, BytesReceived uint64
+	HandshakeNS                                            uint64 // 0: not timed
+}
+
+// TotalsOf reads a flow's connection extension; ok is false without one.
+func TotalsOf(f *flowpb.Flow) (tot Totals, ok bool) {
+	c := contract.Connection(f)
+	if c == nil {
+		return tot, false
+	}
+	n := func(key string) uint64 { return uint64(c[key].GetNumberValue()) }
+	return Totals{
+		PacketsSent: n(contract.ExtConnPacketsSent), BytesSent: n(contract.ExtConnBytesSent),
+		PacketsReceived: n(contract.ExtConnPacketsReceived), BytesReceived: n(contract.ExtConnBytesReceived),
+		HandshakeNS: n(contract.ExtConnHandshakeNS),
+	}, true
+}
+
 // Add returns what a flow adds; ok is false for flows without connection
 // totals and when the state is full.
 func (t *Tracker) Add(f *flowpb.Flow) (d Delta, ok bool) {
-	c := contract.Connection(f)
-	if c == nil {
+	tot, ok := TotalsOf(f)
+	if !ok {
 		return d, false
 	}
+	return t.AddTotals(f, tot)
+}
+
+// AddTotals is Add for a caller that has the flow's totals already (the
+// observer, which just built the extension), sparing the unmarshal.
+func (t *Tracker) AddTotals(f *flowpb.Flow, tot Totals) (d Delta, ok bool) {
 	now := f.GetTime().AsTime().UnixNano()
 	t.sweep(now)
 	d.Client, d.Server = f.GetSource(), f.GetDestination()
@@ -82,10 +108,8 @@ func (t *Tracker) Add(f *flowpb.Flow) (d Delta, ok bool) {
 	sa, _ := netip.ParseAddr(sip)
 	k := key{netip.AddrPortFrom(ca, cport), netip.AddrPortFrom(sa, sport), f.GetNodeName(), f.GetInterface().GetIndex()}
 
-	n := func(key string) uint64 { return uint64(c[key].GetNumberValue()) }
 	cur := state{
-		pktSent: n(contract.ExtConnPacketsSent), bytesSent: n(contract.ExtConnBytesSent),
-		pktRecv: n(contract.ExtConnPacketsReceived), bytesRecv: n(contract.ExtConnBytesReceived),
+		pktSent: tot.PacketsSent, bytesSent: tot.BytesSent, pktRecv: tot.PacketsReceived, bytesRecv: tot.BytesReceived,
 		seen: now,
 	}
 	st := t.conns[k]
@@ -105,7 +129,7 @@ func (t *Tracker) Add(f *flowpb.Flow) (d Delta, ok bool) {
 		d.BytesSent, d.BytesReceived = 0, 0 // out of order: never count backwards
 	}
 	cur.timed = st.timed
-	if hs := n(contract.ExtConnHandshakeNS); hs > 0 && !st.timed {
+	if hs := tot.HandshakeNS; hs > 0 && !st.timed {
 		d.Handshake = time.Duration(hs)
 		cur.timed = true
 	}
