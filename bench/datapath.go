@@ -396,6 +396,7 @@ func datapathRows(s map[string][]dpSample) ([]Row, error) {
 		{"kernel_drop_tracepoint_rr", "tx/s", def, "no_kernel_drops", tps, tgt, Higher, ""},
 		{"connection_stats_throughput", "Gbit/s", def, "no_conn_stats", gbps, tgt, Higher, "default datapath with per-connection bytes and TCP handshake timing (--connection-stats) vs the same datapath without them, same node"},
 		{"connection_stats_rr", "tx/s", def, "no_conn_stats", tps, tgt, Higher, "1-byte TCP request/response, same node, connection stats on vs off"},
+		{"connection_stats_rr_p50", "µs", def, "no_conn_stats", p50, latTgt, Lower, "the steadiest figure on a busy machine"},
 	}
 	var rows []Row
 	var errs []error
