@@ -75,7 +75,7 @@ type edge struct {
 	verdicts    [8]uint64 // indexed by flowpb.Verdict
 	reasons     map[string]uint64
 	policies    map[PolicyRef]uint64
-	recentDrops []DropView // newest last, at most maxRecentDrops
+	recentDrops []DropView   // newest last, at most maxRecentDrops
 	traffic     *edgeTraffic // nil until a connection flow arrives
 	first, last int64
 	dirty, gone bool
@@ -411,7 +411,7 @@ type EdgeView struct {
 	Policies    []PolicyRef       `json:"policies,omitempty"`
 	RecentDrops []DropView        `json:"recentDrops,omitempty"`
 	Traffic     *TrafficView      `json:"traffic,omitempty"` // edges with connection counters only
-	First       int64             `json:"first"` // unix ms
+	First       int64             `json:"first"`             // unix ms
 	Last        int64             `json:"last"`
 }
 

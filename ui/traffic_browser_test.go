@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
@@ -43,6 +45,24 @@ func TestBrowserEdgeTraffic(t *testing.T) {
 	}
 	t.Cleanup(a.Stop)
 	a.Add(trafficFlows(t, time.Now())...)
+	// The bulk connection keeps reporting, as its periodic records would,
+	// so that its rate holds however long the browser takes to start.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		client, db := pod("x", "client-1", "client"), pod("y", "db-0", "db")
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+			f := tcpFlow(client, db, 50000, 5432, flowpb.Verdict_FORWARDED, 0)
+			a.Add(withConn(t, f, time.Now(), float64(70000+700*i), 100e6+float64(i)*10e6, float64(900+10*i), 60e3+float64(i)*660, 150e3))
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
 	_, addr := startUI(t, startRelay(t, a))
 	var res trafficResult
 	runNode(t, web, "traffic.mjs", map[string]string{
