@@ -27,8 +27,8 @@ func FuzzConnectionExtension(f *testing.F) {
 	f.Add([]byte{0x0a, 0x02, 0x08})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fl := &flowpb.Flow{
-			IP: &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2"},
-			L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 1, DestinationPort: 2}}},
+			IP:         &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2"},
+			L4:         &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 1, DestinationPort: 2}}},
 			Extensions: &anypb.Any{TypeUrl: "type.googleapis.com/google.protobuf.Struct", Value: b},
 		}
 		_ = connectionSummary(fl)
