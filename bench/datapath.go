@@ -261,10 +261,20 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 		}
 		return func() error { return setKernelDrops(bl, true) }, setKernelDrops(bl, false)
 	}
+	// The default datapath without per-connection bytes and handshake
+	// timing: the baseline of what they cost.
+	noConnStats := func() (func() error, error) {
+		if err := setMode(same, string(DefaultMode)); err != nil {
+			return nil, err
+		}
+		return func() error { return setConnStats(same, true) }, setConnStats(same, false)
+	}
 	variants := []dpVariant{
 		{"nobpf", epC1, epS1, mode(same, "nobpf")},
 		{"no_kernel_drops", epC1, epS1, noKernelDrops},
 		{"xdp_off", epC1, epS1, mode(same, string(datapath.XDPOff))},
+		// Right after the default, so that drift between them is small.
+		{"no_conn_stats", epC1, epS1, noConnStats},
 		{"xdp_generic", epC1, epS1, mode(same, string(datapath.XDPGeneric))},
 		{"xdp_native", epC1, epS1, mode(same, string(datapath.XDPNative))},
 		{"ptp", pa, pb, mode(same, string(DefaultMode))},
@@ -384,6 +394,9 @@ func datapathRows(s map[string][]dpSample) ([]Row, error) {
 		{"xdp_option_native_empty_rr", "tx/s", "opt_native_empty", "nobpf", tps, tgt, Higher, ""},
 		{"kernel_drop_tracepoint_throughput", "Gbit/s", def, "no_kernel_drops", gbps, tgt, Higher, "default datapath with every agent's skb:kfree_skb tracepoint attached vs detached, same node"},
 		{"kernel_drop_tracepoint_rr", "tx/s", def, "no_kernel_drops", tps, tgt, Higher, ""},
+		{"connection_stats_throughput", "Gbit/s", def, "no_conn_stats", gbps, tgt, Higher, "default datapath with per-connection bytes and TCP handshake timing (--connection-stats) vs the same datapath without them, same node"},
+		{"connection_stats_rr", "tx/s", def, "no_conn_stats", tps, tgt, Higher, "1-byte TCP request/response, same node, connection stats on vs off"},
+		{"connection_stats_rr_p50", "µs", def, "no_conn_stats", p50, latTgt, Lower, "the steadiest figure on a busy machine"},
 	}
 	var rows []Row
 	var errs []error

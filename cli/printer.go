@@ -311,6 +311,7 @@ func (p *flowPrinter) summary(f *flowpb.Flow) string {
 		fmt.Fprintf(&b, "IP Trace ID: %d; ", id)
 	}
 	b.WriteString(clean(f.GetSummary()))
+	b.WriteString(connectionSummary(f))
 	switch a := f.GetAuthType(); a {
 	case flowpb.AuthType_DISABLED:
 	case flowpb.AuthType_TEST_ALWAYS_FAIL:

@@ -18,6 +18,14 @@ const (
 	IdentityWorldIPv6     uint32 = 10
 )
 
+// Identity ranges (policy/README.md): pod identities are cluster-wide;
+// CIDR identities carry bit 24, like Cilium's local identities.
+const (
+	MinPodIdentity  uint32 = 256
+	MaxPodIdentity  uint32 = 1<<24 - 1
+	CIDRIdentityBit uint32 = 1 << 24
+)
+
 // reservedNames are Cilium's names of the reserved identities; an
 // endpoint with one carries the single label "reserved:<name>".
 var reservedNames = [...]string{

@@ -33,15 +33,7 @@ const (
 // KernelDrop returns the fields of a flow's kernel_drop extension, or nil
 // when the flow is not a kernel drop.
 func KernelDrop(f *flowpb.Flow) map[string]*structpb.Value {
-	x := f.GetExtensions()
-	if x == nil || x.GetTypeUrl() != structTypeURL {
-		return nil
-	}
-	var s structpb.Struct
-	if err := x.UnmarshalTo(&s); err != nil {
-		return nil
-	}
-	return s.GetFields()[ExtKernelDrop].GetStructValue().GetFields()
+	return extension(f, ExtKernelDrop)
 }
 
 var structTypeURL = "type.googleapis.com/" + string((&structpb.Struct{}).ProtoReflect().Descriptor().FullName())

@@ -133,7 +133,7 @@ func TestEventLayoutMatchesBTF(t *testing.T) {
 		"direction": offDirection, "policy_id": offPolicyID, "pkt_len": offPacketLen, "cap_len": offCapLen,
 		"packets_fwd": offPacketsFwd, "bytes_fwd": offBytesFwd, "packets_rev": offPacketsRev,
 		"bytes_rev": offBytesRev, "data": offData, "kernel_reason": offKernReason,
-		"netns_ino": offNetnsIno, "location": offLocation,
+		"netns_ino": offNetnsIno, "location": offLocation, "handshake_ns": offHandshake,
 	}
 	seen := 0
 	for _, m := range s.Members {

@@ -62,6 +62,10 @@ type Config struct {
 	// ReportInterval is how often an active connection gets a periodic event.
 	// 0 = DefaultReportInterval.
 	ReportInterval time.Duration
+	// NoConnStats turns off per-connection bytes and TCP handshake timing
+	// (bpf/events.h conn_stats): conntrack then counts only the replies'
+	// packets it needs. The agent's --connection-stats=false sets it.
+	NoConnStats bool
 }
 
 // Datapath is the loaded set of programs and maps of one agent.
@@ -148,6 +152,10 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		loupeVarDropEvRate:       perCPU,
 		loupeVarDropEvBurst:      perCPU,
 		loupeVarReportIntervalNs: uint64(interval.Nanoseconds()),
+		loupeVarConnStats:        1,
+	}
+	if cfg.NoConnStats {
+		vars[loupeVarConnStats] = 0
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

@@ -26,7 +26,7 @@ const (
 	// EventDataLen is the most packet bytes a record carries.
 	EventDataLen = 128
 	// EventSize is sizeof(struct loupe_event).
-	EventSize = 264
+	EventSize = 272
 )
 
 // Offsets of struct loupe_event's fields (datapath/bpf/event.h).
@@ -63,6 +63,7 @@ const (
 	offData        = 120
 	offNetnsIno    = 248
 	offLocation    = 256
+	offHandshake   = 264
 )
 
 // Event is one decoded datapath record. Data aliases the buffer it was
@@ -99,6 +100,9 @@ type Event struct {
 	KernelReason uint32 // the running kernel's enum skb_drop_reason value
 	NetnsIno     uint64 // inode of the network namespace of the drop
 	Location     uint64 // kernel address where the packet was freed
+	// HandshakeNS is the connection's TCP handshake time as its conntrack
+	// entry holds it (bpf/conntrack.h ct_handshake), 0 when not timed.
+	HandshakeNS uint64
 }
 
 // ErrShortEvent is returned for records shorter than EventSize.
@@ -144,6 +148,7 @@ func DecodeEvent(b []byte, ev *Event) error {
 	ev.KernelReason = le.Uint32(b[offKernReason:])
 	ev.NetnsIno = le.Uint64(b[offNetnsIno:])
 	ev.Location = le.Uint64(b[offLocation:])
+	ev.HandshakeNS = le.Uint64(b[offHandshake:])
 	ev.PacketsFwd = le.Uint64(b[offPacketsFwd:])
 	ev.BytesFwd = le.Uint64(b[offBytesFwd:])
 	ev.PacketsRev = le.Uint64(b[offPacketsRev:])
@@ -203,6 +208,7 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 	le.PutUint32(b[offKernReason:], ev.KernelReason)
 	le.PutUint64(b[offNetnsIno:], ev.NetnsIno)
 	le.PutUint64(b[offLocation:], ev.Location)
+	le.PutUint64(b[offHandshake:], ev.HandshakeNS)
 	return b, nil
 }
 

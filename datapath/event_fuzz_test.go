@@ -79,6 +79,8 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add(append(seedEvent(4, 20), 1, 2, 3))
 	f.Add([]byte{})
 	f.Add(MustEncodeEvent(&Event{Flags: FlagKernel, KernelReason: 2, NetnsIno: 4026532000, Location: 0xffffffff81000000}))
+	f.Add(MustEncodeEvent(&Event{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), Proto: 6, TCPFlags: 0x12,
+		Flags: FlagReply, PacketsFwd: 1, BytesFwd: 74, PacketsRev: 1, BytesRev: 74, HandshakeNS: 84000}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var ev Event
 		if err := DecodeEvent(b, &ev); err != nil {

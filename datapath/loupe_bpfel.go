@@ -42,6 +42,7 @@ type loupeCtEntry struct {
 	MatchType   uint8
 	TcpFlagsFwd uint8
 	TcpFlagsRev uint8
+	HandshakeNs uint64
 }
 
 type loupeCtKey struct {
@@ -118,6 +119,7 @@ const (
 	loupeProgLoupeFromPod    = "loupe_from_pod"
 	loupeProgLoupeToPod      = "loupe_to_pod"
 	loupeProgLoupeXdp        = "loupe_xdp"
+	loupeVarConnStats        = "conn_stats"
 	loupeVarDropEvBurst      = "drop_ev_burst"
 	loupeVarDropEvRate       = "drop_ev_rate"
 	loupeVarReportIntervalNs = "report_interval_ns"
@@ -188,6 +190,7 @@ type loupeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type loupeVariableSpecs struct {
+	ConnStats        *ebpf.VariableSpec `ebpf:"conn_stats"`
 	DropEvBurst      *ebpf.VariableSpec `ebpf:"drop_ev_burst"`
 	DropEvRate       *ebpf.VariableSpec `ebpf:"drop_ev_rate"`
 	ReportIntervalNs *ebpf.VariableSpec `ebpf:"report_interval_ns"`
@@ -240,6 +243,7 @@ func (m *loupeMaps) Close() error {
 //
 // It can be passed to loadLoupeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type loupeVariables struct {
+	ConnStats        *ebpf.Variable `ebpf:"conn_stats"`
 	DropEvBurst      *ebpf.Variable `ebpf:"drop_ev_burst"`
 	DropEvRate       *ebpf.Variable `ebpf:"drop_ev_rate"`
 	ReportIntervalNs *ebpf.Variable `ebpf:"report_interval_ns"`

@@ -161,6 +161,7 @@ type CTEntry struct {
 	LastSeenNS           uint64
 	TCPFlagsFwd          uint8 // union of TCP flags seen each way
 	TCPFlagsRev          uint8
+	HandshakeNS          uint64 // TCP handshake time, 0 when not timed (bpf/conntrack.h ct_handshake)
 }
 
 func isICMP(proto uint8) bool { return proto == 1 || proto == 58 }
@@ -178,7 +179,7 @@ func ctEntryFrom(k loupeCtKey, v loupeCtEntry) CTEntry {
 		RuleID: v.RuleId, MatchType: v.MatchType,
 		PacketsFwd: v.PacketsFwd, BytesFwd: v.BytesFwd, PacketsRev: v.PacketsRev, BytesRev: v.BytesRev,
 		FirstSeenNS: v.FirstSeen, LastSeenNS: v.LastSeen,
-		TCPFlagsFwd: v.TcpFlagsFwd, TCPFlagsRev: v.TcpFlagsRev,
+		TCPFlagsFwd: v.TcpFlagsFwd, TCPFlagsRev: v.TcpFlagsRev, HandshakeNS: v.HandshakeNs,
 	}
 	local, remote := addrFromKey(k.Family, k.Local), addrFromKey(k.Family, k.Remote)
 	if v.FirstDir == contract.DirectionEgress {

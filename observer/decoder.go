@@ -20,6 +20,7 @@ import (
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/conndelta"
 )
 
 // PolicyResolver maps the rule id the datapath reports to the policies it
@@ -42,6 +43,11 @@ type Decoder struct {
 	policy     PolicyResolver
 	linkName   func(ifindex uint32) string
 	kernel     KernelEvents // nil: kernel records are not reported
+
+	// conn holds the connection totals the last Decode put on its flow
+	// (connOK), so the metrics need not read them back from the Struct.
+	conn   conndelta.Totals
+	connOK bool
 
 	// attributed is how the last kernel drop Decode returned was tied to
 	// a pod (Attributed*), kreason its reason's name.
@@ -248,6 +254,7 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		}
 	}
 	if kernel {
+		d.connOK = false
 		d.attributed = d.kernelDrop(b, ev, kep)
 		return &b.entry, nil
 	}
@@ -312,6 +319,8 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		f.SourceService = ix.services[netip.AddrPortFrom(ev.Src, ev.SrcPort)]
 		f.DestinationService = ix.services[netip.AddrPortFrom(ev.Dst, ev.DstPort)]
 	}
+
+	d.connection(f, ev, connDir)
 
 	if d.policy != nil && ev.PolicyID != 0 {
 		if pols := d.policy.ResolvePolicy(ev.PolicyID); len(pols) > 0 {

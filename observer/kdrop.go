@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/loupe-project/loupe/contract"
@@ -134,12 +133,7 @@ func (d *Decoder) kernelDrop(b *flowBlock, ev *datapath.Event, ep *NetnsEndpoint
 		sum += " in " + fn
 	}
 	f.Summary = sum
-	ext := &structpb.Struct{Fields: map[string]*structpb.Value{
-		ExtKernelDrop: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
-	}}
-	if a, err := anypb.New(ext); err == nil {
-		f.Extensions = a
-	}
+	setExtension(f, ExtKernelDrop, &structpb.Struct{Fields: fields})
 	return attributed
 }
 

@@ -73,6 +73,7 @@ type Observer struct {
 
 	seen   atomic.Uint64
 	kdrops *kernelDropMetrics
+	conns  *connMetrics
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -118,6 +119,7 @@ func New(cfg Config) (*Observer, error) {
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
 	o.dec.kernel = cfg.KernelEvents
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
+	o.conns = newConnMetrics(o.metrics.reg)
 	o.refreshIndex()
 	return o, nil
 }
@@ -187,6 +189,9 @@ func (o *Observer) HandleEvent(raw []byte) {
 		o.kdrops.observe(o.dec.kreason, o.dec.attributed)
 	}
 	o.metrics.observe(e.flow)
+	if o.dec.connOK {
+		o.conns.observe(e.flow, o.dec.conn)
+	}
 	o.ring.write(e)
 	o.seen.Add(1)
 }

@@ -21,9 +21,9 @@ import (
 // same numbers from the same snapshot. CIDR identities (for ipBlock
 // prefixes) carry bit 24, like Cilium's local identities.
 const (
-	MinPodIdentity  uint32 = 256
-	MaxPodIdentity  uint32 = 1<<24 - 1
-	CIDRIdentityBit uint32 = 1 << 24
+	MinPodIdentity  = contract.MinPodIdentity
+	MaxPodIdentity  = contract.MaxPodIdentity
+	CIDRIdentityBit = contract.CIDRIdentityBit
 )
 
 // Identities is the identity assignment of one snapshot.

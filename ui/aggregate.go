@@ -8,6 +8,8 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+
+	"github.com/loupe-project/loupe/observer/conndelta"
 )
 
 // Limits of the aggregator. Every set it keeps is bounded, so memory stays
@@ -44,6 +46,9 @@ type Aggregator struct {
 	removedEdges []string
 
 	flows, drops uint64
+
+	conns  *conndelta.Tracker
+	active map[*edge]struct{} // edges whose traffic rates are not zero
 }
 
 type node struct {
@@ -70,7 +75,8 @@ type edge struct {
 	verdicts    [8]uint64 // indexed by flowpb.Verdict
 	reasons     map[string]uint64
 	policies    map[PolicyRef]uint64
-	recentDrops []DropView // newest last, at most maxRecentDrops
+	recentDrops []DropView   // newest last, at most maxRecentDrops
+	traffic     *edgeTraffic // nil until a connection flow arrives
 	first, last int64
 	dirty, gone bool
 }
@@ -117,7 +123,7 @@ func NewAggregator(cfg AggregatorConfig) *Aggregator {
 		cfg.MaxEdges = DefaultMaxEdges
 	}
 	return &Aggregator{maxNodes: cfg.MaxNodes, maxEdges: cfg.MaxEdges,
-		nodes: map[nodeKey]*node{}, edges: map[edgeKey]*edge{}}
+		nodes: map[nodeKey]*node{}, edges: map[edgeKey]*edge{}, conns: conndelta.New()}
 }
 
 // Len returns the number of nodes and edges.
@@ -174,6 +180,7 @@ func (a *Aggregator) Add(f *flowpb.Flow) *edge {
 		a.addDrop(e, f, t)
 	}
 	a.addPolicies(e, f)
+	a.addTraffic(e, f, t)
 	a.touchEdge(e)
 	a.touchNode(src)
 	a.touchNode(dst)
@@ -403,7 +410,8 @@ type EdgeView struct {
 	DropReasons map[string]uint64 `json:"dropReasons,omitempty"`
 	Policies    []PolicyRef       `json:"policies,omitempty"`
 	RecentDrops []DropView        `json:"recentDrops,omitempty"`
-	First       int64             `json:"first"` // unix ms
+	Traffic     *TrafficView      `json:"traffic,omitempty"` // edges with connection counters only
+	First       int64             `json:"first"`             // unix ms
 	Last        int64             `json:"last"`
 }
 
@@ -449,5 +457,8 @@ func (e *edge) view() EdgeView {
 			cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
 	})
 	v.RecentDrops = slices.Clone(e.recentDrops)
+	if e.traffic != nil {
+		v.Traffic = e.traffic.view(max(e.last, e.traffic.now), e.first)
+	}
 	return v
 }

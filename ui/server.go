@@ -453,6 +453,7 @@ func (s *Server) flush(now time.Time) {
 	for len(s.flowsAt) > 2 && now.Sub(s.flowsAt[0].t) > 5*time.Second {
 		s.flowsAt = s.flowsAt[1:]
 	}
+	s.agg.Decay(now)
 	d := s.agg.Flush()
 	st := s.statusLocked()
 	var shared []byte // the delta and status are the same for every browser

@@ -67,6 +67,11 @@ type Config struct {
 	FlowBufferSize      int
 	DropEventsPerSecond uint32
 	Log                 *slog.Logger
+	// ReportInterval is how often a long connection gets a periodic flow
+	// with its counters (0: the datapath's default, 5 s); NoConnStats
+	// turns per-connection bytes and handshake timing off.
+	ReportInterval time.Duration
+	NoConnStats    bool
 
 	// Kernel drops (the skb:kfree_skb tracepoint): off, the reasons not
 	// reported (nil: DefaultKernelDropDeny; "none": none) and the node's
@@ -238,7 +243,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	log.Info("gateway ready", "link", agent.GatewayLink, "ipv4", gw4, "ipv6", gw6)
 
-	dp, err := datapath.Load(datapath.Config{BPFRoot: cfg.BPFRoot, DropEventsPerSecond: cfg.DropEventsPerSecond})
+	dp, err := datapath.Load(datapath.Config{BPFRoot: cfg.BPFRoot, DropEventsPerSecond: cfg.DropEventsPerSecond,
+		ReportInterval: cfg.ReportInterval, NoConnStats: cfg.NoConnStats})
 	if err != nil {
 		return err
 	}

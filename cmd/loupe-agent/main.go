@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/loupe-project/loupe/agent/daemon"
+	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/observer"
 	"github.com/loupe-project/loupe/observer/hubblemetrics"
@@ -39,6 +40,7 @@ func newRootCommand() *cobra.Command {
 		insecure   string
 		metrics    string
 		kernDrops  bool
+		connStats  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -74,6 +76,7 @@ state, so pods keep their connectivity until it starts again.`,
 			}
 			cfg.Log = log
 			cfg.NoKernelDrops = !kernDrops
+			cfg.NoConnStats = !connStats
 			cfg.NewObserver = observerFactory(tlsCfg, specs)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -104,6 +107,8 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&kubeconfig, "k8s-kubeconfig", "", "kubeconfig of the API server to read metadata from; in a pod without --manifests-dir the in-cluster config is used")
 	f.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", daemon.DefaultFlowBufferSize, "flows kept in memory for the Observer API (rounded to 2^n-1)")
 	f.Uint32Var(&cfg.DropEventsPerSecond, "drop-events-per-second", 0, "rate limit on drop events for the node; counters stay exact (0 = the datapath's default)")
+	f.DurationVar(&cfg.ReportInterval, "report-interval", datapath.DefaultReportInterval, "how often a long-lived connection gets a periodic flow with its packet and byte counters")
+	f.BoolVar(&connStats, "connection-stats", true, "count bytes per connection and time TCP handshakes in the datapath, for flows, metrics and the map (false: about one atomic add per packet less)")
 	f.BoolVar(&kernDrops, "kernel-drops", true, "report packets the kernel drops (the skb:kfree_skb tracepoint) as DROPPED flows of the pods they hit")
 	f.StringSliceVar(&cfg.KernelDropDeny, "kernel-drop-deny", daemon.DefaultKernelDropDeny, `kernel drop reasons not reported, as the kernel's BTF names them, with or without SKB_DROP_REASON_ ("none": report all)`)
 	f.Uint32Var(&cfg.KernelDropEventsPerSecond, "kernel-drop-events-per-second", 0, "rate limit on kernel-drop events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 1000)")

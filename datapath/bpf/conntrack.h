@@ -34,6 +34,7 @@ struct ct_entry {
 	__u8 match_type;   /* LOUPE_MATCH_* */
 	__u8 tcp_flags_fwd; /* union of TCP flags seen in each direction */
 	__u8 tcp_flags_rev;
+	__u64 handshake_ns; /* TCP: SYN to SYN-ACK (client's veth) or SYN to the client's ACK (server's veth); 0 = not yet */
 };
 
 struct {
@@ -66,6 +67,28 @@ static __always_inline void ct_key_of(struct ct_key *k, const struct pkt *p, __u
 	k->ifindex = ifindex;
 	k->proto = p->proto;
 	k->family = p->family;
+}
+
+/* ct_handshake times a TCP handshake on the entry once. On the client's
+ * veth (first packet left the pod) it runs from the SYN to the SYN-ACK,
+ * which is what the client's connect() waits for. On the server's veth it
+ * runs from the SYN to the client's first ACK: the nearest it can see to
+ * the client's connect() returning. An entry made mid-stream (no SYN)
+ * gets no timing. */
+static __always_inline void ct_handshake(struct ct_entry *e, const struct pkt *p, int reply, __u64 now)
+{
+	if (e->handshake_ns || p->proto != IPPROTO_TCP || !(e->tcp_flags_fwd & TCP_FLAG_SYN))
+		return;
+	__u8 fl = p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK);
+	int done;
+	if (e->first_dir == LOUPE_DIR_EGRESS)
+		done = reply && fl == (TCP_FLAG_SYN | TCP_FLAG_ACK);
+	else
+		done = !reply && fl == TCP_FLAG_ACK && (e->tcp_flags_rev & TCP_FLAG_SYN);
+	if (done) {
+		__u64 d = now - e->first_seen;
+		e->handshake_ns = d ? d : 1;
+	}
 }
 
 /* A SYN without ACK on a connection that already saw FIN or RST starts a new one. */

@@ -77,9 +77,10 @@ struct loupe_event {
 	__u8 data[LOUPE_EVENT_DATA_LEN];
 	__u64 netns_ino; /* LOUPE_EF_KERNEL: inode of the drop's network namespace */
 	__u64 location;  /* LOUPE_EF_KERNEL: kernel address where the packet was freed */
+	__u64 handshake_ns; /* the connection's TCP handshake time (conntrack.h ct_handshake), 0 = none */
 };
 
-_Static_assert(sizeof(struct loupe_event) == 264, "loupe_event layout changed: update datapath/event.go");
+_Static_assert(sizeof(struct loupe_event) == 272, "loupe_event layout changed: update datapath/event.go");
 
 /* Keeps struct loupe_event in the object's BTF, where datapath's
  * TestEventLayoutMatchesBTF reads its layout. Static, so bpf2go makes no

@@ -16,6 +16,9 @@
 volatile const __u64 drop_ev_rate = 500;   /* drop events per second, per CPU */
 volatile const __u64 drop_ev_burst = 500;  /* bucket depth, per CPU */
 volatile const __u64 report_interval_ns = 5000000000ULL; /* periodic records */
+/* Per-connection bytes and handshake timing; 0 keeps only the packet
+ * counts conntrack needs (agent --connection-stats=false). */
+volatile const __u64 conn_stats = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -90,6 +93,7 @@ static __always_inline struct loupe_event *event_reserve(const struct pkt *p, co
 		ev->bytes_fwd = m->ct->bytes_fwd;
 		ev->packets_rev = m->ct->packets_rev;
 		ev->bytes_rev = m->ct->bytes_rev;
+		ev->handshake_ns = m->ct->handshake_ns;
 	}
 	return ev;
 }

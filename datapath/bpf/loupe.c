@@ -60,16 +60,19 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 			 * request from an unanswered one. */
 			first_reply = e->packets_rev == 0;
 			__sync_fetch_and_add(&e->packets_rev, p->segs);
-			__sync_fetch_and_add(&e->bytes_rev, p->len);
+			if (conn_stats)
+				__sync_fetch_and_add(&e->bytes_rev, p->len);
 			if ((e->tcp_flags_rev & p->tcp_flags) != p->tcp_flags)
 				e->tcp_flags_rev |= p->tcp_flags;
 			flags = LOUPE_EF_REPLY;
-		} else {
+		} else if (conn_stats) {
 			__sync_fetch_and_add(&e->packets_fwd, p->segs);
 			__sync_fetch_and_add(&e->bytes_fwd, p->len);
-			if ((e->tcp_flags_fwd & p->tcp_flags) != p->tcp_flags)
-				e->tcp_flags_fwd |= p->tcp_flags;
 		}
+		if (!reply && (e->tcp_flags_fwd & p->tcp_flags) != p->tcp_flags)
+			e->tcp_flags_fwd |= p->tcp_flags;
+		if (conn_stats)
+			ct_handshake(e, p, reply, now);
 		e->last_seen = now;
 		count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, e->rule_id, p->segs, p->len);
 
@@ -134,8 +137,9 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 		.first_seen = now,
 		.last_seen = now,
 		.last_report = now,
-		.packets_fwd = p->segs,
-		.bytes_fwd = p->len,
+		/* Off, the first packet is not counted either: flows then carry no counters. */
+		.packets_fwd = conn_stats ? p->segs : 0,
+		.bytes_fwd = conn_stats ? p->len : 0,
 		.rule_id = r.rule_id,
 		.first_dir = dir,
 		.match_type = r.match_type,

@@ -16,6 +16,15 @@ const KIND_COLORS = {
 };
 export function kindColor(kind) { return KIND_COLORS[kind] || '#2f6fde'; }
 
+// Handshake p99 colours (µs thresholds): fast, fair, slow, very slow; grey
+// for pairs without a timed handshake.
+export const HANDSHAKE_SCALE = [[1000, '#1e9e5a', '< 1 ms'], [10000, '#d4a106', '< 10 ms'], [100000, '#e8710a', '< 100 ms'], [Infinity, '#c5221f', '≥ 100 ms']];
+export function handshakeColor(p99us) {
+  if (!p99us) return '#b8c0cc';
+  for (const [lim, c] of HANDSHAKE_SCALE) if (p99us < lim) return c;
+  return '#c5221f';
+}
+
 export class ServiceMap {
   constructor(canvas, { onSelect, onHover }) {
     this.canvas = canvas;
@@ -30,6 +39,8 @@ export class ServiceMap {
     this.visibleNode = () => true;
     this.visibleEdge = () => true;
     this.selected = null; // {type:'node'|'pair', id}
+    this.sizeBy = 'bytes'; // 'bytes' | 'flat'
+    this.colorBy = 'verdict'; // 'verdict' | 'handshake'
     this.hover = null;
     this.invalidate();
     this.layoutDirty = false;
@@ -125,8 +136,33 @@ export class ServiceMap {
 
   sumPair(p) {
     let drops = 0, flows = 0;
-    for (const e of p.edges.values()) { drops += e.verdicts.DROPPED || 0; flows += e.flows; }
-    p.drops = drops; p.flows = flows;
+    const t = { bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0, connections: 0, bytesPerSec: 0, connsPerSec: 0, handshakes: 0, p50: 0, p99: 0 };
+    let any = false, mostHS = 0;
+    for (const e of p.edges.values()) {
+      drops += e.verdicts.DROPPED || 0; flows += e.flows;
+      const x = e.traffic;
+      if (!x) continue;
+      any = true;
+      for (const k of ['bytesSent', 'bytesReceived', 'packetsSent', 'packetsReceived', 'connections', 'bytesPerSec', 'connsPerSec', 'handshakes']) t[k] += x[k] || 0;
+      // The pair's percentiles are those of its port with the most handshakes.
+      if ((x.handshakes || 0) > mostHS) { mostHS = x.handshakes; t.p50 = x.handshakeP50Us || 0; t.p99 = x.handshakeP99Us || 0; }
+    }
+    p.drops = drops; p.flows = flows; p.traffic = any ? t : null;
+  }
+
+  // edgeStyle is how a pair is drawn: its width (map units), colour and
+  // dash, by the toolbar's size and colour modes. The last drawn style is
+  // kept on the pair (p.style), which tests read.
+  edgeStyle(p) {
+    let width = 1.2;
+    const t = p.traffic;
+    if (this.sizeBy === 'bytes' && t && t.bytesPerSec > 0) width = 1.2 + Math.min(10, 1.5 * Math.log10(1 + t.bytesPerSec / 1000));
+    width = Math.round(width * 2) / 2;
+    let color = '#8ea2c4';
+    if (this.colorBy === 'handshake') color = handshakeColor(t && t.handshakes ? t.p99 : 0);
+    const dashed = p.drops > 0;
+    if (dashed && this.colorBy !== 'handshake') { color = '#d93025'; width = Math.max(width, 2); }
+    return { width, color, dashed };
   }
 
   clear() {
@@ -330,44 +366,42 @@ export class ServiceMap {
     }
     ctx.globalAlpha = 1;
 
-    // edges, batched by style: one path per style
-    const ok = new Path2D(), bad = new Path2D();
-    const arrowsOk = [], arrowsBad = [];
+    // edges, batched by style: one path per (width, colour, dash)
+    const styles = new Map();
     let shown = 0;
     for (const p of this.pairs.values()) {
       const seg = this.segment(p);
-      if (!seg) continue;
+      if (!seg) { p.style = null; continue; }
       const [x0, y0, x1, y1, dx, dy, self] = seg;
       if (!inView(Math.min(x0, x1) - 20, Math.min(y0, y1) - 20, Math.max(x0, x1) + 20, Math.max(y0, y1) + 20)) continue;
       shown++;
-      const path = p.drops > 0 ? bad : ok;
-      if (self) { path.moveTo(x0 + R, y0); path.arc(x0 + R + 6, y0 - 6, 8, Math.PI, Math.PI * 2.6); continue; }
-      path.moveTo(x0, y0); path.lineTo(x1, y1);
-      if (k > 0.35) (p.drops > 0 ? arrowsBad : arrowsOk).push([x1, y1, dx, dy]);
+      const st = this.edgeStyle(p);
+      p.style = st;
+      const sk = st.width + '|' + st.color + '|' + st.dashed;
+      let b = styles.get(sk);
+      if (!b) { b = { st, path: new Path2D(), arrows: [] }; styles.set(sk, b); }
+      if (self) { b.path.moveTo(x0 + R, y0); b.path.arc(x0 + R + 6, y0 - 6, 8, Math.PI, Math.PI * 2.6); continue; }
+      b.path.moveTo(x0, y0); b.path.lineTo(x1, y1);
+      if (k > 0.35) b.arrows.push([x1, y1, dx, dy]);
     }
     this.shownPairs = shown;
-    ctx.lineWidth = Math.max(1.2, 1.2 / k);
-    ctx.strokeStyle = '#8ea2c4';
-    ctx.setLineDash([]);
-    ctx.stroke(ok);
-    ctx.strokeStyle = '#d93025';
-    ctx.lineWidth = Math.max(2, 2 / k);
-    ctx.setLineDash([7, 5]);
-    ctx.stroke(bad);
-    ctx.setLineDash([]);
-    const arrows = (list, color) => {
-      if (!list.length) return;
+    for (const { st, path, arrows } of styles.values()) {
+      ctx.lineWidth = Math.max(st.width, st.width / k);
+      ctx.strokeStyle = st.color;
+      ctx.setLineDash(st.dashed ? [7, 5] : []);
+      ctx.stroke(path);
+      ctx.setLineDash([]);
+      if (!arrows.length) continue;
       const ap = new Path2D();
-      for (const [x, y, dx, dy] of list) {
+      const a = 8 + st.width, h = 4 + st.width / 2;
+      for (const [x, y, dx, dy] of arrows) {
         ap.moveTo(x, y);
-        ap.lineTo(x - dx * 8 - dy * 4, y - dy * 8 + dx * 4);
-        ap.lineTo(x - dx * 8 + dy * 4, y - dy * 8 - dx * 4);
+        ap.lineTo(x - dx * a - dy * h, y - dy * a + dx * h);
+        ap.lineTo(x - dx * a + dy * h, y - dy * a - dx * h);
         ap.closePath();
       }
-      ctx.fillStyle = color; ctx.fill(ap);
-    };
-    arrows(arrowsOk, '#8ea2c4');
-    arrows(arrowsBad, '#d93025');
+      ctx.fillStyle = st.color; ctx.fill(ap);
+    }
 
     // nodes, batched by colour
     const byColor = new Map();

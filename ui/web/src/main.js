@@ -1,6 +1,6 @@
 // loupe UI: websocket client, filters (kept in the URL), flow table, side
 // panel and legend around the canvas service map.
-import { ServiceMap, kindColor } from './graph.js';
+import { ServiceMap, kindColor, HANDSHAKE_SCALE } from './graph.js';
 
 const $ = (id) => document.getElementById(id);
 const MAX_ROWS = 500;
@@ -8,6 +8,7 @@ const SEP = '\u0000';
 
 const state = {
   filter: { ns: [], verdict: '', proto: '', port: 0, q: '' },
+  view: { size: 'bytes', color: 'verdict' }, // edge width and colour modes (URL: size=flat, color=handshake)
   selected: null, // {type: 'node', id} | {type: 'pair', id: src + SEP + dst}
   status: null,
   wsOpen: false,
@@ -34,6 +35,9 @@ function readURL() {
   state.filter.proto = p.get('proto') || '';
   state.filter.port = parseInt(p.get('port') || '0', 10) || 0;
   state.filter.q = p.get('q') || '';
+  state.view.size = p.get('size') === 'flat' ? 'flat' : 'bytes';
+  state.view.color = p.get('color') === 'handshake' ? 'handshake' : 'verdict';
+  applyView();
   if (p.get('node')) state.selected = { type: 'node', id: p.get('node') };
   else if (p.get('from') && p.get('to')) state.selected = { type: 'pair', id: p.get('from') + SEP + p.get('to') };
   $('f-verdict').value = state.filter.verdict;
@@ -50,12 +54,32 @@ function writeURL() {
   if (f.proto) p.set('proto', f.proto);
   if (f.port) p.set('port', String(f.port));
   if (f.q) p.set('q', f.q);
+  if (state.view.size !== 'bytes') p.set('size', state.view.size);
+  if (state.view.color !== 'verdict') p.set('color', state.view.color);
   const s = state.selected;
   if (s && s.type === 'node') p.set('node', s.id);
   if (s && s.type === 'pair') { const [a, b] = s.id.split(SEP); p.set('from', a); p.set('to', b); }
   const qs = p.toString();
   history.replaceState(null, '', qs ? '?' + qs : location.pathname);
 }
+
+// applyView hands the edge modes to the map and shows the colour scale.
+function applyView() {
+  $('f-size').value = state.view.size;
+  $('f-color').value = state.view.color;
+  map.sizeBy = state.view.size;
+  map.colorBy = state.view.color;
+  const lg = $('edge-legend');
+  lg.hidden = state.view.color !== 'handshake';
+  if (!lg.hidden) {
+    lg.replaceChildren(el('span', 'handshake p99:'), ...HANDSHAKE_SCALE.map(([, c, label]) => {
+      const s = el('span', label, 'swatch'); s.style.borderColor = c; return s;
+    }), (() => { const s = el('span', 'no data', 'swatch'); s.style.borderColor = '#b8c0cc'; return s; })());
+  }
+  map.invalidate();
+}
+
+function viewChanged() { applyView(); writeURL(); }
 
 function filterChanged() {
   writeURL();
@@ -69,6 +93,8 @@ $('f-port').addEventListener('input', (e) => { state.filter.port = parseInt(e.ta
 let qTimer = 0;
 $('f-q').addEventListener('input', (e) => { clearTimeout(qTimer); qTimer = setTimeout(() => { state.filter.q = e.target.value.trim(); filterChanged(); }, 200); });
 $('clear-sel').addEventListener('click', () => select(null, false));
+$('f-size').addEventListener('change', (e) => { state.view.size = e.target.value; viewChanged(); });
+$('f-color').addEventListener('change', (e) => { state.view.color = e.target.value; viewChanged(); });
 
 function renderNamespaces() {
   const list = $('ns-list');
@@ -271,6 +297,12 @@ function select(sel, center) {
   renderScope();
 }
 window.loupe.select = select;
+// edgeStyle exposes how a pair is drawn, for tests: width, colour, dash,
+// its summed traffic and the style of its last drawing (null if hidden).
+window.loupe.edgeStyle = (src, dst) => {
+  const p = map.pairs.get(src + SEP + dst);
+  return p ? { ...map.edgeStyle(p), traffic: p.traffic, drawn: p.style || null } : null;
+};
 
 function renderScope() {
   const s = state.selected;
@@ -301,6 +333,25 @@ function dropsTable(drops) {
     t.append(tr);
   }
   return t;
+}
+
+// ---- traffic of a pair: bytes, packets, connections, handshakes ---------------
+function fmtBytes(v) {
+  const u = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (v >= 1000 && i < u.length - 1) { v /= 1000; i++; }
+  return (i ? v.toPrecision(3) : String(Math.round(v))) + ' ' + u[i];
+}
+function fmtUs(us) { return us >= 1000 ? (us / 1000).toPrecision(3) + ' ms' : us.toPrecision(3) + ' µs'; }
+function trafficRows(t) {
+  if (!t) return [['traffic', el('dd', 'no connection counters (yet)', 'muted')]];
+  return [
+    ['bytes', `${fmtBytes(t.bytesSent)} sent · ${fmtBytes(t.bytesReceived)} received`],
+    ['packets', `${t.packetsSent} sent · ${t.packetsReceived} received`],
+    ['throughput', `${fmtBytes(t.bytesPerSec)}/s`],
+    ['connections', `${t.connections} · ${t.connsPerSec.toFixed(2)}/s`],
+    ['handshake', t.handshakes ? `p50 ${fmtUs(t.p50)} · p99 ${fmtUs(t.p99)} (${t.handshakes} timed)` : '—'],
+  ];
 }
 
 function renderPanel() {
@@ -354,7 +405,7 @@ function renderPanel() {
   const title = el('h3'); title.append(document.createTextNode(`${a} → ${b}`));
   panel.replaceChildren(
     title,
-    dl([['flows', String(p.flows)], ['dropped', p.drops ? `${p.drops} (drawn red, dashed)` : '0']]),
+    dl([['flows', String(p.flows)], ['dropped', p.drops ? `${p.drops} (drawn red, dashed)` : '0'], ...trafficRows(p.traffic)]),
     el('h2', 'Ports'), t,
     el('h2', 'Policies'), policyList(pols),
     el('h2', 'Recent drops'), dropsTable(drops),
