@@ -33,6 +33,11 @@ const (
 // KernelDrop returns the fields of a flow's kernel_drop extension, or nil
 // when the flow is not a kernel drop.
 func KernelDrop(f *flowpb.Flow) map[string]*structpb.Value {
+	return extension(f, ExtKernelDrop)
+}
+
+// extension returns the fields under key of a flow's extensions Struct.
+func extension(f *flowpb.Flow, key string) map[string]*structpb.Value {
 	x := f.GetExtensions()
 	if x == nil || x.GetTypeUrl() != structTypeURL {
 		return nil
@@ -41,7 +46,7 @@ func KernelDrop(f *flowpb.Flow) map[string]*structpb.Value {
 	if err := x.UnmarshalTo(&s); err != nil {
 		return nil
 	}
-	return s.GetFields()[ExtKernelDrop].GetStructValue().GetFields()
+	return s.GetFields()[key].GetStructValue().GetFields()
 }
 
 var structTypeURL = "type.googleapis.com/" + string((&structpb.Struct{}).ProtoReflect().Descriptor().FullName())

@@ -158,7 +158,8 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	}
 	// A kernel record is seen by every agent sharing the kernel: decide
 	// before building anything whether it is this one's to report.
-	kernel := ev.Flags&datapath.FlagKernel != 0
+	tcpKind := tcpEventKind(ev)
+	kernel := ev.Flags&datapath.FlagKernel != 0 || tcpKind != ""
 	var kep *NetnsEndpoint
 	if kernel {
 		if d.kernel == nil {
@@ -246,6 +247,10 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		default:
 			f.Summary = "no IP header"
 		}
+	}
+	if tcpKind != "" {
+		d.attributed = d.tcpEvent(b, ev, kep, tcpKind)
+		return &b.entry, nil
 	}
 	if kernel {
 		d.attributed = d.kernelDrop(b, ev, kep)

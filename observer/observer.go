@@ -73,6 +73,7 @@ type Observer struct {
 
 	seen   atomic.Uint64
 	kdrops *kernelDropMetrics
+	tcp    *tcpMetrics
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -118,6 +119,7 @@ func New(cfg Config) (*Observer, error) {
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
 	o.dec.kernel = cfg.KernelEvents
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
+	o.tcp = newTCPMetrics(o.metrics.reg)
 	o.refreshIndex()
 	return o, nil
 }
@@ -186,6 +188,7 @@ func (o *Observer) HandleEvent(raw []byte) {
 	if ev := &o.dec.ev; ev.Flags&datapath.FlagKernel != 0 {
 		o.kdrops.observe(o.dec.kreason, o.dec.attributed)
 	}
+	o.tcp.observe(&o.dec.ev, e.flow, o.dec.kreason)
 	o.metrics.observe(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
