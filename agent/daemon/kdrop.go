@@ -33,8 +33,9 @@ const endpointNetnsRefresh = 200 * time.Millisecond
 // contract.ReportsNetns with the node's namespace and its endpoints', and
 // names reasons and functions from the running kernel.
 type kernelEvents struct {
-	nodeIno   uint64
-	reasons   map[uint32]string
+	nodeIno    uint64
+	reasons    map[uint32]string
+	rstReasons map[uint32]string // enum sk_rst_reason (tcp.go)
 	syms      *datapath.Kallsyms
 	endpoints func() []agent.Endpoint
 	ipcache   func(netip.Addr) (uint32, bool)
