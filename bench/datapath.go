@@ -77,6 +77,16 @@ func setKernelDrops(bl *benchLab, on bool) error {
 	return errors.Join(errs...)
 }
 
+// setTracepoints attaches (on) or detaches every lab agent's kernel
+// tracepoints: kernel drops and TCP retransmissions and resets.
+func setTracepoints(bl *benchLab, on bool) error {
+	errs := []error{setKernelDrops(bl, on)}
+	for _, n := range bl.lab.Nodes {
+		errs = append(errs, datapath.SetTCPEventsAttached(bl.lab.NodeBPFRoot(n.Name), on))
+	}
+	return errors.Join(errs...)
+}
+
 // emptyXDP loads an XDP program that only returns XDP_PASS: the least an XDP
 // placement can do. frags marks it multi-buffer aware (SEC("xdp.frags")).
 func emptyXDP(frags bool) (*ebpf.Program, error) {
@@ -253,17 +263,18 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 			}, nil
 		}
 	}
-	// The default datapath with every agent's kernel-drop tracepoint
-	// detached: the baseline of what the tracepoints cost.
-	noKernelDrops := func() (func() error, error) {
+	// The default datapath with every agent's kernel tracepoints (kernel
+	// drops, TCP retransmissions and resets) detached: the baseline of
+	// what the tracepoints cost.
+	noTracepoints := func() (func() error, error) {
 		if err := setMode(same, string(DefaultMode)); err != nil {
 			return nil, err
 		}
-		return func() error { return setKernelDrops(bl, true) }, setKernelDrops(bl, false)
+		return func() error { return setTracepoints(bl, true) }, setTracepoints(bl, false)
 	}
 	variants := []dpVariant{
 		{"nobpf", epC1, epS1, mode(same, "nobpf")},
-		{"no_kernel_drops", epC1, epS1, noKernelDrops},
+		{"no_tracepoints", epC1, epS1, noTracepoints},
 		{"xdp_off", epC1, epS1, mode(same, string(datapath.XDPOff))},
 		{"xdp_generic", epC1, epS1, mode(same, string(datapath.XDPGeneric))},
 		{"xdp_native", epC1, epS1, mode(same, string(datapath.XDPNative))},
@@ -382,8 +393,8 @@ func datapathRows(s map[string][]dpSample) ([]Row, error) {
 		{"xdp_option_native_frags_mtu9000_throughput", "Gbit/s", "opt_native_frags_mtu9000", "nobpf", gbps, tgt, Higher, "TCX + an empty xdp.frags program, driver mode, veth MTU 9000"},
 		{"xdp_option_native_mtu3500_throughput", "Gbit/s", "opt_native_mtu3500", "nobpf", gbps, tgt, Higher, "TCX + loupe XDP driver mode, veth MTU 3500 (the most a non-frags program allows)"},
 		{"xdp_option_native_empty_rr", "tx/s", "opt_native_empty", "nobpf", tps, tgt, Higher, ""},
-		{"kernel_drop_tracepoint_throughput", "Gbit/s", def, "no_kernel_drops", gbps, tgt, Higher, "default datapath with every agent's skb:kfree_skb tracepoint attached vs detached, same node"},
-		{"kernel_drop_tracepoint_rr", "tx/s", def, "no_kernel_drops", tps, tgt, Higher, ""},
+		{"kernel_tracepoints_throughput", "Gbit/s", def, "no_tracepoints", gbps, tgt, Higher, "default datapath with every agent's skb:kfree_skb and tcp:tcp_retransmit_skb/tcp_send_reset/tcp_receive_reset tracepoints attached vs detached, same node"},
+		{"kernel_tracepoints_rr", "tx/s", def, "no_tracepoints", tps, tgt, Higher, ""},
 	}
 	var rows []Row
 	var errs []error
