@@ -250,3 +250,32 @@ func TestPrivilegedTCPRetransmitMatchesSS(t *testing.T) {
 		t.Errorf("stats %+v, %v: nothing should be rate-limited at 100k/s", s, err)
 	}
 }
+
+// Past the node's rate limit, TCP records are held back and counted, not
+// written.
+func TestPrivilegedTCPEventsRateLimited(t *testing.T) {
+	requireRoot(t)
+	d, k := loadTestTCP(t, 1)
+	ino := enterTestNetns(t, fmt.Sprintf("tcp17-lim-%d", os.Getpid()))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var recs tcpRecords
+	go recs.read(ctx, d, ino)
+	const connects = 50
+	for range connects {
+		if c, err := net.DialTimeout("tcp4", "127.0.0.1:9", time.Second); err == nil {
+			c.Close()
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	s, err := k.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := len(recs.all())
+	// Each connect makes two records (reset sent, reset received); a
+	// bucket of one token per CPU lets a handful through in this time.
+	if s.Limited == 0 || got >= 2*connects || uint64(got)+s.Limited < 2*connects {
+		t.Errorf("%d records written, %d held back, of %d", got, s.Limited, 2*connects)
+	}
+}

@@ -338,10 +338,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
+	var tcpStats func() (datapath.TCPStats, error)
 	if tcpEvents != nil {
 		defer tcpEvents.Close()
-		kernelEvents = kev
-		dpReg.MustRegister(newTCPEventCollector(tcpEvents.Stats))
+		kernelEvents, tcpStats = kev, tcpEvents.Stats
+		dpReg.MustRegister(newTCPEventCollector(tcpStats))
 	}
 	var obs Observer
 	if cfg.NewObserver != nil {
@@ -353,7 +354,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
 		g.Go(func() error {
-			return forwardLostEvents(ctx, withTCPLosses(withKernelDropLosses(dp.EventStats), tcpEvents), obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
+			return forwardLostEvents(ctx, withTCPLosses(withKernelDropLosses(dp.EventStats), tcpStats), obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
 		})
 		// The unix socket is always served, for local tools; TCP only when
 		// --listen is set.

@@ -79,8 +79,9 @@ func (c *tcpEventCollector) Collect(ch chan<- prometheus.Metric) {
 
 // withTCPLosses counts the TCP events the tracepoints' rate limit held
 // back with the datapath's rate-limited drop events, so that they reach
-// the flow stream as LostEvents the same way. tcp may be nil.
-func withTCPLosses(stats func() (datapath.EventStats, error), tcp *datapath.TCPEvents) func() (datapath.EventStats, error) {
+// the flow stream as LostEvents the same way. tcp is nil when TCP events
+// are off.
+func withTCPLosses(stats func() (datapath.EventStats, error), tcp func() (datapath.TCPStats, error)) func() (datapath.EventStats, error) {
 	if tcp == nil {
 		return stats
 	}
@@ -89,7 +90,7 @@ func withTCPLosses(stats func() (datapath.EventStats, error), tcp *datapath.TCPE
 		if err != nil {
 			return s, err
 		}
-		ts, err := tcp.Stats()
+		ts, err := tcp()
 		s.DropEventsLimited += ts.Limited
 		return s, err
 	}
