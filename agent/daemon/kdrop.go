@@ -36,9 +36,9 @@ type kernelEvents struct {
 	nodeIno    uint64
 	reasons    map[uint32]string
 	rstReasons map[uint32]string // enum sk_rst_reason (tcp.go)
-	syms      *datapath.Kallsyms
-	endpoints func() []agent.Endpoint
-	ipcache   func(netip.Addr) (uint32, bool)
+	syms       *datapath.Kallsyms
+	endpoints  func() []agent.Endpoint
+	ipcache    func(netip.Addr) (uint32, bool)
 
 	mu    sync.Mutex
 	byIno map[uint64]*observer.NetnsEndpoint
