@@ -250,6 +250,11 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	}
 	if tcpKind != "" {
 		d.attributed = d.tcpEvent(b, ev, kep, tcpKind)
+		if d.attributed == AttributedNone {
+			// The node's own connections (the agent's, the relay's): no
+			// pod's health, and reporting them would feed on itself.
+			return nil, ErrNotReported
+		}
 		return &b.entry, nil
 	}
 	if kernel {

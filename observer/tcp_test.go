@@ -121,3 +121,21 @@ func TestTCPEventsOfOthersNotReported(t *testing.T) {
 		t.Errorf("not reported: %v, want 2", n)
 	}
 }
+
+// A TCP event of the node's own connections (no pod at either end) is not
+// a pod's health: it is counted, not reported. One of a pod's connection
+// seen in the node's namespace is the pod's, by address.
+func TestTCPEventsOfTheNodeNotReported(t *testing.T) {
+	o := newKernelTestObserver(t)
+	o.HandleEvent(tcpRecord(testNetnsNode, datapath.FlagTCPRetransmit, contract.DirectionEgress, "192.0.2.1", "192.0.2.2", 4244, 40000))
+	if o.SeenFlows() != 0 || counterValue(o.kdrops.others) != 1 {
+		t.Errorf("%d flows, %v not reported; want 0 and 1", o.SeenFlows(), counterValue(o.kdrops.others))
+	}
+	o.HandleEvent(tcpRecord(testNetnsNode, datapath.FlagTCPRetransmit, contract.DirectionEgress, "192.0.2.1", "10.0.1.11", 4244, 40000))
+	if o.SeenFlows() != 1 {
+		t.Fatalf("%d flows, want the pod's by address", o.SeenFlows())
+	}
+	if by := TCPEventOf(lastFlow(t, o))[contract.ExtTCPAttributedBy].GetStringValue(); by != AttributedAddress {
+		t.Errorf("attributed_by %q", by)
+	}
+}
