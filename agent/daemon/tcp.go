@@ -41,7 +41,8 @@ func startTCPEvents(cfg *Config, dp *datapath.Datapath, ag *agent.Agent, kev *ke
 		}); err != nil {
 			return nil, nil, fmt.Errorf("node netns: %w", err)
 		}
-		kev = &kernelEvents{nodeIno: nodeIno, syms: datapath.NewKallsyms(""), endpoints: ag.Endpoints, ipcache: dp.LookupIPCache}
+		kev = &kernelEvents{nodeIno: nodeIno, syms: datapath.NewKallsyms(""), endpoints: ag.Endpoints, ipcache: dp.LookupIPCache,
+			inNetNS: cfg.inNetNS}
 	}
 	te, err := datapath.LoadTCPEvents(datapath.TCPConfig{BPFRoot: cfg.BPFRoot, EventsPerSecond: cfg.TCPEventsPerSecond})
 	if err != nil {
