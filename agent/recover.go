@@ -31,7 +31,8 @@ import (
 //     Otherwise the container id is lost (the veth name is a hash of it),
 //     and the endpoint gets a placeholder key (RecoveredContainerPrefix +
 //     host veth name) with its addresses reserved under it. Netns and MAC
-//     are lost; they are informational only.
+//     are lost; kernel-event attribution finds the namespace again through
+//     the host veth's peer (daemon/netns_recover.go).
 //
 // A recovered pod keeps its datapath entry, ipcache entry and addresses.
 // Its DEL removes the veth, and the sweep (sweep.go) then releases the

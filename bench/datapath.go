@@ -77,6 +77,16 @@ func setKernelDrops(bl *benchLab, on bool) error {
 	return errors.Join(errs...)
 }
 
+// setTracepoints attaches (on) or detaches every lab agent's kernel
+// tracepoints: kernel drops and TCP retransmissions and resets.
+func setTracepoints(bl *benchLab, on bool) error {
+	errs := []error{setKernelDrops(bl, on)}
+	for _, n := range bl.lab.Nodes {
+		errs = append(errs, datapath.SetTCPEventsAttached(bl.lab.NodeBPFRoot(n.Name), on))
+	}
+	return errors.Join(errs...)
+}
+
 // emptyXDP loads an XDP program that only returns XDP_PASS: the least an XDP
 // placement can do. frags marks it multi-buffer aware (SEC("xdp.frags")).
 func emptyXDP(frags bool) (*ebpf.Program, error) {
@@ -253,13 +263,14 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 			}, nil
 		}
 	}
-	// The default datapath with every agent's kernel-drop tracepoint
-	// detached: the baseline of what the tracepoints cost.
-	noKernelDrops := func() (func() error, error) {
+	// The default datapath with every agent's kernel tracepoints (kernel
+	// drops, TCP retransmissions and resets) detached: the baseline of
+	// what the tracepoints cost.
+	noTracepoints := func() (func() error, error) {
 		if err := setMode(same, string(DefaultMode)); err != nil {
 			return nil, err
 		}
-		return func() error { return setKernelDrops(bl, true) }, setKernelDrops(bl, false)
+		return func() error { return setTracepoints(bl, true) }, setTracepoints(bl, false)
 	}
 	// The default datapath without per-connection bytes and handshake
 	// timing: the baseline of what they cost.
@@ -271,7 +282,7 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 	}
 	variants := []dpVariant{
 		{"nobpf", epC1, epS1, mode(same, "nobpf")},
-		{"no_kernel_drops", epC1, epS1, noKernelDrops},
+		{"no_tracepoints", epC1, epS1, noTracepoints},
 		{"xdp_off", epC1, epS1, mode(same, string(datapath.XDPOff))},
 		// Right after the default, so that drift between them is small.
 		{"no_conn_stats", epC1, epS1, noConnStats},
@@ -392,11 +403,11 @@ func datapathRows(s map[string][]dpSample) ([]Row, error) {
 		{"xdp_option_native_frags_mtu9000_throughput", "Gbit/s", "opt_native_frags_mtu9000", "nobpf", gbps, tgt, Higher, "TCX + an empty xdp.frags program, driver mode, veth MTU 9000"},
 		{"xdp_option_native_mtu3500_throughput", "Gbit/s", "opt_native_mtu3500", "nobpf", gbps, tgt, Higher, "TCX + loupe XDP driver mode, veth MTU 3500 (the most a non-frags program allows)"},
 		{"xdp_option_native_empty_rr", "tx/s", "opt_native_empty", "nobpf", tps, tgt, Higher, ""},
-		{"kernel_drop_tracepoint_throughput", "Gbit/s", def, "no_kernel_drops", gbps, tgt, Higher, "default datapath with every agent's skb:kfree_skb tracepoint attached vs detached, same node"},
-		{"kernel_drop_tracepoint_rr", "tx/s", def, "no_kernel_drops", tps, tgt, Higher, ""},
 		{"connection_stats_throughput", "Gbit/s", def, "no_conn_stats", gbps, tgt, Higher, "default datapath with per-connection bytes and TCP handshake timing (--connection-stats) vs the same datapath without them, same node"},
 		{"connection_stats_rr", "tx/s", def, "no_conn_stats", tps, tgt, Higher, "1-byte TCP request/response, same node, connection stats on vs off"},
 		{"connection_stats_rr_p50", "µs", def, "no_conn_stats", p50, latTgt, Lower, "the steadiest figure on a busy machine"},
+		{"kernel_tracepoints_throughput", "Gbit/s", def, "no_tracepoints", gbps, tgt, Higher, "default datapath with every agent's skb:kfree_skb and tcp:tcp_retransmit_skb/tcp_send_reset/tcp_receive_reset tracepoints attached vs detached, same node"},
+		{"kernel_tracepoints_rr", "tx/s", def, "no_tracepoints", tps, tgt, Higher, ""},
 	}
 	var rows []Row
 	var errs []error

@@ -33,22 +33,34 @@ func (k *kernelDropFilter) addFlags(fs *pflag.FlagSet) {
 
 func (k *kernelDropFilter) active() bool { return k.only || len(k.reasons) > 0 }
 
-// narrow restricts the whitelist to drop events, which kernel drops are:
-// every whitelist filter also requires event type drop, or, with none, a
-// filter of its own does.
-func (k *kernelDropFilter) narrow(wl []*flowpb.FlowFilter) []*flowpb.FlowFilter {
+// eventTypes are the event types the server is asked for: drops, which
+// kernel drops are.
+func (k *kernelDropFilter) eventTypes() []int32 {
 	if !k.active() {
+		return nil
+	}
+	return []int32{contract.MessageTypeDrop}
+}
+
+// narrowEvents restricts the whitelist to the given event types: every
+// whitelist filter without event types gets them, or, with no filter, a
+// filter of its own does. No types: the whitelist is unchanged.
+func narrowEvents(wl []*flowpb.FlowFilter, types ...int32) []*flowpb.FlowFilter {
+	if len(types) == 0 {
 		return wl
 	}
-	drop := &flowpb.EventTypeFilter{Type: contract.MessageTypeDrop}
+	var et []*flowpb.EventTypeFilter
+	for _, t := range types {
+		et = append(et, &flowpb.EventTypeFilter{Type: t})
+	}
 	if len(wl) == 0 {
-		return []*flowpb.FlowFilter{{EventType: []*flowpb.EventTypeFilter{drop}}}
+		return []*flowpb.FlowFilter{{EventType: et}}
 	}
 	out := make([]*flowpb.FlowFilter, 0, len(wl))
 	for _, f := range wl {
 		f = proto.Clone(f).(*flowpb.FlowFilter)
 		if len(f.EventType) == 0 {
-			f.EventType = []*flowpb.EventTypeFilter{drop}
+			f.EventType = et
 		}
 		out = append(out, f)
 	}

@@ -41,7 +41,7 @@ var defaultFieldMask = []string{
 	"is_reply", "Summary", "ip_trace_id", "traffic_direction", "policy_match_type",
 	"ingress_allowed_by", "ingress_denied_by", "egress_allowed_by", "egress_denied_by",
 	"source_names", "destination_names", "auth_type", "debug_capture_point",
-	"extensions", // kernel drops' reason and function (contract/kerneldrop.go)
+	"extensions", // kernel drops' and TCP events' facts (contract/kerneldrop.go, contract/tcp.go)
 }
 
 type observeOptions struct {
@@ -61,6 +61,7 @@ type observeOptions struct {
 	ipTranslation    bool
 
 	kernel kernelDropFilter
+	tcp    tcpEventFilter
 
 	fieldMask        []string
 	defaultFieldMask bool
@@ -124,6 +125,7 @@ func newObserveCommand(now func() time.Time) *cobra.Command {
 	filters.StringArrayVar(&o.allowlist, "allowlist", nil, "Add a raw FlowFilter, as JSON, to the whitelist")
 	filters.StringArrayVar(&o.denylist, "denylist", nil, "Add a raw FlowFilter, as JSON, to the blacklist")
 	o.kernel.addFlags(filters)
+	o.tcp.addFlags(filters)
 
 	sel := pflag.NewFlagSet("Selection", pflag.ContinueOnError)
 	sel.Uint64Var(&o.last, "last", 0, fmt.Sprintf("Show the last N flows of each node's buffer (default %d unless --follow, --since or --until)", defaultLast))
@@ -281,7 +283,10 @@ func (o *observeOptions) request(textOutput bool) (*observerpb.GetFlowsRequest, 
 	}
 	bl = append(bl, raw...)
 
-	wl = o.kernel.narrow(wl)
+	if err := o.tcp.validate(); err != nil {
+		return nil, err
+	}
+	wl = narrowEvents(wl, append(o.kernel.eventTypes(), o.tcp.eventTypes()...)...)
 	req := &observerpb.GetFlowsRequest{
 		Number:    number,
 		First:     first,
@@ -385,7 +390,7 @@ func (o *observeOptions) run(cmd *cobra.Command) error {
 			return o.server.explain(err, started)
 		}
 		started = true
-		if f := res.GetFlow(); f != nil && !o.kernel.match(f) {
+		if f := res.GetFlow(); f != nil && !matchEventFlags(f, &o.kernel, &o.tcp) {
 			continue
 		}
 		if err := p.write(res); err != nil {

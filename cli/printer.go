@@ -228,6 +228,9 @@ func flowType(f *flowpb.Flow) string {
 	sub := f.GetEventType().GetSubType()
 	switch f.GetEventType().GetType() {
 	case contract.MessageTypeTrace:
+		if t, ok := tcpEventType(f); ok {
+			return t
+		}
 		return contract.TraceObservationPointName(uint8(sub))
 	case contract.MessageTypeDrop:
 		if t, ok := kernelDropType(f); ok {

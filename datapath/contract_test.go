@@ -34,6 +34,8 @@ var goSide = map[string]uint64{
 	"LOUPE_EF_PERIODIC":            uint64(FlagPeriodic),
 	"LOUPE_EF_XDP":                 uint64(FlagXDP),
 	"LOUPE_EF_KERNEL":              uint64(FlagKernel),
+	"LOUPE_EF_TCP_RETRANSMIT":      uint64(FlagTCPRetransmit),
+	"LOUPE_EF_TCP_RESET":           uint64(FlagTCPReset),
 	"LOUPE_MATCH_NONE":             contract.PolicyMatchNone,
 	"LOUPE_MATCH_L3_ONLY":          contract.PolicyMatchL3Only,
 	"LOUPE_MATCH_L3_L4":            contract.PolicyMatchL3L4,
@@ -59,6 +61,8 @@ var goSide = map[string]uint64{
 	"STAT_KDROP_LIMITED":       statKernelDropLimited,
 	"STAT_KDROP_NO_NETNS":      statKernelDropNoNetns,
 	"KDROP_DENY_SLOTS":         kernelDropDenySlots,
+	"TCP_STAT_LIMITED":         tcpStatLimited,
+	"TCP_STAT_NO_NETNS":        tcpStatNoNetns,
 }
 
 var defineRE = regexp.MustCompile(`(?m)^#define\s+([A-Z][A-Z0-9_]*)\s+(0x[0-9a-fA-F]+|[0-9]+)\b`)

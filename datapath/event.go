@@ -22,6 +22,20 @@ const (
 	// addresses may be missing (Family 0) when the packet had no readable
 	// IP header.
 	FlagKernel uint8 = 0x10
+	// FlagTCPRetransmit marks a TCP retransmission (bpf/tcp.c): NetnsIno
+	// is set, PacketsFwd and BytesFwd are the segments and bytes sent
+	// again, PacketsRev the connection's retransmitted segments so far
+	// (tcp_sock.total_retrans), TCPFlags the segment's flags. Src is the
+	// socket's own end.
+	FlagTCPRetransmit uint8 = 0x20
+	// FlagTCPReset marks a TCP reset (bpf/tcp.c): Direction is
+	// contract.DirectionEgress when the socket's stack sent it (KernelReason
+	// is then its enum sk_rst_reason value) and DirectionIngress when a
+	// socket received it; Src is the end that sent it. NetnsIno is set.
+	FlagTCPReset uint8 = 0x40
+	// flagsTracepoint are the records of tracepoints rather than packet
+	// programs: they may come without addresses.
+	flagsTracepoint = FlagKernel | FlagTCPRetransmit | FlagTCPReset
 
 	// EventDataLen is the most packet bytes a record carries.
 	EventDataLen = 128
@@ -129,10 +143,14 @@ func DecodeEvent(b []byte, ev *Event) error {
 	case 6:
 		ev.Src = netip.AddrFrom16([16]byte(b[offSaddr : offSaddr+16]))
 		ev.Dst = netip.AddrFrom16([16]byte(b[offDaddr : offDaddr+16]))
+		if ev.Flags&(FlagTCPRetransmit|FlagTCPReset) != 0 && ev.Src.Is4In6() && ev.Dst.Is4In6() {
+			// A dual-stack socket talking IPv4: name it as IPv4.
+			ev.Src, ev.Dst, ev.Family = ev.Src.Unmap(), ev.Dst.Unmap(), 4
+		}
 	case 0:
 		// Only a kernel drop may come without addresses: its packet's
 		// headers were not readable.
-		if ev.Flags&FlagKernel == 0 {
+		if ev.Flags&flagsTracepoint == 0 {
 			return fmt.Errorf("event: unknown address family %d", ev.Family)
 		}
 		ev.Src, ev.Dst = netip.Addr{}, netip.Addr{}
@@ -168,7 +186,7 @@ func DecodeEvent(b []byte, ev *Event) error {
 // EventDataLen is an error, as an address of another family in Dst. A
 // kernel drop (FlagKernel) may have neither address.
 func EncodeEvent(ev *Event) ([]byte, error) {
-	noAddrs := !ev.Src.IsValid() && !ev.Dst.IsValid() && ev.Flags&FlagKernel != 0
+	noAddrs := !ev.Src.IsValid() && !ev.Dst.IsValid() && ev.Flags&flagsTracepoint != 0
 	if !noAddrs && (!ev.Src.IsValid() || ev.Src.Is4() != ev.Dst.Is4()) {
 		return nil, fmt.Errorf("encode event: addresses %s and %s are not of one family", ev.Src, ev.Dst)
 	}

@@ -81,6 +81,9 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add(MustEncodeEvent(&Event{Flags: FlagKernel, KernelReason: 2, NetnsIno: 4026532000, Location: 0xffffffff81000000}))
 	f.Add(MustEncodeEvent(&Event{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), Proto: 6, TCPFlags: 0x12,
 		Flags: FlagReply, PacketsFwd: 1, BytesFwd: 74, PacketsRev: 1, BytesRev: 74, HandshakeNS: 84000}))
+	f.Add(MustEncodeEvent(&Event{Flags: FlagTCPReset, Direction: contract.DirectionEgress, KernelReason: 1, NetnsIno: 4026532000}))
+	f.Add(MustEncodeEvent(&Event{Type: contract.MessageTypeTrace, Flags: FlagTCPRetransmit, Proto: 6, NetnsIno: 4026532000,
+		Src: netip.MustParseAddr("::ffff:10.0.0.2"), Dst: netip.MustParseAddr("::ffff:10.0.0.3"), PacketsFwd: 2, PacketsRev: 7}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var ev Event
 		if err := DecodeEvent(b, &ev); err != nil {
@@ -102,7 +105,7 @@ func FuzzDecodeEvent(f *testing.F) {
 				t.Fatalf("family 6 with %s %s", ev.Src, ev.Dst)
 			}
 		case 0:
-			if ev.Flags&FlagKernel == 0 || ev.Src.IsValid() || ev.Dst.IsValid() {
+			if ev.Flags&flagsTracepoint == 0 || ev.Src.IsValid() || ev.Dst.IsValid() {
 				t.Fatalf("family 0 with flags %#x, %s %s", ev.Flags, ev.Src, ev.Dst)
 			}
 		default:
@@ -130,4 +133,23 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Fatalf("round trip changed the record:\n%+v\n%+v", ev, again)
 		}
 	})
+}
+
+// TestDecodeTCPEventUnmaps checks that a dual-stack socket's IPv4
+// connection is named by its IPv4 addresses, as the packet programs see it.
+func TestDecodeTCPEventUnmaps(t *testing.T) {
+	b := MustEncodeEvent(&Event{Flags: FlagTCPRetransmit, Proto: 6, NetnsIno: 1,
+		Src: netip.MustParseAddr("::ffff:10.0.0.2"), Dst: netip.MustParseAddr("::ffff:10.0.0.3")})
+	var ev Event
+	if err := DecodeEvent(b, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Family != 4 || ev.Src.String() != "10.0.0.2" || ev.Dst.String() != "10.0.0.3" {
+		t.Fatalf("decoded %d %s %s", ev.Family, ev.Src, ev.Dst)
+	}
+	// A packet program's record keeps what it wrote.
+	b = MustEncodeEvent(&Event{Proto: 6, Src: netip.MustParseAddr("::ffff:10.0.0.2"), Dst: netip.MustParseAddr("::ffff:10.0.0.3")})
+	if err := DecodeEvent(b, &ev); err != nil || ev.Family != 6 {
+		t.Fatalf("packet record: family %d, %v", ev.Family, err)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 )
 
 // The kernel-drop tracepoint's pins: the program under progs/ and its link
@@ -98,49 +97,7 @@ func LoadKernelDrops(cfg KernelDropConfig) (*KernelDrops, error) {
 }
 
 func (k *KernelDrops) attach(root string) error {
-	prog := k.objs.LoupeKfreeSkb
-	final := filepath.Join(root, progsDir, PinKfreeSkb)
-	tmp := filepath.Join(root, progsDir, "tmp_"+PinKfreeSkb)
-	_ = os.Remove(tmp)
-	if err := prog.Pin(tmp); err != nil {
-		return fmt.Errorf("pin program %s: %w", PinKfreeSkb, err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("pin program %s: %w", PinKfreeSkb, err)
-	}
-
-	pin := filepath.Join(root, tracingDir, PinKfreeSkb)
-	old, oerr := link.LoadPinnedLink(pin, nil)
-	nl, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-	if err != nil {
-		if oerr == nil {
-			old.Close()
-		}
-		return fmt.Errorf("attach tp_btf/kfree_skb: %w", err)
-	}
-	defer nl.Close()
-	ltmp := filepath.Join(root, tracingDir, "tmp_"+PinKfreeSkb)
-	_ = os.Remove(ltmp)
-	if err := nl.Pin(ltmp); err != nil {
-		if oerr == nil {
-			old.Close()
-		}
-		return fmt.Errorf("pin link: %w", err)
-	}
-	if err := os.Rename(ltmp, pin); err != nil {
-		_ = nl.Unpin()
-		if oerr == nil {
-			old.Close()
-		}
-		return fmt.Errorf("pin link: %w", err)
-	}
-	if oerr == nil {
-		// The rename dropped the old pin; closing the last fd detaches it.
-		_ = old.Detach()
-		old.Close()
-	}
-	return nil
+	return attachTracing(root, PinKfreeSkb, k.objs.LoupeKfreeSkb)
 }
 
 // SetDeny replaces the deny-list: drops of these reason values are not
@@ -181,22 +138,5 @@ func (k *KernelDrops) Close() error {
 // for benchmarks that measure the machine with and without it. Attaching
 // when it is attached is a no-op.
 func SetKernelDropsAttached(bpfRoot string, on bool) error {
-	pin := filepath.Join(bpfRoot, tracingDir, PinKfreeSkb)
-	if !on {
-		return removeLink(pin)
-	}
-	if _, err := os.Stat(pin); err == nil {
-		return nil
-	}
-	return withPinnedProgram(bpfRoot, PinKfreeSkb, func(prog *ebpf.Program) error {
-		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			return fmt.Errorf("attach tp_btf/kfree_skb: %w", err)
-		}
-		defer l.Close()
-		if err := l.Pin(pin); err != nil {
-			return fmt.Errorf("pin link: %w", err)
-		}
-		return nil
-	})
+	return setTracingAttached(bpfRoot, PinKfreeSkb, on)
 }

@@ -164,7 +164,8 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	}
 	// A kernel record is seen by every agent sharing the kernel: decide
 	// before building anything whether it is this one's to report.
-	kernel := ev.Flags&datapath.FlagKernel != 0
+	tcpKind := tcpEventKind(ev)
+	kernel := ev.Flags&datapath.FlagKernel != 0 || tcpKind != ""
 	var kep *NetnsEndpoint
 	if kernel {
 		if d.kernel == nil {
@@ -252,6 +253,15 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		default:
 			f.Summary = "no IP header"
 		}
+	}
+	if tcpKind != "" {
+		d.attributed = d.tcpEvent(b, ev, kep, tcpKind)
+		if d.attributed == AttributedNone {
+			// The node's own connections (the agent's, the relay's): no
+			// pod's health, and reporting them would feed on itself.
+			return nil, ErrNotReported
+		}
+		return &b.entry, nil
 	}
 	if kernel {
 		d.connOK = false

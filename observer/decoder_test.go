@@ -273,6 +273,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(kernelRecord(testNetnsPod, "10.0.2.20", "10.0.1.10", 17, 1, 9))
 	f.Add(kernelRecord(testNetnsOther, "", "", 0, 0, 0))
+	f.Add(tcpRecord(testNetnsPod, datapath.FlagTCPRetransmit, contract.DirectionEgress, "10.0.1.10", "10.0.2.20", 40000, 5432))
+	f.Add(tcpRecord(testNetnsNode, datapath.FlagTCPReset, contract.DirectionIngress, "fd00::1", "fd00::2", 9, 40000))
+	f.Add(datapath.MustEncodeEvent(&datapath.Event{Type: contract.MessageTypeTrace, Flags: datapath.FlagTCPReset, NetnsIno: testNetnsPod}))
 	o := newKernelTestObserver(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		counted := func() uint64 {
@@ -288,7 +291,7 @@ func FuzzDecode(f *testing.F) {
 		if _, err := o.dec.Decode(raw); err == nil {
 			head := o.ring.head.Load()
 			e, _ := o.ring.read(head - 1)
-			kernel := KernelDropOf(e.flow) != nil
+			kernel := KernelDropOf(e.flow) != nil || TCPEventOf(e.flow) != nil
 			if e == nil || (e.flow.IP == nil && !kernel) || e.flow.EventType == nil {
 				t.Fatal("flow without IP or event type")
 			}

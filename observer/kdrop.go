@@ -56,6 +56,9 @@ type KernelEvents interface {
 	// Identity is the identity the datapath's ipcache gives an address
 	// (a kernel record carries none), or 0.
 	Identity(a netip.Addr) uint32
+	// ResetReason names an enum sk_rst_reason value as the running
+	// kernel's BTF spells it.
+	ResetReason(code uint32) string
 }
 
 // KernelReasonShort is a kernel reason name without its enum prefix
@@ -72,6 +75,30 @@ func (d *Decoder) kernelDrop(b *flowBlock, ev *datapath.Event, ep *NetnsEndpoint
 	f.Verdict = flowpb.Verdict_DROPPED
 	b.etype.Type = contract.MessageTypeDrop
 	f.EventType = &b.etype
+	attributed := d.placeKernel(b, ev, ep)
+	reason := d.kernel.DropReason(ev.KernelReason)
+	d.kreason = reason
+	fields := map[string]*structpb.Value{
+		ExtKernelReason:       structpb.NewStringValue(reason),
+		ExtKernelReasonCode:   structpb.NewNumberValue(float64(ev.KernelReason)),
+		ExtKernelNetnsInode:   structpb.NewNumberValue(float64(ev.NetnsIno)),
+		ExtKernelAttributedBy: structpb.NewStringValue(attributed),
+	}
+	sum := f.Summary + "; kernel drop " + reason
+	if fn := d.kernel.Function(ev.Location); fn != "" {
+		fields[ExtKernelFunction] = structpb.NewStringValue(fn)
+		sum += " in " + fn
+	}
+	f.Summary = sum
+	setExtension(f, ExtKernelDrop, &structpb.Struct{Fields: fields})
+	return attributed
+}
+
+// placeKernel fills the endpoints and the direction of a kernel record's
+// flow: the pod whose namespace it happened in (ep), else a pod by address
+// (the node's namespace). It returns the attribution.
+func (d *Decoder) placeKernel(b *flowBlock, ev *datapath.Event, ep *NetnsEndpoint) string {
+	f := &b.flow
 	ix := d.index.Load()
 
 	attributed := AttributedNone
@@ -119,21 +146,6 @@ func (d *Decoder) kernelDrop(b *flowBlock, ev *datapath.Event, ep *NetnsEndpoint
 		}
 	}
 
-	reason := d.kernel.DropReason(ev.KernelReason)
-	d.kreason = reason
-	fields := map[string]*structpb.Value{
-		ExtKernelReason:       structpb.NewStringValue(reason),
-		ExtKernelReasonCode:   structpb.NewNumberValue(float64(ev.KernelReason)),
-		ExtKernelNetnsInode:   structpb.NewNumberValue(float64(ev.NetnsIno)),
-		ExtKernelAttributedBy: structpb.NewStringValue(attributed),
-	}
-	sum := f.Summary + "; kernel drop " + reason
-	if fn := d.kernel.Function(ev.Location); fn != "" {
-		fields[ExtKernelFunction] = structpb.NewStringValue(fn)
-		sum += " in " + fn
-	}
-	f.Summary = sum
-	setExtension(f, ExtKernelDrop, &structpb.Struct{Fields: fields})
 	return attributed
 }
 

@@ -197,3 +197,7 @@ func BenchmarkHandleKernelDrop(b *testing.B) {
 		}
 	})
 }
+
+func (fakeKernel) ResetReason(code uint32) string {
+	return map[uint32]string{1: "SK_RST_REASON_NO_SOCKET"}[code]
+}

@@ -74,6 +74,7 @@ type Observer struct {
 	seen   atomic.Uint64
 	kdrops *kernelDropMetrics
 	conns  *connMetrics
+	tcp    *tcpMetrics
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -120,6 +121,7 @@ func New(cfg Config) (*Observer, error) {
 	o.dec.kernel = cfg.KernelEvents
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
 	o.conns = newConnMetrics(o.metrics.reg)
+	o.tcp = newTCPMetrics(o.metrics.reg)
 	o.refreshIndex()
 	return o, nil
 }
@@ -188,6 +190,7 @@ func (o *Observer) HandleEvent(raw []byte) {
 	if ev := &o.dec.ev; ev.Flags&datapath.FlagKernel != 0 {
 		o.kdrops.observe(o.dec.kreason, o.dec.attributed)
 	}
+	o.tcp.observe(&o.dec.ev, e.flow, o.dec.kreason)
 	o.metrics.observe(e.flow)
 	if o.dec.connOK {
 		o.conns.observe(e.flow, o.dec.conn)

@@ -79,6 +79,10 @@ type Config struct {
 	NoKernelDrops             bool
 	KernelDropDeny            []string
 	KernelDropEventsPerSecond uint32
+	// TCP retransmissions and resets (tcp tracepoints): off, and the
+	// node's event rate limit (0: the datapath's default).
+	NoTCPEvents        bool
+	TCPEventsPerSecond uint32
 
 	// Metadata, when set, is the metadata source (e.g. the API server's,
 	// package metadata/k8s); it takes the place of ManifestsDir.
@@ -336,6 +340,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		kernelEvents = kev
 		dpReg.MustRegister(newKernelDropCollector(dp.EventStats))
 	}
+	kev, tcpEvents, err := startTCPEvents(&cfg, dp, ag, kev, log)
+	if err != nil {
+		return err
+	}
+	var tcpStats func() (datapath.TCPStats, error)
+	if tcpEvents != nil {
+		defer tcpEvents.Close()
+		kernelEvents, tcpStats = kev, tcpEvents.Stats
+		dpReg.MustRegister(newTCPEventCollector(tcpStats))
+	}
 	var obs Observer
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
@@ -346,7 +360,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
 		g.Go(func() error {
-			return forwardLostEvents(ctx, withKernelDropLosses(dp.EventStats), obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
+			return forwardLostEvents(ctx, withTCPLosses(withKernelDropLosses(dp.EventStats), tcpStats), obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
 		})
 		// The unix socket is always served, for local tools; TCP only when
 		// --listen is set.

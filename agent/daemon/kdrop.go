@@ -33,11 +33,14 @@ const endpointNetnsRefresh = 200 * time.Millisecond
 // contract.ReportsNetns with the node's namespace and its endpoints', and
 // names reasons and functions from the running kernel.
 type kernelEvents struct {
-	nodeIno   uint64
-	reasons   map[uint32]string
-	syms      *datapath.Kallsyms
-	endpoints func() []agent.Endpoint
-	ipcache   func(netip.Addr) (uint32, bool)
+	nodeIno    uint64
+	reasons    map[uint32]string
+	rstReasons map[uint32]string // enum sk_rst_reason (tcp.go)
+	syms       *datapath.Kallsyms
+	endpoints  func() []agent.Endpoint
+	ipcache    func(netip.Addr) (uint32, bool)
+	// inNetNS runs a function in the node's namespace (nil: not possible).
+	inNetNS func(func() error) error
 
 	mu    sync.Mutex
 	byIno map[uint64]*observer.NetnsEndpoint
@@ -64,6 +67,14 @@ func (k *kernelEvents) endpoint(inum uint64) *observer.NetnsEndpoint {
 	k.byIno = map[uint64]*observer.NetnsEndpoint{}
 	for _, e := range k.endpoints() {
 		ino, err := netnsInode(e.Netns)
+		if e.Netns == "" && k.inNetNS != nil {
+			// Recovered without its path (agent/recover.go).
+			err = k.inNetNS(func() error {
+				var err error
+				ino, err = netnsOfHostVeth(e.HostIfname)
+				return err
+			})
+		}
 		if err != nil {
 			continue // the pod is going away
 		}
@@ -139,7 +150,8 @@ func startKernelDrops(cfg *Config, dp *datapath.Datapath, ag *agent.Agent, log *
 		return nil, nil, nil
 	}
 	log.Info("kernel drops reported", "deny", denyNames, "node_netns", nodeIno)
-	return &kernelEvents{nodeIno: nodeIno, reasons: reasons, syms: datapath.NewKallsyms(""), endpoints: ag.Endpoints, ipcache: dp.LookupIPCache}, kd, nil
+	return &kernelEvents{nodeIno: nodeIno, reasons: reasons, syms: datapath.NewKallsyms(""), endpoints: ag.Endpoints, ipcache: dp.LookupIPCache,
+		inNetNS: cfg.inNetNS}, kd, nil
 }
 
 // kernelDropCollector exports the tracepoint's own loss counts.

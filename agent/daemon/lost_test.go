@@ -440,3 +440,16 @@ func TestKernelDropLossesForwarded(t *testing.T) {
 		t.Errorf("rate-limited %d, %v; want 3 + 4", s.DropEventsLimited, err)
 	}
 }
+
+// TCP events the tracepoints' rate limit held back reach the observer
+// with the rate-limited drop events; with TCP events off, nothing changes.
+func TestTCPLossesForwarded(t *testing.T) {
+	base := func() (datapath.EventStats, error) { return datapath.EventStats{DropEventsLimited: 3}, nil }
+	stats := withTCPLosses(base, func() (datapath.TCPStats, error) { return datapath.TCPStats{Limited: 5, NoNetns: 8}, nil })
+	if s, err := stats(); err != nil || s.DropEventsLimited != 8 {
+		t.Errorf("rate-limited %d, %v; want 3 + 5", s.DropEventsLimited, err)
+	}
+	if s, err := withTCPLosses(base, nil)(); err != nil || s.DropEventsLimited != 3 {
+		t.Errorf("without TCP events: %d, %v", s.DropEventsLimited, err)
+	}
+}

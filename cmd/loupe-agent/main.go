@@ -41,6 +41,7 @@ func newRootCommand() *cobra.Command {
 		metrics    string
 		kernDrops  bool
 		connStats  bool
+		tcpEvents  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -77,6 +78,7 @@ state, so pods keep their connectivity until it starts again.`,
 			cfg.Log = log
 			cfg.NoKernelDrops = !kernDrops
 			cfg.NoConnStats = !connStats
+			cfg.NoTCPEvents = !tcpEvents
 			cfg.NewObserver = observerFactory(tlsCfg, specs)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -112,6 +114,8 @@ state, so pods keep their connectivity until it starts again.`,
 	f.BoolVar(&kernDrops, "kernel-drops", true, "report packets the kernel drops (the skb:kfree_skb tracepoint) as DROPPED flows of the pods they hit")
 	f.StringSliceVar(&cfg.KernelDropDeny, "kernel-drop-deny", daemon.DefaultKernelDropDeny, `kernel drop reasons not reported, as the kernel's BTF names them, with or without SKB_DROP_REASON_ ("none": report all)`)
 	f.Uint32Var(&cfg.KernelDropEventsPerSecond, "kernel-drop-events-per-second", 0, "rate limit on kernel-drop events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 1000)")
+	f.BoolVar(&tcpEvents, "tcp-events", true, "report TCP retransmissions and resets (the tcp:tcp_retransmit_skb, tcp_send_reset and tcp_receive_reset tracepoints) as flows of the pods whose sockets they happen on")
+	f.Uint32Var(&cfg.TCPEventsPerSecond, "tcp-events-per-second", 0, "rate limit on TCP retransmission and reset events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 1000)")
 	f.StringVar(&tlsCfg.CertFile, "tls-cert-file", "", "certificate of the Observer API's TCP listener (TLS 1.3); for Hubble Relay, issue it for *.default.hubble-grpc.cilium.io (the node name, dots as hyphens, replaces the *)")
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
 	f.StringVar(&tlsCfg.ClientCAFile, "tls-client-ca-file", "", "CA whose certificates clients of the TCP listener must present (mTLS); the unix socket stays local and plain")

@@ -34,6 +34,8 @@
 #define LOUPE_EF_PERIODIC 0x04 /* periodic record of a long-lived connection */
 #define LOUPE_EF_XDP 0x08      /* emitted by the XDP program */
 #define LOUPE_EF_KERNEL 0x10   /* a kernel drop (kdrop.c): kernel_reason, netns_ino, location are set */
+#define LOUPE_EF_TCP_RETRANSMIT 0x20 /* a TCP retransmission (tcp.c): netns_ino, packets_fwd, bytes_fwd, packets_rev are set */
+#define LOUPE_EF_TCP_RESET 0x40      /* a TCP reset sent or received (tcp.c, direction says which): netns_ino, kernel_reason */
 
 /* match_type: Cilium policy match types (monitor/api). */
 #define LOUPE_MATCH_NONE 0

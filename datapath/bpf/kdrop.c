@@ -17,45 +17,9 @@
 
 #include "common.h"
 #include "ring.h"
-#include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
+#include "kernel.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
-
-/* The few kernel fields read, laid out by CO-RE at load. */
-struct ns_common {
-	unsigned int inum;
-} __attribute__((preserve_access_index));
-
-struct net {
-	struct ns_common ns;
-} __attribute__((preserve_access_index));
-
-typedef struct {
-	struct net *net;
-} __attribute__((preserve_access_index)) possible_net_t;
-
-struct net_device {
-	int ifindex;
-	possible_net_t nd_net;
-} __attribute__((preserve_access_index));
-
-struct sock_common {
-	possible_net_t skc_net;
-} __attribute__((preserve_access_index));
-
-struct sock {
-	struct sock_common __sk_common;
-} __attribute__((preserve_access_index));
-
-struct sk_buff {
-	struct net_device *dev;
-	struct sock *sk;
-	unsigned char *head;
-	__u16 network_header;
-	__u16 transport_header;
-	__be16 protocol;
-} __attribute__((preserve_access_index));
 
 /* Set by the loader through spec.Variables before load. */
 volatile const __u64 kdrop_ev_rate = 500;  /* kernel-drop events per second, per CPU */
@@ -80,80 +44,6 @@ struct {
 	__type(value, struct token_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kdrop_ev_bucket SEC(".maps");
-
-static __always_inline unsigned int netns_of(struct sk_buff *skb, __u32 *ifindex)
-{
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	if (dev) {
-		*ifindex = BPF_CORE_READ(dev, ifindex);
-		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	}
-	struct sock *sk = BPF_CORE_READ(skb, sk);
-	if (sk)
-		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	return 0;
-}
-
-/* read_headers fills the addresses and ports from the packet's network
- * and transport headers, as far as they are set and readable. */
-static __always_inline void read_headers(struct sk_buff *skb, struct loupe_event *ev)
-{
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
-	__u8 l4 = 0;
-
-	if (!head || nh == (__u16)~0U)
-		return;
-	__u8 vers = 0;
-	if (bpf_probe_read_kernel(&vers, 1, head + nh))
-		return;
-	vers >>= 4;
-	if (vers == 4) {
-		struct iphdr ip;
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
-			return;
-		ev->family = 4;
-		__builtin_memcpy(ev->saddr, &ip.saddr, 4);
-		__builtin_memcpy(ev->daddr, &ip.daddr, 4);
-		ev->pkt_len = bpf_ntohs(ip.tot_len);
-		l4 = ip.protocol;
-		if (th == (__u16)~0U || th == nh)
-			th = nh + ip.ihl * 4;
-	} else if (vers == 6) {
-		struct ipv6hdr ip6;
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
-			return;
-		ev->family = 6;
-		__builtin_memcpy(ev->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(ev->daddr, &ip6.daddr, 16);
-		ev->pkt_len = bpf_ntohs(ip6.payload_len) + sizeof(ip6);
-		l4 = ip6.nexthdr; /* extension headers are not walked */
-		if (th == (__u16)~0U || th == nh)
-			th = nh + sizeof(ip6);
-	} else {
-		return;
-	}
-	ev->proto = l4;
-	if (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP || l4 == IPPROTO_SCTP) {
-		__be16 ports[2];
-		if (bpf_probe_read_kernel(ports, sizeof(ports), head + th) == 0) {
-			ev->sport = bpf_ntohs(ports[0]);
-			ev->dport = bpf_ntohs(ports[1]);
-		}
-		if (l4 == IPPROTO_TCP) {
-			__u8 fl = 0;
-			if (bpf_probe_read_kernel(&fl, 1, head + th + 13) == 0)
-				ev->tcp_flags = fl;
-		}
-	} else if (l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6) {
-		__u8 tc[2];
-		if (bpf_probe_read_kernel(tc, sizeof(tc), head + th) == 0) {
-			ev->icmp_type = tc[0];
-			ev->icmp_code = tc[1];
-		}
-	}
-}
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(loupe_kfree_skb, struct sk_buff *skb, void *location, int reason)

@@ -34,17 +34,23 @@ struct token_bucket {
 	__u64 last_ns;
 };
 
-static __always_inline void stat_inc(__u32 slot)
+/* stat_inc_in adds one to slot of a per-CPU array of __u64 counters. */
+static __always_inline void stat_inc_in(void *stats, __u32 slot)
 {
-	__u64 *v = bpf_map_lookup_elem(&event_stats, &slot);
+	__u64 *v = bpf_map_lookup_elem(stats, &slot);
 	if (v)
 		*v += 1;
 }
 
-/* bucket_take takes a token from this CPU's bucket in map (a one-slot
+static __always_inline void stat_inc(__u32 slot)
+{
+	stat_inc_in(&event_stats, slot);
+}
+
+/* bucket_take_in takes a token from this CPU's bucket in map (a one-slot
  * per-CPU array of struct token_bucket), refilled at rate per second up to
- * burst; an empty bucket counts in event_stats slot stat. */
-static __always_inline int bucket_take(void *map, __u64 now, __u64 rate, __u64 burst, __u32 stat)
+ * burst; an empty bucket counts in slot stat of the counter array stats. */
+static __always_inline int bucket_take_in(void *map, __u64 now, __u64 rate, __u64 burst, void *stats, __u32 stat)
 {
 	__u32 zero = 0;
 	struct token_bucket *b = bpf_map_lookup_elem(map, &zero);
@@ -60,9 +66,15 @@ static __always_inline int bucket_take(void *map, __u64 now, __u64 rate, __u64 b
 		b->last_ns = now;
 	}
 	if (b->tokens == 0) {
-		stat_inc(stat);
+		stat_inc_in(stats, stat);
 		return 0;
 	}
 	b->tokens--;
 	return 1;
+}
+
+/* bucket_take is bucket_take_in counting in event_stats. */
+static __always_inline int bucket_take(void *map, __u64 now, __u64 rate, __u64 burst, __u32 stat)
+{
+	return bucket_take_in(map, now, rate, burst, &event_stats, stat);
 }
