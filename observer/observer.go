@@ -55,6 +55,8 @@ type Config struct {
 	Metrics []hubblemetrics.Spec
 	// KernelEvents places and names kernel drop records; nil drops them.
 	KernelEvents KernelEvents
+	// L7 configures the flows made of L7 records (HandleL7).
+	L7 L7Config
 }
 
 // Observer is the flow pipeline of one agent.
@@ -73,6 +75,7 @@ type Observer struct {
 
 	seen   atomic.Uint64
 	kdrops *kernelDropMetrics
+	l7     *l7State
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -118,6 +121,7 @@ func New(cfg Config) (*Observer, error) {
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
 	o.dec.kernel = cfg.KernelEvents
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
+	o.l7 = newL7State(cfg.L7, o.metrics.reg)
 	o.refreshIndex()
 	return o, nil
 }

@@ -39,6 +39,7 @@ func newRootCommand() *cobra.Command {
 		insecure   string
 		metrics    string
 		kernDrops  bool
+		dnsPorts   []uint
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -74,6 +75,12 @@ state, so pods keep their connectivity until it starts again.`,
 			}
 			cfg.Log = log
 			cfg.NoKernelDrops = !kernDrops
+			for _, p := range dnsPorts {
+				if p == 0 || p > 65535 {
+					return fmt.Errorf("--l7-dns-ports: %d is not a port", p)
+				}
+				cfg.L7DNSPorts = append(cfg.L7DNSPorts, uint16(p))
+			}
 			cfg.NewObserver = observerFactory(tlsCfg, specs)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -107,6 +114,10 @@ state, so pods keep their connectivity until it starts again.`,
 	f.BoolVar(&kernDrops, "kernel-drops", true, "report packets the kernel drops (the skb:kfree_skb tracepoint) as DROPPED flows of the pods they hit")
 	f.StringSliceVar(&cfg.KernelDropDeny, "kernel-drop-deny", daemon.DefaultKernelDropDeny, `kernel drop reasons not reported, as the kernel's BTF names them, with or without SKB_DROP_REASON_ ("none": report all)`)
 	f.Uint32Var(&cfg.KernelDropEventsPerSecond, "kernel-drop-events-per-second", 0, "rate limit on kernel-drop events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 1000)")
+	f.StringVar(&cfg.L7, "l7", daemon.DefaultL7, `L7 visibility without a proxy: "dns,http", "dns", "http" or "off"`)
+	f.UintSliceVar(&dnsPorts, "l7-dns-ports", []uint{53, 5353}, "UDP and TCP ports whose payloads are DNS (at most 4)")
+	f.Uint32Var(&cfg.L7EventsPerSecond, "l7-events-per-second", 0, "rate limit on L7 records for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 20000)")
+	f.DurationVar(&cfg.L7DNSTimeout, "l7-dns-timeout", 0, "how long a DNS query waits for its answer before it is reported unanswered (0 = 5s)")
 	f.StringVar(&tlsCfg.CertFile, "tls-cert-file", "", "certificate of the Observer API's TCP listener (TLS 1.3); for Hubble Relay, issue it for *.default.hubble-grpc.cilium.io (the node name, dots as hyphens, replaces the *)")
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
 	f.StringVar(&tlsCfg.ClientCAFile, "tls-client-ca-file", "", "CA whose certificates clients of the TCP listener must present (mTLS); the unix socket stays local and plain")

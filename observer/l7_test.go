@@ -1,0 +1,156 @@
+package observer
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/datapath"
+)
+
+func dnsMsg(t testing.TB, id uint16, name string, resp bool, rcode dnsmessage.RCode, ips ...string) []byte {
+	t.Helper()
+	n := dnsmessage.MustNewName(name)
+	m := dnsmessage.Message{
+		Header:    dnsmessage.Header{ID: id, Response: resp, RCode: rcode},
+		Questions: []dnsmessage.Question{{Name: n, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
+	}
+	for _, ip := range ips {
+		m.Answers = append(m.Answers, dnsmessage.Resource{
+			Header: dnsmessage.ResourceHeader{Name: n, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 30},
+			Body:   &dnsmessage.AResource{A: netip.MustParseAddr(ip).As4()},
+		})
+	}
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func l7Rec(ts uint64, src, dst string, sport, dport uint16, dir uint8, data []byte) []byte {
+	return mustL7(&datapath.L7Record{TimestampNS: ts, Ifindex: 7, EndpointID: 3,
+		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), SrcPort: sport, DstPort: dport,
+		Proto: 17, Kind: datapath.L7DNS, Direction: dir, PayloadLen: uint32(len(data)), Data: data})
+}
+
+func mustL7(r *datapath.L7Record) []byte {
+	b, err := datapath.EncodeL7Record(r)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func ringFlows(o *Observer) []*flowpb.Flow {
+	var out []*flowpb.Flow
+	head := o.ring.head.Load()
+	for seq := o.ring.oldest(head); seq < head; seq++ {
+		if e, _ := o.ring.read(seq); e != nil && e.flow != nil {
+			out = append(out, e.flow)
+		}
+	}
+	return out
+}
+
+const (
+	clientPod = "10.0.1.11" // x/b
+	serverPod = "10.0.2.20" // y/db-0
+	world     = "192.0.2.1"
+)
+
+func TestL7DNSFlows(t *testing.T) {
+	o := newTestObserver(t, 63, nil)
+	ms := uint64(time.Millisecond)
+	// Seen at the client pod's veth: the query leaves, the answer arrives.
+	o.HandleL7(l7Rec(1000*ms, clientPod, serverPod, 40000, 53, contract.DirectionEgress, dnsMsg(t, 5, "db-0.y.pod.lab.", false, 0)))
+	o.HandleL7(l7Rec(1003*ms, serverPod, clientPod, 53, 40000, contract.DirectionIngress, dnsMsg(t, 5, "db-0.y.pod.lab.", true, 0, serverPod)))
+	// The same exchange at the server pod's veth is reported by the client's.
+	o.HandleL7(l7Rec(1001*ms, clientPod, serverPod, 40000, 53, contract.DirectionIngress, dnsMsg(t, 5, "db-0.y.pod.lab.", false, 0)))
+	o.HandleL7(l7Rec(1002*ms, serverPod, clientPod, 53, 40000, contract.DirectionEgress, dnsMsg(t, 5, "db-0.y.pod.lab.", true, 0, serverPod)))
+	// A client outside the cluster is reported at the server's veth.
+	o.HandleL7(l7Rec(2000*ms, world, serverPod, 5000, 53, contract.DirectionIngress, dnsMsg(t, 6, "nope.lab.", false, 0)))
+	o.HandleL7(l7Rec(2010*ms, serverPod, world, 53, 5000, contract.DirectionEgress, dnsMsg(t, 6, "nope.lab.", true, dnsmessage.RCodeNameError)))
+	// Garbage on port 53 is counted, not a flow.
+	o.HandleL7(l7Rec(3000*ms, clientPod, serverPod, 40001, 53, contract.DirectionEgress, []byte("GET / HTTP/1.1\r\n\r\n")))
+
+	fs := ringFlows(o)
+	if len(fs) != 4 {
+		t.Fatalf("got %d flows, want 4: %v", len(fs), fs)
+	}
+	q, a, q2, a2 := fs[0], fs[1], fs[2], fs[3]
+	for i, f := range fs {
+		if f.GetType() != flowpb.FlowType_L7 || f.GetEventType().GetType() != 129 || f.GetL7().GetDns().GetObservationSource() != "loupe" ||
+			f.GetVerdict() != flowpb.Verdict_FORWARDED {
+			t.Errorf("flow %d: %v", i, f)
+		}
+	}
+	if q.GetL7().GetType() != flowpb.L7FlowType_REQUEST || q.GetIsReply().GetValue() || q.GetSummary() != "DNS Query db-0.y.pod.lab. A" ||
+		q.GetSource().GetPodName() != "b" || q.GetDestination().GetPodName() != "db-0" || q.GetTrafficDirection() != flowpb.TrafficDirection_EGRESS ||
+		q.GetL4().GetUDP().GetDestinationPort() != 53 {
+		t.Errorf("query flow: %v", q)
+	}
+	if a.GetL7().GetType() != flowpb.L7FlowType_RESPONSE || !a.GetIsReply().GetValue() || a.GetL7().GetLatencyNs() != 3*ms ||
+		a.GetL7().GetDns().GetIps()[0] != serverPod || a.GetL7().GetDns().GetTtl() != 30 || a.GetL7().GetDns().GetRrtypes()[0] != "A" ||
+		a.GetSummary() != `DNS Answer "10.0.2.20" TTL: 30 (Query db-0.y.pod.lab. A)` || a.GetTrafficDirection() != flowpb.TrafficDirection_EGRESS {
+		t.Errorf("answer flow: %v", a)
+	}
+	if q2.GetTrafficDirection() != flowpb.TrafficDirection_INGRESS || q2.GetSource().GetIdentity() != 0 && q2.GetSource().GetPodName() != "" {
+		t.Errorf("outside query: %v", q2)
+	}
+	if a2.GetL7().GetDns().GetRcode() != 3 || a2.GetL7().GetLatencyNs() != 10*ms ||
+		a2.GetSummary() != "DNS Answer RCode: Non-Existent Domain TTL: 0 (Query nope.lab. A)" {
+		t.Errorf("nxdomain: %v", a2)
+	}
+	if got := counterValue(o.l7.malformed.WithLabelValues("dns")); got != 1 {
+		t.Errorf("malformed %v, want 1", got)
+	}
+}
+
+func TestL7DNSTimeout(t *testing.T) {
+	o, err := New(Config{NodeName: "node-1", Metadata: nil, BufferSize: 63, L7: L7Config{DNSTimeout: 2 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := uint64(time.Second)
+	o.HandleL7(l7Rec(10*sec, clientPod, serverPod, 40000, 53, contract.DirectionEgress, dnsMsg(t, 9, "x.drop.lab.", false, 0)))
+	o.ExpireL7(11 * sec)
+	if n := len(ringFlows(o)); n != 1 {
+		t.Fatalf("%d flows before the timeout", n)
+	}
+	o.ExpireL7(12 * sec)
+	o.ExpireL7(20 * sec)
+	fs := ringFlows(o)
+	if len(fs) != 2 {
+		t.Fatalf("%d flows, want query and timeout", len(fs))
+	}
+	f := fs[1]
+	if f.GetVerdict() != flowpb.Verdict_ERROR || f.GetL7().GetType() != flowpb.L7FlowType_RESPONSE || f.GetL7().GetLatencyNs() != 2*sec ||
+		f.GetIP().GetSource() != serverPod || f.GetL7().GetDns().GetQuery() != "x.drop.lab." ||
+		!strings.Contains(f.GetSummary(), "no answer in 2s") || f.GetTime().AsTime().UnixNano()-fs[0].GetTime().AsTime().UnixNano() != int64(2*sec) {
+		t.Fatalf("timeout flow: %v", f)
+	}
+	if counterValue(o.l7.timeouts) != 1 {
+		t.Fatal("timeout not counted")
+	}
+	// An answer after the timeout is still a response flow, without latency.
+	o.HandleL7(l7Rec(21*sec, serverPod, clientPod, 53, 40000, contract.DirectionIngress, dnsMsg(t, 9, "x.drop.lab.", true, 0)))
+	if fs = ringFlows(o); len(fs) != 3 || fs[2].GetL7().GetLatencyNs() != 0 {
+		t.Fatalf("late answer: %v", fs)
+	}
+}
+
+func FuzzHandleL7(f *testing.F) {
+	f.Add(l7Rec(1, clientPod, serverPod, 1, 53, contract.DirectionEgress, dnsMsg(f, 5, "a.b.", false, 0)))
+	f.Add(l7Rec(1, serverPod, clientPod, 53, 1, contract.DirectionIngress, dnsMsg(f, 5, "a.b.", true, 0, "10.0.0.1")))
+	o := newTestObserver(f, 63, nil)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o.HandleL7(b)
+		o.ExpireL7(^uint64(0) >> 1)
+	})
+}
