@@ -42,6 +42,7 @@ type Decoder struct {
 	policy     PolicyResolver
 	linkName   func(ifindex uint32) string
 	kernel     KernelEvents // nil: kernel records are not reported
+	names      *fqdnCache   // nil: flows carry no source/destination names
 
 	// attributed is how the last kernel drop Decode returned was tied to
 	// a pod (Attributed*), kreason its reason's name.
@@ -311,6 +312,11 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	if len(ix.services) > 0 && ev.Proto != unix.IPPROTO_ICMP && ev.Proto != unix.IPPROTO_ICMPV6 {
 		f.SourceService = ix.services[netip.AddrPortFrom(ev.Src, ev.SrcPort)]
 		f.DestinationService = ix.services[netip.AddrPortFrom(ev.Dst, ev.DstPort)]
+	}
+
+	if d.names != nil {
+		f.DestinationNames = d.names.names(ev.Src, ev.Dst, ev.TimestampNS)
+		f.SourceNames = d.names.names(ev.Dst, ev.Src, ev.TimestampNS)
 	}
 
 	if d.policy != nil && ev.PolicyID != 0 {

@@ -128,6 +128,9 @@ func (o *Observer) handleDNS(r *datapath.L7Record) {
 		o.storeL7(o.dnsFlow(r, &m, flowpb.L7FlowType_REQUEST, 0, false))
 		return
 	}
+	if m.RCode == 0 {
+		o.dec.names.learn(client.Addr(), m.Query, m.IPs, m.TTL, r.TimestampNS)
+	}
 	var latency uint64
 	if q, ok := s.dns.Answer(key); ok && r.TimestampNS >= q.TimestampNS {
 		latency = r.TimestampNS - q.TimestampNS

@@ -154,3 +154,51 @@ func FuzzHandleL7(f *testing.F) {
 		o.ExpireL7(^uint64(0) >> 1)
 	})
 }
+
+// Names a pod resolved name the L3/L4 flows to and from those addresses.
+func TestL7FQDNNames(t *testing.T) {
+	o := newTestObserver(t, 63, nil)
+	sec := uint64(time.Second)
+	o.HandleL7(l7Rec(10*sec, clientPod, serverPod, 40000, 53, contract.DirectionEgress, dnsMsg(t, 5, "api.example.com.", false, 0)))
+	o.HandleL7(l7Rec(10*sec, serverPod, clientPod, 53, 40000, contract.DirectionIngress, dnsMsg(t, 5, "api.example.com.", true, 0, world)))
+	tcp := func(ts uint64, src, dst string, sport, dport uint16, dir, flags uint8) *flowpb.Flow {
+		o.HandleEvent(rawEvent(evSpec{ts: ts, typ: contract.MessageTypeTrace, verdict: contract.VerdictForwarded, proto: 6,
+			tcpFlags: 0x02, flags: flags, epID: 3, src: src, dst: dst, sport: sport, dport: dport, dir: dir}))
+		fs := ringFlows(o)
+		return fs[len(fs)-1]
+	}
+	f := tcp(11*sec, clientPod, world, 5555, 443, contract.DirectionEgress, datapath.FlagCTNew)
+	if len(f.GetDestinationNames()) != 1 || f.GetDestinationNames()[0] != "api.example.com" || f.GetSourceNames() != nil {
+		t.Fatalf("egress flow names: %v / %v", f.GetDestinationNames(), f.GetSourceNames())
+	}
+	f = tcp(12*sec, world, clientPod, 443, 5555, contract.DirectionIngress, datapath.FlagReply)
+	if len(f.GetSourceNames()) != 1 || f.GetDestinationNames() != nil {
+		t.Fatalf("reply names: %v / %v", f.GetSourceNames(), f.GetDestinationNames())
+	}
+	// Another pod did not resolve it; the TTL (30 s) ends.
+	if f = tcp(13*sec, "10.0.1.10", world, 5556, 443, contract.DirectionEgress, datapath.FlagCTNew); f.GetDestinationNames() != nil {
+		t.Fatalf("names of another pod's lookup: %v", f.GetDestinationNames())
+	}
+	if f = tcp(41*sec, clientPod, world, 5557, 443, contract.DirectionEgress, datapath.FlagCTNew); f.GetDestinationNames() != nil {
+		t.Fatalf("names after their TTL: %v", f.GetDestinationNames())
+	}
+}
+
+func TestFQDNCacheBounded(t *testing.T) {
+	c := newFQDNCache()
+	for i := range maxFQDNPerPod * 3 {
+		ip := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+		c.learn(netip.MustParseAddr(clientPod), "n.example.", []netip.Addr{ip}, 30, 1)
+	}
+	for i := range maxFQDNClients * 2 {
+		c.learn(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), "n.example.", []netip.Addr{netip.MustParseAddr(world)}, 30, 1)
+	}
+	if len(c.clients) > maxFQDNClients {
+		t.Fatalf("%d clients", len(c.clients))
+	}
+	for _, m := range c.clients {
+		if len(m) > maxFQDNPerPod {
+			t.Fatalf("%d addresses for one pod", len(m))
+		}
+	}
+}

@@ -122,6 +122,7 @@ func New(cfg Config) (*Observer, error) {
 	o.dec.kernel = cfg.KernelEvents
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
 	o.l7 = newL7State(cfg.L7, o.metrics.reg)
+	o.dec.names = newFQDNCache()
 	o.refreshIndex()
 	return o, nil
 }

@@ -81,14 +81,14 @@ func (c *cluster) askDNS(t *testing.T, src, dst lab.PodStatus, tcp bool, name st
 func TestPrivilegedL7DNS(t *testing.T) {
 	c := needLab(t)
 	bin := testtools.Hubble(t, "hubble")
-	dnsPod, client := c.pods["demo/dns"], c.pods["demo/frontend"]
-	if dnsPod.IP == "" || client.IP == "" {
+	dnsPod, client, api := c.pods["demo/dns"], c.pods["demo/frontend"], c.pods["demo/api"]
+	if dnsPod.IP == "" || client.IP == "" || api.IP == "" {
 		t.Fatalf("the demo's dns and frontend pods are missing: %v", c.pods)
 	}
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	tag := hex.EncodeToString(b)
-	found := client.Name + "." + client.Namespace + ".pod.lab."
+	found := api.Name + "." + api.Namespace + ".pod.lab."
 	missing := "missing-" + tag + ".demo.pod.lab."
 	dropped := "q-" + tag + ".drop.lab."
 	failing := "q-" + tag + ".fail.lab."
@@ -158,7 +158,7 @@ func TestPrivilegedL7DNS(t *testing.T) {
 				t.Errorf("SERVFAIL flow: %v", f)
 			}
 		case d.GetQuery() == found:
-			if len(d.GetIps()) != 1 || d.GetIps()[0] != client.IP || f.GetL7().GetLatencyNs() == 0 || !f.GetIsReply().GetValue() {
+			if len(d.GetIps()) != 1 || d.GetIps()[0] != api.IP || f.GetL7().GetLatencyNs() == 0 || !f.GetIsReply().GetValue() {
 				t.Errorf("answer flow: %v", f)
 			}
 		case d.GetQuery() == dropped:
@@ -179,6 +179,25 @@ func TestPrivilegedL7DNS(t *testing.T) {
 	}
 	if count[found+" REQUEST"] < 2 || count[found+" REQUEST"] != count[found+" RESPONSE"] {
 		t.Errorf("%s: %v", found, count)
+	}
+
+	// The frontend reached api by name: its TCP flows to api carry the
+	// name, so hubble's --to-fqdn finds them.
+	k := c.dial(t, "TCP", client, api, 8080)
+	fqdn := strings.TrimSuffix(found, ".")
+	if err := poll(10*time.Second, 300*time.Millisecond, func() error {
+		out, errs, err := hubble(t, bin, "observe", "--server", relay, "--to-fqdn", fqdn, "--protocol", "tcp", "--since", "1m", "-o", "json")
+		if err != nil {
+			return fmt.Errorf("hubble observe --to-fqdn: %v\n%s", err, errs)
+		}
+		for _, f := range k.matching(flowsOf(parseFlows(t, out))) {
+			if len(f.GetDestinationNames()) == 1 && f.GetDestinationNames()[0] == fqdn {
+				return nil
+			}
+		}
+		return fmt.Errorf("no flow of %s with destination_names [%s]:\n%s", k, fqdn, out)
+	}); err != nil {
+		t.Error(err)
 	}
 
 	// hubble's own printer shows them as Cilium's L7 DNS flows.
