@@ -45,6 +45,7 @@ type l7State struct {
 	records   *prometheus.CounterVec
 	timeouts  prometheus.Counter
 	unpaired  prometheus.Counter
+	dnsTime   prometheus.Histogram
 }
 
 func newL7State(cfg L7Config, reg prometheus.Registerer) *l7State {
@@ -71,7 +72,12 @@ func newL7State(cfg L7Config, reg prometheus.Registerer) *l7State {
 			Help: "L7 requests not held for pairing because the pairing table was full or held the exchange already",
 		}),
 	}
-	reg.MustRegister(s.malformed, s.records, s.timeouts, s.unpaired)
+	s.dnsTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "loupe", Name: "dns_response_duration_seconds",
+		Help:    "Time from a DNS query to its answer, both kernel timestamps at the reporting veth",
+		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+	})
+	reg.MustRegister(s.malformed, s.records, s.timeouts, s.unpaired, s.dnsTime)
 	return s
 }
 
@@ -134,6 +140,7 @@ func (o *Observer) handleDNS(r *datapath.L7Record) {
 	var latency uint64
 	if q, ok := s.dns.Answer(key); ok && r.TimestampNS >= q.TimestampNS {
 		latency = r.TimestampNS - q.TimestampNS
+		s.dnsTime.Observe(float64(latency) / 1e9)
 	}
 	o.storeL7(o.dnsFlow(r, &m, flowpb.L7FlowType_RESPONSE, latency, false))
 }

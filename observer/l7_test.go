@@ -7,6 +7,8 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/loupe-project/loupe/contract"
@@ -107,6 +109,9 @@ func TestL7DNSFlows(t *testing.T) {
 		a2.GetSummary() != "DNS Answer RCode: Non-Existent Domain TTL: 0 (Query nope.lab. A)" {
 		t.Errorf("nxdomain: %v", a2)
 	}
+	if n := histogramCount(t, o.l7.dnsTime); n != 2 {
+		t.Errorf("dns durations observed: %d, want 2", n)
+	}
 	if got := counterValue(o.l7.malformed.WithLabelValues("dns")); got != 1 {
 		t.Errorf("malformed %v, want 1", got)
 	}
@@ -201,4 +206,13 @@ func TestFQDNCacheBounded(t *testing.T) {
 			t.Fatalf("%d addresses for one pod", len(m))
 		}
 	}
+}
+
+func histogramCount(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -198,6 +200,26 @@ func TestPrivilegedL7DNS(t *testing.T) {
 		return fmt.Errorf("no flow of %s with destination_names [%s]:\n%s", k, fqdn, out)
 	}); err != nil {
 		t.Error(err)
+	}
+
+	// The client's agent counts them in Hubble's dns family and in loupe's
+	// DNS latency histogram.
+	resp, err := http.Get("http://" + c.nodes[client.Node].MetricsAddress + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, re := range []string{
+		`(?m)^hubble_dns_responses_total\{[^}]*rcode="Non-Existent Domain"[^}]*\} [1-9]`,
+		`(?m)^hubble_dns_queries_total\{[^}]*qtypes="A"[^}]*\} [1-9]`,
+		`(?m)^hubble_dns_response_types_total\{[^}]*type="A"[^}]*\} [1-9]`,
+		`(?m)^loupe_dns_response_duration_seconds_count [1-9]`,
+		`(?m)^loupe_dns_queries_unanswered_total [1-9]`,
+	} {
+		if !regexp.MustCompile(re).Match(body) {
+			t.Errorf("metrics of %s lack %s", client.Node, re)
+		}
 	}
 
 	// hubble's own printer shows them as Cilium's L7 DNS flows.
