@@ -113,11 +113,30 @@ func serve(ctx context.Context, pod string, ports []portSpec, dns dnsServer, log
 	}
 }
 
+// podHandler answers every path with 200, except /status/<code> (that
+// status) and /delay/<ms> (200 after that long, at most a minute), so lab
+// traffic has errors and slow requests to show.
 func podHandler(pod string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("X-Loupe-Pod", pod)
-		fmt.Fprintf(w, "%s %s from %s: ok\n", r.Method, r.URL.Path, pod)
+		code := http.StatusOK
+		if s, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
+			if c, err := strconv.Atoi(s); err == nil && c >= 200 && c <= 599 {
+				code = c
+			}
+		}
+		if s, ok := strings.CutPrefix(r.URL.Path, "/delay/"); ok {
+			if ms, err := strconv.Atoi(s); err == nil && ms >= 0 && ms <= 60000 {
+				select {
+				case <-time.After(time.Duration(ms) * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "%s %s from %s: %d\n", r.Method, r.URL.Path, pod, code)
 	})
 }
 

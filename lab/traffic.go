@@ -174,6 +174,9 @@ loop:
 // sendFlow makes one request; it reports whether it got an answer.
 func sendFlow(ctx context.Context, f flow) bool {
 	const timeout = time.Second
+	if f.kind == "http" && f.proto == "TCP" && isHTTPPort(f.port) {
+		return sendHTTP(ctx, f)
+	}
 	if f.kind != "dns" {
 		return probe(ctx, f.src.netnsPath(), f.dst.IP, f.port, f.proto, timeout)
 	}

@@ -25,6 +25,18 @@ type L7Config struct {
 	// MaxPending bounds the queries waiting for answers; 0 is
 	// l7.DefaultMaxPending.
 	MaxPending int
+	// KeepQuery keeps URL query strings in HTTP flows (--l7-keep-query);
+	// by default they are dropped.
+	KeepQuery bool
+}
+
+// httpRequestTimeout is how long an HTTP request waits for its response
+// in the pairing table before it is forgotten (its connection was cut).
+const httpRequestTimeout = 2 * time.Minute
+
+// httpRequest is what a pending request keeps for its response flow.
+type httpRequest struct {
+	method, url, protocol string
 }
 
 // dnsRequest is what a pending query keeps for its answer and its timeout
@@ -41,6 +53,7 @@ type l7State struct {
 	cfg       L7Config
 	rec       datapath.L7Record
 	dns       *l7.DNSPairer[dnsRequest]
+	http      *l7.HTTPPairer[httpRequest]
 	malformed *prometheus.CounterVec
 	records   *prometheus.CounterVec
 	timeouts  prometheus.Counter
@@ -53,8 +66,9 @@ func newL7State(cfg L7Config, reg prometheus.Registerer) *l7State {
 		cfg.DNSTimeout = l7.DefaultDNSTimeout
 	}
 	s := &l7State{
-		cfg: cfg,
-		dns: l7.NewDNSPairer[dnsRequest](cfg.DNSTimeout, cfg.MaxPending),
+		cfg:  cfg,
+		dns:  l7.NewDNSPairer[dnsRequest](cfg.DNSTimeout, cfg.MaxPending),
+		http: l7.NewHTTPPairer[httpRequest](0),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "loupe", Name: "l7_malformed_total",
 			Help: "L7 records whose payload did not parse, by protocol",
@@ -99,9 +113,8 @@ func (o *Observer) HandleL7(raw []byte) {
 	switch r.Kind {
 	case datapath.L7DNS:
 		o.handleDNS(r)
-	default:
-		// HTTP records are captured, but not parsed yet.
-		s.records.WithLabelValues("http", "not_parsed").Inc()
+	case datapath.L7HTTP:
+		o.handleHTTP(r)
 	}
 }
 
@@ -151,6 +164,9 @@ func (o *Observer) handleDNS(r *datapath.L7Record) {
 func (o *Observer) ExpireL7(now uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if now > uint64(httpRequestTimeout) {
+		o.l7.http.Expire(now - uint64(httpRequestTimeout))
+	}
 	o.l7.dns.Expire(now, func(_ l7.DNSKey, q l7.Pending[dnsRequest]) {
 		o.l7.timeouts.Inc()
 		req := q.Request
@@ -170,15 +186,91 @@ func (o *Observer) ExpireL7(now uint64) {
 	})
 }
 
+func (o *Observer) handleHTTP(r *datapath.L7Record) {
+	s := o.l7
+	m, err := l7.ParseHTTP(r.Data, s.cfg.KeepQuery)
+	if err != nil {
+		s.malformed.WithLabelValues("http").Inc()
+		return
+	}
+	conn := l7.ConnKey{Client: netip.AddrPortFrom(r.Src, r.SrcPort), Server: netip.AddrPortFrom(r.Dst, r.DstPort)}
+	atClient := r.Direction == contract.DirectionEgress
+	if m.Response {
+		conn.Client, conn.Server = conn.Server, conn.Client
+		atClient = r.Direction == contract.DirectionIngress
+	}
+	if !atClient && o.index.Load().pods[conn.Client.Addr()] != nil {
+		s.records.WithLabelValues("http", "elsewhere").Inc()
+		return
+	}
+	s.records.WithLabelValues("http", "flow").Inc()
+	if !m.Response {
+		req := httpRequest{method: m.Method, protocol: m.Protocol, url: httpURL(&m, conn.Server)}
+		if !s.http.Request(conn, r.TimestampNS, req) {
+			s.unpaired.Inc()
+		}
+		o.storeL7(o.httpFlow(r, &m, req, 0))
+		return
+	}
+	var req httpRequest
+	var latency uint64
+	if q, ok := s.http.Response(conn); ok {
+		req = q.Request
+		if r.TimestampNS >= q.TimestampNS {
+			latency = r.TimestampNS - q.TimestampNS
+		}
+	}
+	o.storeL7(o.httpFlow(r, &m, req, latency))
+}
+
+// httpURL is the request's URL as Cilium's proxy writes it: absolute, with
+// the Host header's authority (else the server's address).
+func httpURL(m *l7.HTTP, server netip.AddrPort) string {
+	host := m.Header("Host")
+	if host == "" || strings.ContainsAny(host, "/?#@ ") {
+		host = server.String()
+	}
+	if strings.HasPrefix(m.Path, "http://") || strings.HasPrefix(m.Path, "https://") {
+		return m.Path
+	}
+	return "http://" + host + m.Path
+}
+
+// httpFlow builds the flow of one HTTP message; a response carries its
+// request's method and URL.
+func (o *Observer) httpFlow(r *datapath.L7Record, m *l7.HTTP, req httpRequest, latency uint64) *entry {
+	typ := flowpb.L7FlowType_REQUEST
+	if m.Response {
+		typ = flowpb.L7FlowType_RESPONSE
+	}
+	f := o.l7Flow(r, typ, latency, false)
+	h := &flowpb.HTTP{Method: req.method, Url: req.url, Protocol: m.Protocol}
+	if m.Response {
+		h.Code = uint32(m.Code)
+	}
+	for _, kv := range m.Headers {
+		h.Headers = append(h.Headers, &flowpb.HTTPHeader{Key: kv[0], Value: kv[1]})
+	}
+	f.L7.Record = &flowpb.Layer7_Http{Http: h}
+	// Cilium's summaries (pkg/hubble/parser/seven/http.go).
+	if m.Response {
+		f.Summary = fmt.Sprintf("%s %d %dms (%s %s)", h.Protocol, h.Code, latency/uint64(time.Millisecond), h.Method, h.Url)
+	} else {
+		f.Summary = fmt.Sprintf("%s %s %s", h.Protocol, h.Method, h.Url)
+	}
+	return &entry{flow: f}
+}
+
 func (o *Observer) storeL7(e *entry) {
 	o.metrics.observe(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
 }
 
-// dnsFlow builds the flow of one DNS message in the shape of Cilium's
-// proxy flows (Type L7, event type 129), with Hubble's summary.
-func (o *Observer) dnsFlow(r *datapath.L7Record, m *l7.DNS, typ flowpb.L7FlowType, latency uint64, timedOut bool) *entry {
+// l7Flow builds what every L7 flow has, in the shape of Cilium's proxy
+// flows (Type L7, event type 129): time, addresses, ports, endpoints,
+// direction, reply. The caller adds the L7 record and the summary.
+func (o *Observer) l7Flow(r *datapath.L7Record, typ flowpb.L7FlowType, latency uint64, timedOut bool) *flowpb.Flow {
 	d := o.dec
 	b := &flowBlock{}
 	f := &b.flow
@@ -248,6 +340,14 @@ func (o *Observer) dnsFlow(r *datapath.L7Record, m *l7.DNS, typ flowpb.L7FlowTyp
 		f.DestinationService = ix.services[netip.AddrPortFrom(r.Dst, r.DstPort)]
 	}
 
+	f.L7 = &flowpb.Layer7{Type: typ, LatencyNs: latency}
+	return f
+}
+
+// dnsFlow builds the flow of one DNS message, with Hubble's summary.
+func (o *Observer) dnsFlow(r *datapath.L7Record, m *l7.DNS, typ flowpb.L7FlowType, latency uint64, timedOut bool) *entry {
+	f := o.l7Flow(r, typ, latency, timedOut)
+	reply := typ == flowpb.L7FlowType_RESPONSE
 	dns := &flowpb.DNS{Query: m.Query, ObservationSource: l7.ObservationSource}
 	qtypes := make([]string, len(m.QTypes))
 	for i, t := range m.QTypes {
@@ -267,9 +367,9 @@ func (o *Observer) dnsFlow(r *datapath.L7Record, m *l7.DNS, typ flowpb.L7FlowTyp
 			dns.Rrtypes[i] = l7.TypeName(t)
 		}
 	}
-	f.L7 = &flowpb.Layer7{Type: typ, LatencyNs: latency, Record: &flowpb.Layer7_Dns{Dns: dns}}
+	f.L7.Record = &flowpb.Layer7_Dns{Dns: dns}
 	f.Summary = dnsSummary(typ, dns, timedOut, latency)
-	return &b.entry
+	return &entry{flow: f}
 }
 
 // dnsSummary writes Cilium's DNS summaries (pkg/hubble/parser/seven), so

@@ -153,6 +153,8 @@ func TestL7DNSTimeout(t *testing.T) {
 func FuzzHandleL7(f *testing.F) {
 	f.Add(l7Rec(1, clientPod, serverPod, 1, 53, contract.DirectionEgress, dnsMsg(f, 5, "a.b.", false, 0)))
 	f.Add(l7Rec(1, serverPod, clientPod, 53, 1, contract.DirectionIngress, dnsMsg(f, 5, "a.b.", true, 0, "10.0.0.1")))
+	f.Add(httpRec(1, clientPod, serverPod, 1, 80, contract.DirectionEgress, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add(httpRec(2, serverPod, clientPod, 80, 1, contract.DirectionIngress, "HTTP/1.1 200 OK\r\n\r\n"))
 	o := newTestObserver(f, 63, nil)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		o.HandleL7(b)
@@ -215,4 +217,58 @@ func histogramCount(t *testing.T, h prometheus.Histogram) uint64 {
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount()
+}
+
+func httpRec(ts uint64, src, dst string, sport, dport uint16, dir uint8, data string) []byte {
+	return mustL7(&datapath.L7Record{TimestampNS: ts, Ifindex: 7, EndpointID: 3,
+		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), SrcPort: sport, DstPort: dport,
+		Proto: 6, Kind: datapath.L7HTTP, Direction: dir, PayloadLen: uint32(len(data)), Data: []byte(data)})
+}
+
+func TestL7HTTPFlows(t *testing.T) {
+	o := newTestObserver(t, 63, nil)
+	ms := uint64(time.Millisecond)
+	eg, in := contract.DirectionEgress, contract.DirectionIngress
+	// Two pipelined requests on one keep-alive connection, answered in order.
+	o.HandleL7(httpRec(1000*ms, clientPod, serverPod, 40000, 8080, eg, "GET /status/500?secret=1 HTTP/1.1\r\nHost: db:8080\r\nCookie: c=1\r\n\r\n"))
+	o.HandleL7(httpRec(1001*ms, clientPod, serverPod, 40000, 8080, eg, "POST /delay/200 HTTP/1.1\r\nHost: db:8080\r\n\r\n"))
+	o.HandleL7(httpRec(1005*ms, serverPod, clientPod, 8080, 40000, in, "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"))
+	o.HandleL7(httpRec(1250*ms, serverPod, clientPod, 8080, 40000, in, "HTTP/1.1 200 OK\r\n\r\n"))
+	// The server pod's veth leaves them to the client's.
+	o.HandleL7(httpRec(1000*ms, clientPod, serverPod, 40000, 8080, in, "GET /status/500 HTTP/1.1\r\n\r\n"))
+	// Not HTTP after all.
+	o.HandleL7(httpRec(1300*ms, clientPod, serverPod, 40001, 8080, eg, "GET nonsense\r\n"))
+	fs := ringFlows(o)
+	if len(fs) != 4 {
+		t.Fatalf("%d flows, want 4: %v", len(fs), fs)
+	}
+	req, resp, resp2 := fs[0], fs[2], fs[3]
+	h := req.GetL7().GetHttp()
+	if req.GetL7().GetType() != flowpb.L7FlowType_REQUEST || h.GetMethod() != "GET" || h.GetUrl() != "http://db:8080/status/500" ||
+		h.GetProtocol() != "HTTP/1.1" || len(h.GetHeaders()) != 1 || h.GetHeaders()[0].GetKey() != "Host" ||
+		req.GetSummary() != "HTTP/1.1 GET http://db:8080/status/500" || req.GetEventType().GetType() != 129 || req.GetType() != flowpb.FlowType_L7 {
+		t.Errorf("request: %v", req)
+	}
+	h = resp.GetL7().GetHttp()
+	if resp.GetL7().GetType() != flowpb.L7FlowType_RESPONSE || h.GetCode() != 500 || h.GetMethod() != "GET" || h.GetUrl() != "http://db:8080/status/500" ||
+		resp.GetL7().GetLatencyNs() != 5*ms || !resp.GetIsReply().GetValue() || resp.GetSummary() != "HTTP/1.1 500 5ms (GET http://db:8080/status/500)" {
+		t.Errorf("response: %v", resp)
+	}
+	if h = resp2.GetL7().GetHttp(); h.GetMethod() != "POST" || h.GetCode() != 200 || resp2.GetL7().GetLatencyNs() != 249*ms {
+		t.Errorf("second response: %v", resp2)
+	}
+	if got := counterValue(o.l7.malformed.WithLabelValues("http")); got != 1 {
+		t.Errorf("malformed %v", got)
+	}
+}
+
+func TestL7HTTPKeepQuery(t *testing.T) {
+	o, err := New(Config{NodeName: "n", BufferSize: 63, L7: L7Config{KeepQuery: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.HandleL7(httpRec(1, clientPod, serverPod, 40000, 80, contract.DirectionEgress, "GET /a?b=c HTTP/1.0\r\n\r\n"))
+	if u := ringFlows(o)[0].GetL7().GetHttp().GetUrl(); u != "http://10.0.2.20:80/a?b=c" {
+		t.Fatalf("url %q", u)
+	}
 }

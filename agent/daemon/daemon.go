@@ -83,6 +83,7 @@ type Config struct {
 	L7DNSPorts        []uint16
 	L7EventsPerSecond uint32
 	L7DNSTimeout      time.Duration
+	L7KeepQuery       bool // keep URL query strings in HTTP flows
 
 	// Metadata, when set, is the metadata source (e.g. the API server's,
 	// package metadata/k8s); it takes the place of ManifestsDir.
@@ -362,7 +363,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
 			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules(),
-			KernelEvents: kernelEvents, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout}})
+			KernelEvents: kernelEvents, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout, KeepQuery: cfg.L7KeepQuery}})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}

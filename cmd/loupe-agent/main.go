@@ -117,6 +117,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&cfg.L7, "l7", daemon.DefaultL7, `L7 visibility without a proxy: "dns,http", "dns", "http" or "off"`)
 	f.UintSliceVar(&dnsPorts, "l7-dns-ports", []uint{53, 5353}, "UDP and TCP ports whose payloads are DNS (at most 4)")
 	f.Uint32Var(&cfg.L7EventsPerSecond, "l7-events-per-second", 0, "rate limit on L7 records for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 20000)")
+	f.BoolVar(&cfg.L7KeepQuery, "l7-keep-query", false, "keep URL query strings in HTTP flows (dropped by default: they often carry tokens)")
 	f.DurationVar(&cfg.L7DNSTimeout, "l7-dns-timeout", 0, "how long a DNS query waits for its answer before it is reported unanswered (0 = 5s)")
 	f.StringVar(&tlsCfg.CertFile, "tls-cert-file", "", "certificate of the Observer API's TCP listener (TLS 1.3); for Hubble Relay, issue it for *.default.hubble-grpc.cilium.io (the node name, dots as hyphens, replaces the *)")
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
