@@ -73,7 +73,7 @@ func TestPrivilegedL7HTTP(t *testing.T) {
 		t.Fatalf("/delay/200: %d", code)
 	}
 	// Pairing: many keep-alive requests over 10 connections.
-	const workers, each = 10, 200
+	const workers, each = 10, 1000
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
