@@ -261,8 +261,20 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 		}
 		return func() error { return setKernelDrops(bl, true) }, setKernelDrops(bl, false)
 	}
+	// The default datapath with node 1's agent restarted with --l7=off,
+	// which loads the programs without the L7 hook: the baseline of what
+	// L7 capture costs packets that are not DNS or HTTP.
+	agentBin := filepath.Join(cfg.BinDir, "loupe-agent")
+	l7Off := func() (func() error, error) {
+		restore := func() error { return bl.lab.RestartAgent(context.WithoutCancel(ctx), agentBin, c1.Node.Name) }
+		if err := bl.lab.RestartAgent(ctx, agentBin, c1.Node.Name, "--l7=off"); err != nil {
+			return restore, err
+		}
+		return restore, setMode(same, string(DefaultMode))
+	}
 	variants := []dpVariant{
 		{"nobpf", epC1, epS1, mode(same, "nobpf")},
+		{"l7_off", epC1, epS1, l7Off},
 		{"no_kernel_drops", epC1, epS1, noKernelDrops},
 		{"xdp_off", epC1, epS1, mode(same, string(datapath.XDPOff))},
 		{"xdp_generic", epC1, epS1, mode(same, string(datapath.XDPGeneric))},
@@ -384,6 +396,8 @@ func datapathRows(s map[string][]dpSample) ([]Row, error) {
 		{"xdp_option_native_empty_rr", "tx/s", "opt_native_empty", "nobpf", tps, tgt, Higher, ""},
 		{"kernel_drop_tracepoint_throughput", "Gbit/s", def, "no_kernel_drops", gbps, tgt, Higher, "default datapath with every agent's skb:kfree_skb tracepoint attached vs detached, same node"},
 		{"kernel_drop_tracepoint_rr", "tx/s", def, "no_kernel_drops", tps, tgt, Higher, ""},
+		{"datapath_throughput_l7", "Gbit/s", def, "l7_off", gbps, tgt, Higher, "default datapath (--l7=dns,http) vs the same with node 1's agent restarted with --l7=off, same node, 1 TCP stream"},
+		{"datapath_rr_l7", "tx/s", def, "l7_off", tps, tgt, Higher, "1-byte TCP request/response, --l7=dns,http vs --l7=off"},
 	}
 	var rows []Row
 	var errs []error
