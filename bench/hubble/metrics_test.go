@@ -13,6 +13,7 @@ import (
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/drop"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/flow"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/flows-to-world"
+	_ "github.com/cilium/cilium/pkg/hubble/metrics/http"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/icmp"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/policy"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/port-distribution"
@@ -78,7 +79,25 @@ func metricFlows() []*flowpb.Flow {
 		dns(b, a, true, &flowpb.DNS{Query: "b.y.pod.lab.", Qtypes: []string{"AAAA"}, Ips: []string{"fd00::2"}, Ttl: 30, Rrtypes: []string{"AAAA"}, ObservationSource: "loupe"}),
 		dns(b, a, true, &flowpb.DNS{Query: "nope.y.pod.lab.", Qtypes: []string{"A"}, Rcode: 3, ObservationSource: "loupe"}),
 		dns(b, a, true, &flowpb.DNS{Query: "x.fail.lab.", Qtypes: []string{"A"}, Rcode: 2, ObservationSource: "loupe"}),
+		httpFlow(a, b, flowpb.TrafficDirection_EGRESS, &flowpb.HTTP{Method: "GET", Url: "http://b/status/500", Protocol: "HTTP/1.1"}, 0),
+		httpFlow(b, a, flowpb.TrafficDirection_EGRESS, &flowpb.HTTP{Method: "GET", Url: "http://b/status/500", Protocol: "HTTP/1.1", Code: 500}, 3e6),
+		httpFlow(a, b, flowpb.TrafficDirection_INGRESS, &flowpb.HTTP{Method: "POST", Url: "http://b/", Protocol: "HTTP/1.0"}, 0),
+		httpFlow(b, a, flowpb.TrafficDirection_INGRESS, &flowpb.HTTP{Method: "POST", Url: "http://b/", Protocol: "HTTP/1.0", Code: 200}, 250e6),
 	}
+}
+
+// httpFlow is an L7 HTTP flow as observer/l7.go builds it: a response (it
+// has a code) goes from the server, with the latency.
+func httpFlow(s, d *flowpb.Endpoint, dir flowpb.TrafficDirection, h *flowpb.HTTP, latency uint64) *flowpb.Flow {
+	typ := flowpb.L7FlowType_REQUEST
+	if h.Code != 0 {
+		typ = flowpb.L7FlowType_RESPONSE
+	}
+	return &flowpb.Flow{Type: flowpb.FlowType_L7, EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeAccessLog}, Verdict: flowpb.Verdict_FORWARDED,
+		Source: s, Destination: d, IP: &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2", IpVersion: flowpb.IPVersion_IPv4},
+		L4:      &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 40000, DestinationPort: 80}}},
+		IsReply: wrapperspb.Bool(h.Code != 0), TrafficDirection: dir,
+		L7: &flowpb.Layer7{Type: typ, LatencyNs: latency, Record: &flowpb.Layer7_Http{Http: h}}}
 }
 
 // dns is an L7 DNS flow as observer/l7.go builds it.
@@ -108,6 +127,8 @@ func TestContractMetricsMatchHubble(t *testing.T) {
 		"flows-to-world:any-drop;port;syn-only;sourceContext=pod policy:labelsContext=traffic_direction icmp:sourceContext=ip",
 		"dns",
 		"dns:query;ignoreAAAA;sourceContext=namespace;destinationContext=pod",
+		"http",
+		"http:sourceContext=workload|pod;labelsContext=source_namespace,destination_namespace",
 	} {
 		lreg := prometheus.NewPedanticRegistry()
 		set, err := hubblemetrics.New(lreg, hubblemetrics.MustParse(spec))

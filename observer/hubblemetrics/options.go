@@ -48,8 +48,7 @@ const dashboardContexts = "sourceContext=workload|pod|reserved-identity;destinat
 // notYet are Hubble's families loupe has no flows for yet: a clear error
 // beats a series that never moves.
 var notYet = map[string]string{
-	"http":   "needs L7 HTTP flows, which loupe does not produce yet",
-	"httpV2": "needs L7 HTTP flows, which loupe does not produce yet",
+	"httpV2": "is Hubble's second HTTP family; loupe serves http (v1)",
 	"kafka":  "needs L7 Kafka flows, which loupe does not produce",
 	"sctp":   "needs SCTP chunk types, which loupe's datapath does not report",
 }

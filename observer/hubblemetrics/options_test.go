@@ -54,7 +54,7 @@ func TestParseErrors(t *testing.T) {
 		{"flows-to-world:port=80", `option "port" takes no value`},
 		{"flow:sourceContext=pod;sourcecontext=ip", `given twice`},
 		{"dns:query=x", `option "query" takes no value`},
-		{"flow,httpV2", `needs L7 HTTP flows`},
+		{"flow,httpV2", `loupe serves http (v1)`},
 		{":x", "empty name"},
 	} {
 		_, err := Parse(c.in)

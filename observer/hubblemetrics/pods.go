@@ -24,6 +24,9 @@ func (s *Set) DeletePod(namespace, name string) {
 		for _, v := range vecsOf(h) {
 			deletePod(h.contexts(), v, ref, namespace, name)
 		}
+		if hh, ok := h.(*httpHandler); ok {
+			deletePodHistogram(hh.ctx, hh.duration, ref, namespace, name)
+		}
 	}
 }
 
@@ -52,4 +55,19 @@ func (c *contexts) hasLabel(name string) bool {
 		}
 	}
 	return false
+}
+
+// deletePodHistogram is deletePod for the http family's histogram.
+func deletePodHistogram(c *contexts, hv *prometheus.HistogramVec, ref, namespace, name string) {
+	if slices.Contains(c.src, ctxPod) || slices.Contains(c.srcIn, ctxPod) || slices.Contains(c.srcEg, ctxPod) {
+		hv.DeletePartialMatch(prometheus.Labels{"source": ref})
+	}
+	if slices.Contains(c.dst, ctxPod) || slices.Contains(c.dstIn, ctxPod) || slices.Contains(c.dstEg, ctxPod) {
+		hv.DeletePartialMatch(prometheus.Labels{"destination": ref})
+	}
+	for _, side := range []string{"source_", "destination_"} {
+		if c.hasLabel(side+"pod") && c.hasLabel(side+"namespace") {
+			hv.DeletePartialMatch(prometheus.Labels{side + "namespace": namespace, side + "pod": name})
+		}
+	}
 }

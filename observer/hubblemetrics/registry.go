@@ -33,7 +33,13 @@ type multiHandler interface {
 	more() []*vec
 }
 
-// vecsOf lists every metric of h.
+// collectorHandler is a handler with metrics other than counters (http's
+// histogram), registered as they are.
+type collectorHandler interface {
+	collectors() []prometheus.Collector
+}
+
+// vecsOf lists every counter metric of h.
 func vecsOf(h handler) []*vec {
 	if m, ok := h.(multiHandler); ok {
 		return append([]*vec{h.vec()}, m.more()...)
@@ -50,6 +56,7 @@ var families = map[string]family{
 	"policy":            {build: newPolicyHandler},
 	"flows-to-world":    {flags: []string{"any-drop", "port", "syn-only"}, build: newFlowsToWorldHandler},
 	"dns":               {flags: []string{"query", "ignoreaaaa"}, build: newDNSHandler},
+	"http":              {build: newHTTPHandler},
 }
 
 // FamilyNames lists the families --metrics accepts.
@@ -88,6 +95,13 @@ func New(reg prometheus.Registerer, specs []Spec) (*Set, error) {
 		for _, v := range vecsOf(h) {
 			if err := reg.Register(v.cv); err != nil {
 				return nil, fmt.Errorf("metric %q: %w", sp.Name, err)
+			}
+		}
+		if ch, ok := h.(collectorHandler); ok {
+			for _, c := range ch.collectors() {
+				if err := reg.Register(c); err != nil {
+					return nil, fmt.Errorf("metric %q: %w", sp.Name, err)
+				}
 			}
 		}
 		s.handlers = append(s.handlers, h)
