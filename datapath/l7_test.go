@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/net/dns/dnsmessage"
 
@@ -248,4 +249,44 @@ func FuzzDecodeL7Record(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// TestL7HeaderMatchesGo ties bpf/l7.h's numbers and struct loupe_l7_record's
+// layout (from the compiled object's BTF) to the Go decoder.
+func TestL7HeaderMatchesGo(t *testing.T) {
+	c, where := headerDefines(t)
+	for name, want := range map[string]uint64{
+		"LOUPE_L7_DNS": uint64(L7DNS), "LOUPE_L7_HTTP": uint64(L7HTTP), "LOUPE_L7_DATA_LEN": L7DataLen,
+		"LOUPE_L7_DNS_PORTS": L7MaxDNSPorts, "L7_STAT_RINGBUF_FULL": l7StatRingbufFull, "L7_STAT_LIMITED": l7StatLimited,
+	} {
+		if got, ok := c[name]; !ok || got != want {
+			t.Errorf("%s: %s says %d (defined: %v), Go says %d", name, where[name], got, ok, want)
+		}
+	}
+	spec, err := loadLoupe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s *btf.Struct
+	if err := spec.Types.TypeByName("loupe_l7_record", &s); err != nil {
+		t.Fatalf("loupe_l7_record in BTF: %v", err)
+	}
+	if s.Size != L7RecordSize {
+		t.Errorf("sizeof(struct loupe_l7_record) = %d, L7RecordSize = %d", s.Size, L7RecordSize)
+	}
+	want := map[string]uint32{
+		"ts_ns": l7OffTimestamp, "ifindex": l7OffIfindex, "ep_id": l7OffEndpointID, "src_identity": l7OffSrcIdentity,
+		"dst_identity": l7OffDstIdentity, "saddr": l7OffSaddr, "daddr": l7OffDaddr, "sport": l7OffSport, "dport": l7OffDport,
+		"family": l7OffFamily, "proto": l7OffProto, "kind": l7OffKind, "direction": l7OffDirection, "tcp_flags": l7OffTCPFlags,
+		"payload_len": l7OffPayloadLen, "cap_len": l7OffCapLen, "data": l7OffData,
+	}
+	for _, m := range s.Members {
+		if off, ok := want[m.Name]; ok && m.Offset.Bytes() != off {
+			t.Errorf("member %s at %d in BTF, %d in Go", m.Name, m.Offset.Bytes(), off)
+		}
+		delete(want, m.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("Go decodes members BTF lacks: %v", want)
+	}
 }
