@@ -139,8 +139,16 @@ static __always_inline void l7_observe(struct __sk_buff *skb, const struct endpo
 	if ((l7_mode & LOUPE_L7_DNS) && (l7_dns_port(p->dport) || l7_dns_port(p->sport))) {
 		kind = LOUPE_L7_DNS;
 	} else if ((l7_mode & LOUPE_L7_HTTP) && p->proto == IPPROTO_TCP && plen >= 4) {
+		/* The first payload bytes are in the linear area nearly always:
+		 * read them directly, the helper only when they are not. */
 		__u32 w = 0;
-		if (bpf_skb_load_bytes(skb, off, &w, 4) || !l7_http_token(w))
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		if (data + off + 4 <= data_end)
+			__builtin_memcpy(&w, data + off, 4);
+		else if (bpf_skb_load_bytes(skb, off, &w, 4))
+			return;
+		if (!l7_http_token(w))
 			return;
 		kind = LOUPE_L7_HTTP;
 		want = l7_http_len;
