@@ -262,6 +262,7 @@ func (o *Observer) httpFlow(r *datapath.L7Record, m *l7.HTTP, req httpRequest, l
 }
 
 func (o *Observer) storeL7(e *entry) {
+	o.orderFlow(e.flow, true)
 	o.metrics.observe(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
@@ -446,4 +447,29 @@ func bootNowNS() int64 {
 		return 0
 	}
 	return ts.Nano()
+}
+
+// orderFlow keeps each agent's flow stream in time order, which followers
+// and the relay's merge rely on, now that two rings feed it: L7 records
+// and flow events are read by two goroutines, so a flow can reach the ring
+// after a newer one. Such a flow's time moves forward to the newest
+// written (by the other reader's lag, typically microseconds); an L7 flow's
+// also to the newest watermark sent, since watermarks cover only the events
+// ring. l7.latency_ns is computed from the kernel timestamps and does not
+// move. Called with o.mu held.
+func (o *Observer) orderFlow(f *flowpb.Flow, l7Flow bool) {
+	t := f.GetTime()
+	if t == nil {
+		return
+	}
+	ns := t.Seconds*1e9 + int64(t.Nanos)
+	least := o.lastFlowNS
+	if w := o.wmMax.Load(); l7Flow && w > least {
+		least = w
+	}
+	if ns < least {
+		ns = least
+		t.Seconds, t.Nanos = ns/1e9, int32(ns%1e9)
+	}
+	o.lastFlowNS = ns
 }

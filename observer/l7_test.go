@@ -272,3 +272,32 @@ func TestL7HTTPKeepQuery(t *testing.T) {
 		t.Fatalf("url %q", u)
 	}
 }
+
+// Two rings feed the flow ring: a flow that arrives after a newer one is
+// moved forward, so the stream stays in time order; latency does not move.
+func TestL7FlowsKeepStreamOrder(t *testing.T) {
+	o := newTestObserver(t, 63, nil)
+	ms := uint64(time.Millisecond)
+	o.HandleEvent(rawEvent(evSpec{ts: 1005 * ms, typ: contract.MessageTypeTrace, verdict: contract.VerdictForwarded, proto: 17,
+		flags: datapath.FlagCTNew, epID: 3, src: clientPod, dst: serverPod, sport: 40000, dport: 53, dir: contract.DirectionEgress}))
+	o.HandleL7(l7Rec(1000*ms, clientPod, serverPod, 40000, 53, contract.DirectionEgress, dnsMsg(t, 5, "a.b.", false, 0)))
+	o.HandleL7(l7Rec(1002*ms, serverPod, clientPod, 53, 40000, contract.DirectionIngress, dnsMsg(t, 5, "a.b.", true, 0)))
+	// An event stamped before the L7 flows, read after them.
+	o.HandleEvent(rawEvent(evSpec{ts: 1001 * ms, typ: contract.MessageTypeTrace, verdict: contract.VerdictForwarded, proto: 17,
+		flags: datapath.FlagReply, epID: 3, src: serverPod, dst: clientPod, sport: 53, dport: 40000, dir: contract.DirectionIngress}))
+	fs := ringFlows(o)
+	for i := 1; i < len(fs); i++ {
+		if fs[i].GetTime().AsTime().Before(fs[i-1].GetTime().AsTime()) {
+			t.Fatalf("flow %d older than flow %d", i, i-1)
+		}
+	}
+	if fs[2].GetL7().GetLatencyNs() != 2*ms {
+		t.Fatalf("latency %d", fs[2].GetL7().GetLatencyNs())
+	}
+	// A watermark promises followers no older flow: L7 flows respect it.
+	w := o.watermark()
+	o.HandleL7(l7Rec(1003*ms, clientPod, serverPod, 40001, 53, contract.DirectionEgress, dnsMsg(t, 6, "a.b.", false, 0)))
+	if f := ringFlows(o)[4]; f.GetTime().AsTime().UnixNano() < w {
+		t.Fatalf("L7 flow at %v, older than the watermark %d", f.GetTime().AsTime(), w)
+	}
+}

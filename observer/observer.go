@@ -77,6 +77,11 @@ type Observer struct {
 	kdrops *kernelDropMetrics
 	l7     *l7State
 
+	// lastFlowNS is the time of the newest flow written (under mu) and
+	// wmMax the newest watermark handed out: see orderFlow.
+	lastFlowNS int64
+	wmMax      atomic.Int64
+
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
 }
@@ -191,6 +196,7 @@ func (o *Observer) HandleEvent(raw []byte) {
 	if ev := &o.dec.ev; ev.Flags&datapath.FlagKernel != 0 {
 		o.kdrops.observe(o.dec.kreason, o.dec.attributed)
 	}
+	o.orderFlow(e.flow, false)
 	o.metrics.observe(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)

@@ -31,7 +31,13 @@ func (o *Observer) watermark() int64 {
 	if boot == 0 {
 		return 0
 	}
-	return o.dec.bootOffset + boot - int64(watermarkSlack)
+	t := o.dec.bootOffset + boot - int64(watermarkSlack)
+	for {
+		m := o.wmMax.Load()
+		if t <= m || o.wmMax.CompareAndSwap(m, t) {
+			return t
+		}
+	}
 }
 
 func bootNow() int64 {
