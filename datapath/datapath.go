@@ -87,6 +87,7 @@ type Datapath struct {
 	eventsRead  atomic.Uint64
 	eventsShort atomic.Uint64
 	l7Read      atomic.Uint64
+	l7CaughtUp  atomic.Int64
 	caughtUp    atomic.Int64 // see EventsCaughtUp
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
 )
@@ -190,6 +191,9 @@ func (d *Datapath) L7Stats() (L7Stats, error) {
 	return s, nil
 }
 
+// L7CaughtUp is EventsCaughtUp for the l7_events ring (0 before ReadL7 runs).
+func (d *Datapath) L7CaughtUp() int64 { return d.l7CaughtUp.Load() }
+
 // ReadL7 hands every l7_events record to sink until ctx is done, then
 // returns nil. raw is only valid during the call. Only one reader at a time.
 func (d *Datapath) ReadL7(ctx context.Context, sink func(raw []byte)) error {
@@ -202,7 +206,16 @@ func (d *Datapath) ReadL7(ctx context.Context, sink func(raw []byte)) error {
 	defer stop()
 	var rec ringbuf.Record
 	for {
+		// As ReadEvents: an empty ring means every record stamped before t
+		// reached the sink (L7CaughtUp).
+		if t := bootNow(); rd.AvailableBytes() == 0 {
+			d.l7CaughtUp.Store(t)
+		}
+		rd.SetDeadline(time.Now().Add(caughtUpPoll))
 		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if ctx.Err() != nil && (errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed)) {
 				return nil
 			}

@@ -453,20 +453,17 @@ func bootNowNS() int64 {
 // and the relay's merge rely on, now that two rings feed it: L7 records
 // and flow events are read by two goroutines, so a flow can reach the ring
 // after a newer one. Such a flow's time moves forward to the newest
-// written (by the other reader's lag, typically microseconds); an L7 flow's
-// also to the newest watermark sent, since watermarks cover only the events
-// ring. l7.latency_ns is computed from the kernel timestamps and does not
-// move. Called with o.mu held.
-func (o *Observer) orderFlow(f *flowpb.Flow, l7Flow bool) {
+// written (by the other reader's lag, typically microseconds). Watermarks
+// cover both rings (the agent's EventsCaughtUp is the older of the two
+// readers'). l7.latency_ns is computed from the kernel timestamps and does
+// not move. Called with o.mu held.
+func (o *Observer) orderFlow(f *flowpb.Flow, _ bool) {
 	t := f.GetTime()
 	if t == nil {
 		return
 	}
 	ns := t.Seconds*1e9 + int64(t.Nanos)
 	least := o.lastFlowNS
-	if w := o.wmMax.Load(); l7Flow && w > least {
-		least = w
-	}
 	if ns < least {
 		ns = least
 		t.Seconds, t.Nanos = ns/1e9, int32(ns%1e9)

@@ -294,10 +294,4 @@ func TestL7FlowsKeepStreamOrder(t *testing.T) {
 	if fs[2].GetL7().GetLatencyNs() != 2*ms {
 		t.Fatalf("latency %d", fs[2].GetL7().GetLatencyNs())
 	}
-	// A watermark promises followers no older flow: L7 flows respect it.
-	w := o.watermark()
-	o.HandleL7(l7Rec(1003*ms, clientPod, serverPod, 40001, 53, contract.DirectionEgress, dnsMsg(t, 6, "a.b.", false, 0)))
-	if f := ringFlows(o)[4]; f.GetTime().AsTime().UnixNano() < w {
-		t.Fatalf("L7 flow at %v, older than the watermark %d", f.GetTime().AsTime(), w)
-	}
 }

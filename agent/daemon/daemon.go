@@ -132,8 +132,9 @@ type ObserverParams struct {
 	Policy *policy.RuleTable
 	// KernelEvents places and names kernel drops; nil when they are off.
 	KernelEvents observer.KernelEvents
-	// L7 configures L7 flows.
-	L7 observer.L7Config
+	// L7 configures L7 flows; L7On says the datapath captures them.
+	L7   observer.L7Config
+	L7On bool
 }
 
 // DefaultL7 is --l7's default: DNS and HTTP.
@@ -363,7 +364,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
 			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules(),
-			KernelEvents: kernelEvents, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout, KeepQuery: cfg.L7KeepQuery}})
+			KernelEvents: kernelEvents, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout, KeepQuery: cfg.L7KeepQuery}, L7On: l7Mode != 0})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}
