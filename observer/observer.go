@@ -77,10 +77,9 @@ type Observer struct {
 	kdrops *kernelDropMetrics
 	l7     *l7State
 
-	// lastFlowNS is the time of the newest flow written (under mu) and
-	// wmMax the newest watermark handed out: see orderFlow.
+	// lastFlowNS is the time of the newest flow written (under mu): see
+	// orderFlow.
 	lastFlowNS int64
-	wmMax      atomic.Int64
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration

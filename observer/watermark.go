@@ -31,13 +31,7 @@ func (o *Observer) watermark() int64 {
 	if boot == 0 {
 		return 0
 	}
-	t := o.dec.bootOffset + boot - int64(watermarkSlack)
-	for {
-		m := o.wmMax.Load()
-		if t <= m || o.wmMax.CompareAndSwap(m, t) {
-			return t
-		}
-	}
+	return o.dec.bootOffset + boot - int64(watermarkSlack)
 }
 
 func bootNow() int64 {
