@@ -280,9 +280,21 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 		}
 		return func() error { return setConnStats(same, true) }, setConnStats(same, false)
 	}
+	// The default datapath with node 1's agent restarted with --l7=off,
+	// which loads the programs without the L7 hook: the baseline of what
+	// L7 capture costs packets that are not DNS or HTTP.
+	agentBin := filepath.Join(cfg.BinDir, "loupe-agent")
+	l7Off := func() (func() error, error) {
+		restore := func() error { return bl.lab.RestartAgent(context.WithoutCancel(ctx), agentBin, c1.Node.Name) }
+		if err := bl.lab.RestartAgent(ctx, agentBin, c1.Node.Name, "--l7=off"); err != nil {
+			return restore, err
+		}
+		return restore, setMode(same, string(DefaultMode))
+	}
 	variants := []dpVariant{
 		{"nobpf", epC1, epS1, mode(same, "nobpf")},
 		{"no_tracepoints", epC1, epS1, noTracepoints},
+		{"l7_off", epC1, epS1, l7Off},
 		{"xdp_off", epC1, epS1, mode(same, string(datapath.XDPOff))},
 		// Right after the default, so that drift between them is small.
 		{"no_conn_stats", epC1, epS1, noConnStats},
@@ -408,6 +420,8 @@ func datapathRows(s map[string][]dpSample) ([]Row, error) {
 		{"connection_stats_rr_p50", "µs", def, "no_conn_stats", p50, latTgt, Lower, "the steadiest figure on a busy machine"},
 		{"kernel_tracepoints_throughput", "Gbit/s", def, "no_tracepoints", gbps, tgt, Higher, "default datapath with every agent's skb:kfree_skb and tcp:tcp_retransmit_skb/tcp_send_reset/tcp_receive_reset tracepoints attached vs detached, same node"},
 		{"kernel_tracepoints_rr", "tx/s", def, "no_tracepoints", tps, tgt, Higher, ""},
+		{"datapath_throughput_l7", "Gbit/s", def, "l7_off", gbps, tgt, Higher, "default datapath (--l7=dns,http) vs the same with node 1's agent restarted with --l7=off, same node, 1 TCP stream"},
+		{"datapath_rr_l7", "tx/s", def, "l7_off", tps, tgt, Higher, "1-byte TCP request/response, --l7=dns,http vs --l7=off"},
 	}
 	var rows []Row
 	var errs []error

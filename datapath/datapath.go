@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -44,6 +45,9 @@ const (
 	MapEvents       = "events"
 	MapEventStats   = "event_stats"
 	MapDropEvBucket = "drop_ev_bucket"
+	MapL7Events     = "l7_events"
+	MapL7Stats      = "l7_stats"
+	MapL7EvBucket   = "l7_ev_bucket"
 )
 
 // Defaults for Config fields left zero.
@@ -66,6 +70,17 @@ type Config struct {
 	// (bpf/events.h conn_stats): conntrack then counts only the replies'
 	// packets it needs. The agent's --connection-stats=false sets it.
 	NoConnStats bool
+	// L7 is the set of L7DNS | L7HTTP the programs capture (--l7); 0 is off.
+	L7 uint8
+	// DNSPorts are the UDP and TCP ports whose payloads are DNS, at most
+	// L7MaxDNSPorts; nil means DefaultDNSPorts.
+	DNSPorts []uint16
+	// HTTPCaptureLen is how many bytes of an HTTP message are copied, at
+	// most L7DataLen; 0 = DefaultHTTPCaptureLen.
+	HTTPCaptureLen uint32
+	// L7EventsPerSecond limits L7 records for the node, split across CPUs
+	// as DropEventsPerSecond; 0 = DefaultL7EventsPerSecond.
+	L7EventsPerSecond uint32
 }
 
 // Datapath is the loaded set of programs and maps of one agent.
@@ -75,6 +90,8 @@ type Datapath struct {
 
 	eventsRead  atomic.Uint64
 	eventsShort atomic.Uint64
+	l7Read      atomic.Uint64
+	l7CaughtUp  atomic.Int64
 	caughtUp    atomic.Int64 // see EventsCaughtUp
 }
 
@@ -148,7 +165,7 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	if interval <= 0 {
 		interval = DefaultReportInterval
 	}
-	vars := map[string]uint64{
+	vars := map[string]any{
 		loupeVarDropEvRate:       perCPU,
 		loupeVarDropEvBurst:      perCPU,
 		loupeVarReportIntervalNs: uint64(interval.Nanoseconds()),
@@ -157,6 +174,11 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	if cfg.NoConnStats {
 		vars[loupeVarConnStats] = 0
 	}
+	l7, err := l7Variables(cfg, uint64(ncpu))
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(vars, l7)
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]
 		if !ok {
@@ -167,6 +189,43 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		}
 	}
 	return spec, nil
+}
+
+// l7Variables are the values of bpf/l7.h's settings, typed as the C has them.
+func l7Variables(cfg Config, ncpu uint64) (map[string]any, error) {
+	ports := cfg.DNSPorts
+	if ports == nil {
+		ports = DefaultDNSPorts
+	}
+	if len(ports) > L7MaxDNSPorts {
+		return nil, fmt.Errorf("%d dns ports, at most %d", len(ports), L7MaxDNSPorts)
+	}
+	var arr [L7MaxDNSPorts]uint16
+	for i, p := range ports {
+		if p == 0 {
+			return nil, errors.New("dns port 0")
+		}
+		arr[i] = p
+	}
+	httpLen := cfg.HTTPCaptureLen
+	if httpLen == 0 {
+		httpLen = DefaultHTTPCaptureLen
+	}
+	if httpLen > L7DataLen {
+		return nil, fmt.Errorf("http capture length %d exceeds %d", httpLen, L7DataLen)
+	}
+	rate := uint64(cfg.L7EventsPerSecond)
+	if rate == 0 {
+		rate = DefaultL7EventsPerSecond
+	}
+	perCPU := max(1, (rate+ncpu-1)/ncpu)
+	return map[string]any{
+		loupeVarL7Mode:     cfg.L7,
+		loupeVarL7DnsPorts: arr,
+		loupeVarL7HttpLen:  httpLen,
+		loupeVarL7EvRate:   perCPU,
+		loupeVarL7EvBurst:  perCPU,
+	}, nil
 }
 
 // loadObjects loads spec with its maps pinned by name in pinDir. A pinned map

@@ -115,6 +115,9 @@ const (
 	loupeMapEventStats       = "event_stats"
 	loupeMapEvents           = "events"
 	loupeMapIpcache          = "ipcache"
+	loupeMapL7EvBucket       = "l7_ev_bucket"
+	loupeMapL7Events         = "l7_events"
+	loupeMapL7Stats          = "l7_stats"
 	loupeMapPolicy           = "policy"
 	loupeProgLoupeFromPod    = "loupe_from_pod"
 	loupeProgLoupeToPod      = "loupe_to_pod"
@@ -122,6 +125,11 @@ const (
 	loupeVarConnStats        = "conn_stats"
 	loupeVarDropEvBurst      = "drop_ev_burst"
 	loupeVarDropEvRate       = "drop_ev_rate"
+	loupeVarL7DnsPorts       = "l7_dns_ports"
+	loupeVarL7EvBurst        = "l7_ev_burst"
+	loupeVarL7EvRate         = "l7_ev_rate"
+	loupeVarL7HttpLen        = "l7_http_len"
+	loupeVarL7Mode           = "l7_mode"
 	loupeVarReportIntervalNs = "report_interval_ns"
 )
 
@@ -183,6 +191,9 @@ type loupeMapSpecs struct {
 	EventStats   *ebpf.MapSpec `ebpf:"event_stats"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Ipcache      *ebpf.MapSpec `ebpf:"ipcache"`
+	L7EvBucket   *ebpf.MapSpec `ebpf:"l7_ev_bucket"`
+	L7Events     *ebpf.MapSpec `ebpf:"l7_events"`
+	L7Stats      *ebpf.MapSpec `ebpf:"l7_stats"`
 	Policy       *ebpf.MapSpec `ebpf:"policy"`
 }
 
@@ -193,6 +204,11 @@ type loupeVariableSpecs struct {
 	ConnStats        *ebpf.VariableSpec `ebpf:"conn_stats"`
 	DropEvBurst      *ebpf.VariableSpec `ebpf:"drop_ev_burst"`
 	DropEvRate       *ebpf.VariableSpec `ebpf:"drop_ev_rate"`
+	L7DnsPorts       *ebpf.VariableSpec `ebpf:"l7_dns_ports"`
+	L7EvBurst        *ebpf.VariableSpec `ebpf:"l7_ev_burst"`
+	L7EvRate         *ebpf.VariableSpec `ebpf:"l7_ev_rate"`
+	L7HttpLen        *ebpf.VariableSpec `ebpf:"l7_http_len"`
+	L7Mode           *ebpf.VariableSpec `ebpf:"l7_mode"`
 	ReportIntervalNs *ebpf.VariableSpec `ebpf:"report_interval_ns"`
 }
 
@@ -223,6 +239,9 @@ type loupeMaps struct {
 	EventStats   *ebpf.Map `ebpf:"event_stats"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Ipcache      *ebpf.Map `ebpf:"ipcache"`
+	L7EvBucket   *ebpf.Map `ebpf:"l7_ev_bucket"`
+	L7Events     *ebpf.Map `ebpf:"l7_events"`
+	L7Stats      *ebpf.Map `ebpf:"l7_stats"`
 	Policy       *ebpf.Map `ebpf:"policy"`
 }
 
@@ -235,6 +254,9 @@ func (m *loupeMaps) Close() error {
 		m.EventStats,
 		m.Events,
 		m.Ipcache,
+		m.L7EvBucket,
+		m.L7Events,
+		m.L7Stats,
 		m.Policy,
 	)
 }
@@ -246,6 +268,11 @@ type loupeVariables struct {
 	ConnStats        *ebpf.Variable `ebpf:"conn_stats"`
 	DropEvBurst      *ebpf.Variable `ebpf:"drop_ev_burst"`
 	DropEvRate       *ebpf.Variable `ebpf:"drop_ev_rate"`
+	L7DnsPorts       *ebpf.Variable `ebpf:"l7_dns_ports"`
+	L7EvBurst        *ebpf.Variable `ebpf:"l7_ev_burst"`
+	L7EvRate         *ebpf.Variable `ebpf:"l7_ev_rate"`
+	L7HttpLen        *ebpf.Variable `ebpf:"l7_http_len"`
+	L7Mode           *ebpf.Variable `ebpf:"l7_mode"`
 	ReportIntervalNs *ebpf.Variable `ebpf:"report_interval_ns"`
 }
 

@@ -283,7 +283,7 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 	serveCmd.Flags().StringVar(&sID, "id", "", "the pod's netns name (identifies the process)")
 	serveCmd.Flags().IntVar(&sReady, "ready-fd", 0, "write ok to this fd once listening")
 	serveCmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return runServe(sPod, sPorts, sReady)
+		return runServe(sPod, sPorts, labDir(), sReady)
 	}
 
 	root.AddCommand(up, apply, del, status, execCmd, probeCmd, down, traffic, serveCmd, newFaultCommand(load, ctx))

@@ -242,20 +242,6 @@ func TestParsePorts(t *testing.T) {
 	}
 }
 
-func TestDNSReply(t *testing.T) {
-	q := dnsQuery(0xbeef, "api.demo.svc.cluster.local")
-	r := dnsReply(q)
-	if r == nil || r[0] != 0xbe || r[1] != 0xef || r[2]&0x80 == 0 || r[3]&0x0f != 0 {
-		t.Fatalf("reply = %x", r)
-	}
-	if dnsReply(r) != nil {
-		t.Error("a response was answered as a query")
-	}
-	if dnsReply([]byte("loupe-probe 1")) != nil {
-		t.Error("a probe payload was taken for a DNS query")
-	}
-}
-
 func FuzzParseManifests(f *testing.F) {
 	f.Add([]byte(goodManifests))
 	f.Add([]byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: 80}]}]}\n"))

@@ -261,7 +261,7 @@ func TestPrivilegedServeAndProbe(t *testing.T) {
 	go func() {
 		// Listeners are made inside b; serving continues on any thread.
 		errc <- ns.WithNetNSPath(netnsPath(b), func(ns.NetNS) error {
-			return serve(ctx, "y/b", ports, slog.New(slog.DiscardHandler), func() { close(ready) })
+			return serve(ctx, "y/b", ports, dnsServer{manifests: t.TempDir()}, slog.New(slog.DiscardHandler), func() { close(ready) })
 		})
 	}()
 	select {
@@ -284,7 +284,7 @@ func TestPrivilegedServeAndProbe(t *testing.T) {
 		}
 	}
 	// DNS-like traffic gets a DNS answer.
-	f := flow{kind: "dns", src: podRecord{NetNS: a}, dst: podRecord{IP: "10.250.0.2"}, port: 53, proto: "UDP"}
+	f := flow{kind: "dns", src: podRecord{NetNS: a}, dst: podRecord{IP: "10.250.0.2", Name: "b", Namespace: "y"}, port: 53, proto: "UDP"}
 	if !sendFlow(ctx, f) {
 		t.Error("dns query got no answer")
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"golang.org/x/net/dns/dnsmessage"
 	"io"
 	"net"
 	"net/netip"
@@ -19,6 +20,10 @@ import (
 
 // udpResend is how often a UDP probe repeats its datagram.
 const udpResend = 200 * time.Millisecond
+
+// probeDNSName is what a probe of a DNS port asks: any answer, here
+// NXDOMAIN, shows the port is reachable.
+const probeDNSName = "loupe-probe.lab."
 
 // ProbeResult is one line of `loupe lab probe --all -o json`.
 type ProbeResult struct {
@@ -72,6 +77,10 @@ func probe(ctx context.Context, fromNetNS string, ip string, port int, proto str
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(deadline)
+		if isDNSPort(port) {
+			_, _, err := dnsAsk(conn, true, probeDNSName, dnsmessage.TypeA, deadline)
+			return err == nil
+		}
 		if isHTTPPort(port) {
 			fmt.Fprintf(conn, "GET /probe HTTP/1.0\r\nHost: %s\r\n\r\n", ip)
 			line, err := bufio.NewReader(conn).ReadString('\n')
@@ -90,6 +99,10 @@ func probe(ctx context.Context, fromNetNS string, ip string, port int, proto str
 			return false
 		}
 		defer conn.Close()
+		if isDNSPort(port) {
+			_, _, err := dnsAsk(conn, false, probeDNSName, dnsmessage.TypeA, deadline)
+			return err == nil
+		}
 		msg := []byte(fmt.Sprintf("loupe-probe %d", time.Now().UnixNano()))
 		buf := make([]byte, 2048)
 		for time.Now().Before(deadline) {

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,7 +54,7 @@ func parsePorts(s string) ([]portSpec, error) {
 func isHTTPPort(p int) bool { return p == 80 || p == 8080 }
 
 // serve runs a pod's servers until ctx ends. ready is called once every port listens.
-func serve(ctx context.Context, pod string, ports []portSpec, log *slog.Logger, ready func()) error {
+func serve(ctx context.Context, pod string, ports []portSpec, dns dnsServer, log *slog.Logger, ready func()) error {
 	var closers []io.Closer
 	defer func() {
 		for _, c := range closers {
@@ -65,13 +65,27 @@ func serve(ctx context.Context, pod string, ports []portSpec, log *slog.Logger, 
 	for _, p := range ports {
 		addr := ":" + strconv.Itoa(p.Port)
 		switch {
+		case isDNSPort(p.Port) && p.Proto == "UDP":
+			pc, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", p, err)
+			}
+			closers = append(closers, pc)
+			go func() { errc <- dns.serveUDP(pc) }()
+		case isDNSPort(p.Port):
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", p, err)
+			}
+			closers = append(closers, ln)
+			go func() { errc <- dns.serveTCP(ln) }()
 		case p.Proto == "UDP":
 			pc, err := net.ListenPacket("udp", addr)
 			if err != nil {
 				return fmt.Errorf("listen %s: %w", p, err)
 			}
 			closers = append(closers, pc)
-			go func() { errc <- serveUDP(pc, p.Port) }()
+			go func() { errc <- serveUDP(pc) }()
 		case isHTTPPort(p.Port):
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
@@ -99,11 +113,30 @@ func serve(ctx context.Context, pod string, ports []portSpec, log *slog.Logger, 
 	}
 }
 
+// podHandler answers every path with 200, except /status/<code> (that
+// status) and /delay/<ms> (200 after that long, at most a minute), so lab
+// traffic has errors and slow requests to show.
 func podHandler(pod string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("X-Loupe-Pod", pod)
-		fmt.Fprintf(w, "%s %s from %s: ok\n", r.Method, r.URL.Path, pod)
+		code := http.StatusOK
+		if s, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
+			if c, err := strconv.Atoi(s); err == nil && c >= 200 && c <= 599 {
+				code = c
+			}
+		}
+		if s, ok := strings.CutPrefix(r.URL.Path, "/delay/"); ok {
+			if ms, err := strconv.Atoi(s); err == nil && ms >= 0 && ms <= 60000 {
+				select {
+				case <-time.After(time.Duration(ms) * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "%s %s from %s: %d\n", r.Method, r.URL.Path, pod, code)
 	})
 }
 
@@ -124,7 +157,7 @@ func serveEcho(ln net.Listener) error {
 	}
 }
 
-func serveUDP(pc net.PacketConn, port int) error {
+func serveUDP(pc net.PacketConn) error {
 	buf := make([]byte, 64*1024)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -134,35 +167,13 @@ func serveUDP(pc net.PacketConn, port int) error {
 			}
 			return fmt.Errorf("udp read: %w", err)
 		}
-		reply := buf[:n]
-		if port == 53 {
-			if r := dnsReply(buf[:n]); r != nil {
-				reply = r
-			}
-		}
-		_, _ = pc.WriteTo(reply, from)
+		_, _ = pc.WriteTo(buf[:n], from)
 	}
-}
-
-// dnsReply answers a DNS query with an empty NOERROR response (the question
-// echoed, QR set), so DNS-aware observers see a well-formed exchange. It
-// returns nil for anything that is not a query.
-func dnsReply(q []byte) []byte {
-	if len(q) < 12 || q[2]&0x80 != 0 || binary.BigEndian.Uint16(q[4:6]) != 1 {
-		return nil
-	}
-	r := append([]byte(nil), q...)
-	r[2] = 0x80 | (q[2] & 0x79) // QR, keep opcode and RD
-	r[3] = 0x80                 // RA, rcode 0
-	binary.BigEndian.PutUint16(r[6:8], 0)
-	binary.BigEndian.PutUint16(r[8:10], 0)
-	binary.BigEndian.PutUint16(r[10:12], 0)
-	return r
 }
 
 // runServe is the hidden `loupe lab serve` command, started by the lab inside
 // a pod's netns.
-func runServe(pod, portsFlag string, readyFD int) error {
+func runServe(pod, portsFlag, labDir string, readyFD int) error {
 	ports, err := parsePorts(portsFlag)
 	if err != nil {
 		return err
@@ -178,5 +189,5 @@ func runServe(pod, portsFlag string, readyFD int) error {
 			f.Close()
 		}
 	}
-	return serve(ctx, pod, ports, log, ready)
+	return serve(ctx, pod, ports, dnsServer{manifests: filepath.Join(labDir, "manifests")}, log, ready)
 }

@@ -1,10 +1,9 @@
 package lab
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
+	"golang.org/x/net/dns/dnsmessage"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -175,6 +174,9 @@ loop:
 // sendFlow makes one request; it reports whether it got an answer.
 func sendFlow(ctx context.Context, f flow) bool {
 	const timeout = time.Second
+	if f.kind == "http" && f.proto == "TCP" && isHTTPPort(f.port) {
+		return sendHTTP(ctx, f)
+	}
 	if f.kind != "dns" {
 		return probe(ctx, f.src.netnsPath(), f.dst.IP, f.port, f.proto, timeout)
 	}
@@ -183,27 +185,19 @@ func sendFlow(ctx context.Context, f flow) bool {
 		return false
 	}
 	defer conn.Close()
-	names := []string{"api.demo.svc.cluster.local", "db.demo.svc.cluster.local", "example.com"}
-	q := dnsQuery(uint16(rand.IntN(1<<16)), names[rand.IntN(len(names))])
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	if _, err := conn.Write(q); err != nil {
-		return false
-	}
-	buf := make([]byte, 1500)
-	n, err := conn.Read(buf)
-	return err == nil && n >= 12 && bytes.Equal(buf[:2], q[:2]) && buf[2]&0x80 != 0
+	_, _, err = dnsAsk(conn, false, trafficDNSName(f.dst), dnsmessage.TypeA, time.Now().Add(timeout))
+	return err == nil
 }
 
-// dnsQuery builds a DNS A query for name.
-func dnsQuery(id uint16, name string) []byte {
-	b := make([]byte, 12, 64)
-	binary.BigEndian.PutUint16(b[0:2], id)
-	b[2] = 0x01 // RD
-	binary.BigEndian.PutUint16(b[4:6], 1)
-	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
-		b = append(b, byte(len(label)))
-		b = append(b, label...)
+// trafficDNSName is a lookup of the lab's zone: mostly the DNS pod's own
+// name, sometimes a name that does not exist (NXDOMAIN) or that fails.
+func trafficDNSName(dst podRecord) string {
+	switch n := rand.IntN(10); {
+	case n < 7:
+		return dst.Name + "." + dst.Namespace + dnsZonePods
+	case n < 9:
+		return "missing-" + strconv.Itoa(rand.IntN(100)) + "." + dst.Namespace + dnsZonePods
+	default:
+		return "x." + dnsZoneFail
 	}
-	b = append(b, 0, 0, 1, 0, 1) // root, QTYPE A, QCLASS IN
-	return b
 }

@@ -43,6 +43,7 @@ type Decoder struct {
 	policy     PolicyResolver
 	linkName   func(ifindex uint32) string
 	kernel     KernelEvents // nil: kernel records are not reported
+	names      *fqdnCache   // nil: flows carry no source/destination names
 
 	// conn holds the connection totals the last Decode put on its flow
 	// (connOK), so the metrics need not read them back from the Struct.
@@ -331,6 +332,10 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	}
 
 	d.connection(f, ev, connDir)
+	if d.names != nil {
+		f.DestinationNames = d.names.names(ev.Src, ev.Dst, ev.TimestampNS)
+		f.SourceNames = d.names.names(ev.Dst, ev.Src, ev.TimestampNS)
+	}
 
 	if d.policy != nil && ev.PolicyID != 0 {
 		if pols := d.policy.ResolvePolicy(ev.PolicyID); len(pols) > 0 {

@@ -55,6 +55,8 @@ type Config struct {
 	Metrics []hubblemetrics.Spec
 	// KernelEvents places and names kernel drop records; nil drops them.
 	KernelEvents KernelEvents
+	// L7 configures the flows made of L7 records (HandleL7).
+	L7 L7Config
 }
 
 // Observer is the flow pipeline of one agent.
@@ -75,6 +77,11 @@ type Observer struct {
 	kdrops *kernelDropMetrics
 	conns  *connMetrics
 	tcp    *tcpMetrics
+	l7     *l7State
+
+	// lastFlowNS is the time of the newest flow written (under mu): see
+	// orderFlow.
+	lastFlowNS int64
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -122,6 +129,8 @@ func New(cfg Config) (*Observer, error) {
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
 	o.conns = newConnMetrics(o.metrics.reg)
 	o.tcp = newTCPMetrics(o.metrics.reg)
+	o.l7 = newL7State(cfg.L7, o.metrics.reg)
+	o.dec.names = newFQDNCache()
 	o.refreshIndex()
 	return o, nil
 }
@@ -191,6 +200,7 @@ func (o *Observer) HandleEvent(raw []byte) {
 		o.kdrops.observe(o.dec.kreason, o.dec.attributed)
 	}
 	o.tcp.observe(&o.dec.ev, e.flow, o.dec.kreason)
+	o.orderFlow(e.flow, false)
 	o.metrics.observe(e.flow)
 	if o.dec.connOK {
 		o.conns.observe(e.flow, o.dec.conn)

@@ -84,6 +84,16 @@ type Config struct {
 	NoTCPEvents        bool
 	TCPEventsPerSecond uint32
 
+	// L7 capture (--l7 "dns,http", "dns", "http" or "off"; "" = DefaultL7),
+	// its DNS ports (nil: the datapath's default), the node's L7 record rate
+	// limit (0: the datapath's default) and how long a DNS query waits for
+	// its answer (0: l7's default).
+	L7                string
+	L7DNSPorts        []uint16
+	L7EventsPerSecond uint32
+	L7DNSTimeout      time.Duration
+	L7KeepQuery       bool // keep URL query strings in HTTP flows
+
 	// Metadata, when set, is the metadata source (e.g. the API server's,
 	// package metadata/k8s); it takes the place of ManifestsDir.
 	Metadata metadata.Source
@@ -131,6 +141,18 @@ type ObserverParams struct {
 	Policy *policy.RuleTable
 	// KernelEvents places and names kernel drops; nil when they are off.
 	KernelEvents observer.KernelEvents
+	// L7 configures L7 flows; L7On says the datapath captures them.
+	L7   observer.L7Config
+	L7On bool
+}
+
+// DefaultL7 is --l7's default: DNS and HTTP.
+const DefaultL7 = "dns,http"
+
+// l7Observer is an Observer that turns L7 records into flows.
+type l7Observer interface {
+	HandleL7(raw []byte)
+	RunL7(ctx context.Context, losses observer.L7LossSource)
 }
 
 // Validate checks the settings and fills defaults for empty ones.
@@ -160,6 +182,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Socket == "" {
 		c.Socket = DefaultSocket
+	}
+	if c.L7 == "" {
+		c.L7 = DefaultL7
+	}
+	if _, err := datapath.ParseL7Mode(c.L7); err != nil {
+		return fmt.Errorf("--l7: %w", err)
 	}
 	if c.XDPMode == "" {
 		c.XDPMode = DefaultXDPMode
@@ -247,8 +275,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	log.Info("gateway ready", "link", agent.GatewayLink, "ipv4", gw4, "ipv6", gw6)
 
+	l7Mode, _ := datapath.ParseL7Mode(cfg.L7) // checked by Validate
 	dp, err := datapath.Load(datapath.Config{BPFRoot: cfg.BPFRoot, DropEventsPerSecond: cfg.DropEventsPerSecond,
-		ReportInterval: cfg.ReportInterval, NoConnStats: cfg.NoConnStats})
+		ReportInterval: cfg.ReportInterval, NoConnStats: cfg.NoConnStats,
+		L7: l7Mode, DNSPorts: cfg.L7DNSPorts, L7EventsPerSecond: cfg.L7EventsPerSecond})
 	if err != nil {
 		return err
 	}
@@ -354,11 +384,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
 			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules(),
-			KernelEvents: kernelEvents})
+			KernelEvents: kernelEvents, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout, KeepQuery: cfg.L7KeepQuery}, L7On: l7Mode != 0})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}
 		g.Go(func() error { return dp.ReadEvents(ctx, obs.HandleEvent) })
+		if lo, ok := obs.(l7Observer); ok && l7Mode != 0 {
+			g.Go(func() error { return dp.ReadL7(ctx, lo.HandleL7) })
+			g.Go(func() error { lo.RunL7(ctx, dp.L7Stats); return nil })
+		}
 		g.Go(func() error {
 			return forwardLostEvents(ctx, withTCPLosses(withKernelDropLosses(dp.EventStats), tcpStats), obs, filepath.Join(cfg.StateDir, lostEventsStateFile), lostEventsPoll, log)
 		})

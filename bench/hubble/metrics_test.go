@@ -9,9 +9,11 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	hubblemetricsapi "github.com/cilium/cilium/pkg/hubble/metrics/api"
+	_ "github.com/cilium/cilium/pkg/hubble/metrics/dns"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/drop"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/flow"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/flows-to-world"
+	_ "github.com/cilium/cilium/pkg/hubble/metrics/http"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/icmp"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/policy"
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/port-distribution"
@@ -71,7 +73,44 @@ func metricFlows() []*flowpb.Flow {
 			Source: a, Destination: c, IP: ip("10.0.0.1", "10.0.0.3"), L4: tcp(40004, 80, syn), TrafficDirection: in, IsReply: wrapperspb.Bool(false)},
 		{EventType: &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}, Verdict: flowpb.Verdict_FORWARDED, PolicyMatchType: 1,
 			Source: host, Destination: c, IP: ip("10.0.0.254", "10.0.0.3"), L4: tcp(40005, 80, syn), TrafficDirection: in, IsReply: wrapperspb.Bool(false)},
+		dns(a, b, false, &flowpb.DNS{Query: "b.y.pod.lab.", Qtypes: []string{"A"}, ObservationSource: "loupe"}),
+		dns(b, a, true, &flowpb.DNS{Query: "b.y.pod.lab.", Qtypes: []string{"A"}, Ips: []string{"10.0.0.2"}, Ttl: 30, Rrtypes: []string{"A"}, ObservationSource: "loupe"}),
+		dns(a, b, false, &flowpb.DNS{Query: "b.y.pod.lab.", Qtypes: []string{"AAAA"}, ObservationSource: "loupe"}),
+		dns(b, a, true, &flowpb.DNS{Query: "b.y.pod.lab.", Qtypes: []string{"AAAA"}, Ips: []string{"fd00::2"}, Ttl: 30, Rrtypes: []string{"AAAA"}, ObservationSource: "loupe"}),
+		dns(b, a, true, &flowpb.DNS{Query: "nope.y.pod.lab.", Qtypes: []string{"A"}, Rcode: 3, ObservationSource: "loupe"}),
+		dns(b, a, true, &flowpb.DNS{Query: "x.fail.lab.", Qtypes: []string{"A"}, Rcode: 2, ObservationSource: "loupe"}),
+		httpFlow(a, b, flowpb.TrafficDirection_EGRESS, &flowpb.HTTP{Method: "GET", Url: "http://b/status/500", Protocol: "HTTP/1.1"}, 0),
+		httpFlow(b, a, flowpb.TrafficDirection_EGRESS, &flowpb.HTTP{Method: "GET", Url: "http://b/status/500", Protocol: "HTTP/1.1", Code: 500}, 3e6),
+		httpFlow(a, b, flowpb.TrafficDirection_INGRESS, &flowpb.HTTP{Method: "POST", Url: "http://b/", Protocol: "HTTP/1.0"}, 0),
+		httpFlow(b, a, flowpb.TrafficDirection_INGRESS, &flowpb.HTTP{Method: "POST", Url: "http://b/", Protocol: "HTTP/1.0", Code: 200}, 250e6),
 	}
+}
+
+// httpFlow is an L7 HTTP flow as observer/l7.go builds it: a response (it
+// has a code) goes from the server, with the latency.
+func httpFlow(s, d *flowpb.Endpoint, dir flowpb.TrafficDirection, h *flowpb.HTTP, latency uint64) *flowpb.Flow {
+	typ := flowpb.L7FlowType_REQUEST
+	if h.Code != 0 {
+		typ = flowpb.L7FlowType_RESPONSE
+	}
+	return &flowpb.Flow{Type: flowpb.FlowType_L7, EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeAccessLog}, Verdict: flowpb.Verdict_FORWARDED,
+		Source: s, Destination: d, IP: &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2", IpVersion: flowpb.IPVersion_IPv4},
+		L4:      &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 40000, DestinationPort: 80}}},
+		IsReply: wrapperspb.Bool(h.Code != 0), TrafficDirection: dir,
+		L7: &flowpb.Layer7{Type: typ, LatencyNs: latency, Record: &flowpb.Layer7_Http{Http: h}}}
+}
+
+// dns is an L7 DNS flow as observer/l7.go builds it.
+func dns(s, d *flowpb.Endpoint, reply bool, m *flowpb.DNS) *flowpb.Flow {
+	typ := flowpb.L7FlowType_REQUEST
+	if reply {
+		typ = flowpb.L7FlowType_RESPONSE
+	}
+	return &flowpb.Flow{Type: flowpb.FlowType_L7, EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeAccessLog}, Verdict: flowpb.Verdict_FORWARDED,
+		Source: s, Destination: d, IP: &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2", IpVersion: flowpb.IPVersion_IPv4},
+		L4:      &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 40000, DestinationPort: 53}}},
+		IsReply: wrapperspb.Bool(reply), TrafficDirection: flowpb.TrafficDirection_EGRESS,
+		L7: &flowpb.Layer7{Type: typ, Record: &flowpb.Layer7_Dns{Dns: m}}}
 }
 
 // TestContractMetricsMatchHubble feeds the same flows to loupe's metric
@@ -86,6 +125,10 @@ func TestContractMetricsMatchHubble(t *testing.T) {
 		"flow:sourceContext=app|identity;destinationContext=pod-name|ip;labelsContext=source_ip,source_pod,source_workload,source_workload_kind,source_app,destination_ip,destination_pod,destination_workload,destination_workload_kind,destination_app,traffic_direction",
 		"drop:sourceEgressContext=namespace;sourceIngressContext=pod;destinationEgressContext=ip;destinationIngressContext=workload-name tcp:destinationContext=dns|reserved-identity",
 		"flows-to-world:any-drop;port;syn-only;sourceContext=pod policy:labelsContext=traffic_direction icmp:sourceContext=ip",
+		"dns",
+		"dns:query;ignoreAAAA;sourceContext=namespace;destinationContext=pod",
+		"http",
+		"http:sourceContext=workload|pod;labelsContext=source_namespace,destination_namespace",
 	} {
 		lreg := prometheus.NewPedanticRegistry()
 		set, err := hubblemetrics.New(lreg, hubblemetrics.MustParse(spec))

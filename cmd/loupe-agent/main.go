@@ -42,6 +42,7 @@ func newRootCommand() *cobra.Command {
 		kernDrops  bool
 		connStats  bool
 		tcpEvents  bool
+		dnsPorts   []uint
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -79,6 +80,12 @@ state, so pods keep their connectivity until it starts again.`,
 			cfg.NoKernelDrops = !kernDrops
 			cfg.NoConnStats = !connStats
 			cfg.NoTCPEvents = !tcpEvents
+			for _, p := range dnsPorts {
+				if p == 0 || p > 65535 {
+					return fmt.Errorf("--l7-dns-ports: %d is not a port", p)
+				}
+				cfg.L7DNSPorts = append(cfg.L7DNSPorts, uint16(p))
+			}
 			cfg.NewObserver = observerFactory(tlsCfg, specs)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -116,6 +123,11 @@ state, so pods keep their connectivity until it starts again.`,
 	f.Uint32Var(&cfg.KernelDropEventsPerSecond, "kernel-drop-events-per-second", 0, "rate limit on kernel-drop events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 1000)")
 	f.BoolVar(&tcpEvents, "tcp-events", true, "report TCP retransmissions and resets (the tcp:tcp_retransmit_skb, tcp_send_reset and tcp_receive_reset tracepoints) as flows of the pods whose sockets they happen on")
 	f.Uint32Var(&cfg.TCPEventsPerSecond, "tcp-events-per-second", 0, "rate limit on TCP retransmission and reset events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 1000)")
+	f.StringVar(&cfg.L7, "l7", daemon.DefaultL7, `L7 visibility without a proxy: "dns,http", "dns", "http" or "off"`)
+	f.UintSliceVar(&dnsPorts, "l7-dns-ports", []uint{53, 5353}, "UDP and TCP ports whose payloads are DNS (at most 4)")
+	f.Uint32Var(&cfg.L7EventsPerSecond, "l7-events-per-second", 0, "rate limit on L7 records for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 20000)")
+	f.BoolVar(&cfg.L7KeepQuery, "l7-keep-query", false, "keep URL query strings in HTTP flows (dropped by default: they often carry tokens)")
+	f.DurationVar(&cfg.L7DNSTimeout, "l7-dns-timeout", 0, "how long a DNS query waits for its answer before it is reported unanswered (0 = 5s)")
 	f.StringVar(&tlsCfg.CertFile, "tls-cert-file", "", "certificate of the Observer API's TCP listener (TLS 1.3); for Hubble Relay, issue it for *.default.hubble-grpc.cilium.io (the node name, dots as hyphens, replaces the *)")
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
 	f.StringVar(&tlsCfg.ClientCAFile, "tls-client-ca-file", "", "CA whose certificates clients of the TCP listener must present (mTLS); the unix socket stays local and plain")

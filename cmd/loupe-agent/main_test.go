@@ -146,7 +146,7 @@ func TestMetricsFlagBadValueFailsAtStart(t *testing.T) {
 	for _, c := range []struct{ value, want string }{
 		{"flow drop tcpp", `--metrics: metric "tcpp" does not exist`},
 		{"drop:sourceContext=nodes", `--metrics: metric "drop": sourceContext "nodes"`},
-		{"httpV2:exemplars=true", `--metrics: metric "httpV2": needs L7 HTTP flows`},
+		{"httpV2:exemplars=true", `--metrics: metric "httpV2": is Hubble's second HTTP family`},
 	} {
 		cmd := newRootCommand()
 		cmd.SetArgs([]string{"--node-name", "n1", "--pod-cidr", "10.1.0.0/24", "--state-dir", t.TempDir(), "--metrics", c.value})

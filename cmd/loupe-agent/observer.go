@@ -17,6 +17,11 @@ func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec) fu
 		var caughtUp func() int64
 		if p.Datapath != nil {
 			caughtUp = p.Datapath.EventsCaughtUp
+			if p.L7On {
+				// Watermarks promise no older flow: from either ring.
+				dp := p.Datapath
+				caughtUp = func() int64 { return min(dp.EventsCaughtUp(), dp.L7CaughtUp()) }
+			}
 		}
 		return observer.New(observer.Config{
 			NodeName:   p.NodeName,
@@ -29,6 +34,7 @@ func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec) fu
 			EventsCaughtUp: caughtUp,
 			Metrics:        metrics,
 			KernelEvents:   p.KernelEvents,
+			L7:             p.L7,
 		})
 	}
 }

@@ -9,7 +9,8 @@
  *   tcx/egress   "to pod": conntrack, ingress policy, counters, events.
  *
  * The per-packet path of an established connection is one endpoint lookup,
- * one conntrack lookup and update, and one per-CPU counter bump. */
+ * one conntrack lookup and update, and one per-CPU counter bump; l7.h adds
+ * a port compare, and on TCP with payload one 4-byte load (--l7). */
 
 #include "common.h"
 #include "parse.h"
@@ -18,6 +19,7 @@
 #include "conntrack.h"
 #include "policy.h"
 #include "events.h"
+#include "l7.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -188,7 +190,10 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 dir)
 		count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, 0, segs, p.len);
 		return TCX_NEXT;
 	}
-	return ct_and_policy(skb, ep, &p, dir);
+	int verdict = ct_and_policy(skb, ep, &p, dir);
+	if (verdict == TCX_NEXT)
+		l7_observe(skb, ep, &p, dir);
+	return verdict;
 }
 
 SEC("tcx/ingress")

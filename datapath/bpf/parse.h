@@ -31,7 +31,7 @@ struct pkt {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 flags;     /* PKT_F_* */
-	__u16 _pad;
+	__u16 payload_off; /* TCP/UDP: L4 payload offset from the Ethernet header (l7.h) */
 };
 
 /* Ways to "run out of bytes": beyond what the IP header says the packet
@@ -57,6 +57,7 @@ static __always_inline int parse_l4(void *l4, void *data_end, __u32 l4_len, int 
 		p->sport = ((__u16)b[0] << 8) | b[1];
 		p->dport = ((__u16)b[2] << 8) | b[3];
 		p->tcp_flags = b[13];
+		p->payload_off += doff;
 		return PARSE_OK;
 	}
 	case IPPROTO_UDP: {
@@ -71,6 +72,7 @@ static __always_inline int parse_l4(void *l4, void *data_end, __u32 l4_len, int 
 			return PARSE_MALFORMED;
 		p->sport = ((__u16)b[0] << 8) | b[1];
 		p->dport = ((__u16)b[2] << 8) | b[3];
+		p->payload_off += 8;
 		return PARSE_OK;
 	}
 	case IPPROTO_SCTP: {
@@ -129,6 +131,7 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, __u32 l3_len, st
 		p->flags |= PKT_F_FRAG;
 		return PARSE_OK;
 	}
+	p->payload_off = sizeof(struct ethhdr) + ihl;
 	return parse_l4(l3 + ihl, data_end, tot - ihl, frag & 0x2000, p);
 }
 
@@ -186,6 +189,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, __u32 l3_len, st
 	p->proto = nh;
 	if (off > IPV6_MAX_L4_OFF || off > end)
 		return PARSE_MALFORMED;
+	p->payload_off = sizeof(struct ethhdr) + off;
 	return parse_l4(l3 + off, data_end, end - off, frag, p);
 }
 

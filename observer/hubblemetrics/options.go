@@ -40,16 +40,15 @@ const Dashboards = "flow:" + dashboardContexts +
 	" icmp:" + dashboardContexts +
 	" port-distribution" +
 	" policy:" + dashboardContexts +
-	" flows-to-world:" + dashboardContexts
+	" flows-to-world:" + dashboardContexts +
+	" dns:" + dashboardContexts
 
 const dashboardContexts = "sourceContext=workload|pod|reserved-identity;destinationContext=workload|pod|reserved-identity;labelsContext=source_namespace,destination_namespace"
 
 // notYet are Hubble's families loupe has no flows for yet: a clear error
 // beats a series that never moves.
 var notYet = map[string]string{
-	"dns":    "needs L7 DNS flows, which loupe does not produce yet",
-	"http":   "needs L7 HTTP flows, which loupe does not produce yet",
-	"httpV2": "needs L7 HTTP flows, which loupe does not produce yet",
+	"httpV2": "is Hubble's second HTTP family; loupe serves http (v1)",
 	"kafka":  "needs L7 Kafka flows, which loupe does not produce",
 	"sctp":   "needs SCTP chunk types, which loupe's datapath does not report",
 }

@@ -53,8 +53,8 @@ func TestParseErrors(t *testing.T) {
 		{"flow:any-drop", `unknown option "any-drop"`},
 		{"flows-to-world:port=80", `option "port" takes no value`},
 		{"flow:sourceContext=pod;sourcecontext=ip", `given twice`},
-		{"dns:query", `needs L7 DNS flows`},
-		{"flow,httpV2", `needs L7 HTTP flows`},
+		{"dns:query=x", `option "query" takes no value`},
+		{"flow,httpV2", `loupe serves http (v1)`},
 		{":x", "empty name"},
 	} {
 		_, err := Parse(c.in)

@@ -21,22 +21,30 @@ const PodGrace = time.Minute
 func (s *Set) DeletePod(namespace, name string) {
 	ref := namespace + "/" + name
 	for _, h := range s.handlers {
-		c, v := h.contexts(), h.vec()
-		n := 0
-		if slices.Contains(c.src, ctxPod) || slices.Contains(c.srcIn, ctxPod) || slices.Contains(c.srcEg, ctxPod) {
-			n += v.cv.DeletePartialMatch(prometheus.Labels{"source": ref})
+		for _, v := range vecsOf(h) {
+			deletePod(h.contexts(), v, ref, namespace, name)
 		}
-		if slices.Contains(c.dst, ctxPod) || slices.Contains(c.dstIn, ctxPod) || slices.Contains(c.dstEg, ctxPod) {
-			n += v.cv.DeletePartialMatch(prometheus.Labels{"destination": ref})
+		if hh, ok := h.(*httpHandler); ok {
+			deletePodHistogram(hh.ctx, hh.duration, ref, namespace, name)
 		}
-		for _, side := range []string{"source_", "destination_"} {
-			if c.hasLabel(side+"pod") && c.hasLabel(side+"namespace") {
-				n += v.cv.DeletePartialMatch(prometheus.Labels{side + "namespace": namespace, side + "pod": name})
-			}
+	}
+}
+
+func deletePod(c *contexts, v *vec, ref, namespace, name string) {
+	n := 0
+	if slices.Contains(c.src, ctxPod) || slices.Contains(c.srcIn, ctxPod) || slices.Contains(c.srcEg, ctxPod) {
+		n += v.cv.DeletePartialMatch(prometheus.Labels{"source": ref})
+	}
+	if slices.Contains(c.dst, ctxPod) || slices.Contains(c.dstIn, ctxPod) || slices.Contains(c.dstEg, ctxPod) {
+		n += v.cv.DeletePartialMatch(prometheus.Labels{"destination": ref})
+	}
+	for _, side := range []string{"source_", "destination_"} {
+		if c.hasLabel(side+"pod") && c.hasLabel(side+"namespace") {
+			n += v.cv.DeletePartialMatch(prometheus.Labels{side + "namespace": namespace, side + "pod": name})
 		}
-		if n > 0 {
-			clear(v.cache) // its counters may be the deleted ones
-		}
+	}
+	if n > 0 {
+		clear(v.cache) // its counters may be the deleted ones
 	}
 }
 
@@ -47,4 +55,19 @@ func (c *contexts) hasLabel(name string) bool {
 		}
 	}
 	return false
+}
+
+// deletePodHistogram is deletePod for the http family's histogram.
+func deletePodHistogram(c *contexts, hv *prometheus.HistogramVec, ref, namespace, name string) {
+	if slices.Contains(c.src, ctxPod) || slices.Contains(c.srcIn, ctxPod) || slices.Contains(c.srcEg, ctxPod) {
+		hv.DeletePartialMatch(prometheus.Labels{"source": ref})
+	}
+	if slices.Contains(c.dst, ctxPod) || slices.Contains(c.dstIn, ctxPod) || slices.Contains(c.dstEg, ctxPod) {
+		hv.DeletePartialMatch(prometheus.Labels{"destination": ref})
+	}
+	for _, side := range []string{"source_", "destination_"} {
+		if c.hasLabel(side+"pod") && c.hasLabel(side+"namespace") {
+			hv.DeletePartialMatch(prometheus.Labels{side + "namespace": namespace, side + "pod": name})
+		}
+	}
 }

@@ -28,6 +28,25 @@ type handler interface {
 	contexts() *contexts
 }
 
+// multiHandler is a handler of a family with more than one metric (dns).
+type multiHandler interface {
+	more() []*vec
+}
+
+// collectorHandler is a handler with metrics other than counters (http's
+// histogram), registered as they are.
+type collectorHandler interface {
+	collectors() []prometheus.Collector
+}
+
+// vecsOf lists every counter metric of h.
+func vecsOf(h handler) []*vec {
+	if m, ok := h.(multiHandler); ok {
+		return append([]*vec{h.vec()}, m.more()...)
+	}
+	return []*vec{h.vec()}
+}
+
 var families = map[string]family{
 	"flow":              {build: newFlowHandler},
 	"drop":              {build: newDropHandler},
@@ -36,6 +55,8 @@ var families = map[string]family{
 	"port-distribution": {build: newPortDistributionHandler},
 	"policy":            {build: newPolicyHandler},
 	"flows-to-world":    {flags: []string{"any-drop", "port", "syn-only"}, build: newFlowsToWorldHandler},
+	"dns":               {flags: []string{"query", "ignoreaaaa"}, build: newDNSHandler},
+	"http":              {build: newHTTPHandler},
 }
 
 // FamilyNames lists the families --metrics accepts.
@@ -71,8 +92,17 @@ func New(reg prometheus.Registerer, specs []Spec) (*Set, error) {
 			}
 		}
 		h := fam.build(newContexts(sp.Options), flags)
-		if err := reg.Register(h.vec().cv); err != nil {
-			return nil, fmt.Errorf("metric %q: %w", sp.Name, err)
+		for _, v := range vecsOf(h) {
+			if err := reg.Register(v.cv); err != nil {
+				return nil, fmt.Errorf("metric %q: %w", sp.Name, err)
+			}
+		}
+		if ch, ok := h.(collectorHandler); ok {
+			for _, c := range ch.collectors() {
+				if err := reg.Register(c); err != nil {
+					return nil, fmt.Errorf("metric %q: %w", sp.Name, err)
+				}
+			}
 		}
 		s.handlers = append(s.handlers, h)
 	}
@@ -98,7 +128,9 @@ func (s *Set) Observe(f *flowpb.Flow) {
 // labelErrors counts the label sets the families could not export.
 func (s *Set) labelErrors() (n int) {
 	for _, h := range s.handlers {
-		n += h.vec().errs
+		for _, v := range vecsOf(h) {
+			n += v.errs
+		}
 	}
 	return n
 }

@@ -1,0 +1,252 @@
+package lab
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// The lab's DNS zone, served by every pod that declares port 53 (UDP and
+// TCP, RFC 1035 4.2.2 length framing on TCP):
+//
+//	<pod>.<ns>.pod.lab.   A / AAAA of the pod's addresses (TTL dnsTTL)
+//	*.fail.lab.           SERVFAIL
+//	*.drop.lab.           no answer at all (an unanswered query)
+//	anything else         NXDOMAIN
+const (
+	dnsZonePods = ".pod.lab."
+	dnsZoneFail = "fail.lab."
+	dnsZoneDrop = "drop.lab."
+	dnsTTL      = 30
+)
+
+// dnsServer answers from the lab's manifests folder, read per query: the
+// pods it names may come and go while it runs.
+type dnsServer struct {
+	manifests string
+}
+
+// isDNSPort reports whether a declared port is served as DNS.
+func isDNSPort(p int) bool { return p == 53 }
+
+// answer returns the reply to query, or nil for no reply.
+func (s dnsServer) answer(query []byte) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(query)
+	if err != nil || h.Response {
+		return nil
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil
+	}
+	name := strings.ToLower(q.Name.String())
+	if name == dnsZoneDrop || strings.HasSuffix(name, "."+dnsZoneDrop) {
+		return nil
+	}
+	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
+	b := dnsmessage.NewBuilder(nil, rh)
+	b.EnableCompression()
+	var answers []netip.Addr
+	switch {
+	case h.OpCode != 0:
+		rh.RCode = dnsmessage.RCodeNotImplemented
+	case name == dnsZoneFail || strings.HasSuffix(name, "."+dnsZoneFail):
+		rh.RCode = dnsmessage.RCodeServerFailure
+	default:
+		ips, ok := s.podIPs(name)
+		if !ok {
+			rh.RCode = dnsmessage.RCodeNameError
+		}
+		for _, ip := range ips {
+			if (q.Type == dnsmessage.TypeA && ip.Is4()) || (q.Type == dnsmessage.TypeAAAA && ip.Is6()) {
+				answers = append(answers, ip)
+			}
+		}
+	}
+	b = dnsmessage.NewBuilder(nil, rh)
+	b.EnableCompression()
+	if b.StartQuestions() != nil || b.Question(q) != nil || b.StartAnswers() != nil {
+		return nil
+	}
+	for _, ip := range answers {
+		ah := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: dnsTTL}
+		if ip.Is4() {
+			err = b.AResource(ah, dnsmessage.AResource{A: ip.As4()})
+		} else {
+			err = b.AAAAResource(ah, dnsmessage.AAAAResource{AAAA: ip.As16()})
+		}
+		if err != nil {
+			return nil
+		}
+	}
+	out, err := b.Finish()
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// podIPs resolves <pod>.<ns>.pod.lab. from the pod's manifest.
+func (s dnsServer) podIPs(name string) ([]netip.Addr, bool) {
+	rest, ok := strings.CutSuffix(name, dnsZonePods)
+	if !ok {
+		return nil, false
+	}
+	pod, ns, ok := strings.Cut(rest, ".")
+	if !ok || pod == "" || ns == "" || strings.Contains(ns, ".") || strings.ContainsAny(rest, "/\\") {
+		return nil, false
+	}
+	raw, err := os.ReadFile(filepath.Join(s.manifests, objectFile("Pod", ns, pod)))
+	if err != nil {
+		return nil, false
+	}
+	var p corev1.Pod
+	if err := yaml.Unmarshal(raw, &p); err != nil {
+		return nil, false
+	}
+	var ips []netip.Addr
+	for _, pi := range p.Status.PodIPs {
+		if a, err := netip.ParseAddr(pi.IP); err == nil {
+			ips = append(ips, a.Unmap())
+		}
+	}
+	if len(ips) == 0 && p.Status.PodIP != "" {
+		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
+			ips = append(ips, a.Unmap())
+		}
+	}
+	return ips, true
+}
+
+func (s dnsServer) serveUDP(pc net.PacketConn) error {
+	buf := make([]byte, 64*1024)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("dns udp read: %w", err)
+		}
+		if r := s.answer(buf[:n]); r != nil {
+			_, _ = pc.WriteTo(r, from)
+		}
+	}
+}
+
+func (s dnsServer) serveTCP(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("dns tcp accept: %w", err)
+		}
+		go func() {
+			defer c.Close()
+			for {
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				var l [2]byte
+				if _, err := io.ReadFull(c, l[:]); err != nil {
+					return
+				}
+				msg := make([]byte, binary.BigEndian.Uint16(l[:]))
+				if _, err := io.ReadFull(c, msg); err != nil {
+					return
+				}
+				r := s.answer(msg)
+				if r == nil {
+					continue
+				}
+				out := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(r)), uint16(len(r)))
+				if _, err := c.Write(append(out, r...)); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// dnsAsk sends a query for name over conn (with TCP's length framing when
+// tcp) and waits until deadline for the answer with its id, resending a UDP
+// query every udpResend. It returns the answer's rcode and addresses.
+func dnsAsk(conn net.Conn, tcp bool, name string, qtype dnsmessage.Type, deadline time.Time) (dnsmessage.RCode, []netip.Addr, error) {
+	n, err := dnsmessage.NewName(name)
+	if err != nil {
+		return 0, nil, err
+	}
+	id := uint16(time.Now().UnixNano())
+	q, err := (&dnsmessage.Message{
+		Header:    dnsmessage.Header{ID: id, RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: n, Type: qtype, Class: dnsmessage.ClassINET}},
+	}).Pack()
+	if err != nil {
+		return 0, nil, err
+	}
+	if tcp {
+		q = append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)
+	}
+	buf := make([]byte, 64*1024)
+	for time.Now().Before(deadline) {
+		next := deadline
+		if !tcp && time.Until(next) > udpResend {
+			next = time.Now().Add(udpResend)
+		}
+		if _, err := conn.Write(q); err != nil {
+			if tcp {
+				return 0, nil, err
+			}
+			time.Sleep(time.Until(next)) // an ICMP error from an earlier datagram
+			continue
+		}
+		_ = conn.SetReadDeadline(next)
+		for {
+			var msg []byte
+			if tcp {
+				var l [2]byte
+				if _, err := io.ReadFull(conn, l[:]); err != nil {
+					return 0, nil, err
+				}
+				msg = buf[:binary.BigEndian.Uint16(l[:])]
+				if _, err := io.ReadFull(conn, msg); err != nil {
+					return 0, nil, err
+				}
+			} else {
+				k, err := conn.Read(buf)
+				if err != nil {
+					break
+				}
+				msg = buf[:k]
+			}
+			var m dnsmessage.Message
+			if m.Unpack(msg) != nil || !m.Response || m.ID != id {
+				continue
+			}
+			var ips []netip.Addr
+			for _, a := range m.Answers {
+				switch b := a.Body.(type) {
+				case *dnsmessage.AResource:
+					ips = append(ips, netip.AddrFrom4(b.A))
+				case *dnsmessage.AAAAResource:
+					ips = append(ips, netip.AddrFrom16(b.AAAA))
+				}
+			}
+			return m.RCode, ips, nil
+		}
+	}
+	return 0, nil, fmt.Errorf("dns %s: no answer", name)
+}
