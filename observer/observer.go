@@ -73,6 +73,7 @@ type Observer struct {
 
 	seen   atomic.Uint64
 	kdrops *kernelDropMetrics
+	sinks  []FlowSink // sink.go; guarded by mu
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -189,6 +190,9 @@ func (o *Observer) HandleEvent(raw []byte) {
 	o.metrics.observe(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
+	for _, s := range o.sinks {
+		s.Flow(e.flow)
+	}
 }
 
 // AddLostEvents records n datapath events lost before HandleEvent saw them
