@@ -82,8 +82,8 @@ func kernelDrop(t testing.TB) *flowpb.Flow {
 	return &flowpb.Flow{
 		Time: timestamppb.New(t0), Uuid: "uuid-kernel-drop", Verdict: flowpb.Verdict_DROPPED, NodeName: "node3",
 		EventType: &flowpb.CiliumEventType{Type: 1}, DropReasonDesc: flowpb.DropReason_DROP_REASON_UNKNOWN,
-		IP: &flowpb.IP{Source: "10.244.1.10", Destination: "10.244.3.30", IpVersion: flowpb.IPVersion_IPv4},
-		L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 50000, DestinationPort: 9}}},
+		IP:     &flowpb.IP{Source: "10.244.1.10", Destination: "10.244.3.30", IpVersion: flowpb.IPVersion_IPv4},
+		L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 50000, DestinationPort: 9}}},
 		Source: pod("x", "a", "a", 11), Destination: pod("z", "c", "", 44),
 		TrafficDirection: flowpb.TrafficDirection_INGRESS, Extensions: ext,
 		Summary: "UDP; kernel drop SKB_DROP_REASON_NO_SOCKET in __udp4_lib_rcv",
@@ -95,9 +95,9 @@ func kernelDrop(t testing.TB) *flowpb.Flow {
 func dnsFlow() *flowpb.Flow {
 	return &flowpb.Flow{
 		Time: timestamppb.New(t0), Uuid: "uuid-dns", Verdict: flowpb.Verdict_FORWARDED, NodeName: "node1",
-		Type: flowpb.FlowType_L7,
-		IP:   &flowpb.IP{Source: "10.244.1.10", Destination: "10.96.0.10", IpVersion: flowpb.IPVersion_IPv4},
-		L4:   &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 53000, DestinationPort: 53}}},
+		Type:   flowpb.FlowType_L7,
+		IP:     &flowpb.IP{Source: "10.244.1.10", Destination: "10.96.0.10", IpVersion: flowpb.IPVersion_IPv4},
+		L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 53000, DestinationPort: 53}}},
 		Source: pod("x", "a", "a", 11), Destination: pod("kube-system", "coredns-1", "coredns", 55),
 		TrafficDirection: flowpb.TrafficDirection_EGRESS,
 		L7: &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST, Record: &flowpb.Layer7_Dns{Dns: &flowpb.DNS{
@@ -108,9 +108,9 @@ func dnsFlow() *flowpb.Flow {
 func httpFlow() *flowpb.Flow {
 	return &flowpb.Flow{
 		Time: timestamppb.New(t0), Uuid: "uuid-http", Verdict: flowpb.Verdict_FORWARDED, NodeName: "node2",
-		Type: flowpb.FlowType_L7,
-		IP:   &flowpb.IP{Source: "10.244.1.10", Destination: "10.244.2.20", IpVersion: flowpb.IPVersion_IPv4},
-		L4:   &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 40000, DestinationPort: 8080}}},
+		Type:   flowpb.FlowType_L7,
+		IP:     &flowpb.IP{Source: "10.244.1.10", Destination: "10.244.2.20", IpVersion: flowpb.IPVersion_IPv4},
+		L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 40000, DestinationPort: 8080}}},
 		Source: pod("x", "a", "a", 11), Destination: pod("y", "b", "b", 22),
 		TrafficDirection: flowpb.TrafficDirection_INGRESS,
 		L7: &flowpb.Layer7{Type: flowpb.L7FlowType_RESPONSE, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{

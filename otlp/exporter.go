@@ -77,6 +77,10 @@ func New(cfg Config) (*Exporter, error) {
 			Backoff:           backoff.Config{BaseDelay: cfg.retryBase, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxRetryDelay},
 			MinConnectTimeout: cfg.Timeout,
 		}),
+		// An export waits (up to Timeout) for the connection to come back
+		// rather than failing at once: it goes out as soon as the
+		// collector returns, not at the next retry.
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
 		grpc.WithUserAgent("loupe/"+version.Version))
 	if err != nil {
 		return nil, fmt.Errorf("otlp: %w", err)
@@ -307,7 +311,8 @@ func (e *Exporter) retry(ctx context.Context, fn func(context.Context) error) er
 	deadline := time.Now().Add(e.cfg.RetryMaxElapsed)
 	delay := e.cfg.retryBase
 	for {
-		cctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+		// An attempt waits for the connection at most until the deadline.
+		cctx, cancel := context.WithTimeout(ctx, max(min(e.cfg.Timeout, time.Until(deadline)), 10*time.Millisecond))
 		if e.md != nil {
 			cctx = withMD(cctx, e.md)
 		}
