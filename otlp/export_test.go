@@ -9,7 +9,6 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/otlp/otlptest"
 )
 
 var t0 = time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
@@ -118,8 +118,8 @@ func httpFlow() *flowpb.Flow {
 	}
 }
 
-func testConfig(r *receiver) Config {
-	return Config{Endpoint: r.addr, Insecure: true, BatchTimeout: 50 * time.Millisecond, ServiceName: "loupe-test",
+func testConfig(r *otlptest.Receiver) Config {
+	return Config{Endpoint: r.Addr(), Insecure: true, BatchTimeout: 50 * time.Millisecond, ServiceName: "loupe-test",
 		retryBase: 20 * time.Millisecond}
 }
 
@@ -136,28 +136,10 @@ func run(t testing.TB, cfg Config) *Exporter {
 	return e
 }
 
-// attrs flattens a record's attributes to strings (arrays joined by ",").
-func attrs(lr plog.LogRecord) map[string]string {
-	out := map[string]string{}
-	lr.Attributes().Range(func(k string, v pcommon.Value) bool {
-		if v.Type() == pcommon.ValueTypeSlice {
-			var s []string
-			for i := range v.Slice().Len() {
-				s = append(s, v.Slice().At(i).AsString())
-			}
-			out[k] = strings.Join(s, ",")
-		} else {
-			out[k] = v.AsString()
-		}
-		return true
-	})
-	return out
-}
-
-func byUUID(t *testing.T, r *receiver, uuid string) map[string]string {
+func byUUID(t *testing.T, r *otlptest.Receiver, uuid string) map[string]string {
 	t.Helper()
-	for _, lr := range r.logRecords() {
-		if a := attrs(lr); a[AttrFlowUUID] == uuid {
+	for _, lr := range r.LogRecords() {
+		if a := otlptest.Attrs(lr); a[AttrFlowUUID] == uuid {
 			return a
 		}
 	}
@@ -178,13 +160,13 @@ func checkAttrs(t *testing.T, what string, got, want map[string]string) {
 // drop and Hubble-shaped DNS and HTTP flows, as a real receiver decodes
 // them.
 func TestRawFlowAttributes(t *testing.T) {
-	r := startReceiver(t, "127.0.0.1:0", nil)
+	r := otlptest.Start(t, "127.0.0.1:0", nil)
 	e := run(t, testConfig(r))
 	flows := []*flowpb.Flow{l4Flow(0), policyDrop(), kernelDrop(t), dnsFlow(), httpFlow()}
 	for _, f := range flows {
 		e.Flow(f)
 	}
-	waitFor(t, 10*time.Second, "5 records", func() bool { return len(r.logRecords()) == 5 })
+	otlptest.WaitFor(t, 10*time.Second, "5 records", func() bool { return len(r.LogRecords()) == 5 })
 
 	checkAttrs(t, "L4", byUUID(t, r, "uuid-l4-0"), map[string]string{
 		"source.address": "10.244.1.10", "source.port": "40000",
@@ -224,8 +206,8 @@ func TestRawFlowAttributes(t *testing.T) {
 		}
 	}
 	// Severity, event name, body, times and the resource.
-	for _, lr := range r.logRecords() {
-		a := attrs(lr)
+	for _, lr := range r.LogRecords() {
+		a := otlptest.Attrs(lr)
 		wantSev := plog.SeverityNumberInfo
 		if a[AttrVerdict] == "DROPPED" {
 			wantSev = plog.SeverityNumberWarn
@@ -237,18 +219,18 @@ func TestRawFlowAttributes(t *testing.T) {
 	if b := byBody(r, "uuid-kernel-drop"); !strings.Contains(b, "kernel drop SKB_DROP_REASON_NO_SOCKET") {
 		t.Errorf("kernel drop body %q", b)
 	}
-	if got := r.res[0].Attributes().AsRaw()["service.name"]; got != "loupe-test" {
+	if got := r.Resources()[0].Attributes().AsRaw()["service.name"]; got != "loupe-test" {
 		t.Errorf("resource service.name %v", got)
 	}
-	waitFor(t, 5*time.Second, "5 acknowledged", func() bool { return e.Stats().Exported == 5 })
+	otlptest.WaitFor(t, 5*time.Second, "5 acknowledged", func() bool { return e.Stats().Exported == 5 })
 	if s := e.Stats(); s.Received != 5 || s.Exported != 5 || s.Dropped != 0 {
 		t.Errorf("stats %+v", s)
 	}
 }
 
-func byBody(r *receiver, uuid string) string {
-	for _, lr := range r.logRecords() {
-		if attrs(lr)[AttrFlowUUID] == uuid {
+func byBody(r *otlptest.Receiver, uuid string) string {
+	for _, lr := range r.LogRecords() {
+		if otlptest.Attrs(lr)[AttrFlowUUID] == uuid {
 			return lr.Body().AsString()
 		}
 	}
@@ -258,7 +240,7 @@ func byBody(r *receiver, uuid string) string {
 // Aggregated mode: one record per edge and interval, with the count of
 // the flows it stands for and the edge's attributes.
 func TestAggregatedFlows(t *testing.T) {
-	r := startReceiver(t, "127.0.0.1:0", nil)
+	r := otlptest.Start(t, "127.0.0.1:0", nil)
 	cfg := testConfig(r)
 	cfg.Flows, cfg.AggregationInterval = FlowsAggregated, 200*time.Millisecond
 	e := run(t, cfg)
@@ -272,14 +254,14 @@ func TestAggregatedFlows(t *testing.T) {
 	}
 	e.Flow(kernelDrop(t))
 	e.Flow(dnsFlow())
-	waitFor(t, 10*time.Second, "39 flows", func() bool { return r.flowsReceived() == 39 })
+	otlptest.WaitFor(t, 10*time.Second, "39 flows", func() bool { return r.SumInt(AttrFlowCount) == 39 })
 
 	edges := map[string]map[string]string{}
-	for _, lr := range r.logRecords() {
+	for _, lr := range r.LogRecords() {
 		if lr.EventName() != EventFlowAggregate {
 			t.Fatalf("event name %q", lr.EventName())
 		}
-		a := attrs(lr)
+		a := otlptest.Attrs(lr)
 		edges[a[AttrVerdict]+" "+a[AttrDestinationPort]+" "+a[AttrDropReason]] = a
 	}
 	if len(edges) != 4 {
@@ -299,7 +281,7 @@ func TestAggregatedFlows(t *testing.T) {
 	if _, ok := edges["FORWARDED 80 "][AttrSrcName]; ok {
 		t.Error("a workload edge names a pod")
 	}
-	waitFor(t, 5*time.Second, "39 acknowledged", func() bool { return e.Stats().Exported == 39 })
+	otlptest.WaitFor(t, 5*time.Second, "39 acknowledged", func() bool { return e.Stats().Exported == 39 })
 	if s := e.Stats(); s.Exported != 39 || s.Dropped != 0 {
 		t.Errorf("stats %+v", s)
 	}
@@ -307,7 +289,7 @@ func TestAggregatedFlows(t *testing.T) {
 
 // Past --otlp-max-edges, the flows of new edges are dropped and counted.
 func TestAggregatedEdgeLimit(t *testing.T) {
-	r := startReceiver(t, "127.0.0.1:0", nil)
+	r := otlptest.Start(t, "127.0.0.1:0", nil)
 	cfg := testConfig(r)
 	cfg.Flows, cfg.AggregationInterval, cfg.MaxEdges = FlowsAggregated, time.Hour, 2
 	e := run(t, cfg)
@@ -316,7 +298,7 @@ func TestAggregatedEdgeLimit(t *testing.T) {
 		f.L4.GetTCP().DestinationPort = uint32(1000 + i)
 		e.Flow(f)
 	}
-	waitFor(t, 5*time.Second, "3 drops", func() bool { return e.Stats().DroppedBy[ReasonEdgeLimit] == 3 })
+	otlptest.WaitFor(t, 5*time.Second, "3 drops", func() bool { return e.Stats().DroppedBy[ReasonEdgeLimit] == 3 })
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -366,7 +348,7 @@ func TestUnreachableCollectorDropsAndCounts(t *testing.T) {
 	if s.Received != 10000 || s.Dropped < 10000-100-4*10 {
 		t.Fatalf("stats %+v", s)
 	}
-	waitFor(t, 10*time.Second, "every flow dropped", func() bool { return e.Stats().Dropped == 10000 })
+	otlptest.WaitFor(t, 10*time.Second, "every flow dropped", func() bool { return e.Stats().Dropped == 10000 })
 	if s := e.Stats(); s.Exported != 0 || s.DroppedBy[ReasonRetriesExhausted] == 0 {
 		t.Fatalf("stats %+v", s)
 	}

@@ -7,13 +7,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/loupe-project/loupe/otlp/otlptest"
 )
 
 // Every family of the registry reaches the collector under its /metrics
 // name with its labels and value: counters as cumulative monotonic sums,
 // gauges as gauges, histograms with their buckets.
 func TestMetricsExport(t *testing.T) {
-	r := startReceiver(t, "127.0.0.1:0", nil)
+	r := otlptest.Start(t, "127.0.0.1:0", nil)
 	cfg := testConfig(r)
 	cfg.MetricsInterval = 100 * time.Millisecond
 	e, err := New(cfg)
@@ -36,9 +38,9 @@ func TestMetricsExport(t *testing.T) {
 	go func() { defer close(done); _ = e.Run(ctx, reg) }()
 	defer func() { cancel(); <-done }()
 
-	waitFor(t, 10*time.Second, "a metrics export", func() bool { return len(r.metricSets()) > 0 })
+	otlptest.WaitFor(t, 10*time.Second, "a metrics export", func() bool { return len(r.Metrics()) > 0 })
 	byName := map[string]pmetric.Metric{}
-	ms := r.metricSets()[0]
+	ms := r.Metrics()[0]
 	for i := range ms.ResourceMetrics().Len() {
 		sms := ms.ResourceMetrics().At(i).ScopeMetrics()
 		for j := range sms.Len() {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/loupe-project/loupe/otlp/otlptest"
 )
 
 // The collector goes away for outage and comes back. Flows keep coming
@@ -13,7 +15,7 @@ import (
 // received plus the flows counted as dropped equal the flows sent, and
 // the dropped ones are exactly those that never arrived.
 func testCollectorOutage(t *testing.T, outage time.Duration) {
-	r := startReceiver(t, "127.0.0.1:0", nil)
+	r := otlptest.Start(t, "127.0.0.1:0", nil)
 	cfg := testConfig(r)
 	cfg.QueueSize, cfg.BatchSize, cfg.RetryMaxElapsed = 2000, 200, 2*outage+10*time.Second
 	e := run(t, cfg)
@@ -34,25 +36,25 @@ func testCollectorOutage(t *testing.T, outage time.Duration) {
 		}
 	}
 	feed(time.Second)
-	waitFor(t, 10*time.Second, "flows before the outage", func() bool { return r.flowsReceived() > 0 })
-	r.stop()
-	before := len(r.logRecords())
+	otlptest.WaitFor(t, 10*time.Second, "flows before the outage", func() bool { return r.SumInt(AttrFlowCount) > 0 })
+	r.Stop()
+	before := len(r.LogRecords())
 	feed(outage)
-	r.start(t)
+	r.Restart(t)
 	restartedAt := sent
 	// Longer than the reconnection backoff's cap (maxRetryDelay), so the
 	// exporter is back while flows still come.
 	feed(maxRetryDelay + 3*time.Second)
 
-	waitFor(t, 2*outage+30*time.Second, "every flow exported or dropped", func() bool {
+	otlptest.WaitFor(t, 2*outage+30*time.Second, "every flow exported or dropped", func() bool {
 		s := e.Stats()
 		return s.Exported+s.Dropped == uint64(sent)
 	})
 	s := e.Stats()
 	got := map[string]int{}
 	afterRestart := 0
-	for _, lr := range r.logRecords() {
-		u := attrs(lr)[AttrFlowUUID]
+	for _, lr := range r.LogRecords() {
+		u := otlptest.Attrs(lr)[AttrFlowUUID]
 		got[u]++
 		if n, _ := strconv.Atoi(u[1:]); n >= restartedAt {
 			afterRestart++

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loupe-project/loupe/otlp/otlptest"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
@@ -61,12 +62,12 @@ func TestMutualTLS(t *testing.T) {
 	}{{"tls1.3", 0, tls.VersionTLS13}, {"tls1.2-only collector", tls.VersionTLS12, tls.VersionTLS12}} {
 		t.Run(c.name, func(t *testing.T) {
 			stc, files, version := collectorTLS(t, c.maxVersion)
-			r := startReceiver(t, "127.0.0.1:0", stc)
+			r := otlptest.Start(t, "127.0.0.1:0", stc)
 			cfg := testConfig(r)
 			cfg.Insecure, cfg.CAFile, cfg.ClientCertFile, cfg.ClientKeyFile, cfg.ServerName = false, files.ca, files.cert, files.key, "collector.test"
 			e := run(t, cfg)
 			e.Flow(l4Flow(0))
-			waitFor(t, 10*time.Second, "the record over mTLS", func() bool { return len(r.logRecords()) == 1 })
+			otlptest.WaitFor(t, 10*time.Second, "the record over mTLS", func() bool { return len(r.LogRecords()) == 1 })
 			if v := uint16(version.Load()); v != c.want {
 				t.Errorf("TLS version %x, want %x", v, c.want)
 			}
@@ -78,13 +79,13 @@ func TestMutualTLS(t *testing.T) {
 // nothing arrives and the flow is counted as dropped.
 func TestTLSWithoutClientCertificateDrops(t *testing.T) {
 	stc, files, _ := collectorTLS(t, 0)
-	r := startReceiver(t, "127.0.0.1:0", stc)
+	r := otlptest.Start(t, "127.0.0.1:0", stc)
 	cfg := testConfig(r)
 	cfg.Insecure, cfg.CAFile, cfg.ServerName, cfg.RetryMaxElapsed = false, files.ca, "collector.test", 500*time.Millisecond
 	e := run(t, cfg)
 	e.Flow(l4Flow(0))
-	waitFor(t, 10*time.Second, "the flow dropped", func() bool { return e.Stats().Dropped == 1 })
-	if n := len(r.logRecords()); n != 0 {
+	otlptest.WaitFor(t, 10*time.Second, "the flow dropped", func() bool { return e.Stats().Dropped == 1 })
+	if n := len(r.LogRecords()); n != 0 {
 		t.Fatalf("%d records arrived without a client certificate", n)
 	}
 }

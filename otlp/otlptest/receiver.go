@@ -1,9 +1,13 @@
-package otlp
+// Package otlptest runs a real OTLP/gRPC receiver in process: the
+// OpenTelemetry Collector's own pdata servers (plogotlp, pmetricotlp), for
+// tests and benchmarks of loupe's exporter.
+package otlptest
 
 import (
 	"context"
 	"crypto/tls"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,9 +21,9 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// receiver is a real OTLP/gRPC receiver: the collector's own pdata
+// Receiver is a real OTLP/gRPC receiver: the collector's own pdata
 // servers, in process. It keeps every log record and metric it accepted.
-type receiver struct {
+type Receiver struct {
 	plogotlp.UnimplementedGRPCServer
 	addr  string
 	creds credentials.TransportCredentials
@@ -34,7 +38,7 @@ type receiver struct {
 
 type metricsServer struct {
 	pmetricotlp.UnimplementedGRPCServer
-	r *receiver
+	r *Receiver
 }
 
 func (m metricsServer) Export(_ context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
@@ -46,7 +50,7 @@ func (m metricsServer) Export(_ context.Context, req pmetricotlp.ExportRequest) 
 	return pmetricotlp.NewExportResponse(), nil
 }
 
-func (r *receiver) Export(_ context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
+func (r *Receiver) Export(_ context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rls := req.Logs().ResourceLogs()
@@ -67,26 +71,34 @@ func (r *receiver) Export(_ context.Context, req plogotlp.ExportRequest) (plogot
 	return plogotlp.NewExportResponse(), nil
 }
 
-// startReceiver serves on addr ("127.0.0.1:0" picks a port) until the
+// Start serves on addr ("127.0.0.1:0" picks a port) until the
 // test ends or stop.
-func startReceiver(t testing.TB, addr string, tc *tls.Config) *receiver {
+func Start(t testing.TB, addr string, tc *tls.Config) *Receiver {
 	t.Helper()
-	r := &receiver{addr: addr}
+	r := &Receiver{addr: addr}
 	if tc != nil {
 		r.creds = credentials.NewTLS(tc)
 	}
-	r.start(t)
-	t.Cleanup(r.stop)
+	r.Restart(t)
+	t.Cleanup(r.Stop)
 	return r
 }
 
-func (r *receiver) start(t testing.TB) {
+// Addr is the address served, HOST:PORT.
+func (r *Receiver) Addr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.addr
+}
+
+// Restart serves again on the same address after Stop.
+func (r *Receiver) Restart(t testing.TB) {
 	t.Helper()
 	var lis net.Listener
 	var err error
 	// The port may linger for a moment after a stop.
 	for i := 0; i < 50; i++ {
-		if lis, err = net.Listen("tcp", r.addr); err == nil {
+		if lis, err = net.Listen("tcp", r.Addr()); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -94,7 +106,9 @@ func (r *receiver) start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.mu.Lock()
 	r.addr = lis.Addr().String()
+	r.mu.Unlock()
 	var opts []grpc.ServerOption
 	if r.creds != nil {
 		opts = append(opts, grpc.Creds(r.creds))
@@ -109,9 +123,9 @@ func (r *receiver) start(t testing.TB) {
 	go func() { defer close(done); _ = srv.Serve(lis) }()
 }
 
-// stop lets the exports in progress finish (so each accepted one is
+// Stop lets the exports in progress finish (so each accepted one is
 // answered), then closes the listener and every connection.
-func (r *receiver) stop() {
+func (r *Receiver) Stop() {
 	r.mu.Lock()
 	srv, done := r.srv, r.done
 	r.srv = nil
@@ -122,31 +136,40 @@ func (r *receiver) stop() {
 	}
 }
 
-func (r *receiver) logRecords() []plog.LogRecord {
+func (r *Receiver) LogRecords() []plog.LogRecord {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]plog.LogRecord(nil), r.records...)
 }
 
-func (r *receiver) metricSets() []pmetric.Metrics {
+// Resources returns the resource of each record, in order.
+func (r *Receiver) Resources() []pcommon.Resource {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]pcommon.Resource(nil), r.res...)
+}
+
+// Metrics returns every metrics export received.
+func (r *Receiver) Metrics() []pmetric.Metrics {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]pmetric.Metrics(nil), r.metrics...)
 }
 
-// flowsReceived sums loupe.flow.count over the records received.
-func (r *receiver) flowsReceived() uint64 {
+// SumInt sums an integer attribute over the records received (the
+// exporter's loupe.flow.count gives the flows that arrived).
+func (r *Receiver) SumInt(attr string) uint64 {
 	var n uint64
-	for _, lr := range r.logRecords() {
-		if v, ok := lr.Attributes().Get(AttrFlowCount); ok {
+	for _, lr := range r.LogRecords() {
+		if v, ok := lr.Attributes().Get(attr); ok {
 			n += uint64(v.Int())
 		}
 	}
 	return n
 }
 
-// waitFor polls cond every 20 ms for at most d.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+// WaitFor polls cond every 20 ms for at most d.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -155,4 +178,22 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Attrs flattens a record's attributes to strings (arrays joined by ",").
+func Attrs(lr plog.LogRecord) map[string]string {
+	out := map[string]string{}
+	lr.Attributes().Range(func(k string, v pcommon.Value) bool {
+		if v.Type() == pcommon.ValueTypeSlice {
+			var s []string
+			for i := range v.Slice().Len() {
+				s = append(s, v.Slice().At(i).AsString())
+			}
+			out[k] = strings.Join(s, ",")
+		} else {
+			out[k] = v.AsString()
+		}
+		return true
+	})
+	return out
 }
