@@ -5,7 +5,6 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 
 	"github.com/loupe-project/loupe/contract"
@@ -138,39 +137,38 @@ func (e *Exporter) flushEdges(edges map[edgeKey]*edgeCount, now time.Time) {
 	}
 }
 
-func appendEdgeSide(kv []*commonpb.KeyValue, s side, ns, name, owner, ownerType, addr, identity string) []*commonpb.KeyValue {
-	kv = appendStr(kv, ns, s.namespace)
-	kv = appendStr(kv, name, s.pod)
-	kv = appendStr(kv, owner, s.owner)
-	kv = appendStr(kv, ownerType, s.ownerType)
-	kv = appendStr(kv, addr, s.addr)
+func (a *attrs) edgeSide(s side, ns, name, owner, ownerType, addr, identity string) {
+	a.strIf(ns, s.namespace)
+	a.strIf(name, s.pod)
+	a.strIf(owner, s.owner)
+	a.strIf(ownerType, s.ownerType)
+	a.strIf(addr, s.addr)
 	if s.identity != 0 {
-		kv = append(kv, num(identity, int64(s.identity)))
+		a.num(identity, int64(s.identity))
 	}
-	return kv
 }
 
 // edgeRecord is one edge's log record: the attributes of FlowAttributes
 // that the edge keeps, loupe.flow.count and the interval.
 func (e *Exporter) edgeRecord(k edgeKey, c *edgeCount, now time.Time) *logspb.LogRecord {
-	kv := make([]*commonpb.KeyValue, 0, 24)
-	kv = appendEdgeSide(kv, k.src, AttrSrcNamespace, AttrSrcName, AttrSrcOwnerName, AttrSrcOwnerType, AttrSourceAddress, AttrSrcIdentity)
-	kv = appendEdgeSide(kv, k.dst, AttrDstNamespace, AttrDstName, AttrDstOwnerName, AttrDstOwnerType, AttrDestinationAddress, AttrDstIdentity)
+	a := newAttrs(24)
+	a.edgeSide(k.src, AttrSrcNamespace, AttrSrcName, AttrSrcOwnerName, AttrSrcOwnerType, AttrSourceAddress, AttrSrcIdentity)
+	a.edgeSide(k.dst, AttrDstNamespace, AttrDstName, AttrDstOwnerName, AttrDstOwnerType, AttrDestinationAddress, AttrDstIdentity)
 	obs := k.src
 	if k.obsIsDst {
 		obs = k.dst
 	}
-	kv = appendStr(kv, AttrK8sNamespace, obs.namespace)
-	kv = appendStr(kv, AttrK8sPod, obs.pod)
-	kv = appendStr(kv, AttrK8sNode, k.node)
+	a.strIf(AttrK8sNamespace, obs.namespace)
+	a.strIf(AttrK8sPod, obs.pod)
+	a.strIf(AttrK8sNode, k.node)
 	if k.dport != 0 {
-		kv = append(kv, num(AttrDestinationPort, int64(k.dport)))
+		a.num(AttrDestinationPort, int64(k.dport))
 	}
-	kv = appendStr(kv, AttrNetworkTransport, k.transport)
-	kv = appendStr(kv, AttrNetworkType, k.netType)
-	kv = append(kv, str(AttrVerdict, k.verdict.String()))
-	kv = appendStr(kv, AttrDropReason, k.dropReason)
-	kv = appendStr(kv, AttrTrafficDirection, k.direction)
+	a.strIf(AttrNetworkTransport, k.transport)
+	a.strIf(AttrNetworkType, k.netType)
+	a.str(AttrVerdict, k.verdict.String())
+	a.strIf(AttrDropReason, k.dropReason)
+	a.strIf(AttrTrafficDirection, k.direction)
 	if k.dns != "" || k.method != "" {
 		l7 := &flowpb.Layer7{}
 		if k.dns != "" {
@@ -178,16 +176,17 @@ func (e *Exporter) edgeRecord(k edgeKey, c *edgeCount, now time.Time) *logspb.Lo
 		} else {
 			l7.Record = &flowpb.Layer7_Http{Http: &flowpb.HTTP{Method: k.method, Code: k.code}}
 		}
-		kv = appendL7(kv, l7)
+		a.l7(l7)
 	}
-	kv = append(kv, num(AttrFlowCount, int64(c.count)), num(AttrIntervalMillis, e.cfg.AggregationInterval.Milliseconds()))
+	a.num(AttrFlowCount, int64(c.count))
+	a.num(AttrIntervalMillis, e.cfg.AggregationInterval.Milliseconds())
 	r := &logspb.LogRecord{
 		TimeUnixNano:         c.first,
 		ObservedTimeUnixNano: uint64(now.UnixNano()),
 		SeverityNumber:       logspb.SeverityNumber_SEVERITY_NUMBER_INFO,
 		SeverityText:         "INFO",
 		EventName:            EventFlowAggregate,
-		Attributes:           kv,
+		Attributes:           a.kv,
 	}
 	if k.verdict == flowpb.Verdict_DROPPED {
 		r.SeverityNumber, r.SeverityText = logspb.SeverityNumber_SEVERITY_NUMBER_WARN, "WARN"
