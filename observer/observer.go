@@ -82,6 +82,7 @@ type Observer struct {
 	// lastFlowNS is the time of the newest flow written (under mu): see
 	// orderFlow.
 	lastFlowNS int64
+	sinks      []FlowSink // sink.go; guarded by mu
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -207,6 +208,9 @@ func (o *Observer) HandleEvent(raw []byte) {
 	}
 	o.ring.write(e)
 	o.seen.Add(1)
+	for _, s := range o.sinks {
+		s.Flow(e.flow)
+	}
 }
 
 // AddLostEvents records n datapath events lost before HandleEvent saw them

@@ -30,6 +30,7 @@ import (
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/otlp"
 	"github.com/loupe-project/loupe/policy"
 )
 
@@ -93,6 +94,10 @@ type Config struct {
 	L7EventsPerSecond uint32
 	L7DNSTimeout      time.Duration
 	L7KeepQuery       bool // keep URL query strings in HTTP flows
+
+	// OTLP, when its endpoint is set, exports flows and metrics to an
+	// OpenTelemetry collector (otlp.go).
+	OTLP otlp.Config
 
 	// Metadata, when set, is the metadata source (e.g. the API server's,
 	// package metadata/k8s); it takes the place of ManifestsDir.
@@ -400,6 +405,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		// --listen is set.
 		obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)
 		g.Go(func() error { return obs.Serve(ctx, cfg.Listen, obsSock) })
+		if err := startOTLP(ctx, g, &cfg, obs, dpReg); err != nil {
+			return err
+		}
 	} else {
 		log.Warn("no flow observer: datapath events are not read")
 	}

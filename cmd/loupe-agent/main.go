@@ -76,6 +76,9 @@ state, so pods keep their connectivity until it starts again.`,
 			if err != nil {
 				return err
 			}
+			if err := cfg.OTLP.Check(); err != nil {
+				return err
+			}
 			cfg.Log = log
 			cfg.NoKernelDrops = !kernDrops
 			cfg.NoConnStats = !connStats
@@ -132,6 +135,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
 	f.StringVar(&tlsCfg.ClientCAFile, "tls-client-ca-file", "", "CA whose certificates clients of the TCP listener must present (mTLS); the unix socket stays local and plain")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cfg.OTLP.Flags(f)
 	_ = cmd.MarkFlagRequired("node-name")
 	cmd.AddCommand(newCleanupCommand(), newInstallCNICommand())
 	return cmd

@@ -159,3 +159,25 @@ func TestMetricsFlagBadValueFailsAtStart(t *testing.T) {
 		t.Errorf("--metrics default %v, want %q", f, hubblemetrics.Default)
 	}
 }
+
+// A bad --otlp-* flag stops the agent at start, before it touches the
+// node, with the flag's name in the error.
+func TestOTLPFlagsCheckedAtStart(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--otlp-endpoint", "http://collector:4317"}, "--otlp-endpoint"},
+		{[]string{"--otlp-endpoint", "collector:4317", "--otlp-flows", "some"}, "--otlp-flows"},
+		{[]string{"--otlp-insecure"}, "--otlp-endpoint"},
+		{[]string{"--otlp-endpoint", "collector:4317", "--otlp-ca-file", "/nonexistent/ca.pem"}, "--otlp-ca-file"},
+	} {
+		cmd := newRootCommand()
+		cmd.SetArgs(append([]string{"--node-name", "n1", "--pod-cidr", "10.1.0.0/24", "--state-dir", t.TempDir(),
+			"--bpf-root", "/nonexistent/bpf"}, c.args...))
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error naming %s", c.args, err, c.want)
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata/k8s"
+	"github.com/loupe-project/loupe/otlp"
 	"github.com/loupe-project/loupe/relay"
 	"github.com/loupe-project/loupe/ui"
 )
@@ -47,6 +48,7 @@ func newCommand() *cobra.Command {
 		kubeconfig                                   string
 		agentPort                                    string
 		insecureListen                               string
+		otlpCfg                                      otlp.Config
 	)
 	cmd := &cobra.Command{
 		Use:           "loupe-relay",
@@ -66,6 +68,9 @@ func newCommand() *cobra.Command {
 				cfg.Lab = true
 			}
 			var err error
+			if err := otlpCfg.Check(); err != nil {
+				return err
+			}
 			if clientCert != "" || clientKey != "" || len(serverCAs) > 0 {
 				if cfg.ClientTLS, err = relay.ClientTLSConfig(clientCert, clientKey, serverCAs); err != nil {
 					return err
@@ -101,24 +106,32 @@ func newCommand() *cobra.Command {
 			}
 			// The UI reads the relay in process, never over the network.
 			local := bufconn.Listen(1 << 20)
-			if uiListen != "" {
+			if uiListen != "" || otlpCfg.Enabled() {
 				cfg.Local = local
 			}
 			srv, err := relay.New(cfg, sources...)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return srv.Run(gctx) })
-			if uiListen != "" {
-				conn, err := grpc.NewClient("passthrough:///relay", grpc.WithTransportCredentials(insecure.NewCredentials()),
+			var conn *grpc.ClientConn
+			if cfg.Local != nil {
+				conn, err = grpc.NewClient("passthrough:///relay", grpc.WithTransportCredentials(insecure.NewCredentials()),
 					grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return local.DialContext(ctx) }))
 				if err != nil {
-					return fmt.Errorf("ui: dial relay: %w", err)
+					return fmt.Errorf("dial relay in process: %w", err)
 				}
 				defer conn.Close()
+			}
+			if otlpCfg.Enabled() {
+				if err := startOTLP(gctx, g, otlpCfg, observerpb.NewObserverClient(conn), cfg.Log); err != nil {
+					return err
+				}
+			}
+			if uiListen != "" {
 				u, err := ui.New(ui.Config{Listen: uiListen, Flows: ui.RelayFlows(observerpb.NewObserverClient(conn)),
 					AllowedOrigins: uiOrigins, AllowedHosts: uiHosts, Log: cfg.Log.With("component", "ui")})
 				if err != nil {
@@ -156,6 +169,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&uiListen, "ui-listen", "", "address of the web UI, plain HTTP without authentication (e.g. "+ui.DefaultListen+"); empty: no UI")
 	f.StringSliceVar(&uiHosts, "ui-allowed-hosts", nil, "host names (no port) the web UI answers to besides IP addresses and localhost; other Host headers get 421 (DNS rebinding)")
 	f.StringSliceVar(&uiOrigins, "ui-allowed-origins", nil, "browser origins (scheme://host:port) besides the UI's own allowed to open its websocket")
+	otlpCfg.Flags(f)
 	return cmd
 }
 

@@ -166,7 +166,12 @@ func ServerConfig(f Files) (*tls.Config, error) {
 // Client dials with f.Cert as the client certificate (mTLS, when set) and
 // verifies servers against f.CAs (the system pool when empty), both
 // re-read when their files change.
-type Client struct{ src *source }
+type Client struct {
+	src *source
+	// MinVersion, when set, lowers the TLS 1.3 minimum for peers loupe
+	// does not run (the OTLP exporter's collectors).
+	MinVersion uint16
+}
 
 // NewClient loads f once, so that bad files fail at start.
 func NewClient(f Files) (*Client, error) {
@@ -181,6 +186,9 @@ func NewClient(f Files) (*Client, error) {
 func (c *Client) Config(serverName string) *tls.Config {
 	l := c.src.current()
 	tc := &tls.Config{MinVersion: MinVersion, RootCAs: l.pool, ServerName: serverName}
+	if c.MinVersion != 0 {
+		tc.MinVersion = c.MinVersion
+	}
 	if l.cert != nil {
 		tc.Certificates = []tls.Certificate{*l.cert}
 	}
