@@ -18,6 +18,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/history"
 	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
@@ -55,6 +56,9 @@ type Config struct {
 	Metrics []hubblemetrics.Spec
 	// KernelEvents places and names kernel drop records; nil drops them.
 	KernelEvents KernelEvents
+	// History keeps the ring's flows on disk (see history.go); nil keeps
+	// only the ring. Serve writes to it and closes it when it returns.
+	History *history.Store
 }
 
 // Observer is the flow pipeline of one agent.
@@ -73,6 +77,7 @@ type Observer struct {
 
 	seen   atomic.Uint64
 	kdrops *kernelDropMetrics
+	hist   *historyState // nil without Config.History
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -118,6 +123,9 @@ func New(cfg Config) (*Observer, error) {
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
 	o.dec.kernel = cfg.KernelEvents
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
+	if cfg.History != nil {
+		o.hist = newHistoryState(cfg.History, o.metrics.reg)
+	}
 	o.refreshIndex()
 	return o, nil
 }

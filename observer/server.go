@@ -102,6 +102,9 @@ func (o *Observer) ServeListeners(ctx context.Context, tcp, unixL net.Listener) 
 	if unixL != nil {
 		start(unixL)
 	}
+	if o.hist != nil {
+		g.Go(func() error { return o.writeHistory(ctx) })
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		hs.Shutdown()
@@ -288,6 +291,16 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 	// Without follow, stop at what existed when the request came in.
 	end := head
 	sent := uint64(0)
+	if number == 0 || req.GetFirst() {
+		if o.historyCovers(since, head) {
+			// The ring no longer reaches back to since: the disk first.
+			next, n, done, err := o.replayHistory(ctx, stream.Send, since, until, match, mask, number)
+			if err != nil || done {
+				return err
+			}
+			start, sent = next, n
+		}
+	}
 	var marks watermarks
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
