@@ -37,6 +37,8 @@ type Lab struct {
 	Index int    `json:"index"`
 	// XDPMode is passed to every agent and to the CNI config ("" = the agent's default).
 	XDPMode      string `json:"xdpMode,omitempty"`
+	// FlowBufferSize is every agent's --flow-buffer-size (0 = the agent's default).
+	FlowBufferSize int `json:"flowBufferSize,omitempty"`
 	Nodes        []Node `json:"nodes"`
 	RelayAddress string `json:"relayAddress,omitempty"`
 	UIURL        string `json:"uiURL,omitempty"`
