@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/observer/aggregate"
 	"github.com/loupe-project/loupe/observer/filters"
 )
 
@@ -221,6 +222,9 @@ func (s *observerServer) GetNamespaces(ctx context.Context, _ *observerpb.GetNam
 }
 
 func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) error {
+	if _, inner := stream.(*aggStream); !inner && aggregate.Requested(stream.Context()) {
+		return s.getAggregate(req, stream)
+	}
 	o := s.o
 	wl, err := filters.BuildList(req.GetWhitelist())
 	if err != nil {

@@ -35,10 +35,10 @@ type Record struct {
 }
 
 const (
-	segMagic        = "LOUPEH1\n"
-	blockMagic      = 0x4b4c4250
-	headerSize      = 48
-	flagZstd        = 1
+	segMagic   = "LOUPEH1\n"
+	blockMagic = 0x4b4c4250
+	headerSize = 48
+	flagZstd   = 1
 	// MaxBlockRaw bounds a block's uncompressed size, and so the memory a
 	// reader needs for a corrupt or hostile length.
 	MaxBlockRaw = 32 << 20
