@@ -65,8 +65,8 @@ type flowPrinter struct {
 	errOut io.Writer
 	tw     *tabwriter.Writer
 	c      palette
-	flows  int // flows written to out
-	notes  int // notices written to errOut
+	flows  int             // flows written to out
+	notes  int             // notices written to errOut
 	agg    *aggregateTable // --aggregate in a text format
 }
 

@@ -41,7 +41,7 @@ func TestHistoryFlags(t *testing.T) {
 		s.Close()
 	}
 	for _, bad := range []string{"lots", "-1Gi"} {
-		if _, err := parse("--history-max-bytes=" + bad).open(t.TempDir(), nil); err == nil || !strings.Contains(err.Error(), "--history-max-bytes") {
+		if _, err := parse("--history-max-bytes="+bad).open(t.TempDir(), nil); err == nil || !strings.Contains(err.Error(), "--history-max-bytes") {
 			t.Errorf("%s: want an error naming the flag, got %v", bad, err)
 		}
 	}
