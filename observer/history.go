@@ -181,3 +181,10 @@ func timeNs(e *entry) int64 {
 	t := e.time()
 	return t.GetSeconds()*1e9 + int64(t.GetNanos())
 }
+
+// HistoryCaughtUp reports whether the history holds every entry of the
+// ring (true without a history): for tests and tools that must not race
+// the writer.
+func (o *Observer) HistoryCaughtUp() bool {
+	return o.hist == nil || o.hist.next.Load() >= o.ring.head.Load()
+}
