@@ -43,7 +43,7 @@ func TestObserveHistoryWindow(t *testing.T) {
 
 	// Flow i at now-2h+i s+0.5 s: the half second keeps the window's ends
 	// clear of the few milliseconds between this clock and the CLI's.
-	start := time.Now().Add(-2 * time.Hour).UnixNano() - observer.BootOffset()
+	start := time.Now().Add(-2*time.Hour).UnixNano() - observer.BootOffset()
 	if start < 0 {
 		t.Skip("the machine booted less than two hours ago")
 	}

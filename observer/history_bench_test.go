@@ -107,7 +107,9 @@ func BenchmarkHistoryQuery1h(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	wl, err := filters.BuildList([]*flowpb.FlowFilter{{SourcePod: []string{"x/web"}}})
+	filter := []*flowpb.FlowFilter{{SourcePod: []string{"x/web"}}}
+	pre := podPrefilter(filter)
+	wl, err := filters.BuildList(filter)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -121,7 +123,7 @@ func BenchmarkHistoryQuery1h(b *testing.B) {
 			_, err := proto.Marshal(r) // what the stream does with it
 			return err
 		}
-		_, n, _, err := o.replayHistory(context.Background(), send, since, until, match, nil, 0)
+		_, n, _, err := o.replayHistory(context.Background(), send, since, until, pre, match, nil, 0)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -40,13 +40,14 @@ var errEnough = errors.New("enough flows")
 // duplicate: after the last record of this run it sent, and never before
 // what the writer had persisted when the read began (those entries were on
 // disk, so the read saw every one of them in the range). limit > 0 stops
-// after that many flows (done is then true).
+// after that many flows (done is then true). pre, if set, skips records
+// before they are decoded (podPrefilter).
 //
 // A range that reaches past the retention first gets a LostEvent
 // (HUBBLE_RING_BUFFER, as for a ring that overwrote them) with the number
 // of removed records in it and their span in first/last.
 func (o *Observer) replayHistory(ctx context.Context, send func(*observerpb.GetFlowsResponse) error,
-	since, until time.Time, match func(*flowpb.Flow) bool, mask fieldMask, limit uint64) (next, sent uint64, done bool, err error) {
+	since, until time.Time, pre func([]byte) bool, match func(*flowpb.Flow) bool, mask fieldMask, limit uint64) (next, sent uint64, done bool, err error) {
 	h := o.hist
 	next = h.next.Load()
 	var untilNs int64
@@ -80,6 +81,9 @@ func (o *Observer) replayHistory(ctx context.Context, send func(*observerpb.GetF
 				NodeName:      o.cfg.NodeName,
 				Time:          at,
 			})
+		}
+		if pre != nil && !pre(rec.Data) {
+			return nil
 		}
 		f := &flowpb.Flow{}
 		if err := proto.Unmarshal(rec.Data, f); err != nil {

@@ -298,7 +298,7 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 	if number == 0 || req.GetFirst() {
 		if o.historyCovers(since, head) {
 			// The ring no longer reaches back to since: the disk first.
-			next, n, done, err := o.replayHistory(ctx, stream.Send, since, until, match, mask, number)
+			next, n, done, err := o.replayHistory(ctx, stream.Send, since, until, podPrefilter(req.GetWhitelist()), match, mask, number)
 			if err != nil || done {
 				return err
 			}
