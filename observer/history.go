@@ -132,7 +132,10 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			}
 			rec.Data = arena[start:len(arena):len(arena)]
 			recs = append(recs, rec)
-			if len(recs) >= historyBatch {
+			// A batch ends at historyBatch records or historyFlush, also
+			// while the ring keeps the writer busy: that bounds what a
+			// crash can lose.
+			if len(recs) >= historyBatch || (len(recs)%256 == 0 && time.Since(lastFlush) >= historyFlush) {
 				flush()
 			}
 			continue
