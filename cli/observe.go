@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/observer/aggregate"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
@@ -51,6 +52,7 @@ type observeOptions struct {
 	last, first  uint64
 	all, follow  bool
 	since, until string
+	aggregate    bool
 
 	output           string
 	timeFormat       string
@@ -134,6 +136,7 @@ func newObserveCommand(now func() time.Time) *cobra.Command {
 	sel.BoolVarP(&o.follow, "follow", "f", false, "Keep showing new flows as they come, until Ctrl-C")
 	sel.StringVar(&o.since, "since", "", "Show flows since this time: a duration ago (30s, 5m, 1h) or a time (2006-01-02T15:04:05Z07:00, 2006-01-02, ...)")
 	sel.StringVar(&o.until, "until", "", "Show flows until this time (same forms as --since; ignored with --follow)")
+	sel.BoolVar(&o.aggregate, "aggregate", false, "Show one line per edge (source and destination workload, port, protocol, verdict) with its flow count over --since/--until, from loupe agents or loupe-relay")
 
 	out := pflag.NewFlagSet("Output", pflag.ContinueOnError)
 	out.StringVarP(&o.output, "output", "o", "compact", "Output format: compact, dict, json (= jsonpb: one GetFlowsResponse per line, flows and lost events, as hubble), table")
@@ -226,6 +229,9 @@ func (o *observeOptions) request(textOutput bool) (*observerpb.GetFlowsRequest, 
 		return nil, err
 	}
 	first, last := o.first > 0, o.last > 0
+	if err := o.checkAggregate(); err != nil {
+		return nil, err
+	}
 	switch {
 	case first && last:
 		return nil, errors.New("--first and --last cannot be combined")
@@ -367,7 +373,13 @@ func (o *observeOptions) run(cmd *cobra.Command) error {
 	}
 	defer conn.Close()
 
+	if o.aggregate {
+		ctx = aggregate.Ask(ctx)
+	}
 	p := newFlowPrinter(stdout, stderr, popts)
+	if o.aggregate && popts.format != formatJSON {
+		p = newAggregatePrinter(stdout, stderr, popts)
+	}
 	stream, err := observerpb.NewObserverClient(conn).GetFlows(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -65,8 +65,9 @@ type flowPrinter struct {
 	errOut io.Writer
 	tw     *tabwriter.Writer
 	c      palette
-	flows  int // flows written to out
-	notes  int // notices written to errOut
+	flows  int             // flows written to out
+	notes  int             // notices written to errOut
+	agg    *aggregateTable // --aggregate in a text format
 }
 
 func newFlowPrinter(out, errOut io.Writer, opts printOptions) *flowPrinter {
@@ -82,6 +83,9 @@ func newFlowPrinter(out, errOut io.Writer, opts printOptions) *flowPrinter {
 
 // flush writes out what the table format holds back for alignment.
 func (p *flowPrinter) flush() error {
+	if p.agg != nil {
+		return p.agg.print(p.out)
+	}
 	if p.tw != nil {
 		return p.tw.Flush()
 	}
@@ -328,6 +332,8 @@ func (p *flowPrinter) summary(f *flowpb.Flow) string {
 // write prints one GetFlowsResponse.
 func (p *flowPrinter) write(res *observerpb.GetFlowsResponse) error {
 	switch {
+	case res.GetFlow() != nil && p.agg != nil:
+		return p.agg.add(res.GetFlow())
 	case res.GetFlow() != nil:
 		return p.writeFlow(res)
 	case res.GetNodeStatus() != nil:

@@ -41,6 +41,9 @@ func (l *Lab) agentArgs(bin string, n Node) []string {
 	if l.XDPMode != "" {
 		args = append(args, "--xdp-mode", l.XDPMode)
 	}
+	if l.FlowBufferSize != 0 {
+		args = append(args, "--flow-buffer-size", strconv.Itoa(l.FlowBufferSize))
+	}
 	return args
 }
 

@@ -170,7 +170,7 @@ func TestPrivilegedLabNetpolModel(t *testing.T) {
 		t.Fatalf("status keys = %s", got)
 	}
 	node0 := generic["nodes"].([]any)[0].(map[string]any)
-	if got := keysOf(node0); got != "address,healthy,metricsAddress,name,observerAddress,podCIDR" {
+	if got := keysOf(node0); got != "address,flowBufferSize,healthy,metricsAddress,name,observerAddress,podCIDR" {
 		t.Fatalf("node keys = %s", got)
 	}
 	pod0 := generic["pods"].([]any)[0].(map[string]any)

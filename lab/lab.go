@@ -36,10 +36,12 @@ type Lab struct {
 	Name  string `json:"name"`
 	Index int    `json:"index"`
 	// XDPMode is passed to every agent and to the CNI config ("" = the agent's default).
-	XDPMode      string `json:"xdpMode,omitempty"`
-	Nodes        []Node `json:"nodes"`
-	RelayAddress string `json:"relayAddress,omitempty"`
-	UIURL        string `json:"uiURL,omitempty"`
+	XDPMode string `json:"xdpMode,omitempty"`
+	// FlowBufferSize is every agent's --flow-buffer-size (0 = the agent's default).
+	FlowBufferSize int    `json:"flowBufferSize,omitempty"`
+	Nodes          []Node `json:"nodes"`
+	RelayAddress   string `json:"relayAddress,omitempty"`
+	UIURL          string `json:"uiURL,omitempty"`
 }
 
 // Node is one node of the lab.

@@ -26,6 +26,9 @@ type NodeStatus struct {
 	ObserverAddress string `json:"observerAddress"`
 	MetricsAddress  string `json:"metricsAddress"` // the agent's /metrics (Prometheus)
 	Healthy         bool   `json:"healthy"`
+	// FlowBufferSize is the flow ring size the agent reports; when it
+	// cannot be asked, the size it was started with.
+	FlowBufferSize int `json:"flowBufferSize"`
 }
 
 // PodStatus is one pod in Status.
@@ -60,6 +63,10 @@ func (l *Lab) Status(ctx context.Context) (*Status, error) {
 				if s, err := l.agentStatus(cctx, n); err == nil && s.GetReady() {
 					ns.Healthy = true
 				}
+			}
+			ns.FlowBufferSize = l.configuredFlowBufferSize()
+			if size, err := l.flowBufferSize(cctx, n); err == nil && ns.Healthy {
+				ns.FlowBufferSize = size
 			}
 			mu.Lock()
 			st.Nodes = append(st.Nodes, ns)

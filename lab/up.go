@@ -20,13 +20,18 @@ type UpOptions struct {
 	// Index is the subnet index; -1 picks one (0 for the default lab).
 	Index   int
 	XDPMode string
-	Files   []string
+	// FlowBufferSize is every agent's flow ring size (0: the agent's default).
+	FlowBufferSize int
+	Files          []string
 }
 
 // Up builds the lab, or completes and checks one that exists, then applies
 // the manifest files. It is safe to run again.
 func Up(ctx context.Context, opts UpOptions, stdin io.Reader, warn io.Writer) (*Lab, error) {
 	// Read the manifests and find the binaries before touching anything.
+	if err := checkFlowBufferSize(opts.FlowBufferSize); err != nil {
+		return nil, err
+	}
 	objs, err := readManifestFiles(opts.Files, stdin)
 	if err != nil {
 		return nil, err
@@ -60,13 +65,16 @@ func Up(ctx context.Context, opts UpOptions, stdin io.Reader, warn io.Writer) (*
 		if err := ValidName(name); err != nil {
 			return nil, err
 		}
-		l = &Lab{Dir: opts.Dir, Name: name, Index: opts.Index, XDPMode: opts.XDPMode}
+		l = &Lab{Dir: opts.Dir, Name: name, Index: opts.Index, XDPMode: opts.XDPMode, FlowBufferSize: opts.FlowBufferSize}
 	} else {
 		if opts.Name != "" && opts.Name != l.Name {
 			return nil, fmt.Errorf("the lab in %s is named %q, not %q: run `loupe lab down` first", opts.Dir, l.Name, opts.Name)
 		}
 		if opts.XDPMode != "" && opts.XDPMode != l.XDPMode {
 			return nil, fmt.Errorf("the lab in %s runs with xdp mode %q: run `loupe lab down` to change it", opts.Dir, l.XDPMode)
+		}
+		if opts.FlowBufferSize != 0 && opts.FlowBufferSize != l.FlowBufferSize {
+			return nil, fmt.Errorf("the lab in %s runs with flow buffer size %d: run `loupe lab down` to change it", opts.Dir, l.FlowBufferSize)
 		}
 	}
 	want := opts.Nodes

@@ -18,6 +18,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/history"
 	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
@@ -57,6 +58,9 @@ type Config struct {
 	KernelEvents KernelEvents
 	// L7 configures the flows made of L7 records (HandleL7).
 	L7 L7Config
+	// History keeps the ring's flows on disk (see history.go); nil keeps
+	// only the ring. Serve writes to it and closes it when it returns.
+	History *history.Store
 }
 
 // Observer is the flow pipeline of one agent.
@@ -82,7 +86,8 @@ type Observer struct {
 	// lastFlowNS is the time of the newest flow written (under mu): see
 	// orderFlow.
 	lastFlowNS int64
-	sinks      []FlowSink // sink.go; guarded by mu
+	sinks      []FlowSink    // sink.go; guarded by mu
+	hist       *historyState // nil without Config.History
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
@@ -132,6 +137,9 @@ func New(cfg Config) (*Observer, error) {
 	o.tcp = newTCPMetrics(o.metrics.reg)
 	o.l7 = newL7State(cfg.L7, o.metrics.reg)
 	o.dec.names = newFQDNCache()
+	if cfg.History != nil {
+		o.hist = newHistoryState(cfg.History, o.metrics.reg)
+	}
 	o.refreshIndex()
 	return o, nil
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/observer/aggregate"
 	"github.com/loupe-project/loupe/observer/filters"
 )
 
@@ -101,6 +102,9 @@ func (o *Observer) ServeListeners(ctx context.Context, tcp, unixL net.Listener) 
 	}
 	if unixL != nil {
 		start(unixL)
+	}
+	if o.hist != nil {
+		g.Go(func() error { return o.writeHistory(ctx) })
 	}
 	g.Go(func() error {
 		<-ctx.Done()
@@ -218,6 +222,9 @@ func (s *observerServer) GetNamespaces(ctx context.Context, _ *observerpb.GetNam
 }
 
 func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) error {
+	if _, inner := stream.(*aggStream); !inner && aggregate.Requested(stream.Context()) {
+		return s.getAggregate(req, stream)
+	}
 	o := s.o
 	wl, err := filters.BuildList(req.GetWhitelist())
 	if err != nil {
@@ -288,6 +295,16 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 	// Without follow, stop at what existed when the request came in.
 	end := head
 	sent := uint64(0)
+	if number == 0 || req.GetFirst() {
+		if o.historyCovers(since, head) {
+			// The ring no longer reaches back to since: the disk first.
+			next, n, done, err := o.replayHistory(ctx, stream.Send, since, until, podPrefilter(req.GetWhitelist()), match, mask, number)
+			if err != nil || done {
+				return err
+			}
+			start, sent = next, n
+		}
+	}
 	var marks watermarks
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

@@ -20,6 +20,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/loupe-project/loupe/observer/aggregate"
 )
 
 // ObserverServiceName is the health service name Hubble clients check.
@@ -156,6 +158,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 
 // GetFlows fans the request out to every peer and merges the answers.
 func (s *Server) GetFlows(req *observerpb.GetFlowsRequest, stream observerpb.Observer_GetFlowsServer) error {
+	if aggregate.Requested(stream.Context()) {
+		return s.getAggregate(req, stream)
+	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	q := newOutQueue(s.cfg.ClientQueueLen, false, s.nodeName, &s.stats)

@@ -43,6 +43,7 @@ func newRootCommand() *cobra.Command {
 		connStats  bool
 		tcpEvents  bool
 		dnsPorts   []uint
+		hist       historyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -89,7 +90,7 @@ state, so pods keep their connectivity until it starts again.`,
 				}
 				cfg.L7DNSPorts = append(cfg.L7DNSPorts, uint16(p))
 			}
-			cfg.NewObserver = observerFactory(tlsCfg, specs)
+			cfg.NewObserver = observerFactory(tlsCfg, specs, &hist, &cfg.StateDir)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			kube, err := useKubernetes(kubeconfig, cfg.ManifestsDir)
@@ -134,6 +135,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&tlsCfg.CertFile, "tls-cert-file", "", "certificate of the Observer API's TCP listener (TLS 1.3); for Hubble Relay, issue it for *.default.hubble-grpc.cilium.io (the node name, dots as hyphens, replaces the *)")
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
 	f.StringVar(&tlsCfg.ClientCAFile, "tls-client-ca-file", "", "CA whose certificates clients of the TCP listener must present (mTLS); the unix socket stays local and plain")
+	hist.register(f)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cfg.OTLP.Flags(f)
 	_ = cmd.MarkFlagRequired("node-name")

@@ -107,7 +107,7 @@ func TestTLSFlags(t *testing.T) {
 	}
 	// The observer the daemon gets serves with these files: GetNodes (here
 	// over the plain local socket) says TLS is on, with Hubble's name.
-	obs, err := observerFactory(good, nil)(daemon.ObserverParams{NodeName: "node1"})
+	obs, err := observerFactory(good, nil, nil, nil)(daemon.ObserverParams{NodeName: "node1"})
 	if err != nil {
 		t.Fatalf("observer: %v", err)
 	}

@@ -6,14 +6,23 @@ import (
 
 	"github.com/loupe-project/loupe/agent/daemon"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/observer/history"
 	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 // observerFactory builds the flow observer the daemon feeds with datapath
 // events, serving the Observer API with tlsCfg on TCP. It lives in the main
 // package so that agent/daemon does not depend on the observer.
-func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec) func(daemon.ObserverParams) (daemon.Observer, error) {
+// hist (nil: off) opens the on-disk flow history in stateDir.
+func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec, hist *historyFlags, stateDir *string) func(daemon.ObserverParams) (daemon.Observer, error) {
 	return func(p daemon.ObserverParams) (daemon.Observer, error) {
+		var store *history.Store
+		if hist != nil {
+			var err error
+			if store, err = hist.open(*stateDir, p.Log); err != nil {
+				return nil, err
+			}
+		}
 		var caughtUp func() int64
 		if p.Datapath != nil {
 			caughtUp = p.Datapath.EventsCaughtUp
@@ -35,6 +44,7 @@ func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec) fu
 			Metrics:        metrics,
 			KernelEvents:   p.KernelEvents,
 			L7:             p.L7,
+			History:        store,
 		})
 	}
 }

@@ -1,0 +1,308 @@
+// Package aggregate folds flows into per-edge aggregates over a time range:
+// the answer to GetFlows when a client asks for aggregates (the gRPC request
+// header MetadataKey), on an agent over its history and ring, and on the
+// relay over every agent's aggregates.
+//
+// An edge is (source workload, destination workload, destination port,
+// protocol, verdict). It travels as a flow.Flow, so the stock hubble CLI
+// and Hubble Relay still read it: the key in source, destination, l4 and
+// verdict, the last flow's time in time, "aggregate of N flows" in summary,
+// and the counts in extensions (a google.protobuf.Struct) under the key
+// "aggregate":
+//
+//	{"flows": 120, "first": "2026-...Z", "last": "2026-...Z",
+//	 "l7_flows": 40, "l7_errors": 3, "l7_latency_ns_sum": 1.2e9, "l7_latency_ns_max": 9e7}
+//
+// The l7_ keys are there only when some flow of the edge had an L7 record.
+// A workload is the first of the endpoint's workloads (namespace/name), else
+// its pod (namespace/name), else its reserved identity label, else its IP.
+package aggregate
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// MetadataKey is the gRPC request header that asks GetFlows for aggregates
+// ("edges" is the one value). A header rather than a request field: Hubble
+// Relay does not pass it on, so through it a client gets plain flows, never
+// a mix; and GetFlowsRequest has no field that means this.
+const MetadataKey = "loupe-aggregate"
+
+// MetadataValue is the header's value.
+const MetadataValue = "edges"
+
+// ExtensionKey is the key of the aggregate in the flow's extensions Struct.
+const ExtensionKey = "aggregate"
+
+// Requested reports whether the incoming request asks for aggregates.
+func Requested(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return slices.Contains(md.Get(MetadataKey), MetadataValue)
+}
+
+// Ask returns ctx with the request header set, for clients.
+func Ask(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, MetadataKey, MetadataValue)
+}
+
+// Key identifies an edge.
+type Key struct {
+	Source, Destination string
+	Port                uint32
+	Protocol            string
+	Verdict             flowpb.Verdict
+}
+
+// Edge is the aggregate of the flows of one key.
+type Edge struct {
+	Key
+	// src and dst are endpoints to print the edge with.
+	src, dst          *flowpb.Endpoint
+	srcIP, dstIP      string
+	Flows             uint64
+	First, Last       time.Time
+	L7Flows, L7Errors uint64
+	L7LatencySum      uint64 // ns
+	L7LatencyMax      uint64 // ns
+}
+
+// Set is the edges of a range.
+type Set struct {
+	edges map[Key]*Edge
+}
+
+// NewSet returns an empty Set.
+func NewSet() *Set { return &Set{edges: map[Key]*Edge{}} }
+
+// Len is the number of edges.
+func (s *Set) Len() int { return len(s.edges) }
+
+// workload names an endpoint as the package doc says; ip is the flow's
+// address of that side.
+func workload(ep *flowpb.Endpoint, ip string) string {
+	ns := ep.GetNamespace()
+	if w := ep.GetWorkloads(); len(w) > 0 && w[0].GetName() != "" {
+		return ns + "/" + w[0].GetName()
+	}
+	if p := ep.GetPodName(); p != "" {
+		return ns + "/" + p
+	}
+	for _, l := range ep.GetLabels() {
+		if strings.HasPrefix(l, "reserved:") {
+			return l
+		}
+	}
+	return ip
+}
+
+// keyOf is the edge a flow (or an aggregate flow) belongs to.
+func keyOf(f *flowpb.Flow) Key {
+	k := Key{
+		Source:      workload(f.GetSource(), f.GetIP().GetSource()),
+		Destination: workload(f.GetDestination(), f.GetIP().GetDestination()),
+		Verdict:     f.GetVerdict(),
+	}
+	switch l4 := f.GetL4().GetProtocol().(type) {
+	case *flowpb.Layer4_TCP:
+		k.Protocol, k.Port = "TCP", l4.TCP.GetDestinationPort()
+	case *flowpb.Layer4_UDP:
+		k.Protocol, k.Port = "UDP", l4.UDP.GetDestinationPort()
+	case *flowpb.Layer4_SCTP:
+		k.Protocol, k.Port = "SCTP", l4.SCTP.GetDestinationPort()
+	case *flowpb.Layer4_ICMPv4:
+		k.Protocol = "ICMPv4"
+	case *flowpb.Layer4_ICMPv6:
+		k.Protocol = "ICMPv6"
+	}
+	return k
+}
+
+func (s *Set) edge(f *flowpb.Flow) *Edge {
+	k := keyOf(f)
+	e := s.edges[k]
+	if e == nil {
+		e = &Edge{Key: k, src: slim(f.GetSource()), dst: slim(f.GetDestination())}
+		if k.Source == f.GetIP().GetSource() {
+			e.srcIP = k.Source
+		}
+		if k.Destination == f.GetIP().GetDestination() {
+			e.dstIP = k.Destination
+		}
+		s.edges[k] = e
+	}
+	return e
+}
+
+// slim keeps what names an endpoint.
+func slim(ep *flowpb.Endpoint) *flowpb.Endpoint {
+	if ep == nil {
+		return nil
+	}
+	out := &flowpb.Endpoint{Namespace: ep.GetNamespace(), Workloads: ep.GetWorkloads(), Identity: ep.GetIdentity()}
+	if len(ep.GetWorkloads()) == 0 {
+		out.PodName = ep.GetPodName()
+	}
+	for _, l := range ep.GetLabels() {
+		if strings.HasPrefix(l, "reserved:") {
+			out.Labels = append(out.Labels, l)
+		}
+	}
+	return out
+}
+
+// Add counts one flow. An aggregate flow (from another aggregator) is
+// merged with its counts.
+func (s *Set) Add(f *flowpb.Flow) {
+	e := s.edge(f)
+	t := f.GetTime().AsTime()
+	if a, ok := parseExtension(f); ok {
+		e.merge(a)
+		return
+	}
+	e.merge(&Edge{Flows: 1, First: t, Last: t})
+	if l7 := f.GetL7(); l7 != nil {
+		lat := l7.GetLatencyNs()
+		e.merge(&Edge{L7Flows: 1, L7Errors: b2u(l7Error(l7)), L7LatencySum: lat, L7LatencyMax: lat})
+	}
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// l7Error is an HTTP status of 500 or more, or a DNS answer other than
+// NOERROR.
+func l7Error(l7 *flowpb.Layer7) bool {
+	if h := l7.GetHttp(); h != nil {
+		return h.GetCode() >= 500
+	}
+	if d := l7.GetDns(); d != nil && l7.GetType() == flowpb.L7FlowType_RESPONSE {
+		return d.GetRcode() != 0
+	}
+	return false
+}
+
+func (e *Edge) merge(o *Edge) {
+	if o.Flows > 0 {
+		if e.Flows == 0 || o.First.Before(e.First) {
+			e.First = o.First
+		}
+		if o.Last.After(e.Last) {
+			e.Last = o.Last
+		}
+	}
+	e.Flows += o.Flows
+	e.L7Flows += o.L7Flows
+	e.L7Errors += o.L7Errors
+	e.L7LatencySum += o.L7LatencySum
+	e.L7LatencyMax = max(e.L7LatencyMax, o.L7LatencyMax)
+}
+
+// Edges returns the edges sorted by key.
+func (s *Set) Edges() []*Edge {
+	out := make([]*Edge, 0, len(s.edges))
+	for _, e := range s.edges {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *Edge) int {
+		return cmp.Or(cmp.Compare(a.Source, b.Source), cmp.Compare(a.Destination, b.Destination),
+			cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Verdict, b.Verdict))
+	})
+	return out
+}
+
+// Flow is the edge as a flow, as the package doc describes.
+func (e *Edge) Flow(node string) *flowpb.Flow {
+	f := &flowpb.Flow{
+		Time:        timestamppb.New(e.Last),
+		NodeName:    node,
+		Verdict:     e.Verdict,
+		Source:      e.src,
+		Destination: e.dst,
+		Summary:     fmt.Sprintf("aggregate of %d flows", e.Flows),
+	}
+	if e.srcIP != "" || e.dstIP != "" {
+		f.IP = &flowpb.IP{Source: e.srcIP, Destination: e.dstIP}
+	}
+	switch e.Protocol {
+	case "TCP":
+		f.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{DestinationPort: e.Port}}}
+	case "UDP":
+		f.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{DestinationPort: e.Port}}}
+	case "SCTP":
+		f.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{DestinationPort: e.Port}}}
+	case "ICMPv4":
+		f.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{}}}
+	case "ICMPv6":
+		f.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv6{ICMPv6: &flowpb.ICMPv6{}}}
+	}
+	agg := map[string]any{
+		"flows": float64(e.Flows),
+		"first": e.First.UTC().Format(time.RFC3339Nano),
+		"last":  e.Last.UTC().Format(time.RFC3339Nano),
+	}
+	if e.L7Flows > 0 {
+		agg["l7_flows"] = float64(e.L7Flows)
+		agg["l7_errors"] = float64(e.L7Errors)
+		agg["l7_latency_ns_sum"] = float64(e.L7LatencySum)
+		agg["l7_latency_ns_max"] = float64(e.L7LatencyMax)
+	}
+	st, err := structpb.NewStruct(map[string]any{ExtensionKey: agg})
+	if err == nil {
+		f.Extensions, _ = anypb.New(st)
+	}
+	return f
+}
+
+// IsAggregate reports whether f is an aggregate flow.
+func IsAggregate(f *flowpb.Flow) bool {
+	_, ok := parseExtension(f)
+	return ok
+}
+
+// Of returns the counts of an aggregate flow.
+func Of(f *flowpb.Flow) (*Edge, bool) {
+	a, ok := parseExtension(f)
+	if !ok {
+		return nil, false
+	}
+	a.Key = keyOf(f)
+	return a, true
+}
+
+func parseExtension(f *flowpb.Flow) (*Edge, bool) {
+	if f.GetExtensions() == nil {
+		return nil, false
+	}
+	st := &structpb.Struct{}
+	if err := f.GetExtensions().UnmarshalTo(st); err != nil {
+		return nil, false
+	}
+	v, ok := st.GetFields()[ExtensionKey]
+	if !ok {
+		return nil, false
+	}
+	m := v.GetStructValue().GetFields()
+	num := func(k string) uint64 { return uint64(m[k].GetNumberValue()) }
+	tm := func(k string) time.Time {
+		t, _ := time.Parse(time.RFC3339Nano, m[k].GetStringValue())
+		return t
+	}
+	return &Edge{Flows: num("flows"), First: tm("first"), Last: tm("last"),
+		L7Flows: num("l7_flows"), L7Errors: num("l7_errors"),
+		L7LatencySum: num("l7_latency_ns_sum"), L7LatencyMax: num("l7_latency_ns_max")}, true
+}
