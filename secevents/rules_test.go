@@ -169,7 +169,7 @@ func TestFalcoRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Compile([]Source{{Name: "falco_unsupported.yaml", Data: b}}, nil)
-	if err == nil || !strings.Contains(err.Error(), `falco_unsupported.yaml:28: rule Read new-process passwd copy: unsupported field "proc.duration"`) {
+	if err == nil || !strings.Contains(err.Error(), `falco_unsupported.yaml:28: rule Read new-process passwd copy: in macro proc_is_new: unsupported field "proc.duration"`) {
 		t.Errorf("error %v", err)
 	}
 }
