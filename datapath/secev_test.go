@@ -225,7 +225,9 @@ func TestPrivilegedSecurityEventsExecOpen(t *testing.T) {
 		t.Errorf("open argv %q", op.Argv)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if n := c.count(func(r SecurityRecord) bool { return r.NetnsIno == ino && (r.Path == "/etc/hostname" || filepath.Base(r.Path) == "cat") }); n != 0 {
+	if n := c.count(func(r SecurityRecord) bool {
+		return r.NetnsIno == ino && (r.Path == "/etc/hostname" || filepath.Base(r.Path) == "cat")
+	}); n != 0 {
 		t.Errorf("%d records outside the filter left the kernel", n)
 	}
 }

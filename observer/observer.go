@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
@@ -55,6 +56,9 @@ type Config struct {
 	Metrics []hubblemetrics.Spec
 	// KernelEvents places and names kernel drop records; nil drops them.
 	KernelEvents KernelEvents
+	// Services are more gRPC services served on the same listeners, with
+	// the same TLS (the agent's security events).
+	Services []func(grpc.ServiceRegistrar)
 }
 
 // Observer is the flow pipeline of one agent.

@@ -76,13 +76,13 @@ var fields = map[string]field{
 		}
 		return strings.Join(e.Argv[1:], " ")
 	})},
-	"proc.pname":    {get: str(func(e *Event) string { return e.PName })},
-	"proc.pid":      {get: num(func(e *Event) uint32 { return e.PID }), numeric: true},
-	"proc.ppid":     {get: num(func(e *Event) uint32 { return e.PPID }), numeric: true},
-	"user.uid":      {get: num(func(e *Event) uint32 { return e.UID }), numeric: true},
-	"fd.name":       {get: onOpen(func(e *Event) string { return e.File })},
-	"fd.directory":  {get: onOpen(func(e *Event) string { return path.Dir(e.File) })},
-	"fd.filename":   {get: onOpen(func(e *Event) string { return path.Base(e.File) })},
+	"proc.pname":   {get: str(func(e *Event) string { return e.PName })},
+	"proc.pid":     {get: num(func(e *Event) uint32 { return e.PID }), numeric: true},
+	"proc.ppid":    {get: num(func(e *Event) uint32 { return e.PPID }), numeric: true},
+	"user.uid":     {get: num(func(e *Event) uint32 { return e.UID }), numeric: true},
+	"fd.name":      {get: onOpen(func(e *Event) string { return e.File })},
+	"fd.directory": {get: onOpen(func(e *Event) string { return path.Dir(e.File) })},
+	"fd.filename":  {get: onOpen(func(e *Event) string { return path.Base(e.File) })},
 	"fd.num": {get: func(e *Event) (string, bool) {
 		if !isOpen(e) {
 			return "", false

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/contract"
@@ -75,6 +76,12 @@ type Config struct {
 	KernelDropDeny            []string
 	KernelDropEventsPerSecond uint32
 
+	// Runtime security events (secevents): the default rules off, a
+	// folder of more rules, and the node's event rate limit (0: default).
+	NoDefaultRules          bool
+	RulesDir                string
+	SecurityEventsPerSecond uint32
+
 	// Metadata, when set, is the metadata source (e.g. the API server's,
 	// package metadata/k8s); it takes the place of ManifestsDir.
 	Metadata metadata.Source
@@ -122,6 +129,9 @@ type ObserverParams struct {
 	Policy *policy.RuleTable
 	// KernelEvents places and names kernel drops; nil when they are off.
 	KernelEvents observer.KernelEvents
+	// Services are more gRPC services for the Observer's listeners (the
+	// security events).
+	Services []func(grpc.ServiceRegistrar)
 }
 
 // Validate checks the settings and fills defaults for empty ones.
@@ -330,11 +340,22 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		kernelEvents = kev
 		dpReg.MustRegister(newKernelDropCollector(dp.EventStats))
 	}
+	sec, err := startSecurityEvents(&cfg, ag.Endpoints, src, log)
+	if err != nil {
+		return err
+	}
+	var services []func(grpc.ServiceRegistrar)
+	if sec != nil {
+		defer sec.Close()
+		g.Go(func() error { return sec.run(ctx) })
+		services = append(services, sec.register)
+		dpReg.MustRegister(newSecurityCollector(sec.kernel.Stats))
+	}
 	var obs Observer
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
 			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules(),
-			KernelEvents: kernelEvents})
+			KernelEvents: kernelEvents, Services: services})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}

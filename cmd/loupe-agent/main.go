@@ -39,6 +39,7 @@ func newRootCommand() *cobra.Command {
 		insecure   string
 		metrics    string
 		kernDrops  bool
+		defRules   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -74,6 +75,7 @@ state, so pods keep their connectivity until it starts again.`,
 			}
 			cfg.Log = log
 			cfg.NoKernelDrops = !kernDrops
+			cfg.NoDefaultRules = !defRules
 			cfg.NewObserver = observerFactory(tlsCfg, specs)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -107,6 +109,9 @@ state, so pods keep their connectivity until it starts again.`,
 	f.BoolVar(&kernDrops, "kernel-drops", true, "report packets the kernel drops (the skb:kfree_skb tracepoint) as DROPPED flows of the pods they hit")
 	f.StringSliceVar(&cfg.KernelDropDeny, "kernel-drop-deny", daemon.DefaultKernelDropDeny, `kernel drop reasons not reported, as the kernel's BTF names them, with or without SKB_DROP_REASON_ ("none": report all)`)
 	f.Uint32Var(&cfg.KernelDropEventsPerSecond, "kernel-drop-events-per-second", 0, "rate limit on kernel-drop events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 1000)")
+	f.BoolVar(&defRules, "default-rules", true, "load loupe's default runtime-security rules (docs/security-events.md)")
+	f.StringVar(&cfg.RulesDir, "rules-dir", "", "folder of more runtime-security rules files in Falco's format (*.yaml, *.yml), reloaded when it changes (a ConfigMap volume on Kubernetes)")
+	f.Uint32Var(&cfg.SecurityEventsPerSecond, "security-events-per-second", 0, "rate limit on runtime-security kernel events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 4000)")
 	f.StringVar(&tlsCfg.CertFile, "tls-cert-file", "", "certificate of the Observer API's TCP listener (TLS 1.3); for Hubble Relay, issue it for *.default.hubble-grpc.cilium.io (the node name, dots as hyphens, replaces the *)")
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
 	f.StringVar(&tlsCfg.ClientCAFile, "tls-client-ca-file", "", "CA whose certificates clients of the TCP listener must present (mTLS); the unix socket stays local and plain")

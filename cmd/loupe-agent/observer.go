@@ -29,6 +29,7 @@ func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec) fu
 			EventsCaughtUp: caughtUp,
 			Metrics:        metrics,
 			KernelEvents:   p.KernelEvents,
+			Services:       p.Services,
 		})
 	}
 }
