@@ -41,6 +41,9 @@ func (l *Lab) agentArgs(bin string, n Node) []string {
 	if l.XDPMode != "" {
 		args = append(args, "--xdp-mode", l.XDPMode)
 	}
+	if l.RulesDir != "" {
+		args = append(args, "--rules-dir", l.RulesDir)
+	}
 	return args
 }
 

@@ -36,7 +36,9 @@ type Lab struct {
 	Name  string `json:"name"`
 	Index int    `json:"index"`
 	// XDPMode is passed to every agent and to the CNI config ("" = the agent's default).
-	XDPMode      string `json:"xdpMode,omitempty"`
+	XDPMode string `json:"xdpMode,omitempty"`
+	// RulesDir is every agent's --rules-dir (security rules; "" = none).
+	RulesDir     string `json:"rulesDir,omitempty"`
 	Nodes        []Node `json:"nodes"`
 	RelayAddress string `json:"relayAddress,omitempty"`
 	UIURL        string `json:"uiURL,omitempty"`
