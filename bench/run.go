@@ -10,7 +10,7 @@ import (
 )
 
 // Suites, in the order they run.
-var Suites = []string{"decode", "relay", "follow", "datapath", "cni", "events", "kdrop"}
+var Suites = []string{"decode", "relay", "follow", "datapath", "cni", "events", "kdrop", "secevents"}
 
 // Run runs the suites cfg asks for. It always tears its lab down, and
 // returns the rows it has even when a suite fails.
@@ -43,6 +43,7 @@ func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
 	step("decode", func() ([]Row, error) { return runDecode(ctx, cfg) })
 	step("relay", func() ([]Row, error) { return runRelayRows(ctx, cfg) })
 	step("follow", func() ([]Row, error) { return runFollowRows(ctx, cfg) })
+	step("secevents", func() ([]Row, error) { return runSecurityEvents(ctx, cfg) })
 
 	if cfg.want("datapath") || cfg.want("cni") || cfg.want("events") || cfg.want("kdrop") {
 		for _, b := range []string{"loupe", "loupe-agent", "loupe-cni"} {
