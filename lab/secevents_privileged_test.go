@@ -109,6 +109,31 @@ func TestPrivilegedLabSecurityEvents(t *testing.T) {
 		return n
 	}
 
+	// A follower through the relay, started before the commands.
+	follow := exec.Command(cli, "events", "--server", relay, "-f", "-o", "json", "--namespace", "x")
+	fout, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followed := make(chan []eventLine, 1)
+	go func() {
+		var evs []eventLine
+		sc := bufio.NewScanner(fout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var e eventLine
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Rule != "" {
+				evs = append(evs, e)
+			}
+		}
+		followed <- evs
+	}()
+	followStart := time.Now()
+	time.Sleep(500 * time.Millisecond) // the follower is connected
+
 	for _, pod := range []string{"a", "b"} {
 		start := time.Now()
 		tl.mustRun("exec", "x/"+pod, "--", "sh", "-c", "cat /etc/shadow >/dev/null")
@@ -148,6 +173,17 @@ func TestPrivilegedLabSecurityEvents(t *testing.T) {
 				strings.Join(e.Process.Argv, " ") != "sh -c cat /etc/shadow >/dev/null") {
 				t.Errorf("shell event %+v", e)
 			}
+		}
+	}
+	_ = follow.Process.Kill()
+	_ = follow.Wait()
+	fevs := <-followed
+	for _, pod := range []string{"a", "b"} {
+		if n := count(fevs, pod, "Shell in container", followStart); n != 1 {
+			t.Errorf("follow: x/%s: %d shell events, want 1: %+v", pod, n, fevs)
+		}
+		if n := count(fevs, pod, "Read sensitive file", followStart); n != 1 {
+			t.Errorf("follow: x/%s: %d sensitive-file events, want 1", pod, n)
 		}
 	}
 	logs := tl.logs()

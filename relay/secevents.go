@@ -138,7 +138,7 @@ func (se *securityEvents) follow(ctx context.Context, req *pb.GetEventsRequest, 
 	for {
 		peers, changed := s.pool.Peers()
 		for _, p := range peers {
-			if p.State != relaypb.NodeState_NODE_CONNECTED || p.conn == nil || running[p.Key] == p.Gen {
+			if g, ok := running[p.Key]; p.State != relaypb.NodeState_NODE_CONNECTED || p.conn == nil || (ok && g == p.Gen) {
 				continue
 			}
 			running[p.Key] = p.Gen
