@@ -285,5 +285,47 @@ func TestPrivilegedSecurityEventsOpenat2Relative(t *testing.T) {
 	if err != nil || st.Sent == 0 || st.Filtered == 0 {
 		t.Errorf("stats %+v %v", st, err)
 	}
-	_ = strings.TrimSpace
+}
+
+// The per-CPU rate limit holds events back and counts them (the agent
+// sends the count as LostEvents); nothing it counts reaches the ring.
+func TestPrivilegedSecurityEventsRateLimit(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	s, err := LoadSecurityEvents(SecurityEventsConfig{Filter: SecurityFilter{Prefixes: []string{dir + "/"}}, EventsPerSecond: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	got := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Read(ctx, func(raw []byte) {
+			if r, err := DecodeSecurityRecord(raw); err == nil && strings.HasPrefix(r.Path, dir) {
+				mu.Lock()
+				got++
+				mu.Unlock()
+			}
+		})
+	}()
+	const n = 200
+	for i := range n {
+		_, _ = os.Open(filepath.Join(dir, fmt.Sprint(i)))
+	}
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if st.Limited == 0 || got >= n || uint64(got)+st.Limited < n {
+		t.Errorf("%d of %d opens reported, %d counted as limited (%+v)", got, n, st.Limited, st)
+	}
 }
