@@ -44,6 +44,9 @@ func (l *Lab) agentArgs(bin string, n Node) []string {
 	if l.FlowBufferSize != 0 {
 		args = append(args, "--flow-buffer-size", strconv.Itoa(l.FlowBufferSize))
 	}
+	if l.RulesDir != "" {
+		args = append(args, "--rules-dir", l.RulesDir)
+	}
 	return args
 }
 

@@ -63,6 +63,7 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 	up.Flags().StringVar(&upOpts.Name, "name", os.Getenv("LOUPE_LAB_NAME"), "lab name, prefix of its netns and links, 1-8 of [a-z0-9] ($LOUPE_LAB_NAME)")
 	up.Flags().StringVar(&upOpts.XDPMode, "xdp-mode", "", "XDP mode for agents and CNI: native, generic or off (default: the agent's)")
 	up.Flags().IntVar(&upOpts.FlowBufferSize, "flow-buffer-size", 0, "flows each agent keeps in memory, 2^n-1 such as 4095 (default: the agent's, 65535); older flows come from the agents' on-disk history")
+	up.Flags().StringVar(&upOpts.RulesDir, "rules-dir", "", "folder of runtime-security rules (Falco's format) passed to every agent as --rules-dir")
 	up.Flags().IntVar(&upOpts.Index, "subnet-index", -1, "underlay 172.30.<i>.0/24 (default: 0 for the default lab, else the first free)")
 	_ = up.Flags().MarkHidden("subnet-index")
 	up.RunE = func(cmd *cobra.Command, _ []string) error {

@@ -165,7 +165,7 @@ func TestPrivilegedLabHubbleDashboards(t *testing.T) {
 		v6 = v6 || strings.Contains(p.IP, ":")
 	}
 	l7 := l7Seen{
-		dns:  len(prom.query(t, `hubble_flows_processed_total{type="L7",subtype="DNS"}`)) > 0,
+		dns: len(prom.query(t, `hubble_flows_processed_total{type="L7",subtype="DNS"}`)) > 0,
 		// HTTP flows alone are not enough: the lab leaves the http family
 		// off (its dashboard also needs kube-state-metrics and cAdvisor).
 		http: len(prom.query(t, `hubble_http_requests_total`)) > 0,

@@ -38,10 +38,12 @@ type Lab struct {
 	// XDPMode is passed to every agent and to the CNI config ("" = the agent's default).
 	XDPMode string `json:"xdpMode,omitempty"`
 	// FlowBufferSize is every agent's --flow-buffer-size (0 = the agent's default).
-	FlowBufferSize int    `json:"flowBufferSize,omitempty"`
-	Nodes          []Node `json:"nodes"`
-	RelayAddress   string `json:"relayAddress,omitempty"`
-	UIURL          string `json:"uiURL,omitempty"`
+	FlowBufferSize int `json:"flowBufferSize,omitempty"`
+	// RulesDir is every agent's --rules-dir (security rules; "" = none).
+	RulesDir     string `json:"rulesDir,omitempty"`
+	Nodes        []Node `json:"nodes"`
+	RelayAddress string `json:"relayAddress,omitempty"`
+	UIURL        string `json:"uiURL,omitempty"`
 }
 
 // Node is one node of the lab.

@@ -23,6 +23,8 @@ type UpOptions struct {
 	// FlowBufferSize is every agent's flow ring size (0: the agent's default).
 	FlowBufferSize int
 	Files          []string
+	// RulesDir is passed to every agent as --rules-dir.
+	RulesDir string
 }
 
 // Up builds the lab, or completes and checks one that exists, then applies
@@ -66,7 +68,15 @@ func Up(ctx context.Context, opts UpOptions, stdin io.Reader, warn io.Writer) (*
 			return nil, err
 		}
 		l = &Lab{Dir: opts.Dir, Name: name, Index: opts.Index, XDPMode: opts.XDPMode, FlowBufferSize: opts.FlowBufferSize}
+		if opts.RulesDir != "" {
+			if l.RulesDir, err = filepath.Abs(opts.RulesDir); err != nil {
+				return nil, fmt.Errorf("--rules-dir: %w", err)
+			}
+		}
 	} else {
+		if abs, _ := filepath.Abs(opts.RulesDir); opts.RulesDir != "" && abs != l.RulesDir {
+			return nil, fmt.Errorf("the lab in %s runs with rules dir %q: run `loupe lab down` to change it", opts.Dir, l.RulesDir)
+		}
 		if opts.Name != "" && opts.Name != l.Name {
 			return nil, fmt.Errorf("the lab in %s is named %q, not %q: run `loupe lab down` first", opts.Dir, l.Name, opts.Name)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 
@@ -61,6 +62,9 @@ type Config struct {
 	// History keeps the ring's flows on disk (see history.go); nil keeps
 	// only the ring. Serve writes to it and closes it when it returns.
 	History *history.Store
+	// Services are more gRPC services served on the same listeners, with
+	// the same TLS (the agent's security events).
+	Services []func(grpc.ServiceRegistrar)
 }
 
 // Observer is the flow pipeline of one agent.

@@ -133,6 +133,9 @@ func stopGracefully(s *grpc.Server, grace time.Duration) {
 func (o *Observer) Register(s *grpc.Server) {
 	observerpb.RegisterObserverServer(s, &observerServer{o: o})
 	peerpb.RegisterPeerServer(s, &peerServer{o: o})
+	for _, reg := range o.cfg.Services {
+		reg(s)
+	}
 }
 
 type observerServer struct {

@@ -98,6 +98,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		// In-process only, so plain text: TLS protects the network.
 		local := grpc.NewServer(opts...)
 		observerpb.RegisterObserverServer(local, s)
+		s.registerSecurityEvents(local)
 		servers = append(servers, local)
 	}
 	if s.cfg.ServerTLS != nil {
@@ -105,6 +106,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	gs := grpc.NewServer(opts...)
 	observerpb.RegisterObserverServer(gs, s)
+	s.registerSecurityEvents(gs)
 	servers = append(servers, gs)
 	healthpb.RegisterHealthServer(gs, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

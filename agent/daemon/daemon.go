@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/contract"
@@ -99,6 +100,12 @@ type Config struct {
 	// OpenTelemetry collector (otlp.go).
 	OTLP otlp.Config
 
+	// Runtime security events (secevents): the default rules off, a
+	// folder of more rules, and the node's event rate limit (0: default).
+	NoDefaultRules          bool
+	RulesDir                string
+	SecurityEventsPerSecond uint32
+
 	// Metadata, when set, is the metadata source (e.g. the API server's,
 	// package metadata/k8s); it takes the place of ManifestsDir.
 	Metadata metadata.Source
@@ -149,6 +156,9 @@ type ObserverParams struct {
 	// L7 configures L7 flows; L7On says the datapath captures them.
 	L7   observer.L7Config
 	L7On bool
+	// Services are more gRPC services for the Observer's listeners (the
+	// security events).
+	Services []func(grpc.ServiceRegistrar)
 }
 
 // DefaultL7 is --l7's default: DNS and HTTP.
@@ -385,11 +395,23 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		kernelEvents, tcpStats = kev, tcpEvents.Stats
 		dpReg.MustRegister(newTCPEventCollector(tcpStats))
 	}
+	sec, err := startSecurityEvents(&cfg, ag.Endpoints, src, log)
+	if err != nil {
+		return err
+	}
+	var services []func(grpc.ServiceRegistrar)
+	if sec != nil {
+		defer sec.Close()
+		g.Go(func() error { return sec.run(ctx) })
+		services = append(services, sec.register)
+		dpReg.MustRegister(newSecurityCollector(sec.kernel.Stats))
+	}
 	var obs Observer
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
 			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules(),
-			KernelEvents: kernelEvents, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout, KeepQuery: cfg.L7KeepQuery}, L7On: l7Mode != 0})
+			KernelEvents: kernelEvents, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout, KeepQuery: cfg.L7KeepQuery}, L7On: l7Mode != 0,
+			Services: services})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}

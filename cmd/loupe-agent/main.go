@@ -44,6 +44,7 @@ func newRootCommand() *cobra.Command {
 		tcpEvents  bool
 		dnsPorts   []uint
 		hist       historyFlags
+		defRules   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "loupe-agent",
@@ -90,6 +91,7 @@ state, so pods keep their connectivity until it starts again.`,
 				}
 				cfg.L7DNSPorts = append(cfg.L7DNSPorts, uint16(p))
 			}
+			cfg.NoDefaultRules = !defRules
 			cfg.NewObserver = observerFactory(tlsCfg, specs, &hist, &cfg.StateDir)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -132,6 +134,9 @@ state, so pods keep their connectivity until it starts again.`,
 	f.Uint32Var(&cfg.L7EventsPerSecond, "l7-events-per-second", 0, "rate limit on L7 records for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 20000)")
 	f.BoolVar(&cfg.L7KeepQuery, "l7-keep-query", false, "keep URL query strings in HTTP flows (dropped by default: they often carry tokens)")
 	f.DurationVar(&cfg.L7DNSTimeout, "l7-dns-timeout", 0, "how long a DNS query waits for its answer before it is reported unanswered (0 = 5s)")
+	f.BoolVar(&defRules, "default-rules", true, "load loupe's default runtime-security rules (docs/security-events.md)")
+	f.StringVar(&cfg.RulesDir, "rules-dir", "", "folder of more runtime-security rules files in Falco's format (*.yaml, *.yml), reloaded when it changes (a ConfigMap volume on Kubernetes)")
+	f.Uint32Var(&cfg.SecurityEventsPerSecond, "security-events-per-second", 0, "rate limit on runtime-security kernel events for the node, per-CPU buckets; what it holds back is sent as LostEvents (0 = the datapath's default, 4000)")
 	f.StringVar(&tlsCfg.CertFile, "tls-cert-file", "", "certificate of the Observer API's TCP listener (TLS 1.3); for Hubble Relay, issue it for *.default.hubble-grpc.cilium.io (the node name, dots as hyphens, replaces the *)")
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
 	f.StringVar(&tlsCfg.ClientCAFile, "tls-client-ca-file", "", "CA whose certificates clients of the TCP listener must present (mTLS); the unix socket stays local and plain")

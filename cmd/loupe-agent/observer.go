@@ -45,6 +45,7 @@ func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec, hi
 			KernelEvents:   p.KernelEvents,
 			L7:             p.L7,
 			History:        store,
+			Services:       p.Services,
 		})
 	}
 }

@@ -28,6 +28,7 @@ loupe-relay, a loupe-agent, or the Hubble Relay of a Cilium cluster.`,
 	}
 	root.AddCommand(
 		cli.NewObserveCommand(),
+		cli.NewEventsCommand(),
 		cli.NewStatusCommand(),
 		cli.NewListCommand(),
 		cli.NewPolicyCommand(),

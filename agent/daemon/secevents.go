@@ -1,0 +1,391 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+
+	"github.com/loupe-project/loupe/agent"
+	pb "github.com/loupe-project/loupe/api/secevents/v1"
+	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/secevents"
+	"github.com/loupe-project/loupe/secevents/server"
+)
+
+// Lost-event sources of the security tracepoints (api/secevents/v1).
+const (
+	lostKernelRateLimit = "kernel_rate_limit"
+	lostKernelRingFull  = "kernel_ring_full"
+	secStatsPoll        = time.Second
+	rulesReloadDelay    = 200 * time.Millisecond
+)
+
+// securityEvents is the agent's runtime-security pipeline: rules, the
+// tracepoints, attribution, the event buffer and its gRPC service.
+type securityEvents struct {
+	cfg     *Config
+	log     *slog.Logger
+	nodeIno uint64
+	eps     func() []agent.Endpoint
+	meta    metadata.Source
+	engine  *secevents.Engine
+	kernel  *datapath.SecurityEvents
+	store   *server.Store
+	svc     *server.Service
+	num     atomic.Uint64
+	cgroups *cgroupNames
+
+	mu    sync.Mutex
+	byIno map[uint64]*secPod
+	built time.Time
+}
+
+// secPod is what an event in an endpoint's namespace is attributed to.
+type secPod struct {
+	namespace, name, netnsName string
+	labels                     map[string]string
+}
+
+// loadRules compiles the default rules (unless off) and the rules dir's
+// files. Errors name the file and line; the good files still load, and a
+// file that went bad keeps its previous version.
+func (s *securityEvents) loadRules(prev *secevents.Rules) (*secevents.Rules, error) {
+	var srcs []secevents.Source
+	if !s.cfg.NoDefaultRules {
+		srcs = append(srcs, secevents.DefaultRules())
+	}
+	var errs []error
+	if s.cfg.RulesDir != "" {
+		dir, err := secevents.ReadDir(s.cfg.RulesDir)
+		errs = append(errs, err)
+		srcs = append(srcs, dir...)
+	}
+	rs, err := secevents.Compile(srcs, prev)
+	return rs, errors.Join(append(errs, err)...)
+}
+
+// startSecurityEvents loads the rules and the tracepoints. With no rules
+// at all nothing is loaded. A kernel without the tracepoints costs the
+// feature, not the agent.
+func startSecurityEvents(cfg *Config, eps func() []agent.Endpoint, meta metadata.Source, log *slog.Logger) (*securityEvents, error) {
+	if cfg.NoDefaultRules && cfg.RulesDir == "" {
+		return nil, nil
+	}
+	s := &securityEvents{cfg: cfg, log: log, eps: eps, meta: meta, store: server.NewStore(0), cgroups: newCgroupNames()}
+	s.svc = server.NewService(s.store, cfg.NodeName)
+	rs, err := s.loadRules(nil)
+	if err != nil {
+		log.Error("security rules refused; the others are loaded", "err", err)
+	}
+	s.engine = secevents.NewEngine(rs)
+	if err := cfg.inNetNS(func() error {
+		var err error
+		s.nodeIno, err = netnsInode("/proc/thread-self/ns/net")
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("node netns: %w", err)
+	}
+	filter := rs.KernelFilter()
+	s.kernel, err = datapath.LoadSecurityEvents(datapath.SecurityEventsConfig{Filter: filter, EventsPerSecond: cfg.SecurityEventsPerSecond})
+	if err != nil {
+		log.Warn("security events off", "err", err)
+		return nil, nil
+	}
+	log.Info("security events on", "rules", len(rs.List()), "rules_dir", cfg.RulesDir, "default_rules", !cfg.NoDefaultRules,
+		"all_execs", filter.AllExecs, "exec_names", len(filter.ExecNames), "all_opens", filter.AllOpens, "prefixes", len(filter.Prefixes))
+	return s, nil
+}
+
+// register adds the SecurityEvents service to each Observer listener.
+func (s *securityEvents) register(r grpc.ServiceRegistrar) { s.svc.Register(r) }
+
+func (s *securityEvents) Close() error { return s.kernel.Close() }
+
+// run reads the tracepoints' ring, polls their loss counters and reloads
+// the rules when the rules dir changes, until ctx ends.
+func (s *securityEvents) run(ctx context.Context) error {
+	errc := make(chan error, 3)
+	go func() { errc <- s.kernel.Read(ctx, s.handle) }()
+	go func() { errc <- s.pollLosses(ctx) }()
+	go func() { errc <- s.watchRules(ctx) }()
+	for range 3 {
+		if err := <-errc; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *securityEvents) handle(raw []byte) {
+	rec, err := datapath.DecodeSecurityRecord(raw)
+	if err != nil {
+		s.log.Debug("security record", "err", err)
+		return
+	}
+	var pod *secPod
+	if !contract.ReportsNetns(rec.NetnsIno, s.nodeIno, func(i uint64) bool {
+		pod = s.pod(i)
+		return pod != nil
+	}) {
+		return
+	}
+	ev := s.event(rec, pod)
+	m, ok := s.engine.Match(ev)
+	if !ok {
+		return
+	}
+	s.store.Add(s.response(rec, ev, m, pod))
+}
+
+var syscallNames = map[uint16]string{datapath.SecevSysOpen: "open", datapath.SecevSysOpenat: "openat", datapath.SecevSysOpenat2: "openat2"}
+
+// event turns a record into what rules see.
+func (s *securityEvents) event(rec datapath.SecurityRecord, pod *secPod) *secevents.Event {
+	ev := &secevents.Event{Num: s.num.Add(1), Time: bootToWall(rec.TimeNs), PID: rec.PID, PPID: rec.PPID, UID: rec.UID,
+		Name: rec.Comm, PName: rec.PComm, Argv: rec.Argv, Ret: rec.Ret, Flags: rec.Flags, Node: s.cfg.NodeName,
+		ContainerID: secevents.HostContainerID}
+	switch rec.Type {
+	case datapath.SecevExec:
+		ev.Type, ev.ExePath = "execve", rec.Path
+		if b := filepath.Base(rec.Path); rec.Path != "" && b != "." {
+			ev.Name = b // comm is cut to 15 bytes; the file's name is not
+		}
+	case datapath.SecevExit:
+		ev.Type = "procexit"
+	case datapath.SecevOpen:
+		ev.Type = syscallNames[rec.Syscall]
+		ev.File, ev.Relative = rec.Path, rec.EvFlags&datapath.SecevFlagRelative != 0
+	}
+	if pod != nil {
+		ev.Namespace, ev.Pod, ev.Labels = pod.namespace, pod.name, pod.labels
+		// A container runtime's id from the cgroup where there is one (a
+		// real node); else the pod's netns name (the lab's pods).
+		ev.ContainerID = pod.netnsName
+		if id := s.cgroups.containerID(rec.CgroupID); id != "" {
+			ev.ContainerID = id
+		}
+	}
+	return ev
+}
+
+func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Event, m secevents.Match, pod *secPod) *pb.GetEventsResponse {
+	by := "node"
+	if pod != nil {
+		by = "netns"
+	}
+	se := &pb.SecurityEvent{TimeUnixNano: ev.Time.UnixNano(), NodeName: s.cfg.NodeName, Rule: m.Rule.Name,
+		Priority: m.Rule.Priority.String(), Output: m.Output, Tags: m.Rule.Tags, Namespace: ev.Namespace, Pod: ev.Pod,
+		ContainerId: ev.ContainerID, File: ev.File, FileRelative: ev.Relative, EventType: ev.Type, Result: ev.Ret,
+		NetnsInode: rec.NetnsIno, CgroupId: rec.CgroupID, AttributedBy: by,
+		Process: &pb.Process{Name: ev.Name, Exe: ev.Exe(), ExePath: ev.ExePath, Argv: ev.Argv, Pid: ev.PID, Ppid: ev.PPID,
+			Uid: ev.UID, ParentName: ev.PName, ArgvTruncated: rec.EvFlags&datapath.SecevFlagArgvTrunc != 0}}
+	return &pb.GetEventsResponse{NodeName: s.cfg.NodeName, TimeUnixNano: se.TimeUnixNano, ResponseTypes: &pb.GetEventsResponse_Event{Event: se}}
+}
+
+// pod returns the endpoint whose namespace has inode inum, rebuilding
+// the table at most every endpointNetnsRefresh on a miss.
+func (s *securityEvents) pod(inum uint64) *secPod {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.byIno[inum]; ok || time.Since(s.built) < endpointNetnsRefresh {
+		return p
+	}
+	snap := s.meta.Current()
+	s.byIno = map[uint64]*secPod{}
+	for _, e := range s.eps() {
+		ino, err := netnsInode(e.Netns)
+		if err != nil {
+			continue
+		}
+		p := &secPod{namespace: e.PodNamespace, name: e.PodName, netnsName: filepath.Base(e.Netns)}
+		for _, mp := range snap.Pods {
+			if mp.Namespace == e.PodNamespace && mp.Name == e.PodName {
+				p.labels = mp.Labels
+			}
+		}
+		s.byIno[ino] = p
+	}
+	s.built = time.Now()
+	return s.byIno[inum]
+}
+
+// pollLosses turns the tracepoints' loss counters into LostEvents.
+func (s *securityEvents) pollLosses(ctx context.Context) error {
+	var last datapath.SecurityStats
+	t := time.NewTicker(secStatsPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		st, err := s.kernel.Stats()
+		if err != nil {
+			continue
+		}
+		for _, l := range []struct {
+			src      string
+			now, was uint64
+		}{{lostKernelRateLimit, st.Limited, last.Limited}, {lostKernelRingFull, st.Full, last.Full}} {
+			if l.now > l.was {
+				s.store.Add(&pb.GetEventsResponse{NodeName: s.cfg.NodeName, TimeUnixNano: time.Now().UnixNano(),
+					ResponseTypes: &pb.GetEventsResponse_LostEvents{LostEvents: &pb.LostEvents{Source: l.src, Count: l.now - l.was}}})
+			}
+		}
+		last = st
+	}
+}
+
+// watchRules reloads the rules when a file of the rules dir changes
+// (ConfigMap volumes swap a symlink: the folder is watched, not files).
+func (s *securityEvents) watchRules(ctx context.Context) error {
+	if s.cfg.RulesDir == "" {
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Warn("rules dir not watched", "err", err)
+		return nil
+	}
+	defer w.Close()
+	if err := w.Add(s.cfg.RulesDir); err != nil {
+		s.log.Warn("rules dir not watched", "err", err)
+		return nil
+	}
+	var timer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.Events:
+			timer = time.After(rulesReloadDelay)
+		case err := <-w.Errors:
+			s.log.Warn("rules dir watch", "err", err)
+		case <-timer:
+			s.reload()
+		}
+	}
+}
+
+func (s *securityEvents) reload() {
+	rs, err := s.loadRules(s.engine.Rules())
+	if err != nil {
+		s.log.Error("security rules refused; the rules loaded before keep running", "err", err)
+	}
+	// The kernel filter widens before the engine gets rules that need it.
+	if ferr := s.kernel.SetFilter(rs.KernelFilter()); ferr != nil {
+		s.log.Error("security filter not updated; rules unchanged", "err", ferr)
+		return
+	}
+	s.engine.SetRules(rs)
+	s.log.Info("security rules reloaded", "rules", len(rs.List()))
+}
+
+// bootToWall converts a CLOCK_BOOTTIME stamp to wall-clock time.
+func bootToWall(ns uint64) time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Now()
+	}
+	return time.Now().Add(-time.Duration(ts.Nano() - int64(ns)))
+}
+
+// cgroupNames finds a container id (64 hex digits, as containerd, CRI-O
+// and Docker name their cgroups) in the path of a cgroup v2 id, by
+// walking the cgroup tree once per unknown id (rate-limited).
+type cgroupNames struct {
+	root string
+	mu   sync.Mutex
+	ids  map[uint64]string
+	last time.Time
+}
+
+var containerIDRE = regexp.MustCompile(`[0-9a-f]{64}`)
+
+func newCgroupNames() *cgroupNames {
+	return &cgroupNames{root: "/sys/fs/cgroup", ids: map[uint64]string{}}
+}
+
+func (c *cgroupNames) containerID(id uint64) string {
+	if id == 0 {
+		return ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.ids[id]; ok {
+		return v
+	}
+	if time.Since(c.last) < endpointNetnsRefresh {
+		return ""
+	}
+	c.last = time.Now()
+	if len(c.ids) > 65536 {
+		clear(c.ids) // bounded memory: start again
+	}
+	_ = filepath.WalkDir(c.root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil {
+			return nil
+		}
+		if _, ok := c.ids[st.Ino]; !ok {
+			m := containerIDRE.FindAllString(strings.TrimPrefix(p, c.root), -1)
+			v := ""
+			if len(m) > 0 {
+				v = m[len(m)-1][:12] // Falco's container.id: the first 12 digits
+			}
+			c.ids[st.Ino] = v
+		}
+		return nil
+	})
+	if _, ok := c.ids[id]; !ok {
+		c.ids[id] = ""
+	}
+	return c.ids[id]
+}
+
+// securityCollector exports the tracepoints' counters.
+type securityCollector struct {
+	stats func() (datapath.SecurityStats, error)
+	desc  *prometheus.Desc
+}
+
+func newSecurityCollector(stats func() (datapath.SecurityStats, error)) *securityCollector {
+	return &securityCollector{stats: stats, desc: prometheus.NewDesc("loupe_security_kernel_events_total",
+		"Kernel events of the security tracepoints: sent (to the agent), filtered (kept in the kernel: no rule could match), rate_limited and ring_full (lost; sent as LostEvents)",
+		[]string{"outcome"}, nil)}
+}
+
+func (c *securityCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *securityCollector) Collect(ch chan<- prometheus.Metric) {
+	s, err := c.stats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for _, o := range []struct {
+		n string
+		v uint64
+	}{{"sent", s.Sent}, {"filtered", s.Filtered}, {"rate_limited", s.Limited}, {"ring_full", s.Full}} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(o.v), o.n)
+	}
+}

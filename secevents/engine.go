@@ -1,0 +1,42 @@
+package secevents
+
+import "sync/atomic"
+
+// Match is what a rule made of an event.
+type Match struct {
+	Rule   *Rule
+	Output string
+}
+
+// Engine evaluates events against the current rules. Rules are replaced
+// atomically; Match never blocks on a reload.
+type Engine struct {
+	rules atomic.Pointer[Rules]
+}
+
+// NewEngine starts with rs (nil: no rules).
+func NewEngine(rs *Rules) *Engine {
+	e := &Engine{}
+	if rs == nil {
+		rs = &Rules{}
+	}
+	e.rules.Store(rs)
+	return e
+}
+
+// SetRules replaces the rules.
+func (en *Engine) SetRules(rs *Rules) { en.rules.Store(rs) }
+
+// Rules returns the current rules.
+func (en *Engine) Rules() *Rules { return en.rules.Load() }
+
+// Match returns the first enabled rule, in load order, that matches e, as
+// Falco does by default (rule_matching: first).
+func (en *Engine) Match(e *Event) (Match, bool) {
+	for _, r := range en.rules.Load().list {
+		if r.Enabled && r.match(e) {
+			return Match{Rule: r, Output: r.Output(e)}, true
+		}
+	}
+	return Match{}, false
+}

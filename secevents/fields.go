@@ -1,0 +1,138 @@
+package secevents
+
+import (
+	"path"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// HostContainerID is container.id for a process in the node's own
+// namespace, as in Falco.
+const HostContainerID = "host"
+
+// field is one supported Falco field: its value for an event, and whether
+// the event has it at all (an absent field matches no comparison but
+// "!=", as in Falco).
+type field struct {
+	get     func(e *Event) (string, bool)
+	numeric bool
+	// kinds are the event kinds that have the field (kindAll: all).
+	doc string
+}
+
+func str(f func(e *Event) string) func(e *Event) (string, bool) {
+	return func(e *Event) (string, bool) { return f(e), true }
+}
+
+func num[T int32 | uint32](f func(e *Event) T) func(e *Event) (string, bool) {
+	return func(e *Event) (string, bool) { return strconv.FormatInt(int64(f(e)), 10), true }
+}
+
+func isOpen(e *Event) bool { return strings.HasPrefix(e.Type, "open") }
+
+func onOpen(f func(e *Event) string) func(e *Event) (string, bool) {
+	return func(e *Event) (string, bool) {
+		if !isOpen(e) {
+			return "", false
+		}
+		return f(e), true
+	}
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+// fields is the supported subset of Falco's fields (docs/security-events.md
+// lists them with these meanings).
+var fields = map[string]field{
+	"evt.type": {get: str(func(e *Event) string { return e.Type }), doc: "execve, open, openat, openat2, procexit"},
+	"evt.num":  {get: func(e *Event) (string, bool) { return strconv.FormatUint(e.Num, 10), true }, numeric: true, doc: "the agent's event number, from 1"},
+	"evt.dir":  {get: str(func(*Event) string { return "<" }), doc: "< : every event is reported at the syscall's exit"},
+	"evt.res": {get: onOpen(func(e *Event) string {
+		if e.Ret >= 0 {
+			return "SUCCESS"
+		}
+		return unix.ErrnoName(unix.Errno(-e.Ret))
+	}), doc: "SUCCESS or the errno name (ENOENT), for opens"},
+	"evt.rawres":         {get: num(func(e *Event) int32 { return e.Ret }), numeric: true, doc: "the syscall's return value"},
+	"evt.is_open_read":   {get: onOpen(func(e *Event) string { return boolStr(e.Flags&unix.O_ACCMODE != unix.O_WRONLY) })},
+	"evt.is_open_write":  {get: onOpen(func(e *Event) string { return boolStr(e.Flags&unix.O_ACCMODE != unix.O_RDONLY) })},
+	"evt.is_open_create": {get: onOpen(func(e *Event) string { return boolStr(e.Flags&unix.O_CREAT != 0) })},
+	"proc.name":          {get: str(func(e *Event) string { return e.Name })},
+	"proc.exe":           {get: str((*Event).Exe)},
+	"proc.exepath": {get: func(e *Event) (string, bool) {
+		return e.ExePath, e.Type == "execve"
+	}},
+	"proc.cmdline": {get: str((*Event).Cmdline)},
+	"proc.args": {get: str(func(e *Event) string {
+		if len(e.Argv) <= 1 {
+			return ""
+		}
+		return strings.Join(e.Argv[1:], " ")
+	})},
+	"proc.pname":   {get: str(func(e *Event) string { return e.PName })},
+	"proc.pid":     {get: num(func(e *Event) uint32 { return e.PID }), numeric: true},
+	"proc.ppid":    {get: num(func(e *Event) uint32 { return e.PPID }), numeric: true},
+	"user.uid":     {get: num(func(e *Event) uint32 { return e.UID }), numeric: true},
+	"fd.name":      {get: onOpen(func(e *Event) string { return e.File })},
+	"fd.directory": {get: onOpen(func(e *Event) string { return path.Dir(e.File) })},
+	"fd.filename":  {get: onOpen(func(e *Event) string { return path.Base(e.File) })},
+	"fd.num": {get: func(e *Event) (string, bool) {
+		if !isOpen(e) {
+			return "", false
+		}
+		return strconv.Itoa(int(max(e.Ret, -1))), true
+	}, numeric: true},
+	"fd.typechar": {get: onOpen(func(e *Event) string {
+		switch {
+		case e.Ret < 0:
+			return ""
+		case e.Flags&unix.O_DIRECTORY != 0:
+			return "d"
+		}
+		return "f"
+	})},
+	"container.id": {get: str(func(e *Event) string { return e.ContainerID })},
+	"k8s.ns.name":  {get: podField(func(e *Event) string { return e.Namespace })},
+	"k8s.pod.name": {get: podField(func(e *Event) string { return e.Pod })},
+}
+
+func podField(f func(e *Event) string) func(e *Event) (string, bool) {
+	return func(e *Event) (string, bool) { return f(e), e.Pod != "" }
+}
+
+// lookupField resolves a field name, including k8s.pod.label.KEY and
+// k8s.pod.label[KEY].
+func lookupField(name string) (field, bool) {
+	if f, ok := fields[name]; ok {
+		return f, true
+	}
+	var key string
+	switch {
+	case strings.HasPrefix(name, "k8s.pod.label.") && len(name) > len("k8s.pod.label."):
+		key = name[len("k8s.pod.label."):]
+	case strings.HasPrefix(name, "k8s.pod.label[") && strings.HasSuffix(name, "]") && len(name) > len("k8s.pod.label[]"):
+		key = name[len("k8s.pod.label[") : len(name)-1]
+	default:
+		return field{}, false
+	}
+	return field{get: func(e *Event) (string, bool) {
+		v, ok := e.Labels[key]
+		return v, ok
+	}}, true
+}
+
+// FieldNames lists the supported fields (for docs and error messages).
+func FieldNames() []string {
+	out := make([]string, 0, len(fields)+1)
+	for n := range fields {
+		out = append(out, n)
+	}
+	return append(out, "k8s.pod.label.KEY")
+}

@@ -1,0 +1,282 @@
+package secevents
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/loupe-project/loupe/datapath"
+)
+
+func mustCompile(t *testing.T, srcs ...Source) *Rules {
+	t.Helper()
+	rs, err := Compile(srcs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func src(name, yaml string) Source { return Source{Name: name, Data: []byte(yaml)} }
+
+func shellExec(ns, pod string) *Event {
+	return &Event{Num: 1, Type: "execve", Name: "sh", PName: "nsenter", ExePath: "/usr/bin/sh", Argv: []string{"sh", "-c", "cat /etc/shadow"},
+		PID: 10, PPID: 9, Namespace: ns, Pod: pod, ContainerID: "lab-x-a", Labels: map[string]string{"app": "web"}}
+}
+
+func shadowOpen() *Event {
+	return &Event{Num: 2, Type: "openat", Name: "cat", PName: "sh", Argv: []string{"cat", "/etc/shadow"}, File: "/etc/shadow",
+		Flags: unix.O_RDONLY, Ret: 3, Namespace: "x", Pod: "a", ContainerID: "lab-x-a"}
+}
+
+func TestDefaultRules(t *testing.T) {
+	en := NewEngine(mustCompile(t, DefaultRules()))
+	cases := []struct {
+		name string
+		ev   *Event
+		rule string
+	}{
+		{"shell in a pod", shellExec("x", "a"), "Shell in container"},
+		{"shell on the node", func() *Event { e := shellExec("", ""); e.ContainerID = HostContainerID; return e }(), ""},
+		{"shadow read", shadowOpen(), "Read sensitive file"},
+		{"shadow open failed", func() *Event { e := shadowOpen(); e.Ret = -int32(unix.EACCES); return e }(), ""},
+		{"sudoers.d read", func() *Event { e := shadowOpen(); e.File = "/etc/sudoers.d/x"; return e }(), "Read sensitive file"},
+		{"hostname read", func() *Event { e := shadowOpen(); e.File = "/etc/hostname"; return e }(), ""},
+		{"write below /usr/bin", func() *Event {
+			e := shadowOpen()
+			e.File, e.Flags = "/usr/bin/evil", unix.O_WRONLY|unix.O_CREAT
+			return e
+		}(), "Write below binary dir"},
+		{"read below /usr/bin", func() *Event { e := shadowOpen(); e.File = "/usr/bin/ls"; return e }(), ""},
+		{"apt-get in a pod", func() *Event { e := shellExec("x", "a"); e.Name = "apt-get"; return e }(), "Package management process launched in container"},
+	}
+	for _, c := range cases {
+		m, ok := en.Match(c.ev)
+		got := ""
+		if ok {
+			got = m.Rule.Name
+		}
+		if got != c.rule {
+			t.Errorf("%s: rule %q, want %q", c.name, got, c.rule)
+		}
+	}
+	m, _ := en.Match(shellExec("x", "a"))
+	if want := "A shell was spawned in a container (user.uid=0 pod=x/a container=lab-x-a shell=sh parent=nsenter cmdline=sh -c cat /etc/shadow exe=/usr/bin/sh)"; m.Output != want {
+		t.Errorf("output\n got %s\nwant %s", m.Output, want)
+	}
+	if m.Rule.Priority != Notice {
+		t.Errorf("priority %v", m.Rule.Priority)
+	}
+}
+
+func TestOperators(t *testing.T) {
+	ev := shellExec("x", "a")
+	for cond, want := range map[string]bool{
+		`proc.name = sh`:                                              true,
+		`proc.name == sh and proc.pid = 10`:                           true,
+		`proc.name != sh`:                                             false,
+		`proc.name in (bash, sh)`:                                     true,
+		`not proc.name in (bash, zsh)`:                                true,
+		`proc.cmdline startswith "sh -c"`:                             true,
+		`proc.exe endswith sh`:                                        true,
+		`proc.cmdline contains shadow`:                                true,
+		`proc.cmdline icontains SHADOW`:                               true,
+		`proc.exepath pmatch (/usr/bin, /bin)`:                        true,
+		`proc.exepath pmatch (/usr/b)`:                                false,
+		`proc.exepath glob "/usr/*/s?"`:                               true,
+		`user.uid < 1000 and user.uid >= 0`:                           true,
+		`proc.ppid > 9`:                                               false,
+		`k8s.pod.label.app = web`:                                     true,
+		`k8s.pod.label[app] = web`:                                    true,
+		`k8s.pod.label.missing exists`:                                false,
+		`k8s.ns.name = x and k8s.pod.name = a`:                        true,
+		`fd.name = /etc/shadow`:                                       false, // an exec has no fd
+		`(proc.name = bash or proc.name = sh) and not (user.uid = 1)`: true,
+		`evt.type = execve and evt.dir = <`:                           true,
+		`container.id = lab-x-a`:                                      true,
+	} {
+		n, err := parseCondition(cond)
+		if err != nil {
+			t.Errorf("%s: %v", cond, err)
+			continue
+		}
+		en := &env{lists: map[string][]string{}, macros: map[string]*node{}}
+		x, err := en.expand(n, 0)
+		if err != nil {
+			t.Errorf("%s: %v", cond, err)
+			continue
+		}
+		m, err := compile(x)
+		if err != nil {
+			t.Errorf("%s: %v", cond, err)
+			continue
+		}
+		if got := m(ev); got != want {
+			t.Errorf("%s = %v, want %v", cond, got, want)
+		}
+	}
+}
+
+// Refusals name the file, the line and what is wrong.
+func TestRefusals(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"- rule: r\n  desc: d\n  condition: proc.name = sh and proc.tty != 0\n  output: o\n  priority: NOTICE\n", `f.yaml:3: rule r: unsupported field "proc.tty"`},
+		{"- rule: r\n  desc: d\n  condition: proc.name = sh\n  output: o %user.name\n  priority: NOTICE\n", `f.yaml:4: rule r: unsupported field "user.name" in output`},
+		{"- rule: r\n  condition: proc.name = sh\n  output: o\n  priority: LOUD\n", `f.yaml:4: rule r: unknown priority "LOUD"`},
+		{"- rule: r\n  condition: proc.name = sh and\n  output: o\n  priority: INFO\n", `f.yaml:2: rule r: condition ends early`},
+		{"- rule: r\n  condition: proc.name intersects (a)\n  output: o\n  priority: INFO\n", `f.yaml:2: rule r: unsupported operator "intersects"`},
+		{"- rule: r\n  condition: nosuchmacro\n  output: o\n  priority: INFO\n", `f.yaml:2: rule r: undefined macro "nosuchmacro"`},
+		{"- rule: r\n  condition: proc.name = sh\n  output: o\n  priority: INFO\n  exceptions:\n    - name: e\n", `f.yaml:6: rule r: exceptions are not supported`},
+		{"- rule: r\n  condition: proc.name = sh\n  output: o\n  priority: INFO\n  colour: red\n", `f.yaml:5: unsupported key "colour" in a rule`},
+		{"- list: l\n  items: [a\n", `f.yaml`},
+		{"rule: r\n", `f.yaml:1: a rules file is a YAML list`},
+		{"- macro: m\n  condition: (proc.name = a\n", `f.yaml:2: macro m: missing )`},
+		{"- rule: r\n  condition: user.uid = abc\n  output: o\n  priority: INFO\n", `f.yaml:2: rule r: user.uid is a number, "abc" is not`},
+		{"- list: l\n  items: [a]\n  append: true\n", `f.yaml:1: list l: append to a list not defined before`},
+	} {
+		_, err := Compile([]Source{src("f.yaml", c.yaml)}, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+// A rules file cut from Falco's own default rules loads unchanged; one
+// that needs a field loupe lacks is refused, naming the field.
+func TestFalcoRules(t *testing.T) {
+	b, err := os.ReadFile("testdata/falco_subset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := mustCompile(t, Source{Name: "falco_subset.yaml", Data: b})
+	if len(rs.List()) != 1 || rs.List()[0].Name != "Read sensitive file untrusted" || rs.List()[0].Priority != Warning {
+		t.Fatalf("rules %+v", rs.List())
+	}
+	en := NewEngine(rs)
+	if m, ok := en.Match(shadowOpen()); !ok || !strings.HasPrefix(m.Output, "Sensitive file opened for reading by non-trusted program (file=/etc/shadow evt_type=openat user_uid=0 process=cat") {
+		t.Errorf("cat /etc/shadow: %v %q", ok, m.Output)
+	}
+	trusted := shadowOpen()
+	trusted.Name = "sshd"
+	if _, ok := en.Match(trusted); ok {
+		t.Error("sshd (read_sensitive_file_binaries) matched")
+	}
+	b, err = os.ReadFile("testdata/falco_unsupported.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Compile([]Source{{Name: "falco_unsupported.yaml", Data: b}}, nil)
+	if err == nil || !strings.Contains(err.Error(), `falco_unsupported.yaml:28: rule Read new-process passwd copy: in macro proc_is_new: unsupported field "proc.duration"`) {
+		t.Errorf("error %v", err)
+	}
+}
+
+// A file that goes bad keeps its last good version; the others load.
+func TestBadFileKeepsPrevious(t *testing.T) {
+	good := src("a.yaml", "- rule: A\n  condition: proc.name = a\n  output: a\n  priority: INFO\n")
+	other := src("b.yaml", "- rule: B\n  condition: proc.name = b\n  output: b\n  priority: INFO\n")
+	prev := mustCompile(t, good, other)
+	bad := src("a.yaml", "- rule: A\n  condition: proc.name = \n  output: a\n  priority: INFO\n")
+	other2 := src("b.yaml", "- rule: B2\n  condition: proc.name = b\n  output: b\n  priority: INFO\n")
+	rs, err := Compile([]Source{bad, other2}, prev)
+	if err == nil || !strings.Contains(err.Error(), "a.yaml:2") {
+		t.Fatalf("error %v", err)
+	}
+	var names []string
+	for _, r := range rs.List() {
+		names = append(names, r.Name)
+	}
+	if !slices.Equal(names, []string{"A", "B2"}) {
+		t.Errorf("rules %v", names)
+	}
+	// Without a previous version, the bad file adds nothing.
+	rs, _ = Compile([]Source{bad, other2}, nil)
+	if len(rs.List()) != 1 {
+		t.Errorf("rules %v", rs.List())
+	}
+}
+
+// Append, override and enabled work as in Falco; later files see earlier
+// lists and macros.
+func TestAppendOverride(t *testing.T) {
+	base := src("a.yaml", `
+- list: shells
+  items: [sh]
+- macro: is_shell
+  condition: proc.name in (shells)
+- rule: Shell
+  condition: is_shell
+  output: shell %proc.name
+  priority: WARNING
+- rule: Off
+  condition: proc.name = sh
+  output: off
+  priority: INFO
+  enabled: false
+`)
+	local := src("b.yaml", `
+- list: shells
+  items: [bash]
+  append: true
+- rule: Shell
+  condition: and not proc.pname = init
+  append: true
+- rule: Off
+  enabled: true
+`)
+	rs := mustCompile(t, base, local)
+	en := NewEngine(rs)
+	e := shellExec("x", "a")
+	e.Name = "bash"
+	if m, ok := en.Match(e); !ok || m.Rule.Name != "Shell" || m.Output != "shell bash" {
+		t.Errorf("bash: %v %+v", ok, m)
+	}
+	e.PName = "init"
+	if m, ok := en.Match(e); ok {
+		t.Errorf("appended condition ignored: %+v", m.Rule.Name)
+	}
+	if !rs.List()[1].Enabled {
+		t.Error("enabled: true did not turn Off on")
+	}
+}
+
+func TestKernelFilter(t *testing.T) {
+	f := mustCompile(t, DefaultRules()).KernelFilter()
+	if f.AllExecs || f.AllOpens || f.Exits || f.Relative {
+		t.Errorf("default rules want everything: %+v", f)
+	}
+	for _, n := range []string{"sh", "bash", "apt-get", "dpkg-preconfigu"} {
+		if !slices.Contains(f.ExecNames, n) {
+			t.Errorf("exec names %v lack %s", f.ExecNames, n)
+		}
+	}
+	for _, p := range []string{"/etc/shadow", "/etc/sudoers.d/", "/usr/bin/"} {
+		if !slices.Contains(f.Prefixes, p) {
+			t.Errorf("prefixes %v lack %s", f.Prefixes, p)
+		}
+	}
+	for cond, check := range map[string]func(f datapath.SecurityFilter) bool{
+		`proc.name = sh`: func(f datapath.SecurityFilter) bool {
+			return f.AllOpens && f.Exits && slices.Equal(f.ExecNames, []string{"sh"})
+		},
+		`evt.type = openat and fd.name endswith .key`: func(f datapath.SecurityFilter) bool {
+			return f.AllOpens && !f.AllExecs && len(f.ExecNames) == 0 && !f.Exits
+		},
+		`evt.type = procexit`:                                      func(f datapath.SecurityFilter) bool { return f.Exits && !f.AllOpens && !f.AllExecs },
+		`not proc.name = sh`:                                       func(f datapath.SecurityFilter) bool { return f.AllExecs && f.AllOpens },
+		`fd.name startswith /etc or proc.name = x`:                 func(f datapath.SecurityFilter) bool { return f.AllOpens && slices.Equal(f.ExecNames, []string{"x"}) },
+		`fd.name glob "/var/*.log" and evt.type in (open, openat)`: func(f datapath.SecurityFilter) bool { return slices.Equal(f.Prefixes, []string{"/var/"}) },
+		`fd.name = secret`:                                         func(f datapath.SecurityFilter) bool { return f.Relative && len(f.Prefixes) == 0 },
+		`proc.name = unattended-upgrade`: func(f datapath.SecurityFilter) bool {
+			return slices.Equal(f.ExecNames, []string{"unattended-upg"}) || slices.Equal(f.ExecNames, []string{"unattended-upgr"})
+		},
+	} {
+		rs := mustCompile(t, src("f.yaml", "- rule: r\n  condition: '"+strings.ReplaceAll(cond, "'", "''")+"'\n  output: o\n  priority: INFO\n"))
+		if f := rs.KernelFilter(); !check(f) {
+			t.Errorf("%s: filter %+v", cond, f)
+		}
+	}
+}
