@@ -169,10 +169,10 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		loupeVarDropEvRate:       perCPU,
 		loupeVarDropEvBurst:      perCPU,
 		loupeVarReportIntervalNs: uint64(interval.Nanoseconds()),
-		loupeVarConnStats:        1,
+		loupeVarConnStats:        uint64(1),
 	}
 	if cfg.NoConnStats {
-		vars[loupeVarConnStats] = 0
+		vars[loupeVarConnStats] = uint64(0)
 	}
 	l7, err := l7Variables(cfg, uint64(ncpu))
 	if err != nil {
