@@ -150,6 +150,7 @@ func TestPrivilegedLabHandshakeLatency(t *testing.T) {
 	const port, n = 7072, 1000
 	c.listenIn(t, dst, port, func(nc net.Conn) { nc.Close() })
 	since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
+	lostBefore := c.lostEvents(t)
 	d4 := netip.MustParseAddr(dst.IP).As4()
 	connects := map[uint32]time.Duration{}
 	err := ns.WithNetNSPath(c.netnsPath(src), func(ns.NetNS) error {
@@ -193,21 +194,40 @@ func TestPrivilegedLabHandshakeLatency(t *testing.T) {
 		}
 		return nil
 	})
+	// A starved agent may find the ring buffer full: the connections it
+	// misses then must show up as counted lost events, and stay rare.
 	if err != nil {
-		t.Fatal(err)
+		lost := c.lostEvents(t) - lostBefore
+		if lost == 0 || len(timed) < n*99/100 {
+			t.Fatalf("%v, with %.0f events counted lost", err, lost)
+		}
+		t.Logf("%v; %.0f events counted lost while the agents were starved", err, lost)
 	}
 	var dp, user []float64
 	for sp, d := range connects {
-		dp = append(dp, timed[sp])
-		user = append(user, float64(d.Nanoseconds()))
+		if v, ok := timed[sp]; ok {
+			dp = append(dp, v)
+			user = append(user, float64(d.Nanoseconds()))
+		}
 	}
 	slices.Sort(dp)
 	slices.Sort(user)
-	mdp, muser := dp[n/2], user[n/2]
-	t.Logf("median handshake: datapath %.1f µs, connect() %.1f µs (p99 %.1f / %.1f µs)", mdp/1e3, muser/1e3, dp[n*99/100]/1e3, user[n*99/100]/1e3)
+	m := len(dp)
+	mdp, muser := dp[m/2], user[m/2]
+	t.Logf("median handshake: datapath %.1f µs, connect() %.1f µs (p99 %.1f / %.1f µs)", mdp/1e3, muser/1e3, dp[m*99/100]/1e3, user[m*99/100]/1e3)
 	if diff := mdp - muser; diff > 100e3 || diff < -100e3 {
 		t.Errorf("medians differ by %.1f µs, want within 100 µs", diff/1e3)
 	}
+}
+
+// lostEvents sums loupe_events_lost_total over every agent of the lab.
+func (c *cluster) lostEvents(t *testing.T) float64 {
+	t.Helper()
+	var sum float64
+	for _, n := range c.nodes {
+		sum += scrapeSum(t, n.MetricsAddress, "loupe_events_lost_total")
+	}
+	return sum
 }
 
 // scrapeSum sums the samples of an agent's /metrics whose line starts
