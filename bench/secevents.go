@@ -102,16 +102,8 @@ func runSecurityEvents(ctx context.Context, cfg *Config) ([]Row, error) {
 // benchEvent builds the rule engine's event from a record, as the agent
 // does for a process in a pod.
 func benchEvent(rec datapath.SecurityRecord) *secevents.Event {
-	ev := &secevents.Event{Num: 1, PID: rec.PID, PPID: rec.PPID, UID: rec.UID, Name: rec.Comm, PName: rec.PComm,
-		Argv: rec.Argv, Ret: rec.Ret, Flags: rec.Flags, ContainerID: "bench", Namespace: "bench", Pod: "bench"}
-	switch rec.Type {
-	case datapath.SecevExec:
-		ev.Type, ev.ExePath = "execve", rec.Path
-	case datapath.SecevOpen:
-		ev.Type, ev.File = "openat", rec.Path
-	default:
-		ev.Type = "procexit"
-	}
+	ev := secevents.FromRecord(rec)
+	ev.Num, ev.ContainerID, ev.Namespace, ev.Pod = 1, "bench", "bench", "bench"
 	return ev
 }
 
