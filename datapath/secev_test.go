@@ -244,7 +244,8 @@ func TestPrivilegedSecurityEventsExecOpen(t *testing.T) {
 }
 
 // openat2 and a failed open are reported with their syscall and result; a
-// relative path is marked, not resolved, and only passes when asked for.
+// path relative to a dirfd is resolved; one that cannot be is marked, and
+// only passes when asked for.
 func TestPrivilegedSecurityEventsOpenat2Relative(t *testing.T) {
 	dir := t.TempDir()
 	s, c := startSecurityEvents(t, SecurityFilter{Prefixes: []string{dir + "/"}})
@@ -267,30 +268,37 @@ func TestPrivilegedSecurityEventsOpenat2Relative(t *testing.T) {
 		t.Errorf("failed open ret %d", r.Ret)
 	}
 
+	// Relative to a dirfd: resolved, and so under the prefix.
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(dfd)
-	rel := "x"
-	openRel := func() {
-		fd, err := unix.Openat(dfd, rel, unix.O_RDONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+	if fd, err := unix.Openat(dfd, "x", unix.O_RDONLY, 0); err != nil {
+		t.Fatal(err)
+	} else {
 		unix.Close(fd)
 	}
-	openRel()
+	r = c.wait(t, "dirfd-relative open", func(r SecurityRecord) bool { return r.Path == f && r.Dirfd == int32(dfd) })
+	if r.EvFlags&SecevFlagResolved == 0 || r.EvFlags&SecevFlagRelative != 0 || r.Syscall != SecevSysOpenat {
+		t.Errorf("dirfd-relative record %+v", r)
+	}
+	// A dirfd that is no directory's: not resolved, marked, and only sent
+	// when asked for.
+	const badfd = 9999
+	openBad := func() { _, _ = unix.Openat(badfd, "secev22-unresolved", unix.O_RDONLY, 0) }
+	openBad()
 	if err := s.SetFilter(SecurityFilter{Prefixes: []string{dir + "/"}, Relative: true}); err != nil {
 		t.Fatal(err)
 	}
-	openRel()
-	r = c.wait(t, "relative open", func(r SecurityRecord) bool { return r.Path == rel && r.PID == uint32(os.Getpid()) })
-	if r.EvFlags&SecevFlagRelative == 0 || r.Dirfd != int32(dfd) {
-		t.Errorf("relative record %+v", r)
+	openBad()
+	isBad := func(r SecurityRecord) bool { return r.Path == "secev22-unresolved" && r.PID == uint32(os.Getpid()) }
+	r = c.wait(t, "unresolved relative open", isBad)
+	if r.EvFlags&SecevFlagRelative == 0 || r.EvFlags&SecevFlagResolved != 0 || r.Dirfd != badfd || r.Ret != -int32(unix.EBADF) {
+		t.Errorf("unresolved record %+v", r)
 	}
-	if n := c.count(func(r SecurityRecord) bool { return r.Path == rel && r.PID == uint32(os.Getpid()) }); n != 1 {
-		t.Errorf("%d relative records, want 1 (the first open was before Relative)", n)
+	if n := c.count(isBad); n != 1 {
+		t.Errorf("%d unresolved records, want 1 (the first open was before Relative)", n)
 	}
 	st, err := s.Stats()
 	if err != nil || st.Sent == 0 || st.Filtered == 0 {
@@ -338,5 +346,25 @@ func TestPrivilegedSecurityEventsRateLimit(t *testing.T) {
 	defer mu.Unlock()
 	if st.Limited == 0 || got >= n || uint64(got)+st.Limited < n {
 		t.Errorf("%d of %d opens reported, %d counted as limited (%+v)", got, n, st.Limited, st)
+	}
+}
+
+// The file-operation trie answers with the longest match only, so each
+// prefix carries the kinds of the shorter prefixes it extends; a kind
+// that passes everything adds no prefixes.
+func TestFileOpPrefixes(t *testing.T) {
+	got := fileOpPrefixes(SecurityFilter{
+		Renames: FileOpFilter{Prefixes: []string{"/usr/", "/etc/x"}},
+		Unlinks: FileOpFilter{Prefixes: []string{"/usr/bin/"}},
+		Chmods:  FileOpFilter{All: true, Prefixes: []string{"/ignored"}},
+	})
+	want := map[string]uint8{"/usr/": secevKRename, "/etc/x": secevKRename, "/usr/bin/": secevKRename | secevKUnlink}
+	if len(got) != len(want) {
+		t.Errorf("%d entries, want %d: %v", len(got), len(want), got)
+	}
+	for p, bits := range want {
+		if got[lpmKey(p)] != bits {
+			t.Errorf("%s: bits %#x, want %#x", p, got[lpmKey(p)], bits)
+		}
 	}
 }
