@@ -312,7 +312,10 @@ type secevTracepoint struct {
 // one enter program per syscall, one exit program for all.
 func (s *SecurityEvents) fileOpTracepoints() []secevTracepoint {
 	o := &s.objs
-	var out []secevTracepoint
+	// Exits first (and, links closing in reverse, detached last): an
+	// enter seen always has its exit, so no pending entry is left over
+	// for another syscall's exit to report.
+	var exits, enters []secevTracepoint
 	for _, e := range []struct {
 		name string
 		prog *ebpf.Program
@@ -323,10 +326,10 @@ func (s *SecurityEvents) fileOpTracepoints() []secevTracepoint {
 		{"fchmodat2", o.LoupeSecevEnterFchmodat2},
 	} {
 		opt := e.name == "fchmodat2"
-		out = append(out, secevTracepoint{"syscalls", "sys_enter_" + e.name, e.prog, opt},
-			secevTracepoint{"syscalls", "sys_exit_" + e.name, o.LoupeSecevExitFileop, opt})
+		enters = append(enters, secevTracepoint{"syscalls", "sys_enter_" + e.name, e.prog, opt})
+		exits = append(exits, secevTracepoint{"syscalls", "sys_exit_" + e.name, o.LoupeSecevExitFileop, opt})
 	}
-	return out
+	return append(exits, enters...)
 }
 
 func (s *SecurityEvents) attachFileOps() error {
