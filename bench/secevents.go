@@ -3,9 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/secevents"
@@ -18,6 +22,10 @@ const (
 	secevExecs      = 10000
 	secevMatchEvery = 100
 	secevExecTarget = 0.95
+	// secevFileOps is the file-operation load: this many rounds of create,
+	// rename, chmod and unlink, each a syscall the tracepoints see.
+	secevFileOps      = 20000
+	secevFileOpTarget = 0.80
 )
 
 // runSecurityEvents measures what the runtime-security tracepoints cost
@@ -40,9 +48,18 @@ func runSecurityEvents(ctx context.Context, cfg *Config) ([]Row, error) {
 		}
 		return float64(execs) / time.Since(start).Seconds(), nil
 	}
-	var with, without, filtered, sent []float64
+	fileLoad, cleanup, err := fileOpLoad(pick(cfg, secevFileOps, secevFileOps/4, secevFileOps/20))
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	var with, without, filtered, sent, fwith, fwithout []float64
 	for r := range cfg.rounds() {
 		base, err := load()
+		if err != nil {
+			return nil, err
+		}
+		fbase, err := fileLoad()
 		if err != nil {
 			return nil, err
 		}
@@ -61,6 +78,10 @@ func runSecurityEvents(ctx context.Context, cfg *Config) ([]Row, error) {
 			})
 		}()
 		on, lerr := load()
+		fon, ferr := fileLoad()
+		if lerr == nil {
+			lerr = ferr
+		}
 		time.Sleep(100 * time.Millisecond) // the reader drains
 		st, serr := k.Stats()
 		cancel()
@@ -73,13 +94,21 @@ func runSecurityEvents(ctx context.Context, cfg *Config) ([]Row, error) {
 			return nil, serr
 		}
 		with, without = append(with, on), append(without, base)
+		fwith, fwithout = append(fwith, fon), append(fwithout, fbase)
 		filtered, sent = append(filtered, float64(st.Filtered)), append(sent, float64(max(st.Sent, 1)))
 		cfg.Log.Info("security events", "round", r+1, "execs_per_s", fmt.Sprintf("%.0f", on), "without", fmt.Sprintf("%.0f", base),
+			"fileops_per_s", fmt.Sprintf("%.0f", fon), "fileops_without", fmt.Sprintf("%.0f", fbase),
 			"filtered", st.Filtered, "sent", st.Sent, "limited", st.Limited)
 	}
 	rows := []Row{}
 	row, err := NewRow("secevents_exec_rate", "execs/s", with, without, "no tracepoints", secevExecTarget, Higher,
 		fmt.Sprintf("%d execs of /bin/true in a shell loop (and a shell reading /etc/shadow every %d), with the runtime-security tracepoints (default rules' filter, engine reading the ring) vs none, alternating in each round", execs, secevMatchEvery))
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, row)
+	row, err = NewRow("secevents_fileop_rate", "ops/s", fwith, fwithout, "no tracepoints", secevFileOpTarget, Higher,
+		"file operations relative to a dirfd 6 levels deep (each resolved by a dentry walk) on paths no default rule names: openat(O_CREAT), renameat, fchmodat, unlinkat in a loop, with the runtime-security tracepoints (default rules' filter: the setuid rule sends every chmod to the engine) vs none, alternating in each round")
 	if err != nil {
 		return nil, err
 	}
@@ -102,16 +131,8 @@ func runSecurityEvents(ctx context.Context, cfg *Config) ([]Row, error) {
 // benchEvent builds the rule engine's event from a record, as the agent
 // does for a process in a pod.
 func benchEvent(rec datapath.SecurityRecord) *secevents.Event {
-	ev := &secevents.Event{Num: 1, PID: rec.PID, PPID: rec.PPID, UID: rec.UID, Name: rec.Comm, PName: rec.PComm,
-		Argv: rec.Argv, Ret: rec.Ret, Flags: rec.Flags, ContainerID: "bench", Namespace: "bench", Pod: "bench"}
-	switch rec.Type {
-	case datapath.SecevExec:
-		ev.Type, ev.ExePath = "execve", rec.Path
-	case datapath.SecevOpen:
-		ev.Type, ev.File = "openat", rec.Path
-	default:
-		ev.Type = "procexit"
-	}
+	ev := secevents.FromRecord(rec)
+	ev.Num, ev.ContainerID, ev.Namespace, ev.Pod = 1, "bench", "bench", "bench"
 	return ev
 }
 
@@ -154,4 +175,46 @@ func engineRate(rules *secevents.Rules, d time.Duration, rounds int) (withRules,
 		decodeOnly = append(decodeOnly, run(false))
 	}
 	return withRules, decodeOnly
+}
+
+// fileOpLoad returns a load of n rounds of openat(O_CREAT)+close,
+// renameat, fchmodat and unlinkat on paths relative to a directory six
+// levels below a temporary one, and its ops/s (four syscalls a round).
+func fileOpLoad(n int) (load func() (float64, error), cleanup func(), err error) {
+	tmp, err := os.MkdirTemp("", "loupe-bench-fileops-")
+	if err != nil {
+		return nil, nil, err
+	}
+	dir := filepath.Join(tmp, "a", "b", "c", "d", "e")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	cleanup = func() { unix.Close(dfd); os.RemoveAll(tmp) }
+	load = func() (float64, error) {
+		start := time.Now()
+		for range n {
+			fd, err := unix.Openat(dfd, "f", unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC, 0o644)
+			if err != nil {
+				return 0, fmt.Errorf("file load: %w", err)
+			}
+			unix.Close(fd)
+			if err := unix.Renameat(dfd, "f", dfd, "g"); err != nil {
+				return 0, fmt.Errorf("file load: %w", err)
+			}
+			if err := unix.Fchmodat(dfd, "g", 0o600, 0); err != nil {
+				return 0, fmt.Errorf("file load: %w", err)
+			}
+			if err := unix.Unlinkat(dfd, "g", 0); err != nil {
+				return 0, fmt.Errorf("file load: %w", err)
+			}
+		}
+		return float64(4*n) / time.Since(start).Seconds(), nil
+	}
+	return load, cleanup, nil
 }

@@ -135,6 +135,7 @@ type eventJSON struct {
 	Output       string       `json:"output"`
 	File         string       `json:"file,omitempty"`
 	FileRelative bool         `json:"file_relative,omitempty"`
+	FileTarget   string       `json:"file_target,omitempty"`
 	EventType    string       `json:"event_type"`
 	ContainerID  string       `json:"container_id"`
 	Tags         []string     `json:"tags,omitempty"`
@@ -214,7 +215,7 @@ func (p *eventPrinter) print(r *pb.GetEventsResponse) error {
 	switch p.mode {
 	case "json":
 		j := eventJSON{Time: eventTime(ev.GetTimeUnixNano()), Node: ev.GetNodeName(), Namespace: ev.GetNamespace(), Pod: ev.GetPod(),
-			Rule: ev.GetRule(), Priority: ev.GetPriority(), Output: ev.GetOutput(), File: ev.GetFile(), FileRelative: ev.GetFileRelative(),
+			Rule: ev.GetRule(), Priority: ev.GetPriority(), Output: ev.GetOutput(), File: ev.GetFile(), FileRelative: ev.GetFileRelative(), FileTarget: ev.GetFileTarget(),
 			EventType: ev.GetEventType(), ContainerID: ev.GetContainerId(), Tags: ev.GetTags()}
 		if pr := ev.GetProcess(); pr != nil {
 			j.Process = &processJSON{Name: pr.GetName(), Exe: pr.GetExe(), Path: pr.GetExePath(), Argv: pr.GetArgv(), PID: pr.GetPid(),

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -31,14 +32,42 @@ const (
 	SecevSysOpenat  = 1 // SECEV_SYS_OPENAT
 	SecevSysOpenat2 = 2 // SECEV_SYS_OPENAT2
 
+	SecevRename = 4 // SECEV_RENAME
+	SecevUnlink = 5 // SECEV_UNLINK
+	SecevChmod  = 6 // SECEV_CHMOD
+
+	SecevSysRename    = 3  // SECEV_SYS_RENAME
+	SecevSysRenameat  = 4  // SECEV_SYS_RENAMEAT
+	SecevSysRenameat2 = 5  // SECEV_SYS_RENAMEAT2
+	SecevSysUnlink    = 6  // SECEV_SYS_UNLINK
+	SecevSysUnlinkat  = 7  // SECEV_SYS_UNLINKAT
+	SecevSysRmdir     = 8  // SECEV_SYS_RMDIR
+	SecevSysChmod     = 9  // SECEV_SYS_CHMOD
+	SecevSysFchmod    = 10 // SECEV_SYS_FCHMOD
+	SecevSysFchmodat  = 11 // SECEV_SYS_FCHMODAT
+	SecevSysFchmodat2 = 12 // SECEV_SYS_FCHMODAT2
+
 	SecevFlagRelative  = 0x1 // SECEV_F_RELATIVE
 	SecevFlagPathTrunc = 0x2 // SECEV_F_PATH_TRUNC
 	SecevFlagArgvTrunc = 0x4 // SECEV_F_ARGV_TRUNC
+	SecevFlagResolved  = 0x8 // SECEV_F_RESOLVED
+
+	SecevFlagPath2Relative = 0x10 // SECEV_F_PATH2_RELATIVE
+	SecevFlagPath2Trunc    = 0x20 // SECEV_F_PATH2_TRUNC
+	SecevFlagPath2Resolved = 0x40 // SECEV_F_PATH2_RESOLVED
 
 	secevCfgExec     = 0 // SECEV_CFG_EXEC
 	secevCfgOpen     = 1 // SECEV_CFG_OPEN
 	secevCfgExit     = 2 // SECEV_CFG_EXIT
 	secevCfgRelative = 3 // SECEV_CFG_RELATIVE
+	secevCfgRename   = 4 // SECEV_CFG_RENAME
+	secevCfgUnlink   = 5 // SECEV_CFG_UNLINK
+	secevCfgChmod    = 6 // SECEV_CFG_CHMOD
+	secevCfgMax      = 7 // SECEV_CFG_MAX
+
+	secevKRename = 0x1 // SECEV_K_RENAME
+	secevKUnlink = 0x2 // SECEV_K_UNLINK
+	secevKChmod  = 0x4 // SECEV_K_CHMOD
 
 	secevStatSent     = 0 // SECEV_STAT_SENT
 	secevStatFiltered = 1 // SECEV_STAT_FILTERED
@@ -73,7 +102,10 @@ const (
 	secOffPcomm    = 88
 	secOffPath     = 104
 	secOffArgv     = 104 + SecevPathMax
-	secevEventSize = secOffArgv + SecevArgvMax
+	secOffPath2    = secOffArgv + SecevArgvMax // appended for file operations
+	secOffDirfd2   = secOffPath2 + SecevPathMax
+	secOffPad2     = secOffDirfd2 + 4
+	secevEventSize = secOffPad2 + 4
 )
 
 // SecurityRecord is one decoded struct secev_event.
@@ -81,20 +113,22 @@ type SecurityRecord struct {
 	TimeNs   uint64 // CLOCK_BOOTTIME
 	NetnsIno uint64
 	CgroupID uint64
-	Type     uint32 // SecevExec, SecevExit or SecevOpen
+	Type     uint32 // SecevExec, SecevExit, SecevOpen, SecevRename, SecevUnlink or SecevChmod
 	PID, TID uint32
 	PPID     uint32
 	UID, GID uint32
-	Ret      int32 // open: fd or -errno; exit: exit code
+	Ret      int32 // open: fd or -errno; other file ops: 0 or -errno; exit: exit code
 	Flags    uint32
-	Mode     uint32
+	Mode     uint32 // open: mode; chmod: the new mode
 	Syscall  uint16
 	EvFlags  uint16
-	Dirfd    int32
+	Dirfd    int32 // fchmod: the fd
 	Comm     string
 	PComm    string
-	Path     string
+	Path     string // rename: the old path
 	Argv     []string
+	Path2    string // rename: the new path
+	Dirfd2   int32
 }
 
 // DecodeSecurityRecord decodes one ring record. It never panics on short
@@ -124,8 +158,10 @@ func DecodeSecurityRecord(b []byte) (SecurityRecord, error) {
 		Comm:     cstring(b[secOffComm : secOffComm+16]),
 		PComm:    cstring(b[secOffPcomm : secOffPcomm+16]),
 		Path:     cstring(b[secOffPath : secOffPath+SecevPathMax]),
+		Path2:    cstring(b[secOffPath2 : secOffPath2+SecevPathMax]),
+		Dirfd2:   int32(le.Uint32(b[secOffDirfd2:])),
 	}
-	if r.Type < SecevExec || r.Type > SecevOpen {
+	if r.Type < SecevExec || r.Type > SecevChmod {
 		return SecurityRecord{}, fmt.Errorf("security record: unknown type %d", r.Type)
 	}
 	n := int(min(le.Uint32(b[secOffArgvLen:]), SecevArgvMax))
@@ -162,6 +198,8 @@ func EncodeSecurityRecord(r SecurityRecord) []byte {
 	copy(b[secOffComm:secOffComm+15], r.Comm)
 	copy(b[secOffPcomm:secOffPcomm+15], r.PComm)
 	copy(b[secOffPath:secOffPath+SecevPathMax-1], r.Path)
+	copy(b[secOffPath2:secOffPath2+SecevPathMax-1], r.Path2)
+	le.PutUint32(b[secOffDirfd2:], uint32(r.Dirfd2))
 	var argv []byte
 	for _, a := range r.Argv {
 		argv = append(argv, a...)
@@ -186,8 +224,17 @@ type SecurityFilter struct {
 	ExecNames []string // else execs of these file names (basename, up to 15 bytes)
 	AllOpens  bool     // every open
 	Prefixes  []string // else opens of absolute paths under these prefixes
-	Relative  bool     // and opens of relative paths
+	Relative  bool     // and opens (and file operations) of paths that could not be made absolute
 	Exits     bool     // process exits
+	// Renames (from or to), unlinks and rmdirs, chmods: all, or those of
+	// paths under these prefixes.
+	Renames, Unlinks, Chmods FileOpFilter
+}
+
+// FileOpFilter is the in-kernel filter of one kind of file operation.
+type FileOpFilter struct {
+	All      bool
+	Prefixes []string
 }
 
 // SecurityStats are the tracepoints' counters, summed over CPUs.
@@ -215,8 +262,8 @@ type SecurityEvents struct {
 	mu    sync.Mutex // SetFilter
 }
 
-// LoadSecurityEvents loads and attaches the exec, exit and open
-// tracepoints with an initial filter.
+// LoadSecurityEvents loads and attaches the exec, exit, open, rename,
+// unlink and chmod tracepoints with an initial filter.
 func LoadSecurityEvents(cfg SecurityEventsConfig) (*SecurityEvents, error) {
 	spec, err := loadSecev()
 	if err != nil {
@@ -255,6 +302,50 @@ func LoadSecurityEvents(cfg SecurityEventsConfig) (*SecurityEvents, error) {
 	return s, nil
 }
 
+type secevTracepoint struct {
+	group, name string
+	prog        *ebpf.Program
+	optional    bool // missing on some kernels (fchmodat2: 6.6)
+}
+
+// fileOpTracepoints are the renames', unlinks' and chmods' tracepoints:
+// one enter program per syscall, one exit program for all.
+func (s *SecurityEvents) fileOpTracepoints() []secevTracepoint {
+	o := &s.objs
+	// Exits first (and, links closing in reverse, detached last): an
+	// enter seen always has its exit, so no pending entry is left over
+	// for another syscall's exit to report.
+	var exits, enters []secevTracepoint
+	for _, e := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"rename", o.LoupeSecevEnterRename}, {"renameat", o.LoupeSecevEnterRenameat}, {"renameat2", o.LoupeSecevEnterRenameat2},
+		{"unlink", o.LoupeSecevEnterUnlink}, {"unlinkat", o.LoupeSecevEnterUnlinkat}, {"rmdir", o.LoupeSecevEnterRmdir},
+		{"chmod", o.LoupeSecevEnterChmod}, {"fchmod", o.LoupeSecevEnterFchmod}, {"fchmodat", o.LoupeSecevEnterFchmodat},
+		{"fchmodat2", o.LoupeSecevEnterFchmodat2},
+	} {
+		opt := e.name == "fchmodat2"
+		enters = append(enters, secevTracepoint{"syscalls", "sys_enter_" + e.name, e.prog, opt})
+		exits = append(exits, secevTracepoint{"syscalls", "sys_exit_" + e.name, o.LoupeSecevExitFileop, opt})
+	}
+	return append(exits, enters...)
+}
+
+func (s *SecurityEvents) attachFileOps() error {
+	for _, tp := range s.fileOpTracepoints() {
+		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
+		if err != nil && tp.optional && errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("attach tracepoint %s/%s: %w", tp.group, tp.name, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return nil
+}
+
 func (s *SecurityEvents) attach() error {
 	l, err := link.AttachTracing(link.TracingOptions{Program: s.objs.LoupeSecevExec, AttachType: ebpf.AttachTraceRawTp})
 	if err != nil {
@@ -280,7 +371,7 @@ func (s *SecurityEvents) attach() error {
 		}
 		s.links = append(s.links, l)
 	}
-	return nil
+	return s.attachFileOps()
 }
 
 // SetFilter replaces the in-kernel filter. Prefixes are written before
@@ -307,6 +398,10 @@ func (s *SecurityEvents) SetFilter(f SecurityFilter) error {
 			return fmt.Errorf("security filter: exec name %q: %w", n, err)
 		}
 	}
+	fileops, err := s.putFileOpPrefixes(f)
+	if err != nil {
+		return err
+	}
 	mode := func(all bool, n int) uint32 {
 		switch {
 		case all:
@@ -321,6 +416,9 @@ func (s *SecurityEvents) SetFilter(f SecurityFilter) error {
 		secevCfgOpen:     mode(f.AllOpens, len(f.Prefixes)),
 		secevCfgExit:     b2u(f.Exits),
 		secevCfgRelative: b2u(f.Relative),
+		secevCfgRename:   mode(f.Renames.All, len(f.Renames.Prefixes)),
+		secevCfgUnlink:   mode(f.Unlinks.All, len(f.Unlinks.Prefixes)),
+		secevCfgChmod:    mode(f.Chmods.All, len(f.Chmods.Prefixes)),
 	}
 	if cfg[secevCfgOpen] == 0 && f.Relative {
 		cfg[secevCfgOpen] = 2
@@ -353,7 +451,68 @@ func (s *SecurityEvents) SetFilter(f SecurityFilter) error {
 	for _, n := range staleN {
 		_ = s.objs.SecevExecNames.Delete(n)
 	}
+	s.dropStale(s.objs.SecevFileopPrefixes, fileops)
 	return nil
+}
+
+// fileOpPrefixes is the file-operation trie's content for f: each prefix
+// with the kinds of every prefix of it in the set (the trie answers with
+// the longest match only, which must carry the shorter ones' kinds).
+func fileOpPrefixes(f SecurityFilter) map[secevSecevLpmKey]uint8 {
+	kinds := map[string]uint8{}
+	for _, k := range []struct {
+		f   FileOpFilter
+		bit uint8
+	}{{f.Renames, secevKRename}, {f.Unlinks, secevKUnlink}, {f.Chmods, secevKChmod}} {
+		if k.f.All {
+			continue // the kind's config passes everything
+		}
+		for _, p := range k.f.Prefixes {
+			if len(p) > SecevLPMBytes {
+				p = p[:SecevLPMBytes]
+			}
+			kinds[p] |= k.bit
+		}
+	}
+	out := map[secevSecevLpmKey]uint8{}
+	for p, bits := range kinds {
+		for q, qb := range kinds {
+			if strings.HasPrefix(p, q) {
+				bits |= qb
+			}
+		}
+		out[lpmKey(p)] = bits
+	}
+	return out
+}
+
+// putFileOpPrefixes writes the file-operation trie's entries (before the
+// modes that use them) and returns them.
+func (s *SecurityEvents) putFileOpPrefixes(f SecurityFilter) (map[secevSecevLpmKey]uint8, error) {
+	want := fileOpPrefixes(f)
+	for k, v := range want {
+		if err := s.objs.SecevFileopPrefixes.Put(k, v); err != nil {
+			return nil, fmt.Errorf("security filter: file operation prefix: %w", err)
+		}
+	}
+	return want, nil
+}
+
+// dropStale removes the trie entries not in want (after the modes
+// changed).
+func (s *SecurityEvents) dropStale(m *ebpf.Map, want map[secevSecevLpmKey]uint8) {
+	var stale []secevSecevLpmKey
+	var k secevSecevLpmKey
+	var v uint8
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	for _, k := range stale {
+		_ = m.Delete(k)
+	}
 }
 
 func b2u(b bool) uint32 {

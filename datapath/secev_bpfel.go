@@ -19,6 +19,25 @@ type secevSecevBucket struct {
 	LastNs uint64
 }
 
+type secevSecevFpending struct {
+	_       structs.HostLayout
+	Type    uint32
+	Flags   uint32
+	Mode    uint32
+	Dirfd   int32
+	Dirfd2  int32
+	Syscall uint16
+	EvFlags uint16
+	Path    [256]int8
+	Path2   [256]int8
+}
+
+type secevSecevFscratch struct {
+	_ structs.HostLayout
+	P secevSecevFpending
+	K secevSecevLpmKey
+}
+
 type secevSecevLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -46,28 +65,60 @@ type secevSecevScratch struct {
 	K secevSecevLpmKey
 }
 
+type secevSecevWalk struct {
+	_     structs.HostLayout
+	Buf   [512]int8
+	Rel   [256]int8
+	Names [64]uint64
+	D     uint64
+	M     uint64
+	RootD uint64
+	RootM uint64
+	Up    uint32
+	Depth uint32
+	Done  uint32
+	Off   uint32
+	Trunc uint32
+	Pad   uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	secevMapSecevBucket             = "secev_bucket"
-	secevMapSecevConfig             = "secev_config"
-	secevMapSecevEvents             = "secev_events"
-	secevMapSecevExecNames          = "secev_exec_names"
-	secevMapSecevPending            = "secev_pending"
-	secevMapSecevPrefixes           = "secev_prefixes"
-	secevMapSecevScratch            = "secev_scratch"
-	secevMapSecevStats              = "secev_stats"
-	secevProgLoupeSecevEnterOpen    = "loupe_secev_enter_open"
-	secevProgLoupeSecevEnterOpenat  = "loupe_secev_enter_openat"
-	secevProgLoupeSecevEnterOpenat2 = "loupe_secev_enter_openat2"
-	secevProgLoupeSecevExec         = "loupe_secev_exec"
-	secevProgLoupeSecevExit         = "loupe_secev_exit"
-	secevProgLoupeSecevExitOpen     = "loupe_secev_exit_open"
-	secevProgLoupeSecevExitOpenat   = "loupe_secev_exit_openat"
-	secevProgLoupeSecevExitOpenat2  = "loupe_secev_exit_openat2"
-	secevVarSecevBurst              = "secev_burst"
-	secevVarSecevRate               = "secev_rate"
+	secevMapSecevBucket               = "secev_bucket"
+	secevMapSecevConfig               = "secev_config"
+	secevMapSecevEvents               = "secev_events"
+	secevMapSecevExecNames            = "secev_exec_names"
+	secevMapSecevFileopPending        = "secev_fileop_pending"
+	secevMapSecevFileopPrefixes       = "secev_fileop_prefixes"
+	secevMapSecevFscratch             = "secev_fscratch"
+	secevMapSecevPending              = "secev_pending"
+	secevMapSecevPrefixes             = "secev_prefixes"
+	secevMapSecevScratch              = "secev_scratch"
+	secevMapSecevStats                = "secev_stats"
+	secevMapSecevWalk                 = "secev_walk"
+	secevProgLoupeSecevEnterChmod     = "loupe_secev_enter_chmod"
+	secevProgLoupeSecevEnterFchmod    = "loupe_secev_enter_fchmod"
+	secevProgLoupeSecevEnterFchmodat  = "loupe_secev_enter_fchmodat"
+	secevProgLoupeSecevEnterFchmodat2 = "loupe_secev_enter_fchmodat2"
+	secevProgLoupeSecevEnterOpen      = "loupe_secev_enter_open"
+	secevProgLoupeSecevEnterOpenat    = "loupe_secev_enter_openat"
+	secevProgLoupeSecevEnterOpenat2   = "loupe_secev_enter_openat2"
+	secevProgLoupeSecevEnterRename    = "loupe_secev_enter_rename"
+	secevProgLoupeSecevEnterRenameat  = "loupe_secev_enter_renameat"
+	secevProgLoupeSecevEnterRenameat2 = "loupe_secev_enter_renameat2"
+	secevProgLoupeSecevEnterRmdir     = "loupe_secev_enter_rmdir"
+	secevProgLoupeSecevEnterUnlink    = "loupe_secev_enter_unlink"
+	secevProgLoupeSecevEnterUnlinkat  = "loupe_secev_enter_unlinkat"
+	secevProgLoupeSecevExec           = "loupe_secev_exec"
+	secevProgLoupeSecevExit           = "loupe_secev_exit"
+	secevProgLoupeSecevExitFileop     = "loupe_secev_exit_fileop"
+	secevProgLoupeSecevExitOpen       = "loupe_secev_exit_open"
+	secevProgLoupeSecevExitOpenat     = "loupe_secev_exit_openat"
+	secevProgLoupeSecevExitOpenat2    = "loupe_secev_exit_openat2"
+	secevVarSecevBurst                = "secev_burst"
+	secevVarSecevRate                 = "secev_rate"
 )
 
 // loadSecev returns the embedded CollectionSpec for secev.
@@ -112,28 +163,43 @@ type secevSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type secevProgramSpecs struct {
-	LoupeSecevEnterOpen    *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_open"`
-	LoupeSecevEnterOpenat  *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_openat"`
-	LoupeSecevEnterOpenat2 *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_openat2"`
-	LoupeSecevExec         *ebpf.ProgramSpec `ebpf:"loupe_secev_exec"`
-	LoupeSecevExit         *ebpf.ProgramSpec `ebpf:"loupe_secev_exit"`
-	LoupeSecevExitOpen     *ebpf.ProgramSpec `ebpf:"loupe_secev_exit_open"`
-	LoupeSecevExitOpenat   *ebpf.ProgramSpec `ebpf:"loupe_secev_exit_openat"`
-	LoupeSecevExitOpenat2  *ebpf.ProgramSpec `ebpf:"loupe_secev_exit_openat2"`
+	LoupeSecevEnterChmod     *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_chmod"`
+	LoupeSecevEnterFchmod    *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_fchmod"`
+	LoupeSecevEnterFchmodat  *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_fchmodat"`
+	LoupeSecevEnterFchmodat2 *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_fchmodat2"`
+	LoupeSecevEnterOpen      *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_open"`
+	LoupeSecevEnterOpenat    *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_openat"`
+	LoupeSecevEnterOpenat2   *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_openat2"`
+	LoupeSecevEnterRename    *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_rename"`
+	LoupeSecevEnterRenameat  *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_renameat"`
+	LoupeSecevEnterRenameat2 *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_renameat2"`
+	LoupeSecevEnterRmdir     *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_rmdir"`
+	LoupeSecevEnterUnlink    *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_unlink"`
+	LoupeSecevEnterUnlinkat  *ebpf.ProgramSpec `ebpf:"loupe_secev_enter_unlinkat"`
+	LoupeSecevExec           *ebpf.ProgramSpec `ebpf:"loupe_secev_exec"`
+	LoupeSecevExit           *ebpf.ProgramSpec `ebpf:"loupe_secev_exit"`
+	LoupeSecevExitFileop     *ebpf.ProgramSpec `ebpf:"loupe_secev_exit_fileop"`
+	LoupeSecevExitOpen       *ebpf.ProgramSpec `ebpf:"loupe_secev_exit_open"`
+	LoupeSecevExitOpenat     *ebpf.ProgramSpec `ebpf:"loupe_secev_exit_openat"`
+	LoupeSecevExitOpenat2    *ebpf.ProgramSpec `ebpf:"loupe_secev_exit_openat2"`
 }
 
 // secevMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type secevMapSpecs struct {
-	SecevBucket    *ebpf.MapSpec `ebpf:"secev_bucket"`
-	SecevConfig    *ebpf.MapSpec `ebpf:"secev_config"`
-	SecevEvents    *ebpf.MapSpec `ebpf:"secev_events"`
-	SecevExecNames *ebpf.MapSpec `ebpf:"secev_exec_names"`
-	SecevPending   *ebpf.MapSpec `ebpf:"secev_pending"`
-	SecevPrefixes  *ebpf.MapSpec `ebpf:"secev_prefixes"`
-	SecevScratch   *ebpf.MapSpec `ebpf:"secev_scratch"`
-	SecevStats     *ebpf.MapSpec `ebpf:"secev_stats"`
+	SecevBucket         *ebpf.MapSpec `ebpf:"secev_bucket"`
+	SecevConfig         *ebpf.MapSpec `ebpf:"secev_config"`
+	SecevEvents         *ebpf.MapSpec `ebpf:"secev_events"`
+	SecevExecNames      *ebpf.MapSpec `ebpf:"secev_exec_names"`
+	SecevFileopPending  *ebpf.MapSpec `ebpf:"secev_fileop_pending"`
+	SecevFileopPrefixes *ebpf.MapSpec `ebpf:"secev_fileop_prefixes"`
+	SecevFscratch       *ebpf.MapSpec `ebpf:"secev_fscratch"`
+	SecevPending        *ebpf.MapSpec `ebpf:"secev_pending"`
+	SecevPrefixes       *ebpf.MapSpec `ebpf:"secev_prefixes"`
+	SecevScratch        *ebpf.MapSpec `ebpf:"secev_scratch"`
+	SecevStats          *ebpf.MapSpec `ebpf:"secev_stats"`
+	SecevWalk           *ebpf.MapSpec `ebpf:"secev_walk"`
 }
 
 // secevVariableSpecs contains global variables before they are loaded into the kernel.
@@ -164,14 +230,18 @@ func (o *secevObjects) Close() error {
 //
 // It can be passed to loadSecevObjects or ebpf.CollectionSpec.LoadAndAssign.
 type secevMaps struct {
-	SecevBucket    *ebpf.Map `ebpf:"secev_bucket"`
-	SecevConfig    *ebpf.Map `ebpf:"secev_config"`
-	SecevEvents    *ebpf.Map `ebpf:"secev_events"`
-	SecevExecNames *ebpf.Map `ebpf:"secev_exec_names"`
-	SecevPending   *ebpf.Map `ebpf:"secev_pending"`
-	SecevPrefixes  *ebpf.Map `ebpf:"secev_prefixes"`
-	SecevScratch   *ebpf.Map `ebpf:"secev_scratch"`
-	SecevStats     *ebpf.Map `ebpf:"secev_stats"`
+	SecevBucket         *ebpf.Map `ebpf:"secev_bucket"`
+	SecevConfig         *ebpf.Map `ebpf:"secev_config"`
+	SecevEvents         *ebpf.Map `ebpf:"secev_events"`
+	SecevExecNames      *ebpf.Map `ebpf:"secev_exec_names"`
+	SecevFileopPending  *ebpf.Map `ebpf:"secev_fileop_pending"`
+	SecevFileopPrefixes *ebpf.Map `ebpf:"secev_fileop_prefixes"`
+	SecevFscratch       *ebpf.Map `ebpf:"secev_fscratch"`
+	SecevPending        *ebpf.Map `ebpf:"secev_pending"`
+	SecevPrefixes       *ebpf.Map `ebpf:"secev_prefixes"`
+	SecevScratch        *ebpf.Map `ebpf:"secev_scratch"`
+	SecevStats          *ebpf.Map `ebpf:"secev_stats"`
+	SecevWalk           *ebpf.Map `ebpf:"secev_walk"`
 }
 
 func (m *secevMaps) Close() error {
@@ -180,10 +250,14 @@ func (m *secevMaps) Close() error {
 		m.SecevConfig,
 		m.SecevEvents,
 		m.SecevExecNames,
+		m.SecevFileopPending,
+		m.SecevFileopPrefixes,
+		m.SecevFscratch,
 		m.SecevPending,
 		m.SecevPrefixes,
 		m.SecevScratch,
 		m.SecevStats,
+		m.SecevWalk,
 	)
 }
 
@@ -199,23 +273,45 @@ type secevVariables struct {
 //
 // It can be passed to loadSecevObjects or ebpf.CollectionSpec.LoadAndAssign.
 type secevPrograms struct {
-	LoupeSecevEnterOpen    *ebpf.Program `ebpf:"loupe_secev_enter_open"`
-	LoupeSecevEnterOpenat  *ebpf.Program `ebpf:"loupe_secev_enter_openat"`
-	LoupeSecevEnterOpenat2 *ebpf.Program `ebpf:"loupe_secev_enter_openat2"`
-	LoupeSecevExec         *ebpf.Program `ebpf:"loupe_secev_exec"`
-	LoupeSecevExit         *ebpf.Program `ebpf:"loupe_secev_exit"`
-	LoupeSecevExitOpen     *ebpf.Program `ebpf:"loupe_secev_exit_open"`
-	LoupeSecevExitOpenat   *ebpf.Program `ebpf:"loupe_secev_exit_openat"`
-	LoupeSecevExitOpenat2  *ebpf.Program `ebpf:"loupe_secev_exit_openat2"`
+	LoupeSecevEnterChmod     *ebpf.Program `ebpf:"loupe_secev_enter_chmod"`
+	LoupeSecevEnterFchmod    *ebpf.Program `ebpf:"loupe_secev_enter_fchmod"`
+	LoupeSecevEnterFchmodat  *ebpf.Program `ebpf:"loupe_secev_enter_fchmodat"`
+	LoupeSecevEnterFchmodat2 *ebpf.Program `ebpf:"loupe_secev_enter_fchmodat2"`
+	LoupeSecevEnterOpen      *ebpf.Program `ebpf:"loupe_secev_enter_open"`
+	LoupeSecevEnterOpenat    *ebpf.Program `ebpf:"loupe_secev_enter_openat"`
+	LoupeSecevEnterOpenat2   *ebpf.Program `ebpf:"loupe_secev_enter_openat2"`
+	LoupeSecevEnterRename    *ebpf.Program `ebpf:"loupe_secev_enter_rename"`
+	LoupeSecevEnterRenameat  *ebpf.Program `ebpf:"loupe_secev_enter_renameat"`
+	LoupeSecevEnterRenameat2 *ebpf.Program `ebpf:"loupe_secev_enter_renameat2"`
+	LoupeSecevEnterRmdir     *ebpf.Program `ebpf:"loupe_secev_enter_rmdir"`
+	LoupeSecevEnterUnlink    *ebpf.Program `ebpf:"loupe_secev_enter_unlink"`
+	LoupeSecevEnterUnlinkat  *ebpf.Program `ebpf:"loupe_secev_enter_unlinkat"`
+	LoupeSecevExec           *ebpf.Program `ebpf:"loupe_secev_exec"`
+	LoupeSecevExit           *ebpf.Program `ebpf:"loupe_secev_exit"`
+	LoupeSecevExitFileop     *ebpf.Program `ebpf:"loupe_secev_exit_fileop"`
+	LoupeSecevExitOpen       *ebpf.Program `ebpf:"loupe_secev_exit_open"`
+	LoupeSecevExitOpenat     *ebpf.Program `ebpf:"loupe_secev_exit_openat"`
+	LoupeSecevExitOpenat2    *ebpf.Program `ebpf:"loupe_secev_exit_openat2"`
 }
 
 func (p *secevPrograms) Close() error {
 	return _SecevClose(
+		p.LoupeSecevEnterChmod,
+		p.LoupeSecevEnterFchmod,
+		p.LoupeSecevEnterFchmodat,
+		p.LoupeSecevEnterFchmodat2,
 		p.LoupeSecevEnterOpen,
 		p.LoupeSecevEnterOpenat,
 		p.LoupeSecevEnterOpenat2,
+		p.LoupeSecevEnterRename,
+		p.LoupeSecevEnterRenameat,
+		p.LoupeSecevEnterRenameat2,
+		p.LoupeSecevEnterRmdir,
+		p.LoupeSecevEnterUnlink,
+		p.LoupeSecevEnterUnlinkat,
 		p.LoupeSecevExec,
 		p.LoupeSecevExit,
+		p.LoupeSecevExitFileop,
 		p.LoupeSecevExitOpen,
 		p.LoupeSecevExitOpenat,
 		p.LoupeSecevExitOpenat2,

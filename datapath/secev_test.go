@@ -24,7 +24,16 @@ func TestSecevHeaderMatches(t *testing.T) {
 		"SECEV_SYS_OPEN": SecevSysOpen, "SECEV_SYS_OPENAT": SecevSysOpenat, "SECEV_SYS_OPENAT2": SecevSysOpenat2,
 		"SECEV_F_RELATIVE": SecevFlagRelative, "SECEV_F_PATH_TRUNC": SecevFlagPathTrunc, "SECEV_F_ARGV_TRUNC": SecevFlagArgvTrunc,
 		"SECEV_CFG_EXEC": secevCfgExec, "SECEV_CFG_OPEN": secevCfgOpen, "SECEV_CFG_EXIT": secevCfgExit,
-		"SECEV_CFG_RELATIVE": secevCfgRelative, "SECEV_CFG_MAX": 4,
+		"SECEV_CFG_RELATIVE": secevCfgRelative, "SECEV_CFG_MAX": secevCfgMax,
+		"SECEV_RENAME": SecevRename, "SECEV_UNLINK": SecevUnlink, "SECEV_CHMOD": SecevChmod,
+		"SECEV_SYS_RENAME": SecevSysRename, "SECEV_SYS_RENAMEAT": SecevSysRenameat, "SECEV_SYS_RENAMEAT2": SecevSysRenameat2,
+		"SECEV_SYS_UNLINK": SecevSysUnlink, "SECEV_SYS_UNLINKAT": SecevSysUnlinkat, "SECEV_SYS_RMDIR": SecevSysRmdir,
+		"SECEV_SYS_CHMOD": SecevSysChmod, "SECEV_SYS_FCHMOD": SecevSysFchmod, "SECEV_SYS_FCHMODAT": SecevSysFchmodat,
+		"SECEV_SYS_FCHMODAT2": SecevSysFchmodat2, "SECEV_F_RESOLVED": SecevFlagResolved,
+		"SECEV_F_PATH2_RELATIVE": SecevFlagPath2Relative, "SECEV_F_PATH2_TRUNC": SecevFlagPath2Trunc,
+		"SECEV_F_PATH2_RESOLVED": SecevFlagPath2Resolved, "SECEV_CFG_RENAME": secevCfgRename,
+		"SECEV_CFG_UNLINK": secevCfgUnlink, "SECEV_CFG_CHMOD": secevCfgChmod,
+		"SECEV_K_RENAME": secevKRename, "SECEV_K_UNLINK": secevKUnlink, "SECEV_K_CHMOD": secevKChmod,
 		"SECEV_STAT_SENT": secevStatSent, "SECEV_STAT_FILTERED": secevStatFiltered, "SECEV_STAT_LIMITED": secevStatLimited,
 		"SECEV_STAT_FULL": secevStatFull, "SECEV_STAT_MAX": 4,
 	}
@@ -62,7 +71,7 @@ func TestSecevLayoutMatchesBTF(t *testing.T) {
 		"pid": secOffPid, "tid": secOffTid, "ppid": secOffPpid, "uid": secOffUID, "gid": secOffGID, "ret": secOffRet,
 		"flags": secOffFlags, "mode": secOffMode, "syscall": secOffSyscall, "ev_flags": secOffEvFlags,
 		"argv_len": secOffArgvLen, "dirfd": secOffDirfd, "comm": secOffComm, "pcomm": secOffPcomm,
-		"path": secOffPath, "argv": secOffArgv}
+		"path": secOffPath, "argv": secOffArgv, "path2": secOffPath2, "dirfd2": secOffDirfd2, "pad2": secOffPad2}
 	for _, m := range s.Members {
 		off, ok := want[m.Name]
 		if !ok {
@@ -78,7 +87,7 @@ func TestSecevLayoutMatchesBTF(t *testing.T) {
 func TestSecurityRecordRoundTrip(t *testing.T) {
 	in := SecurityRecord{TimeNs: 1, NetnsIno: 2, CgroupID: 3, Type: SecevOpen, PID: 4, TID: 5, PPID: 6, UID: 7, GID: 8,
 		Ret: -2, Flags: 0o101, Mode: 0o644, Syscall: SecevSysOpenat2, EvFlags: SecevFlagRelative, Dirfd: -100,
-		Comm: "cat", PComm: "sh", Path: "etc/shadow", Argv: []string{"cat", "", "etc/shadow"}}
+		Comm: "cat", PComm: "sh", Path: "etc/shadow", Argv: []string{"cat", "", "etc/shadow"}, Path2: "/usr/bin/x", Dirfd2: 7}
 	out, err := DecodeSecurityRecord(EncodeSecurityRecord(in))
 	if err != nil {
 		t.Fatal(err)
@@ -93,17 +102,19 @@ func TestSecurityRecordRoundTrip(t *testing.T) {
 
 func FuzzDecodeSecurityRecord(f *testing.F) {
 	f.Add(EncodeSecurityRecord(SecurityRecord{Type: SecevExec, Path: "/bin/sh", Argv: []string{"sh", "-c", "id"}}))
+	f.Add(EncodeSecurityRecord(SecurityRecord{Type: SecevRename, Syscall: SecevSysRenameat2, Path: "/tmp/a", Path2: "/usr/bin/a",
+		Dirfd: -100, Dirfd2: 3, EvFlags: SecevFlagResolved | SecevFlagPath2Trunc}))
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeSecurityRecord(b)
 		if err != nil {
 			return
 		}
-		if len(r.Path) >= SecevPathMax || len(r.Comm) >= 17 {
+		if len(r.Path) >= SecevPathMax || len(r.Path2) >= SecevPathMax || len(r.Comm) >= 17 {
 			t.Fatalf("field beyond its bound: %+v", r)
 		}
 		again, err := DecodeSecurityRecord(EncodeSecurityRecord(r))
-		if err != nil || again.Path != r.Path || again.Type != r.Type {
+		if err != nil || again.Path != r.Path || again.Type != r.Type || again.Path2 != r.Path2 || again.Dirfd2 != r.Dirfd2 {
 			t.Fatalf("re-encode: %v %+v", err, again)
 		}
 	})
@@ -233,7 +244,8 @@ func TestPrivilegedSecurityEventsExecOpen(t *testing.T) {
 }
 
 // openat2 and a failed open are reported with their syscall and result; a
-// relative path is marked, not resolved, and only passes when asked for.
+// path relative to a dirfd is resolved; one that cannot be is marked, and
+// only passes when asked for.
 func TestPrivilegedSecurityEventsOpenat2Relative(t *testing.T) {
 	dir := t.TempDir()
 	s, c := startSecurityEvents(t, SecurityFilter{Prefixes: []string{dir + "/"}})
@@ -256,30 +268,37 @@ func TestPrivilegedSecurityEventsOpenat2Relative(t *testing.T) {
 		t.Errorf("failed open ret %d", r.Ret)
 	}
 
+	// Relative to a dirfd: resolved, and so under the prefix.
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(dfd)
-	rel := "x"
-	openRel := func() {
-		fd, err := unix.Openat(dfd, rel, unix.O_RDONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+	if fd, err := unix.Openat(dfd, "x", unix.O_RDONLY, 0); err != nil {
+		t.Fatal(err)
+	} else {
 		unix.Close(fd)
 	}
-	openRel()
+	r = c.wait(t, "dirfd-relative open", func(r SecurityRecord) bool { return r.Path == f && r.Dirfd == int32(dfd) })
+	if r.EvFlags&SecevFlagResolved == 0 || r.EvFlags&SecevFlagRelative != 0 || r.Syscall != SecevSysOpenat {
+		t.Errorf("dirfd-relative record %+v", r)
+	}
+	// A dirfd that is no directory's: not resolved, marked, and only sent
+	// when asked for.
+	const badfd = 9999
+	openBad := func() { _, _ = unix.Openat(badfd, "secev22-unresolved", unix.O_RDONLY, 0) }
+	openBad()
 	if err := s.SetFilter(SecurityFilter{Prefixes: []string{dir + "/"}, Relative: true}); err != nil {
 		t.Fatal(err)
 	}
-	openRel()
-	r = c.wait(t, "relative open", func(r SecurityRecord) bool { return r.Path == rel && r.PID == uint32(os.Getpid()) })
-	if r.EvFlags&SecevFlagRelative == 0 || r.Dirfd != int32(dfd) {
-		t.Errorf("relative record %+v", r)
+	openBad()
+	isBad := func(r SecurityRecord) bool { return r.Path == "secev22-unresolved" && r.PID == uint32(os.Getpid()) }
+	r = c.wait(t, "unresolved relative open", isBad)
+	if r.EvFlags&SecevFlagRelative == 0 || r.EvFlags&SecevFlagResolved != 0 || r.Dirfd != badfd || r.Ret != -int32(unix.EBADF) {
+		t.Errorf("unresolved record %+v", r)
 	}
-	if n := c.count(func(r SecurityRecord) bool { return r.Path == rel && r.PID == uint32(os.Getpid()) }); n != 1 {
-		t.Errorf("%d relative records, want 1 (the first open was before Relative)", n)
+	if n := c.count(isBad); n != 1 {
+		t.Errorf("%d unresolved records, want 1 (the first open was before Relative)", n)
 	}
 	st, err := s.Stats()
 	if err != nil || st.Sent == 0 || st.Filtered == 0 {
@@ -327,5 +346,25 @@ func TestPrivilegedSecurityEventsRateLimit(t *testing.T) {
 	defer mu.Unlock()
 	if st.Limited == 0 || got >= n || uint64(got)+st.Limited < n {
 		t.Errorf("%d of %d opens reported, %d counted as limited (%+v)", got, n, st.Limited, st)
+	}
+}
+
+// The file-operation trie answers with the longest match only, so each
+// prefix carries the kinds of the shorter prefixes it extends; a kind
+// that passes everything adds no prefixes.
+func TestFileOpPrefixes(t *testing.T) {
+	got := fileOpPrefixes(SecurityFilter{
+		Renames: FileOpFilter{Prefixes: []string{"/usr/", "/etc/x"}},
+		Unlinks: FileOpFilter{Prefixes: []string{"/usr/bin/"}},
+		Chmods:  FileOpFilter{All: true, Prefixes: []string{"/ignored"}},
+	})
+	want := map[string]uint8{"/usr/": secevKRename, "/etc/x": secevKRename, "/usr/bin/": secevKRename | secevKUnlink}
+	if len(got) != len(want) {
+		t.Errorf("%d entries, want %d: %v", len(got), len(want), got)
+	}
+	for p, bits := range want {
+		if got[lpmKey(p)] != bits {
+			t.Errorf("%s: bits %#x, want %#x", p, got[lpmKey(p)], bits)
+		}
 	}
 }

@@ -37,6 +37,8 @@ type eventLine struct {
 	Priority  string `json:"priority"`
 	Output    string `json:"output"`
 	File      string `json:"file"`
+	Target    string `json:"file_target"`
+	EventType string `json:"event_type"`
 	Time      string `json:"time"`
 	Process   struct {
 		Name string   `json:"name"`
@@ -53,6 +55,7 @@ func TestPrivilegedLabSecurityEvents(t *testing.T) {
 	tl := newTestLab(t)
 	cli := fullCLI(t)
 	rules := t.TempDir()
+	watched := t.TempDir()
 	falco, err := os.ReadFile("../secevents/testdata/falco_subset.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +63,8 @@ func TestPrivilegedLabSecurityEvents(t *testing.T) {
 	for name, data := range map[string]string{
 		"falco.yaml":  string(falco),
 		"zz-bad.yaml": "- rule: Bad\n  desc: d\n  condition: proc.name = sh and proc.tty != 0\n  output: o\n  priority: NOTICE\n",
+		"watched.yaml": "- rule: Modify watched dir\n  desc: d\n  condition: evt.type in (rename, renameat, renameat2, unlink, unlinkat, chmod, fchmodat) and " +
+			"(fs.path.name startswith " + watched + "/ or fs.path.source startswith " + watched + "/)\n  output: modified %fs.path.name %fs.path.target\n  priority: WARNING\n",
 	} {
 		if err := os.WriteFile(filepath.Join(rules, name), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
@@ -186,8 +191,76 @@ func TestPrivilegedLabSecurityEvents(t *testing.T) {
 			t.Errorf("follow: x/%s: %d sensitive-file events, want 1", pod, n)
 		}
 	}
+	// A path relative to the cwd is resolved in the kernel: attributed to
+	// x/a once, as /etc/shadow.
+	start := time.Now()
+	tl.mustRun("exec", "x/a", "--", "sh", "-c", "cd /etc && cat shadow >/dev/null")
+	relative := func(evs []eventLine) int { return count(evs, "a", "Read sensitive file", start) }
+	waitFor := func(what string, done func([]eventLine) bool) []eventLine {
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			evs := events()
+			if done(evs) {
+				time.Sleep(500 * time.Millisecond) // a duplicate would arrive
+				return events()
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not at the relay: %+v\n%s", what, evs, tl.logs())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	evs := waitFor("cd /etc && cat shadow", func(evs []eventLine) bool { return relative(evs) >= 1 })
+	if n := relative(evs); n != 1 {
+		t.Errorf("cd /etc && cat shadow: %d sensitive-file events, want 1", n)
+	}
+	for _, e := range evs {
+		if e.Pod == "a" && e.Rule == "Read sensitive file" && eventAfter(e, start) && e.File != "/etc/shadow" {
+			t.Errorf("cd /etc && cat shadow: file %q", e.File)
+		}
+	}
+
+	// A rename, a chmod and an unlink under a watched folder, with
+	// relative paths, in x/b: one event each, of x/b.
+	start = time.Now()
+	tl.mustRun("exec", "x/b", "--", "sh", "-c", "cd "+watched+" && touch a && mv a b && chmod 600 b && rm b")
+	ops := func(evs []eventLine) map[string]eventLine {
+		out := map[string]eventLine{}
+		for _, e := range evs {
+			ts, _ := time.Parse(time.RFC3339Nano, e.Time)
+			if e.Rule == "Modify watched dir" && !ts.Before(start) {
+				key := e.Namespace + "/" + e.Pod + " " + e.EventType + " " + e.File
+				if _, dup := out[key]; dup {
+					t.Errorf("%s reported twice", key)
+				}
+				out[key] = e
+			}
+		}
+		return out
+	}
+	evs = waitFor("file operations", func(evs []eventLine) bool { return len(ops(evs)) >= 3 })
+	got := ops(evs)
+	if len(got) != 3 {
+		t.Errorf("file operations: %d events, want 3: %+v", len(got), got)
+	}
+	for _, k := range []string{"renameat2 " + watched + "/a", "fchmodat " + watched + "/b", "unlinkat " + watched + "/b"} {
+		e, ok := got["x/b "+k]
+		if !ok {
+			t.Errorf("no event x/b %s: %+v", k, got)
+			continue
+		}
+		if strings.HasPrefix(k, "renameat2") && e.Target != watched+"/b" {
+			t.Errorf("rename target %q", e.Target)
+		}
+	}
+
 	logs := tl.logs()
 	if !strings.Contains(logs, `zz-bad.yaml:3: rule Bad: unsupported field \"proc.tty\"`) && !strings.Contains(logs, `zz-bad.yaml:3: rule Bad: unsupported field "proc.tty"`) {
 		t.Errorf("the bad rules file was not refused with its file and line:\n%s", logs)
 	}
+}
+
+func eventAfter(e eventLine, t time.Time) bool {
+	ts, err := time.Parse(time.RFC3339Nano, e.Time)
+	return err == nil && !ts.Before(t)
 }

@@ -10,8 +10,9 @@ import (
 type Event struct {
 	Time time.Time
 	Num  uint64 // the agent's event number, from 1
-	// Type names the syscall as Falco does: execve, open, openat, openat2;
-	// and procexit for a process's end.
+	// Type names the syscall as Falco does: execve, open, openat, openat2,
+	// rename, renameat, renameat2, unlink, unlinkat, rmdir, chmod, fchmod,
+	// fchmodat, fchmodat2; and procexit for a process's end.
 	Type string
 
 	PID, PPID uint32
@@ -23,11 +24,15 @@ type Event struct {
 	ExePath string   // exec: the file executed
 	Argv    []string // argv, bounded by the kernel (512 bytes)
 
-	// File opens.
-	File     string // the path, absolute unless Relative
-	Relative bool   // the path was relative to a dirfd or the cwd, not resolved
-	Flags    uint32 // open flags
-	Ret      int32  // the syscall's result: fd, or -errno; procexit: exit code
+	// File opens and operations.
+	File     string // the path (rename: the old one), absolute and clean unless Relative
+	Relative bool   // the path was relative to a dirfd or the cwd and could not be resolved
+	File2    string // rename: the new path
+	Flags    uint32 // open flags; unlinkat, renameat2, fchmodat2 flags
+	Mode     uint32 // open: the mode; chmod: the new mode
+	Dirfd    int32  // the dirfd (AT_FDCWD -100); fchmod: the fd
+	Dirfd2   int32  // renameat, renameat2: the new path's dirfd
+	Ret      int32  // the syscall's result: fd, 0, or -errno; procexit: exit code
 
 	// Where: a pod (Namespace and Pod set) or the node (both empty).
 	Node        string

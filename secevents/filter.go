@@ -8,8 +8,9 @@ import (
 )
 
 // The in-kernel filter is derived from the rules: for each kind of kernel
-// event (exec, open, exit) the set of values some enabled rule could match
-// (exec: process names; open: path prefixes), or "any". It is sound by
+// event (exec, open, exit, rename, unlink, chmod) the set of values some
+// enabled rule could match (exec: process names; file events: path
+// prefixes), or "any". It is sound by
 // construction: every step widens (an "and" keeps one side's restriction,
 // an "or" unites, a "not" gives up), so no event a rule could match is
 // kept in the kernel.
@@ -20,10 +21,24 @@ const (
 	kExec kind = iota
 	kOpen
 	kExit
+	kRename
+	kUnlink
+	kChmod
 	nKinds
 )
 
-var kindTypes = [nKinds][]string{kExec: {"execve"}, kOpen: {"open", "openat", "openat2"}, kExit: {"procexit"}}
+var kindTypes = [nKinds][]string{kExec: {"execve"}, kOpen: openTypes, kExit: {"procexit"}, kRename: renameTypes,
+	kUnlink: unlinkTypes, kChmod: chmodTypes}
+
+// pathFields are the fields that hold a file event's path, and the kinds
+// of event that have them (for some of their syscalls: a comparison on a
+// field an event lacks is false, so the kind may still be restricted).
+var pathFields = map[string][]kind{
+	"fd.name": {kOpen, kChmod}, "fd.directory": {kOpen, kChmod},
+	"fs.path.name": {kOpen, kUnlink, kChmod}, "fs.path.source": {kRename}, "fs.path.target": {kRename},
+	"evt.arg.name": {kOpen, kUnlink}, "evt.arg.path": {kUnlink}, "evt.arg.filename": {kChmod},
+	"evt.arg.oldpath": {kRename}, "evt.arg.newpath": {kRename},
+}
 
 // restriction: any, or a set of values (empty: nothing passes).
 type restriction struct {
@@ -102,31 +117,48 @@ func analyzeCmp(n *node) kernelSet {
 			}
 			out[kExec] = restriction{vals: names}
 		}
-	case "fd.name":
-		switch n.op {
-		case "=", "in", "startswith", "pmatch":
-			out[kOpen] = restriction{vals: n.values}
-		case "glob":
-			lit := n.values[0]
-			if i := strings.IndexAny(lit, "*?["); i >= 0 {
-				lit = lit[:i]
-			}
-			out[kOpen] = restriction{vals: []string{lit}}
+	}
+	kinds, ok := pathFields[n.field]
+	if !ok {
+		return out
+	}
+	prefixes, restricted := pathPrefixes(n)
+	for k := range out {
+		switch {
+		case !slices.Contains(kinds, kind(k)):
+			out[k] = restriction{} // events without the field match no comparison
+		case restricted:
+			out[k] = restriction{vals: prefixes}
 		}
-		// Events without the field match no comparison.
-		out[kExec], out[kExit] = restriction{}, restriction{}
-	case "fd.directory":
+	}
+	return out
+}
+
+// pathPrefixes are the prefixes a path must have to satisfy a comparison
+// on a path field, when the operator gives some.
+func pathPrefixes(n *node) ([]string, bool) {
+	if n.field == "fd.directory" {
 		switch n.op {
 		case "=", "in", "pmatch":
 			var p []string
 			for _, v := range n.values {
 				p = append(p, strings.TrimSuffix(v, "/")+"/")
 			}
-			out[kOpen] = restriction{vals: p}
+			return p, true
 		}
-		out[kExec], out[kExit] = restriction{}, restriction{}
+		return nil, false
 	}
-	return out
+	switch n.op {
+	case "=", "in", "startswith", "pmatch":
+		return n.values, true
+	case "glob":
+		lit := n.values[0]
+		if i := strings.IndexAny(lit, "*?["); i >= 0 {
+			lit = lit[:i]
+		}
+		return []string{lit}, true
+	}
+	return nil, false
 }
 
 // commOf is a name as the kernel's comm holds it: cut to 15 bytes.
@@ -156,16 +188,30 @@ func (rs *Rules) KernelFilter() datapath.SecurityFilter {
 	}
 	f.AllOpens = all[kOpen].any
 	if !f.AllOpens {
-		for _, p := range uniq(all[kOpen].vals) {
-			if strings.HasPrefix(p, "/") {
-				f.Prefixes = append(f.Prefixes, p)
-			} else {
-				f.Relative = true
-			}
-		}
+		f.Prefixes = absolute(all[kOpen].vals, &f.Relative)
 	}
 	f.Exits = !all[kExit].none()
+	for k, dst := range map[kind]*datapath.FileOpFilter{kRename: &f.Renames, kUnlink: &f.Unlinks, kChmod: &f.Chmods} {
+		dst.All = all[k].any
+		if !dst.All {
+			dst.Prefixes = absolute(all[k].vals, &f.Relative)
+		}
+	}
 	return f
+}
+
+// absolute keeps the absolute prefixes; a relative one (a rule naming a
+// path as given) asks for paths the kernel could not resolve.
+func absolute(vals []string, relative *bool) []string {
+	var out []string
+	for _, p := range uniq(vals) {
+		if strings.HasPrefix(p, "/") {
+			out = append(out, p)
+		} else {
+			*relative = true
+		}
+	}
+	return out
 }
 
 func uniq(s []string) []string {

@@ -32,6 +32,12 @@ func shadowOpen() *Event {
 		Flags: unix.O_RDONLY, Ret: 3, Namespace: "x", Pod: "a", ContainerID: "lab-x-a"}
 }
 
+// fileOp is a rename (to file2), unlink or chmod (to mode) in x/a.
+func fileOp(typ, file, file2 string, mode uint32) *Event {
+	return &Event{Num: 3, Type: typ, Name: "mv", PName: "sh", Argv: []string{"mv", file, file2}, File: file, File2: file2,
+		Mode: mode, Dirfd: -100, Namespace: "x", Pod: "a", ContainerID: "lab-x-a"}
+}
+
 func TestDefaultRules(t *testing.T) {
 	en := NewEngine(mustCompile(t, DefaultRules()))
 	cases := []struct {
@@ -52,6 +58,16 @@ func TestDefaultRules(t *testing.T) {
 		}(), "Write below binary dir"},
 		{"read below /usr/bin", func() *Event { e := shadowOpen(); e.File = "/usr/bin/ls"; return e }(), ""},
 		{"apt-get in a pod", func() *Event { e := shellExec("x", "a"); e.Name = "apt-get"; return e }(), "Package management process launched in container"},
+		{"rename into /usr/bin", fileOp("renameat2", "/tmp/evil", "/usr/bin/ls", 0), "Modify binary dirs"},
+		{"rename out of /sbin", fileOp("rename", "/sbin/x", "/tmp/x", 0), "Modify binary dirs"},
+		{"rename in /tmp", fileOp("rename", "/tmp/a", "/tmp/b", 0), ""},
+		{"unlink below /usr/local/bin", fileOp("unlinkat", "/usr/local/bin/x", "", 0), "Modify binary dirs"},
+		{"rmdir /tmp/d", fileOp("rmdir", "/tmp/d", "", 0), ""},
+		{"chmod below /usr/bin", fileOp("fchmodat", "/usr/bin/x", "", 0o755), "Modify binary dirs"},
+		{"setuid in a pod", fileOp("fchmodat", "/tmp/x", "", 0o4755), "Set Setuid or Setgid bit"},
+		{"setgid by fchmod", fileOp("fchmod", "/tmp/x", "", 0o2755), "Set Setuid or Setgid bit"},
+		{"plain chmod in a pod", fileOp("chmod", "/tmp/x", "", 0o755), ""},
+		{"setuid on the node", func() *Event { e := fileOp("chmod", "/tmp/x", "", 0o4755); e.ContainerID = HostContainerID; return e }(), ""},
 	}
 	for _, c := range cases {
 		m, ok := en.Match(c.ev)
@@ -152,12 +168,25 @@ func TestFalcoRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := mustCompile(t, Source{Name: "falco_subset.yaml", Data: b})
-	if len(rs.List()) != 1 || rs.List()[0].Name != "Read sensitive file untrusted" || rs.List()[0].Priority != Warning {
+	if len(rs.List()) != 2 || rs.List()[1].Name != "Read sensitive file untrusted" || rs.List()[1].Priority != Warning ||
+		rs.List()[0].Name != "Modify binary dirs" {
 		t.Fatalf("rules %+v", rs.List())
 	}
 	en := NewEngine(rs)
 	if m, ok := en.Match(shadowOpen()); !ok || !strings.HasPrefix(m.Output, "Sensitive file opened for reading by non-trusted program (file=/etc/shadow evt_type=openat user_uid=0 process=cat") {
 		t.Errorf("cat /etc/shadow: %v %q", ok, m.Output)
+	}
+	if m, ok := en.Match(fileOp("renameat2", "/tmp/x", "/usr/bin/x", 0)); !ok || m.Rule.Name != "Modify binary dirs" ||
+		m.Output != "File below known binary directory renamed/removed (file=<NA> evt_type=renameat2 user_uid=0 process=mv proc_exepath=<NA> parent=sh command=mv /tmp/x /usr/bin/x)" {
+		t.Errorf("rename into /usr/bin: %v %q", ok, m.Output)
+	}
+	for _, e := range []*Event{fileOp("unlink", "/usr/sbin/x", "", 0), fileOp("unlinkat", "/bin/x", "", 0), fileOp("rmdir", "/sbin/d", "", 0)} {
+		if m, ok := en.Match(e); !ok || m.Rule.Name != "Modify binary dirs" {
+			t.Errorf("%s %s: %v %v", e.Type, e.File, ok, m.Rule)
+		}
+	}
+	if _, ok := en.Match(fileOp("unlinkat", "/usr/local/bin/x", "", 0)); ok {
+		t.Error("unlink below /usr/local/bin matched Falco's rule, which does not list it")
 	}
 	trusted := shadowOpen()
 	trusted.Name = "sshd"
@@ -258,6 +287,14 @@ func TestKernelFilter(t *testing.T) {
 			t.Errorf("prefixes %v lack %s", f.Prefixes, p)
 		}
 	}
+	for _, k := range []datapath.FileOpFilter{f.Renames, f.Unlinks} {
+		if k.All || !slices.Contains(k.Prefixes, "/usr/bin") || !slices.Contains(k.Prefixes, "/sbin") || slices.Contains(k.Prefixes, "/etc/shadow") {
+			t.Errorf("rename/unlink filter %+v", k)
+		}
+	}
+	if !f.Chmods.All { // Set Setuid or Setgid bit: any path
+		t.Errorf("chmod filter %+v", f.Chmods)
+	}
 	for cond, check := range map[string]func(f datapath.SecurityFilter) bool{
 		`proc.name = sh`: func(f datapath.SecurityFilter) bool {
 			return f.AllOpens && f.Exits && slices.Equal(f.ExecNames, []string{"sh"})
@@ -270,6 +307,20 @@ func TestKernelFilter(t *testing.T) {
 		`fd.name startswith /etc or proc.name = x`:                 func(f datapath.SecurityFilter) bool { return f.AllOpens && slices.Equal(f.ExecNames, []string{"x"}) },
 		`fd.name glob "/var/*.log" and evt.type in (open, openat)`: func(f datapath.SecurityFilter) bool { return slices.Equal(f.Prefixes, []string{"/var/"}) },
 		`fd.name = secret`:                                         func(f datapath.SecurityFilter) bool { return f.Relative && len(f.Prefixes) == 0 },
+		`evt.type = unlinkat and evt.arg.name startswith /srv/`: func(f datapath.SecurityFilter) bool {
+			return slices.Equal(f.Unlinks.Prefixes, []string{"/srv/"}) && !f.Unlinks.All && !f.AllOpens && len(f.Prefixes) == 0 &&
+				!f.Renames.All && len(f.Renames.Prefixes) == 0 && !f.Chmods.All && len(f.ExecNames) == 0
+		},
+		`fs.path.target startswith /x/ or fs.path.name = /y`: func(f datapath.SecurityFilter) bool {
+			return slices.Equal(f.Renames.Prefixes, []string{"/x/"}) && slices.Equal(f.Unlinks.Prefixes, []string{"/y"}) &&
+				slices.Equal(f.Chmods.Prefixes, []string{"/y"}) && slices.Equal(f.Prefixes, []string{"/y"}) && !f.AllExecs
+		},
+		`fd.name = /z`: func(f datapath.SecurityFilter) bool { // fchmod's fd
+			return slices.Equal(f.Chmods.Prefixes, []string{"/z"}) && !f.Unlinks.All && len(f.Unlinks.Prefixes) == 0
+		},
+		`evt.type = chmod and evt.arg.mode contains S_ISUID`: func(f datapath.SecurityFilter) bool {
+			return f.Chmods.All && !f.AllOpens && !f.Renames.All && !f.Unlinks.All
+		},
 		`proc.name = unattended-upgrade`: func(f datapath.SecurityFilter) bool {
 			return slices.Equal(f.ExecNames, []string{"unattended-upg"}) || slices.Equal(f.ExecNames, []string{"unattended-upgr"})
 		},

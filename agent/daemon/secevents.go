@@ -152,25 +152,10 @@ func (s *securityEvents) handle(raw []byte) {
 	s.store.Add(s.response(rec, ev, m, pod))
 }
 
-var syscallNames = map[uint16]string{datapath.SecevSysOpen: "open", datapath.SecevSysOpenat: "openat", datapath.SecevSysOpenat2: "openat2"}
-
 // event turns a record into what rules see.
 func (s *securityEvents) event(rec datapath.SecurityRecord, pod *secPod) *secevents.Event {
-	ev := &secevents.Event{Num: s.num.Add(1), Time: bootToWall(rec.TimeNs), PID: rec.PID, PPID: rec.PPID, UID: rec.UID,
-		Name: rec.Comm, PName: rec.PComm, Argv: rec.Argv, Ret: rec.Ret, Flags: rec.Flags, Node: s.cfg.NodeName,
-		ContainerID: secevents.HostContainerID}
-	switch rec.Type {
-	case datapath.SecevExec:
-		ev.Type, ev.ExePath = "execve", rec.Path
-		if b := filepath.Base(rec.Path); rec.Path != "" && b != "." {
-			ev.Name = b // comm is cut to 15 bytes; the file's name is not
-		}
-	case datapath.SecevExit:
-		ev.Type = "procexit"
-	case datapath.SecevOpen:
-		ev.Type = syscallNames[rec.Syscall]
-		ev.File, ev.Relative = rec.Path, rec.EvFlags&datapath.SecevFlagRelative != 0
-	}
+	ev := secevents.FromRecord(rec)
+	ev.Num, ev.Time, ev.Node, ev.ContainerID = s.num.Add(1), bootToWall(rec.TimeNs), s.cfg.NodeName, secevents.HostContainerID
 	if pod != nil {
 		ev.Namespace, ev.Pod, ev.Labels = pod.namespace, pod.name, pod.labels
 		// A container runtime's id from the cgroup where there is one (a
@@ -190,7 +175,7 @@ func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Eve
 	}
 	se := &pb.SecurityEvent{TimeUnixNano: ev.Time.UnixNano(), NodeName: s.cfg.NodeName, Rule: m.Rule.Name,
 		Priority: m.Rule.Priority.String(), Output: m.Output, Tags: m.Rule.Tags, Namespace: ev.Namespace, Pod: ev.Pod,
-		ContainerId: ev.ContainerID, File: ev.File, FileRelative: ev.Relative, EventType: ev.Type, Result: ev.Ret,
+		ContainerId: ev.ContainerID, File: ev.File, FileRelative: ev.Relative, FileTarget: ev.File2, EventType: ev.Type, Result: ev.Ret,
 		NetnsInode: rec.NetnsIno, CgroupId: rec.CgroupID, AttributedBy: by,
 		Process: &pb.Process{Name: ev.Name, Exe: ev.Exe(), ExePath: ev.ExePath, Argv: ev.Argv, Pid: ev.PID, Ppid: ev.PPID,
 			Uid: ev.UID, ParentName: ev.PName, ArgvTruncated: rec.EvFlags&datapath.SecevFlagArgvTrunc != 0}}

@@ -18,10 +18,14 @@
  * passes is rate-limited per CPU and written to this object's own ring.
  * Every decision is counted in secev_stats (sent, filtered, limited, full).
  *
- * A relative path is reported as given, marked SECEV_F_RELATIVE: it is not
- * resolved against the dirfd or the cwd (bpf_d_path is not allowed here, and
- * a guess is worse than a mark). Which agent reports a record is decided in
- * Go (contract.ReportsNetns) by the netns_ino written here. */
+ *   loupe_secev_*fileop*  renames, unlinks and chmods (secev_fileops.h).
+ *
+ * A relative path is made absolute against its dirfd or the cwd by walking
+ * dentries (secev_path.h; bpf_d_path is not allowed here) and marked
+ * SECEV_F_RESOLVED; one that cannot be is reported as given, marked
+ * SECEV_F_RELATIVE: a guess is worse than a mark. Which agent reports a
+ * record is decided in Go (contract.ReportsNetns) by the netns_ino
+ * written here. */
 
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -161,6 +165,8 @@ struct {
 	__type(value, struct secev_scratch);
 } secev_scratch SEC(".maps");
 
+#include "secev_path.h"
+
 static __always_inline void stat_inc(__u32 slot)
 {
 	__u64 *v = bpf_map_lookup_elem(&secev_stats, &slot);
@@ -209,6 +215,20 @@ static __always_inline struct secev_event *reserve(__u64 now)
 		return 0;
 	}
 	return ev;
+}
+
+/* secev_zero clears a record in two halves: one memset of it all is past
+ * what clang expands inline for BPF. */
+static __always_inline void secev_zero(struct secev_event *ev)
+{
+	struct half {
+		__u64 w[sizeof(struct secev_event) / 16];
+	};
+	_Static_assert(sizeof(struct secev_event) % 16 == 0, "secev_event halves");
+	struct half *h = (struct half *)ev;
+	__builtin_memset(&h[0], 0, sizeof(h[0]));
+	asm volatile("" ::: "memory"); /* keeps clang from merging the two */
+	__builtin_memset(&h[1], 0, sizeof(h[1]));
 }
 
 /* fill_task writes what every record carries about the current task. */
@@ -276,7 +296,7 @@ int BPF_PROG(loupe_secev_exec, struct task_struct *p, int old_pid, struct linux_
 	struct secev_event *ev = reserve(now);
 	if (!ev)
 		return 0;
-	__builtin_memset(ev, 0, sizeof(*ev));
+	secev_zero(ev);
 	fill_task(ev, SECEV_EXEC, now);
 	const char *fn = BPF_CORE_READ(bprm, filename);
 	long n = bpf_probe_read_kernel_str(ev->path, sizeof(ev->path), fn);
@@ -300,7 +320,7 @@ int loupe_secev_exit(void *ctx)
 	struct secev_event *ev = reserve(now);
 	if (!ev)
 		return 0;
-	__builtin_memset(ev, 0, sizeof(*ev));
+	secev_zero(ev);
 	fill_task(ev, SECEV_EXIT, now);
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	ev->ret = BPF_CORE_READ(t, exit_code);
@@ -329,18 +349,13 @@ static __always_inline int open_enter(__u16 sys, __s32 dirfd, const char *upath,
 	if (n == sizeof(s->p.path))
 		s->p.ev_flags |= SECEV_F_PATH_TRUNC;
 	if (s->p.path[0] != '/')
-		s->p.ev_flags |= SECEV_F_RELATIVE;
+		s->p.ev_flags |= secev_resolve(s->p.path, dirfd);
 	if (cfg == 2) {
 		int pass = 0;
 		if (s->p.ev_flags & SECEV_F_RELATIVE) {
 			pass = config(SECEV_CFG_RELATIVE);
-		} else {
-			/* Bytes after the string's NUL must not take part. */
-			s->k.prefixlen = SECEV_LPM_BYTES * 8;
-			if (n < SECEV_LPM_BYTES)
-				s->k.prefixlen = (n - 1) * 8;
-			__builtin_memcpy(s->k.path, s->p.path, SECEV_LPM_BYTES);
-			pass = bpf_map_lookup_elem(&secev_prefixes, &s->k) != 0;
+		} else if (secev_lpm_fill(&s->k, s->p.path) == 0) {
+			pass = bpf_map_lookup_elem(&secev_prefixes, &s->k) != 0 || secev_noncanonical(s->p.path);
 		}
 		if (!pass) {
 			stat_inc(SECEV_STAT_FILTERED);
@@ -368,7 +383,7 @@ static __always_inline int open_exit(long ret)
 		bpf_map_delete_elem(&secev_pending, &tid);
 		return 0;
 	}
-	__builtin_memset(ev, 0, sizeof(*ev));
+	secev_zero(ev);
 	fill_task(ev, SECEV_OPEN, now);
 	fill_argv(ev);
 	ev->ret = ret;
@@ -428,3 +443,5 @@ int loupe_secev_exit_openat(struct sys_exit_ctx *ctx) { return open_exit(ctx->re
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int loupe_secev_exit_openat2(struct sys_exit_ctx *ctx) { return open_exit(ctx->ret); }
+
+#include "secev_fileops.h"

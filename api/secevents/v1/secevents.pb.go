@@ -239,17 +239,23 @@ type SecurityEvent struct {
 	// pod's netns name.
 	ContainerId string   `protobuf:"bytes,9,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	Process     *Process `protobuf:"bytes,10,opt,name=process,proto3" json:"process,omitempty"`
-	// For file events: the path (absolute unless file_relative).
+	// For file events: the path (absolute unless file_relative: a path
+	// given relative that the kernel could not resolve); for renames the
+	// old path.
 	File         string `protobuf:"bytes,11,opt,name=file,proto3" json:"file,omitempty"`
 	FileRelative bool   `protobuf:"varint,12,opt,name=file_relative,json=fileRelative,proto3" json:"file_relative,omitempty"`
-	// evt.type: execve, open, openat, openat2, procexit.
+	// evt.type: execve, open, openat, openat2, rename, renameat, renameat2,
+	// unlink, unlinkat, rmdir, chmod, fchmod, fchmodat, fchmodat2, procexit.
 	EventType string `protobuf:"bytes,13,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
-	// The syscall's result: an fd or -errno for opens.
+	// The syscall's result: an fd or -errno for opens, 0 or -errno for the
+	// other file events.
 	Result     int32  `protobuf:"varint,14,opt,name=result,proto3" json:"result,omitempty"`
 	NetnsInode uint64 `protobuf:"varint,15,opt,name=netns_inode,json=netnsInode,proto3" json:"netns_inode,omitempty"`
 	CgroupId   uint64 `protobuf:"varint,16,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
 	// netns or cgroup: how the pod was found; node or none otherwise.
-	AttributedBy  string `protobuf:"bytes,17,opt,name=attributed_by,json=attributedBy,proto3" json:"attributed_by,omitempty"`
+	AttributedBy string `protobuf:"bytes,17,opt,name=attributed_by,json=attributedBy,proto3" json:"attributed_by,omitempty"`
+	// For renames: the new path.
+	FileTarget    string `protobuf:"bytes,18,opt,name=file_target,json=fileTarget,proto3" json:"file_target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -399,6 +405,13 @@ func (x *SecurityEvent) GetCgroupId() uint64 {
 func (x *SecurityEvent) GetAttributedBy() string {
 	if x != nil {
 		return x.AttributedBy
+	}
+	return ""
+}
+
+func (x *SecurityEvent) GetFileTarget() string {
+	if x != nil {
+		return x.FileTarget
 	}
 	return ""
 }
@@ -588,7 +601,7 @@ const file_secevents_proto_rawDesc = "" +
 	"lostEvents\x12\x1b\n" +
 	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12$\n" +
 	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNanoB\x10\n" +
-	"\x0eresponse_types\"\x8b\x04\n" +
+	"\x0eresponse_types\"\xac\x04\n" +
 	"\rSecurityEvent\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12\x12\n" +
@@ -609,7 +622,9 @@ const file_secevents_proto_rawDesc = "" +
 	"\vnetns_inode\x18\x0f \x01(\x04R\n" +
 	"netnsInode\x12\x1b\n" +
 	"\tcgroup_id\x18\x10 \x01(\x04R\bcgroupId\x12#\n" +
-	"\rattributed_by\x18\x11 \x01(\tR\fattributedBy\"\xde\x01\n" +
+	"\rattributed_by\x18\x11 \x01(\tR\fattributedBy\x12\x1f\n" +
+	"\vfile_target\x18\x12 \x01(\tR\n" +
+	"fileTarget\"\xde\x01\n" +
 	"\aProcess\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03exe\x18\x02 \x01(\tR\x03exe\x12\x19\n" +
