@@ -21,7 +21,9 @@ type Config struct {
 	Quick bool
 	// Smoke runs every benchmark as briefly as it can still produce a
 	// figure: for the harness's own test, not for reading.
-	Smoke   bool
+	Smoke bool
+	// Profile takes a CPU profile of the events suite's agent (agent-profile.txt).
+	Profile bool
 	Root    string // repository root (holds go.mod)
 	BinDir  string // loupe, loupe-agent, loupe-cni
 	PlugDir string // ptp, host-local
