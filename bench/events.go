@@ -27,7 +27,8 @@ const eventsTarget = 200000
 // agentCounters are the figures read from one agent around a round.
 type agentCounters struct {
 	flows, lost float64
-	cpuTicks    uint64 // utime + stime
+	read        float64 // ring-buffer records the agent's reader took
+	cpuTicks    uint64  // utime + stime
 }
 
 // eventsPressure is the offered rate of the pressure rounds, as a multiple
@@ -81,9 +82,7 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 			return round{}, err
 		}
 		gen := time.Since(t0).Seconds()
-		// The agent reads its ring buffer asynchronously: wait until its
-		// flow count stops moving before reading the end figures.
-		after, err := settle(ctx, metricsURL, pid)
+		after, err := settleSent(ctx, metricsURL, pid, before, sent)
 		if err != nil {
 			return round{}, err
 		}
@@ -91,7 +90,7 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 		events := after.flows - before.flows
 		lost := after.lost - before.lost
 		cs := float64(after.cpuTicks-before.cpuTicks) / 100
-		r := round{rate: events / gen, delivered: events / max(1, events+lost), cpu: cs / el,
+		r := round{rate: events / el, delivered: events / max(1, events+lost), cpu: cs / el,
 			offered: float64(sent) / gen, accounted: (events + lost) / max(1, float64(sent))}
 		if cs > 0 {
 			r.perCore = events / cs
@@ -167,7 +166,56 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 		"agent RSS after each pressure round against before them: memory stays flat when events are lost"); err == nil {
 		rows = append(rows, r)
 	}
+	if cfg.CompareAgent != "" {
+		r, err := compareAgents(ctx, cfg, bl, func() (float64, error) {
+			if pid, err = agentPID(bl.lab.AgentPIDFile(node.Name)); err != nil {
+				return 0, err
+			}
+			rd, err := measure(eventsTarget)
+			return rd.perCore, err
+		})
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, r)
+	}
 	return rows, nil
+}
+
+// compareAgents measures events per agent CPU-second of node 1's agent
+// built from this tree against cfg.CompareAgent (another build, e.g. of
+// main), restarting the agent between rounds in alternating order, so both
+// see the same machine load. It leaves this tree's agent running.
+func compareAgents(ctx context.Context, cfg *Config, bl *benchLab, measure func() (float64, error)) (Row, error) {
+	node := bl.pods["c1"].Node.Name
+	bins := map[string]string{"this": filepath.Join(cfg.BinDir, "loupe-agent"), "compare": cfg.CompareAgent}
+	per := map[string][]float64{}
+	defer func() {
+		if err := bl.lab.RestartAgent(context.WithoutCancel(ctx), bins["this"], node); err != nil {
+			cfg.Log.Warn("events compare: restore agent", "err", err)
+		}
+	}()
+	for r := range cfg.rounds() {
+		order := []string{"this", "compare"}
+		if r%2 == 1 {
+			order = []string{"compare", "this"}
+		}
+		for _, name := range order {
+			if err := bl.lab.RestartAgent(ctx, bins[name], node); err != nil {
+				return Row{}, err
+			}
+			v, err := measure()
+			if err != nil {
+				return Row{}, err
+			}
+			if v > 0 {
+				per[name] = append(per[name], v)
+			}
+			cfg.Log.Info("events compare", "round", r+1, "agent", name, "events_per_cpu_s", fmt.Sprintf("%.0f", v))
+		}
+	}
+	return NewRow("events_per_agent_core_vs_compare", "events/cpu-s", per["this"], per["compare"], "agent "+cfg.CompareAgent, 1, Higher,
+		"events per agent CPU-second of this tree's agent against -compare-agent, same event source at 200k/s, agent restarted between, rounds interleaved")
 }
 
 // shortConns opens connections from netns to ip:port with workers in
@@ -219,6 +267,22 @@ func shortConns(ctx context.Context, netns, ip string, port, workers int, d time
 	return n.Load(), ctx.Err()
 }
 
+// settleSent waits until the agent's reader has taken or counted lost
+// every one of sent events written since before (HandleEvent runs on the
+// reader, so their flows are made too), for at most 15 s: the agent may be
+// far behind on a loaded machine, and a round must not count the last
+// one's events.
+func settleSent(ctx context.Context, url string, pid int, before agentCounters, sent uint64) (agentCounters, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := readAgent(ctx, url, pid)
+		if err != nil || c.read-before.read+c.lost-before.lost >= float64(sent) || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func settle(ctx context.Context, url string, pid int) (agentCounters, error) {
 	last, err := readAgent(ctx, url, pid)
 	if err != nil {
@@ -256,6 +320,8 @@ func readAgent(ctx context.Context, url string, pid int) (agentCounters, error) 
 			dst = &c.flows
 		case strings.HasPrefix(line, "loupe_events_lost_total"):
 			dst = &c.lost
+		case strings.HasPrefix(line, `loupe_datapath_events_total{outcome="read"}`):
+			dst = &c.read
 		default:
 			continue
 		}

@@ -58,8 +58,10 @@ func (d *Datapath) ReadEvents(ctx context.Context, sink func(raw []byte)) error 
 			if t := bootNow(); rd.AvailableBytes() == 0 {
 				d.caughtUp.Store(t)
 			}
+			// The deadline matters only when ReadInto waits, on an empty
+			// ring: a busy ring skips the clock read.
+			rd.SetDeadline(time.Now().Add(caughtUpPoll))
 		}
-		rd.SetDeadline(time.Now().Add(caughtUpPoll))
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
