@@ -28,6 +28,7 @@ const eventsTarget = 200000
 type agentCounters struct {
 	flows, lost float64
 	read        float64 // ring-buffer records the agent's reader took
+	otlpDropped float64 // flows the OTLP exporter dropped
 	cpuTicks    uint64  // utime + stime
 }
 
@@ -70,33 +71,7 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	if _, err := settle(ctx, metricsURL, pid); err != nil {
 		return nil, err
 	}
-	type round struct{ rate, delivered, cpu, perCore, offered, accounted float64 }
-	measure := func(rate float64) (round, error) {
-		before, err := readAgent(ctx, metricsURL, pid)
-		if err != nil {
-			return round{}, err
-		}
-		t0 := time.Now()
-		sent, err := src.drive(ctx, rate, dur)
-		if err != nil {
-			return round{}, err
-		}
-		gen := time.Since(t0).Seconds()
-		after, err := settleSent(ctx, metricsURL, pid, before, sent)
-		if err != nil {
-			return round{}, err
-		}
-		el := time.Since(t0).Seconds()
-		events := after.flows - before.flows
-		lost := after.lost - before.lost
-		cs := float64(after.cpuTicks-before.cpuTicks) / 100
-		r := round{rate: events / el, delivered: events / max(1, events+lost), cpu: cs / el,
-			offered: float64(sent) / gen, accounted: (events + lost) / max(1, float64(sent))}
-		if cs > 0 {
-			r.perCore = events / cs
-		}
-		return r, nil
-	}
+	measure := func(rate float64) (eventsRound, error) { return measureEvents(ctx, src, metricsURL, pid, rate, dur) }
 	var rates, delivered, cpu, perCore, offered []float64
 	for i := range cfg.rounds() {
 		r, err := measure(eventsTarget)
@@ -267,6 +242,47 @@ func shortConns(ctx context.Context, netns, ip string, port, workers int, d time
 	return n.Load(), ctx.Err()
 }
 
+// eventsRound is what one round of the event source did to an agent.
+type eventsRound struct {
+	rate      float64 // flows made per second, until the agent caught up
+	delivered float64 // flows out of flows + lost events
+	cpu       float64 // agent CPU cores
+	perCore   float64 // flows per agent CPU-second
+	offered   float64 // events written per second
+	accounted float64 // flows + lost events out of the events written
+	after     agentCounters
+	before    agentCounters
+}
+
+// measureEvents offers rate events/s for d to the agent pid and waits until
+// it has taken them all.
+func measureEvents(ctx context.Context, src *eventSource, url string, pid int, rate float64, d time.Duration) (eventsRound, error) {
+	before, err := readAgent(ctx, url, pid)
+	if err != nil {
+		return eventsRound{}, err
+	}
+	t0 := time.Now()
+	sent, err := src.drive(ctx, rate, d)
+	if err != nil {
+		return eventsRound{}, err
+	}
+	gen := time.Since(t0).Seconds()
+	after, err := settleSent(ctx, url, pid, before, sent)
+	if err != nil {
+		return eventsRound{}, err
+	}
+	el := time.Since(t0).Seconds()
+	events := after.flows - before.flows
+	lost := after.lost - before.lost
+	cs := float64(after.cpuTicks-before.cpuTicks) / 100
+	r := eventsRound{rate: events / el, delivered: events / max(1, events+lost), cpu: cs / el,
+		offered: float64(sent) / gen, accounted: (events + lost) / max(1, float64(sent)), before: before, after: after}
+	if cs > 0 {
+		r.perCore = events / cs
+	}
+	return r, nil
+}
+
 // settleSent waits until the agent's reader has taken or counted lost
 // every one of sent events written since before (HandleEvent runs on the
 // reader, so their flows are made too), for at most 15 s: the agent may be
@@ -322,6 +338,8 @@ func readAgent(ctx context.Context, url string, pid int) (agentCounters, error) 
 			dst = &c.lost
 		case strings.HasPrefix(line, `loupe_datapath_events_total{outcome="read"}`):
 			dst = &c.read
+		case strings.HasPrefix(line, "loupe_otlp_flows_dropped_total"):
+			dst = &c.otlpDropped
 		default:
 			continue
 		}
