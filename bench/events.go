@@ -43,8 +43,7 @@ const eventsPressure = 2
 // eventsPressure times that and checks that every event is either a flow or
 // a counted loss, and that memory stays flat.
 func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
-	c1, s1 := bl.pods["c1"], bl.pods["s1"]
-	node := c1.Node
+	node := bl.pods["c1"].Node
 	if cfg.Profile {
 		// The profiled round needs the agent's /debug/pprof; the metrics
 		// cost rounds after this restart it with the lab's flags again.
@@ -53,16 +52,11 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 			return nil, err
 		}
 	}
-	pid, err := agentPID(bl.lab.AgentPIDFile(node.Name))
-	if err != nil {
-		return nil, err
-	}
-	src, err := newEventSource(c1, s1, eventsPort)
+	src, pid, metricsURL, err := eventRig(bl)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
-	metricsURL := fmt.Sprintf("http://%s/metrics", net.JoinHostPort(node.IP, "9962"))
 	dur := pick(cfg, 5*time.Second, 2*time.Second, 500*time.Millisecond)
 	// One unmeasured second warms the agent's maps and caches up.
 	if _, err := src.drive(ctx, eventsTarget, pick(cfg, time.Second, time.Second, 200*time.Millisecond)); err != nil {
@@ -240,6 +234,19 @@ func shortConns(ctx context.Context, netns, ip string, port, workers int, d time
 		return n.Load(), fmt.Errorf("events traffic: %w", firstErr)
 	}
 	return n.Load(), ctx.Err()
+}
+
+// eventRig opens the event source on pod c1's veth (events c1 <-> s1) and
+// finds node 1's agent: its pid and its metrics URL.
+func eventRig(bl *benchLab) (src *eventSource, pid int, metricsURL string, err error) {
+	c1, s1 := bl.pods["c1"], bl.pods["s1"]
+	if pid, err = agentPID(bl.lab.AgentPIDFile(c1.Node.Name)); err != nil {
+		return nil, 0, "", err
+	}
+	if src, err = newEventSource(c1, s1, eventsPort); err != nil {
+		return nil, 0, "", err
+	}
+	return src, pid, fmt.Sprintf("http://%s/metrics", c1.Node.MetricsAddress()), nil
 }
 
 // eventsRound is what one round of the event source did to an agent.

@@ -2,12 +2,7 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -20,24 +15,7 @@ func TestPrivilegedEventSource(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := t.TempDir()
-	binDir := os.Getenv("LOUPE_BIN")
-	if binDir == "" {
-		binDir = filepath.Join(tmp, "bin")
-		goCmd(t, root, "build", "-o", binDir+"/", "./cmd/...")
-	}
-	suffix := make([]byte, 2)
-	_, _ = rand.Read(suffix)
-	cfg := &Config{
-		Smoke: true, Root: root, BinDir: binDir,
-		OutDir: filepath.Join(tmp, "out"), LabDir: filepath.Join(tmp, "lab"),
-		LabName: "les" + hex.EncodeToString(suffix),
-		Log:     slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	}
+	cfg := privilegedConfig(t, "les")
 	t.Cleanup(func() {
 		downLab(cfg)
 		if left := listNetnsPrefix(cfg.LabName + "-"); len(left) > 0 {
@@ -50,13 +28,7 @@ func TestPrivilegedEventSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c1, s1 := bl.pods["c1"], bl.pods["s1"]
-	pid, err := agentPID(bl.lab.AgentPIDFile(c1.Node.Name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := fmt.Sprintf("http://%s/metrics", c1.Node.MetricsAddress())
-	src, err := newEventSource(c1, s1, eventsPort)
+	src, pid, url, err := eventRig(bl)
 	if err != nil {
 		t.Fatal(err)
 	}

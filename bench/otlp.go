@@ -52,8 +52,7 @@ func runOTLP(ctx context.Context, cfg *Config) ([]Row, error) {
 // up: events delivered as flows, and flows that reached the receiver. The
 // agent is left with the lab's own settings.
 func runOTLPKeepUp(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
-	c1, s1 := bl.pods["c1"], bl.pods["s1"]
-	node := c1.Node
+	node := bl.pods["c1"].Node
 	var lis net.Listener
 	if err := inNetns(node.NetNSPath(), func() (err error) {
 		lis, err = net.Listen("tcp", "127.0.0.1:0")
@@ -72,16 +71,11 @@ func runOTLPKeepUp(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error
 	if err := bl.lab.RestartAgent(ctx, agentBin, node.Name, "--otlp-endpoint", recv.Addr(), "--otlp-insecure", "--otlp-flows", "raw"); err != nil {
 		return nil, err
 	}
-	pid, err := agentPID(bl.lab.AgentPIDFile(node.Name))
-	if err != nil {
-		return nil, err
-	}
-	src, err := newEventSource(c1, s1, eventsPort)
+	src, pid, url, err := eventRig(bl)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
-	url := fmt.Sprintf("http://%s/metrics", node.MetricsAddress())
 	dur := pick(cfg, 5*time.Second, 2*time.Second, 500*time.Millisecond)
 	if _, err := measureEvents(ctx, src, url, pid, eventsTarget, pick(cfg, time.Second, time.Second, 200*time.Millisecond)); err != nil {
 		return nil, err
