@@ -39,20 +39,25 @@ type extField struct {
 // setExtension, which merges. Readers unmarshal the same Struct either way.
 func setExtensionFields(f *flowpb.Flow, key string, fields []extField) {
 	if f.GetExtensions() != nil {
-		m := make(map[string]*structpb.Value, len(fields))
-		for _, x := range fields {
-			if x.isStr {
-				m[x.key] = structpb.NewStringValue(x.str)
-			} else {
-				m[x.key] = structpb.NewNumberValue(x.num)
-			}
-		}
-		setExtension(f, key, &structpb.Struct{Fields: m})
+		setExtension(f, key, &structpb.Struct{Fields: extValues(fields)})
 		return
 	}
 	inner, val, entry := extensionSizes(key, fields)
 	b := make([]byte, 0, protowire.SizeTag(structFields)+protowire.SizeBytes(entry))
 	f.Extensions = &anypb.Any{TypeUrl: structTypeURL, Value: appendExtension(b, key, fields, inner, val, entry)}
+}
+
+// extValues is fields as structpb values.
+func extValues(fields []extField) map[string]*structpb.Value {
+	m := make(map[string]*structpb.Value, len(fields))
+	for _, x := range fields {
+		if x.isStr {
+			m[x.key] = structpb.NewStringValue(x.str)
+		} else {
+			m[x.key] = structpb.NewNumberValue(x.num)
+		}
+	}
+	return m
 }
 
 // extensionSizes are the sizes of the inner Struct, of the Value holding

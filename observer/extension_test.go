@@ -24,16 +24,8 @@ func TestSetExtensionFieldsMatchesStructpb(t *testing.T) {
 		got := &flowpb.Flow{}
 		setExtensionFields(got, "connection", fields)
 
-		m := map[string]*structpb.Value{}
-		for _, x := range fields {
-			if x.isStr {
-				m[x.key] = structpb.NewStringValue(x.str)
-			} else {
-				m[x.key] = structpb.NewNumberValue(x.num)
-			}
-		}
 		want := &flowpb.Flow{}
-		setExtension(want, "connection", &structpb.Struct{Fields: m})
+		setExtension(want, "connection", &structpb.Struct{Fields: extValues(fields)})
 
 		if got.Extensions.GetTypeUrl() != want.Extensions.GetTypeUrl() {
 			t.Fatalf("case %d: type url %q, want %q", i, got.Extensions.GetTypeUrl(), want.Extensions.GetTypeUrl())
@@ -85,15 +77,7 @@ func BenchmarkConnectionExtension(b *testing.B) {
 	b.Run("structpb", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			m := make(map[string]*structpb.Value, len(fields))
-			for _, x := range fields {
-				if x.isStr {
-					m[x.key] = structpb.NewStringValue(x.str)
-				} else {
-					m[x.key] = structpb.NewNumberValue(x.num)
-				}
-			}
-			setExtension(&flowpb.Flow{}, "connection", &structpb.Struct{Fields: m})
+			setExtension(&flowpb.Flow{}, "connection", &structpb.Struct{Fields: extValues(fields)})
 		}
 	})
 	b.Run("wire", func(b *testing.B) {
