@@ -15,12 +15,12 @@ var structTypeURL = "type.googleapis.com/" + string((&structpb.Struct{}).ProtoRe
 
 // Field numbers of google.protobuf.Struct and Value (struct.proto).
 const (
-	structFields      = 1 // Struct.fields: map<string, Value>
-	mapKey            = 1
-	mapValue          = 2
-	valueNumber       = 2 // Value.number_value
-	valueString       = 3 // Value.string_value
-	valueStruct       = 5 // Value.struct_value
+	structFields = 1 // Struct.fields: map<string, Value>
+	mapKey       = 1
+	mapValue     = 2
+	valueNumber  = 2 // Value.number_value
+	valueString  = 3 // Value.string_value
+	valueStruct  = 5 // Value.struct_value
 )
 
 // extField is one key of an extension object: a number, or a string when
