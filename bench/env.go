@@ -21,13 +21,18 @@ type Config struct {
 	Quick bool
 	// Smoke runs every benchmark as briefly as it can still produce a
 	// figure: for the harness's own test, not for reading.
-	Smoke   bool
-	Root    string // repository root (holds go.mod)
-	BinDir  string // loupe, loupe-agent, loupe-cni
-	PlugDir string // ptp, host-local
-	OutDir  string // summary.json, logs, compiled test binaries
-	LabDir  string
-	LabName string
+	Smoke bool
+	// Profile takes a CPU profile of the events suite's agent (agent-profile.txt).
+	Profile bool
+	// CompareAgent is another loupe-agent binary the events suite measures
+	// against this tree's, rounds interleaved ("" = none).
+	CompareAgent string
+	Root         string // repository root (holds go.mod)
+	BinDir       string // loupe, loupe-agent, loupe-cni
+	PlugDir      string // ptp, host-local
+	OutDir       string // summary.json, logs, compiled test binaries
+	LabDir       string
+	LabName      string
 	// Suites to run (datapath, cni, decode, relay, events); empty = all.
 	Suites []string
 	Log    *slog.Logger

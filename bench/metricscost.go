@@ -22,7 +22,12 @@ func runEventsAndMetricsCost(ctx context.Context, cfg *Config, bl *benchLab) ([]
 		return rows, err
 	}
 	mc, err := runMetricsCost(ctx, cfg, bl)
-	return append(rows, mc...), err
+	rows = append(rows, mc...)
+	if err != nil {
+		return rows, err
+	}
+	ok, err := runOTLPKeepUp(ctx, cfg, bl)
+	return append(rows, ok...), err
 }
 
 // runMetricsCost measures what Hubble's metric families cost the agent:

@@ -3,7 +3,12 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net"
+	"path/filepath"
 	"strconv"
+	"time"
+
+	"github.com/loupe-project/loupe/otlp/otlptest"
 )
 
 // runOTLP runs the OTLP exporter's pipeline benchmark (package otlp): flows
@@ -39,4 +44,84 @@ func runOTLP(ctx context.Context, cfg *Config) ([]Row, error) {
 		return nil, fmt.Errorf("otlp: %w\n%s", err, tailStr(out, 2000))
 	}
 	return []Row{row}, nil
+}
+
+// runOTLPKeepUp restarts node 1's agent exporting every flow (raw) to an
+// OTLP receiver in the node's netns, offers the events benchmark's target
+// rate from the event source, and measures whether the agent still keeps
+// up: events delivered as flows, and flows that reached the receiver. The
+// agent is left with the lab's own settings.
+func runOTLPKeepUp(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
+	node := bl.pods["c1"].Node
+	var lis net.Listener
+	if err := inNetns(node.NetNSPath(), func() (err error) {
+		lis, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("otlp keep-up: %w", err)
+	}
+	recv := otlptest.Serve(lis)
+	defer recv.Stop()
+	agentBin := filepath.Join(cfg.BinDir, "loupe-agent")
+	defer func() {
+		if err := bl.lab.RestartAgent(context.WithoutCancel(ctx), agentBin, node.Name); err != nil {
+			cfg.Log.Warn("otlp keep-up: restore agent", "err", err)
+		}
+	}()
+	if err := bl.lab.RestartAgent(ctx, agentBin, node.Name, "--otlp-endpoint", recv.Addr(), "--otlp-insecure", "--otlp-flows", "raw"); err != nil {
+		return nil, err
+	}
+	src, pid, url, err := eventRig(bl)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	dur := pick(cfg, 5*time.Second, 2*time.Second, 500*time.Millisecond)
+	if _, err := measureEvents(ctx, src, url, pid, eventsTarget, pick(cfg, time.Second, time.Second, 200*time.Millisecond)); err != nil {
+		return nil, err
+	}
+	var delivered, exported, ones []float64
+	var dropped float64
+	for i := range cfg.rounds() {
+		n0 := recv.Count()
+		r, err := measureEvents(ctx, src, url, pid, eventsTarget, dur)
+		if err != nil {
+			return nil, err
+		}
+		// The exporter batches: wait until the receiver's count stops.
+		n1 := waitStill(recv.Count, 3*time.Second)
+		flows := r.after.flows - r.before.flows
+		// Every flow the agent made this round is either received or
+		// counted dropped; the rounds' own share received is the figure.
+		d := r.after.otlpDropped - r.before.otlpDropped
+		dropped += d
+		delivered, exported, ones = append(delivered, r.delivered), append(exported, float64(n1-n0)/max(1, flows)), append(ones, 1)
+		cfg.Log.Info("otlp keep-up", "round", i+1, "offered_per_s", fmt.Sprintf("%.0f", r.offered), "events_per_s", fmt.Sprintf("%.0f", r.rate),
+			"delivered", fmt.Sprintf("%.4f", r.delivered), "received", n1-n0, "export_dropped", d, "events_per_cpu_s", fmt.Sprintf("%.0f", r.perCore))
+	}
+	note := fmt.Sprintf("agent exporting every flow (--otlp-flows raw) to an in-process OTLP receiver, events from the event source at 200k/s offered; %.0f export drops counted", dropped)
+	del, err := NewRow("otlp_keepup_delivered", "fraction", delivered, ones, "all events", 1, Higher, note+": flows out of flows + lost events")
+	if err != nil {
+		return nil, err
+	}
+	exp, err := NewRow("otlp_keepup_exported", "fraction", exported, ones, "every flow made", 1, Higher, "log records the receiver got out of the flows the agent made in the round")
+	if err != nil {
+		return []Row{del}, err
+	}
+	return []Row{del, exp}, nil
+}
+
+// waitStill polls count until it stays the same for 300 ms, or max passes.
+func waitStill(count func() int, max time.Duration) int {
+	end := time.Now().Add(max)
+	last := count()
+	for time.Now().Before(end) {
+		time.Sleep(300 * time.Millisecond)
+		n := count()
+		if n == last {
+			return n
+		}
+		last = n
+	}
+	return last
 }

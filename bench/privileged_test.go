@@ -27,29 +27,11 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 			t.Fatalf("%s is needed: %v (make deps installs it)", tool, err)
 		}
 	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := t.TempDir()
-	binDir := os.Getenv("LOUPE_BIN")
-	if binDir == "" {
-		binDir = filepath.Join(tmp, "bin")
-		goCmd(t, root, "build", "-o", binDir+"/", "./cmd/...")
-	}
-	plugDir := filepath.Join(tmp, "plugins")
-	if out, err := exec.Command(filepath.Join(root, "bench", "plugins.sh"), plugDir).CombinedOutput(); err != nil {
+	cfg := privilegedConfig(t, "lbt")
+	cfg.Quick = true
+	cfg.PlugDir = filepath.Join(t.TempDir(), "plugins")
+	if out, err := exec.Command(filepath.Join(cfg.Root, "bench", "plugins.sh"), cfg.PlugDir).CombinedOutput(); err != nil {
 		t.Fatalf("build reference plugins: %v\n%s", err, out)
-	}
-	suffix := make([]byte, 2)
-	_, _ = rand.Read(suffix)
-	cfg := &Config{
-		Smoke: true, Quick: true,
-		Root: root, BinDir: binDir, PlugDir: plugDir,
-		OutDir:  filepath.Join(tmp, "out"),
-		LabDir:  filepath.Join(tmp, "lab"),
-		LabName: "lbt" + hex.EncodeToString(suffix),
-		Log:     slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
 	// Run tears its lab down itself; this covers a panic on the way.
 	t.Cleanup(func() { downLab(cfg) })
@@ -73,6 +55,30 @@ func TestPrivilegedBenchQuick(t *testing.T) {
 	}
 	if left := listNetnsPrefix(cfg.LabName + "-"); len(left) > 0 {
 		t.Errorf("netns left after the run: %v", left)
+	}
+}
+
+// privilegedConfig is a smoke-level Config with a lab of its own (name
+// prefix plus a random suffix) under a temporary directory; it builds the
+// binaries unless LOUPE_BIN has them.
+func privilegedConfig(t *testing.T, prefix string) *Config {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	binDir := os.Getenv("LOUPE_BIN")
+	if binDir == "" {
+		binDir = filepath.Join(tmp, "bin")
+		goCmd(t, root, "build", "-o", binDir+"/", "./cmd/...")
+	}
+	suffix := make([]byte, 2)
+	_, _ = rand.Read(suffix)
+	return &Config{
+		Smoke: true, Root: root, BinDir: binDir,
+		OutDir: filepath.Join(tmp, "out"), LabDir: filepath.Join(tmp, "lab"),
+		LabName: prefix + hex.EncodeToString(suffix),
+		Log:     slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
 }
 

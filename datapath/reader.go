@@ -50,12 +50,18 @@ func (d *Datapath) ReadEvents(ctx context.Context, sink func(raw []byte)) error 
 
 	var rec ringbuf.Record
 	for {
-		// Taken before the check: every event stamped before t was reserved
-		// before it, so an empty ring means all of them reached the sink.
-		if t := bootNow(); rd.AvailableBytes() == 0 {
-			d.caughtUp.Store(t)
+		// t is taken before the second check: every event stamped before t
+		// was reserved before it, so an empty ring means all of them reached
+		// the sink. The first check keeps the clock's syscall off the path
+		// of a busy ring.
+		if rd.AvailableBytes() == 0 {
+			if t := bootNow(); rd.AvailableBytes() == 0 {
+				d.caughtUp.Store(t)
+			}
+			// The deadline matters only when ReadInto waits, on an empty
+			// ring: a busy ring skips the clock read.
+			rd.SetDeadline(time.Now().Add(caughtUpPoll))
 		}
-		rd.SetDeadline(time.Now().Add(caughtUpPoll))
 		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue

@@ -36,17 +36,19 @@ func (d *Decoder) connection(f *flowpb.Flow, ev *datapath.Event, connDir flowpb.
 		at = contract.ObservedAtClient
 	}
 	// Forward is the connection's first direction: the client's.
-	fields := map[string]*structpb.Value{
-		contract.ExtConnPacketsSent:     structpb.NewNumberValue(float64(ev.PacketsFwd)),
-		contract.ExtConnBytesSent:       structpb.NewNumberValue(float64(ev.BytesFwd)),
-		contract.ExtConnPacketsReceived: structpb.NewNumberValue(float64(ev.PacketsRev)),
-		contract.ExtConnBytesReceived:   structpb.NewNumberValue(float64(ev.BytesRev)),
-		contract.ExtConnObservedAt:      structpb.NewStringValue(at),
+	fields := [...]extField{
+		{key: contract.ExtConnPacketsSent, num: float64(ev.PacketsFwd)},
+		{key: contract.ExtConnBytesSent, num: float64(ev.BytesFwd)},
+		{key: contract.ExtConnPacketsReceived, num: float64(ev.PacketsRev)},
+		{key: contract.ExtConnBytesReceived, num: float64(ev.BytesRev)},
+		{key: contract.ExtConnObservedAt, str: at, isStr: true},
+		{key: contract.ExtConnHandshakeNS, num: float64(ev.HandshakeNS)},
 	}
-	if ev.HandshakeNS != 0 {
-		fields[contract.ExtConnHandshakeNS] = structpb.NewNumberValue(float64(ev.HandshakeNS))
+	n := len(fields)
+	if ev.HandshakeNS == 0 {
+		n-- // unknown: the key is absent
 	}
-	setExtension(f, contract.ExtConnection, &structpb.Struct{Fields: fields})
+	setExtensionFields(f, contract.ExtConnection, fields[:n])
 	d.conn = conndelta.Totals{PacketsSent: ev.PacketsFwd, BytesSent: ev.BytesFwd,
 		PacketsReceived: ev.PacketsRev, BytesReceived: ev.BytesRev, HandshakeNS: ev.HandshakeNS}
 	d.connOK = true

@@ -64,6 +64,7 @@ type Config struct {
 	Socket              string // endpoint API (unix, 0600)
 	Listen              string // Observer gRPC (TCP); "" = unix socket only
 	MetricsListen       string // /metrics, /healthz, /readyz (HTTP); "" = off
+	PprofListen         string // Go's /debug/pprof (HTTP); "" = off
 	XDPMode             string
 	ManifestsDir        string // metadata folder; "" = no metadata
 	FlowBufferSize      int
@@ -274,6 +275,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		srv := &http.Server{Handler: healthMux(&ready, &metrics), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		g.Go(func() error { return serveHTTP(ctx, srv, l) })
 		log.Info("metrics and health listening", "addr", l.Addr().String())
+	}
+	if cfg.PprofListen != "" {
+		serve, err := servePprof(ctx, cfg.PprofListen, log)
+		if err != nil {
+			return err
+		}
+		g.Go(serve)
 	}
 
 	gw4, gw6, err := gateways(cfg.PodCIDRs)

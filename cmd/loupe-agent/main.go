@@ -141,6 +141,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&tlsCfg.KeyFile, "tls-key-file", "", "key of --tls-cert-file")
 	f.StringVar(&tlsCfg.ClientCAFile, "tls-client-ca-file", "", "CA whose certificates clients of the TCP listener must present (mTLS); the unix socket stays local and plain")
 	hist.register(f)
+	f.StringVar(&cfg.PprofListen, "pprof-listen", "", `HTTP address serving Go's /debug/pprof profiler, plain text and unauthenticated: loopback or a private network only; "" turns it off`)
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cfg.OTLP.Flags(f)
 	_ = cmd.MarkFlagRequired("node-name")

@@ -114,6 +114,25 @@ func (r *Receiver) Restart(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.serve(lis)
+}
+
+// Serve serves on lis until Stop, counting log records without keeping
+// them (Count): for the bench, which has no testing.TB.
+func Serve(lis net.Listener) *Receiver {
+	r := &Receiver{Discard: true}
+	r.serve(lis)
+	return r
+}
+
+// Count is how many log records were accepted with Discard set.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
+}
+
+func (r *Receiver) serve(lis net.Listener) {
 	r.mu.Lock()
 	r.addr = lis.Addr().String()
 	r.mu.Unlock()

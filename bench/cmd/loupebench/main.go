@@ -24,6 +24,8 @@ func main() {
 	var suites string
 	flag.BoolVar(&cfg.Quick, "quick", false, "fewer and shorter rounds (make bench-quick)")
 	flag.BoolVar(&cfg.Smoke, "smoke", false, "the briefest run that still produces every row (the harness's own test)")
+	flag.BoolVar(&cfg.Profile, "profile", false, "take a CPU profile of the events suite's agent (agent.pprof, top entries in agent-profile.txt)")
+	flag.StringVar(&cfg.CompareAgent, "compare-agent", "", "another loupe-agent binary (e.g. built from main) the events suite compares events per agent CPU-second against")
 	flag.StringVar(&cfg.Root, "root", ".", "repository root")
 	flag.StringVar(&cfg.BinDir, "bin", "bin", "directory with loupe, loupe-agent, loupe-cni")
 	flag.StringVar(&cfg.PlugDir, "plugins", "bench/out/plugins", "directory with the reference ptp and host-local plugins")
