@@ -11,9 +11,17 @@
 // "aggregate":
 //
 //	{"flows": 120, "first": "2026-...Z", "last": "2026-...Z",
-//	 "l7_flows": 40, "l7_errors": 3, "l7_latency_ns_sum": 1.2e9, "l7_latency_ns_max": 9e7}
+//	 "l7_flows": 40, "l7_errors": 3, "l7_latency_ns_sum": 1.2e9, "l7_latency_ns_max": 9e7,
+//	 "connections": 12, "bytes_sent": 52000, "bytes_received": 1.1e6,
+//	 "packets_sent": 400, "packets_received": 900}
 //
-// The l7_ keys are there only when some flow of the edge had an L7 record.
+// The l7_ keys are there only when some flow of the edge had an L7 record;
+// the byte and packet keys only when some had connection totals
+// (extensions.connection). Those count on the edge from the connection's
+// client to its server port whichever way the flow went, "sent" being from
+// the client. They are the growth between the reports read: a connection
+// open before the range counts from its start, as the report before the
+// range is not read. "connections" is connections seen in the range.
 // A workload is the first of the endpoint's workloads (namespace/name), else
 // its pod (namespace/name), else its reserved identity label, else its IP.
 package aggregate
@@ -28,6 +36,8 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/loupe-project/loupe/observer/conndelta"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -75,15 +85,21 @@ type Edge struct {
 	L7Flows, L7Errors uint64
 	L7LatencySum      uint64 // ns
 	L7LatencyMax      uint64 // ns
+	// Connection counts (extensions.connection); Conns is connections seen.
+	Conns                    uint64
+	BytesSent, BytesReceived uint64
+	PktSent, PktReceived     uint64
+	hasConn                  bool
 }
 
 // Set is the edges of a range.
 type Set struct {
 	edges map[Key]*Edge
+	conns *conndelta.Tracker
 }
 
 // NewSet returns an empty Set.
-func NewSet() *Set { return &Set{edges: map[Key]*Edge{}} }
+func NewSet() *Set { return &Set{edges: map[Key]*Edge{}, conns: conndelta.New()} }
 
 // Len is the number of edges.
 func (s *Set) Len() int { return len(s.edges) }
@@ -129,19 +145,39 @@ func keyOf(f *flowpb.Flow) Key {
 }
 
 func (s *Set) edge(f *flowpb.Flow) *Edge {
-	k := keyOf(f)
+	return s.edgeOf(keyOf(f), f.GetSource(), f.GetDestination(), f.GetIP().GetSource(), f.GetIP().GetDestination())
+}
+
+func (s *Set) edgeOf(k Key, src, dst *flowpb.Endpoint, srcIP, dstIP string) *Edge {
 	e := s.edges[k]
 	if e == nil {
-		e = &Edge{Key: k, src: slim(f.GetSource()), dst: slim(f.GetDestination())}
-		if k.Source == f.GetIP().GetSource() {
+		e = &Edge{Key: k, src: slim(src), dst: slim(dst)}
+		if k.Source == srcIP {
 			e.srcIP = k.Source
 		}
-		if k.Destination == f.GetIP().GetDestination() {
+		if k.Destination == dstIP {
 			e.dstIP = k.Destination
 		}
 		s.edges[k] = e
 	}
 	return e
+}
+
+// addConn counts what a connection flow adds on the edge from the
+// connection's client to its server port.
+func (s *Set) addConn(f *flowpb.Flow, k Key) {
+	d, ok := s.conns.Add(f)
+	if !ok {
+		return
+	}
+	cip, sip := f.GetIP().GetSource(), f.GetIP().GetDestination()
+	if f.GetIsReply().GetValue() {
+		cip, sip = sip, cip
+	}
+	k.Source, k.Destination, k.Port = workload(d.Client, cip), workload(d.Server, sip), d.ServerPort
+	e := s.edgeOf(k, d.Client, d.Server, cip, sip)
+	e.merge(&Edge{Conns: b2u(d.New), BytesSent: d.BytesSent, BytesReceived: d.BytesReceived,
+		PktSent: d.PacketsSent, PktReceived: d.PacketsReceived, hasConn: true})
 }
 
 // slim keeps what names an endpoint.
@@ -171,6 +207,7 @@ func (s *Set) Add(f *flowpb.Flow) {
 		return
 	}
 	e.merge(&Edge{Flows: 1, First: t, Last: t})
+	s.addConn(f, e.Key)
 	if l7 := f.GetL7(); l7 != nil {
 		lat := l7.GetLatencyNs()
 		e.merge(&Edge{L7Flows: 1, L7Errors: b2u(l7Error(l7)), L7LatencySum: lat, L7LatencyMax: lat})
@@ -210,6 +247,12 @@ func (e *Edge) merge(o *Edge) {
 	e.L7Errors += o.L7Errors
 	e.L7LatencySum += o.L7LatencySum
 	e.L7LatencyMax = max(e.L7LatencyMax, o.L7LatencyMax)
+	e.Conns += o.Conns
+	e.BytesSent += o.BytesSent
+	e.BytesReceived += o.BytesReceived
+	e.PktSent += o.PktSent
+	e.PktReceived += o.PktReceived
+	e.hasConn = e.hasConn || o.hasConn
 }
 
 // Edges returns the edges sorted by key.
@@ -261,6 +304,13 @@ func (e *Edge) Flow(node string) *flowpb.Flow {
 		agg["l7_latency_ns_sum"] = float64(e.L7LatencySum)
 		agg["l7_latency_ns_max"] = float64(e.L7LatencyMax)
 	}
+	if e.hasConn {
+		agg["connections"] = float64(e.Conns)
+		agg["bytes_sent"] = float64(e.BytesSent)
+		agg["bytes_received"] = float64(e.BytesReceived)
+		agg["packets_sent"] = float64(e.PktSent)
+		agg["packets_received"] = float64(e.PktReceived)
+	}
 	st, err := structpb.NewStruct(map[string]any{ExtensionKey: agg})
 	if err == nil {
 		f.Extensions, _ = anypb.New(st)
@@ -302,7 +352,10 @@ func parseExtension(f *flowpb.Flow) (*Edge, bool) {
 		t, _ := time.Parse(time.RFC3339Nano, m[k].GetStringValue())
 		return t
 	}
+	_, hasConn := m["bytes_sent"]
 	return &Edge{Flows: num("flows"), First: tm("first"), Last: tm("last"),
 		L7Flows: num("l7_flows"), L7Errors: num("l7_errors"),
-		L7LatencySum: num("l7_latency_ns_sum"), L7LatencyMax: num("l7_latency_ns_max")}, true
+		L7LatencySum: num("l7_latency_ns_sum"), L7LatencyMax: num("l7_latency_ns_max"),
+		Conns: num("connections"), BytesSent: num("bytes_sent"), BytesReceived: num("bytes_received"),
+		PktSent: num("packets_sent"), PktReceived: num("packets_received"), hasConn: hasConn}, true
 }
