@@ -59,7 +59,9 @@ func (t *aggregateTable) print(w io.Writer) error {
 		l7err, l7lat := "-", "-"
 		if e.L7Flows > 0 {
 			l7err = fmt.Sprintf("%d/%d", e.L7Errors, e.L7Flows)
-			l7lat = (time.Duration(e.L7LatencySum / e.L7Flows)).String()
+			if e.L7Responses > 0 {
+				l7lat = (time.Duration(e.L7LatencySum / e.L7Responses)).String()
+			}
 		}
 		sent, recv := "-", "-"
 		if e.BytesSent+e.BytesReceived+e.Conns > 0 {

@@ -11,11 +11,13 @@
 // "aggregate":
 //
 //	{"flows": 120, "first": "2026-...Z", "last": "2026-...Z",
-//	 "l7_flows": 40, "l7_errors": 3, "l7_latency_ns_sum": 1.2e9, "l7_latency_ns_max": 9e7,
+//	 "l7_flows": 40, "l7_errors": 3, "l7_responses": 20, "l7_protocol": "HTTP",
+//	 "l7_latency_ns_sum": 1.2e9, "l7_latency_ns_max": 9e7,
 //	 "connections": 12, "bytes_sent": 52000, "bytes_received": 1.1e6,
 //	 "packets_sent": 400, "packets_received": 900}
 //
-// The l7_ keys are there only when some flow of the edge had an L7 record;
+// The l7_ keys are there only when some flow of the edge had an L7 record
+// (the latency sum is over the responses);
 // the byte and packet keys only when some had connection totals
 // (extensions.connection). Those count on the edge from the connection's
 // client to its server port whichever way the flow went, "sent" being from
@@ -83,7 +85,9 @@ type Edge struct {
 	Flows             uint64
 	First, Last       time.Time
 	L7Flows, L7Errors uint64
-	L7LatencySum      uint64 // ns
+	L7Responses       uint64 // L7 flows that are responses: the latencies' count
+	L7Protocol        string // HTTP or DNS, of the last L7 flow
+	L7LatencySum      uint64 // ns, over responses
 	L7LatencyMax      uint64 // ns
 	// Connection counts (extensions.connection); Conns is connections seen.
 	Conns                    uint64
@@ -210,8 +214,19 @@ func (s *Set) Add(f *flowpb.Flow) {
 	s.addConn(f, e.Key)
 	if l7 := f.GetL7(); l7 != nil {
 		lat := l7.GetLatencyNs()
-		e.merge(&Edge{L7Flows: 1, L7Errors: b2u(l7Error(l7)), L7LatencySum: lat, L7LatencyMax: lat})
+		e.merge(&Edge{L7Flows: 1, L7Errors: b2u(l7Error(l7)), L7LatencySum: lat, L7LatencyMax: lat,
+			L7Responses: b2u(l7.GetType() == flowpb.L7FlowType_RESPONSE), L7Protocol: l7Protocol(l7)})
 	}
+}
+
+func l7Protocol(l7 *flowpb.Layer7) string {
+	switch {
+	case l7.GetHttp() != nil:
+		return "HTTP"
+	case l7.GetDns() != nil:
+		return "DNS"
+	}
+	return ""
 }
 
 func b2u(b bool) uint64 {
@@ -245,6 +260,10 @@ func (e *Edge) merge(o *Edge) {
 	e.Flows += o.Flows
 	e.L7Flows += o.L7Flows
 	e.L7Errors += o.L7Errors
+	e.L7Responses += o.L7Responses
+	if o.L7Protocol != "" {
+		e.L7Protocol = o.L7Protocol
+	}
 	e.L7LatencySum += o.L7LatencySum
 	e.L7LatencyMax = max(e.L7LatencyMax, o.L7LatencyMax)
 	e.Conns += o.Conns
@@ -301,6 +320,8 @@ func (e *Edge) Flow(node string) *flowpb.Flow {
 	if e.L7Flows > 0 {
 		agg["l7_flows"] = float64(e.L7Flows)
 		agg["l7_errors"] = float64(e.L7Errors)
+		agg["l7_responses"] = float64(e.L7Responses)
+		agg["l7_protocol"] = e.L7Protocol
 		agg["l7_latency_ns_sum"] = float64(e.L7LatencySum)
 		agg["l7_latency_ns_max"] = float64(e.L7LatencyMax)
 	}
@@ -354,7 +375,8 @@ func parseExtension(f *flowpb.Flow) (*Edge, bool) {
 	}
 	_, hasConn := m["bytes_sent"]
 	return &Edge{Flows: num("flows"), First: tm("first"), Last: tm("last"),
-		L7Flows: num("l7_flows"), L7Errors: num("l7_errors"),
+		L7Flows: num("l7_flows"), L7Errors: num("l7_errors"), L7Responses: num("l7_responses"),
+		L7Protocol: m["l7_protocol"].GetStringValue(),
 		L7LatencySum: num("l7_latency_ns_sum"), L7LatencyMax: num("l7_latency_ns_max"),
 		Conns: num("connections"), BytesSent: num("bytes_sent"), BytesReceived: num("bytes_received"),
 		PktSent: num("packets_sent"), PktReceived: num("packets_received"), hasConn: hasConn}, true
