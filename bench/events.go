@@ -25,7 +25,9 @@ const eventsTarget = 200000
 // agentCounters are the figures read from one agent around a round.
 type agentCounters struct {
 	flows, lost float64
-	cpuTicks    uint64 // utime + stime
+	// The on-disk history (#20): flows that missed it, and records written.
+	histLost, histWritten float64
+	cpuTicks              uint64 // utime + stime
 }
 
 // runEvents drives many short TCP connections between two pods of node 1
@@ -45,7 +47,8 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	defer srv.stop()
 	metricsURL := fmt.Sprintf("http://%s/metrics", net.JoinHostPort(node.IP, "9962"))
 	dur := pick(cfg, 5*time.Second, 2*time.Second, 500*time.Millisecond)
-	var rates, delivered, cpu, conns, perCore []float64
+	var rates, delivered, cpu, conns, perCore, toHistory []float64
+	var histLost, histWritten float64
 	var rss float64
 	for r := range cfg.rounds() {
 		before, err := readAgent(ctx, metricsURL, pid)
@@ -69,6 +72,10 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 		lost := after.lost - before.lost
 		rates = append(rates, events/gen)
 		delivered = append(delivered, events/max(1, events+lost))
+		hl := after.histLost - before.histLost
+		histLost += hl
+		histWritten += after.histWritten - before.histWritten
+		toHistory = append(toHistory, (events-hl)/max(1, events+lost))
 		cpu = append(cpu, float64(after.cpuTicks-before.cpuTicks)/100/el)
 		conns = append(conns, float64(n)/gen)
 		if cs := float64(after.cpuTicks-before.cpuTicks) / 100; cs > 0 {
@@ -94,6 +101,16 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 		return []Row{rate}, err
 	}
 	rows := []Row{rate, del}
+	if histWritten == 0 {
+		return rows, errors.New("events: the agent wrote nothing to its flow history: is it on (--history-retention)?")
+	}
+	hist, err := NewRow("history_keeps_up", "fraction", toHistory, ones, "all events", 1, Higher,
+		fmt.Sprintf("with history on (the agent's default), the events_rate traffic: flows written to the on-disk history out of flows + lost events, 0 lost wanted; %.0f history records written, %.0f flows missed the history, events lost as in events_delivered",
+			histWritten, histLost))
+	if err != nil {
+		return rows, err
+	}
+	rows = append(rows, hist)
 	if pc, err := NewRow("events_per_agent_core", "events/cpu-s", perCore, targets[:len(perCore)], "target 200k/s", 1, Higher,
 		"events the agent turns into flows per second of its own CPU: what one agent core would sustain"); err == nil {
 		rows = append(rows, pc)
@@ -161,7 +178,8 @@ func settle(ctx context.Context, url string, pid int) (agentCounters, error) {
 		if err != nil {
 			return c, err
 		}
-		if c.flows == last.flows {
+		// The history writer batches (200 ms): wait for it too.
+		if c.flows == last.flows && c.histWritten == last.histWritten {
 			return c, nil
 		}
 		last = c
@@ -187,6 +205,10 @@ func readAgent(ctx context.Context, url string, pid int) (agentCounters, error) 
 			dst = &c.flows
 		case strings.HasPrefix(line, "loupe_events_lost_total"):
 			dst = &c.lost
+		case strings.HasPrefix(line, "loupe_history_lost_total"):
+			dst = &c.histLost
+		case strings.HasPrefix(line, "loupe_history_records_total"):
+			dst = &c.histWritten
 		default:
 			continue
 		}
