@@ -27,7 +27,8 @@ type agentCounters struct {
 	flows, lost float64
 	// The on-disk history (#20): flows that missed it, and records written.
 	histLost, histWritten float64
-	cpuTicks              uint64 // utime + stime
+	l7HTTP                float64 // HTTP L7 flows (the l7http suite)
+	cpuTicks              uint64  // utime + stime
 }
 
 // runEvents drives many short TCP connections between two pods of node 1
@@ -209,6 +210,8 @@ func readAgent(ctx context.Context, url string, pid int) (agentCounters, error) 
 			dst = &c.histLost
 		case strings.HasPrefix(line, "loupe_history_records_total"):
 			dst = &c.histWritten
+		case strings.HasPrefix(line, `loupe_l7_records_total{outcome="flow",protocol="http"}`):
+			dst = &c.l7HTTP
 		default:
 			continue
 		}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +25,9 @@ const (
 	// req/s, two L7 flows each. Documented in docs/benchmarks.md.
 	l7HTTPCPUBudget = 0.05
 	l7HTTPWorkers   = 8
+	// l7HTTPRateLimit is the L7 records/s the agent under test may send:
+	// each request makes four (request and response, at both pods' veths).
+	l7HTTPRateLimit = 1_000_000
 )
 
 // runL7HTTP drives keep-alive HTTP/1.1 requests from c1 to s1 (one node)
@@ -58,7 +60,9 @@ func runL7HTTP(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, err 
 			order = []bool{false, true}
 		}
 		for _, l7 := range order {
-			var extra []string
+			// With L7 on, a rate limit above the load, so that every
+			// exchange is parsed and paired: the CPU row is the full cost.
+			extra := []string{"--l7-events-per-second=" + strconv.Itoa(l7HTTPRateLimit)}
 			if !l7 {
 				extra = []string{"--l7=off"}
 			}
@@ -69,7 +73,7 @@ func runL7HTTP(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, err 
 			if err != nil {
 				return nil, err
 			}
-			before, err := readL7Agent(ctx, metricsURL, pid)
+			before, err := readAgent(ctx, metricsURL, pid)
 			if err != nil {
 				return nil, err
 			}
@@ -79,7 +83,7 @@ func runL7HTTP(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, err 
 				return nil, err
 			}
 			rate := float64(n) / dur.Seconds()
-			after, err := settleL7(ctx, metricsURL, pid, before.l7flows)
+			after, err := settle(ctx, metricsURL, pid)
 			if err != nil {
 				return nil, err
 			}
@@ -87,21 +91,21 @@ func runL7HTTP(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, err 
 			if l7 {
 				on = append(on, rate)
 				cpuPer1k = append(cpuPer1k, cores/(rate/1000))
-				l7Flows += after.l7flows - before.l7flows
+				l7Flows += after.l7HTTP - before.l7HTTP
 				lost += after.lost - before.lost
 			} else {
 				off = append(off, rate)
 				cpuOffPer1k = append(cpuOffPer1k, cores/(rate/1000))
 			}
 			cfg.Log.Info("l7 http", "round", r+1, "l7", l7, "req_per_s", fmt.Sprintf("%.0f", rate),
-				"agent_cores", fmt.Sprintf("%.3f", cores), "l7_flows", after.l7flows-before.l7flows)
+				"agent_cores", fmt.Sprintf("%.3f", cores), "l7_flows", after.l7HTTP-before.l7HTTP)
 		}
 	}
 	if l7Flows == 0 {
 		return nil, errors.New("l7 http: the agent made no HTTP L7 flows with --l7=dns,http: the rows would measure nothing")
 	}
-	note := fmt.Sprintf("keep-alive HTTP/1.1 GET c1->s1 on one node, %d connections back to back; node 1's agent at --l7=dns,http vs restarted with --l7=off, alternating; %.0f HTTP L7 flows made, %.0f events lost",
-		l7HTTPWorkers, l7Flows, lost)
+	note := fmt.Sprintf("keep-alive HTTP/1.1 GET c1->s1 on one node, %d connections back to back; node 1's agent at --l7=dns,http --l7-events-per-second=%d vs restarted with --l7=off, alternating; %.0f HTTP L7 flows made, %.0f events lost",
+		l7HTTPWorkers, l7HTTPRateLimit, l7Flows, lost)
 	rate, err := NewRow("l7_http_request_rate", "req/s", on, off, "--l7=off", l7HTTPTarget, Higher, note)
 	if err != nil {
 		return nil, err
@@ -116,62 +120,6 @@ func runL7HTTP(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, err 
 		return []Row{rate}, err
 	}
 	return []Row{rate, cpu}, nil
-}
-
-// l7Counters are an agent's HTTP L7 flows, lost events and CPU.
-type l7Counters struct {
-	l7flows, lost float64
-	cpuTicks      uint64
-}
-
-func readL7Agent(ctx context.Context, url string, pid int) (l7Counters, error) {
-	var c l7Counters
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return c, fmt.Errorf("agent metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		var dst *float64
-		switch {
-		case strings.HasPrefix(line, `loupe_l7_records_total{outcome="flow",protocol="http"}`):
-			dst = &c.l7flows
-		case strings.HasPrefix(line, "loupe_events_lost_total"):
-			dst = &c.lost
-		default:
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			*dst += v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return c, fmt.Errorf("agent metrics: %w", err)
-	}
-	c.cpuTicks, err = cpuTicks(pid)
-	return c, err
-}
-
-// settleL7 waits until the agent's L7 flow count stops moving (it reads
-// its ring buffer asynchronously).
-func settleL7(ctx context.Context, url string, pid int, from float64) (l7Counters, error) {
-	last, err := readL7Agent(ctx, url, pid)
-	for i := 0; err == nil && i < 20; i++ {
-		time.Sleep(100 * time.Millisecond)
-		var c l7Counters
-		if c, err = readL7Agent(ctx, url, pid); err == nil {
-			if c.l7flows == last.l7flows {
-				return c, nil
-			}
-			last = c
-		}
-	}
-	return last, err
 }
 
 // startHTTPServer serves 200 "ok" to every request, inside netns.
