@@ -425,11 +425,11 @@ func (s *Server) statusLocked() Status {
 
 // message is what the server sends a browser.
 type message struct {
-	Type    string    `json:"type"` // snapshot, tick, flows
-	Map     *Delta    `json:"map,omitempty"`
-	Rows    []FlowRow `json:"rows,omitempty"`
-	Skipped uint64    `json:"skipped,omitempty"`
-	Status  *Status   `json:"status,omitempty"`
+	Type    string     `json:"type"` // snapshot, tick, flows
+	Map     *Delta     `json:"map,omitempty"`
+	Rows    []FlowRow  `json:"rows,omitempty"`
+	Skipped uint64     `json:"skipped,omitempty"`
+	Status  *Status    `json:"status,omitempty"`
 	Range   *RangeView `json:"range,omitempty"` // on the snapshot of a past range
 }
 

@@ -376,7 +376,7 @@ func parseExtension(f *flowpb.Flow) (*Edge, bool) {
 	_, hasConn := m["bytes_sent"]
 	return &Edge{Flows: num("flows"), First: tm("first"), Last: tm("last"),
 		L7Flows: num("l7_flows"), L7Errors: num("l7_errors"), L7Responses: num("l7_responses"),
-		L7Protocol: m["l7_protocol"].GetStringValue(),
+		L7Protocol:   m["l7_protocol"].GetStringValue(),
 		L7LatencySum: num("l7_latency_ns_sum"), L7LatencyMax: num("l7_latency_ns_max"),
 		Conns: num("connections"), BytesSent: num("bytes_sent"), BytesReceived: num("bytes_received"),
 		PktSent: num("packets_sent"), PktReceived: num("packets_received"), hasConn: hasConn}, true
