@@ -214,7 +214,9 @@ func (s *Set) Add(f *flowpb.Flow) {
 	s.addConn(f, e.Key)
 	if l7 := f.GetL7(); l7 != nil {
 		lat := l7.GetLatencyNs()
-		e.merge(&Edge{L7Flows: 1, L7Errors: b2u(l7Error(l7)), L7LatencySum: lat, L7LatencyMax: lat,
+		// An unanswered DNS query is a response with verdict ERROR.
+		bad := l7Error(l7) || f.GetVerdict() == flowpb.Verdict_ERROR
+		e.merge(&Edge{L7Flows: 1, L7Errors: b2u(bad), L7LatencySum: lat, L7LatencyMax: lat,
 			L7Responses: b2u(l7.GetType() == flowpb.L7FlowType_RESPONSE), L7Protocol: l7Protocol(l7)})
 	}
 }
