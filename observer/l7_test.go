@@ -14,6 +14,7 @@ import (
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/observer/aggregate"
 )
 
 func dnsMsg(t testing.TB, id uint16, name string, resp bool, rcode dnsmessage.RCode, ips ...string) []byte {
@@ -143,6 +144,12 @@ func TestL7DNSTimeout(t *testing.T) {
 	}
 	if counterValue(o.l7.timeouts) != 1 {
 		t.Fatal("timeout not counted")
+	}
+	// Aggregated, the unanswered query is an L7 error of its edge.
+	set := aggregate.NewSet()
+	set.Add(f)
+	if e := set.Edges()[0]; e.L7Errors != 1 || e.L7Responses != 1 || e.L7Protocol != "DNS" {
+		t.Errorf("aggregate of the timeout: %d errors, %d responses, %q", e.L7Errors, e.L7Responses, e.L7Protocol)
 	}
 	// An answer after the timeout is still a response flow, without latency.
 	o.HandleL7(l7Rec(21*sec, serverPod, clientPod, 53, 40000, contract.DirectionIngress, dnsMsg(t, 9, "x.drop.lab.", true, 0)))
