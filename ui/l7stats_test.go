@@ -13,7 +13,7 @@ import (
 
 // httpExchange is an HTTP request and its response as loupe's observer
 // emits them at the client's veth: observer's TestL7HTTPFlows builds the
-// same from L7 records, test/e2e's lab L7 test from the real datapath
+// same from L7 records, test/e2e's TestPrivilegedL7HTTP from the real datapath
 // (type L7, event type 129, the response a reply carrying the request's
 // method and URL and the latency).
 func httpExchange(client, server *flowpb.Endpoint, sport uint32, at time.Time, method, path string, code uint32, latency time.Duration) []*flowpb.Flow {
