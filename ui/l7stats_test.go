@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/observer/aggregate"
 )
 
 // httpExchange is an HTTP request and its response as loupe's observer
@@ -107,5 +108,37 @@ func TestEdgeL7PathsBounded(t *testing.T) {
 	l := edgeByID(t, a.Flush(), "x/client|x/web|80/TCP").L7
 	if len(l.Paths) != shownPaths || l.MorePaths != 100-shownPaths {
 		t.Errorf("%d paths shown, %d more; want %d and %d", len(l.Paths), l.MorePaths, shownPaths, 100-shownPaths)
+	}
+}
+
+// A past range's map: the relay's per-edge aggregates folded in keep the
+// flow counts, the L7 totals and the bytes of the flows they sum.
+func TestAddAggregate(t *testing.T) {
+	now := time.Now()
+	flows := append(l7Flows(now), trafficFlows(t, now)...)
+	live := NewAggregator(AggregatorConfig{})
+	set := aggregate.NewSet()
+	for _, f := range flows {
+		live.Add(f)
+		set.Add(f)
+	}
+	past := NewAggregator(AggregatorConfig{})
+	for _, e := range set.Edges() {
+		past.AddAggregate(e.Flow("relay"))
+	}
+	if lf, _ := live.Counts(); lf != uint64(len(flows)) {
+		t.Fatalf("live map counted %d flows of %d", lf, len(flows))
+	}
+	if pf, _ := past.Counts(); pf != uint64(len(flows)) {
+		t.Errorf("range map counted %d flows, want %d", pf, len(flows))
+	}
+	d := past.Flush()
+	l := edgeByID(t, d, "x/client|x/web|80/TCP").L7
+	if l == nil || l.Protocol != "HTTP" || l.Requests != 100 || l.Responses != 100 || l.Errors != 10 || l.Mean < 20 || l.Mean > 25 || l.Max != 200 {
+		t.Errorf("range L7 %+v, want 100 requests and responses, 10 errors, mean 21.7 ms, max 200 ms", l)
+	}
+	tr := edgeByID(t, d, "x/client|y/db|5432/TCP").Traffic
+	if tr == nil || tr.BytesSent != 100e6 || tr.BytesReceived != 60e3 || tr.Connections != 1 {
+		t.Errorf("range traffic %+v, want the bulk connection's 100 MB once", tr)
 	}
 }

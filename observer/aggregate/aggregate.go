@@ -4,7 +4,8 @@
 // relay over every agent's aggregates.
 //
 // An edge is (source workload, destination workload, destination port,
-// protocol, verdict). It travels as a flow.Flow, so the stock hubble CLI
+// protocol, verdict); a reply counts on its connection's edge (client to
+// server port). It travels as a flow.Flow, so the stock hubble CLI
 // and Hubble Relay still read it: the key in source, destination, l4 and
 // verdict, the last flow's time in time, "aggregate of N flows" in summary,
 // and the counts in extensions (a google.protobuf.Struct) under the key
@@ -126,20 +127,30 @@ func workload(ep *flowpb.Endpoint, ip string) string {
 	return ip
 }
 
-// keyOf is the edge a flow (or an aggregate flow) belongs to.
+// keyOf is the edge a flow (or an aggregate flow) belongs to. A reply
+// counts on the edge of the connection it answers (from the client to the
+// server's port), as the UI's map counts it.
 func keyOf(f *flowpb.Flow) Key {
+	src, dst, sip, dip := sides(f)
 	k := Key{
-		Source:      workload(f.GetSource(), f.GetIP().GetSource()),
-		Destination: workload(f.GetDestination(), f.GetIP().GetDestination()),
+		Source:      workload(src, sip),
+		Destination: workload(dst, dip),
 		Verdict:     f.GetVerdict(),
+	}
+	reply := f.GetIsReply().GetValue()
+	port := func(s, d uint32) uint32 {
+		if reply {
+			return s
+		}
+		return d
 	}
 	switch l4 := f.GetL4().GetProtocol().(type) {
 	case *flowpb.Layer4_TCP:
-		k.Protocol, k.Port = "TCP", l4.TCP.GetDestinationPort()
+		k.Protocol, k.Port = "TCP", port(l4.TCP.GetSourcePort(), l4.TCP.GetDestinationPort())
 	case *flowpb.Layer4_UDP:
-		k.Protocol, k.Port = "UDP", l4.UDP.GetDestinationPort()
+		k.Protocol, k.Port = "UDP", port(l4.UDP.GetSourcePort(), l4.UDP.GetDestinationPort())
 	case *flowpb.Layer4_SCTP:
-		k.Protocol, k.Port = "SCTP", l4.SCTP.GetDestinationPort()
+		k.Protocol, k.Port = "SCTP", port(l4.SCTP.GetSourcePort(), l4.SCTP.GetDestinationPort())
 	case *flowpb.Layer4_ICMPv4:
 		k.Protocol = "ICMPv4"
 	case *flowpb.Layer4_ICMPv6:
@@ -149,7 +160,18 @@ func keyOf(f *flowpb.Flow) Key {
 }
 
 func (s *Set) edge(f *flowpb.Flow) *Edge {
-	return s.edgeOf(keyOf(f), f.GetSource(), f.GetDestination(), f.GetIP().GetSource(), f.GetIP().GetDestination())
+	src, dst, sip, dip := sides(f)
+	return s.edgeOf(keyOf(f), src, dst, sip, dip)
+}
+
+// sides are the client's and the server's endpoints and addresses: the
+// flow's source and destination, swapped on a reply.
+func sides(f *flowpb.Flow) (src, dst *flowpb.Endpoint, sip, dip string) {
+	src, dst, sip, dip = f.GetSource(), f.GetDestination(), f.GetIP().GetSource(), f.GetIP().GetDestination()
+	if f.GetIsReply().GetValue() {
+		return dst, src, dip, sip
+	}
+	return src, dst, sip, dip
 }
 
 func (s *Set) edgeOf(k Key, src, dst *flowpb.Endpoint, srcIP, dstIP string) *Edge {
