@@ -29,7 +29,10 @@ type agentCounters struct {
 	flows, lost float64
 	read        float64 // ring-buffer records the agent's reader took
 	otlpDropped float64 // flows the OTLP exporter dropped
-	cpuTicks    uint64  // utime + stime
+	// The on-disk history (#20): flows that missed it, and records written.
+	histLost, histWritten float64
+	l7HTTP                float64 // HTTP L7 flows (the l7http suite)
+	cpuTicks              uint64  // utime + stime
 }
 
 // eventsPressure is the offered rate of the pressure rounds, as a multiple
@@ -66,12 +69,24 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 		return nil, err
 	}
 	measure := func(rate float64) (eventsRound, error) { return measureEvents(ctx, src, metricsURL, pid, rate, dur) }
-	var rates, delivered, cpu, perCore, offered []float64
+	var rates, delivered, cpu, perCore, offered, toHistory []float64
+	var histLost, histWritten float64
 	for i := range cfg.rounds() {
 		r, err := measure(eventsTarget)
 		if err != nil {
 			return nil, err
 		}
+		// The history writer batches (200 ms): let its last batch land
+		// before counting what reached the disk.
+		hafter, err := settle(ctx, metricsURL, pid)
+		if err != nil {
+			return nil, err
+		}
+		events, lost := hafter.flows-r.before.flows, hafter.lost-r.before.lost
+		hl := hafter.histLost - r.before.histLost
+		histLost += hl
+		histWritten += hafter.histWritten - r.before.histWritten
+		toHistory = append(toHistory, (events-hl)/max(1, events+lost))
 		rates, delivered, cpu, offered = append(rates, r.rate), append(delivered, r.delivered), append(cpu, r.cpu), append(offered, r.offered)
 		if r.perCore > 0 {
 			perCore = append(perCore, r.perCore)
@@ -119,6 +134,16 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 		return []Row{rate}, err
 	}
 	rows := []Row{rate, del}
+	if histWritten == 0 {
+		return rows, errors.New("events: the agent wrote nothing to its flow history: is it on (--history-retention)?")
+	}
+	hist, err := NewRow("history_keeps_up", "fraction", toHistory, ones, "all events", 1, Higher,
+		fmt.Sprintf("with history on (the agent's default), the events_rate load: flows written to the on-disk history out of flows + lost events, 0 lost wanted; %.0f history records written, %.0f flows missed the history, events lost as in events_delivered",
+			histWritten, histLost))
+	if err != nil {
+		return rows, err
+	}
+	rows = append(rows, hist)
 	if pc, err := NewRow("events_per_agent_core", "events/cpu-s", perCore, targets[:len(perCore)], "target 200k/s", 1, Higher,
 		"events the agent turns into flows per second of its own CPU: what one agent core would sustain"); err == nil {
 		rows = append(rows, pc)
@@ -317,7 +342,8 @@ func settle(ctx context.Context, url string, pid int) (agentCounters, error) {
 		if err != nil {
 			return c, err
 		}
-		if c.flows == last.flows {
+		// The history writer batches (200 ms): wait for it too.
+		if c.flows == last.flows && c.histWritten == last.histWritten {
 			return c, nil
 		}
 		last = c
@@ -347,6 +373,12 @@ func readAgent(ctx context.Context, url string, pid int) (agentCounters, error) 
 			dst = &c.read
 		case strings.HasPrefix(line, "loupe_otlp_flows_dropped_total"):
 			dst = &c.otlpDropped
+		case strings.HasPrefix(line, "loupe_history_lost_total"):
+			dst = &c.histLost
+		case strings.HasPrefix(line, "loupe_history_records_total"):
+			dst = &c.histWritten
+		case strings.HasPrefix(line, `loupe_l7_records_total{outcome="flow",protocol="http"}`):
+			dst = &c.l7HTTP
 		default:
 			continue
 		}

@@ -58,5 +58,11 @@ func runHistory(ctx context.Context, cfg *Config) ([]Row, error) {
 	if err != nil {
 		return rows, fmt.Errorf("history query: %w\n%s", err, tailStr(out, 2000))
 	}
-	return append(rows, q), nil
+	rows = append(rows, q)
+	qc, err := NewRow("history_query_1h_cpu", "cpu-s", Samples(rs, query, "cpu_s/query"), bar, "issue #20 bar (2 s)", 1, Lower,
+		"CPU time (user + system) of the same query: on a shared machine the wall time is mostly waiting for a core")
+	if err != nil {
+		return rows, fmt.Errorf("history query: %w", err)
+	}
+	return append(rows, qc), nil
 }

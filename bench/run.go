@@ -10,7 +10,7 @@ import (
 )
 
 // Suites, in the order they run.
-var Suites = []string{"decode", "relay", "follow", "l7hook", "otlp", "history", "secevents", "datapath", "cni", "events", "kdrop"}
+var Suites = []string{"decode", "relay", "follow", "l7hook", "otlp", "history", "secevents", "datapath", "cni", "events", "kdrop", "l7http"}
 
 // Run runs the suites cfg asks for. It always tears its lab down, and
 // returns the rows it has even when a suite fails.
@@ -48,7 +48,7 @@ func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
 	step("history", func() ([]Row, error) { return runHistory(ctx, cfg) })
 	step("secevents", func() ([]Row, error) { return runSecurityEvents(ctx, cfg) })
 
-	if cfg.want("datapath") || cfg.want("cni") || cfg.want("events") || cfg.want("kdrop") {
+	if cfg.want("datapath") || cfg.want("cni") || cfg.want("events") || cfg.want("kdrop") || cfg.want("l7http") {
 		for _, b := range []string{"loupe", "loupe-agent", "loupe-cni"} {
 			if _, err := os.Stat(filepath.Join(cfg.BinDir, b)); err != nil {
 				return rows, fmt.Errorf("bench: %w (run make build)", err)
@@ -63,6 +63,7 @@ func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
 			step("cni", func() ([]Row, error) { return runCNI(ctx, cfg, bl) })
 			step("events", func() ([]Row, error) { return runEventsAndMetricsCost(ctx, cfg, bl) })
 			step("kdrop", func() ([]Row, error) { return runKernelDrops(ctx, cfg, bl) })
+			step("l7http", func() ([]Row, error) { return runL7HTTP(ctx, cfg, bl) })
 		}
 	}
 	rows = perCoreVsDecode(rows)

@@ -54,19 +54,25 @@ func (t *aggregateTable) add(f *flowpb.Flow) error {
 
 func (t *aggregateTable) print(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 2, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPORT\tPROTOCOL\tVERDICT\tFLOWS\tFIRST\tLAST\tL7 ERRORS\tL7 MEAN LATENCY")
+	fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPORT\tPROTOCOL\tVERDICT\tFLOWS\tFIRST\tLAST\tBYTES SENT\tBYTES RECEIVED\tL7 ERRORS\tL7 MEAN LATENCY")
 	for _, e := range t.edges {
 		l7err, l7lat := "-", "-"
 		if e.L7Flows > 0 {
 			l7err = fmt.Sprintf("%d/%d", e.L7Errors, e.L7Flows)
-			l7lat = (time.Duration(e.L7LatencySum / e.L7Flows)).String()
+			if e.L7Responses > 0 {
+				l7lat = (time.Duration(e.L7LatencySum / e.L7Responses)).String()
+			}
+		}
+		sent, recv := "-", "-"
+		if e.BytesSent+e.BytesReceived+e.Conns > 0 {
+			sent, recv = fmt.Sprint(e.BytesSent), fmt.Sprint(e.BytesReceived)
 		}
 		port := "-"
 		if e.Port != 0 {
 			port = fmt.Sprint(e.Port)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", e.Source, e.Destination, port, e.Protocol,
-			e.Verdict, e.Flows, e.First.Local().Format(t.layout), e.Last.Local().Format(t.layout), l7err, l7lat)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Source, e.Destination, port, e.Protocol,
+			e.Verdict, e.Flows, e.First.Local().Format(t.layout), e.Last.Local().Format(t.layout), sent, recv, l7err, l7lat)
 	}
 	return tw.Flush()
 }

@@ -290,3 +290,23 @@ func TestL7HeaderMatchesGo(t *testing.T) {
 		t.Errorf("Go decodes members BTF lacks: %v", want)
 	}
 }
+
+// Two pipelined requests in one segment: the record carries both heads
+// (the default 256-byte capture), so the observer reads both
+// (observer's TestL7HTTPPipelinedInOneSegment feeds it the same bytes).
+func TestPrivilegedL7HTTPPipelinedCapture(t *testing.T) {
+	d := newTestDatapath(t, Config{L7: L7DNS | L7HTTP})
+	withEndpoint(t, d, EndpointInfo{})
+	two := []byte("GET /status/500 HTTP/1.1\r\nHost: db:8080\r\n\r\nGET /ok HTTP/1.1\r\nHost: db:8080\r\n\r\n")
+	c := pkt{src: podIP, dst: peerIP, proto: protoTCP, sport: 40001, dport: 8080, flags: tcpSYN}
+	run(t, d.objs.LoupeFromPod, c.build())
+	c.flags = tcpACK | 0x08
+	run(t, d.objs.LoupeFromPod, withPayload(c, two))
+	recs := drainL7(t, d)
+	if len(recs) != 1 {
+		t.Fatalf("got %d records, want 1: %+v", len(recs), recs)
+	}
+	if r := recs[0]; r.Kind != L7HTTP || r.PayloadLen != uint32(len(two)) || !bytes.Equal(r.Data, two) {
+		t.Errorf("record %+v, want both requests whole", r)
+	}
+}

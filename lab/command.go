@@ -281,7 +281,7 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 	var sReady int
 	serveCmd := &cobra.Command{Use: "serve", Hidden: true, Args: cobra.NoArgs}
 	serveCmd.Flags().StringVar(&sPod, "pod", "", "NS/POD")
-	serveCmd.Flags().StringVar(&sPorts, "ports", "", "ports to serve: 80/TCP,81/UDP")
+	serveCmd.Flags().StringVar(&sPorts, "ports", "", "ports to serve: 80/TCP,81/UDP,9000/TCP/http-api (port/protocol/name; a TCP port numbered 80 or 8080 or named http* serves HTTP)")
 	serveCmd.Flags().StringVar(&sID, "id", "", "the pod's netns name (identifies the process)")
 	serveCmd.Flags().IntVar(&sReady, "ready-fd", 0, "write ok to this fd once listening")
 	serveCmd.RunE = func(cmd *cobra.Command, _ []string) error {

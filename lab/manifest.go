@@ -298,11 +298,12 @@ func ValidateSet(objs []Object) error {
 	return nil
 }
 
-// podPorts lists a pod's declared ports as "80/TCP", sorted by port then protocol.
+// podPorts lists a pod's declared ports as "80/TCP" or, when named,
+// "8000/TCP/http-api", sorted by port then protocol.
 func podPorts(p *corev1.Pod) []string {
 	type pp struct {
-		port  int32
-		proto string
+		port        int32
+		proto, name string
 	}
 	var ps []pp
 	for _, c := range p.Spec.Containers {
@@ -311,7 +312,11 @@ func podPorts(p *corev1.Pod) []string {
 			if proto == "" {
 				proto = "TCP"
 			}
-			ps = append(ps, pp{port.ContainerPort, proto})
+			name := port.Name
+			if !validPortName(name) {
+				name = "" // the serve side would refuse it; unnamed, it still serves
+			}
+			ps = append(ps, pp{port.ContainerPort, proto, name})
 		}
 	}
 	sort.Slice(ps, func(i, j int) bool {
@@ -322,7 +327,7 @@ func podPorts(p *corev1.Pod) []string {
 	})
 	out := make([]string, len(ps))
 	for i, p := range ps {
-		out[i] = fmt.Sprintf("%d/%s", p.port, p.proto)
+		out[i] = portSpec{int(p.port), p.proto, p.name}.String()
 	}
 	return out
 }

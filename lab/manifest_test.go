@@ -178,7 +178,7 @@ func TestExamplesParse(t *testing.T) {
 	for _, o := range objs {
 		if p := o.Pod(); p != nil {
 			pods++
-			if got := strings.Join(podPorts(p), ","); got != "80/TCP,80/UDP,81/TCP,81/UDP" {
+			if got := strings.Join(podPorts(p), ","); got != "80/TCP/serve-80-tcp,80/UDP/serve-80-udp,81/TCP/serve-81-tcp,81/UDP/serve-81-udp" {
 				t.Errorf("%s ports = %s", o.ID(), got)
 			}
 			if p.Labels["pod"] != p.Name {

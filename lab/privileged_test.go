@@ -278,7 +278,7 @@ func TestPrivilegedServeAndProbe(t *testing.T) {
 		{82, "TCP", false}, {80, "UDP", false},
 	}
 	for _, c := range cases {
-		got := probe(ctx, netnsPath(a), "10.250.0.2", c.port, c.proto, 700*time.Millisecond)
+		got := probe(ctx, netnsPath(a), "10.250.0.2", portSpec{Port: c.port, Proto: c.proto}, 700*time.Millisecond)
 		if got != c.want {
 			t.Errorf("probe %d/%s = %v, want %v", c.port, c.proto, got, c.want)
 		}

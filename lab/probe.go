@@ -64,7 +64,9 @@ func dialIn(ctx context.Context, netnsPath, network, addr string, timeout time.D
 
 // probe reports whether from reaches ip:port over proto within timeout: a TCP
 // connection that carries a request and its answer, or a UDP echo.
-func probe(ctx context.Context, fromNetNS string, ip string, port int, proto string, timeout time.Duration) bool {
+// The port's declared name picks the protocol spoken, as the server picks it.
+func probe(ctx context.Context, fromNetNS string, ip string, p portSpec, timeout time.Duration) bool {
+	port, proto := p.Port, p.Proto
 	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -81,7 +83,7 @@ func probe(ctx context.Context, fromNetNS string, ip string, port int, proto str
 			_, _, err := dnsAsk(conn, true, probeDNSName, dnsmessage.TypeA, deadline)
 			return err == nil
 		}
-		if isHTTPPort(port) {
+		if isHTTPPort(portSpec{port, "TCP", p.Name}) {
 			fmt.Fprintf(conn, "GET /probe HTTP/1.0\r\nHost: %s\r\n\r\n", ip)
 			line, err := bufio.NewReader(conn).ReadString('\n')
 			return err == nil && strings.HasPrefix(line, "HTTP/1.")
@@ -146,10 +148,18 @@ func (l *Lab) Probe(ctx context.Context, from, to string, port int, proto string
 		return false, err
 	}
 	var ip string
+	var dst podRecord
 	if a, perr := netip.ParseAddr(to); perr == nil {
 		ip = a.String()
+		if recs, err := l.records(); err == nil {
+			for _, r := range recs {
+				if r.IP == ip {
+					dst = r
+				}
+			}
+		}
 	} else {
-		dst, err := l.findPod(to)
+		dst, err = l.findPod(to)
 		if err != nil {
 			return false, err
 		}
@@ -162,7 +172,18 @@ func (l *Lab) Probe(ctx context.Context, from, to string, port int, proto string
 	if port < 1 || port > 65535 {
 		return false, fmt.Errorf("port %d: want 1-65535", port)
 	}
-	return probe(ctx, src.netnsPath(), ip, port, proto, timeout), nil
+	return probe(ctx, src.netnsPath(), ip, declaredPort(dst, port, proto), timeout), nil
+}
+
+// declaredPort is port/proto with the name rec declares for it, if any.
+func declaredPort(rec podRecord, port int, proto string) portSpec {
+	ps, _ := parsePorts(strings.Join(rec.Ports, ","))
+	for _, p := range ps {
+		if p.Port == port && p.Proto == proto {
+			return p
+		}
+	}
+	return portSpec{Port: port, Proto: proto}
 }
 
 // ProbeAll probes every ordered pair of distinct pods on every port and
@@ -206,7 +227,7 @@ func (l *Lab) ProbeAll(ctx context.Context, timeout time.Duration, parallel int)
 			results[i] = ProbeResult{
 				From: j.src.Namespace + "/" + j.src.Name, To: j.dst.Namespace + "/" + j.dst.Name,
 				Port: j.port.Port, Protocol: j.port.Proto,
-				Allowed: probe(ctx, j.src.netnsPath(), j.dst.IP, j.port.Port, j.port.Proto, timeout),
+				Allowed: probe(ctx, j.src.netnsPath(), j.dst.IP, j.port, timeout),
 			}
 		}()
 	}

@@ -21,11 +21,33 @@ import (
 type portSpec struct {
 	Port  int
 	Proto string // TCP or UDP
+	Name  string // the container port's name, if it has one
 }
 
-func (p portSpec) String() string { return strconv.Itoa(p.Port) + "/" + p.Proto }
+func (p portSpec) String() string {
+	s := strconv.Itoa(p.Port) + "/" + p.Proto
+	if p.Name != "" {
+		s += "/" + p.Name
+	}
+	return s
+}
 
-// parsePorts reads "80/TCP,81/UDP".
+// validPortName reports whether s is a Kubernetes port name (IANA_SVC_NAME:
+// at most 15 lowercase letters, digits and inner hyphens), so it can never
+// carry the separators of a port list.
+func validPortName(s string) bool {
+	if len(s) == 0 || len(s) > 15 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// parsePorts reads "80/TCP,81/UDP,8000/TCP/http-api" (port/protocol/name).
 func parsePorts(s string) ([]portSpec, error) {
 	var out []portSpec
 	for _, f := range strings.Split(s, ",") {
@@ -37,6 +59,10 @@ func parsePorts(s string) ([]portSpec, error) {
 		if !ok {
 			proto = "TCP"
 		}
+		proto, name, named := strings.Cut(proto, "/")
+		if named && !validPortName(name) {
+			return nil, fmt.Errorf("port %q: name must be a Kubernetes port name (a-z, 0-9, '-', at most 15)", f)
+		}
 		port, err := strconv.Atoi(num)
 		if err != nil || port < 1 || port > 65535 {
 			return nil, fmt.Errorf("port %q: want 1-65535", f)
@@ -45,13 +71,16 @@ func parsePorts(s string) ([]portSpec, error) {
 		if proto != "TCP" && proto != "UDP" {
 			return nil, fmt.Errorf("port %q: protocol must be TCP or UDP", f)
 		}
-		out = append(out, portSpec{port, proto})
+		out = append(out, portSpec{port, proto, name})
 	}
 	return out, nil
 }
 
-// isHTTPPort reports whether a TCP port answers HTTP rather than echoing.
-func isHTTPPort(p int) bool { return p == 80 || p == 8080 }
+// isHTTPPort reports whether a port answers HTTP rather than echoing: TCP
+// ports numbered 80 or 8080, or named http* (http, http-api, http2, ...).
+func isHTTPPort(p portSpec) bool {
+	return p.Proto == "TCP" && (p.Port == 80 || p.Port == 8080 || strings.HasPrefix(p.Name, "http"))
+}
 
 // serve runs a pod's servers until ctx ends. ready is called once every port listens.
 func serve(ctx context.Context, pod string, ports []portSpec, dns dnsServer, log *slog.Logger, ready func()) error {
@@ -86,7 +115,7 @@ func serve(ctx context.Context, pod string, ports []portSpec, dns dnsServer, log
 			}
 			closers = append(closers, pc)
 			go func() { errc <- serveUDP(pc) }()
-		case isHTTPPort(p.Port):
+		case isHTTPPort(p):
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen %s: %w", p, err)

@@ -45,6 +45,7 @@ type PodStatus struct {
 type PortStatus struct {
 	Port     int    `json:"port"`
 	Protocol string `json:"protocol"`
+	Name     string `json:"name,omitempty"`
 }
 
 // Status collects the lab's nodes (asking each agent whether it is ready) and pods.
@@ -85,10 +86,9 @@ func (l *Lab) Status(ctx context.Context) (*Status, error) {
 		for k, v := range p.Labels {
 			ps.Labels[k] = v
 		}
-		for _, s := range podPorts(p) {
-			num, proto, _ := strings.Cut(s, "/")
-			port, _ := strconv.Atoi(num)
-			ps.Ports = append(ps.Ports, PortStatus{Port: port, Protocol: proto})
+		specs, _ := parsePorts(strings.Join(podPorts(p), ","))
+		for _, s := range specs {
+			ps.Ports = append(ps.Ports, PortStatus{Port: s.Port, Protocol: s.Proto, Name: s.Name})
 		}
 		st.Pods = append(st.Pods, ps)
 	}
@@ -115,7 +115,7 @@ func printStatus(w interface{ Write([]byte) (int, error) }, l *Lab, st *Status) 
 	for _, p := range st.Pods {
 		var ports []string
 		for _, pt := range p.Ports {
-			ports = append(ports, fmt.Sprintf("%d/%s", pt.Port, pt.Protocol))
+			ports = append(ports, portSpec{pt.Port, pt.Protocol, pt.Name}.String())
 		}
 		var labels []string
 		for k, v := range p.Labels {

@@ -73,7 +73,7 @@ func (l *Lab) trafficPlan() ([]flow, error) {
 			}
 		}
 	}
-	httpPort := func(p portSpec) bool { return isHTTPPort(p.Port) }
+	httpPort := isHTTPPort
 	any := func(portSpec) bool { return true }
 	dnsPort := func(p portSpec) bool { return p.Port == 53 }
 	add("http", "frontend", "api", "TCP", httpPort, 40, 0)
@@ -95,7 +95,7 @@ func (l *Lab) trafficPlan() ([]flow, error) {
 			ports, _ := parsePorts(strings.Join(d.Ports, ","))
 			for _, p := range ports {
 				kind := strings.ToLower(p.Proto)
-				if p.Proto == "TCP" && isHTTPPort(p.Port) {
+				if isHTTPPort(p) {
 					kind = "http"
 				}
 				plan = append(plan, flow{kind, s, d, p.Port, p.Proto, 10})
@@ -174,11 +174,11 @@ loop:
 // sendFlow makes one request; it reports whether it got an answer.
 func sendFlow(ctx context.Context, f flow) bool {
 	const timeout = time.Second
-	if f.kind == "http" && f.proto == "TCP" && isHTTPPort(f.port) {
+	if f.kind == "http" { // planned only for ports that serve HTTP
 		return sendHTTP(ctx, f)
 	}
 	if f.kind != "dns" {
-		return probe(ctx, f.src.netnsPath(), f.dst.IP, f.port, f.proto, timeout)
+		return probe(ctx, f.src.netnsPath(), f.dst.IP, declaredPort(f.dst, f.port, f.proto), timeout)
 	}
 	conn, err := dialIn(ctx, f.src.netnsPath(), "udp4", net.JoinHostPort(f.dst.IP, strconv.Itoa(f.port)), timeout)
 	if err != nil {

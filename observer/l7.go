@@ -186,13 +186,22 @@ func (o *Observer) ExpireL7(now uint64) {
 	})
 }
 
+// handleHTTP reads every message that begins in the captured bytes:
+// pipelined requests sent in one segment, and their responses, each pair
+// in order.
 func (o *Observer) handleHTTP(r *datapath.L7Record) {
-	s := o.l7
-	m, err := l7.ParseHTTP(r.Data, s.cfg.KeepQuery)
+	ms, err := l7.ParseHTTPMessages(r.Data, o.l7.cfg.KeepQuery)
 	if err != nil {
-		s.malformed.WithLabelValues("http").Inc()
+		o.l7.malformed.WithLabelValues("http").Inc()
 		return
 	}
+	for i := range ms {
+		o.handleHTTPMessage(r, &ms[i])
+	}
+}
+
+func (o *Observer) handleHTTPMessage(r *datapath.L7Record, m *l7.HTTP) {
+	s := o.l7
 	conn := l7.ConnKey{Client: netip.AddrPortFrom(r.Src, r.SrcPort), Server: netip.AddrPortFrom(r.Dst, r.DstPort)}
 	atClient := r.Direction == contract.DirectionEgress
 	if m.Response {
@@ -205,11 +214,11 @@ func (o *Observer) handleHTTP(r *datapath.L7Record) {
 	}
 	s.records.WithLabelValues("http", "flow").Inc()
 	if !m.Response {
-		req := httpRequest{method: m.Method, protocol: m.Protocol, url: httpURL(&m, conn.Server)}
+		req := httpRequest{method: m.Method, protocol: m.Protocol, url: httpURL(m, conn.Server)}
 		if !s.http.Request(conn, r.TimestampNS, req) {
 			s.unpaired.Inc()
 		}
-		o.storeL7(o.httpFlow(r, &m, req, 0))
+		o.storeL7(o.httpFlow(r, m, req, 0))
 		return
 	}
 	var req httpRequest
@@ -220,7 +229,7 @@ func (o *Observer) handleHTTP(r *datapath.L7Record) {
 			latency = r.TimestampNS - q.TimestampNS
 		}
 	}
-	o.storeL7(o.httpFlow(r, &m, req, latency))
+	o.storeL7(o.httpFlow(r, m, req, latency))
 }
 
 // httpURL is the request's URL as Cilium's proxy writes it: absolute, with

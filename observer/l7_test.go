@@ -2,6 +2,7 @@ package observer
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/observer/aggregate"
 )
 
 func dnsMsg(t testing.TB, id uint16, name string, resp bool, rcode dnsmessage.RCode, ips ...string) []byte {
@@ -142,6 +144,12 @@ func TestL7DNSTimeout(t *testing.T) {
 	}
 	if counterValue(o.l7.timeouts) != 1 {
 		t.Fatal("timeout not counted")
+	}
+	// Aggregated, the unanswered query is an L7 error of its edge.
+	set := aggregate.NewSet()
+	set.Add(f)
+	if e := set.Edges()[0]; e.L7Errors != 1 || e.L7Responses != 1 || e.L7Protocol != "DNS" {
+		t.Errorf("aggregate of the timeout: %d errors, %d responses, %q", e.L7Errors, e.L7Responses, e.L7Protocol)
 	}
 	// An answer after the timeout is still a response flow, without latency.
 	o.HandleL7(l7Rec(21*sec, serverPod, clientPod, 53, 40000, contract.DirectionIngress, dnsMsg(t, 9, "x.drop.lab.", true, 0)))
@@ -295,3 +303,35 @@ func TestL7FlowsKeepStreamOrder(t *testing.T) {
 		t.Fatalf("latency %d", fs[2].GetL7().GetLatencyNs())
 	}
 }
+
+// Pipelined requests sent in one segment, and their responses in one
+// segment, pair in order: datapath's TestPrivilegedL7HTTPPipelinedCapture
+// captures such a segment whole from a real packet.
+func TestL7HTTPPipelinedInOneSegment(t *testing.T) {
+	o := newTestObserver(t, 63, nil)
+	ms := uint64(time.Millisecond)
+	eg, in := contract.DirectionEgress, contract.DirectionIngress
+	o.HandleL7(httpRec(1000*ms, clientPod, serverPod, 40000, 8080, eg, pipelinedRequests))
+	o.HandleL7(httpRec(1004*ms, serverPod, clientPod, 8080, 40000, in,
+		"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\nnoHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	fs := ringFlows(o)
+	if len(fs) != 4 {
+		t.Fatalf("%d flows, want 4: %v", len(fs), fs)
+	}
+	for i, want := range []string{"GET http://db:8080/status/500", "GET http://db:8080/ok", "500 GET http://db:8080/status/500", "200 GET http://db:8080/ok"} {
+		h := fs[i].GetL7().GetHttp()
+		got := h.GetMethod() + " " + h.GetUrl()
+		if h.GetCode() != 0 {
+			got = strconv.Itoa(int(h.GetCode())) + " " + got
+		}
+		if got != want {
+			t.Errorf("flow %d: %s, want %s", i, got, want)
+		}
+	}
+	if fs[3].GetL7().GetLatencyNs() != 4*ms {
+		t.Errorf("second response latency %d", fs[3].GetL7().GetLatencyNs())
+	}
+}
+
+// pipelinedRequests are two GETs in one segment.
+const pipelinedRequests = "GET /status/500 HTTP/1.1\r\nHost: db:8080\r\n\r\nGET /ok HTTP/1.1\r\nHost: db:8080\r\n\r\n"

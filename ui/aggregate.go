@@ -77,6 +77,7 @@ type edge struct {
 	policies    map[PolicyRef]uint64
 	recentDrops []DropView   // newest last, at most maxRecentDrops
 	traffic     *edgeTraffic // nil until a connection flow arrives
+	l7          *edgeL7      // nil until an L7 flow arrives
 	first, last int64
 	dirty, gone bool
 }
@@ -181,6 +182,7 @@ func (a *Aggregator) Add(f *flowpb.Flow) *edge {
 	}
 	a.addPolicies(e, f)
 	a.addTraffic(e, f, t)
+	a.addL7(e, f, t)
 	a.touchEdge(e)
 	a.touchNode(src)
 	a.touchNode(dst)
@@ -411,6 +413,7 @@ type EdgeView struct {
 	Policies    []PolicyRef       `json:"policies,omitempty"`
 	RecentDrops []DropView        `json:"recentDrops,omitempty"`
 	Traffic     *TrafficView      `json:"traffic,omitempty"` // edges with connection counters only
+	L7          *L7View           `json:"l7,omitempty"`      // edges with L7 flows only
 	First       int64             `json:"first"`             // unix ms
 	Last        int64             `json:"last"`
 }
@@ -459,6 +462,9 @@ func (e *edge) view() EdgeView {
 	v.RecentDrops = slices.Clone(e.recentDrops)
 	if e.traffic != nil {
 		v.Traffic = e.traffic.view(max(e.last, e.traffic.now), e.first)
+	}
+	if e.l7 != nil {
+		v.L7 = e.l7.view(max(e.last, e.l7.now), e.first)
 	}
 	return v
 }

@@ -71,14 +71,26 @@ func (a *Aggregator) Decay(now time.Time) {
 			delete(a.active, e)
 			continue
 		}
-		tr := e.traffic
-		before := tr.winStart
-		tr.roll(t)
-		tr.now = max(tr.now, t)
-		if tr.winStart != before {
-			a.touchEdge(e)
+		quiet := true
+		if tr := e.traffic; tr != nil {
+			before := tr.winStart
+			tr.roll(t)
+			tr.now = max(tr.now, t)
+			if tr.winStart != before {
+				a.touchEdge(e)
+			}
+			quiet = tr.curBytes == 0 && tr.prevBytes == 0 && tr.curConns == 0 && tr.prevConns == 0
 		}
-		if tr.curBytes == 0 && tr.prevBytes == 0 && tr.curConns == 0 && tr.prevConns == 0 {
+		if x := e.l7; x != nil {
+			before := x.winStart
+			x.roll(t)
+			x.now = max(x.now, t)
+			if x.winStart != before {
+				a.touchEdge(e)
+			}
+			quiet = quiet && x.curReq == 0 && x.prevReq == 0
+		}
+		if quiet {
 			delete(a.active, e)
 		}
 	}

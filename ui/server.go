@@ -425,11 +425,12 @@ func (s *Server) statusLocked() Status {
 
 // message is what the server sends a browser.
 type message struct {
-	Type    string    `json:"type"` // snapshot, tick, flows
-	Map     *Delta    `json:"map,omitempty"`
-	Rows    []FlowRow `json:"rows,omitempty"`
-	Skipped uint64    `json:"skipped,omitempty"`
-	Status  *Status   `json:"status,omitempty"`
+	Type    string     `json:"type"` // snapshot, tick, flows
+	Map     *Delta     `json:"map,omitempty"`
+	Rows    []FlowRow  `json:"rows,omitempty"`
+	Skipped uint64     `json:"skipped,omitempty"`
+	Status  *Status    `json:"status,omitempty"`
+	Range   *RangeView `json:"range,omitempty"` // on the snapshot of a past range
 }
 
 func (s *Server) flushLoop(ctx context.Context) {
@@ -458,6 +459,10 @@ func (s *Server) flush(now time.Time) {
 	st := s.statusLocked()
 	var shared []byte // the delta and status are the same for every browser
 	for c := range s.clients {
+		if c.rng != nil {
+			s.rangeTickLocked(c, st)
+			continue
+		}
 		if c.resync {
 			if c.send(s.snapshotLocked(c)) {
 				c.resync = false
@@ -545,6 +550,8 @@ type client struct {
 	skipped    uint64
 	resync     bool
 	lastStatus Status
+	rng        *RangeView // a past range shown instead of the live map; nil: live
+	rangeSeq   uint64     // the latest range request, so a slow answer to an older one is dropped
 }
 
 func (c *client) send(m message) bool { return c.sendRaw(mustJSON(m)) }
@@ -570,8 +577,10 @@ func mustJSON(m message) []byte {
 
 // request is what a browser sends: its filter, or pause/resume.
 type request struct {
-	Type   string `json:"type"` // filter, pause, resume
+	Type   string `json:"type"` // filter, pause, resume, range
 	Filter Filter `json:"filter"`
+	// Seconds is the range's length back from now ("range"); 0 is live.
+	Seconds int64 `json:"seconds"`
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -646,5 +655,7 @@ func (s *Server) handle(c *client, req *request) {
 		c.rows = nil
 	case "resume":
 		c.paused = false
+	case "range":
+		s.setRangeLocked(c, req.Seconds)
 	}
 }

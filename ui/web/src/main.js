@@ -9,6 +9,8 @@ const SEP = '\u0000';
 const state = {
   filter: { ns: [], verdict: '', proto: '', port: 0, q: '' },
   view: { size: 'bytes', color: 'verdict' }, // edge width and colour modes (URL: size=flat, color=handshake)
+  range: 0, // index into RANGES: 0 is live, else a past range from the flow history (URL: range=6h)
+  rangeInfo: null, // the server's account of the range shown: {since, until, edges, flows, lost, loading, error}
   selected: null, // {type: 'node', id} | {type: 'pair', id: src + SEP + dst}
   status: null,
   wsOpen: false,
@@ -27,6 +29,9 @@ const map = new ServiceMap($('map'), { onSelect: (sel) => select(sel, false), on
 window.loupe = { map, state, pairKey: (src, dst) => src + SEP + dst, timing: {} };
 const mark = (k) => { if (!window.loupe.timing[k]) window.loupe.timing[k] = performance.now(); };
 
+// The time slider's stops: live, then the last N seconds from history.
+const RANGES = [['live', 0], ['5m', 300], ['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400]];
+
 // ---- filters and the URL ---------------------------------------------------
 function readURL() {
   const p = new URLSearchParams(location.search);
@@ -37,6 +42,9 @@ function readURL() {
   state.filter.q = p.get('q') || '';
   state.view.size = p.get('size') === 'flat' ? 'flat' : 'bytes';
   state.view.color = p.get('color') === 'handshake' ? 'handshake' : 'verdict';
+  state.range = Math.max(0, RANGES.findIndex(([k]) => k === p.get('range')));
+  $('f-range').value = String(state.range);
+  renderRangeLabel();
   applyView();
   if (p.get('node')) state.selected = { type: 'node', id: p.get('node') };
   else if (p.get('from') && p.get('to')) state.selected = { type: 'pair', id: p.get('from') + SEP + p.get('to') };
@@ -56,6 +64,7 @@ function writeURL() {
   if (f.q) p.set('q', f.q);
   if (state.view.size !== 'bytes') p.set('size', state.view.size);
   if (state.view.color !== 'verdict') p.set('color', state.view.color);
+  if (state.range) p.set('range', RANGES[state.range][0]);
   const s = state.selected;
   if (s && s.type === 'node') p.set('node', s.id);
   if (s && s.type === 'pair') { const [a, b] = s.id.split(SEP); p.set('from', a); p.set('to', b); }
@@ -95,6 +104,26 @@ $('f-q').addEventListener('input', (e) => { clearTimeout(qTimer); qTimer = setTi
 $('clear-sel').addEventListener('click', () => select(null, false));
 $('f-size').addEventListener('change', (e) => { state.view.size = e.target.value; viewChanged(); });
 $('f-color').addEventListener('change', (e) => { state.view.color = e.target.value; viewChanged(); });
+
+// ---- time slider: live, or the map of a past range from the history ------------
+function sendRange() { send({ type: 'range', seconds: RANGES[state.range][1] }); }
+function renderRangeLabel() {
+  const r = state.rangeInfo;
+  let t = state.range ? 'last ' + RANGES[state.range][0] : 'live';
+  if (state.range && r) {
+    if (r.loading) t += ' · loading…';
+    else if (r.error) t += ' · error: ' + r.error;
+    else t += ` · ${r.flows} flows${r.lost ? ` · ${r.lost} unavailable` : ''}`;
+  }
+  $('range-label').textContent = t;
+}
+let rangeTimer = 0;
+$('f-range').addEventListener('input', (e) => {
+  state.range = parseInt(e.target.value, 10) || 0;
+  state.rangeInfo = null;
+  renderRangeLabel(); writeURL();
+  clearTimeout(rangeTimer); rangeTimer = setTimeout(sendRange, 250); // one query when the slider stops
+});
 
 function renderNamespaces() {
   const list = $('ns-list');
@@ -159,7 +188,7 @@ map.visibleEdge = (e) => visEdges.has(e.id);
 let ws = null, retry = 1000;
 function connect() {
   ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
-  ws.onopen = () => { mark('wsOpen'); state.wsOpen = true; state.wsEverOpen = true; retry = 1000; sendFilter(); if (state.paused) send({ type: 'pause' }); renderConn(); };
+  ws.onopen = () => { mark('wsOpen'); state.wsOpen = true; state.wsEverOpen = true; retry = 1000; sendFilter(); if (state.paused) send({ type: 'pause' }); if (state.range) sendRange(); renderConn(); };
   ws.onclose = () => { state.wsOpen = false; renderConn(); setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); };
   ws.onmessage = (ev) => { mark('firstMessage'); const m = JSON.parse(ev.data); if (m.type === 'snapshot') mark('snapshotParsed'); handle(m); };
   renderConn();
@@ -189,6 +218,12 @@ function applyMap(d) {
 let nsDirty = false;
 
 function handle(m) {
+  if (m.type === 'snapshot' || m.type === 'range') {
+    // A live snapshot (no range) answers a switch back to live too.
+    state.rangeInfo = m.range || null;
+    renderRangeLabel();
+    if (m.type === 'snapshot' && state.range && !m.range) return; // the live map, sent before the range's arrived
+  }
   if (m.type === 'snapshot') {
     map.clear();
     clearRows();
@@ -224,7 +259,7 @@ function renderConn() {
   } else if (st.state === 'reconnecting') {
     cls = 'lost'; text = 'relay stream lost, reconnecting' + (st.error ? ': ' + st.error : '');
   } else {
-    cls = 'live'; text = 'live';
+    cls = 'live'; text = state.range ? 'history: last ' + RANGES[state.range][0] : 'live';
     const down = (st.nodes || []).filter((n) => n.state !== 'connected');
     const notes = [];
     if (down.length) notes.push(down.map((n) => `node ${n.name} ${n.state}`).join(', '));
@@ -354,6 +389,36 @@ function trafficRows(t) {
   ];
 }
 
+// ---- L7 of a pair: protocol, request rate, errors, latency, top paths ---------
+function fmtMs(ms) { return ms >= 1000 ? (ms / 1000).toPrecision(3) + ' s' : ms >= 1 ? ms.toPrecision(3) + ' ms' : (ms * 1000).toPrecision(3) + ' µs'; }
+function l7Line(e) {
+  const l = e.l7;
+  const lat = l.meanMs ? `mean ${fmtMs(l.meanMs)} · max ${fmtMs(l.maxMs)}` : `p50 ${fmtMs(l.p50Ms)} · p99 ${fmtMs(l.p99Ms)}`;
+  const rate = state.range ? `${l.requests} requests` : `${l.requestsPerSec.toFixed(1)} req/s`;
+  return `${l.protocol} ${e.port}/${e.proto}: ${rate} · ${(l.errorRate * 100).toFixed(1)}% errors (${l.errors}/${l.responses}) · ${lat}`;
+}
+function l7Section(edges) {
+  const l7 = edges.filter((e) => e.l7);
+  if (!l7.length) return [el('h2', 'L7'), el('p', 'no HTTP or DNS seen on this connection', 'muted')];
+  const out = [el('h2', 'L7')];
+  for (const e of l7) {
+    out.push(el('p', l7Line(e), 'l7-line'));
+    const paths = e.l7.paths || [];
+    if (!paths.length) continue;
+    const t = el('table', undefined, 'l7-paths');
+    t.append(el('tr'));
+    t.firstChild.append(el('th', e.l7.protocol === 'DNS' ? 'query' : 'path'), el('th', 'count'), el('th', 'errors'), el('th', 'p50'), el('th', 'p99'));
+    for (const p of paths) {
+      const tr = el('tr');
+      tr.append(el('td', p.path), el('td', String(p.count)), el('td', String(p.errors), p.errors ? 'deny' : ''), el('td', fmtMs(p.p50Ms)), el('td', fmtMs(p.p99Ms)));
+      t.append(tr);
+    }
+    out.push(t);
+    if (e.l7.morePaths) out.push(el('p', `… ${e.l7.morePaths} more`, 'muted'));
+  }
+  return out;
+}
+
 function renderPanel() {
   state.panelDirty = false;
   const panel = $('panel');
@@ -407,6 +472,7 @@ function renderPanel() {
     title,
     dl([['flows', String(p.flows)], ['dropped', p.drops ? `${p.drops} (drawn red, dashed)` : '0'], ...trafficRows(p.traffic)]),
     el('h2', 'Ports'), t,
+    ...l7Section(edges),
     el('h2', 'Policies'), policyList(pols),
     el('h2', 'Recent drops'), dropsTable(drops),
   );
@@ -424,6 +490,7 @@ function hover(h, x, y) {
     parts.push(el('strong', `${p.src} → ${p.dst}`));
     for (const e of p.edges.values()) {
       parts.push(el('div', `${e.port}/${e.proto}: ${e.flows} flows (${verdictText(e.verdicts)})`));
+      if (e.l7) parts.push(el('div', l7Line(e)));
       for (const [r, c] of Object.entries(e.dropReasons || {})) parts.push(el('div', `dropped: ${r} × ${c}`, 'deny'));
       for (const pol of e.policies || []) if (pol.effect === 'deny') parts.push(el('div', `denied by ${pol.ns ? pol.ns + '/' : ''}${pol.name} (${pol.dir})`, 'deny'));
     }
