@@ -176,7 +176,7 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 		err = c.Run()
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			exit(ee.ExitCode())
+			exit(exitStatus(ee.ProcessState))
 			return nil
 		}
 		if err != nil {
