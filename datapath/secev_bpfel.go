@@ -54,6 +54,11 @@ const (
 	secevMapSecevConfig             = "secev_config"
 	secevMapSecevEvents             = "secev_events"
 	secevMapSecevExecNames          = "secev_exec_names"
+	secevMapSecevKillCfg            = "secev_kill_cfg"
+	secevMapSecevKillExecs          = "secev_kill_execs"
+	secevMapSecevKillNetns          = "secev_kill_netns"
+	secevMapSecevKillPaths          = "secev_kill_paths"
+	secevMapSecevKillStats          = "secev_kill_stats"
 	secevMapSecevPending            = "secev_pending"
 	secevMapSecevPrefixes           = "secev_prefixes"
 	secevMapSecevScratch            = "secev_scratch"
@@ -130,6 +135,11 @@ type secevMapSpecs struct {
 	SecevConfig    *ebpf.MapSpec `ebpf:"secev_config"`
 	SecevEvents    *ebpf.MapSpec `ebpf:"secev_events"`
 	SecevExecNames *ebpf.MapSpec `ebpf:"secev_exec_names"`
+	SecevKillCfg   *ebpf.MapSpec `ebpf:"secev_kill_cfg"`
+	SecevKillExecs *ebpf.MapSpec `ebpf:"secev_kill_execs"`
+	SecevKillNetns *ebpf.MapSpec `ebpf:"secev_kill_netns"`
+	SecevKillPaths *ebpf.MapSpec `ebpf:"secev_kill_paths"`
+	SecevKillStats *ebpf.MapSpec `ebpf:"secev_kill_stats"`
 	SecevPending   *ebpf.MapSpec `ebpf:"secev_pending"`
 	SecevPrefixes  *ebpf.MapSpec `ebpf:"secev_prefixes"`
 	SecevScratch   *ebpf.MapSpec `ebpf:"secev_scratch"`
@@ -168,6 +178,11 @@ type secevMaps struct {
 	SecevConfig    *ebpf.Map `ebpf:"secev_config"`
 	SecevEvents    *ebpf.Map `ebpf:"secev_events"`
 	SecevExecNames *ebpf.Map `ebpf:"secev_exec_names"`
+	SecevKillCfg   *ebpf.Map `ebpf:"secev_kill_cfg"`
+	SecevKillExecs *ebpf.Map `ebpf:"secev_kill_execs"`
+	SecevKillNetns *ebpf.Map `ebpf:"secev_kill_netns"`
+	SecevKillPaths *ebpf.Map `ebpf:"secev_kill_paths"`
+	SecevKillStats *ebpf.Map `ebpf:"secev_kill_stats"`
 	SecevPending   *ebpf.Map `ebpf:"secev_pending"`
 	SecevPrefixes  *ebpf.Map `ebpf:"secev_prefixes"`
 	SecevScratch   *ebpf.Map `ebpf:"secev_scratch"`
@@ -180,6 +195,11 @@ func (m *secevMaps) Close() error {
 		m.SecevConfig,
 		m.SecevEvents,
 		m.SecevExecNames,
+		m.SecevKillCfg,
+		m.SecevKillExecs,
+		m.SecevKillNetns,
+		m.SecevKillPaths,
+		m.SecevKillStats,
 		m.SecevPending,
 		m.SecevPrefixes,
 		m.SecevScratch,

@@ -118,6 +118,8 @@ struct {
 	__type(value, __u8);
 } secev_exec_names SEC(".maps");
 
+#include "secev_act.h"
+
 struct secev_bucket {
 	__u64 tokens;
 	__u64 last_ns;
@@ -269,7 +271,8 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(loupe_secev_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
-	if (!exec_wanted()) {
+	int killed = secev_act_exec();
+	if (!killed && !exec_wanted()) {
 		stat_inc(SECEV_STAT_FILTERED);
 		return 0;
 	}
@@ -278,6 +281,8 @@ int BPF_PROG(loupe_secev_exec, struct task_struct *p, int old_pid, struct linux_
 		return 0;
 	__builtin_memset(ev, 0, sizeof(*ev));
 	fill_task(ev, SECEV_EXEC, now);
+	if (killed)
+		ev->ev_flags |= SECEV_F_KILLED;
 	const char *fn = BPF_CORE_READ(bprm, filename);
 	long n = bpf_probe_read_kernel_str(ev->path, sizeof(ev->path), fn);
 	if (n == sizeof(ev->path))
@@ -330,7 +335,9 @@ static __always_inline int open_enter(__u16 sys, __s32 dirfd, const char *upath,
 		s->p.ev_flags |= SECEV_F_PATH_TRUNC;
 	if (s->p.path[0] != '/')
 		s->p.ev_flags |= SECEV_F_RELATIVE;
-	if (cfg == 2) {
+	if (secev_act_open(&s->k, s->p.path, n, flags))
+		s->p.ev_flags |= SECEV_F_KILLED;
+	if (cfg == 2 && !(s->p.ev_flags & SECEV_F_KILLED)) {
 		int pass = 0;
 		if (s->p.ev_flags & SECEV_F_RELATIVE) {
 			pass = config(SECEV_CFG_RELATIVE);
