@@ -33,7 +33,17 @@ func (en *Engine) Rules() *Rules { return en.rules.Load() }
 // Match returns the first enabled rule, in load order, that matches e, as
 // Falco does by default (rule_matching: first).
 func (en *Engine) Match(e *Event) (Match, bool) {
-	for _, r := range en.rules.Load().list {
+	rs := en.rules.Load()
+	if e.Killed {
+		// The kernel killed the process for a kill rule: that rule
+		// reports the event, whatever rule comes first.
+		for _, r := range rs.KillRules() {
+			if r.match(e) {
+				return Match{Rule: r, Output: r.Output(e)}, true
+			}
+		}
+	}
+	for _, r := range rs.list {
 		if r.Enabled && r.match(e) {
 			return Match{Rule: r, Output: r.Output(e)}, true
 		}

@@ -28,6 +28,7 @@ type Event struct {
 	Relative bool   // the path was relative to a dirfd or the cwd, not resolved
 	Flags    uint32 // open flags
 	Ret      int32  // the syscall's result: fd, or -errno; procexit: exit code
+	Killed   bool   // a kill rule's action sent the process SIGKILL
 
 	// Where: a pod (Namespace and Pod set) or the node (both empty).
 	Node        string

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/loupe-project/loupe/datapath"
 )
 
 // Source is one rules file: its name (for errors) and its bytes.
@@ -63,6 +65,10 @@ type Rule struct {
 	Enabled  bool
 	File     string
 	Line     int
+	// Action is "" (report only), ActionKill or ActionDeny.
+	Action string
+
+	kill     *killPlan // ActionKill: the rule as the kernel decides it
 
 	cond     string // the condition's text (append adds to it)
 	output   string
@@ -114,12 +120,13 @@ func compileOutput(s string) ([]outputPart, error) {
 // ruleSet is the state while loading: what later files may name.
 type ruleSet struct {
 	env
+	caps  Capabilities
 	rules map[string]*Rule
 	order []string
 }
 
 func (s *ruleSet) clone() *ruleSet {
-	c := &ruleSet{env: env{lists: maps.Clone(s.lists), macros: maps.Clone(s.macros)}, rules: map[string]*Rule{}, order: append([]string(nil), s.order...)}
+	c := &ruleSet{env: env{lists: maps.Clone(s.lists), macros: maps.Clone(s.macros)}, caps: s.caps, rules: map[string]*Rule{}, order: append([]string(nil), s.order...)}
 	for k, r := range s.rules {
 		rc := *r
 		c.rules[k] = &rc
@@ -171,7 +178,7 @@ func (it item) strings(k string) ([]string, error) {
 // Keys each kind of item may have. Anything else is refused rather than
 // ignored: a key loupe does not know could change what a rule means.
 var allowedKeys = map[string]map[string]bool{
-	"rule":  {"rule": true, "desc": true, "condition": true, "output": true, "priority": true, "tags": true, "enabled": true, "append": true, "source": true, "exceptions": true, "override": true, "warn_evttypes": true, "skip-if-unknown-filter": true},
+	"rule":  {"action": true, "rule": true, "desc": true, "condition": true, "output": true, "priority": true, "tags": true, "enabled": true, "append": true, "source": true, "exceptions": true, "override": true, "warn_evttypes": true, "skip-if-unknown-filter": true},
 	"macro": {"macro": true, "condition": true, "append": true, "override": true},
 	"list":  {"list": true, "items": true, "append": true, "override": true},
 	// Version requirements are about Falco's engine and plugins: noted,
@@ -435,6 +442,11 @@ func (s *ruleSet) applyRule(file string, it item) error {
 			return fmt.Errorf("%d: rule %s: %w", it.keys["priority"].Line, name, err)
 		}
 	}
+	if v, ok, err := it.str("action"); err != nil {
+		return err
+	} else if ok {
+		r.Action = v
+	}
 	if tags, err := it.strings("tags"); err != nil {
 		return err
 	} else if tags != nil {
@@ -454,6 +466,24 @@ func (s *ruleSet) applyRule(file string, it item) error {
 	}
 	if r.match, err = compile(r.expanded); err != nil {
 		return fmt.Errorf("%d: rule %s: %w", cline, name, err)
+	}
+	if err := r.checkAction(s.caps); err != nil {
+		l := line
+		if a, ok := it.keys["action"]; ok {
+			l = a.Line
+		}
+		return fmt.Errorf("%d: rule %s: %w", l, name, err)
+	}
+	if r.kill != nil && r.Enabled {
+		n := 1
+		for _, o := range s.rules {
+			if o.Name != name && o.kill != nil && o.Enabled {
+				n++
+			}
+		}
+		if n > datapath.MaxKillRules {
+			return fmt.Errorf("%d: rule %s: more than %d enabled kill rules", line, name, datapath.MaxKillRules)
+		}
 	}
 	if r.out, err = compileOutput(r.output); err != nil {
 		l := line
@@ -484,7 +514,13 @@ func (rs *Rules) List() []*Rule { return rs.list }
 // version of it, that version is used instead, so the rules already
 // loaded keep running. The returned set is never nil.
 func Compile(srcs []Source, prev *Rules) (*Rules, error) {
-	s := &ruleSet{env: env{lists: map[string][]string{}, macros: map[string]*node{}}, rules: map[string]*Rule{}}
+	return CompileFor(srcs, prev, Capabilities{BPFLSM: errLSMNotProbed})
+}
+
+// CompileFor is Compile for a kernel with caps: a rule whose action the
+// kernel cannot carry out is refused with its file and line.
+func CompileFor(srcs []Source, prev *Rules, caps Capabilities) (*Rules, error) {
+	s := &ruleSet{env: env{lists: map[string][]string{}, macros: map[string]*node{}}, caps: caps, rules: map[string]*Rule{}}
 	out := &Rules{files: map[string][]item{}}
 	var errs []error
 	for _, src := range srcs {
@@ -508,8 +544,18 @@ func Compile(srcs []Source, prev *Rules) (*Rules, error) {
 			}
 		}
 	}
+	kills := 0
 	for _, n := range s.order {
-		out.list = append(out.list, s.rules[n])
+		r := s.rules[n]
+		if r.kill != nil && r.Enabled {
+			if kills++; kills > datapath.MaxKillRules {
+				rc := *r
+				rc.Enabled = false
+				r = &rc
+				errs = append(errs, fmt.Errorf("%s:%d: rule %s: disabled: more than %d enabled kill rules", r.File, r.Line, r.Name, datapath.MaxKillRules))
+			}
+		}
+		out.list = append(out.list, r)
 	}
 	return out, errors.Join(errs...)
 }

@@ -404,7 +404,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		defer sec.Close()
 		g.Go(func() error { return sec.run(ctx) })
 		services = append(services, sec.register)
-		dpReg.MustRegister(newSecurityCollector(sec.kernel.Stats))
+		dpReg.MustRegister(sec.collectors()...)
 	}
 	var obs Observer
 	if cfg.NewObserver != nil {
