@@ -30,6 +30,9 @@ type Event struct {
 	Ret      int32  // the syscall's result: fd, or -errno; procexit: exit code
 	Killed   bool   // a kill rule's action sent the process SIGKILL
 
+	// Net is set on network events (Type connect or dns), from flows.
+	Net *NetEvent
+
 	// Where: a pod (Namespace and Pod set) or the node (both empty).
 	Node        string
 	Namespace   string

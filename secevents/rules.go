@@ -67,8 +67,11 @@ type Rule struct {
 	Line     int
 	// Action is "" (report only), ActionKill or ActionDeny.
 	Action string
+	// Source is "syscall" (processes and files) or SourceNetwork.
+	Source string
+	scan   bool // a network rule that reads the scan counters
 
-	kill     *killPlan // ActionKill: the rule as the kernel decides it
+	kill *killPlan // ActionKill: the rule as the kernel decides it
 
 	cond     string // the condition's text (append adds to it)
 	output   string
@@ -380,8 +383,12 @@ func (s *ruleSet) applyRule(file string, it item) error {
 		return err
 	}
 	line := it.node.Line
-	if src, ok, _ := it.str("source"); ok && src != "syscall" {
-		return fmt.Errorf("%d: rule %s: source %q is not supported (only syscall)", line, name, src)
+	source := "syscall"
+	if src, ok, _ := it.str("source"); ok {
+		if src != "syscall" && src != SourceNetwork {
+			return fmt.Errorf("%d: rule %s: source %q is not supported (syscall or network)", line, name, src)
+		}
+		source = src
 	}
 	if ex, ok := it.keys["exceptions"]; ok && len(ex.Content) > 0 {
 		return fmt.Errorf("%d: rule %s: exceptions are not supported; write them into the condition", ex.Line, name)
@@ -463,6 +470,16 @@ func (s *ruleSet) applyRule(file string, it item) error {
 			return nil // the rule asks to be left out, as Falco does
 		}
 		return fmt.Errorf("%d: rule %s: %w", cline, name, err)
+	}
+	if app && old.Source != source {
+		if _, ok := it.keys["source"]; ok {
+			return fmt.Errorf("%d: rule %s: an append cannot change the source", line, name)
+		}
+		source = old.Source
+	}
+	r.Source, r.scan = source, source == SourceNetwork && usesScan(r.expanded)
+	if r.Source == SourceNetwork && r.Action != "" {
+		return fmt.Errorf("%d: rule %s: network rules only report; action %q acts on processes (use a syscall rule)", line, name, r.Action)
 	}
 	if r.match, err = compile(r.expanded); err != nil {
 		return fmt.Errorf("%d: rule %s: %w", cline, name, err)

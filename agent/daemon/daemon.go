@@ -427,6 +427,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		// --listen is set.
 		obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)
 		g.Go(func() error { return obs.Serve(ctx, cfg.Listen, obsSock) })
+		if sk, ok := obs.(interface{ AddSink(observer.FlowSink) }); ok && sec != nil {
+			sk.AddSink(sec) // network rules over the flows
+		}
 		if err := startOTLP(ctx, g, &cfg, obs, dpReg); err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"maps"
+	"net/netip"
 	"reflect"
 	"sync"
 	"time"
@@ -77,17 +78,23 @@ func sameKillRules(a, b *secevents.Rules) bool {
 }
 
 // selectPodsLocked writes the netns of every local pod each kill rule
-// selects.
+// selects, and refreshes the local pods by address (for network rules).
 func (s *securityEvents) selectPodsLocked() error {
 	rs := s.acts.rules
 	sel := map[uint64]uint64{}
-	if rs != nil && len(rs.KillRules()) > 0 {
-		for ino, p := range s.pods() {
-			if m := rs.KillSelection(p.namespace, p.name, p.labels, p.netnsName); m != 0 {
-				sel[ino] = m
-			}
+	byIP := map[netip.Addr]*secPod{}
+	for ino, p := range s.pods() {
+		for _, a := range p.ips {
+			byIP[a] = p
+		}
+		if rs == nil || len(rs.KillRules()) == 0 {
+			continue
+		}
+		if m := rs.KillSelection(p.namespace, p.name, p.labels, p.netnsName); m != 0 {
+			sel[ino] = m
 		}
 	}
+	s.byIP.Store(&byIP)
 	if maps.Equal(sel, s.acts.netns) {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -51,6 +52,8 @@ type securityEvents struct {
 	cgroups *cgroupNames
 	caps    secevents.Capabilities
 	acts    *secActions
+	net     *netState
+	byIP    atomic.Pointer[map[netip.Addr]*secPod] // local pods, for flows
 
 	mu    sync.Mutex
 	byIno map[uint64]*secPod
@@ -61,6 +64,7 @@ type securityEvents struct {
 type secPod struct {
 	namespace, name, netnsName string
 	labels                     map[string]string
+	ips                        []netip.Addr
 }
 
 // loadRules compiles the default rules (unless off) and the rules dir's
@@ -97,6 +101,7 @@ func startSecurityEvents(cfg *Config, eps func() []agent.Endpoint, meta metadata
 		log.Info("security action deny unavailable", "reason", s.caps.BPFLSM)
 	}
 	s.acts = newSecActions()
+	s.net = newNetState()
 	rs, err := s.loadRules(nil)
 	if err != nil {
 		log.Error("security rules refused; the others are loaded", "err", err)
@@ -236,6 +241,11 @@ func (s *securityEvents) pods() map[uint64]*secPod {
 			continue
 		}
 		p := &secPod{namespace: e.PodNamespace, name: e.PodName, netnsName: filepath.Base(e.Netns)}
+		for _, a := range []netip.Addr{e.IPv4, e.IPv6} {
+			if a.IsValid() {
+				p.ips = append(p.ips, a)
+			}
+		}
 		for _, mp := range snap.Pods {
 			if mp.Namespace == e.PodNamespace && mp.Name == e.PodName {
 				p.labels = mp.Labels
