@@ -25,7 +25,7 @@ func TestPrivilegedLabSecurityKill(t *testing.T) {
 	tl := newTestLab(t)
 	cli := fullCLI(t)
 	rules := t.TempDir()
-	kill, err := os.ReadFile("../secevents/testdata/kill_frontend_shadow.yaml")
+	kill, err := os.ReadFile("../examples/security/demo-rules.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

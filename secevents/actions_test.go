@@ -11,7 +11,7 @@ import (
 
 func killRules(t *testing.T) *Rules {
 	t.Helper()
-	b, err := os.ReadFile("testdata/kill_frontend_shadow.yaml")
+	b, err := os.ReadFile("../examples/security/demo-rules.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

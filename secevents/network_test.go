@@ -38,10 +38,15 @@ func TestNetworkRules(t *testing.T) {
 	if got := fire(world(netEv("connect", "203.0.113.7", 443, "")), t0.Add(time.Second)); len(got) != 0 {
 		t.Errorf("second connection to the same address: %v", got)
 	}
-	// An allowed CIDR does not fire.
-	allowed := mustCompile(t, DefaultRules(), src("allow.yaml", "- list: allowed_outbound_cidrs\n  append: true\n  items: [198.51.100.0/24]\n"))
-	if ms := NewEngine(allowed).MatchNetwork(world(netEv("connect", "198.51.100.9", 443, "")), NewRefire()); len(ms) != 0 {
-		t.Errorf("allowed CIDR: %v", ms[0].Rule.Name)
+	// An allowed CIDR, appended in a later file, does not fire; another
+	// new world address does.
+	allowed := NewEngine(mustCompile(t, DefaultRules(), src("allow.yaml", "- list: allowed_outbound_cidrs\n  append: true\n  items: [198.51.100.0/24]\n")))
+	for dst, want := range map[string]int{"198.51.100.9": 0, "192.0.2.1": 1} {
+		e := world(netEv("connect", dst, 443, ""))
+		e.Net.NewDst = true
+		if ms := allowed.MatchNetwork(e, NewRefire()); len(ms) != want {
+			t.Errorf("%s with allowed CIDRs: %d matches, want %d", dst, len(ms), want)
+		}
 	}
 	// A not-world (in-cluster) destination does not fire.
 	if got := fire(netEv("connect", "10.1.1.9", 8080, ""), t0); len(got) != 0 {

@@ -516,6 +516,35 @@ func (s *ruleSet) applyRule(file string, it item) error {
 	return nil
 }
 
+// relink compiles every rule again against the final lists and macros, as
+// Falco resolves them once all files are read: a later file that appends
+// to a list (allowed_outbound_cidrs) changes the rules of earlier files
+// that name it. A rule that no longer compiles keeps its earlier form,
+// and the error says so.
+func (s *ruleSet) relink() []error {
+	var errs []error
+	for _, name := range s.order {
+		r := s.rules[name]
+		n, err := parseCondition(r.cond)
+		if err != nil {
+			continue // it parsed when applied; the text did not change
+		}
+		c := *r
+		if c.expanded, err = s.expand(n, 0); err == nil {
+			if c.match, err = compile(c.expanded); err == nil {
+				err = c.checkAction(s.caps)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: rule %s: with the lists and macros of later files: %w (its earlier form is kept)", r.File, r.Line, name, err))
+			continue
+		}
+		c.scan = c.Source == SourceNetwork && usesScan(c.expanded)
+		s.rules[name] = &c
+	}
+	return errs
+}
+
 // Rules is a compiled, immutable set of rules, in load order.
 type Rules struct {
 	list  []*Rule
@@ -561,6 +590,7 @@ func CompileFor(srcs []Source, prev *Rules, caps Capabilities) (*Rules, error) {
 			}
 		}
 	}
+	errs = append(errs, s.relink()...)
 	kills := 0
 	for _, n := range s.order {
 		r := s.rules[n]
