@@ -70,6 +70,9 @@ func TestPrivilegedLabAttackScript(t *testing.T) {
 			}
 		} else {
 			other[e.Namespace+"/"+e.Pod+" "+e.Rule]++
+			if e.Network != nil {
+				t.Logf("network event of another pod: %s", sc.Text())
+			}
 		}
 	}
 	for _, r := range []string{"New outbound destination", "Port or host scan", "DNS query for a suspicious domain", "Unexpected connection to the API server"} {

@@ -84,8 +84,10 @@ func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
 			return nil
 		}
 		typ, n.DNSQuery = "dns", strings.TrimSuffix(d.GetQuery(), ".")
-	} else if t := f.GetL4().GetTCP(); t != nil && t.GetFlags() != nil && !(t.GetFlags().GetSYN() && !t.GetFlags().GetACK()) {
-		return nil // a connection's later packets: its SYN was the event
+	} else if t := f.GetL4().GetTCP(); t != nil && !(t.GetFlags().GetSYN() && !t.GetFlags().GetACK()) {
+		// A connection's later packets, and TCP events without flags
+		// (resets, retransmissions): only the SYN is the connect.
+		return nil
 	}
 	labels := f.GetDestination().GetLabels()
 	n.World = slices.ContainsFunc(labels, func(l string) bool { return strings.HasPrefix(l, "reserved:world") })
