@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -37,15 +36,9 @@ func TestPrivilegedLabAttackScript(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second) // the last events reach the relay
 
-	b, err := exec.Command(cli, "events", "--server", st.RelayAddress, "--since", "5m", "-o", "json").Output()
-	if err != nil {
-		t.Fatalf("loupe events: %v", err)
-	}
 	count := map[string]int{}
 	other := map[string]int{}
-	sc := bufio.NewScanner(strings.NewReader(string(b)))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
+	for _, line := range relayEvents(t, cli, st.RelayAddress, "--since", "5m") {
 		var e struct {
 			Namespace, Pod, Rule, Action, Time string
 			Network                            *struct {
@@ -53,7 +46,7 @@ func TestPrivilegedLabAttackScript(t *testing.T) {
 				DNSQuery      string `json:"dns_query"`
 			}
 		}
-		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Rule == "" {
+		if json.Unmarshal(line, &e) != nil || e.Rule == "" {
 			continue
 		}
 		ts, _ := time.Parse(time.RFC3339Nano, e.Time)
@@ -63,15 +56,15 @@ func TestPrivilegedLabAttackScript(t *testing.T) {
 		if e.Namespace == "demo" && e.Pod == "frontend" {
 			count[e.Rule]++
 			if e.Rule == "Kill shadow readers in frontend" && e.Action != "kill" {
-				t.Errorf("kill event without action kill: %s", sc.Text())
+				t.Errorf("kill event without action kill: %s", string(line))
 			}
 			if e.Rule == "DNS query for a suspicious domain" && (e.Network == nil || e.Network.DNSQuery != "pool.minexmr.com") {
-				t.Errorf("dns event %s", sc.Text())
+				t.Errorf("dns event %s", string(line))
 			}
 		} else {
 			other[e.Namespace+"/"+e.Pod+" "+e.Rule]++
 			if e.Network != nil {
-				t.Logf("network event of another pod: %s", sc.Text())
+				t.Logf("network event of another pod: %s", string(line))
 			}
 		}
 	}

@@ -60,22 +60,10 @@ func TestPrivilegedLabSecurityKill(t *testing.T) {
 	}
 
 	// The kill, reported once through the relay, by the kill rule.
-	var got []map[string]any
+	var got []json.RawMessage
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
-		got = nil
-		b, err := exec.Command(cli, "events", "--server", st.RelayAddress, "--since", "1m", "-o", "json", "--rule", "Kill shadow readers in frontend").Output()
-		if err != nil {
-			t.Fatalf("loupe events: %v", err)
-		}
-		sc := bufio.NewScanner(strings.NewReader(string(b)))
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m["rule"] != nil {
-				got = append(got, m)
-			}
-		}
+		got = relayEvents(t, cli, st.RelayAddress, "--since", "1m", "--rule", "Kill shadow readers in frontend")
 		if len(got) > 0 {
 			time.Sleep(500 * time.Millisecond) // room for a duplicate
 			continue
@@ -85,9 +73,12 @@ func TestPrivilegedLabSecurityKill(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("kill events at the relay: %v, want 1\n%s", got, tl.logs())
 	}
-	e := got[0]
-	if e["namespace"] != "demo" || e["pod"] != "frontend" || e["action"] != "kill" || e["priority"] != "Critical" || e["file"] != "/etc/shadow" {
-		t.Errorf("kill event %v", e)
+	var e struct{ Namespace, Pod, Action, Priority, File string }
+	if err := json.Unmarshal(got[0], &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Namespace != "demo" || e.Pod != "frontend" || e.Action != "kill" || e.Priority != "Critical" || e.File != "/etc/shadow" {
+		t.Errorf("kill event %+v", e)
 	}
 
 	// Counted by rule and priority on the frontend's node.
@@ -123,4 +114,24 @@ func TestPrivilegedLabSecurityKill(t *testing.T) {
 			t.Errorf("the deny rule was not refused naming %q:\n%s", s, logs)
 		}
 	}
+}
+
+// relayEvents runs `loupe events -o json` against the relay and returns
+// its event lines (not the lost-event notes).
+func relayEvents(t *testing.T, cli, relay string, args ...string) []json.RawMessage {
+	t.Helper()
+	b, err := exec.Command(cli, append([]string{"events", "--server", relay, "-o", "json"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("loupe events: %v", err)
+	}
+	var out []json.RawMessage
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["rule"] != nil {
+			out = append(out, append(json.RawMessage(nil), sc.Bytes()...))
+		}
+	}
+	return out
 }
