@@ -99,6 +99,9 @@ func TestPrivilegedLabSecurityKill(t *testing.T) {
 		resp.Body.Close()
 		if strings.Contains(string(b), want) {
 			found = true
+			if !strings.Contains(string(b), "\nloupe_security_kills_total 1\n") {
+				t.Errorf("%s does not count one kill in loupe_security_kills_total", n.Name)
+			}
 			if n.Name != node {
 				t.Errorf("the kill counted on %s, the pod runs on %s", n.Name, node)
 			}

@@ -127,5 +127,12 @@ func (s *securityEvents) syncKillPods(ctx context.Context) error {
 // collectors are the security pipeline's metrics: the kernel counters and
 // the events by rule (both reach OTLP with the rest of /metrics).
 func (s *securityEvents) collectors() []prometheus.Collector {
-	return []prometheus.Collector{newSecurityCollector(s.kernel.Stats), s.acts.events}
+	kills := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "loupe_security_kills_total",
+		Help: "Processes the kill rules sent SIGKILL, in the kernel, on this agent's pods",
+	}, func() float64 {
+		n, _ := s.kernel.Kills()
+		return float64(n)
+	})
+	return []prometheus.Collector{newSecurityCollector(s.kernel.Stats), s.acts.events, kills}
 }
