@@ -139,6 +139,8 @@ type eventJSON struct {
 	EventType    string       `json:"event_type"`
 	ContainerID  string       `json:"container_id"`
 	Tags         []string     `json:"tags,omitempty"`
+	Action       string       `json:"action,omitempty"`
+	Network      *networkJSON `json:"network,omitempty"`
 	Process      *processJSON `json:"process,omitempty"`
 	Lost         *lostJSON    `json:"lost_events,omitempty"`
 }
@@ -216,7 +218,11 @@ func (p *eventPrinter) print(r *pb.GetEventsResponse) error {
 	case "json":
 		j := eventJSON{Time: eventTime(ev.GetTimeUnixNano()), Node: ev.GetNodeName(), Namespace: ev.GetNamespace(), Pod: ev.GetPod(),
 			Rule: ev.GetRule(), Priority: ev.GetPriority(), Output: ev.GetOutput(), File: ev.GetFile(), FileRelative: ev.GetFileRelative(), FileTarget: ev.GetFileTarget(),
-			EventType: ev.GetEventType(), ContainerID: ev.GetContainerId(), Tags: ev.GetTags()}
+			EventType: ev.GetEventType(), ContainerID: ev.GetContainerId(), Tags: ev.GetTags(), Action: ev.GetAction()}
+		if ev.GetDestinationIp() != "" || ev.GetDnsQuery() != "" {
+			j.Network = &networkJSON{SourceIP: ev.GetSourceIp(), DestinationIP: ev.GetDestinationIp(), DestinationPort: ev.GetDestinationPort(),
+				L4Protocol: ev.GetL4Protocol(), DNSQuery: ev.GetDnsQuery()}
+		}
 		if pr := ev.GetProcess(); pr != nil {
 			j.Process = &processJSON{Name: pr.GetName(), Exe: pr.GetExe(), Path: pr.GetExePath(), Argv: pr.GetArgv(), PID: pr.GetPid(),
 				PPID: pr.GetPpid(), UID: pr.GetUid(), Parent: pr.GetParentName()}
@@ -236,9 +242,22 @@ func (p *eventPrinter) print(r *pb.GetEventsResponse) error {
 			ev.GetPriority(), ev.GetRule(), where(ev), procLabel(ev), dash(ev.GetFile()), ev.GetOutput())
 		return err
 	}
-	_, err := fmt.Fprintf(p.w, "%s %s %s [%s] %s: %s\n", time.Unix(0, ev.GetTimeUnixNano()).Format(time.StampMilli),
-		strings.ToUpper(ev.GetPriority()), where(ev), ev.GetRule(), procLabel(ev), ev.GetOutput())
+	act := ""
+	if ev.GetAction() != "" {
+		act = " (" + strings.ToUpper(ev.GetAction()) + ")"
+	}
+	_, err := fmt.Fprintf(p.w, "%s %s %s [%s]%s %s: %s\n", time.Unix(0, ev.GetTimeUnixNano()).Format(time.StampMilli),
+		strings.ToUpper(ev.GetPriority()), where(ev), ev.GetRule(), act, procLabel(ev), ev.GetOutput())
 	return err
+}
+
+// networkJSON is a network event's flow in -o json.
+type networkJSON struct {
+	SourceIP        string `json:"source_ip,omitempty"`
+	DestinationIP   string `json:"destination_ip,omitempty"`
+	DestinationPort uint32 `json:"destination_port,omitempty"`
+	L4Protocol      string `json:"l4_protocol,omitempty"`
+	DNSQuery        string `json:"dns_query,omitempty"`
 }
 
 func procLabel(ev *pb.SecurityEvent) string {

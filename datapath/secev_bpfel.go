@@ -93,6 +93,11 @@ const (
 	secevMapSecevFileopPending        = "secev_fileop_pending"
 	secevMapSecevFileopPrefixes       = "secev_fileop_prefixes"
 	secevMapSecevFscratch             = "secev_fscratch"
+	secevMapSecevKillCfg              = "secev_kill_cfg"
+	secevMapSecevKillExecs            = "secev_kill_execs"
+	secevMapSecevKillNetns            = "secev_kill_netns"
+	secevMapSecevKillPaths            = "secev_kill_paths"
+	secevMapSecevKillStats            = "secev_kill_stats"
 	secevMapSecevPending              = "secev_pending"
 	secevMapSecevPrefixes             = "secev_prefixes"
 	secevMapSecevScratch              = "secev_scratch"
@@ -195,6 +200,11 @@ type secevMapSpecs struct {
 	SecevFileopPending  *ebpf.MapSpec `ebpf:"secev_fileop_pending"`
 	SecevFileopPrefixes *ebpf.MapSpec `ebpf:"secev_fileop_prefixes"`
 	SecevFscratch       *ebpf.MapSpec `ebpf:"secev_fscratch"`
+	SecevKillCfg        *ebpf.MapSpec `ebpf:"secev_kill_cfg"`
+	SecevKillExecs      *ebpf.MapSpec `ebpf:"secev_kill_execs"`
+	SecevKillNetns      *ebpf.MapSpec `ebpf:"secev_kill_netns"`
+	SecevKillPaths      *ebpf.MapSpec `ebpf:"secev_kill_paths"`
+	SecevKillStats      *ebpf.MapSpec `ebpf:"secev_kill_stats"`
 	SecevPending        *ebpf.MapSpec `ebpf:"secev_pending"`
 	SecevPrefixes       *ebpf.MapSpec `ebpf:"secev_prefixes"`
 	SecevScratch        *ebpf.MapSpec `ebpf:"secev_scratch"`
@@ -237,6 +247,11 @@ type secevMaps struct {
 	SecevFileopPending  *ebpf.Map `ebpf:"secev_fileop_pending"`
 	SecevFileopPrefixes *ebpf.Map `ebpf:"secev_fileop_prefixes"`
 	SecevFscratch       *ebpf.Map `ebpf:"secev_fscratch"`
+	SecevKillCfg        *ebpf.Map `ebpf:"secev_kill_cfg"`
+	SecevKillExecs      *ebpf.Map `ebpf:"secev_kill_execs"`
+	SecevKillNetns      *ebpf.Map `ebpf:"secev_kill_netns"`
+	SecevKillPaths      *ebpf.Map `ebpf:"secev_kill_paths"`
+	SecevKillStats      *ebpf.Map `ebpf:"secev_kill_stats"`
 	SecevPending        *ebpf.Map `ebpf:"secev_pending"`
 	SecevPrefixes       *ebpf.Map `ebpf:"secev_prefixes"`
 	SecevScratch        *ebpf.Map `ebpf:"secev_scratch"`
@@ -253,6 +268,11 @@ func (m *secevMaps) Close() error {
 		m.SecevFileopPending,
 		m.SecevFileopPrefixes,
 		m.SecevFscratch,
+		m.SecevKillCfg,
+		m.SecevKillExecs,
+		m.SecevKillNetns,
+		m.SecevKillPaths,
+		m.SecevKillStats,
 		m.SecevPending,
 		m.SecevPrefixes,
 		m.SecevScratch,

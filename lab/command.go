@@ -152,6 +152,7 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 	execCmd := &cobra.Command{
 		Use:   "exec NS/POD -- CMD [ARG...]",
 		Short: "Run a command in a pod's network namespace (host filesystem)",
+		Long:  "Run a command in a pod's network namespace (host filesystem). loupe lab exec exits with the\ncommand's exit code, or 128+N when signal N ended it (137 for SIGKILL), as a shell does.",
 		Args:  cobra.MinimumNArgs(2),
 	}
 	execCmd.Flags().SetInterspersed(false)
@@ -176,7 +177,7 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 		err = c.Run()
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			exit(ee.ExitCode())
+			exit(exitStatus(ee.ProcessState))
 			return nil
 		}
 		if err != nil {

@@ -251,6 +251,9 @@ func TestPrivilegedLabNetpolModel(t *testing.T) {
 	if _, _, code := tl.run("exec", id(a), "--", "sh", "-c", "exit 3"); code != 3 {
 		t.Errorf("exec exit code %d, want 3", code)
 	}
+	if _, _, code := tl.run("exec", id(a), "--", "sh", "-c", "kill -KILL $$"); code != 137 {
+		t.Errorf("exec of a command killed by SIGKILL: exit code %d, want 137", code)
+	}
 
 	// up again changes nothing.
 	tl.up("-f", "../examples/netpol-model.yaml")

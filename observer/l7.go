@@ -275,6 +275,9 @@ func (o *Observer) storeL7(e *entry) {
 	o.metrics.observe(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
+	for _, s := range o.sinks {
+		s.Flow(e.flow)
+	}
 }
 
 // l7Flow builds what every L7 flow has, in the shape of Cilium's proxy

@@ -13,7 +13,7 @@ down() {
 }
 trap down EXIT INT TERM
 
-"$loupe" lab up --nodes 2 -f examples/demo.yaml
+"$loupe" lab up --nodes 2 -f examples/demo.yaml --rules-dir "$PWD/examples/security"
 "$loupe" lab traffic --rate 20 --duration 8760h >/dev/null 2>&1 &
 traffic_pid=$!
 
@@ -32,6 +32,8 @@ loupe lab is up, with traffic flowing. Try, in another terminal:
   bin/loupe observe --server $server -f --verdict DROPPED
   bin/loupe status --server $server
   bin/loupe lab probe --from demo/frontend --to demo/api --port 8080 --protocol TCP
+  bin/loupe events --server $server -f        (security events; then, elsewhere:)
+  examples/attack.sh                          (each default rule's behaviour, from demo/frontend)
 ${ui:+  open $ui  (the service map)
 }
 Ctrl-C stops the demo and removes the lab.

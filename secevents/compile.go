@@ -2,7 +2,9 @@ package secevents
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -120,6 +122,24 @@ func compileCmp(n *node) (matcher, error) {
 	}
 	if n.list && !(n.op == "in" || n.op == "pmatch") {
 		return nil, fmt.Errorf("%s %s: a list needs in or pmatch", n.field, n.op)
+	}
+	if f.cidr {
+		ps, err := parsePrefixes(n.values)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n.field, err)
+		}
+		in := func(e *Event) bool {
+			s, ok := get(e)
+			a, err := netip.ParseAddr(s)
+			return ok && err == nil && slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
+		}
+		switch n.op {
+		case "=", "in":
+			return in, nil
+		case "!=":
+			return func(e *Event) bool { _, ok := get(e); return ok && !in(e) }, nil
+		}
+		return nil, fmt.Errorf("%s %s: use =, != or in with CIDRs", n.field, n.op)
 	}
 	one := ""
 	if len(n.values) > 0 {

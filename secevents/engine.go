@@ -30,11 +30,34 @@ func (en *Engine) SetRules(rs *Rules) { en.rules.Store(rs) }
 // Rules returns the current rules.
 func (en *Engine) Rules() *Rules { return en.rules.Load() }
 
+// MatchNetwork returns every enabled network rule that matches a network
+// event and has not fired for the same pod and key within RefireAfter:
+// each network rule is a detector of its own.
+func (en *Engine) MatchNetwork(e *Event, refire *Refire) []Match {
+	var out []Match
+	for _, r := range en.rules.Load().list {
+		if r.Enabled && r.Source == SourceNetwork && r.match(e) && refire.Fire(r, e, e.Time) {
+			out = append(out, Match{Rule: r, Output: r.Output(e)})
+		}
+	}
+	return out
+}
+
 // Match returns the first enabled rule, in load order, that matches e, as
 // Falco does by default (rule_matching: first).
 func (en *Engine) Match(e *Event) (Match, bool) {
-	for _, r := range en.rules.Load().list {
-		if r.Enabled && r.match(e) {
+	rs := en.rules.Load()
+	if e.Killed {
+		// The kernel killed the process for a kill rule: that rule
+		// reports the event, whatever rule comes first.
+		for _, r := range rs.KillRules() {
+			if r.match(e) {
+				return Match{Rule: r, Output: r.Output(e)}, true
+			}
+		}
+	}
+	for _, r := range rs.list {
+		if r.Enabled && r.Source != SourceNetwork && r.match(e) {
 			return Match{Rule: r, Output: r.Output(e)}, true
 		}
 	}

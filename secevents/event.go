@@ -33,6 +33,10 @@ type Event struct {
 	Dirfd    int32  // the dirfd (AT_FDCWD -100); fchmod: the fd
 	Dirfd2   int32  // renameat, renameat2: the new path's dirfd
 	Ret      int32  // the syscall's result: fd, 0, or -errno; procexit: exit code
+	Killed   bool   // a kill rule's action sent the process SIGKILL
+
+	// Net is set on network events (Type connect or dns), from flows.
+	Net *NetEvent
 
 	// Where: a pod (Namespace and Pod set) or the node (both empty).
 	Node        string

@@ -19,6 +19,7 @@ const HostContainerID = "host"
 type field struct {
 	get     func(e *Event) (string, bool)
 	numeric bool
+	cidr    bool // = and in compare an address with CIDRs
 	// kinds are the event kinds that have the field (kindAll: all).
 	doc string
 }
@@ -178,6 +179,12 @@ var fields = map[string]field{
 	"container.id": {get: str(func(e *Event) string { return e.ContainerID })},
 	"k8s.ns.name":  {get: podField(func(e *Event) string { return e.Namespace })},
 	"k8s.pod.name": {get: podField(func(e *Event) string { return e.Pod })},
+}
+
+func init() {
+	for k, v := range netFields() {
+		fields[k] = v
+	}
 }
 
 func podField(f func(e *Event) string) func(e *Event) (string, bool) {

@@ -173,8 +173,8 @@ func commOf(name string) string {
 func (rs *Rules) KernelFilter() datapath.SecurityFilter {
 	var all kernelSet
 	for _, r := range rs.list {
-		if !r.Enabled {
-			continue
+		if !r.Enabled || r.Source == SourceNetwork {
+			continue // network rules see flows, not the kernel's events
 		}
 		k := analyze(r.expanded)
 		for i := range all {

@@ -41,6 +41,7 @@ func FromRecord(rec datapath.SecurityRecord) *Event {
 			ev.File2 = cleanPath(rec.Path2, rec.EvFlags&datapath.SecevFlagPath2Relative != 0)
 		}
 	}
+	ev.Killed = rec.EvFlags&datapath.SecevFlagKilled != 0
 	return ev
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/loupe-project/loupe/datapath"
 )
 
 // Source is one rules file: its name (for errors) and its bytes.
@@ -63,6 +65,13 @@ type Rule struct {
 	Enabled  bool
 	File     string
 	Line     int
+	// Action is "" (report only), ActionKill or ActionDeny.
+	Action string
+	// Source is "syscall" (processes and files) or SourceNetwork.
+	Source string
+	scan   bool // a network rule that reads the scan counters
+
+	kill *killPlan // ActionKill: the rule as the kernel decides it
 
 	cond     string // the condition's text (append adds to it)
 	output   string
@@ -114,12 +123,13 @@ func compileOutput(s string) ([]outputPart, error) {
 // ruleSet is the state while loading: what later files may name.
 type ruleSet struct {
 	env
+	caps  Capabilities
 	rules map[string]*Rule
 	order []string
 }
 
 func (s *ruleSet) clone() *ruleSet {
-	c := &ruleSet{env: env{lists: maps.Clone(s.lists), macros: maps.Clone(s.macros)}, rules: map[string]*Rule{}, order: append([]string(nil), s.order...)}
+	c := &ruleSet{env: env{lists: maps.Clone(s.lists), macros: maps.Clone(s.macros)}, caps: s.caps, rules: map[string]*Rule{}, order: append([]string(nil), s.order...)}
 	for k, r := range s.rules {
 		rc := *r
 		c.rules[k] = &rc
@@ -171,7 +181,7 @@ func (it item) strings(k string) ([]string, error) {
 // Keys each kind of item may have. Anything else is refused rather than
 // ignored: a key loupe does not know could change what a rule means.
 var allowedKeys = map[string]map[string]bool{
-	"rule":  {"rule": true, "desc": true, "condition": true, "output": true, "priority": true, "tags": true, "enabled": true, "append": true, "source": true, "exceptions": true, "override": true, "warn_evttypes": true, "skip-if-unknown-filter": true},
+	"rule":  {"action": true, "rule": true, "desc": true, "condition": true, "output": true, "priority": true, "tags": true, "enabled": true, "append": true, "source": true, "exceptions": true, "override": true, "warn_evttypes": true, "skip-if-unknown-filter": true},
 	"macro": {"macro": true, "condition": true, "append": true, "override": true},
 	"list":  {"list": true, "items": true, "append": true, "override": true},
 	// Version requirements are about Falco's engine and plugins: noted,
@@ -373,8 +383,12 @@ func (s *ruleSet) applyRule(file string, it item) error {
 		return err
 	}
 	line := it.node.Line
-	if src, ok, _ := it.str("source"); ok && src != "syscall" {
-		return fmt.Errorf("%d: rule %s: source %q is not supported (only syscall)", line, name, src)
+	source := "syscall"
+	if src, ok, _ := it.str("source"); ok {
+		if src != "syscall" && src != SourceNetwork {
+			return fmt.Errorf("%d: rule %s: source %q is not supported (syscall or network)", line, name, src)
+		}
+		source = src
 	}
 	if ex, ok := it.keys["exceptions"]; ok && len(ex.Content) > 0 {
 		return fmt.Errorf("%d: rule %s: exceptions are not supported; write them into the condition", ex.Line, name)
@@ -435,6 +449,11 @@ func (s *ruleSet) applyRule(file string, it item) error {
 			return fmt.Errorf("%d: rule %s: %w", it.keys["priority"].Line, name, err)
 		}
 	}
+	if v, ok, err := it.str("action"); err != nil {
+		return err
+	} else if ok {
+		r.Action = v
+	}
 	if tags, err := it.strings("tags"); err != nil {
 		return err
 	} else if tags != nil {
@@ -452,8 +471,36 @@ func (s *ruleSet) applyRule(file string, it item) error {
 		}
 		return fmt.Errorf("%d: rule %s: %w", cline, name, err)
 	}
+	if app && old.Source != source {
+		if _, ok := it.keys["source"]; ok {
+			return fmt.Errorf("%d: rule %s: an append cannot change the source", line, name)
+		}
+		source = old.Source
+	}
+	r.Source, r.scan = source, source == SourceNetwork && usesScan(r.expanded)
+	if r.Source == SourceNetwork && r.Action != "" {
+		return fmt.Errorf("%d: rule %s: network rules only report; action %q acts on processes (use a syscall rule)", line, name, r.Action)
+	}
 	if r.match, err = compile(r.expanded); err != nil {
 		return fmt.Errorf("%d: rule %s: %w", cline, name, err)
+	}
+	if err := r.checkAction(s.caps); err != nil {
+		l := line
+		if a, ok := it.keys["action"]; ok {
+			l = a.Line
+		}
+		return fmt.Errorf("%d: rule %s: %w", l, name, err)
+	}
+	if r.kill != nil && r.Enabled {
+		n := 1
+		for _, o := range s.rules {
+			if o.Name != name && o.kill != nil && o.Enabled {
+				n++
+			}
+		}
+		if n > datapath.MaxKillRules {
+			return fmt.Errorf("%d: rule %s: more than %d enabled kill rules", line, name, datapath.MaxKillRules)
+		}
 	}
 	if r.out, err = compileOutput(r.output); err != nil {
 		l := line
@@ -467,6 +514,35 @@ func (s *ruleSet) applyRule(file string, it item) error {
 	}
 	s.rules[name] = r
 	return nil
+}
+
+// relink compiles every rule again against the final lists and macros, as
+// Falco resolves them once all files are read: a later file that appends
+// to a list (allowed_outbound_cidrs) changes the rules of earlier files
+// that name it. A rule that no longer compiles keeps its earlier form,
+// and the error says so.
+func (s *ruleSet) relink() []error {
+	var errs []error
+	for _, name := range s.order {
+		r := s.rules[name]
+		n, err := parseCondition(r.cond)
+		if err != nil {
+			continue // it parsed when applied; the text did not change
+		}
+		c := *r
+		if c.expanded, err = s.expand(n, 0); err == nil {
+			if c.match, err = compile(c.expanded); err == nil {
+				err = c.checkAction(s.caps)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: rule %s: with the lists and macros of later files: %w (its earlier form is kept)", r.File, r.Line, name, err))
+			continue
+		}
+		c.scan = c.Source == SourceNetwork && usesScan(c.expanded)
+		s.rules[name] = &c
+	}
+	return errs
 }
 
 // Rules is a compiled, immutable set of rules, in load order.
@@ -484,7 +560,13 @@ func (rs *Rules) List() []*Rule { return rs.list }
 // version of it, that version is used instead, so the rules already
 // loaded keep running. The returned set is never nil.
 func Compile(srcs []Source, prev *Rules) (*Rules, error) {
-	s := &ruleSet{env: env{lists: map[string][]string{}, macros: map[string]*node{}}, rules: map[string]*Rule{}}
+	return CompileFor(srcs, prev, Capabilities{BPFLSM: errLSMNotProbed})
+}
+
+// CompileFor is Compile for a kernel with caps: a rule whose action the
+// kernel cannot carry out is refused with its file and line.
+func CompileFor(srcs []Source, prev *Rules, caps Capabilities) (*Rules, error) {
+	s := &ruleSet{env: env{lists: map[string][]string{}, macros: map[string]*node{}}, caps: caps, rules: map[string]*Rule{}}
 	out := &Rules{files: map[string][]item{}}
 	var errs []error
 	for _, src := range srcs {
@@ -508,8 +590,19 @@ func Compile(srcs []Source, prev *Rules) (*Rules, error) {
 			}
 		}
 	}
+	errs = append(errs, s.relink()...)
+	kills := 0
 	for _, n := range s.order {
-		out.list = append(out.list, s.rules[n])
+		r := s.rules[n]
+		if r.kill != nil && r.Enabled {
+			if kills++; kills > datapath.MaxKillRules {
+				rc := *r
+				rc.Enabled = false
+				r = &rc
+				errs = append(errs, fmt.Errorf("%s:%d: rule %s: disabled: more than %d enabled kill rules", r.File, r.Line, r.Name, datapath.MaxKillRules))
+			}
+		}
+		out.list = append(out.list, r)
 	}
 	return out, errors.Join(errs...)
 }

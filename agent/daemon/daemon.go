@@ -412,7 +412,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		defer sec.Close()
 		g.Go(func() error { return sec.run(ctx) })
 		services = append(services, sec.register)
-		dpReg.MustRegister(newSecurityCollector(sec.kernel.Stats))
+		dpReg.MustRegister(sec.collectors()...)
 	}
 	var obs Observer
 	if cfg.NewObserver != nil {
@@ -435,6 +435,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		// --listen is set.
 		obsSock := filepath.Join(filepath.Dir(cfg.Socket), ObserverSocketName)
 		g.Go(func() error { return obs.Serve(ctx, cfg.Listen, obsSock) })
+		if sk, ok := obs.(interface{ AddSink(observer.FlowSink) }); ok && sec != nil {
+			sk.AddSink(sec) // network rules over the flows
+		}
 		if err := startOTLP(ctx, g, &cfg, obs, dpReg); err != nil {
 			return err
 		}

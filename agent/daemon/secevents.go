@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -49,6 +50,10 @@ type securityEvents struct {
 	svc     *server.Service
 	num     atomic.Uint64
 	cgroups *cgroupNames
+	caps    secevents.Capabilities
+	acts    *secActions
+	net     *netState
+	byIP    atomic.Pointer[map[netip.Addr]*secPod] // local pods, for flows
 
 	mu    sync.Mutex
 	byIno map[uint64]*secPod
@@ -59,6 +64,7 @@ type securityEvents struct {
 type secPod struct {
 	namespace, name, netnsName string
 	labels                     map[string]string
+	ips                        []netip.Addr
 }
 
 // loadRules compiles the default rules (unless off) and the rules dir's
@@ -75,7 +81,7 @@ func (s *securityEvents) loadRules(prev *secevents.Rules) (*secevents.Rules, err
 		errs = append(errs, err)
 		srcs = append(srcs, dir...)
 	}
-	rs, err := secevents.Compile(srcs, prev)
+	rs, err := secevents.CompileFor(srcs, prev, s.caps)
 	return rs, errors.Join(append(errs, err)...)
 }
 
@@ -88,6 +94,14 @@ func startSecurityEvents(cfg *Config, eps func() []agent.Endpoint, meta metadata
 	}
 	s := &securityEvents{cfg: cfg, log: log, eps: eps, meta: meta, store: server.NewStore(0), cgroups: newCgroupNames()}
 	s.svc = server.NewService(s.store, cfg.NodeName)
+	// deny needs BPF LSM: tried here, so a rule asking for it is refused
+	// with what the kernel lacks rather than downgraded.
+	s.caps.BPFLSM = datapath.ProbeBPFLSM()
+	if s.caps.BPFLSM != nil {
+		log.Info("security action deny unavailable", "reason", s.caps.BPFLSM)
+	}
+	s.acts = newSecActions()
+	s.net = newNetState()
 	rs, err := s.loadRules(nil)
 	if err != nil {
 		log.Error("security rules refused; the others are loaded", "err", err)
@@ -106,6 +120,10 @@ func startSecurityEvents(cfg *Config, eps func() []agent.Endpoint, meta metadata
 		log.Warn("security events off", "err", err)
 		return nil, nil
 	}
+	if err := s.setKills(nil, rs); err != nil {
+		s.kernel.Close()
+		return nil, fmt.Errorf("security kill rules: %w", err)
+	}
 	log.Info("security events on", "rules", len(rs.List()), "rules_dir", cfg.RulesDir, "default_rules", !cfg.NoDefaultRules,
 		"all_execs", filter.AllExecs, "exec_names", len(filter.ExecNames), "all_opens", filter.AllOpens, "prefixes", len(filter.Prefixes))
 	return s, nil
@@ -119,11 +137,12 @@ func (s *securityEvents) Close() error { return s.kernel.Close() }
 // run reads the tracepoints' ring, polls their loss counters and reloads
 // the rules when the rules dir changes, until ctx ends.
 func (s *securityEvents) run(ctx context.Context) error {
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- s.kernel.Read(ctx, s.handle) }()
 	go func() { errc <- s.pollLosses(ctx) }()
 	go func() { errc <- s.watchRules(ctx) }()
-	for range 3 {
+	go func() { errc <- s.syncKillPods(ctx) }()
+	for range 4 {
 		if err := <-errc; err != nil {
 			return err
 		}
@@ -149,6 +168,7 @@ func (s *securityEvents) handle(raw []byte) {
 	if !ok {
 		return
 	}
+	s.acts.count(m.Rule)
 	s.store.Add(s.response(rec, ev, m, pod))
 }
 
@@ -176,7 +196,7 @@ func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Eve
 	se := &pb.SecurityEvent{TimeUnixNano: ev.Time.UnixNano(), NodeName: s.cfg.NodeName, Rule: m.Rule.Name,
 		Priority: m.Rule.Priority.String(), Output: m.Output, Tags: m.Rule.Tags, Namespace: ev.Namespace, Pod: ev.Pod,
 		ContainerId: ev.ContainerID, File: ev.File, FileRelative: ev.Relative, FileTarget: ev.File2, EventType: ev.Type, Result: ev.Ret,
-		NetnsInode: rec.NetnsIno, CgroupId: rec.CgroupID, AttributedBy: by,
+		NetnsInode: rec.NetnsIno, CgroupId: rec.CgroupID, AttributedBy: by, Action: actionOf(ev),
 		Process: &pb.Process{Name: ev.Name, Exe: ev.Exe(), ExePath: ev.ExePath, Argv: ev.Argv, Pid: ev.PID, Ppid: ev.PPID,
 			Uid: ev.UID, ParentName: ev.PName, ArgvTruncated: rec.EvFlags&datapath.SecevFlagArgvTrunc != 0}}
 	return &pb.GetEventsResponse{NodeName: s.cfg.NodeName, TimeUnixNano: se.TimeUnixNano, ResponseTypes: &pb.GetEventsResponse_Event{Event: se}}
@@ -190,23 +210,34 @@ func (s *securityEvents) pod(inum uint64) *secPod {
 	if p, ok := s.byIno[inum]; ok || time.Since(s.built) < endpointNetnsRefresh {
 		return p
 	}
+	s.byIno = s.pods()
+	s.built = time.Now()
+	return s.byIno[inum]
+}
+
+// pods maps the netns inode of each local endpoint to its pod.
+func (s *securityEvents) pods() map[uint64]*secPod {
 	snap := s.meta.Current()
-	s.byIno = map[uint64]*secPod{}
+	out := map[uint64]*secPod{}
 	for _, e := range s.eps() {
 		ino, err := netnsInode(e.Netns)
 		if err != nil {
 			continue
 		}
 		p := &secPod{namespace: e.PodNamespace, name: e.PodName, netnsName: filepath.Base(e.Netns)}
+		for _, a := range []netip.Addr{e.IPv4, e.IPv6} {
+			if a.IsValid() {
+				p.ips = append(p.ips, a)
+			}
+		}
 		for _, mp := range snap.Pods {
 			if mp.Namespace == e.PodNamespace && mp.Name == e.PodName {
 				p.labels = mp.Labels
 			}
 		}
-		s.byIno[ino] = p
+		out[ino] = p
 	}
-	s.built = time.Now()
-	return s.byIno[inum]
+	return out
 }
 
 // pollLosses turns the tracepoints' loss counters into LostEvents.
@@ -277,6 +308,9 @@ func (s *securityEvents) reload() {
 	if ferr := s.kernel.SetFilter(rs.KernelFilter()); ferr != nil {
 		s.log.Error("security filter not updated; rules unchanged", "err", ferr)
 		return
+	}
+	if kerr := s.setKills(s.engine.Rules(), rs); kerr != nil {
+		s.log.Error("security kill rules not updated", "err", kerr)
 	}
 	s.engine.SetRules(rs)
 	s.log.Info("security rules reloaded", "rules", len(rs.List()))

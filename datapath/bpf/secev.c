@@ -122,6 +122,8 @@ struct {
 	__type(value, __u8);
 } secev_exec_names SEC(".maps");
 
+#include "secev_act.h"
+
 struct secev_bucket {
 	__u64 tokens;
 	__u64 last_ns;
@@ -289,7 +291,8 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(loupe_secev_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
-	if (!exec_wanted()) {
+	int killed = secev_act_exec();
+	if (!killed && !exec_wanted()) {
 		stat_inc(SECEV_STAT_FILTERED);
 		return 0;
 	}
@@ -298,6 +301,8 @@ int BPF_PROG(loupe_secev_exec, struct task_struct *p, int old_pid, struct linux_
 		return 0;
 	secev_zero(ev);
 	fill_task(ev, SECEV_EXEC, now);
+	if (killed)
+		ev->ev_flags |= SECEV_F_KILLED;
 	const char *fn = BPF_CORE_READ(bprm, filename);
 	long n = bpf_probe_read_kernel_str(ev->path, sizeof(ev->path), fn);
 	if (n == sizeof(ev->path))
@@ -348,9 +353,15 @@ static __always_inline int open_enter(__u16 sys, __s32 dirfd, const char *upath,
 	s->p.ev_flags = 0;
 	if (n == sizeof(s->p.path))
 		s->p.ev_flags |= SECEV_F_PATH_TRUNC;
-	if (s->p.path[0] != '/')
+	if (s->p.path[0] != '/') {
 		s->p.ev_flags |= secev_resolve(s->p.path, dirfd);
-	if (cfg == 2) {
+		/* The kill check needs the resolved path's length. */
+		if (s->p.ev_flags & SECEV_F_RESOLVED)
+			n = bpf_probe_read_kernel_str(s->k.path, SECEV_LPM_BYTES, s->p.path);
+	}
+	if (secev_act_open(&s->k, s->p.path, n, flags))
+		s->p.ev_flags |= SECEV_F_KILLED;
+	if (cfg == 2 && !(s->p.ev_flags & SECEV_F_KILLED)) {
 		int pass = 0;
 		if (s->p.ev_flags & SECEV_F_RELATIVE) {
 			pass = config(SECEV_CFG_RELATIVE);

@@ -255,9 +255,19 @@ type SecurityEvent struct {
 	// netns or cgroup: how the pod was found; node or none otherwise.
 	AttributedBy string `protobuf:"bytes,17,opt,name=attributed_by,json=attributedBy,proto3" json:"attributed_by,omitempty"`
 	// For renames: the new path.
-	FileTarget    string `protobuf:"bytes,18,opt,name=file_target,json=fileTarget,proto3" json:"file_target,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FileTarget string `protobuf:"bytes,18,opt,name=file_target,json=fileTarget,proto3" json:"file_target,omitempty"`
+	// What a rule's action did: "kill" when the kernel sent the process
+	// SIGKILL at the event; empty when the rule only reports.
+	Action string `protobuf:"bytes,19,opt,name=action,proto3" json:"action,omitempty"`
+	// Network events (event_type "connect" or "dns"): the flow's source
+	// and destination, its L4 protocol (tcp, udp, icmp) and the DNS query.
+	SourceIp        string `protobuf:"bytes,20,opt,name=source_ip,json=sourceIp,proto3" json:"source_ip,omitempty"`
+	DestinationIp   string `protobuf:"bytes,21,opt,name=destination_ip,json=destinationIp,proto3" json:"destination_ip,omitempty"`
+	DestinationPort uint32 `protobuf:"varint,22,opt,name=destination_port,json=destinationPort,proto3" json:"destination_port,omitempty"`
+	L4Protocol      string `protobuf:"bytes,23,opt,name=l4_protocol,json=l4Protocol,proto3" json:"l4_protocol,omitempty"`
+	DnsQuery        string `protobuf:"bytes,24,opt,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SecurityEvent) Reset() {
@@ -412,6 +422,48 @@ func (x *SecurityEvent) GetAttributedBy() string {
 func (x *SecurityEvent) GetFileTarget() string {
 	if x != nil {
 		return x.FileTarget
+	}
+	return ""
+}
+
+func (x *SecurityEvent) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *SecurityEvent) GetSourceIp() string {
+	if x != nil {
+		return x.SourceIp
+	}
+	return ""
+}
+
+func (x *SecurityEvent) GetDestinationIp() string {
+	if x != nil {
+		return x.DestinationIp
+	}
+	return ""
+}
+
+func (x *SecurityEvent) GetDestinationPort() uint32 {
+	if x != nil {
+		return x.DestinationPort
+	}
+	return 0
+}
+
+func (x *SecurityEvent) GetL4Protocol() string {
+	if x != nil {
+		return x.L4Protocol
+	}
+	return ""
+}
+
+func (x *SecurityEvent) GetDnsQuery() string {
+	if x != nil {
+		return x.DnsQuery
 	}
 	return ""
 }
@@ -601,7 +653,7 @@ const file_secevents_proto_rawDesc = "" +
 	"lostEvents\x12\x1b\n" +
 	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12$\n" +
 	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNanoB\x10\n" +
-	"\x0eresponse_types\"\xac\x04\n" +
+	"\x0eresponse_types\"\xf1\x05\n" +
 	"\rSecurityEvent\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12\x12\n" +
@@ -624,7 +676,14 @@ const file_secevents_proto_rawDesc = "" +
 	"\tcgroup_id\x18\x10 \x01(\x04R\bcgroupId\x12#\n" +
 	"\rattributed_by\x18\x11 \x01(\tR\fattributedBy\x12\x1f\n" +
 	"\vfile_target\x18\x12 \x01(\tR\n" +
-	"fileTarget\"\xde\x01\n" +
+	"fileTarget\x12\x16\n" +
+	"\x06action\x18\x13 \x01(\tR\x06action\x12\x1b\n" +
+	"\tsource_ip\x18\x14 \x01(\tR\bsourceIp\x12%\n" +
+	"\x0edestination_ip\x18\x15 \x01(\tR\rdestinationIp\x12)\n" +
+	"\x10destination_port\x18\x16 \x01(\rR\x0fdestinationPort\x12\x1f\n" +
+	"\vl4_protocol\x18\x17 \x01(\tR\n" +
+	"l4Protocol\x12\x1b\n" +
+	"\tdns_query\x18\x18 \x01(\tR\bdnsQuery\"\xde\x01\n" +
 	"\aProcess\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03exe\x18\x02 \x01(\tR\x03exe\x12\x19\n" +

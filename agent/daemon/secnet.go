@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+
+	pb "github.com/loupe-project/loupe/api/secevents/v1"
+	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/secevents"
+)
+
+// Network rules over the observer's flows: the agent is a flow sink, and
+// turns each flow a local pod started (egress, not a reply) into a
+// network event. The pod's own node is the only one that sees it so, so
+// each rule fires once in the cluster.
+
+// netState is the network rules' state in the agent.
+type netState struct {
+	tracker *secevents.NetTracker
+	refire  *secevents.Refire
+	api     netip.AddrPort // KUBERNETES_SERVICE_HOST:PORT, when set
+}
+
+func newNetState() *netState {
+	n := &netState{tracker: secevents.NewNetTracker(), refire: secevents.NewRefire()}
+	if ap, err := netip.ParseAddrPort(net.JoinHostPort(os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT"))); err == nil {
+		n.api = ap
+	}
+	return n
+}
+
+// Flow is the observer's sink: it must not block (the engine and the
+// store take short locks only).
+func (s *securityEvents) Flow(f *flowpb.Flow) {
+	ev := s.netEvent(f)
+	if ev == nil {
+		return
+	}
+	for _, m := range s.engine.MatchNetwork(ev, s.net.refire) {
+		s.acts.count(m.Rule)
+		s.store.Add(s.netResponse(ev, m))
+	}
+}
+
+// netEvent is the network event of a flow, or nil when the flow is not
+// one a local pod started.
+func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
+	if f.GetTrafficDirection() != flowpb.TrafficDirection_EGRESS || f.GetIsReply().GetValue() || f.GetIP() == nil {
+		return nil
+	}
+	src, err := netip.ParseAddr(f.GetIP().GetSource())
+	if err != nil {
+		return nil
+	}
+	pod := s.localPod(src)
+	if pod == nil {
+		return nil
+	}
+	dst, err := netip.ParseAddr(f.GetIP().GetDestination())
+	if err != nil {
+		return nil
+	}
+	n := &secevents.NetEvent{SrcIP: src, DstIP: dst}
+	typ := "connect"
+	switch l4 := f.GetL4(); {
+	case l4.GetTCP() != nil:
+		n.L4, n.DstPort = "tcp", l4.GetTCP().GetDestinationPort()
+	case l4.GetUDP() != nil:
+		n.L4, n.DstPort = "udp", l4.GetUDP().GetDestinationPort()
+	case l4.GetICMPv4() != nil || l4.GetICMPv6() != nil:
+		n.L4 = "icmp"
+	default:
+		return nil
+	}
+	if l7 := f.GetL7(); l7 != nil {
+		d := l7.GetDns()
+		if l7.GetType() != flowpb.L7FlowType_REQUEST || d == nil || d.GetQuery() == "" {
+			return nil
+		}
+		typ, n.DNSQuery = "dns", strings.TrimSuffix(d.GetQuery(), ".")
+	} else if t := f.GetL4().GetTCP(); t != nil && !(t.GetFlags().GetSYN() && !t.GetFlags().GetACK()) {
+		// A connection's later packets, and TCP events without flags
+		// (resets, retransmissions): only the SYN is the connect.
+		return nil
+	}
+	labels := f.GetDestination().GetLabels()
+	n.World = slices.ContainsFunc(labels, func(l string) bool { return strings.HasPrefix(l, "reserved:world") })
+	n.APIServer = f.GetDestination().GetIdentity() == contract.IdentityKubeAPIServer || slices.Contains(labels, "reserved:kube-apiserver") ||
+		(f.GetDestinationService().GetName() == "kubernetes" && f.GetDestinationService().GetNamespace() == "default") ||
+		(s.net.api.IsValid() && s.net.api == netip.AddrPortFrom(dst, uint16(n.DstPort)))
+	now := time.Now()
+	if t := f.GetTime(); t != nil {
+		now = t.AsTime()
+	}
+	if typ == "connect" {
+		s.net.tracker.Observe(pod.namespace+"/"+pod.name, n, now)
+	}
+	return &secevents.Event{Num: s.num.Add(1), Time: now, Type: typ, Net: n, Node: s.cfg.NodeName,
+		Namespace: pod.namespace, Pod: pod.name, Labels: pod.labels, ContainerID: pod.netnsName}
+}
+
+func (s *securityEvents) netResponse(ev *secevents.Event, m secevents.Match) *pb.GetEventsResponse {
+	n := ev.Net
+	se := &pb.SecurityEvent{TimeUnixNano: ev.Time.UnixNano(), NodeName: s.cfg.NodeName, Rule: m.Rule.Name,
+		Priority: m.Rule.Priority.String(), Output: m.Output, Tags: m.Rule.Tags, Namespace: ev.Namespace, Pod: ev.Pod,
+		ContainerId: ev.ContainerID, EventType: ev.Type, AttributedBy: "flow", SourceIp: n.SrcIP.String(),
+		DestinationIp: n.DstIP.String(), DestinationPort: n.DstPort, L4Protocol: n.L4, DnsQuery: n.DNSQuery}
+	return &pb.GetEventsResponse{NodeName: s.cfg.NodeName, TimeUnixNano: se.TimeUnixNano, ResponseTypes: &pb.GetEventsResponse_Event{Event: se}}
+}
+
+// localPod is the local pod with address a, from the table the kill
+// sync refreshes.
+func (s *securityEvents) localPod(a netip.Addr) *secPod {
+	if m := s.byIP.Load(); m != nil {
+		return (*m)[a]
+	}
+	return nil
+}

@@ -1,0 +1,197 @@
+package secevents
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Network rules are evaluated in the agent over its flows and DNS
+// events, not in the kernel. A rule with `source: network` is one: it sees
+// only network events (evt.type connect or dns), and syscall rules never
+// see them.
+
+// SourceNetwork is the source of network rules.
+const SourceNetwork = "network"
+
+// ScanWindow is the time over which net.distinct_ports and
+// net.distinct_hosts count a pod's destinations.
+const ScanWindow = 10 * time.Second
+
+// RefireAfter is how long a network rule stays quiet for the same pod and
+// key (the same destination or query; for scan rules, any) after firing:
+// a retransmitted SYN or a query sent for A and AAAA fires once.
+const RefireAfter = ScanWindow
+
+// NetEvent is what network rules see of a connection or a DNS query, from
+// the source pod.
+type NetEvent struct {
+	SrcIP, DstIP  netip.Addr
+	DstPort       uint32
+	L4            string // tcp, udp, icmp
+	DNSQuery      string // dns: the name asked, without the final dot
+	World         bool   // the destination is outside the cluster (reserved:world)
+	APIServer     bool   // the destination is the Kubernetes API server
+	NewDst        bool   // the pod's first connection to DstIP the agent saw
+	DistinctPorts int    // distinct destination ports of the pod in ScanWindow
+	DistinctHosts int    // distinct destination IPs of the pod in ScanWindow
+}
+
+func onNet(f func(n *NetEvent) string) func(e *Event) (string, bool) {
+	return func(e *Event) (string, bool) {
+		if e.Net == nil {
+			return "", false
+		}
+		return f(e.Net), true
+	}
+}
+
+func netFields() map[string]field {
+	ip := func(a netip.Addr) string {
+		if !a.IsValid() {
+			return ""
+		}
+		return a.String()
+	}
+	return map[string]field{
+		"fd.sip":     {get: onNet(func(n *NetEvent) string { return ip(n.DstIP) })},
+		"fd.cip":     {get: onNet(func(n *NetEvent) string { return ip(n.SrcIP) })},
+		"fd.snet":    {get: onNet(func(n *NetEvent) string { return ip(n.DstIP) }), cidr: true},
+		"fd.sport":   {get: onNet(func(n *NetEvent) string { return strconv.FormatUint(uint64(n.DstPort), 10) }), numeric: true},
+		"fd.l4proto": {get: onNet(func(n *NetEvent) string { return n.L4 })},
+		"dns.query": {get: func(e *Event) (string, bool) {
+			if e.Net == nil || e.Type != "dns" {
+				return "", false
+			}
+			return e.Net.DNSQuery, true
+		}},
+		"net.world":          {get: onNet(func(n *NetEvent) string { return boolStr(n.World) })},
+		"net.apiserver":      {get: onNet(func(n *NetEvent) string { return boolStr(n.APIServer) })},
+		"net.new_dst":        {get: onNet(func(n *NetEvent) string { return boolStr(n.NewDst) })},
+		"net.distinct_ports": {get: onNet(func(n *NetEvent) string { return strconv.Itoa(n.DistinctPorts) }), numeric: true},
+		"net.distinct_hosts": {get: onNet(func(n *NetEvent) string { return strconv.Itoa(n.DistinctHosts) }), numeric: true},
+	}
+}
+
+// parsePrefixes reads fd.snet's values: CIDRs (a bare address is a /32
+// or /128).
+func parsePrefixes(vals []string) ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, v := range vals {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is not a CIDR or an address", v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		ps = append(ps, p.Masked())
+	}
+	return ps, nil
+}
+
+// NetTracker keeps, per source pod, the destinations it contacted: which
+// it ever did (bounded), and which in the scan window.
+type NetTracker struct {
+	mu   sync.Mutex
+	pods map[string]*podNet
+}
+
+type podNet struct {
+	seen   map[netip.Addr]bool
+	recent []netHit
+}
+
+type netHit struct {
+	at   time.Time
+	ip   netip.Addr
+	port uint32
+}
+
+const maxSeenPerPod = 4096
+const maxRecentPerPod = 4096
+
+func NewNetTracker() *NetTracker { return &NetTracker{pods: map[string]*podNet{}} }
+
+// Observe records a connection of pod to dst:port at now and fills the
+// event's NewDst and scan counters.
+func (t *NetTracker) Observe(pod string, n *NetEvent, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.pods[pod]
+	if p == nil {
+		if len(t.pods) > 65536 {
+			clear(t.pods) // bounded memory: start again
+		}
+		p = &podNet{seen: map[netip.Addr]bool{}}
+		t.pods[pod] = p
+	}
+	n.NewDst = !p.seen[n.DstIP]
+	if n.NewDst {
+		if len(p.seen) >= maxSeenPerPod {
+			clear(p.seen)
+		}
+		p.seen[n.DstIP] = true
+	}
+	cut := 0
+	for cut < len(p.recent) && now.Sub(p.recent[cut].at) > ScanWindow {
+		cut++
+	}
+	p.recent = append(p.recent[cut:], netHit{now, n.DstIP, n.DstPort})
+	if len(p.recent) > maxRecentPerPod {
+		p.recent = p.recent[len(p.recent)-maxRecentPerPod:]
+	}
+	ports, hosts := map[uint32]bool{}, map[netip.Addr]bool{}
+	for _, h := range p.recent {
+		ports[h.port], hosts[h.ip] = true, true
+	}
+	n.DistinctPorts, n.DistinctHosts = len(ports), len(hosts)
+}
+
+// Refire suppresses a network rule that already fired for the same pod
+// and key within RefireAfter.
+type Refire struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func NewRefire() *Refire { return &Refire{last: map[string]time.Time{}} }
+
+// Fire says whether r may fire on e now, and notes that it did.
+func (f *Refire) Fire(r *Rule, e *Event, now time.Time) bool {
+	key := r.Name + "\x00" + e.Namespace + "/" + e.Pod
+	if !r.scan {
+		key += "\x00" + e.Type + "\x00" + e.Net.DstIP.String() + "\x00" + strconv.Itoa(int(e.Net.DstPort)) + "\x00" + e.Net.L4 + "\x00" + e.Net.DNSQuery
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t, ok := f.last[key]; ok && now.Sub(t) < RefireAfter {
+		return false
+	}
+	if len(f.last) > 65536 {
+		for k, t := range f.last {
+			if now.Sub(t) >= RefireAfter {
+				delete(f.last, k)
+			}
+		}
+	}
+	f.last[key] = now
+	return true
+}
+
+// usesScan says whether a condition reads the scan counters.
+func usesScan(n *node) bool {
+	if n.kind == nCmp {
+		return strings.HasPrefix(n.field, "net.distinct_")
+	}
+	for _, k := range n.kids {
+		if usesScan(k) {
+			return true
+		}
+	}
+	return false
+}

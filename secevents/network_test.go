@@ -1,0 +1,111 @@
+package secevents
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func netEv(typ string, dst string, port uint32, query string) *Event {
+	return &Event{Type: typ, Namespace: "demo", Pod: "frontend", ContainerID: "lab-demo-frontend", Labels: map[string]string{"app": "frontend"},
+		Net: &NetEvent{SrcIP: netip.MustParseAddr("10.1.0.5"), DstIP: netip.MustParseAddr(dst), DstPort: port, L4: "tcp", DNSQuery: query}}
+}
+
+// Each default network rule fires once on its trigger (a retransmission
+// or a second query within RefireAfter does not fire again), never on
+// syscall events, and syscall rules never see network events.
+func TestNetworkRules(t *testing.T) {
+	en := NewEngine(mustCompile(t, DefaultRules()))
+	tr, rf := NewNetTracker(), NewRefire()
+	t0 := time.Unix(1000, 0)
+	fire := func(e *Event, at time.Time) []string {
+		e.Time = at
+		if e.Type == "connect" {
+			tr.Observe(e.Namespace+"/"+e.Pod, e.Net, at)
+		}
+		var names []string
+		for _, m := range en.MatchNetwork(e, rf) {
+			names = append(names, m.Rule.Name)
+		}
+		return names
+	}
+	world := func(e *Event) *Event { e.Net.World = true; return e }
+
+	if got := fire(world(netEv("connect", "203.0.113.7", 443, "")), t0); strings.Join(got, ",") != "New outbound destination" {
+		t.Errorf("first world connection: %v", got)
+	}
+	if got := fire(world(netEv("connect", "203.0.113.7", 443, "")), t0.Add(time.Second)); len(got) != 0 {
+		t.Errorf("second connection to the same address: %v", got)
+	}
+	// An allowed CIDR, appended in a later file, does not fire; another
+	// new world address does.
+	allowed := NewEngine(mustCompile(t, DefaultRules(), src("allow.yaml", "- list: allowed_outbound_cidrs\n  append: true\n  items: [198.51.100.0/24]\n")))
+	for dst, want := range map[string]int{"198.51.100.9": 0, "192.0.2.1": 1} {
+		e := world(netEv("connect", dst, 443, ""))
+		e.Net.NewDst = true
+		if ms := allowed.MatchNetwork(e, NewRefire()); len(ms) != want {
+			t.Errorf("%s with allowed CIDRs: %d matches, want %d", dst, len(ms), want)
+		}
+	}
+	// A not-world (in-cluster) destination does not fire.
+	if got := fire(netEv("connect", "10.1.1.9", 8080, ""), t0); len(got) != 0 {
+		t.Errorf("in-cluster connection: %v", got)
+	}
+
+	// A scan: 20 distinct ports within 10s fires once.
+	var fired []string
+	for p := range uint32(30) {
+		fired = append(fired, fire(netEv("connect", "10.1.1.10", 1000+p, ""), t0.Add(time.Duration(p)*100*time.Millisecond))...)
+	}
+	if strings.Join(fired, ",") != "Port or host scan" {
+		t.Errorf("scan fired %v, want once", fired)
+	}
+
+	// DNS: a listed name fires once for A and AAAA; another name does not.
+	if got := fire(netEv("dns", "10.1.0.53", 53, "pool.minexmr.com"), t0); strings.Join(got, ",") != "DNS query for a suspicious domain" {
+		t.Errorf("dns: %v", got)
+	}
+	if got := fire(netEv("dns", "10.1.0.53", 53, "pool.minexmr.com"), t0.Add(10*time.Millisecond)); len(got) != 0 {
+		t.Errorf("dns repeated: %v", got)
+	}
+	if got := fire(netEv("dns", "10.1.0.53", 53, "example.com"), t0); len(got) != 0 {
+		t.Errorf("dns example.com: %v", got)
+	}
+
+	// The API server: from an unlabelled pod fires, from a labelled one not.
+	api := netEv("connect", "10.96.0.1", 443, "")
+	api.Net.APIServer = true
+	if got := fire(api, t0); strings.Join(got, ",") != "Unexpected connection to the API server" {
+		t.Errorf("api server: %v", got)
+	}
+	ok := netEv("connect", "10.96.0.1", 443, "")
+	ok.Pod, ok.Labels, ok.Net.APIServer = "operator", map[string]string{"loupe.io/apiserver-access": "true"}, true
+	if got := fire(ok, t0); len(got) != 0 {
+		t.Errorf("api server from a labelled pod: %v", got)
+	}
+
+	// Syscall rules and network events stay apart.
+	if m, matched := en.Match(world(netEv("connect", "203.0.113.8", 443, ""))); matched {
+		t.Errorf("a syscall rule matched a network event: %s", m.Rule.Name)
+	}
+	if ms := en.MatchNetwork(shellExec("x", "a"), rf); len(ms) != 0 {
+		t.Errorf("a network rule matched an exec: %s", ms[0].Rule.Name)
+	}
+	// Network rules leave the kernel filter as the syscall rules make it.
+	if f := en.Rules().KernelFilter(); f.AllExecs || f.AllOpens {
+		t.Errorf("network rules widened the kernel filter: %+v", f)
+	}
+}
+
+func TestNetworkRuleRefused(t *testing.T) {
+	for _, c := range []struct{ y, want string }{
+		{"- rule: N\n  desc: d\n  condition: evt.type = connect and fd.snet in (10.0.0.0/33)\n  output: o\n  priority: ERROR\n  source: network\n", "fd.snet"},
+		{"- rule: N\n  desc: d\n  condition: evt.type = connect and fd.sip = 1.2.3.4 and container.id != host\n  output: o\n  priority: ERROR\n  source: network\n  action: kill\n", "network rules only report"},
+		{"- rule: N\n  desc: d\n  condition: evt.type = connect\n  output: o\n  priority: ERROR\n  source: k8s_audit\n", "source \"k8s_audit\" is not supported"},
+	} {
+		if _, err := Compile([]Source{src("n.yaml", c.y)}, nil); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.y, err, c.want)
+		}
+	}
+}
