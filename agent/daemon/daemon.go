@@ -406,6 +406,18 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		services = append(services, sec.register)
 		dpReg.MustRegister(newSecurityCollector(sec.kernel.Stats))
 	}
+	res, err := startResources(&cfg, ag.Endpoints, src, log)
+	if err != nil {
+		return err
+	}
+	if res != nil {
+		defer res.Close()
+		if sec != nil {
+			res.oom = sec.store.Add
+		}
+		g.Go(func() error { return res.run(ctx) })
+		services = append(services, res.register)
+	}
 	var obs Observer
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,

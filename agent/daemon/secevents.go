@@ -41,8 +41,6 @@ type securityEvents struct {
 	cfg     *Config
 	log     *slog.Logger
 	nodeIno uint64
-	eps     func() []agent.Endpoint
-	meta    metadata.Source
 	engine  *secevents.Engine
 	kernel  *datapath.SecurityEvents
 	store   *server.Store
@@ -50,15 +48,7 @@ type securityEvents struct {
 	num     atomic.Uint64
 	cgroups *cgroupNames
 
-	mu    sync.Mutex
-	byIno map[uint64]*secPod
-	built time.Time
-}
-
-// secPod is what an event in an endpoint's namespace is attributed to.
-type secPod struct {
-	namespace, name, netnsName string
-	labels                     map[string]string
+	pods    *netnsPods
 }
 
 // loadRules compiles the default rules (unless off) and the rules dir's
@@ -86,7 +76,7 @@ func startSecurityEvents(cfg *Config, eps func() []agent.Endpoint, meta metadata
 	if cfg.NoDefaultRules && cfg.RulesDir == "" {
 		return nil, nil
 	}
-	s := &securityEvents{cfg: cfg, log: log, eps: eps, meta: meta, store: server.NewStore(0), cgroups: newCgroupNames()}
+	s := &securityEvents{cfg: cfg, log: log, pods: &netnsPods{eps: eps, meta: meta}, store: server.NewStore(0), cgroups: newCgroupNames()}
 	s.svc = server.NewService(s.store, cfg.NodeName)
 	rs, err := s.loadRules(nil)
 	if err != nil {
@@ -137,9 +127,9 @@ func (s *securityEvents) handle(raw []byte) {
 		s.log.Debug("security record", "err", err)
 		return
 	}
-	var pod *secPod
+	var pod *netnsPod
 	if !contract.ReportsNetns(rec.NetnsIno, s.nodeIno, func(i uint64) bool {
-		pod = s.pod(i)
+		pod = s.pods.pod(i)
 		return pod != nil
 	}) {
 		return
@@ -155,7 +145,7 @@ func (s *securityEvents) handle(raw []byte) {
 var syscallNames = map[uint16]string{datapath.SecevSysOpen: "open", datapath.SecevSysOpenat: "openat", datapath.SecevSysOpenat2: "openat2"}
 
 // event turns a record into what rules see.
-func (s *securityEvents) event(rec datapath.SecurityRecord, pod *secPod) *secevents.Event {
+func (s *securityEvents) event(rec datapath.SecurityRecord, pod *netnsPod) *secevents.Event {
 	ev := &secevents.Event{Num: s.num.Add(1), Time: bootToWall(rec.TimeNs), PID: rec.PID, PPID: rec.PPID, UID: rec.UID,
 		Name: rec.Comm, PName: rec.PComm, Argv: rec.Argv, Ret: rec.Ret, Flags: rec.Flags, Node: s.cfg.NodeName,
 		ContainerID: secevents.HostContainerID}
@@ -183,7 +173,7 @@ func (s *securityEvents) event(rec datapath.SecurityRecord, pod *secPod) *seceve
 	return ev
 }
 
-func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Event, m secevents.Match, pod *secPod) *pb.GetEventsResponse {
+func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Event, m secevents.Match, pod *netnsPod) *pb.GetEventsResponse {
 	by := "node"
 	if pod != nil {
 		by = "netns"
@@ -195,33 +185,6 @@ func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Eve
 		Process: &pb.Process{Name: ev.Name, Exe: ev.Exe(), ExePath: ev.ExePath, Argv: ev.Argv, Pid: ev.PID, Ppid: ev.PPID,
 			Uid: ev.UID, ParentName: ev.PName, ArgvTruncated: rec.EvFlags&datapath.SecevFlagArgvTrunc != 0}}
 	return &pb.GetEventsResponse{NodeName: s.cfg.NodeName, TimeUnixNano: se.TimeUnixNano, ResponseTypes: &pb.GetEventsResponse_Event{Event: se}}
-}
-
-// pod returns the endpoint whose namespace has inode inum, rebuilding
-// the table at most every endpointNetnsRefresh on a miss.
-func (s *securityEvents) pod(inum uint64) *secPod {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p, ok := s.byIno[inum]; ok || time.Since(s.built) < endpointNetnsRefresh {
-		return p
-	}
-	snap := s.meta.Current()
-	s.byIno = map[uint64]*secPod{}
-	for _, e := range s.eps() {
-		ino, err := netnsInode(e.Netns)
-		if err != nil {
-			continue
-		}
-		p := &secPod{namespace: e.PodNamespace, name: e.PodName, netnsName: filepath.Base(e.Netns)}
-		for _, mp := range snap.Pods {
-			if mp.Namespace == e.PodNamespace && mp.Name == e.PodName {
-				p.labels = mp.Labels
-			}
-		}
-		s.byIno[ino] = p
-	}
-	s.built = time.Now()
-	return s.byIno[inum]
 }
 
 // pollLosses turns the tracepoints' loss counters into LostEvents.
