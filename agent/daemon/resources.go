@@ -95,12 +95,12 @@ func (r *podResources) read(context.Context) ([]*rpb.PodResources, error) {
 
 func podRow(node, ns, pod, workload string, ino uint64, now int64, s datapath.ResourceStats) *rpb.PodResources {
 	return &rpb.PodResources{Namespace: ns, Pod: pod, Node: node, Workload: workload, TimeUnixNano: now, NetnsInode: ino,
-		CpuNs:       s.CPUNs,
-		Runqueue:    &rpb.Histogram{Buckets: s.Runq[:], Count: s.RunqCount, SumNs: s.RunqSumNs},
-		BlockIo:     &rpb.Histogram{Buckets: s.IO[:], Count: s.IOOps, SumNs: s.IOSumNs},
-		IoBytes:     s.IOBytes,
-		PageFaults:  s.PageFaults,
-		OomKills:    s.OOMKills}
+		CpuNs:      s.CPUNs,
+		Runqueue:   &rpb.Histogram{Buckets: s.Runq[:], Count: s.RunqCount, SumNs: s.RunqSumNs},
+		BlockIo:    &rpb.Histogram{Buckets: s.IO[:], Count: s.IOOps, SumNs: s.IOSumNs},
+		IoBytes:    s.IOBytes,
+		PageFaults: s.PageFaults,
+		OomKills:   s.OOMKills}
 }
 
 // run reads OOM records until ctx ends.

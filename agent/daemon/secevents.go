@@ -48,7 +48,7 @@ type securityEvents struct {
 	num     atomic.Uint64
 	cgroups *cgroupNames
 
-	pods    *netnsPods
+	pods *netnsPods
 }
 
 // loadRules compiles the default rules (unless off) and the rules dir's
