@@ -291,3 +291,83 @@ func TestPrivilegedLabTop(t *testing.T) {
 		}
 	}
 }
+
+// A process of x/a in a 32 MiB memory cgroup that allocates 256 MiB is
+// OOM-killed: loupe events shows one "OOM kill" event of x/a with the
+// process, and loupe top counts one OOM kill for x/a and none elsewhere.
+func TestPrivilegedLabOOMKill(t *testing.T) {
+	requireRoot(t)
+	memcg := "/sys/fs/cgroup/memory"
+	if _, err := os.Stat(filepath.Join(memcg, "memory.limit_in_bytes")); err != nil {
+		t.Skip("no cgroup v1 memory controller here")
+	}
+	tl := newTestLab(t)
+	cli := filepath.Join(tl.bin, "loupe")
+	tl.up("--nodes", "2", "-f", "../examples/netpol-model.yaml")
+	relay := tl.status().RelayAddress
+	cg := filepath.Join(memcg, tl.name+"-oom")
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 50 {
+			if os.Remove(cg) == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cgroup %s left behind", cg)
+	})
+	if err := os.WriteFile(filepath.Join(cg, "memory.limit_in_bytes"), []byte("33554432"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, _, code := tl.run("exec", "x/a", "--", "sh", "-c",
+		`echo $$ > `+filepath.Join(cg, "cgroup.procs")+` && exec python3 -c 'b = bytearray(256 << 20)'`); code == 0 {
+		t.Fatal("the allocator was not killed")
+	}
+	var oom []eventLine
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out, err := exec.Command(cli, "events", "--server", relay, "--since", "1m", "-o", "json", "--rule", "OOM kill").Output()
+		if err != nil {
+			t.Fatalf("loupe events: %v", err)
+		}
+		oom = oom[:0]
+		sc := bufio.NewScanner(strings.NewReader(string(out)))
+		for sc.Scan() {
+			var e eventLine
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Rule == "OOM kill" {
+				if ts, _ := time.Parse(time.RFC3339Nano, e.Time); !ts.Before(start.Add(-time.Second)) {
+					oom = append(oom, e)
+				}
+			}
+		}
+		if len(oom) > 0 {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // room for a duplicate to show
+	if len(oom) != 1 {
+		t.Fatalf("%d OOM kill events, want 1: %+v\n%s", len(oom), oom, tl.logs())
+	}
+	if e := oom[0]; e.Namespace != "x" || e.Pod != "a" || e.Process.Name != "python3" || e.Priority != "Warning" ||
+		!strings.Contains(e.Output, "rss=") {
+		t.Errorf("OOM kill event %+v", e)
+	}
+	t.Logf("OOM kill event: %s", oom[0].Output)
+	out, err := exec.Command(cli, "top", "--server", relay, "--once", "--interval", "500ms", "-o", "json", "-n", "x").Output()
+	if err != nil {
+		t.Fatalf("loupe top: %v", err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		l := parseTopLine(t, sc.Bytes())
+		want := uint64(0)
+		if l.Pod == "a" {
+			want = 1
+		}
+		if l.OOMKills != want {
+			t.Errorf("%s/%s: oomKills %d, want %d", l.Namespace, l.Pod, l.OOMKills, want)
+		}
+	}
+}
