@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,6 +126,29 @@ func blockDevOf(t *testing.T, dir string) string {
 	return dev
 }
 
+// scrapeSum sums the values of the metric lines that start with prefix.
+func scrapeSum(t *testing.T, addr, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
 // childrenCPU reads cutime + cstime (s) from a /proc/PID/stat line.
 func childrenCPU(t *testing.T, stat string) float64 {
 	t.Helper()
@@ -224,6 +248,24 @@ func TestPrivilegedLabTop(t *testing.T) {
 	// kernel says the processes got, and the share is logged.
 	if sumCPU < procCPU*0.85 || sumCPU > procCPU*1.15+0.1 {
 		t.Errorf("x/a's cpuSeconds sum to %.2f s over the busy 8 s; its processes used %.2f s", sumCPU, procCPU)
+	}
+	// The agent's metrics of x/a's node: the workload's CPU counter holds
+	// the busy seconds, and its run-queue histogram has waits.
+	var node NodeStatus
+	for _, p := range st.Pods {
+		if p.Namespace == "x" && p.Name == "a" {
+			for _, n := range st.Nodes {
+				if n.Name == p.Node {
+					node = n
+				}
+			}
+		}
+	}
+	cpuTotal := scrapeSum(t, node.MetricsAddress, `loupe_workload_cpu_seconds_total{namespace="x",`)
+	runqN := scrapeSum(t, node.MetricsAddress, `loupe_workload_runqueue_latency_seconds_count{namespace="x",`)
+	t.Logf("metrics of %s: x's cpu %.2f s, %v run-queue waits", node.Name, cpuTotal, runqN)
+	if cpuTotal < procCPU*0.85 || runqN == 0 {
+		t.Errorf("metrics: x's workloads' cpu %.2f s (its processes used %.2f s), %v run-queue waits", cpuTotal, procCPU, runqN)
 	}
 	if maxP99 <= idleP99 {
 		t.Errorf("x/a's runqP99Us %.1f while busy, %.1f idle", maxP99, idleP99)

@@ -1,10 +1,14 @@
 package resources
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	pb "github.com/loupe-project/loupe/api/resources/v1"
 )
@@ -136,6 +140,51 @@ func TestFilter(t *testing.T) {
 	} {
 		if got := names(Filter(all, c.req)); !slices.Equal(got, c.want) {
 			t.Errorf("%v: %v, want %v", c.req, got, c.want)
+		}
+	}
+}
+
+// Two pods of one workload are one series; the node's row is none.
+func TestCollectorPerWorkload(t *testing.T) {
+	a1 := row("x", "a-1", 1, 1e9, hist(12, 3), hist(20, 2), 100)
+	a2 := row("x", "a-2", 2, 2e9, hist(12, 1, 30, 1), hist(), 50)
+	a1.Workload, a2.Workload = "a", "a"
+	rows := []*pb.PodResources{a1, a2, {Node: "n1", NetnsInode: 9, CpuNs: 5e9}}
+	c := NewCollector(func(context.Context) ([]*pb.PodResources, error) { return rows, nil })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.Metric{}
+	for _, mf := range mfs {
+		if len(mf.GetMetric()) != 1 {
+			t.Errorf("%s: %d series, want 1 (one workload)", mf.GetName(), len(mf.GetMetric()))
+		}
+		got[mf.GetName()] = mf.GetMetric()[0]
+	}
+	if v := got["loupe_workload_cpu_seconds_total"].GetCounter().GetValue(); v != 3 {
+		t.Errorf("cpu %v, want 3", v)
+	}
+	if v := got["loupe_workload_oom_kills_total"].GetCounter().GetValue(); v != 2 {
+		t.Errorf("oom kills %v, want 2", v)
+	}
+	h := got["loupe_workload_runqueue_latency_seconds"].GetHistogram()
+	if h.GetSampleCount() != 5 {
+		t.Errorf("runq count %d, want 5", h.GetSampleCount())
+	}
+	for _, b := range h.GetBucket() {
+		// 4 waits in [4 µs, 8 µs), 1 near a second.
+		want := uint64(0)
+		switch {
+		case b.GetUpperBound() >= float64(uint64(1)<<31)/1e9:
+			want = 5
+		case b.GetUpperBound() >= 8192/1e9:
+			want = 4
+		}
+		if b.GetCumulativeCount() != want {
+			t.Errorf("le %v: %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
 		}
 	}
 }
