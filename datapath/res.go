@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -151,6 +152,19 @@ func LoadResources() (*Resources, error) {
 		}
 		return nil, fmt.Errorf("load resources: %w", err)
 	}
+	if err := r.Attach(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("load resources: %w", err)
+	}
+	return r, nil
+}
+
+// Attach attaches the programs (LoadResources does); after Detach, it
+// attaches them again with their counters kept.
+func (r *Resources) Attach() error {
+	if len(r.links) > 0 {
+		return nil
+	}
 	for _, p := range []struct {
 		name string
 		prog *ebpf.Program
@@ -167,12 +181,23 @@ func LoadResources() (*Resources, error) {
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("load resources: attach tp_btf/%s: %w", p.name, err)
+			_ = r.Detach()
+			return fmt.Errorf("attach tp_btf/%s: %w", p.name, err)
 		}
 		r.links = append(r.links, l)
 	}
-	return r, nil
+	return nil
+}
+
+// Detach detaches the programs and keeps the maps (for a benchmark's
+// with-and-without slices).
+func (r *Resources) Detach() error {
+	var errs []error
+	for _, l := range slices.Backward(r.links) {
+		errs = append(errs, l.Close())
+	}
+	r.links = nil
+	return errors.Join(errs...)
 }
 
 // setMMCounters sets the rss counter indexes the OOM record reads, from
@@ -255,6 +280,32 @@ func (r *Resources) Counters() (ResourceCounters, error) {
 	return out, nil
 }
 
+// ProgramCost is what the programs cost the kernel while BPF run-time
+// statistics are on (ebpf.EnableStats): their summed run time, and how
+// many context switches the switch program saw.
+type ProgramCost struct {
+	Runtime  time.Duration
+	Switches uint64
+}
+
+// Cost sums the programs' run-time statistics.
+func (r *Resources) Cost() (ProgramCost, error) {
+	var c ProgramCost
+	for _, p := range []*ebpf.Program{r.objs.LoupeResWakeup, r.objs.LoupeResWakeupNew, r.objs.LoupeResSwitch,
+		r.objs.LoupeResIoStart, r.objs.LoupeResRqInsert, r.objs.LoupeResRqIssue, r.objs.LoupeResRqComplete,
+		r.objs.LoupeResFault, r.objs.LoupeResOom} {
+		st, err := p.Stats()
+		if err != nil {
+			return c, fmt.Errorf("resource program stats: %w", err)
+		}
+		c.Runtime += st.Runtime
+		if p == r.objs.LoupeResSwitch {
+			c.Switches = st.RunCount
+		}
+	}
+	return c, nil
+}
+
 // ReadOOM hands every OOM record to sink until ctx is done. raw is valid
 // only during the call.
 func (r *Resources) ReadOOM(ctx context.Context, sink func(raw []byte)) error {
@@ -279,11 +330,5 @@ func (r *Resources) ReadOOM(ctx context.Context, sink func(raw []byte)) error {
 
 // Close detaches the tracepoints and frees the maps.
 func (r *Resources) Close() error {
-	var errs []error
-	for _, l := range slices.Backward(r.links) {
-		errs = append(errs, l.Close())
-	}
-	r.links = nil
-	errs = append(errs, r.objs.Close())
-	return errors.Join(errs...)
+	return errors.Join(r.Detach(), r.objs.Close())
 }

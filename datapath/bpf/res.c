@@ -11,7 +11,9 @@
  *                         the CPU's last switch; a preempted prev is stamped
  *                         as waiting again; next's wait since its stamp
  *                         goes to its netns' run-queue histogram.
- *                         Cost per switch: two hash lookups, one delete.
+ *                         Cost per switch: one or two hash lookups (one
+ *                         when prev and next share a netns), two task
+ *                         storage lookups.
  *   loupe_res_io_start    block_io_start (tp_btf), in the submitter's
  *                         context: the request's netns, keyed by request.
  *   loupe_res_rq_insert   block_rq_insert / block_rq_issue (tp_btf): the
@@ -93,11 +95,13 @@ struct {
 	__type(value, struct res_stats);
 } res_netns SEC(".maps");
 
-/* A task's wake-up (or preemption) time, by thread id. */
+/* A task's wake-up (or preemption) time, 0 once it runs. Task storage,
+ * not a hash by tid: no lock, no allocation per wake-up, and freed with
+ * the task. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, __u64);
 } res_wake SEC(".maps");
 
@@ -178,9 +182,11 @@ static __always_inline __u32 slot(__u64 ns)
 
 static __always_inline void stamp(struct task_struct *p, __u64 now)
 {
-	__u32 tid = p->pid;
-	if (tid)
-		bpf_map_update_elem(&res_wake, &tid, &now, BPF_ANY);
+	if (!p->pid)
+		return; /* an idle task */
+	__u64 *ts = bpf_task_storage_get(&res_wake, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (ts)
+		*ts = now;
 }
 
 SEC("tp_btf/sched_wakeup")
@@ -202,12 +208,15 @@ int BPF_PROG(loupe_res_switch, _Bool preempt, struct task_struct *prev, struct t
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 zero = 0;
+	__u64 prev_ino = 0;
+	struct res_stats *ps = 0;
 	__u64 *last = bpf_map_lookup_elem(&res_cpu, &zero);
 	if (last) {
 		if (*last && prev->pid) { /* pid 0: the idle task */
-			struct res_stats *s = stats(task_netns(prev));
-			if (s)
-				s->cpu_ns += now - *last;
+			prev_ino = task_netns(prev);
+			ps = stats(prev_ino);
+			if (ps)
+				ps->cpu_ns += now - *last;
 		}
 		*last = now;
 	}
@@ -215,15 +224,16 @@ int BPF_PROG(loupe_res_switch, _Bool preempt, struct task_struct *prev, struct t
 	if (preempt || prev_state == 0)
 		stamp(prev, now);
 
-	__u32 tid = next->pid;
-	if (!tid)
+	if (!next->pid)
 		return 0;
-	__u64 *ts = bpf_map_lookup_elem(&res_wake, &tid);
-	if (!ts)
+	__u64 *ts = bpf_task_storage_get(&res_wake, next, 0, 0);
+	if (!ts || !*ts)
 		return 0;
 	__u64 wait = now > *ts ? now - *ts : 0;
-	bpf_map_delete_elem(&res_wake, &tid);
-	struct res_stats *s = stats(task_netns(next));
+	*ts = 0;
+	/* Tasks of one pod often follow each other: one lookup for both. */
+	__u64 next_ino = task_netns(next);
+	struct res_stats *s = (ps && next_ino == prev_ino) ? ps : stats(next_ino);
 	if (!s)
 		return 0;
 	s->runq_count++;
