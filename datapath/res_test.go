@@ -415,3 +415,12 @@ func TestPrivilegedResourcesOOMKill(t *testing.T) {
 		t.Errorf("netns counts %d OOM kills, want 1", s.OOMKills)
 	}
 }
+
+func mustKernelSpec(t *testing.T) *btf.Spec {
+	t.Helper()
+	s, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("no kernel BTF: %v", err)
+	}
+	return s
+}
