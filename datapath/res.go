@@ -309,9 +309,15 @@ func (r *Resources) Cost() (ProgramCost, error) {
 // ReadOOM hands every OOM record to sink until ctx is done. raw is valid
 // only during the call.
 func (r *Resources) ReadOOM(ctx context.Context, sink func(raw []byte)) error {
-	rd, err := ringbuf.NewReader(r.objs.ResOom)
+	return readRing(ctx, r.objs.ResOom, "read oom records", sink)
+}
+
+// readRing hands every record of a ring buffer map to sink until ctx is
+// done; what prefixes errors.
+func readRing(ctx context.Context, m *ebpf.Map, what string, sink func(raw []byte)) error {
+	rd, err := ringbuf.NewReader(m)
 	if err != nil {
-		return fmt.Errorf("read oom records: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer rd.Close()
 	stop := context.AfterFunc(ctx, func() { rd.Close() })
@@ -322,7 +328,7 @@ func (r *Resources) ReadOOM(ctx context.Context, sink func(raw []byte)) error {
 			if ctx.Err() != nil && (errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed)) {
 				return nil
 			}
-			return fmt.Errorf("read oom records: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		sink(rec.RawSample)
 	}

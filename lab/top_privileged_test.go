@@ -15,24 +15,17 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/loupe-project/loupe/resources"
 )
 
 // topKeys are the keys of a loupe top -o json line, exactly.
 var topKeys = []string{"namespace", "pod", "node", "cpuSeconds", "runqP50Us", "runqP99Us", "ioP99Us", "ioOps", "ioBytes", "pageFaults", "oomKills"}
 
+// topLine is one line of loupe top -o json, and when it was read.
 type topLine struct {
-	Namespace  string  `json:"namespace"`
-	Pod        string  `json:"pod"`
-	Node       string  `json:"node"`
-	CPUSeconds float64 `json:"cpuSeconds"`
-	RunqP50Us  float64 `json:"runqP50Us"`
-	RunqP99Us  float64 `json:"runqP99Us"`
-	IOP99Us    float64 `json:"ioP99Us"`
-	IOOps      uint64  `json:"ioOps"`
-	IOBytes    uint64  `json:"ioBytes"`
-	PageFaults uint64  `json:"pageFaults"`
-	OOMKills   uint64  `json:"oomKills"`
-	at         time.Time
+	resources.Sample
+	at time.Time
 }
 
 func parseTopLine(t *testing.T, line []byte) topLine {
