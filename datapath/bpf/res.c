@@ -116,6 +116,7 @@ struct {
 struct res_rq {
 	__u64 start_ns; /* 0 until insert or issue */
 	__u64 netns_ino;
+	__u64 done; /* completed (in part): later parts add only bytes */
 };
 
 /* Block requests in flight, by request address. */
@@ -256,13 +257,14 @@ static __always_inline void rq_start(struct request *rq)
 	__u64 key = (__u64)rq;
 	__u64 now = bpf_ktime_get_ns();
 	struct res_rq *v = bpf_map_lookup_elem(&res_rqs, &key);
-	if (v) {
+	if (v && !v->done) {
 		if (!v->start_ns)
 			v->start_ns = now;
 		return;
 	}
+	/* Not seen starting, or a finished request's address reused. */
 	struct res_rq n = {.start_ns = now, .netns_ino = task_netns(bpf_get_current_task_btf())};
-	bpf_map_update_elem(&res_rqs, &key, &n, BPF_NOEXIST);
+	bpf_map_update_elem(&res_rqs, &key, &n, BPF_ANY);
 }
 
 SEC("tp_btf/block_rq_insert")
@@ -279,27 +281,29 @@ int BPF_PROG(loupe_res_rq_issue, struct request *rq)
 	return 0;
 }
 
-/* A request completed in parts is counted at its first part. */
+/* A request completed in parts counts as one operation, with its latency,
+ * at its first part; every part adds its bytes. The entry stays (marked
+ * done) for the later parts until the request's address is reused or the
+ * LRU evicts it. */
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(loupe_res_rq_complete, struct request *rq, int error, unsigned int nr_bytes)
 {
 	__u64 key = (__u64)rq;
 	struct res_rq *v = bpf_map_lookup_elem(&res_rqs, &key);
-	if (!v) {
+	if (!v || !v->start_ns) {
 		count(RES_CNT_RQ_MISSED);
 		return 0;
 	}
-	__u64 start = v->start_ns, ino = v->netns_ino;
-	bpf_map_delete_elem(&res_rqs, &key);
-	if (!start)
-		return 0;
-	__u64 now = bpf_ktime_get_ns();
-	__u64 lat = now > start ? now - start : 0;
-	struct res_stats *s = stats(ino);
+	struct res_stats *s = stats(v->netns_ino);
 	if (!s)
 		return 0;
-	s->io_ops++;
 	s->io_bytes += nr_bytes;
+	if (v->done)
+		return 0;
+	v->done = 1;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 lat = now > v->start_ns ? now - v->start_ns : 0;
+	s->io_ops++;
 	s->io_sum_ns += lat;
 	s->io[slot(lat)]++;
 	return 0;
