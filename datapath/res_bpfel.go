@@ -31,6 +31,7 @@ type resResRq struct {
 	_        structs.HostLayout
 	StartNs  uint64
 	NetnsIno uint64
+	Done     uint64
 }
 
 type resResStats struct {
