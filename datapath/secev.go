@@ -13,7 +13,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 )
 
 // The runtime-security tracepoints (bpf/secev.c): records, filter and
@@ -545,23 +544,7 @@ func lpmKey(p string) secevSecevLpmKey {
 // Read hands every record to sink until ctx is done. raw is valid only
 // during the call.
 func (s *SecurityEvents) Read(ctx context.Context, sink func(raw []byte)) error {
-	rd, err := ringbuf.NewReader(s.objs.SecevEvents)
-	if err != nil {
-		return fmt.Errorf("read security events: %w", err)
-	}
-	defer rd.Close()
-	stop := context.AfterFunc(ctx, func() { rd.Close() })
-	defer stop()
-	var rec ringbuf.Record
-	for {
-		if err := rd.ReadInto(&rec); err != nil {
-			if ctx.Err() != nil && (errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed)) {
-				return nil
-			}
-			return fmt.Errorf("read security events: %w", err)
-		}
-		sink(rec.RawSample)
-	}
+	return readRing(ctx, s.objs.SecevEvents, "read security events", sink)
 }
 
 // Stats sums the tracepoints' counters over CPUs.

@@ -14,7 +14,7 @@ import (
 
 // inNetns runs a shell command in the test's namespace and fails the test
 // if it fails.
-func inNetns(t *testing.T, netns, script string) {
+func shInNetns(t *testing.T, netns, script string) {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", netns, "sh", "-c", script).CombinedOutput()
 	if err != nil {
@@ -58,26 +58,26 @@ func TestPrivilegedSecurityEventsRelativeResolved(t *testing.T) {
 	name := fmt.Sprintf("secev22-rel-%d", os.Getpid())
 	ino := newTestNetns(t, name)
 
-	inNetns(t, name, "cd /etc && cat shadow >/dev/null")
+	shInNetns(t, name, "cd /etc && cat shadow >/dev/null")
 	r := c.once(t, "cd /etc && cat shadow", func(r SecurityRecord) bool {
 		return r.NetnsIno == ino && r.Type == SecevOpen && r.Comm == "cat" && r.Path == "/etc/shadow" && r.Argv[len(r.Argv)-1] == "shadow"
 	})
 	if r.EvFlags&SecevFlagResolved == 0 || r.EvFlags&SecevFlagRelative != 0 || r.Dirfd != -100 || r.Ret < 0 {
 		t.Errorf("cd /etc && cat shadow: %+v", r)
 	}
-	inNetns(t, name, "cd /etc/ssl && cat ../shadow >/dev/null; cd / && cat ./etc/shadow >/dev/null")
+	shInNetns(t, name, "cd /etc/ssl && cat ../shadow >/dev/null; cd / && cat ./etc/shadow >/dev/null")
 	c.once(t, "cat ../shadow", func(r SecurityRecord) bool {
 		return r.NetnsIno == ino && r.Path == "/etc/shadow" && r.Argv[len(r.Argv)-1] == "../shadow" && r.EvFlags&SecevFlagResolved != 0
 	})
 	c.once(t, "cat ./etc/shadow", func(r SecurityRecord) bool {
 		return r.NetnsIno == ino && r.Path == "/etc/shadow" && r.Argv[len(r.Argv)-1] == "./etc/shadow" && r.EvFlags&SecevFlagResolved != 0
 	})
-	inNetns(t, name, fmt.Sprintf("cd %s/sub && cat f", mnt))
+	shInNetns(t, name, fmt.Sprintf("cd %s/sub && cat f", mnt))
 	c.once(t, "a relative open below a mount point", func(r SecurityRecord) bool {
 		return r.NetnsIno == ino && r.Path == mnt+"/sub/f" && r.EvFlags&SecevFlagResolved != 0
 	})
 	// Not canonical: passes though its bytes are not under the prefix.
-	inNetns(t, name, fmt.Sprintf("cat %s/sub/../only 2>/dev/null; cat %s//only 2>/dev/null; cat %s/other 2>/dev/null; true", dir, dir, dir))
+	shInNetns(t, name, fmt.Sprintf("cat %s/sub/../only 2>/dev/null; cat %s//only 2>/dev/null; cat %s/other 2>/dev/null; true", dir, dir, dir))
 	for _, p := range []string{dir + "/sub/../only", dir + "//only"} {
 		c.once(t, p, func(r SecurityRecord) bool { return r.NetnsIno == ino && r.Path == p })
 	}
@@ -105,7 +105,7 @@ func TestPrivilegedSecurityEventsFileOps(t *testing.T) {
 	ino := newTestNetns(t, name)
 
 	// coreutils in the namespace, with relative paths.
-	inNetns(t, name, fmt.Sprintf("cd %s && touch a && mv a b && chmod 4755 b && mv b ../out && rm ../out && mkdir d && rmdir d && "+
+	shInNetns(t, name, fmt.Sprintf("cd %s && touch a && mv a b && chmod 4755 b && mv b ../out && rm ../out && mkdir d && rmdir d && "+
 		"touch ../o1 && mv ../o1 ../o2 && chmod 600 ../o2 && rm ../o2", w))
 	mine := func(typ uint32, p string) func(r SecurityRecord) bool {
 		return func(r SecurityRecord) bool { return r.NetnsIno == ino && r.Type == typ && r.Path == p }

@@ -16,3 +16,29 @@ func TestDatapathSpecSetsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+// The resource programs' variables (the mm counter indexes) are set from
+// the kernel's BTF, each of them, with the C type.
+func TestResourcesSpecSetsEveryVariable(t *testing.T) {
+	spec, err := loadRes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setMMCounters(spec); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{resVarResMmFilepages: true, resVarResMmAnonpages: true, resVarResMmShmempages: true}
+	for name := range spec.Variables {
+		if len(name) > 4 && name[:4] == "res_" && !want[name] {
+			t.Errorf("variable %s is not set by the loader", name)
+		}
+	}
+	var anon uint32
+	if err := spec.Variables[resVarResMmAnonpages].Get(&anon); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := enumValueByName(mustKernelSpec(t), "MM_ANONPAGES")
+	if err != nil || anon != vals["MM_ANONPAGES"] {
+		t.Errorf("res_mm_anonpages = %d, kernel says %v (%v)", anon, vals, err)
+	}
+}

@@ -136,6 +136,15 @@ func podLabels(p *corev1.Pod, nsLabels map[string]string) []string {
 	return out
 }
 
+// PodWorkload is the name of the workload that owns p, as flows name it
+// ("" for none).
+func PodWorkload(p *corev1.Pod) string {
+	if w := podWorkloads(p); len(w) > 0 {
+		return w[0].GetName()
+	}
+	return ""
+}
+
 // podWorkloads finds the workload that owns a pod: the Deployment behind a
 // ReplicaSet (its name minus the pod-template-hash), a StatefulSet,
 // DaemonSet or Job, or, for bare pods, the Deployment named by the "app"

@@ -99,6 +99,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		local := grpc.NewServer(opts...)
 		observerpb.RegisterObserverServer(local, s)
 		s.registerSecurityEvents(local)
+		s.registerResources(local)
 		servers = append(servers, local)
 	}
 	if s.cfg.ServerTLS != nil {
@@ -107,6 +108,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	gs := grpc.NewServer(opts...)
 	observerpb.RegisterObserverServer(gs, s)
 	s.registerSecurityEvents(gs)
+	s.registerResources(gs)
 	servers = append(servers, gs)
 	healthpb.RegisterHealthServer(gs, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

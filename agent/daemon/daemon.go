@@ -33,6 +33,7 @@ import (
 	"github.com/loupe-project/loupe/observer"
 	"github.com/loupe-project/loupe/otlp"
 	"github.com/loupe-project/loupe/policy"
+	"github.com/loupe-project/loupe/resources"
 )
 
 // DefaultListen is the Observer API's TCP address: Hubble's port on every
@@ -413,6 +414,19 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		g.Go(func() error { return sec.run(ctx) })
 		services = append(services, sec.register)
 		dpReg.MustRegister(sec.collectors()...)
+	}
+	res, err := startResources(&cfg, ag.Endpoints, src, log)
+	if err != nil {
+		return err
+	}
+	if res != nil {
+		defer res.Close()
+		if sec != nil {
+			res.oom = sec.store.Add
+		}
+		g.Go(func() error { return res.run(ctx) })
+		services = append(services, res.register)
+		dpReg.MustRegister(resources.NewCollector(res.read))
 	}
 	var obs Observer
 	if cfg.NewObserver != nil {

@@ -82,8 +82,8 @@ func sameKillRules(a, b *secevents.Rules) bool {
 func (s *securityEvents) selectPodsLocked() error {
 	rs := s.acts.rules
 	sel := map[uint64]uint64{}
-	byIP := map[netip.Addr]*secPod{}
-	for ino, p := range s.pods() {
+	byIP := map[netip.Addr]*netnsPod{}
+	for ino, p := range s.pods.all() {
 		for _, a := range p.ips {
 			byIP[a] = p
 		}

@@ -42,8 +42,6 @@ type securityEvents struct {
 	cfg     *Config
 	log     *slog.Logger
 	nodeIno uint64
-	eps     func() []agent.Endpoint
-	meta    metadata.Source
 	engine  *secevents.Engine
 	kernel  *datapath.SecurityEvents
 	store   *server.Store
@@ -53,18 +51,9 @@ type securityEvents struct {
 	caps    secevents.Capabilities
 	acts    *secActions
 	net     *netState
-	byIP    atomic.Pointer[map[netip.Addr]*secPod] // local pods, for flows
+	byIP    atomic.Pointer[map[netip.Addr]*netnsPod] // local pods, for flows
 
-	mu    sync.Mutex
-	byIno map[uint64]*secPod
-	built time.Time
-}
-
-// secPod is what an event in an endpoint's namespace is attributed to.
-type secPod struct {
-	namespace, name, netnsName string
-	labels                     map[string]string
-	ips                        []netip.Addr
+	pods *netnsPods
 }
 
 // loadRules compiles the default rules (unless off) and the rules dir's
@@ -92,7 +81,7 @@ func startSecurityEvents(cfg *Config, eps func() []agent.Endpoint, meta metadata
 	if cfg.NoDefaultRules && cfg.RulesDir == "" {
 		return nil, nil
 	}
-	s := &securityEvents{cfg: cfg, log: log, eps: eps, meta: meta, store: server.NewStore(0), cgroups: newCgroupNames()}
+	s := &securityEvents{cfg: cfg, log: log, pods: &netnsPods{eps: eps, meta: meta}, store: server.NewStore(0), cgroups: newCgroupNames()}
 	s.svc = server.NewService(s.store, cfg.NodeName)
 	// deny needs BPF LSM: tried here, so a rule asking for it is refused
 	// with what the kernel lacks rather than downgraded.
@@ -156,9 +145,9 @@ func (s *securityEvents) handle(raw []byte) {
 		s.log.Debug("security record", "err", err)
 		return
 	}
-	var pod *secPod
+	var pod *netnsPod
 	if !contract.ReportsNetns(rec.NetnsIno, s.nodeIno, func(i uint64) bool {
-		pod = s.pod(i)
+		pod = s.pods.pod(i)
 		return pod != nil
 	}) {
 		return
@@ -173,7 +162,7 @@ func (s *securityEvents) handle(raw []byte) {
 }
 
 // event turns a record into what rules see.
-func (s *securityEvents) event(rec datapath.SecurityRecord, pod *secPod) *secevents.Event {
+func (s *securityEvents) event(rec datapath.SecurityRecord, pod *netnsPod) *secevents.Event {
 	ev := secevents.FromRecord(rec)
 	ev.Num, ev.Time, ev.Node, ev.ContainerID = s.num.Add(1), bootToWall(rec.TimeNs), s.cfg.NodeName, secevents.HostContainerID
 	if pod != nil {
@@ -188,7 +177,7 @@ func (s *securityEvents) event(rec datapath.SecurityRecord, pod *secPod) *seceve
 	return ev
 }
 
-func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Event, m secevents.Match, pod *secPod) *pb.GetEventsResponse {
+func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Event, m secevents.Match, pod *netnsPod) *pb.GetEventsResponse {
 	by := "node"
 	if pod != nil {
 		by = "netns"
@@ -200,44 +189,6 @@ func (s *securityEvents) response(rec datapath.SecurityRecord, ev *secevents.Eve
 		Process: &pb.Process{Name: ev.Name, Exe: ev.Exe(), ExePath: ev.ExePath, Argv: ev.Argv, Pid: ev.PID, Ppid: ev.PPID,
 			Uid: ev.UID, ParentName: ev.PName, ArgvTruncated: rec.EvFlags&datapath.SecevFlagArgvTrunc != 0}}
 	return &pb.GetEventsResponse{NodeName: s.cfg.NodeName, TimeUnixNano: se.TimeUnixNano, ResponseTypes: &pb.GetEventsResponse_Event{Event: se}}
-}
-
-// pod returns the endpoint whose namespace has inode inum, rebuilding
-// the table at most every endpointNetnsRefresh on a miss.
-func (s *securityEvents) pod(inum uint64) *secPod {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p, ok := s.byIno[inum]; ok || time.Since(s.built) < endpointNetnsRefresh {
-		return p
-	}
-	s.byIno = s.pods()
-	s.built = time.Now()
-	return s.byIno[inum]
-}
-
-// pods maps the netns inode of each local endpoint to its pod.
-func (s *securityEvents) pods() map[uint64]*secPod {
-	snap := s.meta.Current()
-	out := map[uint64]*secPod{}
-	for _, e := range s.eps() {
-		ino, err := netnsInode(e.Netns)
-		if err != nil {
-			continue
-		}
-		p := &secPod{namespace: e.PodNamespace, name: e.PodName, netnsName: filepath.Base(e.Netns)}
-		for _, a := range []netip.Addr{e.IPv4, e.IPv6} {
-			if a.IsValid() {
-				p.ips = append(p.ips, a)
-			}
-		}
-		for _, mp := range snap.Pods {
-			if mp.Namespace == e.PodNamespace && mp.Name == e.PodName {
-				p.labels = mp.Labels
-			}
-		}
-		out[ino] = p
-	}
-	return out
 }
 
 // pollLosses turns the tracepoints' loss counters into LostEvents.

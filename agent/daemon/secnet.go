@@ -116,7 +116,7 @@ func (s *securityEvents) netResponse(ev *secevents.Event, m secevents.Match) *pb
 
 // localPod is the local pod with address a, from the table the kill
 // sync refreshes.
-func (s *securityEvents) localPod(a netip.Addr) *secPod {
+func (s *securityEvents) localPod(a netip.Addr) *netnsPod {
 	if m := s.byIP.Load(); m != nil {
 		return (*m)[a]
 	}

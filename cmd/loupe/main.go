@@ -29,6 +29,7 @@ loupe-relay, a loupe-agent, or the Hubble Relay of a Cilium cluster.`,
 	root.AddCommand(
 		cli.NewObserveCommand(),
 		cli.NewEventsCommand(),
+		cli.NewTopCommand(),
 		cli.NewStatusCommand(),
 		cli.NewListCommand(),
 		cli.NewPolicyCommand(),

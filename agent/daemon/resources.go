@@ -1,0 +1,142 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/loupe-project/loupe/agent"
+	rpb "github.com/loupe-project/loupe/api/resources/v1"
+	spb "github.com/loupe-project/loupe/api/secevents/v1"
+	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/resources"
+)
+
+// OOM kills go to the security events stream (loupe events) under this
+// rule name, at this priority.
+const (
+	oomRule      = "OOM kill"
+	oomEventType = "oom_kill"
+)
+
+// podResources is the agent's per-pod resource observation: the kernel's
+// per-netns counters, attributed to the agent's pods and its node
+// (contract.ReportsNetns), served on the Resources gRPC service.
+type podResources struct {
+	node    string
+	nodeIno uint64
+	log     *slog.Logger
+	kernel  *datapath.Resources
+	pods    *netnsPods
+	svc     *resources.Service
+	// oom receives OOM kill events (the security events' store); nil
+	// when security events are off: the kills are then only counted.
+	oom func(*spb.GetEventsResponse)
+}
+
+// startResources loads the resource tracepoints. A kernel without them
+// costs the feature, not the agent.
+func startResources(cfg *Config, eps func() []agent.Endpoint, meta metadata.Source, log *slog.Logger) (*podResources, error) {
+	r := &podResources{node: cfg.NodeName, log: log, pods: &netnsPods{eps: eps, meta: meta}}
+	if err := cfg.inNetNS(func() error {
+		var err error
+		r.nodeIno, err = netnsInode("/proc/thread-self/ns/net")
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("node netns: %w", err)
+	}
+	k, err := datapath.LoadResources()
+	if err != nil {
+		log.Warn("per-pod resources off", "err", err)
+		return nil, nil
+	}
+	r.kernel = k
+	r.svc = resources.NewService(r.read)
+	log.Info("per-pod resources on")
+	return r, nil
+}
+
+func (r *podResources) register(s grpc.ServiceRegistrar) { r.svc.Register(s) }
+
+func (r *podResources) Close() error { return r.kernel.Close() }
+
+// read is every pod of the agent (with zeros for a pod the kernel has not
+// counted yet) and the node's own row.
+func (r *podResources) read(context.Context) ([]*rpb.PodResources, error) {
+	snap, err := r.kernel.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UnixNano()
+	pods := r.pods.all()
+	out := make([]*rpb.PodResources, 0, len(pods)+1)
+	// Each pod is the agent's own endpoint: this agent, and only it,
+	// reports it (contract.ReportsNetns).
+	for ino, p := range pods {
+		out = append(out, podRow(r.node, p.namespace, p.name, p.workload, ino, now, snap[ino]))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		return a.Namespace < b.Namespace || a.Namespace == b.Namespace && a.Pod < b.Pod
+	})
+	// The node's own tasks, unless a pod shares the node's namespace.
+	if _, ok := pods[r.nodeIno]; !ok {
+		out = append(out, podRow(r.node, "", "", "", r.nodeIno, now, snap[r.nodeIno]))
+	}
+	return out, nil
+}
+
+func podRow(node, ns, pod, workload string, ino uint64, now int64, s datapath.ResourceStats) *rpb.PodResources {
+	return &rpb.PodResources{Namespace: ns, Pod: pod, Node: node, Workload: workload, TimeUnixNano: now, NetnsInode: ino,
+		CpuNs:      s.CPUNs,
+		Runqueue:   &rpb.Histogram{Buckets: s.Runq[:], Count: s.RunqCount, SumNs: s.RunqSumNs},
+		BlockIo:    &rpb.Histogram{Buckets: s.IO[:], Count: s.IOOps, SumNs: s.IOSumNs},
+		IoBytes:    s.IOBytes,
+		PageFaults: s.PageFaults,
+		OomKills:   s.OOMKills}
+}
+
+// run reads OOM records until ctx ends.
+func (r *podResources) run(ctx context.Context) error {
+	return r.kernel.ReadOOM(ctx, r.handleOOM)
+}
+
+func (r *podResources) handleOOM(raw []byte) {
+	rec, err := datapath.DecodeOOMRecord(raw)
+	if err != nil {
+		r.log.Debug("oom record", "err", err)
+		return
+	}
+	var pod *netnsPod
+	if !contract.ReportsNetns(rec.NetnsIno, r.nodeIno, func(i uint64) bool {
+		pod = r.pods.pod(i)
+		return pod != nil
+	}) {
+		return
+	}
+	page := uint64(os.Getpagesize())
+	rss := (rec.AnonRSS + rec.FileRSS + rec.ShmemRSS) * page
+	where, by, ns, name, cid := "node "+r.node, "node", "", "", "host"
+	if pod != nil {
+		where, by, ns, name, cid = "pod "+pod.namespace+"/"+pod.name, "netns", pod.namespace, pod.name, pod.netnsName
+	}
+	r.log.Warn("OOM kill", "namespace", ns, "pod", name, "process", rec.Comm, "pid", rec.PID, "rss_bytes", rss)
+	if r.oom == nil {
+		return
+	}
+	t := bootToWall(rec.TimeNs)
+	out := fmt.Sprintf("Process killed by the OOM killer (%s process=%s pid=%d rss=%dkB anon=%dkB file=%dkB shmem=%dkB total_vm=%dkB)",
+		where, rec.Comm, rec.PID, rss>>10, rec.AnonRSS*page>>10, rec.FileRSS*page>>10, rec.ShmemRSS*page>>10, rec.TotalVM*page>>10)
+	ev := &spb.SecurityEvent{TimeUnixNano: t.UnixNano(), NodeName: r.node, Rule: oomRule, Priority: "Warning", Output: out,
+		Tags: []string{"resources", "memory"}, Namespace: ns, Pod: name, ContainerId: cid, EventType: oomEventType,
+		NetnsInode: rec.NetnsIno, CgroupId: rec.CgroupID, AttributedBy: by,
+		Process: &spb.Process{Name: rec.Comm, Pid: rec.PID, Uid: rec.UID}}
+	r.oom(&spb.GetEventsResponse{NodeName: r.node, TimeUnixNano: ev.TimeUnixNano, ResponseTypes: &spb.GetEventsResponse_Event{Event: ev}})
+}
