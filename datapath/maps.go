@@ -492,6 +492,29 @@ func (d *Datapath) DeletePolicy(k PolicyKey) error {
 	return nil
 }
 
+// PolicyEntryBytes is the kernel memory one policy map entry costs at
+// most: its trie node and at most one branching node, 72 bytes each as the
+// memory cgroup charges them (TestPrivilegedPolicyMapMemory measures it).
+// The map preallocates nothing, so its memory is its entries times this.
+const PolicyEntryBytes = 144
+
+// PolicyMapCapacity is the policy map's max_entries, as the programs
+// declare it (bpf/policy.h), without loading them.
+func PolicyMapCapacity() (int, error) {
+	spec, err := loadLoupe()
+	if err != nil {
+		return 0, fmt.Errorf("policy map capacity: %w", err)
+	}
+	ms, ok := spec.Maps[MapPolicy]
+	if !ok {
+		return 0, fmt.Errorf("policy map capacity: no map %q in the programs", MapPolicy)
+	}
+	return int(ms.MaxEntries), nil
+}
+
+// PolicyCapacity is the loaded policy map's max_entries.
+func (d *Datapath) PolicyCapacity() int { return int(d.objs.Policy.MaxEntries()) }
+
 // PolicyMapUse counts the policy map's entries against its capacity: a
 // full map makes the engine fail to write new policy.
 func (d *Datapath) PolicyMapUse() (entries, capacity int, err error) {
