@@ -22,6 +22,9 @@ type memDatapath struct {
 	ipcache map[netip.Prefix]uint32
 	ct      []datapath.CTEntry
 	step    func()
+	// capacity, when set, refuses a new key past it as the kernel's
+	// LPM trie does (ENOSPC: TestPrivilegedPolicyMapMemory).
+	capacity int
 }
 
 func newMemDatapath() *memDatapath {
@@ -37,6 +40,9 @@ func (d *memDatapath) after() {
 func (d *memDatapath) UpsertPolicy(k datapath.PolicyKey, e datapath.PolicyEntry) error {
 	if err := k.Validate(); err != nil {
 		return err // the kernel map could not hold it either
+	}
+	if _, ok := d.policy[k]; !ok && d.capacity > 0 && len(d.policy) >= d.capacity {
+		return fmt.Errorf("upsert policy %+v: map full (%d entries)", k, d.capacity)
 	}
 	d.policy[k] = e
 	d.after()
