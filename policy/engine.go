@@ -19,11 +19,16 @@ import (
 // Datapath is the part of the datapath the engine writes.
 type Datapath interface {
 	UpsertPolicy(datapath.PolicyKey, datapath.PolicyEntry) error
+	// UpsertPolicies writes entries in order (batched system calls).
+	UpsertPolicies([]datapath.PolicyKey, []datapath.PolicyEntry) error
 	DeletePolicy(datapath.PolicyKey) error
 	Policy() (map[datapath.PolicyKey]datapath.PolicyEntry, error)
 	UpsertIPCache(netip.Prefix, uint32) error
 	DeleteIPCache(netip.Prefix) error
 	IPCache() (map[netip.Prefix]uint32, error)
+	// LookupIPCache is the datapath's identity lookup of one address
+	// (false: no entry, the peer is world).
+	LookupIPCache(netip.Addr) (uint32, bool)
 	DeleteConntrack(drop func(datapath.CTEntry) bool) (int, error)
 }
 
@@ -302,7 +307,10 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 	// narrower allows exist would drop traffic both policies allow.
 	// Endpoints whose entries are the very map applied last time (an
 	// endpoint group no changed policy touched) are skipped.
+	var keys []datapath.PolicyKey
+	var vals []datapath.PolicyEntry
 	upsert := func(deny bool) error {
+		keys, vals = keys[:0], vals[:0]
 		for id, ce := range c.Endpoints {
 			have := e.applied[id]
 			if sameEntries(have, ce.Entries) {
@@ -315,12 +323,16 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 				if old, ok := have[k]; ok && old == v {
 					continue
 				}
-				if err := dp.UpsertPolicy(k.policyKey(id), v); err != nil {
-					return fmt.Errorf("policy: %w", err)
-				}
-				st.Upserted++
+				keys, vals = append(keys, k.policyKey(id)), append(vals, v)
 			}
 		}
+		if len(keys) == 0 {
+			return nil
+		}
+		if err := dp.UpsertPolicies(keys, vals); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+		st.Upserted += len(keys)
 		return nil
 	}
 	removeStale := func() error {
@@ -460,9 +472,20 @@ func sameEntries(a, b EndpointEntries) bool {
 // flushConntrack removes the conntrack entries whose first packet the new
 // entries would drop.
 func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
-	ipc, err := e.cfg.Datapath.IPCache()
-	if err != nil {
-		return 0, fmt.Errorf("policy: read ipcache: %w", err)
+	// Peers are looked up one by one, as the datapath does, and only for
+	// connections of enforced endpoints: dumping the ipcache (an LPM trie,
+	// a system call an entry) cost more than the rest of an incremental
+	// apply.
+	peers := map[netip.Addr]uint32{}
+	identity := func(a netip.Addr) uint32 {
+		id, ok := peers[a]
+		if !ok {
+			if id, ok = e.cfg.Datapath.LookupIPCache(a); !ok {
+				id = contract.IdentityWorld
+			}
+			peers[a] = id
+		}
+		return id
 	}
 	byIfindex := make(map[uint32]uint32, len(eps))
 	for _, ep := range eps {
@@ -489,7 +512,7 @@ func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
 		} else if !f.Ingress {
 			return false
 		}
-		return !c.Lookup(id, IPCacheLookup(ipc, peer), ct.DstPort, ct.Proto, ct.Direction).Allowed
+		return !c.Lookup(id, identity(peer), ct.DstPort, ct.Proto, ct.Direction).Allowed
 	})
 	if err != nil {
 		return n, fmt.Errorf("policy: %w", err)

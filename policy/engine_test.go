@@ -49,6 +49,15 @@ func (d *memDatapath) UpsertPolicy(k datapath.PolicyKey, e datapath.PolicyEntry)
 	return nil
 }
 
+func (d *memDatapath) UpsertPolicies(ks []datapath.PolicyKey, es []datapath.PolicyEntry) error {
+	for i := range ks {
+		if err := d.UpsertPolicy(ks[i], es[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (d *memDatapath) DeletePolicy(k datapath.PolicyKey) error {
 	delete(d.policy, k)
 	d.after()
@@ -69,6 +78,11 @@ func (d *memDatapath) DeleteIPCache(p netip.Prefix) error {
 	delete(d.ipcache, p)
 	d.after()
 	return nil
+}
+
+func (d *memDatapath) LookupIPCache(a netip.Addr) (uint32, bool) {
+	id := IPCacheLookup(d.ipcache, a)
+	return id, id != contract.IdentityWorld
 }
 
 func (d *memDatapath) IPCache() (map[netip.Prefix]uint32, error) { return maps.Clone(d.ipcache), nil }
