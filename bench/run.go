@@ -10,7 +10,7 @@ import (
 )
 
 // Suites, in the order they run.
-var Suites = []string{"decode", "relay", "follow", "l7hook", "otlp", "history", "secevents", "datapath", "cni", "events", "kdrop"}
+var Suites = []string{"decode", "relay", "follow", "l7hook", "otlp", "history", "secevents", "policy", "datapath", "cni", "events", "kdrop"}
 
 // Run runs the suites cfg asks for. It always tears its lab down, and
 // returns the rows it has even when a suite fails.
@@ -47,6 +47,7 @@ func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
 	step("otlp", func() ([]Row, error) { return runOTLP(ctx, cfg) })
 	step("history", func() ([]Row, error) { return runHistory(ctx, cfg) })
 	step("secevents", func() ([]Row, error) { return runSecurityEvents(ctx, cfg) })
+	step("policy", func() ([]Row, error) { return runPolicyApply(ctx, cfg) })
 
 	if cfg.want("datapath") || cfg.want("cni") || cfg.want("events") || cfg.want("kdrop") {
 		for _, b := range []string{"loupe", "loupe-agent", "loupe-cni"} {
