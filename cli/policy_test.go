@@ -170,22 +170,26 @@ spec:
 	}
 }
 
+// ingressVerdict is the policy-verdict flow of y/c's allowed connection
+// to x/a on dport.
+func ingressVerdict(dport uint32) *observerpb.GetFlowsResponse {
+	r := synFlow("10.0.1.12", "10.0.1.10", 40003, dport)
+	r.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
+	r.GetFlow().Verdict = flowpb.Verdict_FORWARDED
+	r.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	return r
+}
+
 func TestPolicyCheck(t *testing.T) {
 	dir := policyDir(t)
-	allowed := synFlow("10.0.1.12", "10.0.1.10", 40003, 80)
-	allowed.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
-	allowed.GetFlow().Verdict = flowpb.Verdict_FORWARDED
-	allowed.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	allowed := ingressVerdict(80)
 	f := &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed}}
 	code := -1
 	out, _, _ := run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir)
 	if code != -1 || !strings.Contains(out, "1 policy verdicts checked, 0 disagreements\n") {
 		t.Errorf("agreement: code %d\n%s", code, out)
 	}
-	wrong := synFlow("10.0.1.12", "10.0.1.10", 40003, 81)
-	wrong.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
-	wrong.GetFlow().Verdict = flowpb.Verdict_FORWARDED
-	wrong.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	wrong := ingressVerdict(81)
 	f = &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed, wrong}}
 	out, _, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir)
 	if code != exitChange || !strings.Contains(out, "loupe bug: y/c -> x/a:81/TCP ingress: the datapath allowed it, the model denies it") {
@@ -581,10 +585,7 @@ func TestPolicyUnavailableNodes(t *testing.T) {
 // The JSON output always sizes every node's map.
 func TestPolicyCheckNamesNodesThatRefuse(t *testing.T) {
 	dir := policyDir(t)
-	allowed := synFlow("10.0.1.12", "10.0.1.10", 40003, 80)
-	allowed.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
-	allowed.GetFlow().Verdict = flowpb.Verdict_FORWARDED
-	allowed.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	allowed := ingressVerdict(80)
 	f := &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed}}
 	capacity, err := datapath.PolicyMapCapacity()
 	if err != nil {
