@@ -476,13 +476,7 @@ func TestPolicyVerifyLostEvents(t *testing.T) {
 // a disagreement exits 1 whatever is lost, agreement with losses exits 2.
 func TestPolicyCheckIncomplete(t *testing.T) {
 	dir := policyDir(t)
-	verdict := func(dport uint32) *observerpb.GetFlowsResponse {
-		r := synFlow("10.0.1.12", "10.0.1.10", 40003, dport)
-		r.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
-		r.GetFlow().Verdict = flowpb.Verdict_FORWARDED
-		r.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
-		return r
-	}
+	verdict := ingressVerdict
 	check := func(resp ...*observerpb.GetFlowsResponse) (code int, out, errOut string) {
 		code = -1
 		out, errOut, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, &fakeObserver{responses: resp}),
