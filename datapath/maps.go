@@ -494,7 +494,8 @@ const policyBatch = 4096
 // UpsertPolicies adds or replaces entries in order, in batches of
 // policyBatch a system call: an agent writing a node's whole policy (a
 // quarter million entries) spends most of its time in syscalls otherwise.
-// On an error, the entries before the failing one are written.
+// On an error, some of the entries before the failing one may be
+// written (the engine then rereads the map before its next apply).
 func (d *Datapath) UpsertPolicies(keys []PolicyKey, entries []PolicyEntry) error {
 	if len(keys) != len(entries) {
 		return fmt.Errorf("upsert policies: %d keys, %d entries", len(keys), len(entries))

@@ -221,3 +221,35 @@ func TestPrivilegedPolicyMapUpgradeKeepsAllowedTraffic(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// UpsertPolicies writes more entries than one batch holds, in order (a
+// later entry of the same key wins), as one-at-a-time writes would; an
+// invalid key, or keys without entries, are refused.
+func TestPrivilegedUpsertPoliciesInBatches(t *testing.T) {
+	d := newTestDatapath(t, Config{})
+	var keys []PolicyKey
+	var entries []PolicyEntry
+	want := map[PolicyKey]PolicyEntry{}
+	for i := range 2*policyBatch + 7 {
+		k := PolicyKey{EndpointID: uint32(1 + i%3), PeerIdentity: uint32(256 + i), Proto: protoTCP, Port: uint16(1 + i%1000), Direction: contract.DirectionIngress}
+		e := PolicyEntry{RuleID: uint32(i), Deny: i%5 == 0}
+		keys, entries = append(keys, k), append(entries, e)
+		want[k] = e
+	}
+	// The same key again, last: its new value wins.
+	keys, entries = append(keys, keys[0]), append(entries, PolicyEntry{RuleID: 99999})
+	want[keys[0]] = PolicyEntry{RuleID: 99999}
+	if err := d.UpsertPolicies(keys, entries); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Policy(); err != nil || !maps.Equal(got, want) {
+		t.Fatalf("policy map: %d entries %v, want %d", len(got), err, len(want))
+	}
+	bad := []PolicyKey{{EndpointID: 7, Direction: contract.DirectionIngress}, {EndpointID: 7, Port: 80, Direction: contract.DirectionIngress}}
+	if err := d.UpsertPolicies(bad, make([]PolicyEntry, 2)); err == nil {
+		t.Fatal("a port without a protocol was written")
+	}
+	if err := d.UpsertPolicies(bad[:1], nil); err == nil {
+		t.Fatal("keys without entries were written")
+	}
+}
