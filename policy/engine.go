@@ -18,7 +18,6 @@ import (
 
 // Datapath is the part of the datapath the engine writes.
 type Datapath interface {
-	UpsertPolicy(datapath.PolicyKey, datapath.PolicyEntry) error
 	// UpsertPolicies writes entries in order (batched system calls).
 	UpsertPolicies([]datapath.PolicyKey, []datapath.PolicyEntry) error
 	DeletePolicy(datapath.PolicyKey) error
