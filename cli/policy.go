@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/policy"
 )
@@ -511,6 +512,12 @@ A NetworkPolicy of the manifests that the API server would refuse is named
 too: loupe enforces it fail-closed (the pods it selects are isolated and it
 allows nothing), not as written.
 
+Each node's policy map is sized as its agent compiles the manifests: a node
+whose entries do not fit refuses the whole policy set and keeps enforcing
+the last one that fit, and check names it ("node N refuses the policy: ...").
+The JSON output's policy_map lists every node's entries, capacity and
+kernel memory (memory_bytes, an upper bound).
+
 Lost events (a ring buffer overflowed) are reported with how many events
 they hold, and so are the nodes a relay reports unavailable, as by verify: a
 disagreement found stands, but agreement over a record with flows missing is
@@ -518,7 +525,8 @@ incomplete, and exits 2.
 
 Exit status:
   0  agreement
-  1  disagreements or invalid policies (even if flows are missing)
+  1  disagreements, invalid policies or a node that refuses the policy
+     (even if flows are missing)
   2  bad input or no flows readable; nothing to judge: no policy verdict or
      policy drop since --since; or no disagreement found but flows are
      missing (lost events, unavailable nodes): the check is incomplete`,
@@ -537,12 +545,23 @@ Exit status:
 			for _, e := range invalid {
 				fmt.Fprintf(cmd.ErrOrStderr(), "invalid policy %s/%s, enforced fail-closed: %s\n", e.Namespace, e.Name, e.Error)
 			}
+			fits, err := nodeFits(snap)
+			if err != nil {
+				return fail(cmd, exit, exitBadInput, err)
+			}
+			refused := 0
+			for _, f := range fits {
+				if !f.Fits {
+					refused++
+					fmt.Fprintln(cmd.ErrOrStderr(), refusedLine(f))
+				}
+			}
 			rec, err := fetchFlows(cmd, &so, since)
 			if err != nil {
 				return fail(cmd, exit, exitBadInput, err)
 			}
 			n, dis := policy.Check(snap, rec.flows)
-			if n == 0 && len(invalid) == 0 {
+			if n == 0 && len(invalid) == 0 && refused == 0 {
 				// "0 disagreements" over no verdict would vouch for nothing;
 				// invalid policies are a finding of their own.
 				return fail(cmd, exit, exitCannotJudge, nothingToJudge(rec, "on the server since --since "+since,
@@ -561,26 +580,36 @@ Exit status:
 					Unavailable     []string              `json:"unavailable_nodes"`
 					Disagreements   []policy.Disagreement `json:"disagreements"`
 					InvalidPolicies []invalidPolicy       `json:"invalid_policies"`
-				}{n, complete, rec.lost, append([]string{}, rec.unavailable...), dis, invalid}); err != nil {
+					PolicyMap       []policy.NodeFit      `json:"policy_map"`
+				}{n, complete, rec.lost, append([]string{}, rec.unavailable...), dis, invalid, fits}); err != nil {
 					return err
 				}
 			} else {
 				for _, d := range dis {
 					fmt.Fprintf(w, "loupe bug: %s %s: %s\n", d.Flow, d.Side, d.Problem)
 				}
-				if len(dis) == 0 && len(invalid) == 0 && !complete {
+				for _, f := range fits {
+					if !f.Fits {
+						fmt.Fprintln(w, refusedLine(f))
+					}
+				}
+				if len(dis) == 0 && len(invalid) == 0 && refused == 0 && !complete {
 					fmt.Fprintf(w, "incomplete: %d policy verdicts checked, 0 disagreements, but flows are missing\n", n)
 				} else {
 					fmt.Fprintf(w, "%d policy verdicts checked, %d disagreements", n, len(dis))
 					if len(invalid) > 0 {
 						fmt.Fprintf(w, ", %d invalid policies", len(invalid))
 					}
+					if refused > 0 {
+						fmt.Fprintf(w, ", %d nodes refuse the policy", refused)
+					}
 					fmt.Fprintln(w)
 				}
+
 				rec.writeMissing(w)
 			}
 			switch {
-			case len(dis) > 0 || len(invalid) > 0:
+			case len(dis) > 0 || len(invalid) > 0 || refused > 0:
 				exit(exitChange)
 			case !complete:
 				exit(exitCannotJudge)
@@ -593,6 +622,23 @@ Exit status:
 	cmd.Flags().StringVar(&dir, "manifests-dir", defaultManifestsDir(), "folder of Kubernetes manifests (the lab's by default)")
 	cmd.Flags().StringVarP(&out, "output", "o", "text", "text or json")
 	return cmd
+}
+
+// policyMapCapacity is the agents' policy map capacity; tests lower it.
+var policyMapCapacity = datapath.PolicyMapCapacity
+
+// nodeFits sizes every node's policy map for snap.
+func nodeFits(snap *metadata.Snapshot) ([]policy.NodeFit, error) {
+	capacity, err := policyMapCapacity()
+	if err != nil {
+		return nil, err
+	}
+	return policy.NodeFits(snap, capacity), nil
+}
+
+func refusedLine(f policy.NodeFit) string {
+	return fmt.Sprintf("node %s refuses the policy: its %d pods need %d policy map entries (%.1f MiB of kernel memory), the map holds %d; it keeps enforcing the last policy that fit",
+		f.Node, f.Pods, f.Entries, float64(f.MemoryBytes)/(1<<20), f.Capacity)
 }
 
 // invalidPolicy is a NetworkPolicy of the manifests that fails validation.

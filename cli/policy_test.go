@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/policy"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -167,22 +170,26 @@ spec:
 	}
 }
 
+// ingressVerdict is the policy-verdict flow of y/c's allowed connection
+// to x/a on dport.
+func ingressVerdict(dport uint32) *observerpb.GetFlowsResponse {
+	r := synFlow("10.0.1.12", "10.0.1.10", 40003, dport)
+	r.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
+	r.GetFlow().Verdict = flowpb.Verdict_FORWARDED
+	r.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	return r
+}
+
 func TestPolicyCheck(t *testing.T) {
 	dir := policyDir(t)
-	allowed := synFlow("10.0.1.12", "10.0.1.10", 40003, 80)
-	allowed.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
-	allowed.GetFlow().Verdict = flowpb.Verdict_FORWARDED
-	allowed.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	allowed := ingressVerdict(80)
 	f := &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed}}
 	code := -1
 	out, _, _ := run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir)
 	if code != -1 || !strings.Contains(out, "1 policy verdicts checked, 0 disagreements\n") {
 		t.Errorf("agreement: code %d\n%s", code, out)
 	}
-	wrong := synFlow("10.0.1.12", "10.0.1.10", 40003, 81)
-	wrong.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
-	wrong.GetFlow().Verdict = flowpb.Verdict_FORWARDED
-	wrong.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
+	wrong := ingressVerdict(81)
 	f = &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed, wrong}}
 	out, _, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir)
 	if code != exitChange || !strings.Contains(out, "loupe bug: y/c -> x/a:81/TCP ingress: the datapath allowed it, the model denies it") {
@@ -469,13 +476,7 @@ func TestPolicyVerifyLostEvents(t *testing.T) {
 // a disagreement exits 1 whatever is lost, agreement with losses exits 2.
 func TestPolicyCheckIncomplete(t *testing.T) {
 	dir := policyDir(t)
-	verdict := func(dport uint32) *observerpb.GetFlowsResponse {
-		r := synFlow("10.0.1.12", "10.0.1.10", 40003, dport)
-		r.GetFlow().EventType = &flowpb.CiliumEventType{Type: contract.MessageTypePolicyVerdict}
-		r.GetFlow().Verdict = flowpb.Verdict_FORWARDED
-		r.GetFlow().TrafficDirection = flowpb.TrafficDirection_INGRESS
-		return r
-	}
+	verdict := ingressVerdict
 	check := func(resp ...*observerpb.GetFlowsResponse) (code int, out, errOut string) {
 		code = -1
 		out, errOut, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, &fakeObserver{responses: resp}),
@@ -570,5 +571,51 @@ func TestPolicyUnavailableNodes(t *testing.T) {
 	out, _, _ = run(t, policyCmd(&code), "verify", "-f", same, "--manifests-dir", dir, "--flows-file", writeFlowsFile(t, resp[0], verdict, resp[4]))
 	if code != -1 || out != "no change: 1 distinct connections (1 flows) keep their verdict\n" {
 		t.Errorf("connected and gone nodes: code %d\n%s", code, out)
+	}
+}
+
+// A node whose policy map cannot hold what its agent compiles refuses the
+// policy set (policy.Engine's CapacityError); check names it and exits 1.
+// The JSON output always sizes every node's map.
+func TestPolicyCheckNamesNodesThatRefuse(t *testing.T) {
+	dir := policyDir(t)
+	allowed := ingressVerdict(80)
+	f := &fakeObserver{responses: []*observerpb.GetFlowsResponse{allowed}}
+	capacity, err := datapath.PolicyMapCapacity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := loadManifests(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fits := policy.NodeFits(snap, capacity)
+	if len(fits) != 1 || fits[0].Node != "n1" || fits[0].Entries == 0 || !fits[0].Fits || fits[0].Capacity != capacity {
+		t.Fatalf("fits %+v", fits)
+	}
+	var res struct {
+		PolicyMap []policy.NodeFit `json:"policy_map"`
+	}
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != -1 || errOut != "" || len(res.PolicyMap) != 1 || res.PolicyMap[0] != fits[0] ||
+		res.PolicyMap[0].MemoryBytes != int64(fits[0].Entries)*datapath.PolicyEntryBytes {
+		t.Errorf("fits, json: code %d %v\n%s", code, err, out)
+	}
+
+	policyMapCapacity = func() (int, error) { return fits[0].Entries - 1, nil }
+	t.Cleanup(func() { policyMapCapacity = datapath.PolicyMapCapacity })
+	code = -1
+	out, errOut, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir)
+	refused := fmt.Sprintf("node n1 refuses the policy: its 3 pods need %d policy map entries", fits[0].Entries)
+	if code != exitChange || !strings.Contains(out, refused) || !strings.Contains(errOut, refused) ||
+		!strings.Contains(out, "1 policy verdicts checked, 0 disagreements, 1 nodes refuse the policy") {
+		t.Errorf("refused: code %d\n%s\n%s", code, out, errOut)
+	}
+	code = -1
+	out, _, _ = run(t, policyCmd(&code), "check", "--server", startFake(t, f), "--manifests-dir", dir, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitChange || len(res.PolicyMap) != 1 || res.PolicyMap[0].Fits ||
+		res.PolicyMap[0].Entries != fits[0].Entries || res.PolicyMap[0].MemoryBytes != int64(fits[0].Entries)*datapath.PolicyEntryBytes {
+		t.Errorf("json: code %d %v\n%s", code, err, out)
 	}
 }

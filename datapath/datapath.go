@@ -110,7 +110,10 @@ var programPins = []programPin{
 // reuses the pinned maps (state survives), re-pins the programs, and moves
 // every pinned link to the new programs with link.Update, so an attachment
 // is neither duplicated nor dropped.
-func Load(cfg Config) (*Datapath, error) {
+func Load(cfg Config) (*Datapath, error) { return load(cfg, nil) }
+
+// load is Load with the spec adjusted first (tests load an earlier layout).
+func load(cfg Config, adjust func(*ebpf.CollectionSpec)) (*Datapath, error) {
 	if cfg.BPFRoot == "" {
 		return nil, errors.New("load datapath: empty bpf root")
 	}
@@ -131,6 +134,9 @@ func Load(cfg Config) (*Datapath, error) {
 	spec, err := datapathSpec(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	if adjust != nil {
+		adjust(spec)
 	}
 	d := &Datapath{root: cfg.BPFRoot}
 	if err := loadObjects(spec, filepath.Join(cfg.BPFRoot, mapsDir), &d.objs); err != nil {
@@ -291,7 +297,40 @@ func loadObjects(spec *ebpf.CollectionSpec, pinDir string, objs *loupeObjects) e
 // the policy map's, every pod with policy would refuse new connections
 // from the upgrade until the policy engine's first write.
 var migrations = map[string]func(old *ebpf.Map, objs *loupeObjects) (int, error){
-	MapPolicy: migrateHashPolicy,
+	MapPolicy: migratePolicy,
+}
+
+// migratePolicy carries the policy map of any earlier layout over.
+func migratePolicy(old *ebpf.Map, objs *loupeObjects) (int, error) {
+	if old.Type() == ebpf.LPMTrie {
+		return migrateLPMPolicy(old, objs)
+	}
+	return migrateHashPolicy(old, objs)
+}
+
+// migrateLPMPolicy copies the entries of an LPM policy map with today's key
+// and value but another capacity (262,144 before the map grew) as they
+// are. Another layout is left alone.
+func migrateLPMPolicy(old *ebpf.Map, objs *loupeObjects) (int, error) {
+	var (
+		k loupePolicyKey
+		v loupePolicyValue
+		n int
+	)
+	if old.KeySize() != uint32(binary.Size(k)) || old.ValueSize() != uint32(binary.Size(v)) {
+		return 0, nil
+	}
+	it := old.Iterate()
+	for it.Next(&k, &v) {
+		if err := objs.Policy.Put(&k, &v); err != nil {
+			return n, fmt.Errorf("migrate policy entry %+v: %w", policyKeyFrom(k), err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("read old policy map: %w", err)
+	}
+	return n, nil
 }
 
 // migrateHashPolicy copies the entries of the policy map of before port

@@ -466,9 +466,17 @@ func (d *Datapath) UpsertPolicy(k PolicyKey, e PolicyEntry) error {
 }
 
 func putPolicy(m *ebpf.Map, k PolicyKey, e PolicyEntry) error {
-	rk, err := k.raw()
+	rk, v, err := rawPolicy(k, e)
 	if err != nil {
 		return err
+	}
+	return m.Put(&rk, &v)
+}
+
+func rawPolicy(k PolicyKey, e PolicyEntry) (loupePolicyKey, loupePolicyValue, error) {
+	rk, err := k.raw()
+	if err != nil {
+		return rk, loupePolicyValue{}, err
 	}
 	v := loupePolicyValue{RuleId: e.RuleID, Verdict: policyAllow}
 	if e.Deny {
@@ -477,7 +485,45 @@ func putPolicy(m *ebpf.Map, k PolicyKey, e PolicyEntry) error {
 	if k.Proto != 0 {
 		v.Flags |= policyFlagL4
 	}
-	return m.Put(&rk, &v)
+	return rk, v, nil
+}
+
+// policyBatch is how many entries one BPF_MAP_UPDATE_BATCH call writes.
+const policyBatch = 4096
+
+// UpsertPolicies adds or replaces entries in order, in batches of
+// policyBatch a system call: an agent writing a node's whole policy (a
+// quarter million entries) spends most of its time in syscalls otherwise.
+// On an error, some of the entries before the failing one may be
+// written (the engine then rereads the map before its next apply).
+func (d *Datapath) UpsertPolicies(keys []PolicyKey, entries []PolicyEntry) error {
+	if len(keys) != len(entries) {
+		return fmt.Errorf("upsert policies: %d keys, %d entries", len(keys), len(entries))
+	}
+	n := min(len(keys), policyBatch)
+	rks, vs := make([]loupePolicyKey, 0, n), make([]loupePolicyValue, 0, n)
+	for start := 0; start < len(keys); start += policyBatch {
+		rks, vs = rks[:0], vs[:0]
+		for i := start; i < min(start+policyBatch, len(keys)); i++ {
+			rk, v, err := rawPolicy(keys[i], entries[i])
+			if err != nil {
+				return fmt.Errorf("upsert policies: %w", err)
+			}
+			rks, vs = append(rks, rk), append(vs, v)
+		}
+		_, err := d.objs.Policy.BatchUpdate(rks, vs, nil)
+		if errors.Is(err, ebpf.ErrNotSupported) { // a kernel without batch ops on LPM tries
+			for i := range rks {
+				if err = d.objs.Policy.Put(&rks[i], &vs[i]); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("upsert policies: %w", err)
+		}
+	}
+	return nil
 }
 
 // DeletePolicy removes one policy entry; a missing one is fine.
@@ -491,6 +537,29 @@ func (d *Datapath) DeletePolicy(k PolicyKey) error {
 	}
 	return nil
 }
+
+// PolicyEntryBytes is the kernel memory one policy map entry costs at
+// most: its trie node and at most one branching node, 72 bytes each as the
+// memory cgroup charges them (TestPrivilegedPolicyMapMemory measures it).
+// The map preallocates nothing, so its memory is its entries times this.
+const PolicyEntryBytes = 144
+
+// PolicyMapCapacity is the policy map's max_entries, as the programs
+// declare it (bpf/policy.h), without loading them.
+func PolicyMapCapacity() (int, error) {
+	spec, err := loadLoupe()
+	if err != nil {
+		return 0, fmt.Errorf("policy map capacity: %w", err)
+	}
+	ms, ok := spec.Maps[MapPolicy]
+	if !ok {
+		return 0, fmt.Errorf("policy map capacity: no map %q in the programs", MapPolicy)
+	}
+	return int(ms.MaxEntries), nil
+}
+
+// PolicyCapacity is the loaded policy map's max_entries.
+func (d *Datapath) PolicyCapacity() int { return int(d.objs.Policy.MaxEntries()) }
 
 // PolicyMapUse counts the policy map's entries against its capacity: a
 // full map makes the engine fail to write new policy.

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -17,12 +18,16 @@ import (
 
 // Datapath is the part of the datapath the engine writes.
 type Datapath interface {
-	UpsertPolicy(datapath.PolicyKey, datapath.PolicyEntry) error
+	// UpsertPolicies writes entries in order (batched system calls).
+	UpsertPolicies([]datapath.PolicyKey, []datapath.PolicyEntry) error
 	DeletePolicy(datapath.PolicyKey) error
 	Policy() (map[datapath.PolicyKey]datapath.PolicyEntry, error)
 	UpsertIPCache(netip.Prefix, uint32) error
 	DeleteIPCache(netip.Prefix) error
 	IPCache() (map[netip.Prefix]uint32, error)
+	// LookupIPCache is the datapath's identity lookup of one address
+	// (false: no entry, the peer is world).
+	LookupIPCache(netip.Addr) (uint32, bool)
 	DeleteConntrack(drop func(datapath.CTEntry) bool) (int, error)
 }
 
@@ -64,6 +69,24 @@ type EngineConfig struct {
 	// as replies; removing the same 5-tuples a few times closes that race.
 	// nil: only the flush of the apply itself.
 	FlushAgain []time.Duration
+	// PolicyCapacity is how many entries the policy map holds
+	// (datapath.PolicyCapacity); 0 is unbounded. A snapshot whose entries
+	// do not fit is refused whole (CapacityError): nothing of it is
+	// written and the node keeps enforcing the policy it had.
+	PolicyCapacity int
+}
+
+// CapacityError is an Apply refused because the node's compiled policy
+// needs more policy map entries than the map holds.
+type CapacityError struct {
+	Generation        string
+	Entries, Capacity int
+	MemoryBytes       int64 // what the entries would cost (datapath.PolicyEntryBytes each)
+}
+
+func (e *CapacityError) Error() string {
+	return fmt.Sprintf("policy refused: generation %s needs %d policy map entries, the map holds %d; the previous policy stays enforced",
+		e.Generation, e.Entries, e.Capacity)
 }
 
 // Engine keeps a node's datapath equal to the compiled policy of the
@@ -94,7 +117,12 @@ type Engine struct {
 	cut     map[ctKey]struct{} // connections the last apply cut
 
 	invalid atomic.Pointer[[]InvalidPolicy] // of the last Apply
+	refused atomic.Pointer[CapacityError]   // of the last Apply, nil when it fit
 }
+
+// Refused is the last Apply's refusal for lack of room in the policy map,
+// or nil (the agent's loupe_policy_refused metric).
+func (e *Engine) Refused() *CapacityError { return e.refused.Load() }
 
 // InvalidPolicy is a policy of the snapshot that failed validation and is
 // enforced fail-closed.
@@ -169,7 +197,8 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 	start := time.Now()
 	dp := e.cfg.Datapath
 	defer func() {
-		if err != nil {
+		var ce *CapacityError
+		if err != nil && !errors.As(err, &ce) {
 			// Whatever was half written, read the maps again next time.
 			e.haveLoaded = false
 		}
@@ -211,6 +240,40 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 	e.noteInvalid(m)
 	c := e.comp.Compile(m, locals)
 	st.Compile = time.Since(start)
+	need := c.NumEntries()
+	if capacity := e.cfg.PolicyCapacity; capacity > 0 && need > capacity {
+		// Refused before any write: part of a policy set would enforce
+		// neither the old nor the new one.
+		ce := &CapacityError{Generation: snap.Generation, Entries: need, Capacity: capacity, MemoryBytes: int64(need) * datapath.PolicyEntryBytes}
+		e.refused.Store(ce)
+		return st, e.failClosed(c, ce)
+	}
+	e.refused.Store(nil)
+	// Allow entries are written before the stale ones go, so for a moment
+	// the map holds both. When both do not fit, stale entries go first:
+	// traffic only they allowed may drop until the new entries are in.
+	removeFirst := false
+	if capacity := e.cfg.PolicyCapacity; capacity > 0 {
+		union := 0
+		for _, have := range e.applied {
+			union += len(have)
+		}
+		for id, ce := range c.Endpoints {
+			have := e.applied[id]
+			if sameEntries(have, ce.Entries) {
+				continue
+			}
+			for k := range ce.Entries {
+				if _, ok := have[k]; !ok {
+					union++
+				}
+			}
+		}
+		if removeFirst = union > capacity; removeFirst {
+			e.log.Warn("policy map too small for the old and new entries together: removing stale entries first",
+				"entries", need, "during_change", union, "capacity", capacity)
+		}
+	}
 	wantIPC := make(map[netip.Prefix]uint32, len(c.IPCache))
 	for p, id := range c.IPCache {
 		if !e.cfg.Endpoints.OwnsPrefix(p) {
@@ -243,7 +306,10 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 	// narrower allows exist would drop traffic both policies allow.
 	// Endpoints whose entries are the very map applied last time (an
 	// endpoint group no changed policy touched) are skipped.
+	var keys []datapath.PolicyKey
+	var vals []datapath.PolicyEntry
 	upsert := func(deny bool) error {
+		keys, vals = keys[:0], vals[:0]
 		for id, ce := range c.Endpoints {
 			have := e.applied[id]
 			if sameEntries(have, ce.Entries) {
@@ -256,13 +322,43 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 				if old, ok := have[k]; ok && old == v {
 					continue
 				}
-				if err := dp.UpsertPolicy(k.policyKey(id), v); err != nil {
+				keys, vals = append(keys, k.policyKey(id)), append(vals, v)
+			}
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		if err := dp.UpsertPolicies(keys, vals); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+		st.Upserted += len(keys)
+		return nil
+	}
+	removeStale := func() error {
+		for id, have := range e.applied {
+			var want EndpointEntries
+			if ce := c.Endpoints[id]; ce != nil {
+				want = ce.Entries
+			}
+			if sameEntries(have, want) {
+				continue
+			}
+			for k := range have {
+				if _, ok := want[k]; ok {
+					continue
+				}
+				if err := dp.DeletePolicy(k.policyKey(id)); err != nil {
 					return fmt.Errorf("policy: %w", err)
 				}
-				st.Upserted++
+				st.Deleted++
 			}
 		}
 		return nil
+	}
+	if removeFirst {
+		if err := removeStale(); err != nil {
+			return st, err
+		}
 	}
 	if err := upsert(false); err != nil {
 		return st, err
@@ -302,22 +398,9 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 		return st, err
 	}
 	// 5. Stale entries.
-	for id, have := range e.applied {
-		var want EndpointEntries
-		if ce := c.Endpoints[id]; ce != nil {
-			want = ce.Entries
-		}
-		if sameEntries(have, want) {
-			continue
-		}
-		for k := range have {
-			if _, ok := want[k]; ok {
-				continue
-			}
-			if err := dp.DeletePolicy(k.policyKey(id)); err != nil {
-				return st, fmt.Errorf("policy: %w", err)
-			}
-			st.Deleted++
+	if !removeFirst {
+		if err := removeStale(); err != nil {
+			return st, err
 		}
 	}
 	e.applied = make(map[uint32]EndpointEntries, len(c.Endpoints))
@@ -355,6 +438,31 @@ func (e *Engine) Apply(snap *metadata.Snapshot) (st ApplyStats, err error) {
 	return st, nil
 }
 
+// failClosed switches enforcement on, without entries (so denying
+// everything), for the directions the refused compile c isolates on
+// endpoints that have no entries in the map (pods that came after the
+// last policy that fit): refusing a policy set must not leave them open.
+func (e *Engine) failClosed(c *Compiled, refused *CapacityError) error {
+	closed := map[uint32]EndpointPolicy{}
+	for _, ep := range e.cfg.Endpoints.PolicyEndpoints() {
+		ce := c.Endpoints[ep.ID]
+		if ce == nil || e.applied[ep.ID] != nil {
+			continue
+		}
+		f := Flags{Ingress: ep.Flags.Ingress || ce.Flags.Ingress, Egress: ep.Flags.Egress || ce.Flags.Egress}
+		if f != ep.Flags {
+			closed[ep.ID] = EndpointPolicy{Identity: ep.Identity, Flags: f}
+		}
+	}
+	if len(closed) == 0 {
+		return refused
+	}
+	if err := e.cfg.Endpoints.SetEndpointPolicy(closed); err != nil {
+		return errors.Join(refused, fmt.Errorf("policy: isolate new endpoints: %w", err))
+	}
+	return refused
+}
+
 // sameEntries reports whether a and b are the same map (not merely equal).
 func sameEntries(a, b EndpointEntries) bool {
 	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
@@ -363,9 +471,20 @@ func sameEntries(a, b EndpointEntries) bool {
 // flushConntrack removes the conntrack entries whose first packet the new
 // entries would drop.
 func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
-	ipc, err := e.cfg.Datapath.IPCache()
-	if err != nil {
-		return 0, fmt.Errorf("policy: read ipcache: %w", err)
+	// Peers are looked up one by one, as the datapath does, and only for
+	// connections of enforced endpoints: dumping the ipcache (an LPM trie,
+	// a system call an entry) cost more than the rest of an incremental
+	// apply.
+	peers := map[netip.Addr]uint32{}
+	identity := func(a netip.Addr) uint32 {
+		id, ok := peers[a]
+		if !ok {
+			if id, ok = e.cfg.Datapath.LookupIPCache(a); !ok {
+				id = contract.IdentityWorld
+			}
+			peers[a] = id
+		}
+		return id
 	}
 	byIfindex := make(map[uint32]uint32, len(eps))
 	for _, ep := range eps {
@@ -392,7 +511,7 @@ func (e *Engine) flushConntrack(c *Compiled, eps []EndpointState) (int, error) {
 		} else if !f.Ingress {
 			return false
 		}
-		return !c.Lookup(id, IPCacheLookup(ipc, peer), ct.DstPort, ct.Proto, ct.Direction).Allowed
+		return !c.Lookup(id, identity(peer), ct.DstPort, ct.Proto, ct.Direction).Allowed
 	})
 	if err != nil {
 		return n, fmt.Errorf("policy: %w", err)
@@ -448,6 +567,13 @@ func (e *Engine) Run(ctx context.Context, src metadata.Source, kick <-chan struc
 	apply := func() {
 		snap := src.Current()
 		st, err := e.Apply(snap)
+		var ce *CapacityError
+		if errors.As(err, &ce) {
+			// Retrying cannot help: the next snapshot or endpoint change will.
+			e.log.Error("network policy refused: it does not fit in the policy map", "generation", snap.Generation,
+				"entries", ce.Entries, "capacity", ce.Capacity, "memory_bytes", ce.MemoryBytes)
+			return
+		}
 		if err != nil {
 			e.log.Error("apply network policy", "generation", snap.Generation, "err", err)
 			retry.Reset(time.Second)

@@ -22,6 +22,9 @@ type memDatapath struct {
 	ipcache map[netip.Prefix]uint32
 	ct      []datapath.CTEntry
 	step    func()
+	// capacity, when set, refuses a new key past it as the kernel's
+	// LPM trie does (ENOSPC: TestPrivilegedPolicyMapMemory).
+	capacity int
 }
 
 func newMemDatapath() *memDatapath {
@@ -38,8 +41,20 @@ func (d *memDatapath) UpsertPolicy(k datapath.PolicyKey, e datapath.PolicyEntry)
 	if err := k.Validate(); err != nil {
 		return err // the kernel map could not hold it either
 	}
+	if _, ok := d.policy[k]; !ok && d.capacity > 0 && len(d.policy) >= d.capacity {
+		return fmt.Errorf("upsert policy %+v: map full (%d entries)", k, d.capacity)
+	}
 	d.policy[k] = e
 	d.after()
+	return nil
+}
+
+func (d *memDatapath) UpsertPolicies(ks []datapath.PolicyKey, es []datapath.PolicyEntry) error {
+	for i := range ks {
+		if err := d.UpsertPolicy(ks[i], es[i]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -63,6 +78,11 @@ func (d *memDatapath) DeleteIPCache(p netip.Prefix) error {
 	delete(d.ipcache, p)
 	d.after()
 	return nil
+}
+
+func (d *memDatapath) LookupIPCache(a netip.Addr) (uint32, bool) {
+	id := IPCacheLookup(d.ipcache, a)
+	return id, id != contract.IdentityWorld
 }
 
 func (d *memDatapath) IPCache() (map[netip.Prefix]uint32, error) { return maps.Clone(d.ipcache), nil }

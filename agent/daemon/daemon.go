@@ -383,7 +383,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	g.Go(func() error { return pol.Run(ctx, src, ag.EndpointsChanged(), ag.SetAppliedGeneration) })
 
 	dpReg := prometheus.NewRegistry()
-	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol), newStateRecoveryMetric(ag.StateRecoveries()), newPolicyMapCollector(dp))
+	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol), newStateRecoveryMetric(ag.StateRecoveries()), newPolicyMapCollector(dp, pol.Refused))
 	kev, kdrops, err := startKernelDrops(&cfg, dp, ag, log)
 	if err != nil {
 		return err

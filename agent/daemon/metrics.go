@@ -187,21 +187,42 @@ type policyMapSource interface {
 }
 
 // policyMapCollector exports the policy map's use, counted at scrape
-// time, so an alert can fire before a full map refuses new policy.
+// time, so an alert can fire before a full map refuses new policy, its
+// kernel memory, and whether the last policy set was refused for size.
 type policyMapCollector struct {
-	src               policyMapSource
-	entries, capacity *prometheus.Desc
+	src                                 policyMapSource
+	refused                             func() *policy.CapacityError
+	entries, capacity, memory, refusedD *prometheus.Desc
+	needed                              *prometheus.Desc
 }
 
-func newPolicyMapCollector(src policyMapSource) *policyMapCollector {
-	return &policyMapCollector{src: src,
+func newPolicyMapCollector(src policyMapSource, refused func() *policy.CapacityError) *policyMapCollector {
+	return &policyMapCollector{src: src, refused: refused,
 		entries:  prometheus.NewDesc("loupe_policy_map_entries", "Entries in the datapath's policy map (an LPM trie of identity, protocol and port blocks)", nil, nil),
-		capacity: prometheus.NewDesc("loupe_policy_map_capacity", "Entries the datapath's policy map can hold", nil, nil)}
+		capacity: prometheus.NewDesc("loupe_policy_map_capacity", "Entries the datapath's policy map can hold", nil, nil),
+		memory: prometheus.NewDesc("loupe_policy_map_memory_bytes",
+			"Kernel memory of the policy map's entries, an upper bound: entries times the 144 bytes an entry costs at most (trie node and branching node, as measured in a memory cgroup)", nil, nil),
+		refusedD: prometheus.NewDesc("loupe_policy_refused",
+			"1 while the latest policy set is refused because it needs more policy map entries than the map holds (the node keeps the last policy that fit)", nil, nil),
+		needed: prometheus.NewDesc("loupe_policy_refused_entries",
+			"Policy map entries the refused policy set needs; 0 when the latest set fit", nil, nil)}
 }
 
-func (c *policyMapCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.entries; ch <- c.capacity }
+func (c *policyMapCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.entries
+	ch <- c.capacity
+	ch <- c.memory
+	ch <- c.refusedD
+	ch <- c.needed
+}
 
 func (c *policyMapCollector) Collect(ch chan<- prometheus.Metric) {
+	refused, needed := 0.0, 0.0
+	if r := c.refused(); r != nil {
+		refused, needed = 1, float64(r.Entries)
+	}
+	ch <- prometheus.MustNewConstMetric(c.refusedD, prometheus.GaugeValue, refused)
+	ch <- prometheus.MustNewConstMetric(c.needed, prometheus.GaugeValue, needed)
 	n, capacity, err := c.src.PolicyMapUse()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.entries, err)
@@ -209,4 +230,5 @@ func (c *policyMapCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(n))
 	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(capacity))
+	ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, float64(n)*datapath.PolicyEntryBytes)
 }

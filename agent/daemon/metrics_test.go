@@ -154,22 +154,33 @@ type fixedPolicyMap struct {
 func (f fixedPolicyMap) PolicyMapUse() (int, int, error) { return f.entries, f.capacity, f.err }
 
 func TestPolicyMapCollector(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newPolicyMapCollector(fixedPolicyMap{entries: 12, capacity: 65536}))
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	var refused *policy.CapacityError
+	gather := func(src policyMapSource) map[string]float64 {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newPolicyMapCollector(src, func() *policy.CapacityError { return refused }))
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+		return got
 	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
-	}
-	if got["loupe_policy_map_entries"] != 12 || got["loupe_policy_map_capacity"] != 65536 || len(got) != 2 {
+	got := gather(fixedPolicyMap{entries: 12, capacity: 65536})
+	if got["loupe_policy_map_entries"] != 12 || got["loupe_policy_map_capacity"] != 65536 ||
+		got["loupe_policy_map_memory_bytes"] != 12*datapath.PolicyEntryBytes ||
+		got["loupe_policy_refused"] != 0 || got["loupe_policy_refused_entries"] != 0 || len(got) != 5 {
 		t.Fatalf("got %v", got)
 	}
+	refused = &policy.CapacityError{Entries: 900000, Capacity: 786432}
+	if got := gather(fixedPolicyMap{entries: 12, capacity: 65536}); got["loupe_policy_refused"] != 1 || got["loupe_policy_refused_entries"] != 900000 {
+		t.Fatalf("refused: got %v", got)
+	}
 	// A map that cannot be read is a scrape error, not a 0.
-	reg = prometheus.NewRegistry()
-	reg.MustRegister(newPolicyMapCollector(fixedPolicyMap{err: errors.New("boom")}))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newPolicyMapCollector(fixedPolicyMap{err: errors.New("boom")}, func() *policy.CapacityError { return nil }))
 	if _, err := reg.Gather(); err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("gather: %v", err)
 	}

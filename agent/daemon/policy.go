@@ -15,7 +15,7 @@ import (
 // flags through the agent's endpoint table, and owns the policy map and
 // the ipcache entries outside the node's pod CIDRs.
 func newPolicyEngine(node string, dp *datapath.Datapath, ag *agent.Agent, log *slog.Logger) *policy.Engine {
-	eng := policy.NewEngine(policy.EngineConfig{Node: node, Datapath: dp, Endpoints: policyEndpoints{ag}, Log: log,
+	eng := policy.NewEngine(policy.EngineConfig{Node: node, Datapath: dp, Endpoints: policyEndpoints{ag}, Log: log, PolicyCapacity: dp.PolicyCapacity(),
 		FlushAgain: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}})
 	ag.SetIdentityFunc(eng.PodIdentity)
 	return eng

@@ -87,9 +87,17 @@ struct policy_value {
 	__u8 _pad[2];
 };
 
+/* Capacity: 786,432 entries (3 x 2^18). Memory grows with the entries
+ * (BPF_F_NO_PREALLOC), not with this bound: measured in the kernel's
+ * memory cgroup, an entry costs at most 144 bytes (its node and at most one
+ * branching node, 72 bytes each), so a full map stays under 108 MiB
+ * (datapath.PolicyEntryBytes; docs/DESIGN.md, "Policy map size"). The
+ * 1,000-policy x 5,000-pod benchmark needs 262,960 on a node of 500 pods,
+ * and 731k with one key per port. The agent refuses a policy set that does
+ * not fit instead of writing part of it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 786432);
 	__type(key, struct policy_key);
 	__type(value, struct policy_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
