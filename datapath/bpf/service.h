@@ -225,35 +225,43 @@ struct svc_icmp4 {
 	__u8 type, code;
 	__u16 csum;
 	__u32 unused;
-	__u8 quote[28]; /* the packet's IP header (20 bytes) and 8 bytes of L4 */
 };
+
+/* The quote of an ICMP error: the packet's IP header and 8 bytes of L4,
+ * or for TCP its 20-byte header: a TCP packet of the pod's stack leaves
+ * its checksum to the device (CHECKSUM_PARTIAL), and the kernel keeps the
+ * packet at least that long. */
+#define SVC_QUOTE_MAX 40
 
 /* svc_reject answers a packet to a frontend without a ready backend with
  * ICMP port unreachable from the ClusterIP, straight back into the pod.
- * IPv4 with a 20-byte header only; anything else is dropped by the caller. */
+ * IPv4 with a 20-byte header only; anything else is dropped. */
 static __always_inline int svc_reject(struct __sk_buff *skb, const struct pkt *p)
 {
 	if (p->family != 4 || p->l4_off != sizeof(struct ethhdr) + 20)
 		return TCX_DROP;
-	struct svc_icmp4 r = {};
-	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), r.quote, sizeof(r.quote)))
+	__u32 qlen = p->proto == IPPROTO_TCP ? 40 : 28;
+	__u8 buf[sizeof(struct svc_icmp4) - sizeof(struct iphdr) + SVC_QUOTE_MAX] = {};
+	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), buf + 8, qlen))
 		return TCX_DROP;
-	r.type = 3;
-	r.code = 3;
-	r.csum = svc_fold(bpf_csum_diff(0, 0, (__u32 *)&r.type, 8 + sizeof(r.quote), 0));
+	struct svc_icmp4 r = {};
+	buf[0] = r.type = 3;
+	buf[1] = r.code = 3;
+	/* Zero padding adds nothing to the sum. */
+	r.csum = svc_fold(bpf_csum_diff(0, 0, (__u32 *)buf, sizeof(buf), 0));
 	r.ip.version = 4;
 	r.ip.ihl = 5;
 	r.ip.ttl = 64;
 	r.ip.protocol = IPPROTO_ICMP;
-	r.ip.tot_len = bpf_htons(sizeof(r));
+	r.ip.tot_len = bpf_htons(sizeof(r) + qlen);
 	r.ip.saddr = p->daddr[0];
 	r.ip.daddr = p->saddr[0];
 	r.ip.check = svc_fold(bpf_csum_diff(0, 0, (__u32 *)&r.ip, sizeof(r.ip), 0));
-	/* Keep Ethernet and the first 28 bytes, then grow by the new IP and
-	 * ICMP headers in front of them. */
-	if (bpf_skb_change_tail(skb, sizeof(struct ethhdr) + sizeof(r.quote), 0))
+	/* Keep Ethernet and the quote, then grow by the new IP and ICMP
+	 * headers in front of it. */
+	if (bpf_skb_change_tail(skb, sizeof(struct ethhdr) + qlen, 0))
 		return TCX_DROP;
-	if (bpf_skb_adjust_room(skb, sizeof(r) - sizeof(r.quote), BPF_ADJ_ROOM_MAC, 0))
+	if (bpf_skb_adjust_room(skb, sizeof(r), BPF_ADJ_ROOM_MAC, 0))
 		return TCX_DROP;
 	if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &r, sizeof(r), 0))
 		return TCX_DROP;
