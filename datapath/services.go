@@ -357,3 +357,26 @@ func (s *Services) ReadyBackends(id uint32) []netip.AddrPort {
 	slices.SortFunc(out, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	return out
 }
+
+// Installed returns the frontend ids in the maps, by frontend, as a
+// previous agent left them: a new agent keeps them, since conntrack and
+// the connections' backend choices name frontends by id.
+func (s *Services) Installed() (map[Frontend]uint32, error) {
+	var (
+		id uint32
+		k  loupeSvcKey
+	)
+	out := map[Frontend]uint32{}
+	it := s.revnat.Iterate()
+	for it.Next(&id, &k) {
+		a := netip.AddrFrom16(k.Addr)
+		if k.Family == 4 {
+			a = netip.AddrFrom4([4]byte(k.Addr[:4]))
+		}
+		out[Frontend{Addr: a, Port: k.Port, Proto: k.Proto}] = id
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("installed services: %w", err)
+	}
+	return out, nil
+}
