@@ -125,6 +125,7 @@ type loupeSvcConn struct {
 	_          structs.HostLayout
 	FrontendId uint32
 	BackendId  uint32
+	Be         loupeSvcBackend
 }
 
 type loupeSvcFrontend struct {

@@ -362,6 +362,21 @@ func TestPrivilegedServiceTranslation(t *testing.T) {
 		t.Fatalf("established connection to the terminating backend: %q %v", l, err)
 	}
 
+	// Removed from the Service: the established connection to web1 stays
+	// (as with kube-proxy), new ones never go there.
+	set(httpID, 80, protoTCP, ServiceFrontend{Backends: n.backends(8080, "web2")})
+	for i := 0; i < 10; i++ {
+		if name, err := n.fetch("client", "10.96.0.10:80"); err != nil || name != "web2" {
+			t.Fatalf("after web1 left: %q %v", name, err)
+		}
+	}
+	if _, err := old.Write([]byte("and now\n")); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := r.ReadString('\n'); err != nil || l != "and now\n" {
+		t.Fatalf("established connection to the removed backend: %q %v", l, err)
+	}
+
 	// sessionAffinity ClientIP: every connection of the client to one backend.
 	set(httpID, 80, protoTCP, ServiceFrontend{Backends: n.backends(8080, "web1", "web2"), Affinity: time.Hour})
 	first, err := n.fetch("client", "10.96.0.10:80")

@@ -8,11 +8,12 @@
  *   svc_slots      {frontend id, slot}      -> backend id (slots 0..count-1)
  *   svc_backends   backend id               -> backend address, port
  *   svc_revnat     frontend id              -> ClusterIP, port (replies)
- *   svc_conns      original tuple (LRU)     -> chosen backend
+ *   svc_conns      original tuple (LRU)     -> chosen backend (id and address)
  *   svc_affinity   {frontend id, client}    -> backend (sessionAffinity ClientIP)
  *
  * A packet to a frontend keeps the backend its connection chose (svc_conns)
- * while that backend exists; a new connection picks a random ready slot.
+ * while that backend exists, and a TCP connection keeps it after it was
+ * removed too (UDP picks again); a new connection picks a random ready slot.
  * Conntrack keys the connection on the translated tuple and keeps the
  * frontend id, so the reply on the to-pod side finds it with its usual
  * lookup and gets its source turned back into the ClusterIP. A frontend
@@ -72,6 +73,7 @@ struct svc_backend {
 struct svc_conn {
 	__u32 frontend_id;
 	__u32 backend_id;
+	struct svc_backend be; /* as chosen: a TCP connection outlives its backend's entry */
 };
 
 struct svc_affinity_key {
@@ -341,15 +343,17 @@ static __always_inline int svc_translate(struct __sk_buff *skb, const struct end
 	if (c && c->frontend_id == fe->id) {
 		beid = c->backend_id;
 		be = svc_backend_of(beid);
+		if (!be && p->proto == IPPROTO_TCP)
+			be = &c->be; /* removed from the Service: established TCP stays, as with kube-proxy */
 		/* A reused tuple opening a new connection gets a ready backend. */
-		if (be && (be->flags & SVC_BE_TERMINATING) && svc_syn_only(p))
+		if (be && svc_syn_only(p) && (be == &c->be || (be->flags & SVC_BE_TERMINATING)))
 			be = 0;
 	}
 	if (!be) {
 		be = svc_select(fe, p, &beid);
 		if (!be)
 			return SVC_NO_BACKEND;
-		struct svc_conn n = {.frontend_id = fe->id, .backend_id = beid};
+		struct svc_conn n = {.frontend_id = fe->id, .backend_id = beid, .be = *be};
 		bpf_map_update_elem(&svc_conns, &ck, &n, BPF_ANY);
 	}
 	__u32 to[4];
