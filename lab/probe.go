@@ -65,6 +65,12 @@ func dialIn(ctx context.Context, netnsPath, network, addr string, timeout time.D
 // probe reports whether from reaches ip:port over proto within timeout: a TCP
 // connection that carries a request and its answer, or a UDP echo.
 func probe(ctx context.Context, fromNetNS string, ip string, port int, proto string, timeout time.Duration) bool {
+	return probeAs(ctx, fromNetNS, ip, port, proto, port, timeout)
+}
+
+// probeAs is probe speaking the protocol of port speak: through a Service,
+// what the backends' target port serves.
+func probeAs(ctx context.Context, fromNetNS string, ip string, port int, proto string, speak int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -77,11 +83,11 @@ func probe(ctx context.Context, fromNetNS string, ip string, port int, proto str
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(deadline)
-		if isDNSPort(port) {
+		if isDNSPort(speak) {
 			_, _, err := dnsAsk(conn, true, probeDNSName, dnsmessage.TypeA, deadline)
 			return err == nil
 		}
-		if isHTTPPort(port) {
+		if isHTTPPort(speak) {
 			fmt.Fprintf(conn, "GET /probe HTTP/1.0\r\nHost: %s\r\n\r\n", ip)
 			line, err := bufio.NewReader(conn).ReadString('\n')
 			return err == nil && strings.HasPrefix(line, "HTTP/1.")
@@ -99,7 +105,7 @@ func probe(ctx context.Context, fromNetNS string, ip string, port int, proto str
 			return false
 		}
 		defer conn.Close()
-		if isDNSPort(port) {
+		if isDNSPort(speak) {
 			_, _, err := dnsAsk(conn, false, probeDNSName, dnsmessage.TypeA, deadline)
 			return err == nil
 		}
@@ -144,6 +150,14 @@ func (l *Lab) Probe(ctx context.Context, from, to string, port int, proto string
 	src, err := l.findPod(from)
 	if err != nil {
 		return false, err
+	}
+	proto = strings.ToUpper(proto)
+	if strings.HasPrefix(to, "svc/") {
+		ip, speak, err := l.serviceTarget(to, port, proto)
+		if err != nil {
+			return false, err
+		}
+		return probeAs(ctx, src.netnsPath(), ip, port, proto, speak, timeout), nil
 	}
 	var ip string
 	if a, perr := netip.ParseAddr(to); perr == nil {
