@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -12,7 +13,25 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loupe-project/loupe/cli"
 )
+
+// explain runs `loupe policy explain` on the lab's manifests folder and
+// returns its first line.
+func (tl *testLab) explain(t *testing.T, from, to, port string) string {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := cli.NewPolicyCommand()
+	cmd.SetArgs([]string{"explain", "--manifests-dir", filepath.Join(tl.dir, "manifests"), "--from", from, "--to", to, "--port", port})
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("policy explain: %v\n%s", err, out.String())
+	}
+	first, _, _ := strings.Cut(out.String(), "\n")
+	return first
+}
 
 const svcLabManifest = `apiVersion: v1
 kind: Pod
@@ -98,6 +117,14 @@ func TestPrivilegedLabServices(t *testing.T) {
 	}
 	if out, _, code := tl.run("probe", "--from", "shop/stranger", "--to", "svc/shop/web", "--port", "80", "--timeout", "500ms"); code != 1 {
 		t.Fatalf("a pod without the egress allow: exit %d, want 1: %s", code, out)
+	}
+
+	// policy explain agrees with both.
+	if got := tl.explain(t, "shop/client", "svc/shop/web", "80"); !strings.HasSuffix(got, ": ALLOWED") {
+		t.Errorf("explain for the client: %q", got)
+	}
+	if got := tl.explain(t, "shop/stranger", "svc/shop/web", "80"); !strings.HasSuffix(got, ": DENIED") {
+		t.Errorf("explain for the stranger: %q", got)
 	}
 
 	// An established connection to web1, through the ClusterIP.
