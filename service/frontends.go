@@ -77,36 +77,42 @@ func Frontends(snap *metadata.Snapshot) []Frontend {
 	bySvc := slicesByService(snap.EndpointSlices)
 	var out []Frontend
 	for _, s := range snap.Services {
-		ips := ClusterIPs(s)
-		if len(ips) == 0 {
-			continue
-		}
-		var affinity time.Duration
-		if s.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
-			affinity = DefaultAffinityTimeout
-			if c := s.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
-				affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
-			}
-		}
-		eps := bySvc[[2]string{s.Namespace, s.Name}]
-		for _, sp := range s.Spec.Ports {
-			proto, ok := protoNumber(sp.Protocol)
-			if !ok {
-				continue
-			}
-			for _, ip := range ips {
-				out = append(out, Frontend{
-					Ref: Ref{Namespace: s.Namespace, Name: s.Name, Port: sp.Name},
-					ServiceFrontend: datapath.ServiceFrontend{
-						Frontend: datapath.Frontend{Addr: ip, Port: uint16(sp.Port), Proto: proto},
-						Backends: backendsOf(eps, sp, ip.Is4()),
-						Affinity: affinity,
-					},
-				})
-			}
-		}
+		out = append(out, serviceFrontends(s, bySvc[[2]string{s.Namespace, s.Name}])...)
 	}
 	slicesSort(out)
+	return out
+}
+
+// serviceFrontends computes the frontends of one Service from its slices.
+func serviceFrontends(s *corev1.Service, eps []*discoveryv1.EndpointSlice) []Frontend {
+	ips := ClusterIPs(s)
+	if len(ips) == 0 {
+		return nil
+	}
+	var affinity time.Duration
+	if s.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		affinity = DefaultAffinityTimeout
+		if c := s.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
+		}
+	}
+	var out []Frontend
+	for _, sp := range s.Spec.Ports {
+		proto, ok := protoNumber(sp.Protocol)
+		if !ok {
+			continue
+		}
+		for _, ip := range ips {
+			out = append(out, Frontend{
+				Ref: Ref{Namespace: s.Namespace, Name: s.Name, Port: sp.Name},
+				ServiceFrontend: datapath.ServiceFrontend{
+					Frontend: datapath.Frontend{Addr: ip, Port: uint16(sp.Port), Proto: proto},
+					Backends: backendsOf(eps, sp, ip.Is4()),
+					Affinity: affinity,
+				},
+			})
+		}
+	}
 	return out
 }
 

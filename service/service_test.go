@@ -136,8 +136,11 @@ func TestSyncerIncremental(t *testing.T) {
 	if n, _ := s.Apply(snap); n != 2 || len(w.set[7].Backends) != 2 {
 		t.Fatalf("a new backend: %d writes, %v", n, w.set[7])
 	}
+	// Snapshots are immutable: a changed Service is a new object.
+	svc = svc.DeepCopy()
 	svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
 	svc.Spec.Ports = svc.Spec.Ports[:1]
+	snap = &metadata.Snapshot{Services: []*corev1.Service{svc}, EndpointSlices: snap.EndpointSlices}
 	if n, _ := s.Apply(snap); n != 2 || w.deletes != 1 || w.set[7].Affinity != 0 {
 		t.Fatalf("a removed port and affinity off: %d writes, %d deletes, %+v", n, w.deletes, w.set[7])
 	}

@@ -8,6 +8,9 @@ import (
 	"slices"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -31,6 +34,35 @@ type Syncer struct {
 	last   map[uint32]datapath.ServiceFrontend
 	next   uint32
 	synced bool
+	// cache holds each Service's frontends with the objects they came
+	// from: snapshots share unchanged objects, so a change recomputes only
+	// the Services whose Service or EndpointSlice objects are new.
+	cache map[[2]string]cachedService
+}
+
+type cachedService struct {
+	svc *corev1.Service
+	eps []*discoveryv1.EndpointSlice
+	fs  []Frontend
+}
+
+// frontends is Frontends(snap), reusing the cache for unchanged Services.
+func (s *Syncer) frontends(snap *metadata.Snapshot) []Frontend {
+	bySvc := slicesByService(snap.EndpointSlices)
+	next := make(map[[2]string]cachedService, len(snap.Services))
+	var out []Frontend
+	for _, svc := range snap.Services {
+		k := [2]string{svc.Namespace, svc.Name}
+		eps := bySvc[k]
+		c, ok := s.cache[k]
+		if !ok || c.svc != svc || !slices.Equal(c.eps, eps) {
+			c = cachedService{svc: svc, eps: eps, fs: serviceFrontends(svc, eps)}
+		}
+		next[k] = c
+		out = append(out, c.fs...)
+	}
+	s.cache = next
+	return out
 }
 
 // NewSyncer starts from the frontend ids w already holds.
@@ -61,9 +93,9 @@ func sameFrontend(a, b datapath.ServiceFrontend) bool {
 // Apply brings the datapath to snap's frontends; it returns how many it
 // wrote (set or deleted). A failed write is retried by the next Apply.
 func (s *Syncer) Apply(snap *metadata.Snapshot) (int, error) {
-	fs := Frontends(snap)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	fs := s.frontends(snap)
 	var errs []error
 	wrote := 0
 	live := make(map[uint32]bool, len(fs))
