@@ -23,14 +23,14 @@ import (
 // svcNode is a node netns with pods behind host veths carrying the
 // datapath, as the agent sets them up: /32 pod addresses routed by the node.
 type svcNode struct {
-	t    *testing.T
+	t    testing.TB
 	d    *Datapath
 	node string
 	pods map[string]netns.NsHandle
 	ips  map[string]netip.Addr
 }
 
-func sh(t *testing.T, args ...string) {
+func sh(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
@@ -51,7 +51,7 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
-func newSvcNode(t *testing.T, pods map[string]string) *svcNode {
+func newSvcNode(t testing.TB, pods map[string]string) *svcNode {
 	requireRoot(t)
 	suffix := rand.Uint32()
 	n := &svcNode{t: t, node: fmt.Sprintf("loupe-svc-node-%08x", suffix), pods: map[string]netns.NsHandle{}, ips: map[string]netip.Addr{}}
@@ -434,6 +434,54 @@ func TestPrivilegedServiceTranslation(t *testing.T) {
 		k := make([]byte, m.KeySize())
 		if err := m.NextKey(nil, &k); !errors.Is(err, ebpf.ErrKeyNotExist) {
 			t.Fatalf("%s not empty after delete and sync: %v", m, err)
+		}
+	}
+}
+
+// BenchmarkServiceRR compares request/response over one TCP connection
+// to a backend through its ClusterIP and to its pod IP, in the same run
+// (-count alternates them); "bulk" echoes 32 KiB per op.
+func BenchmarkServiceRR(b *testing.B) {
+	n := newSvcNode(b, map[string]string{"client": "10.201.0.2", "web1": "10.201.0.3"})
+	n.serve("web1", 8080)
+	svc, err := n.d.Services()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := svc.Set(1, ServiceFrontend{Frontend: Frontend{Addr: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: protoTCP},
+		Backends: n.backends(8080, "web1")}); err != nil {
+		b.Fatal(err)
+	}
+	cl := n.endpointID("client")
+	if err := n.d.UpsertPolicy(PolicyKey{EndpointID: cl, PeerIdentity: n.identity("web1"), Direction: contract.DirectionEgress}, PolicyEntry{RuleID: 5}); err != nil {
+		b.Fatal(err)
+	}
+	for _, size := range []int{1, 32 << 10} {
+		msg := []byte(strings.Repeat("x", size-1) + "\n")
+		for _, to := range []struct{ name, addr string }{{"pod-ip", "10.201.0.3:8080"}, {"clusterip", "10.96.0.10:80"}} {
+			kind := "rr"
+			if size > 1 {
+				kind = "bulk"
+			}
+			b.Run(kind+"/"+to.name, func(b *testing.B) {
+				c, _, err := n.dial("client", to.addr, 2*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				c.SetDeadline(time.Time{})
+				r := bufio.NewReaderSize(c, 64<<10)
+				b.SetBytes(int64(2 * size))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := c.Write(msg); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := r.ReadSlice('\n'); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }
