@@ -140,22 +140,26 @@ func newPolicyExplainCommand() *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
+			for _, e := range m.Errors {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: invalid policy, enforced fail-closed (it allows nothing):", e)
+			}
+			// The JSON is {from, to, port, protocol} and the decision's fields.
+			type head struct {
+				From     string `json:"from"`
+				To       string `json:"to"`
+				Port     int    `json:"port"`
+				Protocol string `json:"protocol"`
+			}
 			if strings.HasPrefix(to, "svc/") {
 				sd, err := explainService(m, src, to, port, p)
 				if err != nil {
 					return err
 				}
-				for _, e := range m.Errors {
-					fmt.Fprintln(cmd.ErrOrStderr(), "warning: invalid policy, enforced fail-closed (it allows nothing):", e)
-				}
 				if output == "json" {
 					return writeJSON(w, struct {
-						From     string `json:"from"`
-						To       string `json:"to"`
-						Port     int    `json:"port"`
-						Protocol string `json:"protocol"`
+						head
 						serviceDecision
-					}{src.String(), to, port, p.String(), sd})
+					}{head{src.String(), to, port, p.String()}, sd})
 				}
 				writeServiceDecision(w, src, to, port, p, sd)
 				return nil
@@ -165,17 +169,11 @@ func newPolicyExplainCommand() *cobra.Command {
 				return err
 			}
 			d := m.Allowed(src, dst, uint16(port), p)
-			for _, e := range m.Errors {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning: invalid policy, enforced fail-closed (it allows nothing):", e)
-			}
 			if output == "json" {
 				return writeJSON(w, struct {
-					From     string `json:"from"`
-					To       string `json:"to"`
-					Port     int    `json:"port"`
-					Protocol string `json:"protocol"`
+					head
 					policy.Decision
-				}{src.String(), dst.String(), port, p.String(), d})
+				}{head{src.String(), dst.String(), port, p.String()}, d})
 			}
 			writeDecision(w, src, dst, port, p, d)
 			return nil

@@ -2,6 +2,7 @@ package service
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,26 +69,14 @@ func TestFrontendsFromSelectors(t *testing.T) {
 	}
 	http := byPort[80]
 	want := []datapath.Backend{b("10.0.0.3", 8080, false), b("10.0.0.4", 9090, false), b("10.0.0.5", 8080, true)}
-	if http.Ref != (Ref{"ns", "web", "http"}) || http.Frontend.Proto != 6 || http.Affinity != DefaultAffinityTimeout || !equal(http.Backends, want) {
+	if http.Ref != (Ref{"ns", "web", "http"}) || http.Frontend.Proto != 6 || http.Affinity != DefaultAffinityTimeout || !slices.Equal(http.Backends, want) {
 		t.Fatalf("http frontend %+v, want backends %v", http, want)
 	}
 	dns := byPort[53]
 	want = []datapath.Backend{b("10.0.0.3", 5353, false), b("10.0.0.4", 5353, false), b("10.0.0.5", 5353, true)}
-	if dns.Frontend.Proto != 17 || !equal(dns.Backends, want) {
+	if dns.Frontend.Proto != 17 || !slices.Equal(dns.Backends, want) {
 		t.Fatalf("dns frontend %+v, want backends %v", dns, want)
 	}
-}
-
-func equal(a, b []datapath.Backend) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 type fakeWriter struct {
