@@ -376,7 +376,8 @@ func newPolicyVerifyCommand(exit func(int)) *cobra.Command {
 		so                 serverOptions
 		files              []string
 		since, dir, output string
-		flowsFile          string
+		flowsFile, to      string
+		svcPort            int
 	)
 	cmd := &cobra.Command{
 		Use:   "verify -f NEW.yaml [--since 1h] [--server ADDR]",
@@ -442,6 +443,11 @@ Exit status:
 			}
 			flows := rec.flows
 			conns := policy.Connections(flows)
+			if to != "" {
+				if conns, err = serviceConns(policy.NewModel(snap), to, svcPort, conns); err != nil {
+					return fail(cmd, exit, exitBadInput, err)
+				}
+			}
 			if len(conns) == 0 {
 				where := "on the server since --since " + since
 				if flowsFile != "" {
@@ -510,6 +516,8 @@ Exit status:
 	f.StringVar(&dir, "manifests-dir", defaultManifestsDir(), "folder of Kubernetes manifests with the current objects (the lab's by default)")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
 	f.StringVar(&flowsFile, "flows-file", "", "read flows from this file (loupe observe -o json output) instead of the server")
+	f.StringVar(&to, "to", "", "judge only the connections to a Service, svc/NAMESPACE/NAME (to its backends; with --port)")
+	f.IntVar(&svcPort, "port", 0, "with --to: the Service port")
 	return cmd
 }
 

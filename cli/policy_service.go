@@ -87,3 +87,34 @@ func writeServiceDecision(w io.Writer, src policy.Endpoint, to string, port int,
 		fmt.Fprintf(w, "  backend %s (%s:%d): %s%s\n", b.Backend, b.IP, b.Port, verdict(b.Allowed), why)
 	}
 }
+
+// serviceConns keeps the connections that went to a backend of Service
+// port port of "svc/NS/NAME" (verify --to): through the Service they reach
+// the backend's address and target port, as the datapath translated them.
+func serviceConns(m *policy.Model, to string, port int, conns []policy.ConnCount) ([]policy.ConnCount, error) {
+	ns, name, ok := strings.Cut(strings.TrimPrefix(to, "svc/"), "/")
+	if !ok || ns == "" || name == "" || !strings.HasPrefix(to, "svc/") {
+		return nil, fmt.Errorf("--to %q: want svc/NAMESPACE/NAME", to)
+	}
+	want := map[policy.Conn]bool{}
+	found := false
+	for _, f := range service.Frontends(m.Snapshot) {
+		if f.Namespace != ns || f.Name != name || int(f.Frontend.Port) != port {
+			continue
+		}
+		found = true
+		for _, b := range f.Backends {
+			want[policy.Conn{Dst: b.Addr, Port: b.Port, Proto: policy.Proto(f.Frontend.Proto)}] = true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("--to: service %s/%s has no port %d", ns, name, port)
+	}
+	var out []policy.ConnCount
+	for _, c := range conns {
+		if want[policy.Conn{Dst: c.Dst.Unmap(), Port: c.Port, Proto: c.Proto}] {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}

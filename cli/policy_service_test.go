@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"sigs.k8s.io/yaml"
 
 	"github.com/loupe-project/loupe/metadata"
@@ -107,5 +108,33 @@ func TestPolicyExplainService(t *testing.T) {
 		if _, _, err := run(t, NewPolicyCommand(), append([]string{"explain", "--manifests-dir", dir, "--from", "shop/client"}, bad...)...); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
+	}
+}
+
+// TestPolicyVerifyToService judges only the connections that reached the
+// Service's backends (flows after translation hold the backend's address).
+func TestPolicyVerifyToService(t *testing.T) {
+	dir := svcPolicyDir(t, "app: web")
+	var lines []string
+	for _, r := range []*observerpb.GetFlowsResponse{
+		synFlow("10.0.1.23", "10.0.1.21", 40001, 8080), // client -> web1 through the Service
+		synFlow("10.0.1.23", "10.0.1.22", 40002, 8080), // client -> web2
+		synFlow("10.0.1.23", "10.0.1.21", 40003, 9999), // not the Service's port
+	} {
+		b, _ := json.Marshal(r)
+		lines = append(lines, string(b))
+	}
+	flows := filepath.Join(t.TempDir(), "flows.json")
+	os.WriteFile(flows, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	os.WriteFile(deny, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: client-egress, namespace: shop}\nspec: {podSelector: {matchLabels: {app: client}}, policyTypes: [Egress]}\n"), 0o644)
+	code := -1
+	out, errOut, _ := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", flows, "--manifests-dir", dir, "--to", "svc/shop/web", "--port", "80")
+	if code != exitChange || !strings.Contains(out, "2 of 2 distinct connections (3 flows) would change") {
+		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+	code = -1
+	if _, _, err := run(t, policyCmd(&code), "verify", "-f", deny, "--flows-file", flows, "--manifests-dir", dir, "--to", "svc/shop/web", "--port", "81"); code != exitBadInput && err == nil {
+		t.Errorf("a port the Service lacks: code %d", code)
 	}
 }
