@@ -71,7 +71,9 @@ func NewSyncer(w Writer) (*Syncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Syncer{w: w, ids: ids, refs: map[uint32]Ref{}, last: map[uint32]datapath.ServiceFrontend{}}
+	// With no frontend installed there is nothing of a previous agent's
+	// to clean up (frontends and their reverse entries go together).
+	s := &Syncer{w: w, ids: ids, refs: map[uint32]Ref{}, last: map[uint32]datapath.ServiceFrontend{}, synced: len(ids) == 0}
 	for _, id := range ids {
 		s.next = max(s.next, id)
 	}
