@@ -114,10 +114,11 @@ func newPolicyExplainCommand() *cobra.Command {
 		port                         int
 	)
 	cmd := &cobra.Command{
-		Use:   "explain --from NS/POD --to NS/POD --port P [--protocol TCP]",
+		Use:   "explain --from NS/POD --to NS/POD|svc/NS/NAME --port P [--protocol TCP]",
 		Short: "Say whether a connection is allowed and which policies decide it",
 		Example: `  loupe policy explain --from y/b --to x/a --port 80 --protocol TCP
-  loupe policy explain --from x/a --to 192.0.2.10 --port 443 -o json`,
+  loupe policy explain --from x/a --to 192.0.2.10 --port 443 -o json
+  loupe policy explain --from shop/client --to svc/shop/web --port 80`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := policy.ParseProto(proto)
@@ -139,23 +140,41 @@ func newPolicyExplainCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			w := cmd.OutOrStdout()
+			for _, e := range m.Errors {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: invalid policy, enforced fail-closed (it allows nothing):", e)
+			}
+			// The JSON is {from, to, port, protocol} and the decision's fields.
+			type head struct {
+				From     string `json:"from"`
+				To       string `json:"to"`
+				Port     int    `json:"port"`
+				Protocol string `json:"protocol"`
+			}
+			if strings.HasPrefix(to, "svc/") {
+				sd, err := explainService(m, src, to, port, p)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(w, struct {
+						head
+						serviceDecision
+					}{head{src.String(), to, port, p.String()}, sd})
+				}
+				writeServiceDecision(w, src, to, port, p, sd)
+				return nil
+			}
 			dst, err := parseEndpoint(m, "to", to)
 			if err != nil {
 				return err
 			}
 			d := m.Allowed(src, dst, uint16(port), p)
-			w := cmd.OutOrStdout()
-			for _, e := range m.Errors {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning: invalid policy, enforced fail-closed (it allows nothing):", e)
-			}
 			if output == "json" {
 				return writeJSON(w, struct {
-					From     string `json:"from"`
-					To       string `json:"to"`
-					Port     int    `json:"port"`
-					Protocol string `json:"protocol"`
+					head
 					policy.Decision
-				}{src.String(), dst.String(), port, p.String(), d})
+				}{head{src.String(), dst.String(), port, p.String()}, d})
 			}
 			writeDecision(w, src, dst, port, p, d)
 			return nil
@@ -163,8 +182,8 @@ func newPolicyExplainCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&from, "from", "", "source: NAMESPACE/POD or an IP address")
-	f.StringVar(&to, "to", "", "destination: NAMESPACE/POD or an IP address")
-	f.IntVar(&port, "port", 0, "destination port")
+	f.StringVar(&to, "to", "", "destination: NAMESPACE/POD, an IP address, or a Service svc/NAMESPACE/NAME (judged against each ready backend)")
+	f.IntVar(&port, "port", 0, "destination port (with svc/: the Service port)")
 	f.StringVar(&proto, "protocol", "TCP", "TCP, UDP or SCTP")
 	f.StringVar(&dir, "manifests-dir", defaultManifestsDir(), "folder of Kubernetes manifests (the lab's by default; $LOUPE_LAB_DIR/manifests)")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
@@ -358,7 +377,8 @@ func newPolicyVerifyCommand(exit func(int)) *cobra.Command {
 		so                 serverOptions
 		files              []string
 		since, dir, output string
-		flowsFile          string
+		flowsFile, to      string
+		svcPort            int
 	)
 	cmd := &cobra.Command{
 		Use:   "verify -f NEW.yaml [--since 1h] [--server ADDR]",
@@ -424,6 +444,11 @@ Exit status:
 			}
 			flows := rec.flows
 			conns := policy.Connections(flows)
+			if to != "" {
+				if conns, err = serviceConns(policy.NewModel(snap), to, svcPort, conns); err != nil {
+					return fail(cmd, exit, exitBadInput, err)
+				}
+			}
 			if len(conns) == 0 {
 				where := "on the server since --since " + since
 				if flowsFile != "" {
@@ -492,6 +517,8 @@ Exit status:
 	f.StringVar(&dir, "manifests-dir", defaultManifestsDir(), "folder of Kubernetes manifests with the current objects (the lab's by default)")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
 	f.StringVar(&flowsFile, "flows-file", "", "read flows from this file (loupe observe -o json output) instead of the server")
+	f.StringVar(&to, "to", "", "judge only the connections to a Service, svc/NAMESPACE/NAME (to its backends; with --port)")
+	f.IntVar(&svcPort, "port", 0, "with --to: the Service port")
 	return cmd
 }
 

@@ -153,4 +153,7 @@ const (
 	DropInvalidSourceIP = uint8(flowpb.DropReason_INVALID_SOURCE_IP)
 	DropPolicyDenied    = uint8(flowpb.DropReason_POLICY_DENIED)
 	DropInvalidPacket   = uint8(flowpb.DropReason_INVALID_PACKET_DROPPED)
+	// DropNoService: a packet to a Service without a ready backend; the
+	// datapath answers it with ICMP port unreachable.
+	DropNoService = uint8(flowpb.DropReason_SERVICE_BACKEND_NOT_FOUND)
 )

@@ -27,6 +27,7 @@ var goSide = map[string]uint64{
 	"LOUPE_DROP_INVALID_SOURCE_IP": uint64(contract.DropInvalidSourceIP),
 	"LOUPE_DROP_POLICY_DENIED":     uint64(contract.DropPolicyDenied),
 	"LOUPE_DROP_INVALID_PACKET":    uint64(contract.DropInvalidPacket),
+	"LOUPE_DROP_NO_SERVICE":        uint64(contract.DropNoService),
 	"LOUPE_DIR_INGRESS":            uint64(contract.DirectionIngress),
 	"LOUPE_DIR_EGRESS":             uint64(contract.DirectionEgress),
 	"LOUPE_EF_REPLY":               uint64(FlagReply),
@@ -56,6 +57,8 @@ var goSide = map[string]uint64{
 	"POLICY_PREFIX_PROTO":      policyPrefixProto,
 	"POLICY_PREFIX_FULL":       policyPrefixFull,
 	"POLICY_F_L4":              policyFlagL4,
+	"SVC_F_AFFINITY":           uint64(svcFlagAffinity),
+	"SVC_BE_TERMINATING":       uint64(svcBackendTerminating),
 	"STAT_RINGBUF_FULL":        statRingbufFull,
 	"STAT_DROP_EV_LIMITED":     statDropEventLimited,
 	"STAT_KDROP_LIMITED":       statKernelDropLimited,
@@ -137,7 +140,7 @@ func TestEventLayoutMatchesBTF(t *testing.T) {
 		"direction": offDirection, "policy_id": offPolicyID, "pkt_len": offPacketLen, "cap_len": offCapLen,
 		"packets_fwd": offPacketsFwd, "bytes_fwd": offBytesFwd, "packets_rev": offPacketsRev,
 		"bytes_rev": offBytesRev, "data": offData, "kernel_reason": offKernReason,
-		"netns_ino": offNetnsIno, "location": offLocation, "handshake_ns": offHandshake,
+		"netns_ino": offNetnsIno, "location": offLocation, "handshake_ns": offHandshake, "svc_id": offServiceID, "_pad2": offServiceID + 4,
 	}
 	seen := 0
 	for _, m := range s.Members {

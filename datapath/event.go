@@ -40,7 +40,7 @@ const (
 	// EventDataLen is the most packet bytes a record carries.
 	EventDataLen = 128
 	// EventSize is sizeof(struct loupe_event).
-	EventSize = 272
+	EventSize = 280
 )
 
 // Offsets of struct loupe_event's fields (datapath/bpf/event.h).
@@ -78,6 +78,7 @@ const (
 	offNetnsIno    = 248
 	offLocation    = 256
 	offHandshake   = 264
+	offServiceID   = 272
 )
 
 // Event is one decoded datapath record. Data aliases the buffer it was
@@ -117,6 +118,10 @@ type Event struct {
 	// HandshakeNS is the connection's TCP handshake time as its conntrack
 	// entry holds it (bpf/conntrack.h ct_handshake), 0 when not timed.
 	HandshakeNS uint64
+	// ServiceID is the Service frontend (ClusterIP, port, protocol) the
+	// datapath translated the packet from, or the reply to; 0 for none
+	// (bpf/service.h). The agent's service table names it.
+	ServiceID uint32
 }
 
 // ErrShortEvent is returned for records shorter than EventSize.
@@ -167,6 +172,7 @@ func DecodeEvent(b []byte, ev *Event) error {
 	ev.NetnsIno = le.Uint64(b[offNetnsIno:])
 	ev.Location = le.Uint64(b[offLocation:])
 	ev.HandshakeNS = le.Uint64(b[offHandshake:])
+	ev.ServiceID = le.Uint32(b[offServiceID:])
 	ev.PacketsFwd = le.Uint64(b[offPacketsFwd:])
 	ev.BytesFwd = le.Uint64(b[offBytesFwd:])
 	ev.PacketsRev = le.Uint64(b[offPacketsRev:])
@@ -227,6 +233,7 @@ func EncodeEvent(ev *Event) ([]byte, error) {
 	le.PutUint64(b[offNetnsIno:], ev.NetnsIno)
 	le.PutUint64(b[offLocation:], ev.Location)
 	le.PutUint64(b[offHandshake:], ev.HandshakeNS)
+	le.PutUint32(b[offServiceID:], ev.ServiceID)
 	return b, nil
 }
 

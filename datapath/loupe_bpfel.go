@@ -43,6 +43,8 @@ type loupeCtEntry struct {
 	TcpFlagsFwd uint8
 	TcpFlagsRev uint8
 	HandshakeNs uint64
+	SvcId       uint32
+	Pad         uint32
 }
 
 type loupeCtKey struct {
@@ -98,6 +100,56 @@ type loupePolicyValue struct {
 	Pad     [2]uint8
 }
 
+type loupeSvcAffinityKey struct {
+	_      structs.HostLayout
+	Id     uint32
+	Client [16]uint8
+}
+
+type loupeSvcAffinityVal struct {
+	_         structs.HostLayout
+	LastNs    uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type loupeSvcBackend struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Flags  uint8
+}
+
+type loupeSvcConn struct {
+	_          structs.HostLayout
+	FrontendId uint32
+	BackendId  uint32
+	Be         loupeSvcBackend
+}
+
+type loupeSvcFrontend struct {
+	_               structs.HostLayout
+	Id              uint32
+	Count           uint32
+	Flags           uint32
+	AffinityTimeout uint32
+}
+
+type loupeSvcKey struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Proto  uint8
+	Family uint8
+}
+
+type loupeSvcSlotKey struct {
+	_    structs.HostLayout
+	Id   uint32
+	Slot uint32
+}
+
 type loupeTokenBucket struct {
 	_      structs.HostLayout
 	Tokens uint64
@@ -119,6 +171,12 @@ const (
 	loupeMapL7Events         = "l7_events"
 	loupeMapL7Stats          = "l7_stats"
 	loupeMapPolicy           = "policy"
+	loupeMapSvcAffinity      = "svc_affinity"
+	loupeMapSvcBackends      = "svc_backends"
+	loupeMapSvcConns         = "svc_conns"
+	loupeMapSvcFrontends     = "svc_frontends"
+	loupeMapSvcRevnat        = "svc_revnat"
+	loupeMapSvcSlots         = "svc_slots"
 	loupeProgLoupeFromPod    = "loupe_from_pod"
 	loupeProgLoupeToPod      = "loupe_to_pod"
 	loupeProgLoupeXdp        = "loupe_xdp"
@@ -195,6 +253,12 @@ type loupeMapSpecs struct {
 	L7Events     *ebpf.MapSpec `ebpf:"l7_events"`
 	L7Stats      *ebpf.MapSpec `ebpf:"l7_stats"`
 	Policy       *ebpf.MapSpec `ebpf:"policy"`
+	SvcAffinity  *ebpf.MapSpec `ebpf:"svc_affinity"`
+	SvcBackends  *ebpf.MapSpec `ebpf:"svc_backends"`
+	SvcConns     *ebpf.MapSpec `ebpf:"svc_conns"`
+	SvcFrontends *ebpf.MapSpec `ebpf:"svc_frontends"`
+	SvcRevnat    *ebpf.MapSpec `ebpf:"svc_revnat"`
+	SvcSlots     *ebpf.MapSpec `ebpf:"svc_slots"`
 }
 
 // loupeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -243,6 +307,12 @@ type loupeMaps struct {
 	L7Events     *ebpf.Map `ebpf:"l7_events"`
 	L7Stats      *ebpf.Map `ebpf:"l7_stats"`
 	Policy       *ebpf.Map `ebpf:"policy"`
+	SvcAffinity  *ebpf.Map `ebpf:"svc_affinity"`
+	SvcBackends  *ebpf.Map `ebpf:"svc_backends"`
+	SvcConns     *ebpf.Map `ebpf:"svc_conns"`
+	SvcFrontends *ebpf.Map `ebpf:"svc_frontends"`
+	SvcRevnat    *ebpf.Map `ebpf:"svc_revnat"`
+	SvcSlots     *ebpf.Map `ebpf:"svc_slots"`
 }
 
 func (m *loupeMaps) Close() error {
@@ -258,6 +328,12 @@ func (m *loupeMaps) Close() error {
 		m.L7Events,
 		m.L7Stats,
 		m.Policy,
+		m.SvcAffinity,
+		m.SvcBackends,
+		m.SvcConns,
+		m.SvcFrontends,
+		m.SvcRevnat,
+		m.SvcSlots,
 	)
 }
 

@@ -49,6 +49,10 @@ func (l *Lab) Apply(ctx context.Context, objs []Object, warn io.Writer) error {
 		}
 	}
 
+	if err := l.assignClusterIPs(objs, stored); err != nil {
+		return err
+	}
+
 	// Namespaces that nothing declares are created, as kubectl users of a lab expect.
 	declared := map[string]bool{}
 	for _, o := range objs {
@@ -121,8 +125,12 @@ func (l *Lab) Apply(ctx context.Context, objs []Object, warn io.Writer) error {
 	return l.commit(ctx)
 }
 
-// commit bumps the generation and waits until every agent has applied it.
+// commit derives the EndpointSlices, bumps the generation and waits until
+// every agent has applied it.
 func (l *Lab) commit(ctx context.Context) error {
+	if err := l.syncEndpointSlices(); err != nil {
+		return err
+	}
 	gen, err := l.bumpGeneration()
 	if err != nil {
 		return err

@@ -197,7 +197,7 @@ or --lab-dir / $LOUPE_LAB_DIR).`,
 		Args:  cobra.NoArgs,
 	}
 	probeCmd.Flags().StringVar(&pFrom, "from", "", "source pod NS/POD")
-	probeCmd.Flags().StringVar(&pTo, "to", "", "destination pod NS/POD (or an IP)")
+	probeCmd.Flags().StringVar(&pTo, "to", "", "destination pod NS/POD, an IP, or a Service svc/NS/NAME (then --port is the Service port, reached through its ClusterIP)")
 	probeCmd.Flags().IntVar(&pPort, "port", 0, "destination port")
 	probeCmd.Flags().StringVar(&pProto, "protocol", "TCP", "TCP or UDP")
 	probeCmd.Flags().DurationVar(&pTimeout, "timeout", time.Second, "give up after this long")

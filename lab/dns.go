@@ -16,17 +16,21 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/loupe-project/loupe/service"
 )
 
 // The lab's DNS zone, served by every pod that declares port 53 (UDP and
 // TCP, RFC 1035 4.2.2 length framing on TCP):
 //
 //	<pod>.<ns>.pod.lab.   A / AAAA of the pod's addresses (TTL dnsTTL)
+//	<svc>.<ns>.svc.lab.   A / AAAA of the Service's ClusterIPs
 //	*.fail.lab.           SERVFAIL
 //	*.drop.lab.           no answer at all (an unanswered query)
 //	anything else         NXDOMAIN
 const (
 	dnsZonePods = ".pod.lab."
+	dnsZoneSvcs = ".svc.lab."
 	dnsZoneFail = "fail.lab."
 	dnsZoneDrop = "drop.lab."
 	dnsTTL      = 30
@@ -68,6 +72,9 @@ func (s dnsServer) answer(query []byte) []byte {
 	default:
 		ips, ok := s.podIPs(name)
 		if !ok {
+			ips, ok = s.serviceIPs(name)
+		}
+		if !ok {
 			rh.RCode = dnsmessage.RCodeNameError
 		}
 		for _, ip := range ips {
@@ -99,14 +106,40 @@ func (s dnsServer) answer(query []byte) []byte {
 	return out
 }
 
-// podIPs resolves <pod>.<ns>.pod.lab. from the pod's manifest.
-func (s dnsServer) podIPs(name string) ([]netip.Addr, bool) {
-	rest, ok := strings.CutSuffix(name, dnsZonePods)
+// objectName splits <name>.<ns><zone> into name and namespace.
+func objectName(name, zone string) (obj, ns string, ok bool) {
+	rest, ok := strings.CutSuffix(name, zone)
+	if !ok {
+		return "", "", false
+	}
+	obj, ns, ok = strings.Cut(rest, ".")
+	if !ok || obj == "" || ns == "" || strings.Contains(ns, ".") || strings.ContainsAny(rest, "/\\") {
+		return "", "", false
+	}
+	return obj, ns, true
+}
+
+// serviceIPs resolves <svc>.<ns>.svc.lab. from the Service's manifest.
+func (s dnsServer) serviceIPs(name string) ([]netip.Addr, bool) {
+	svc, ns, ok := objectName(name, dnsZoneSvcs)
 	if !ok {
 		return nil, false
 	}
-	pod, ns, ok := strings.Cut(rest, ".")
-	if !ok || pod == "" || ns == "" || strings.Contains(ns, ".") || strings.ContainsAny(rest, "/\\") {
+	raw, err := os.ReadFile(filepath.Join(s.manifests, objectFile(KindService, ns, svc)))
+	if err != nil {
+		return nil, false
+	}
+	var o corev1.Service
+	if err := yaml.Unmarshal(raw, &o); err != nil {
+		return nil, false
+	}
+	return service.ClusterIPs(&o), true
+}
+
+// podIPs resolves <pod>.<ns>.pod.lab. from the pod's manifest.
+func (s dnsServer) podIPs(name string) ([]netip.Addr, bool) {
+	pod, ns, ok := objectName(name, dnsZonePods)
+	if !ok {
 		return nil, false
 	}
 	raw, err := os.ReadFile(filepath.Join(s.manifests, objectFile("Pod", ns, pod)))

@@ -15,6 +15,10 @@ func TestLabDNSZone(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, objectFile("Pod", "x", "a")), []byte(pod), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	svc := "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: x}\nspec: {clusterIP: 10.96.0.7, clusterIPs: [10.96.0.7], ports: [{port: 80}]}\n"
+	if err := os.WriteFile(filepath.Join(dir, objectFile("Service", "x", "web")), []byte(svc), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	s := dnsServer{manifests: dir}
 	ask := func(name string, typ dnsmessage.Type) *dnsmessage.Message {
 		t.Helper()
@@ -40,7 +44,11 @@ func TestLabDNSZone(t *testing.T) {
 	if m = ask("A.X.pod.lab.", dnsmessage.TypeAAAA); len(m.Answers) != 1 || m.Answers[0].Header.TTL != dnsTTL {
 		t.Fatalf("AAAA: %+v", m)
 	}
+	if m = ask("web.x.svc.lab.", dnsmessage.TypeA); m.RCode != dnsmessage.RCodeSuccess || len(m.Answers) != 1 || netip.AddrFrom4(m.Answers[0].Body.(*dnsmessage.AResource).A).String() != "10.96.0.7" {
+		t.Fatalf("service A: %+v", m)
+	}
 	for name, want := range map[string]dnsmessage.RCode{
+		"nope.x.svc.lab.":     dnsmessage.RCodeNameError,
 		"b.x.pod.lab.":        dnsmessage.RCodeNameError,
 		"example.com.":        dnsmessage.RCodeNameError,
 		"a/b.x.pod.lab.":      dnsmessage.RCodeNameError,

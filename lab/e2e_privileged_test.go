@@ -166,7 +166,7 @@ func TestPrivilegedLabNetpolModel(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &generic); err != nil {
 		t.Fatal(err)
 	}
-	if got := keysOf(generic); got != "nodes,pods,relayAddress,uiURL" {
+	if got := keysOf(generic); got != "nodes,pods,relayAddress,services,uiURL" {
 		t.Fatalf("status keys = %s", got)
 	}
 	node0 := generic["nodes"].([]any)[0].(map[string]any)

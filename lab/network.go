@@ -219,6 +219,12 @@ func (l *Lab) ensureNode(br netlink.Link, n Node) error {
 	if err := h.RouteReplace(def); err != nil {
 		return fmt.Errorf("node %s: default route: %w", n.Name, err)
 	}
+	// ClusterIPs are translated in the datapath before routing; one that
+	// is not (no such Service) is refused here rather than sent on.
+	svc := &netlink.Route{Dst: ipnet(l.ServiceCIDR()), Type: unix.RTN_UNREACHABLE}
+	if err := h.RouteReplace(svc); err != nil {
+		return fmt.Errorf("node %s: route for the Service CIDR: %w", n.Name, err)
+	}
 	// A node routes between its pods and the underlay.
 	err = ns.WithNetNSPath(n.NetNSPath(), func(ns.NetNS) error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)

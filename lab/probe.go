@@ -66,6 +66,12 @@ func dialIn(ctx context.Context, netnsPath, network, addr string, timeout time.D
 // connection that carries a request and its answer, or a UDP echo.
 // The port's declared name picks the protocol spoken, as the server picks it.
 func probe(ctx context.Context, fromNetNS string, ip string, p portSpec, timeout time.Duration) bool {
+	return probeAs(ctx, fromNetNS, ip, p, p, timeout)
+}
+
+// probeAs is probe dialing port p but speaking the protocol of speak:
+// through a Service, what the backends' target port serves.
+func probeAs(ctx context.Context, fromNetNS string, ip string, p, speak portSpec, timeout time.Duration) bool {
 	port, proto := p.Port, p.Proto
 	deadline := time.Now().Add(timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
@@ -79,11 +85,11 @@ func probe(ctx context.Context, fromNetNS string, ip string, p portSpec, timeout
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(deadline)
-		if isDNSPort(port) {
+		if isDNSPort(speak.Port) {
 			_, _, err := dnsAsk(conn, true, probeDNSName, dnsmessage.TypeA, deadline)
 			return err == nil
 		}
-		if isHTTPPort(portSpec{port, "TCP", p.Name}) {
+		if isHTTPPort(speak) {
 			fmt.Fprintf(conn, "GET /probe HTTP/1.0\r\nHost: %s\r\n\r\n", ip)
 			line, err := bufio.NewReader(conn).ReadString('\n')
 			return err == nil && strings.HasPrefix(line, "HTTP/1.")
@@ -101,7 +107,7 @@ func probe(ctx context.Context, fromNetNS string, ip string, p portSpec, timeout
 			return false
 		}
 		defer conn.Close()
-		if isDNSPort(port) {
+		if isDNSPort(speak.Port) {
 			_, _, err := dnsAsk(conn, false, probeDNSName, dnsmessage.TypeA, deadline)
 			return err == nil
 		}
@@ -146,6 +152,14 @@ func (l *Lab) Probe(ctx context.Context, from, to string, port int, proto string
 	src, err := l.findPod(from)
 	if err != nil {
 		return false, err
+	}
+	proto = strings.ToUpper(proto)
+	if strings.HasPrefix(to, "svc/") {
+		ip, speak, err := l.serviceTarget(to, port, proto)
+		if err != nil {
+			return false, err
+		}
+		return probeAs(ctx, src.netnsPath(), ip, portSpec{Port: port, Proto: proto}, speak, timeout), nil
 	}
 	var ip string
 	var dst podRecord

@@ -12,10 +12,12 @@ import (
 
 // Status is the stable JSON form of `loupe lab status -o json`.
 type Status struct {
-	Nodes        []NodeStatus `json:"nodes"`
-	Pods         []PodStatus  `json:"pods"`
-	RelayAddress string       `json:"relayAddress"`
-	UIURL        string       `json:"uiURL"`
+	Nodes []NodeStatus `json:"nodes"`
+	Pods  []PodStatus  `json:"pods"`
+	// Services are the lab's Services with their ClusterIPs (ServiceCIDR).
+	Services     []ServiceStatus `json:"services"`
+	RelayAddress string          `json:"relayAddress"`
+	UIURL        string          `json:"uiURL"`
 }
 
 // NodeStatus is one node in Status.
@@ -50,7 +52,7 @@ type PortStatus struct {
 
 // Status collects the lab's nodes (asking each agent whether it is ready) and pods.
 func (l *Lab) Status(ctx context.Context) (*Status, error) {
-	st := &Status{Nodes: []NodeStatus{}, Pods: []PodStatus{}, RelayAddress: l.RelayAddress, UIURL: l.UIURL}
+	st := &Status{Nodes: []NodeStatus{}, Pods: []PodStatus{}, Services: []ServiceStatus{}, RelayAddress: l.RelayAddress, UIURL: l.UIURL}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, n := range l.Nodes {
@@ -92,6 +94,7 @@ func (l *Lab) Status(ctx context.Context) (*Status, error) {
 		}
 		st.Pods = append(st.Pods, ps)
 	}
+	st.Services = serviceStatuses(stored)
 	return st, nil
 }
 

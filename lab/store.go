@@ -75,7 +75,8 @@ func (l *Lab) storedObjects() (map[string]Object, error) {
 	out := map[string]Object{}
 	for _, e := range entries {
 		n := e.Name()
-		if strings.HasPrefix(n, ".") || !strings.HasSuffix(n, ".yaml") || strings.HasPrefix(n, "node.") {
+		if strings.HasPrefix(n, ".") || !strings.HasSuffix(n, ".yaml") || strings.HasPrefix(n, "node.") ||
+			strings.HasPrefix(n, strings.ToLower(KindEndpointSlice)+".") {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(l.ManifestsDir(), n))

@@ -44,6 +44,9 @@ type Decoder struct {
 	linkName   func(ifindex uint32) string
 	kernel     KernelEvents // nil: kernel records are not reported
 	names      *fqdnCache   // nil: flows carry no source/destination names
+	// serviceByID names an event's ServiceID (service.go); nil: none.
+	serviceByID func(id uint32) (namespace, name string, ok bool)
+	svcByID     map[uint32]*flowpb.Service
 
 	// conn holds the connection totals the last Decode put on its flow
 	// (connOK), so the metrics need not read them back from the Struct.
@@ -329,6 +332,15 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 	if len(ix.services) > 0 && ev.Proto != unix.IPPROTO_ICMP && ev.Proto != unix.IPPROTO_ICMPV6 {
 		f.SourceService = ix.services[netip.AddrPortFrom(ev.Src, ev.SrcPort)]
 		f.DestinationService = ix.services[netip.AddrPortFrom(ev.Dst, ev.DstPort)]
+	}
+	if s := d.translatedService(ev.ServiceID); s != nil {
+		// Translated before the event: the backend's address is in the
+		// packet, the Service only in the record. A reply comes from it.
+		if reply {
+			f.SourceService = s
+		} else {
+			f.DestinationService = s
+		}
 	}
 
 	d.connection(f, ev, connDir)

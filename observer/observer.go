@@ -57,6 +57,9 @@ type Config struct {
 	Metrics []hubblemetrics.Spec
 	// KernelEvents places and names kernel drop records; nil drops them.
 	KernelEvents KernelEvents
+	// ServiceByID names the Service the datapath translated a packet
+	// from (the event's ServiceID); nil: only ClusterIP:port lookups.
+	ServiceByID func(id uint32) (namespace, name string, ok bool)
 	// L7 configures the flows made of L7 records (HandleL7).
 	L7 L7Config
 	// History keeps the ring's flows on disk (see history.go); nil keeps
@@ -135,6 +138,7 @@ func New(cfg Config) (*Observer, error) {
 		podMetricsGrace: hubblemetrics.PodGrace,
 	}
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
+	o.dec.serviceByID = cfg.ServiceByID
 	o.dec.kernel = cfg.KernelEvents
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
 	o.conns = newConnMetrics(o.metrics.reg)

@@ -76,6 +76,9 @@ type Config struct {
 	// turns per-connection bytes and handshake timing off.
 	ReportInterval time.Duration
 	NoConnStats    bool
+	// NoServiceTranslation turns ClusterIP translation off
+	// (--service-translation=off): Services are then left to kube-proxy.
+	NoServiceTranslation bool
 
 	// Kernel drops (the skb:kfree_skb tracepoint): off, the reasons not
 	// reported (nil: DefaultKernelDropDeny; "none": none) and the node's
@@ -155,6 +158,9 @@ type ObserverParams struct {
 	Policy *policy.RuleTable
 	// KernelEvents places and names kernel drops; nil when they are off.
 	KernelEvents observer.KernelEvents
+	// ServiceByID names the Service of an event's ServiceID; nil when
+	// service translation is off.
+	ServiceByID func(id uint32) (namespace, name string, ok bool)
 	// L7 configures L7 flows; L7On says the datapath captures them.
 	L7   observer.L7Config
 	L7On bool
@@ -382,6 +388,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	pol := newPolicyEngine(cfg.NodeName, dp, ag, log)
 	g.Go(func() error { return pol.Run(ctx, src, ag.EndpointsChanged(), ag.SetAppliedGeneration) })
 
+	svcNames, err := startServiceTranslation(ctx, g, &cfg, dp, src, log)
+	if err != nil {
+		return err
+	}
+
 	dpReg := prometheus.NewRegistry()
 	dpReg.MustRegister(newDatapathCollector(dp, log), newInvalidPolicyCollector(pol), newStateRecoveryMetric(ag.StateRecoveries()), newPolicyMapCollector(dp, pol.Refused))
 	kev, kdrops, err := startKernelDrops(&cfg, dp, ag, log)
@@ -432,7 +443,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.NewObserver != nil {
 		obs, err = cfg.NewObserver(ObserverParams{NodeName: cfg.NodeName, Metadata: src,
 			BufferSize: cfg.FlowBufferSize, Log: log, Datapath: dp, Endpoints: ag.Endpoints, Policy: pol.Rules(),
-			KernelEvents: kernelEvents, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout, KeepQuery: cfg.L7KeepQuery}, L7On: l7Mode != 0,
+			KernelEvents: kernelEvents, ServiceByID: svcNames, L7: observer.L7Config{DNSTimeout: cfg.L7DNSTimeout, KeepQuery: cfg.L7KeepQuery}, L7On: l7Mode != 0,
 			Services: services})
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)

@@ -43,6 +43,7 @@ func observerFactory(tlsCfg observer.TLSConfig, metrics []hubblemetrics.Spec, hi
 			EventsCaughtUp: caughtUp,
 			Metrics:        metrics,
 			KernelEvents:   p.KernelEvents,
+			ServiceByID:    p.ServiceByID,
 			L7:             p.L7,
 			History:        store,
 			Services:       p.Services,

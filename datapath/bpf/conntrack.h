@@ -35,6 +35,8 @@ struct ct_entry {
 	__u8 tcp_flags_fwd; /* union of TCP flags seen in each direction */
 	__u8 tcp_flags_rev;
 	__u64 handshake_ns; /* TCP: SYN to SYN-ACK (client's veth) or SYN to the client's ACK (server's veth); 0 = not yet */
+	__u32 svc_id;       /* frontend the connection was translated from (service.h), 0 = none */
+	__u32 _pad;
 };
 
 struct {

@@ -23,6 +23,7 @@
 #define LOUPE_DROP_INVALID_SOURCE_IP 132
 #define LOUPE_DROP_POLICY_DENIED 133
 #define LOUPE_DROP_INVALID_PACKET 134
+#define LOUPE_DROP_NO_SERVICE 158 /* Service without a ready backend */
 
 /* direction: flow.TrafficDirection, seen from the endpoint. */
 #define LOUPE_DIR_INGRESS 1 /* to the pod */
@@ -80,9 +81,11 @@ struct loupe_event {
 	__u64 netns_ino; /* LOUPE_EF_KERNEL: inode of the drop's network namespace */
 	__u64 location;  /* LOUPE_EF_KERNEL: kernel address where the packet was freed */
 	__u64 handshake_ns; /* the connection's TCP handshake time (conntrack.h ct_handshake), 0 = none */
+	__u32 svc_id; /* Service frontend the packet was translated from or to (service.h), 0 = none */
+	__u32 _pad2;
 };
 
-_Static_assert(sizeof(struct loupe_event) == 272, "loupe_event layout changed: update datapath/event.go");
+_Static_assert(sizeof(struct loupe_event) == 280, "loupe_event layout changed: update datapath/event.go");
 
 /* Keeps struct loupe_event in the object's BTF, where datapath's
  * TestEventLayoutMatchesBTF reads its layout. Static, so bpf2go makes no

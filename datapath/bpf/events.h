@@ -47,6 +47,7 @@ struct ev_meta {
 	__u8 direction;
 	__u8 flags;
 	__u8 match_type;
+	__u32 svc_id;
 };
 
 static __always_inline struct loupe_event *event_reserve(const struct pkt *p, const struct ev_meta *m)
@@ -88,6 +89,7 @@ static __always_inline struct loupe_event *event_reserve(const struct pkt *p, co
 	ev->direction = m->direction;
 	ev->policy_id = m->policy_id;
 	ev->pkt_len = p->len;
+	ev->svc_id = m->svc_id;
 	if (m->ct) {
 		ev->packets_fwd = m->ct->packets_fwd;
 		ev->bytes_fwd = m->ct->bytes_fwd;

@@ -144,8 +144,11 @@ static __always_inline void l7_observe(struct __sk_buff *skb, const struct endpo
 		__u32 w = 0;
 		void *data = (void *)(long)skb->data;
 		void *data_end = (void *)(long)skb->data_end;
-		if (data + off + 4 <= data_end)
-			__builtin_memcpy(&w, data + off, 4);
+		/* The mask bounds the offset for the verifier, which sets no
+		 * packet range on a pointer that may be 64 KiB in. */
+		__u32 o = off & 0x7ff;
+		if (o == off && data + o + 4 <= data_end)
+			__builtin_memcpy(&w, data + o, 4);
 		else if (bpf_skb_load_bytes(skb, off, &w, 4))
 			return;
 		if (!l7_http_token(w))

@@ -20,11 +20,12 @@
 #include "policy.h"
 #include "events.h"
 #include "l7.h"
+#include "service.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
 static __always_inline int drop_skb(struct __sk_buff *skb, const struct endpoint_info *ep,
-				    const struct pkt *p, __u8 reason, __u8 dir, __u32 rule_id)
+				    const struct pkt *p, __u8 reason, __u8 dir, __u32 rule_id, __u32 svc_id)
 {
 	count_packet(reason, dir, ep->id, rule_id, p->segs, p->len);
 	__u64 now = bpf_ktime_get_boot_ns();
@@ -38,6 +39,7 @@ static __always_inline int drop_skb(struct __sk_buff *skb, const struct endpoint
 			.verdict = LOUPE_VERDICT_DROPPED,
 			.drop_reason = reason,
 			.direction = dir,
+			.svc_id = svc_id,
 		};
 		emit_skb(skb, p, &m);
 	}
@@ -45,7 +47,7 @@ static __always_inline int drop_skb(struct __sk_buff *skb, const struct endpoint
 }
 
 static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct endpoint_info *ep,
-					 const struct pkt *p, __u8 dir)
+					 const struct pkt *p, __u8 dir, struct svc_xlate *x)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct ct_key k = {};
@@ -54,6 +56,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, &k);
 	if (e && !ct_is_reopen(e, p)) {
 		int reply = dir != e->first_dir;
+		x->svc_id = e->svc_id;
 		int first_reply = 0;
 		__u8 flags = 0;
 		if (reply) {
@@ -100,6 +103,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 				.direction = dir,
 				.flags = flags,
 				.match_type = e->match_type,
+				.svc_id = e->svc_id,
 			};
 			emit_skb(skb, p, &m);
 		}
@@ -113,7 +117,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 		__u32 peer = ipcache_identity(p->family, dir == LOUPE_DIR_EGRESS ? p->daddr : p->saddr);
 		policy_lookup(ep->id, peer, p->dport, p->proto, dir, &r);
 		if (r.verdict != POLICY_ALLOW)
-			return drop_skb(skb, ep, p, LOUPE_DROP_POLICY_DENIED, dir, r.rule_id);
+			return drop_skb(skb, ep, p, LOUPE_DROP_POLICY_DENIED, dir, r.rule_id, x->svc_id);
 		type = LOUPE_EVENT_POLICY_VERDICT;
 	}
 	/* A TCP packet without SYN that conntrack does not know is the middle
@@ -146,6 +150,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 		.first_dir = dir,
 		.match_type = r.match_type,
 		.tcp_flags_fwd = p->tcp_flags,
+		.svc_id = x->svc_id,
 	};
 	bpf_map_update_elem(&conntrack, &k, &n, BPF_ANY);
 	count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, r.rule_id, p->segs, p->len);
@@ -161,6 +166,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 		.direction = dir,
 		.flags = LOUPE_EF_CT_NEW,
 		.match_type = r.match_type,
+		.svc_id = x->svc_id,
 	};
 	emit_skb(skb, p, &m);
 	return TCX_NEXT;
@@ -183,17 +189,41 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 dir)
 	int rc = parse_skb(skb, &p);
 	p.segs = segs;
 	if (rc == PARSE_MALFORMED)
-		return drop_skb(skb, ep, &p, LOUPE_DROP_INVALID_PACKET, dir, 0);
+		return drop_skb(skb, ep, &p, LOUPE_DROP_INVALID_PACKET, dir, 0, 0);
 	if (rc == PARSE_OK && dir == LOUPE_DIR_EGRESS && !src_allowed(ep, &p))
-		return drop_skb(skb, ep, &p, LOUPE_DROP_INVALID_SOURCE_IP, dir, 0);
+		return drop_skb(skb, ep, &p, LOUPE_DROP_INVALID_SOURCE_IP, dir, 0, 0);
 	if (rc != PARSE_OK || (p.flags & (PKT_F_FRAG | PKT_F_NO_CT))) {
 		count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, 0, segs, p.len);
 		return TCX_NEXT;
 	}
-	int verdict = ct_and_policy(skb, ep, &p, dir);
-	if (verdict == TCX_NEXT)
-		l7_observe(skb, ep, &p, dir);
-	return verdict;
+	/* Services are translated before policy: policy judges the backend. */
+	struct svc_xlate x = {};
+	__u8 ctdir = dir;
+	if (dir == LOUPE_DIR_EGRESS) {
+		int s = svc_translate(skb, ep, &p, &x);
+		if (s == SVC_NO_BACKEND) {
+			drop_skb(skb, ep, &p, LOUPE_DROP_NO_SERVICE, dir, 0, x.svc_id);
+			return svc_reject(skb, &p);
+		}
+		if (s != SVC_CONTINUE)
+			return s;
+		/* A hairpin reply, un-SNATed, is the packet into the client. */
+		if (x.unsnat)
+			ctdir = LOUPE_DIR_INGRESS;
+	}
+	int verdict = ct_and_policy(skb, ep, &p, ctdir, &x);
+	if (verdict != TCX_NEXT)
+		return verdict;
+	l7_observe(skb, ep, &p, ctdir);
+	/* Only a connection opened from this pod carries svc_id, so a to-pod
+	 * packet that found one is its reply. */
+	if (ctdir == LOUPE_DIR_INGRESS && x.svc_id && svc_reverse(skb, &p, x.svc_id))
+		return TCX_DROP;
+	if (x.unsnat)
+		return svc_swap_macs(skb) ? TCX_DROP : bpf_redirect_peer(skb->ifindex, 0);
+	if (x.hairpin)
+		return svc_hairpin_out(skb, &p);
+	return TCX_NEXT;
 }
 
 SEC("tcx/ingress")

@@ -32,6 +32,7 @@ struct pkt {
 	__u8 icmp_code;
 	__u8 flags;     /* PKT_F_* */
 	__u16 payload_off; /* TCP/UDP: L4 payload offset from the Ethernet header (l7.h) */
+	__u16 l4_off;      /* L4 header offset from the Ethernet header (service.h rewrites) */
 };
 
 /* Ways to "run out of bytes": beyond what the IP header says the packet
@@ -132,6 +133,7 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, __u32 l3_len, st
 		return PARSE_OK;
 	}
 	p->payload_off = sizeof(struct ethhdr) + ihl;
+	p->l4_off = p->payload_off;
 	return parse_l4(l3 + ihl, data_end, tot - ihl, frag & 0x2000, p);
 }
 
@@ -190,6 +192,7 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, __u32 l3_len, st
 	if (off > IPV6_MAX_L4_OFF || off > end)
 		return PARSE_MALFORMED;
 	p->payload_off = sizeof(struct ethhdr) + off;
+	p->l4_off = p->payload_off;
 	return parse_l4(l3 + off, data_end, end - off, frag, p);
 }
 
