@@ -216,47 +216,51 @@ func compareAgents(ctx context.Context, cfg *Config, bl *benchLab, measure func(
 // parallel for d: connect, one byte each way, close. It returns how many
 // completed.
 func shortConns(ctx context.Context, netns, ip string, port, workers int, d time.Duration) (int64, error) {
+	end := time.Now().Add(d)
+	addr := net.JoinHostPort(ip, strconv.Itoa(port))
+	return netnsWorkers(ctx, netns, workers, "events traffic", func(n *atomic.Int64) error {
+		buf := []byte{1}
+		d := net.Dialer{Timeout: 2 * time.Second}
+		for time.Now().Before(end) && ctx.Err() == nil {
+			c, err := d.Dial("tcp4", addr)
+			if err != nil {
+				return err
+			}
+			// RST on close: no TIME_WAIT to run out of ports, and one
+			// more flag change for the datapath to report.
+			_ = c.(*net.TCPConn).SetLinger(0)
+			_, err = c.Write(buf)
+			if err == nil {
+				_, err = io.ReadFull(c, buf)
+			}
+			c.Close()
+			if err != nil {
+				return err
+			}
+			n.Add(1)
+		}
+		return nil
+	})
+}
+
+// netnsWorkers runs work on workers goroutines, each on its own OS thread
+// inside netns for the whole run (sockets must be made there), and returns
+// the count they keep and the first error, named by what.
+func netnsWorkers(ctx context.Context, netns string, workers int, what string, work func(n *atomic.Int64) error) (int64, error) {
 	var n atomic.Int64
 	var firstErr error
 	var once sync.Once
-	end := time.Now().Add(d)
 	var wg sync.WaitGroup
-	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	for range workers {
 		wg.Go(func() {
-			// The dialer's socket must be made inside the pod netns; one
-			// OS thread per worker stays there for the whole run.
-			err := inNetns(netns, func() error {
-				buf := []byte{1}
-				d := net.Dialer{Timeout: 2 * time.Second}
-				for time.Now().Before(end) && ctx.Err() == nil {
-					c, err := d.Dial("tcp4", addr)
-					if err != nil {
-						return err
-					}
-					// RST on close: no TIME_WAIT to run out of ports, and one
-					// more flag change for the datapath to report.
-					_ = c.(*net.TCPConn).SetLinger(0)
-					_, err = c.Write(buf)
-					if err == nil {
-						_, err = io.ReadFull(c, buf)
-					}
-					c.Close()
-					if err != nil {
-						return err
-					}
-					n.Add(1)
-				}
-				return nil
-			})
-			if err != nil {
+			if err := inNetns(netns, func() error { return work(&n) }); err != nil {
 				once.Do(func() { firstErr = err })
 			}
 		})
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return n.Load(), fmt.Errorf("events traffic: %w", firstErr)
+		return n.Load(), fmt.Errorf("%s: %w", what, firstErr)
 	}
 	return n.Load(), ctx.Err()
 }

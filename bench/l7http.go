@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -145,51 +144,35 @@ func startHTTPServer(netns string, port int) (*http.Server, error) {
 // netns for d, each waiting for its response; it returns how many were
 // answered 200.
 func httpLoad(ctx context.Context, netns, ip string, port, workers int, d time.Duration) (int64, error) {
-	var n atomic.Int64
-	var once sync.Once
-	var firstErr error
 	end := time.Now().Add(d)
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	req := []byte("GET /bench/item HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: loupebench\r\n\r\n")
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			err := inNetns(netns, func() error {
-				c, err := (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, "tcp4", addr)
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				_ = c.SetDeadline(end.Add(5 * time.Second))
-				br := bufio.NewReader(c)
-				for time.Now().Before(end) && ctx.Err() == nil {
-					if _, err := c.Write(req); err != nil {
-						return err
-					}
-					resp, err := http.ReadResponse(br, nil)
-					if err != nil {
-						return err
-					}
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err != nil {
-						return err
-					}
-					if resp.StatusCode != http.StatusOK {
-						return fmt.Errorf("status %d", resp.StatusCode)
-					}
-					n.Add(1)
-				}
-				return nil
-			})
-			if err != nil {
-				once.Do(func() { firstErr = err })
+	return netnsWorkers(ctx, netns, workers, "http load", func(n *atomic.Int64) error {
+		c, err := (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, "tcp4", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(end.Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		for time.Now().Before(end) && ctx.Err() == nil {
+			if _, err := c.Write(req); err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return n.Load(), fmt.Errorf("http load: %w", firstErr)
-	}
-	return n.Load(), ctx.Err()
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			n.Add(1)
+		}
+		return nil
+	})
 }

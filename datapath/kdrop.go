@@ -78,12 +78,8 @@ func LoadKernelDrops(cfg KernelDropConfig) (*KernelDrops, error) {
 	}
 	k := &KernelDrops{}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(cfg.BPFRoot, mapsDir)}}
-	if err := spec.LoadAndAssign(&k.objs, opts); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load kernel drops: verifier: %+v", ve)
-		}
-		return nil, fmt.Errorf("load kernel drops: %w", err)
+	if err := loadAndAssign(spec, &k.objs, opts, "kernel drops"); err != nil {
+		return nil, err
 	}
 	if err := k.SetDeny(cfg.Deny); err != nil {
 		k.objs.Close()
@@ -139,4 +135,17 @@ func (k *KernelDrops) Close() error {
 // when it is attached is a no-op.
 func SetKernelDropsAttached(bpfRoot string, on bool) error {
 	return setTracingAttached(bpfRoot, PinKfreeSkb, on)
+}
+
+// loadAndAssign loads spec into objs; a verifier rejection is returned with
+// the verifier's whole log, which is what explains it.
+func loadAndAssign(spec *ebpf.CollectionSpec, objs any, opts *ebpf.CollectionOptions, what string) error {
+	if err := spec.LoadAndAssign(objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("load %s: verifier: %+v", what, ve)
+		}
+		return fmt.Errorf("load %s: %w", what, err)
+	}
+	return nil
 }

@@ -145,12 +145,8 @@ func LoadResources() (*Resources, error) {
 		return nil, fmt.Errorf("load resources: %w", err)
 	}
 	r := &Resources{}
-	if err := spec.LoadAndAssign(&r.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load resources: verifier: %+v", ve)
-		}
-		return nil, fmt.Errorf("load resources: %w", err)
+	if err := loadAndAssign(spec, &r.objs, nil, "resources"); err != nil {
+		return nil, err
 	}
 	if err := r.Attach(); err != nil {
 		r.Close()

@@ -283,12 +283,8 @@ func LoadSecurityEvents(cfg SecurityEventsConfig) (*SecurityEvents, error) {
 		}
 	}
 	s := &SecurityEvents{}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load security events: verifier: %+v", ve)
-		}
-		return nil, fmt.Errorf("load security events: %w", err)
+	if err := loadAndAssign(spec, &s.objs, nil, "security events"); err != nil {
+		return nil, err
 	}
 	if err := s.SetFilter(cfg.Filter); err != nil {
 		s.Close()

@@ -88,12 +88,8 @@ func LoadTCPEvents(cfg TCPConfig) (*TCPEvents, error) {
 	}
 	t := &TCPEvents{}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(cfg.BPFRoot, mapsDir)}}
-	if err := spec.LoadAndAssign(&t.objs, opts); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load tcp events: verifier: %+v", ve)
-		}
-		return nil, fmt.Errorf("load tcp events: %w", err)
+	if err := loadAndAssign(spec, &t.objs, opts, "tcp events"); err != nil {
+		return nil, err
 	}
 	progs := map[string]*ebpf.Program{
 		PinTCPRetransmit:   t.objs.LoupeTcpRetransmit,
