@@ -59,6 +59,12 @@ func (c *cluster) killAgent(t *testing.T, node string) {
 			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(st), ") Z ") {
 				return fmt.Errorf("agent %d still running", pid)
 			}
+			// A zombie leader is not enough: its other threads may still be
+			// exiting, and the sockets (the metrics port) close only with
+			// the last of them, after the BPF links they detach.
+			if tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); len(tasks) > 1 {
+				return fmt.Errorf("agent %d: %d threads still exiting", pid, len(tasks)-1)
+			}
 		}
 		return nil
 	}); err != nil {
