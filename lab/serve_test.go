@@ -101,7 +101,9 @@ func TestServeHTTPOnNamedPort(t *testing.T) {
 func TestPrivilegedProbeFollowsPortName(t *testing.T) {
 	named := freePort(t)
 	startServe(t, []portSpec{{named, "TCP", "http-api"}})
-	self := "/proc/self/ns/net"
+	// This thread's netns, not /proc/self's: the process's first thread
+	// may be locked inside a pod netns by another test's goroutine.
+	self := "/proc/thread-self/ns/net"
 	ctx := context.Background()
 	if !probe(ctx, self, "127.0.0.1", portSpec{named, "TCP", "http-api"}, 2*time.Second) {
 		t.Error("HTTP probe of the port named http-api failed")
