@@ -104,6 +104,24 @@ type NetTracker struct {
 type podNet struct {
 	seen   map[netip.Addr]bool
 	recent []netHit
+	// How many hits in recent name each port and host: the distinct
+	// counts are their lengths, kept as hits enter and leave the window
+	// instead of recounted over the window at every flow.
+	ports map[uint32]int
+	hosts map[netip.Addr]int
+}
+
+// drop takes the hits before i out of the window.
+func (p *podNet) drop(i int) {
+	for _, h := range p.recent[:i] {
+		if p.ports[h.port]--; p.ports[h.port] == 0 {
+			delete(p.ports, h.port)
+		}
+		if p.hosts[h.ip]--; p.hosts[h.ip] == 0 {
+			delete(p.hosts, h.ip)
+		}
+	}
+	p.recent = p.recent[i:]
 }
 
 type netHit struct {
@@ -127,7 +145,7 @@ func (t *NetTracker) Observe(pod string, n *NetEvent, now time.Time) {
 		if len(t.pods) > 65536 {
 			clear(t.pods) // bounded memory: start again
 		}
-		p = &podNet{seen: map[netip.Addr]bool{}}
+		p = &podNet{seen: map[netip.Addr]bool{}, ports: map[uint32]int{}, hosts: map[netip.Addr]int{}}
 		t.pods[pod] = p
 	}
 	n.NewDst = !p.seen[n.DstIP]
@@ -141,15 +159,14 @@ func (t *NetTracker) Observe(pod string, n *NetEvent, now time.Time) {
 	for cut < len(p.recent) && now.Sub(p.recent[cut].at) > ScanWindow {
 		cut++
 	}
-	p.recent = append(p.recent[cut:], netHit{now, n.DstIP, n.DstPort})
-	if len(p.recent) > maxRecentPerPod {
-		p.recent = p.recent[len(p.recent)-maxRecentPerPod:]
+	if over := len(p.recent) - cut + 1 - maxRecentPerPod; over > 0 {
+		cut += over
 	}
-	ports, hosts := map[uint32]bool{}, map[netip.Addr]bool{}
-	for _, h := range p.recent {
-		ports[h.port], hosts[h.ip] = true, true
-	}
-	n.DistinctPorts, n.DistinctHosts = len(ports), len(hosts)
+	p.drop(cut)
+	p.recent = append(p.recent, netHit{now, n.DstIP, n.DstPort})
+	p.ports[n.DstPort]++
+	p.hosts[n.DstIP]++
+	n.DistinctPorts, n.DistinctHosts = len(p.ports), len(p.hosts)
 }
 
 // Refire suppresses a network rule that already fired for the same pod

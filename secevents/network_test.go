@@ -109,3 +109,31 @@ func TestNetworkRuleRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestNetTrackerDistinctMatchesWindow checks the kept distinct counts
+// against a recount of the window, as hits enter and leave it by time and
+// by the per-pod bound.
+func TestNetTrackerDistinctMatchesWindow(t *testing.T) {
+	tr := NewNetTracker()
+	start := time.Unix(1000, 0)
+	type hit struct {
+		at   time.Time
+		ip   netip.Addr
+		port uint32
+	}
+	var all []hit
+	for i := range 3 * maxRecentPerPod {
+		now := start.Add(time.Duration(i) * 3 * time.Millisecond)
+		ip := netip.AddrFrom4([4]byte{10, 0, byte(i % 7), byte(i % 251)})
+		n := &NetEvent{DstIP: ip, DstPort: uint32(i % 97)}
+		tr.Observe("x/a", n, now)
+		all = append(all, hit{now, ip, n.DstPort})
+		ports, hosts := map[uint32]bool{}, map[netip.Addr]bool{}
+		for j := len(all) - 1; j >= 0 && j > len(all)-1-maxRecentPerPod && now.Sub(all[j].at) <= ScanWindow; j-- {
+			ports[all[j].port], hosts[all[j].ip] = true, true
+		}
+		if n.DistinctPorts != len(ports) || n.DistinctHosts != len(hosts) {
+			t.Fatalf("hit %d: distinct ports %d hosts %d, the window holds %d and %d", i, n.DistinctPorts, n.DistinctHosts, len(ports), len(hosts))
+		}
+	}
+}
