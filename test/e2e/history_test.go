@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -262,14 +260,7 @@ func TestPrivilegedHistoryKill9(t *testing.T) {
 	<-followDone
 	close(stop)
 	wg.Wait()
-	if err := poll(10*time.Second, 50*time.Millisecond, func() error {
-		if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil && !strings.Contains(string(st), ") Z ") {
-			return errors.New("agent still running")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	awaitGone(t, pid)
 	mu.Lock()
 	if len(served) < 1000 {
 		t.Fatalf("only %d flows served before the kill", len(served))

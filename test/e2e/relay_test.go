@@ -176,16 +176,7 @@ func TestPrivilegedRelayAgentKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	if err := poll(10*time.Second, 50*time.Millisecond, func() error {
-		if syscall.Kill(pid, 0) == nil {
-			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(st), ") Z ") {
-				return fmt.Errorf("agent %d still running", pid)
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	awaitGone(t, pid)
 	fl.awaitNote(t, 15*time.Second, "NODE_UNAVAILABLE for "+victim, func(ns *relaypb.NodeStatusEvent) bool {
 		return ns.GetStateChange() == relaypb.NodeState_NODE_UNAVAILABLE && slices.Contains(ns.GetNodeNames(), victim)
 	})

@@ -54,14 +54,20 @@ func (c *cluster) killAgent(t *testing.T, node string) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	awaitGone(t, pid)
+}
+
+// awaitGone waits until a killed process pid is gone: a zombie leader is
+// not enough, its other threads may still be exiting, and the sockets (the
+// metrics port) close only with the last of them, after the BPF links they
+// detach.
+func awaitGone(t *testing.T, pid int) {
+	t.Helper()
 	if err := poll(10*time.Second, 50*time.Millisecond, func() error {
 		if syscall.Kill(pid, 0) == nil {
 			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(st), ") Z ") {
 				return fmt.Errorf("agent %d still running", pid)
 			}
-			// A zombie leader is not enough: its other threads may still be
-			// exiting, and the sockets (the metrics port) close only with
-			// the last of them, after the BPF links they detach.
 			if tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); len(tasks) > 1 {
 				return fmt.Errorf("agent %d: %d threads still exiting", pid, len(tasks)-1)
 			}
