@@ -89,6 +89,10 @@ type ResourceCounters struct {
 	OOMLost   uint64 // OOM records lost to a full ring
 	NetnsFull uint64 // updates lost: the netns table was full
 	RQMissed  uint64 // block completions of requests not seen starting
+	// Skipped is how often the kernel did not run one of the programs
+	// because a BPF program was already running on that CPU (its
+	// recursion misses): those switches, requests or faults went uncounted.
+	Skipped uint64
 }
 
 // OOMRecord is one decoded struct res_oom_event. Memory is in pages.
@@ -273,7 +277,20 @@ func (r *Resources) Counters() (ResourceCounters, error) {
 			*dst += v
 		}
 	}
+	for _, p := range r.programs() {
+		st, err := p.Stats()
+		if err != nil {
+			return out, fmt.Errorf("resource program stats: %w", err)
+		}
+		out.Skipped += st.RecursionMisses
+	}
 	return out, nil
+}
+
+func (r *Resources) programs() []*ebpf.Program {
+	return []*ebpf.Program{r.objs.LoupeResWakeup, r.objs.LoupeResWakeupNew, r.objs.LoupeResSwitch,
+		r.objs.LoupeResIoStart, r.objs.LoupeResRqInsert, r.objs.LoupeResRqIssue, r.objs.LoupeResRqComplete,
+		r.objs.LoupeResFault, r.objs.LoupeResOom}
 }
 
 // ProgramCost is what the programs cost the kernel while BPF run-time
@@ -287,9 +304,7 @@ type ProgramCost struct {
 // Cost sums the programs' run-time statistics.
 func (r *Resources) Cost() (ProgramCost, error) {
 	var c ProgramCost
-	for _, p := range []*ebpf.Program{r.objs.LoupeResWakeup, r.objs.LoupeResWakeupNew, r.objs.LoupeResSwitch,
-		r.objs.LoupeResIoStart, r.objs.LoupeResRqInsert, r.objs.LoupeResRqIssue, r.objs.LoupeResRqComplete,
-		r.objs.LoupeResFault, r.objs.LoupeResOom} {
+	for _, p := range r.programs() {
 		st, err := p.Stats()
 		if err != nil {
 			return c, fmt.Errorf("resource program stats: %w", err)

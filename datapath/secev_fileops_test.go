@@ -124,7 +124,9 @@ func TestPrivilegedSecurityEventsFileOps(t *testing.T) {
 	}
 	c.once(t, "rmdir d", mine(SecevUnlink, w+"/d"))
 	time.Sleep(100 * time.Millisecond)
-	if n := c.count(func(r SecurityRecord) bool { return r.NetnsIno == ino && (r.Path == dir+"/out" || r.Path == dir+"/o1" || r.Path == dir+"/o2") }); n != 0 {
+	if n := c.count(func(r SecurityRecord) bool {
+		return r.NetnsIno == ino && (r.Path == dir+"/out" || r.Path == dir+"/o1" || r.Path == dir+"/o2")
+	}); n != 0 {
 		t.Errorf("%d operations outside the prefix left the kernel", n)
 	}
 

@@ -115,7 +115,7 @@ func TestPrivilegedPolicyMapUpgradeKeepsAllowedTraffic(t *testing.T) {
 	// The node's address is in no ipcache entry: the peer is world.
 	want := map[PolicyKey]PolicyEntry{
 		{EndpointID: ep.ID, PeerIdentity: contract.IdentityWorld, Port: 8080, Proto: protoTCP, Direction: contract.DirectionIngress}: {RuleID: 11},
-		{EndpointID: ep.ID, Direction: contract.DirectionIngress}: {RuleID: 12, Deny: true},
+		{EndpointID: ep.ID, Direction: contract.DirectionIngress}:                                                                    {RuleID: 12, Deny: true},
 	}
 	for k, v := range want {
 		if err := old.UpsertPolicy(k, v); err != nil {

@@ -437,7 +437,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		g.Go(func() error { return res.run(ctx) })
 		services = append(services, res.register)
-		dpReg.MustRegister(resources.NewCollector(res.read))
+		dpReg.MustRegister(resources.NewCollector(res.read), newResourceLossCollector(res.kernel.Counters))
 	}
 	var obs Observer
 	if cfg.NewObserver != nil {
