@@ -298,6 +298,9 @@ func runDatapath(ctx context.Context, cfg *Config, bl *benchLab) (rows []Row, er
 		{"xdp_off", epC1, epS1, mode(same, string(datapath.XDPOff))},
 		// Right after the default, so that drift between them is small.
 		{"no_conn_stats", epC1, epS1, noConnStats},
+		// s1 through its Service's ClusterIP, translated in the from-pod
+		// program, against the default two steps before it.
+		{"service", epC1, endpoint{s1.Netns, bl.serviceIP}, mode(same, string(DefaultMode))},
 		{"xdp_generic", epC1, epS1, mode(same, string(datapath.XDPGeneric))},
 		{"xdp_native", epC1, epS1, mode(same, string(datapath.XDPNative))},
 		{"ptp", pa, pb, mode(same, string(DefaultMode))},
@@ -422,6 +425,9 @@ func datapathRows(s map[string][]dpSample) ([]Row, error) {
 		{"kernel_tracepoints_rr", "tx/s", def, "no_tracepoints", tps, tgt, Higher, ""},
 		{"datapath_throughput_l7", "Gbit/s", def, "l7_off", gbps, tgt, Higher, "default datapath (--l7=dns,http) vs the same with node 1's agent restarted with --l7=off, same node, 1 TCP stream"},
 		{"datapath_rr_l7", "tx/s", def, "l7_off", tps, tgt, Higher, "1-byte TCP request/response, --l7=dns,http vs --l7=off"},
+		{"service_throughput", "Gbit/s", "service", def, gbps, tgt, Higher, "1 TCP stream to s1 through its ClusterIP (translated before policy) vs to s1's pod IP, same node (issue #19)"},
+		{"service_rr", "tx/s", "service", def, tps, tgt, Higher, "1-byte TCP request/response through the ClusterIP vs to the pod IP"},
+		{"service_rr_p50", "µs", "service", def, p50, latTgt, Lower, ""},
 	}
 	var rows []Row
 	var errs []error

@@ -32,7 +32,25 @@ spec:
 `, name, benchNS, name, node)
 	}
 	return fmt.Sprintf("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", benchNS) +
-		pod("c1", node1) + pod("s1", node1) + pod("s2", node2) + pod("s3", node1) + policyManifest(policyRules)
+		pod("c1", node1) + pod("s1", node1) + pod("s2", node2) + pod("s3", node1) + policyManifest(policyRules) +
+		serviceManifest()
+}
+
+// benchService is the ClusterIP Service in front of s1 (its only backend):
+// the datapath rows compare reaching s1 through it with reaching s1's IP.
+const benchService = "s1svc"
+
+func serviceManifest() string {
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Service
+metadata: {name: %s, namespace: %s}
+spec:
+  selector: {app: s1}
+  ports:
+  - {name: iperf, port: %d, targetPort: %d, protocol: TCP}
+  - {name: rr, port: %d, targetPort: %d, protocol: TCP}
+`, benchService, benchNS, iperfPort, iperfPort, rrPort, rrPort)
 }
 
 // policyRules is how many ingress rules guard pod s3.
@@ -55,6 +73,8 @@ type benchLab struct {
 	cfg  *Config
 	lab  *lab.Lab
 	pods map[string]labPod
+	// serviceIP is benchService's ClusterIP.
+	serviceIP string
 }
 
 // labPod is a lab pod as the datapath benchmarks need it.
@@ -90,6 +110,18 @@ func upLab(ctx context.Context, cfg *Config) (*benchLab, error) {
 	}
 	cfg.Log.Info("lab up", "dir", cfg.LabDir, "name", l.Name, "took", time.Since(start).Round(time.Millisecond))
 	bl := &benchLab{cfg: cfg, lab: l, pods: map[string]labPod{}}
+	st, err := l.Status(ctx)
+	if err != nil {
+		return bl, fmt.Errorf("lab status: %w", err)
+	}
+	for _, s := range st.Services {
+		if s.Namespace == benchNS && s.Name == benchService {
+			bl.serviceIP = s.ClusterIP
+		}
+	}
+	if bl.serviceIP == "" {
+		return bl, fmt.Errorf("lab: Service %s/%s has no ClusterIP", benchNS, benchService)
+	}
 	for _, name := range []string{"c1", "s1", "s2", "s3"} {
 		p, err := bl.readPod(name)
 		if err != nil {

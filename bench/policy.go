@@ -31,20 +31,7 @@ func runPolicyApply(ctx context.Context, cfg *Config) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	rs := ParseBench(out)
-	bar := func(metric string, v float64) []float64 {
-		var b []float64
-		for range Samples(rs, bench, metric) {
-			b = append(b, v)
-		}
-		return b
-	}
-	var rows []Row
-	for _, r := range []struct {
-		name, unit, metric, barName string
-		bar                         float64
-		note                        string
-	}{
+	return barRows(ParseBench(out), bench, out, []barSpec{
 		{"policy_apply_full", "ms", "ms/apply-full", "issue #26 bar (2 s)", policyApplyBarMS,
 			"1,000 policies x 5,000 pods applied on a node of 500 pods (262,960 entries) onto an empty policy map: compile and every map write"},
 		{"policy_apply_full_cpu", "ms", "cpu-ms/apply-full", "issue #26 bar (2 s)", policyApplyBarMS,
@@ -55,10 +42,30 @@ func runPolicyApply(ctx context.Context, cfg *Config) ([]Row, error) {
 			"the same incremental apply's CPU time"},
 		{"policy_map_kernel_memory", "MiB", "MiB-policy-map", "issue #26 bar (128 MiB)", policyMemoryBarMiB,
 			"kernel memory of the node's policy map: entries x 144 bytes, the charge measured in a memory cgroup (TestPrivilegedPolicyMapMemory)"},
-	} {
-		row, err := NewRow(r.name, r.unit, Samples(rs, bench, r.metric), bar(r.metric, r.bar), r.barName, 1, Lower, r.note)
+	})
+}
+
+// barSpec is a row of a Go benchmark's metric against a fixed bar, lower
+// being better.
+type barSpec struct {
+	name, unit, metric, barName string
+	bar                         float64
+	note                        string
+}
+
+// barRows turns bench's metrics in rs into rows against their bars; out is
+// the benchmark's output, for the error.
+func barRows(rs []BenchResult, bench, out string, specs []barSpec) ([]Row, error) {
+	var rows []Row
+	for _, r := range specs {
+		vals := Samples(rs, bench, r.metric)
+		bar := make([]float64, len(vals))
+		for i := range bar {
+			bar[i] = r.bar
+		}
+		row, err := NewRow(r.name, r.unit, vals, bar, r.barName, 1, Lower, r.note)
 		if err != nil {
-			return rows, fmt.Errorf("policy apply: %w\n%s", err, tailStr(out, 2000))
+			return rows, fmt.Errorf("%s: %w\n%s", bench, err, tailStr(out, 2000))
 		}
 		rows = append(rows, row)
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // Suites, in the order they run.
-var Suites = []string{"decode", "relay", "follow", "l7hook", "otlp", "history", "secevents", "resources", "policy", "datapath", "cni", "events", "kdrop", "l7http"}
+var Suites = []string{"decode", "relay", "follow", "l7hook", "otlp", "history", "secevents", "resources", "policy", "service", "datapath", "cni", "events", "kdrop", "l7http"}
 
 // Run runs the suites cfg asks for. It always tears its lab down, and
 // returns the rows it has even when a suite fails.
@@ -49,6 +49,7 @@ func Run(ctx context.Context, cfg *Config) (rows []Row, err error) {
 	step("secevents", func() ([]Row, error) { return runSecurityEvents(ctx, cfg) })
 	step("resources", func() ([]Row, error) { return runResources(ctx, cfg) })
 	step("policy", func() ([]Row, error) { return runPolicyApply(ctx, cfg) })
+	step("service", func() ([]Row, error) { return runServiceApply(ctx, cfg) })
 
 	if cfg.want("datapath") || cfg.want("cni") || cfg.want("events") || cfg.want("kdrop") || cfg.want("l7http") {
 		for _, b := range []string{"loupe", "loupe-agent", "loupe-cni"} {
