@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -94,12 +95,20 @@ func (o *topOptions) run(cmd *cobra.Command) error {
 	client := pb.NewResourcesClient(conn)
 	req := &pb.GetResourcesRequest{Namespace: o.namespaces, Pod: o.pods}
 	ctx := cmd.Context()
+	silent := ""
 	get := func() ([]*pb.PodResources, error) {
 		rctx, cancel := context.WithTimeout(ctx, o.srv.requestTimeout)
 		defer cancel()
 		r, err := client.GetResources(rctx, req)
 		if err != nil {
 			return nil, o.srv.explain(err, false)
+		}
+		// Said when the set of silent nodes changes, not at every sample.
+		if un := strings.Join(r.GetUnavailableNodes(), ", "); un != silent {
+			if un != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "loupe top: no answer from node(s) %s: their pods are missing\n", un)
+			}
+			silent = un
 		}
 		return r.GetPods(), nil
 	}

@@ -106,3 +106,32 @@ func TestTopRefusesBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// relayWithDownNode answers like loupe-relay with one agent down
+// (relay's TestResourcesMergedAcrossAgents produces the same field).
+type relayWithDownNode struct{ pb.UnimplementedResourcesServer }
+
+func (relayWithDownNode) GetResources(context.Context, *pb.GetResourcesRequest) (*pb.GetResourcesResponse, error) {
+	return &pb.GetResourcesResponse{
+		Pods:             []*pb.PodResources{{Namespace: "x", Pod: "a", Node: "n1", Runqueue: &pb.Histogram{}, BlockIo: &pb.Histogram{}}},
+		UnavailableNodes: []string{"n2"},
+	}, nil
+}
+
+func TestTopNamesUnavailableNodes(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	pb.RegisterResourcesServer(gs, relayWithDownNode{})
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	out, err := runTop(t, "--server", lis.Addr().String(), "--once", "--interval", "20ms", "-o", "json")
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if strings.Count(out, "loupe top: no answer from node(s) n2: their pods are missing\n") != 1 || !strings.Contains(out, `"pod":"a"`) {
+		t.Errorf("output:\n%s", out)
+	}
+}

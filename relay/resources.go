@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	relaypb "github.com/cilium/cilium/api/v1/relay"
@@ -23,15 +24,23 @@ func (s *Server) registerResources(r grpc.ServiceRegistrar) {
 
 // GetResources asks every connected agent and returns all their pods.
 // Each pod is reported by its own node's agent only, so nothing is
-// counted twice; an agent that does not answer in time is left out.
+// counted twice; an agent that is not connected or does not answer in
+// time is named in unavailable_nodes, as Hubble names such nodes in a
+// flow query's node status.
 func (pr *podResources) GetResources(ctx context.Context, req *pb.GetResourcesRequest) (*pb.GetResourcesResponse, error) {
 	s := pr.s
 	peers := s.pool.WaitSettled(ctx, s.cfg.PeerDialTimeout)
 	var mu sync.Mutex
 	out := &pb.GetResourcesResponse{}
+	unavailable := func(name string) {
+		mu.Lock()
+		out.UnavailableNodes = append(out.UnavailableNodes, name)
+		mu.Unlock()
+	}
 	var wg sync.WaitGroup
 	for _, p := range peers {
 		if p.State != relaypb.NodeState_NODE_CONNECTED || p.conn == nil {
+			unavailable(p.Name)
 			continue
 		}
 		wg.Go(func() {
@@ -39,6 +48,7 @@ func (pr *podResources) GetResources(ctx context.Context, req *pb.GetResourcesRe
 			defer cancel()
 			r, err := pb.NewResourcesClient(p.conn).GetResources(cctx, req)
 			if err != nil {
+				unavailable(p.Name)
 				return
 			}
 			mu.Lock()
@@ -47,5 +57,6 @@ func (pr *podResources) GetResources(ctx context.Context, req *pb.GetResourcesRe
 		})
 	}
 	wg.Wait()
+	slices.Sort(out.UnavailableNodes)
 	return out, nil
 }

@@ -49,6 +49,9 @@ type Options struct {
 	// later flow is older than. The time is now minus the interval, so a
 	// flow must reach Add within the interval of its stamp.
 	Watermarks time.Duration
+	// Register, when set, adds services of the real agent (say the
+	// Resources service) to the fake's server.
+	Register func(grpc.ServiceRegistrar)
 }
 
 type entry struct {
@@ -120,6 +123,9 @@ func (a *Agent) listen(addr string) error {
 	srv := grpc.NewServer(opts...)
 	observerpb.RegisterObserverServer(srv, &observerServer{a: a})
 	peerpb.RegisterPeerServer(srv, &peerServer{a: a})
+	if a.opts.Register != nil {
+		a.opts.Register(srv)
+	}
 	h := health.NewServer()
 	h.SetServingStatus("hubble.server.Observer", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, h)

@@ -82,10 +82,13 @@ func (x *GetResourcesRequest) GetPod() []string {
 }
 
 type GetResourcesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pods          []*PodResources        `protobuf:"bytes,1,rep,name=pods,proto3" json:"pods,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pods  []*PodResources        `protobuf:"bytes,1,rep,name=pods,proto3" json:"pods,omitempty"`
+	// Nodes whose agents the relay could not ask or that did not answer in
+	// time: their pods are missing from pods. Empty from an agent.
+	UnavailableNodes []string `protobuf:"bytes,2,rep,name=unavailable_nodes,json=unavailableNodes,proto3" json:"unavailable_nodes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetResourcesResponse) Reset() {
@@ -121,6 +124,13 @@ func (*GetResourcesResponse) Descriptor() ([]byte, []int) {
 func (x *GetResourcesResponse) GetPods() []*PodResources {
 	if x != nil {
 		return x.Pods
+	}
+	return nil
+}
+
+func (x *GetResourcesResponse) GetUnavailableNodes() []string {
+	if x != nil {
+		return x.UnavailableNodes
 	}
 	return nil
 }
@@ -335,9 +345,10 @@ const file_resources_proto_rawDesc = "" +
 	"\x0fresources.proto\x12\x12loupe.resources.v1\"E\n" +
 	"\x13GetResourcesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x03(\tR\tnamespace\x12\x10\n" +
-	"\x03pod\x18\x02 \x03(\tR\x03pod\"L\n" +
+	"\x03pod\x18\x02 \x03(\tR\x03pod\"y\n" +
 	"\x14GetResourcesResponse\x124\n" +
-	"\x04pods\x18\x01 \x03(\v2 .loupe.resources.v1.PodResourcesR\x04pods\"\x9a\x03\n" +
+	"\x04pods\x18\x01 \x03(\v2 .loupe.resources.v1.PodResourcesR\x04pods\x12+\n" +
+	"\x11unavailable_nodes\x18\x02 \x03(\tR\x10unavailableNodes\"\x9a\x03\n" +
 	"\fPodResources\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x12\n" +
