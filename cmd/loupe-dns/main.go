@@ -64,4 +64,3 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&kubeconfig, "k8s-kubeconfig", "", "kubeconfig of the API server (in a pod, the in-cluster config is used)")
 	return cmd
 }
-
