@@ -143,20 +143,7 @@ func TestRealAPIServerMetadataWithInstallRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
-		var err error
-		switch v := o.Obj.(type) {
-		case *corev1.ServiceAccount:
-			_, err = cs.CoreV1().ServiceAccounts(v.Namespace).Create(ctx, v, metav1.CreateOptions{})
-		case *rbacv1.ClusterRole:
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, v, metav1.CreateOptions{})
-		case *rbacv1.ClusterRoleBinding:
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, v, metav1.CreateOptions{})
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", o.File, err)
-		}
-	}
+	createRBAC(ctx, t, cs, objs)
 	client := func(sa string) kubernetes.Interface {
 		tr, err := cs.CoreV1().ServiceAccounts("kube-system").CreateToken(ctx, sa, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
 		if err != nil {
@@ -266,20 +253,7 @@ func clusterDNSWithInstallRBAC(ctx context.Context, t *testing.T, cs kubernetes.
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
-		var err error
-		switch v := o.Obj.(type) {
-		case *corev1.ServiceAccount:
-			_, err = cs.CoreV1().ServiceAccounts(v.Namespace).Create(ctx, v, metav1.CreateOptions{})
-		case *rbacv1.ClusterRole:
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, v, metav1.CreateOptions{})
-		case *rbacv1.ClusterRoleBinding:
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, v, metav1.CreateOptions{})
-		}
-		if err != nil {
-			t.Fatalf("loupe-dns.yaml: %v", err)
-		}
-	}
+	createRBAC(ctx, t, cs, objs)
 	dnsClient := client("loupe-dns")
 	lister, err := clusterdns.WatchServices(ctx, dnsClient)
 	if err != nil {
@@ -335,6 +309,26 @@ func clusterDNSWithInstallRBAC(ctx context.Context, t *testing.T, cs kubernetes.
 	}
 	if _, err := dnsClient.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("loupe-dns may list pods: %v", err)
+	}
+}
+
+// createRBAC creates the ServiceAccounts and RBAC among objs, as kubectl
+// apply would.
+func createRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface, objs []install.Object) {
+	t.Helper()
+	for _, o := range objs {
+		var err error
+		switch v := o.Obj.(type) {
+		case *corev1.ServiceAccount:
+			_, err = cs.CoreV1().ServiceAccounts(v.Namespace).Create(ctx, v, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, v, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, v, metav1.CreateOptions{})
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", o.File, err)
+		}
 	}
 }
 
