@@ -205,7 +205,9 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	})
 
 	step(t, "1. the DaemonSet becomes ready and the CNI config appears", func() {
-		manifests := installManifests(t, loupeImageRef(t, loupeImage))
+		// With the cluster DNS of install/kubernetes/dns/, which the
+		// egress steps resolve names through.
+		manifests := installManifests(t, loupeImageRef(t, loupeImage)) + "\n---\n" + manifestsOf(t, dnsDir, loupeImageRef(t, loupeImage))
 		if out, err := n.kubectlStdin(manifests, "apply", "-f", "-"); err != nil {
 			t.Fatal(err)
 		} else {
@@ -237,14 +239,11 @@ func TestPrivilegedKubernetes(t *testing.T) {
 			t.Fatalf("conflist %s: %v\n%s", conflistPath, err, b)
 		}
 		n.mustKubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
-		// The relay is a loupe pod too: settle it before counting links.
+		// The relay and the DNS are loupe pods too: settle them before
+		// counting links.
 		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-relay", "--timeout=120s")
+		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-dns", "--timeout=120s")
 		n.clientCert()
-		// The cluster DNS (install/kubernetes/dns/) starts while the
-		// next steps run; the DNS steps wait for it.
-		if _, err := n.kubectlStdin(manifestsOf(t, dnsDir, loupeImageRef(t, loupeImage)), "apply", "-f", "-"); err != nil {
-			t.Fatal(err)
-		}
 	})
 
 	linksBefore := n.hostLinks()
@@ -531,7 +530,6 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	})
 
 	step(t, "DNS: default-deny egress with allows to web and DNS: a client resolves web by name and fetches through it, one without the allow fails", func() {
-		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-dns", "--timeout=120s")
 		n.mustKubectl("-n", testNS, "wait", "--for=condition=Ready", "pod", "-l", "role=client", "--timeout=60s")
 		n.mustKubectl("-n", testNS, "delete", "networkpolicy", policyName)
 		allowed, denied := n.pod("client-allowed"), n.pod("client-denied")

@@ -134,7 +134,8 @@ up() {
 		--service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 		--service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC --allow-privileged=true \
-		--kubelet-client-certificate="$p/admin.crt" --kubelet-client-key="$p/admin.key"
+		--kubelet-client-certificate="$p/admin.crt" --kubelet-client-key="$p/admin.key" \
+		--kubelet-preferred-address-types=InternalIP
 	wait_for "the API server" 60 innet "$K/kubectl" --kubeconfig "$W/kubeconfig" get --raw /readyz
 	start kube-controller-manager "$K/kube-controller-manager" --kubeconfig="$W/kubeconfig" \
 		--authentication-kubeconfig="$W/kubeconfig" --authorization-kubeconfig="$W/kubeconfig" \
