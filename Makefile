@@ -93,7 +93,7 @@ clean:
 .PHONY: image k8s-bins k8s-e2e
 IMAGE_DIR := $(BIN)/images
 IMAGE_TAG ?= $(VERSION)
-LOUPE_BINS := loupe-agent loupe-cni loupe-relay loupe
+LOUPE_BINS := loupe-agent loupe-cni loupe-relay loupe loupe-dns
 
 # OCI/docker-archive images of the static binaries on an empty base, built
 # without a container engine. Load with: ctr -n k8s.io images import FILE

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +16,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/loupe-project/loupe/clusterdns"
 	"github.com/loupe-project/loupe/service"
 )
 
@@ -33,7 +33,7 @@ const (
 	dnsZoneSvcs = ".svc.lab."
 	dnsZoneFail = "fail.lab."
 	dnsZoneDrop = "drop.lab."
-	dnsTTL      = 30
+	dnsTTL      = clusterdns.TTL
 )
 
 // dnsServer answers from the lab's manifests folder, read per query: the
@@ -46,82 +46,29 @@ type dnsServer struct {
 func isDNSPort(p int) bool { return p == 53 }
 
 // answer returns the reply to query, or nil for no reply.
-func (s dnsServer) answer(query []byte) []byte {
-	var p dnsmessage.Parser
-	h, err := p.Start(query)
-	if err != nil || h.Response {
-		return nil
-	}
-	q, err := p.Question()
-	if err != nil {
-		return nil
-	}
-	name := strings.ToLower(q.Name.String())
-	if name == dnsZoneDrop || strings.HasSuffix(name, "."+dnsZoneDrop) {
-		return nil
-	}
-	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
-	b := dnsmessage.NewBuilder(nil, rh)
-	b.EnableCompression()
-	var answers []netip.Addr
-	switch {
-	case h.OpCode != 0:
-		rh.RCode = dnsmessage.RCodeNotImplemented
-	case name == dnsZoneFail || strings.HasSuffix(name, "."+dnsZoneFail):
-		rh.RCode = dnsmessage.RCodeServerFailure
-	default:
-		ips, ok := s.podIPs(name)
-		if !ok {
-			ips, ok = s.serviceIPs(name)
-		}
-		if !ok {
-			rh.RCode = dnsmessage.RCodeNameError
-		}
-		for _, ip := range ips {
-			if (q.Type == dnsmessage.TypeA && ip.Is4()) || (q.Type == dnsmessage.TypeAAAA && ip.Is6()) {
-				answers = append(answers, ip)
-			}
-		}
-	}
-	b = dnsmessage.NewBuilder(nil, rh)
-	b.EnableCompression()
-	if b.StartQuestions() != nil || b.Question(q) != nil || b.StartAnswers() != nil {
-		return nil
-	}
-	for _, ip := range answers {
-		ah := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: dnsTTL}
-		if ip.Is4() {
-			err = b.AResource(ah, dnsmessage.AResource{A: ip.As4()})
-		} else {
-			err = b.AAAAResource(ah, dnsmessage.AAAAResource{AAAA: ip.As16()})
-		}
-		if err != nil {
-			return nil
-		}
-	}
-	out, err := b.Finish()
-	if err != nil {
-		return nil
-	}
-	return out
-}
+func (s dnsServer) answer(query []byte) []byte { return clusterdns.Answer(s, query) }
 
-// objectName splits <name>.<ns><zone> into name and namespace.
-func objectName(name, zone string) (obj, ns string, ok bool) {
-	rest, ok := strings.CutSuffix(name, zone)
+// Lookup implements clusterdns.Zone for the lab's zone.
+func (s dnsServer) Lookup(name string) ([]netip.Addr, dnsmessage.RCode, bool) {
+	switch {
+	case name == dnsZoneDrop || strings.HasSuffix(name, "."+dnsZoneDrop):
+		return nil, 0, false
+	case name == dnsZoneFail || strings.HasSuffix(name, "."+dnsZoneFail):
+		return nil, dnsmessage.RCodeServerFailure, true
+	}
+	ips, ok := s.podIPs(name)
 	if !ok {
-		return "", "", false
+		ips, ok = s.serviceIPs(name)
 	}
-	obj, ns, ok = strings.Cut(rest, ".")
-	if !ok || obj == "" || ns == "" || strings.Contains(ns, ".") || strings.ContainsAny(rest, "/\\") {
-		return "", "", false
+	if !ok {
+		return nil, dnsmessage.RCodeNameError, true
 	}
-	return obj, ns, true
+	return ips, dnsmessage.RCodeSuccess, true
 }
 
 // serviceIPs resolves <svc>.<ns>.svc.lab. from the Service's manifest.
 func (s dnsServer) serviceIPs(name string) ([]netip.Addr, bool) {
-	svc, ns, ok := objectName(name, dnsZoneSvcs)
+	svc, ns, ok := clusterdns.ObjectName(name, dnsZoneSvcs)
 	if !ok {
 		return nil, false
 	}
@@ -138,7 +85,7 @@ func (s dnsServer) serviceIPs(name string) ([]netip.Addr, bool) {
 
 // podIPs resolves <pod>.<ns>.pod.lab. from the pod's manifest.
 func (s dnsServer) podIPs(name string) ([]netip.Addr, bool) {
-	pod, ns, ok := objectName(name, dnsZonePods)
+	pod, ns, ok := clusterdns.ObjectName(name, dnsZonePods)
 	if !ok {
 		return nil, false
 	}
@@ -164,55 +111,9 @@ func (s dnsServer) podIPs(name string) ([]netip.Addr, bool) {
 	return ips, true
 }
 
-func (s dnsServer) serveUDP(pc net.PacketConn) error {
-	buf := make([]byte, 64*1024)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("dns udp read: %w", err)
-		}
-		if r := s.answer(buf[:n]); r != nil {
-			_, _ = pc.WriteTo(r, from)
-		}
-	}
-}
+func (s dnsServer) serveUDP(pc net.PacketConn) error { return clusterdns.ServeUDP(s, pc) }
 
-func (s dnsServer) serveTCP(ln net.Listener) error {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("dns tcp accept: %w", err)
-		}
-		go func() {
-			defer c.Close()
-			for {
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				var l [2]byte
-				if _, err := io.ReadFull(c, l[:]); err != nil {
-					return
-				}
-				msg := make([]byte, binary.BigEndian.Uint16(l[:]))
-				if _, err := io.ReadFull(c, msg); err != nil {
-					return
-				}
-				r := s.answer(msg)
-				if r == nil {
-					continue
-				}
-				out := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(r)), uint16(len(r)))
-				if _, err := c.Write(append(out, r...)); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
+func (s dnsServer) serveTCP(ln net.Listener) error { return clusterdns.ServeTCP(s, ln) }
 
 // dnsAsk sends a query for name over conn (with TCP's length framing when
 // tcp) and waits until deadline for the answer with its id, resending a UDP

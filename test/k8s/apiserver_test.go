@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -28,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/loupe-project/loupe/clusterdns"
 	"github.com/loupe-project/loupe/install"
 	"github.com/loupe-project/loupe/internal/testtools"
 	"github.com/loupe-project/loupe/metadata/k8s"
@@ -128,8 +131,8 @@ func startProc(t *testing.T, logf string, name string, args ...string) {
 
 // TestRealAPIServerMetadataWithInstallRBAC runs etcd and the real
 // kube-apiserver on loopback, applies install/'s RBAC, and reads the
-// cluster with the agent's and the relay's service-account tokens: the
-// ClusterRoles are enough for every informer, and no more.
+// cluster with the agent's, the relay's and loupe-dns's service-account
+// tokens: the ClusterRoles are enough for every informer, and no more.
 func TestRealAPIServerMetadataWithInstallRBAC(t *testing.T) {
 	base, cs := startAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -140,20 +143,7 @@ func TestRealAPIServerMetadataWithInstallRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
-		var err error
-		switch v := o.Obj.(type) {
-		case *corev1.ServiceAccount:
-			_, err = cs.CoreV1().ServiceAccounts(v.Namespace).Create(ctx, v, metav1.CreateOptions{})
-		case *rbacv1.ClusterRole:
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, v, metav1.CreateOptions{})
-		case *rbacv1.ClusterRoleBinding:
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, v, metav1.CreateOptions{})
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", o.File, err)
-		}
-	}
+	createRBAC(ctx, t, cs, objs)
 	client := func(sa string) kubernetes.Interface {
 		tr, err := cs.CoreV1().ServiceAccounts("kube-system").CreateToken(ctx, sa, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
 		if err != nil {
@@ -246,6 +236,99 @@ func TestRealAPIServerMetadataWithInstallRBAC(t *testing.T) {
 	}
 	if _, err := relayClient.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the relay may list pods: %v", err)
+	}
+
+	clusterDNSWithInstallRBAC(ctx, t, cs, client)
+}
+
+// clusterDNSWithInstallRBAC: loupe-dns, with the token of the RBAC in
+// install/kubernetes/dns/, answers for the Services of a real API server,
+// including one created after it started, and may do nothing else.
+func clusterDNSWithInstallRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface, client func(string) kubernetes.Interface) {
+	b, err := os.ReadFile(filepath.Join(dnsDir, "loupe-dns.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := install.Decode("loupe-dns.yaml", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	createRBAC(ctx, t, cs, objs)
+	dnsClient := client("loupe-dns")
+	lister, err := clusterdns.WatchServices(ctx, dnsClient)
+	if err != nil {
+		t.Fatalf("the Services informer with loupe-dns's RBAC: %v", err)
+	}
+	zone, err := clusterdns.NewServices("cluster.local", lister)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(name string) (dnsmessage.RCode, []string) {
+		q, err := (&dnsmessage.Message{Header: dnsmessage.Header{ID: 1},
+			Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(name), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}).Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m dnsmessage.Message
+		if err := m.Unpack(clusterdns.Answer(zone, q)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var ips []string
+		for _, a := range m.Answers {
+			if r, ok := a.Body.(*dnsmessage.AResource); ok {
+				ips = append(ips, netip.AddrFrom4(r.A).String())
+			}
+		}
+		return m.RCode, ips
+	}
+	k, err := cs.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc, ips := ask("kubernetes.default.svc.cluster.local."); rc != dnsmessage.RCodeSuccess || !slices.Equal(ips, []string{k.Spec.ClusterIP}) {
+		t.Errorf("kubernetes.default: %v %v, want %s", rc, ips, k.Spec.ClusterIP)
+	}
+	if rc, _ := ask("web.shop.svc.cluster.local."); rc != dnsmessage.RCodeNameError {
+		t.Errorf("web.shop before it exists: %v", rc)
+	}
+	web, err := cs.CoreV1().Services("shop").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(30*time.Second, func() error {
+		if rc, ips := ask("web.shop.svc.cluster.local."); rc != dnsmessage.RCodeSuccess || !slices.Equal(ips, []string{web.Spec.ClusterIP}) {
+			return fmt.Errorf("web.shop: %v %v, want %s", rc, ips, web.Spec.ClusterIP)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dnsClient.CoreV1().Services("shop").Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("loupe-dns may get a Service: %v", err)
+	}
+	if _, err := dnsClient.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("loupe-dns may list pods: %v", err)
+	}
+}
+
+// createRBAC creates the ServiceAccounts and RBAC among objs, as kubectl
+// apply would.
+func createRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface, objs []install.Object) {
+	t.Helper()
+	for _, o := range objs {
+		var err error
+		switch v := o.Obj.(type) {
+		case *corev1.ServiceAccount:
+			_, err = cs.CoreV1().ServiceAccounts(v.Namespace).Create(ctx, v, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, v, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, v, metav1.CreateOptions{})
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", o.File, err)
+		}
 	}
 }
 

@@ -101,6 +101,7 @@ func (n *node) dump() {
 		{"describe", "pods", "-A"},
 		{"-n", "kube-system", "logs", "ds/loupe-agent", "--all-containers", "--tail", "200"},
 		{"-n", "kube-system", "logs", "deploy/loupe-relay", "--tail", "100"},
+		{"-n", "kube-system", "logs", "deploy/loupe-dns", "--tail", "50"},
 		{"get", "events", "-A", "--sort-by", ".lastTimestamp"},
 	} {
 		out, err := n.kubectl(args...)
@@ -204,7 +205,9 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	})
 
 	step(t, "1. the DaemonSet becomes ready and the CNI config appears", func() {
-		manifests := installManifests(t, loupeImageRef(t, loupeImage))
+		// With the cluster DNS of install/kubernetes/dns/, which the
+		// egress steps resolve names through.
+		manifests := installManifests(t, loupeImageRef(t, loupeImage)) + "\n---\n" + manifestsOf(t, dnsDir, loupeImageRef(t, loupeImage))
 		if out, err := n.kubectlStdin(manifests, "apply", "-f", "-"); err != nil {
 			t.Fatal(err)
 		} else {
@@ -236,8 +239,10 @@ func TestPrivilegedKubernetes(t *testing.T) {
 			t.Fatalf("conflist %s: %v\n%s", conflistPath, err, b)
 		}
 		n.mustKubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
-		// The relay is a loupe pod too: settle it before counting links.
+		// The relay and the DNS are loupe pods too: settle them before
+		// counting links.
 		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-relay", "--timeout=120s")
+		n.mustKubectl("-n", "kube-system", "rollout", "status", "deploy/loupe-dns", "--timeout=120s")
 		n.clientCert()
 	})
 
@@ -245,7 +250,7 @@ func TestPrivilegedKubernetes(t *testing.T) {
 	var pods []pod
 	step(t, "2. three replicas get pod IPs from loupe and reach each other", func() {
 		n.mustKubectl("create", "namespace", testNS)
-		if _, err := n.kubectlStdin(webDeployment, "apply", "-f", "-"); err != nil {
+		if _, err := n.kubectlStdin(webDeployment+"---\n"+clientPods, "apply", "-f", "-"); err != nil {
 			t.Fatal(err)
 		}
 		n.mustKubectl("-n", testNS, "rollout", "status", "deploy/web", "--timeout=120s")
@@ -524,8 +529,43 @@ func TestPrivilegedKubernetes(t *testing.T) {
 		}
 	})
 
+	step(t, "DNS: default-deny egress with allows to web and DNS: a client resolves web by name and fetches through it, one without the allow fails", func() {
+		n.mustKubectl("-n", testNS, "wait", "--for=condition=Ready", "pod", "-l", "role=client", "--timeout=60s")
+		n.mustKubectl("-n", testNS, "delete", "networkpolicy", policyName)
+		allowed, denied := n.pod("client-allowed"), n.pod("client-denied")
+		// Without egress policy both clients resolve and reach web: the
+		// later failure is the policy's.
+		n.fetchWebByName(allowed, denied)
+		if _, err := n.kubectlStdin(egressPolicies, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		n.checkEgressByName(allowed, denied, pods)
+		if err := poll(20*time.Second, func() error {
+			flows, err := n.observe("--from-pod", testNS+"/"+allowed.Name, "--to-service", "kube-system/kube-dns")
+			if err != nil || len(flows) == 0 {
+				return fmt.Errorf("no flow from %s to the kube-dns Service (%d flows): %v", allowed.Name, len(flows), err)
+			}
+			flows, err = n.observe("--verdict", "DROPPED", "--from-pod", testNS+"/"+denied.Name)
+			if err != nil || len(flows) == 0 {
+				return fmt.Errorf("no dropped flow from %s: %v", denied.Name, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	step(t, "DNS without kube-proxy: the same with kube-proxy stopped and its rules removed: loupe's Service translation alone", func() {
+		n.nodeSh("proxy-stop")
+		defer n.nodeSh("proxy-start")
+		if out, err := n.run("iptables-save"); err != nil || strings.Contains(out, "KUBE-SVC") || strings.Contains(out, "KUBE-SERVICES") {
+			t.Fatalf("kube-proxy's rules left (%v):\n%s", err, out)
+		}
+		n.checkEgressByName(n.pod("client-allowed"), n.pod("client-denied"), pods)
+	})
+
 	step(t, "5. deleting the pods runs CNI DEL and leaves nothing on the host", func() {
-		n.mustKubectl("-n", testNS, "delete", "deploy/web", "--wait=true")
+		n.mustKubectl("-n", testNS, "delete", "deploy/web", "pod/client-allowed", "pod/client-denied", "--wait=true")
 		if err := poll(60*time.Second, func() error {
 			out, err := n.kubectl("-n", testNS, "get", "pods", "-o", "name")
 			if err != nil {
@@ -564,7 +604,7 @@ func TestPrivilegedKubernetes(t *testing.T) {
 		if err := loupePodsGone("app.kubernetes.io/name=loupe-agent"); err != nil {
 			t.Fatal(err)
 		}
-		manifests := installManifests(t, loupeImageRef(t, loupeImage))
+		manifests := installManifests(t, loupeImageRef(t, loupeImage)) + "\n---\n" + manifestsOf(t, dnsDir, loupeImageRef(t, loupeImage))
 		if _, err := n.kubectlStdin(manifests, "delete", "--ignore-not-found", "--wait=true", "-f", "-"); err != nil {
 			t.Fatal(err)
 		}
@@ -695,11 +735,21 @@ func inCIDR(ip, cidr string) bool {
 
 var imageLine = regexp.MustCompile(`(?m)^(\s*image:\s*)loupe:\S+$`)
 
+const (
+	installDir = "../../install/kubernetes"
+	dnsDir     = installDir + "/dns"
+)
+
 // installManifests is install/kubernetes, unchanged but for the image name.
 func installManifests(t *testing.T, ref string) string {
 	t.Helper()
+	return manifestsOf(t, installDir, ref)
+}
+
+// manifestsOf is the YAML of dir, unchanged but for the image name.
+func manifestsOf(t *testing.T, dir, ref string) string {
+	t.Helper()
 	var all []string
-	dir := "../../install/kubernetes"
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -774,4 +824,139 @@ spec:
   podSelector:
     matchLabels: {app: web}
   policyTypes: [Ingress]
+`
+
+// pod returns a pod of the test namespace with its IP.
+func (n *node) pod(name string) pod {
+	n.t.Helper()
+	ip := strings.TrimSpace(n.mustKubectl("-n", testNS, "get", "pod", name, "-o", "jsonpath={.status.podIP}"))
+	if ip == "" {
+		n.t.Fatalf("pod %s has no IP", name)
+	}
+	return pod{name, ip}
+}
+
+// webNames are the names a pod of the test namespace resolves web by: the
+// short name through its resolv.conf search path, and the full name.
+var webNames = []string{"web", "web." + testNS + ".svc.cluster.local"}
+
+// fetchByName asks client to GET the web Service by a DNS name; it returns
+// the web pod that answered.
+func (n *node) fetchByName(client pod, name string) (string, error) {
+	got, err := n.run(n.testhtp, "get", fmt.Sprintf("http://%s:8080/fetch?url=http://%s/", client.IP, name))
+	return strings.TrimSpace(got), err
+}
+
+// fetchWebByName requires every client to reach a web pod by every name.
+func (n *node) fetchWebByName(clients ...pod) {
+	n.t.Helper()
+	for _, c := range clients {
+		for _, name := range webNames {
+			if err := poll(30*time.Second, func() error {
+				got, err := n.fetchByName(c, name)
+				if err == nil && !strings.HasPrefix(got, "web-") {
+					err = fmt.Errorf("%s reached %q, not a web pod", c.Name, got)
+				}
+				if err != nil {
+					return fmt.Errorf("%s by name %s: %w", c.Name, name, err)
+				}
+				return nil
+			}); err != nil {
+				n.t.Fatal(err)
+			}
+		}
+	}
+}
+
+// checkEgressByName: under egressPolicies, the allowed client resolves and
+// reaches web by name, and the other one fails.
+func (n *node) checkEgressByName(allowed, denied pod, web []pod) {
+	n.t.Helper()
+	n.fetchWebByName(allowed)
+	if got, err := n.fetchByName(allowed, webNames[0]); err != nil || !slices.ContainsFunc(web, func(p pod) bool { return p.Name == got }) {
+		n.t.Fatalf("%s by name: %q %v, want one of the web pods %v", allowed.Name, got, err, web)
+	}
+	if err := poll(10*time.Second, func() error {
+		if got, err := n.fetchByName(denied, webNames[0]); err == nil {
+			return fmt.Errorf("%s, with no egress allowed, reached %q", denied.Name, got)
+		}
+		return nil
+	}); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// nodeSh runs node.sh CMD on the test's node.
+func (n *node) nodeSh(cmd string) {
+	n.t.Helper()
+	c := exec.Command("./node.sh", cmd, n.work)
+	if out, err := c.CombinedOutput(); err != nil {
+		n.t.Fatalf("node.sh %s: %v\n%s", cmd, err, out)
+	}
+}
+
+// Two clients of web: only client-allowed is let out, to the web pods and
+// to the cluster DNS.
+const clientPods = `apiVersion: v1
+kind: Pod
+metadata:
+  name: client-allowed
+  namespace: ` + testNS + `
+  labels: {role: client, egress: web-and-dns}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: loupe-testhttp:e2e
+    imagePullPolicy: Never
+    args: [serve, ":8080"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client-denied
+  namespace: ` + testNS + `
+  labels: {role: client}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: loupe-testhttp:e2e
+    imagePullPolicy: Never
+    args: [serve, ":8080"]
+`
+
+// Default-deny egress for the namespace, and the usual allows: the web
+// pods on their container port, and the kube-dns pods on 53. Both are
+// reached through a ClusterIP, so both hold only if the Service is
+// translated before egress policy judges the packet.
+const egressPolicies = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: default-deny-egress
+  namespace: ` + testNS + `
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: allow-web-and-dns
+  namespace: ` + testNS + `
+spec:
+  podSelector:
+    matchLabels: {egress: web-and-dns}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - podSelector:
+        matchLabels: {app: web}
+    ports: [{port: 8080, protocol: TCP}]
+  - to:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: kube-system}
+      podSelector:
+        matchLabels: {k8s-app: kube-dns}
+    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
 `

@@ -8,10 +8,14 @@
 #
 #   node.sh up   WORK K8S_BIN_DIR IMAGE_TAR...   start it and import the images
 #   node.sh down WORK                            stop it and undo everything
+#   node.sh proxy-stop WORK                      stop kube-proxy and remove its rules
+#   node.sh proxy-start WORK                     start kube-proxy again
 #
 # WORK holds the state (env, pki, logs, data). Inside the namespace the
 # node's address is 10.250.0.10 on a veth inside it; pods get 10.244.0.0/24
-# from the controller-manager; services are 10.96.0.0/16.
+# from the controller-manager; services are 10.96.0.0/16; pods' DNS is
+# 10.96.0.10 (the kube-dns Service of install/kubernetes/dns/) and the
+# cluster domain cluster.local.
 set -euo pipefail
 
 cmd="${1:?usage: node.sh up|down WORK ...}"
@@ -20,6 +24,7 @@ NODE_IP=10.250.0.10
 NODE_NAME=loupe-e2e-node
 CLUSTER_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
+CLUSTER_DNS=10.96.0.10
 SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory)
 
 log() { echo "node.sh: $*" >&2; }
@@ -129,7 +134,8 @@ up() {
 		--service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 		--service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC --allow-privileged=true \
-		--kubelet-client-certificate="$p/admin.crt" --kubelet-client-key="$p/admin.key"
+		--kubelet-client-certificate="$p/admin.crt" --kubelet-client-key="$p/admin.key" \
+		--kubelet-preferred-address-types=InternalIP
 	wait_for "the API server" 60 innet "$K/kubectl" --kubeconfig "$W/kubeconfig" get --raw /readyz
 	start kube-controller-manager "$K/kube-controller-manager" --kubeconfig="$W/kubeconfig" \
 		--authentication-kubeconfig="$W/kubeconfig" --authorization-kubeconfig="$W/kubeconfig" \
@@ -185,15 +191,39 @@ authorization: {mode: AlwaysAllow}
 evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+clusterDNS: [$CLUSTER_DNS]
+clusterDomain: cluster.local
 KY
 	start kubelet "$K/kubelet" --kubeconfig="$W/kubeconfig" --config="$W/kubelet.yaml" \
 		--node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --root-dir="$W/kubelet" --cert-dir="$W/kubelet/pki"
-	start kube-proxy "$K/kube-proxy" --kubeconfig="$W/kubeconfig" --hostname-override="$NODE_NAME" \
-		--proxy-mode=iptables --cluster-cidr="$CLUSTER_CIDR" --conntrack-max-per-core=0 \
-		--metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
+	start_proxy
 	wait_for "the node to register" 60 innet "$K/kubectl" --kubeconfig "$W/kubeconfig" get node "$NODE_NAME"
 	wait_for "the node's pod CIDR" 60 bash -c "nsenter --net=/run/netns/$NS -- '$K/kubectl' --kubeconfig '$W/kubeconfig' get node $NODE_NAME -o jsonpath='{.spec.podCIDR}' | grep -q /"
 	log "node $NODE_NAME up in netns $NS"
+}
+
+start_proxy() {
+	start kube-proxy "$K/kube-proxy" --kubeconfig="$W/kubeconfig" --hostname-override="$NODE_NAME" \
+		--proxy-mode=iptables --cluster-cidr="$CLUSTER_CIDR" --conntrack-max-per-core=0 \
+		--metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
+}
+
+# A node without kube-proxy: the process stopped and, as after removing its
+# DaemonSet, the rules it left flushed (kube-proxy --cleanup).
+proxy_stop() {
+	# shellcheck disable=SC1091
+	source "$W/env"
+	stop_pid kube-proxy
+	innet "$K/kube-proxy" --cleanup >>"$W/logs/kube-proxy-cleanup.log" 2>&1
+	log "kube-proxy stopped, its rules removed"
+}
+
+proxy_start() {
+	# shellcheck disable=SC1091
+	source "$W/env"
+	start_proxy
+	wait_for "kube-proxy's healthz" 30 innet bash -c "exec 3<>/dev/tcp/127.0.0.1/10256"
+	log "kube-proxy started"
 }
 
 stop_pid() { # name
@@ -272,5 +302,7 @@ down() {
 case "$cmd" in
 up) up "$@" ;;
 down) down ;;
-*) echo "usage: node.sh up|down WORK ..." >&2; exit 2 ;;
+proxy-stop) proxy_stop ;;
+proxy-start) proxy_start ;;
+*) echo "usage: node.sh up|down|proxy-stop|proxy-start WORK ..." >&2; exit 2 ;;
 esac
