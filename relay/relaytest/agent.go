@@ -49,6 +49,10 @@ type Options struct {
 	// later flow is older than. The time is now minus the interval, so a
 	// flow must reach Add within the interval of its stamp.
 	Watermarks time.Duration
+	// Register, when set, adds more services to the agent's gRPC server,
+	// as an agent serves its SecurityEvents and Resources beside the
+	// Observer.
+	Register func(grpc.ServiceRegistrar)
 }
 
 type entry struct {
@@ -123,6 +127,9 @@ func (a *Agent) listen(addr string) error {
 	h := health.NewServer()
 	h.SetServingStatus("hubble.server.Observer", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, h)
+	if a.opts.Register != nil {
+		a.opts.Register(srv)
+	}
 	a.mu.Lock()
 	a.addr = lis.Addr().String()
 	a.srv = srv
