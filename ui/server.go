@@ -80,7 +80,7 @@ type Config struct {
 	// resources are read (default 10s): the latencies cover one interval.
 	SecurityWindow    time.Duration
 	ResourcesInterval time.Duration
-	Log        *slog.Logger
+	Log               *slog.Logger
 }
 
 // Server serves the UI: embedded assets, and the websocket.
@@ -172,7 +172,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Log, assets: assets, agg: NewAggregator(cfg.Aggregator),
 		clients: map[*client]struct{}{}, recent: make([]FlowRow, recentRows),
 		sample: newBucket(200, 200), health: newHealth(cfg.SecurityWindow),
-		state:  Status{State: "connecting", Nodes: []NodeState{}, Since: time.Now().UnixMilli()}}
+		state: Status{State: "connecting", Nodes: []NodeState{}, Since: time.Now().UnixMilli()}}
 	// No permessage-deflate: on the LAN or loopback, deflating a snapshot
 	// of megabytes costs more time than it saves (measured: the first
 	// render of 2,000 workloads went from 3.8 s to 2.0 s without it).

@@ -625,7 +625,7 @@ function resourceRows(r) {
     ['run queue p99', runq],
     ['block I/O p99', r.ioOps ? `${fmtUs(r.ioP99Us)} (${r.ioOps} ops)` : '— (no I/O)'],
     ['OOM kills', el('dd', String(r.oomKills || 0), r.oomKills ? 'deny' : '')],
-    ['CPU', `${(r.cpuSeconds || 0).toFixed(2)} s in ${(r.intervalMs / 1000).toFixed(0)} s · ${r.pods} pod${r.pods > 1 ? 's' : ''}`],
+    ['CPU', `${(r.cpuSeconds || 0).toFixed(2)} s in ${(r.intervalMs / 1000).toFixed(1)} s · ${r.pods} pod${r.pods > 1 ? 's' : ''}`],
   ];
 }
 function healthSections(id) {
