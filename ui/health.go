@@ -21,7 +21,8 @@ const (
 	DefaultSecurityWindow    = time.Hour
 	DefaultResourcesInterval = 10 * time.Second
 	maxSecurityWindow        = 24 * time.Hour
-	maxEventsPerWorkload     = 10
+	maxEventsPerWorkload     = 12
+	maxRulesPerPod           = 32
 	maxSecurityPods          = 4096 // pods with events kept; past it the quietest go
 	windowSlots              = 60   // a pod's event counts, in window/60 slots
 )
@@ -29,9 +30,11 @@ const (
 // WorkloadHealth is what a browser shows of one workload beside its
 // traffic. Either part may be missing.
 type WorkloadHealth struct {
-	// Events are the workload's latest security events in the window,
-	// newest first, at most maxEventsPerWorkload; EventCount counts all
-	// of them (to window/60) and Priority is the most severe.
+	// Events are the latest event of each rule that fired for the
+	// workload in the window, newest first, at most maxEventsPerWorkload
+	// rules (so that a burst of one rule hides no other); EventCount
+	// counts all its events (to window/60) and Priority is the most
+	// severe.
 	Events     []SecEventView `json:"events,omitempty"`
 	EventCount uint64         `json:"eventCount,omitempty"`
 	Priority   string         `json:"priority,omitempty"`
@@ -43,6 +46,7 @@ type WorkloadHealth struct {
 type SecEventView struct {
 	Time     int64  `json:"t"` // unix ms
 	Rule     string `json:"rule"`
+	Count    uint64 `json:"count"` // the rule's events in the window, this one included
 	Priority string `json:"priority"`
 	Pod      string `json:"pod,omitempty"`
 	Node     string `json:"node,omitempty"`
@@ -74,18 +78,26 @@ type ResourceView struct {
 
 type podRef struct{ ns, pod string }
 
-// podEvents is one pod's events in the window: the latest few in full,
-// and counts per slot of window/windowSlots with the slot's most severe
-// priority.
+// podEvents is one pod's events in the window: counts per slot of
+// window/windowSlots with the slot's most severe priority (all events,
+// whatever rules were evicted), and by rule.
 type podEvents struct {
-	latest []SecEventView // oldest first
-	slots  map[int64]slotCount
-	last   int64 // unix ns of the newest event
+	slots map[int64]slotCount
+	rules map[string]*ruleEvents
+	last  int64 // unix ns of the newest event
 }
 
 type slotCount struct {
 	n    uint64
 	prio secevents.Priority
+}
+
+// ruleEvents is one rule's events of a pod: the latest in full, and
+// counts per slot of window/windowSlots.
+type ruleEvents struct {
+	latest SecEventView
+	prio   secevents.Priority
+	slots  map[int64]uint64
 }
 
 // health keeps the workloads' health. It is not safe for concurrent use
@@ -138,19 +150,26 @@ func (h *health) addEvent(ev *secpb.SecurityEvent, now time.Time) {
 		if len(h.pods) >= maxSecurityPods {
 			h.evictQuietest()
 		}
-		p = &podEvents{slots: map[int64]slotCount{}}
+		p = &podEvents{slots: map[int64]slotCount{}, rules: map[string]*ruleEvents{}}
 		h.pods[k] = p
 	}
 	v := SecEventView{Time: t / 1e6, Rule: ev.GetRule(), Priority: prio.String(), Pod: ev.GetPod(),
 		Node: ev.GetNodeName(), Process: ev.GetProcess().GetName(), PID: ev.GetProcess().GetPid(),
 		File: ev.GetFile(), Action: ev.GetAction(), PeerIP: ev.GetDestinationIp(), PeerPort: ev.GetDestinationPort(),
 		Proto: ev.GetL4Protocol(), Query: ev.GetDnsQuery()}
-	i, _ := slices.BinarySearchFunc(p.latest, v.Time, func(e SecEventView, t int64) int { return cmp.Compare(e.Time, t+1) })
-	p.latest = slices.Insert(p.latest, i, v) // in time order: the merged stream may be a little out of it
-	if len(p.latest) > maxEventsPerWorkload {
-		p.latest = p.latest[len(p.latest)-maxEventsPerWorkload:]
+	r := p.rules[v.Rule]
+	if r == nil {
+		if len(p.rules) >= maxRulesPerPod {
+			p.evictOldestRule()
+		}
+		r = &ruleEvents{latest: v, prio: prio, slots: map[int64]uint64{}}
+		p.rules[v.Rule] = r
+	}
+	if v.Time >= r.latest.Time { // the merged stream may be a little out of order
+		r.latest, r.prio = v, prio
 	}
 	s := h.slot(t)
+	r.slots[s]++
 	c, ok := p.slots[s]
 	if !ok || prio < c.prio {
 		c.prio = prio
@@ -159,6 +178,16 @@ func (h *health) addEvent(ev *secpb.SecurityEvent, now time.Time) {
 	p.slots[s] = c
 	p.last = max(p.last, t)
 	h.changed = true
+}
+
+func (p *podEvents) evictOldestRule() {
+	var oldest *ruleEvents
+	for _, r := range p.rules {
+		if oldest == nil || r.latest.Time < oldest.latest.Time {
+			oldest = r
+		}
+	}
+	delete(p.rules, oldest.latest.Rule)
 }
 
 // evictQuietest drops the pod whose latest event is the oldest.
@@ -185,16 +214,18 @@ func (h *health) expire(now time.Time) {
 		for s := range p.slots {
 			if s < first {
 				delete(p.slots, s)
-				h.changed = true
 			}
 		}
-		i := 0
-		for i < len(p.latest) && p.latest[i].Time*1e6 < cut {
-			i++
-		}
-		if i > 0 {
-			p.latest = p.latest[i:]
-			h.changed = true
+		for name, r := range p.rules {
+			for s := range r.slots {
+				if s < first {
+					delete(r.slots, s)
+					h.changed = true
+				}
+			}
+			if len(r.slots) == 0 {
+				delete(p.rules, name)
+			}
 		}
 		if len(p.slots) == 0 {
 			delete(h.pods, k)
@@ -349,11 +380,32 @@ func (h *health) compute(a *Aggregator) {
 			v.EventCount += c.n
 			top = min(top, c.prio)
 		}
+		for _, r := range p.rules {
+			var n uint64
+			for _, c := range r.slots {
+				n += c
+			}
+			// Several pods of a workload: one row per rule, the latest.
+			i := slices.IndexFunc(v.Events, func(e SecEventView) bool { return e.Rule == r.latest.Rule })
+			ev := r.latest
+			ev.Count = n
+			if i < 0 {
+				v.Events = append(v.Events, ev)
+				continue
+			}
+			n += v.Events[i].Count
+			if ev.Time < v.Events[i].Time {
+				ev = v.Events[i]
+			}
+			ev.Count = n
+			v.Events[i] = ev
+		}
 		v.Priority = top.String()
-		v.Events = append(v.Events, p.latest...)
 	}
 	for _, v := range views {
-		slices.SortFunc(v.Events, func(x, y SecEventView) int { return cmp.Compare(y.Time, x.Time) })
+		slices.SortFunc(v.Events, func(x, y SecEventView) int {
+			return cmp.Or(cmp.Compare(y.Time, x.Time), cmp.Compare(x.Rule, y.Rule))
+		})
 		if len(v.Events) > maxEventsPerWorkload {
 			v.Events = v.Events[:maxEventsPerWorkload]
 		}

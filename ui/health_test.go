@@ -119,7 +119,7 @@ func TestHealthEventsBounded(t *testing.T) {
 	if len(v.Events) != maxEventsPerWorkload || v.EventCount != 50 || v.Priority != "Critical" {
 		t.Fatalf("view: %d events, count %d, priority %s; want %d, 50, Critical", len(v.Events), v.EventCount, v.Priority, maxEventsPerWorkload)
 	}
-	if v.Events[0].Rule != "rule 49" || v.Events[9].Rule != "rule 40" {
+	if v.Events[0].Rule != "rule 49" || v.Events[maxEventsPerWorkload-1].Rule != fmt.Sprintf("rule %d", 50-maxEventsPerWorkload) {
 		t.Errorf("events not newest first: %s … %s", v.Events[0].Rule, v.Events[9].Rule)
 	}
 	if e := v.Events[0]; e.Process != "cat" || e.PID != 42 || e.File != "/etc/shadow" || e.Priority != "Notice" {
@@ -172,5 +172,31 @@ func TestHealthResolve(t *testing.T) {
 	}
 	if len(changed) != 4 {
 		t.Errorf("views %v", changed)
+	}
+}
+
+// TestHealthEventsByRule: a burst of one rule hides no other: the panel
+// lists each rule's latest event with its count, merged over the pods of
+// a workload.
+func TestHealthEventsByRule(t *testing.T) {
+	h := newHealth(0)
+	a := NewAggregator(AggregatorConfig{})
+	now := time.Now()
+	h.setResources([]*respb.PodResources{podRes("demo", "fe-1", "frontend", 1, nil, nil, 0, 0),
+		podRes("demo", "fe-2", "frontend", 2, nil, nil, 0, 0)}, now)
+	h.addEvent(secEvent("demo", "fe-1", "Kill shadow readers", "Critical", now.Add(-time.Minute)), now)
+	for i := range 40 {
+		h.addEvent(secEvent("demo", fmt.Sprintf("fe-%d", 1+i%2), "Shell in container", "Notice", now.Add(time.Duration(i)*time.Millisecond-30*time.Second)), now)
+	}
+	changed, _ := h.flush(now, a)
+	v := changed["demo/frontend"]
+	if v == nil || len(v.Events) != 2 || v.EventCount != 41 || v.Priority != "Critical" {
+		t.Fatalf("view %+v", v)
+	}
+	if e := v.Events[0]; e.Rule != "Shell in container" || e.Count != 40 || e.Pod != "fe-2" {
+		t.Errorf("first row %+v: want the shell rule's latest (fe-2), 40 events", e)
+	}
+	if e := v.Events[1]; e.Rule != "Kill shadow readers" || e.Count != 1 || e.Priority != "Critical" {
+		t.Errorf("second row %+v", e)
 	}
 }

@@ -611,7 +611,7 @@ function eventsTable(id, h) {
     const link = el('td'); link.append(a);
     const prio = el('td', ev.priority + (ev.action ? ` (${ev.action.toUpperCase()})` : ''));
     prio.style.color = severityColor(ev.priority);
-    tr.append(el('td', fmtTime(ev.t)), el('td', ev.rule), prio, el('td', what || '—'), link);
+    tr.append(el('td', fmtTime(ev.t)), el('td', ev.count > 1 ? `${ev.rule} ×${ev.count}` : ev.rule), prio, el('td', what || '—'), link);
     if (ev.pod) tr.title = `pod ${ev.pod} on ${ev.node || '?'}`;
     t.append(tr);
   }

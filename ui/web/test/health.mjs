@@ -45,8 +45,8 @@ try {
     const c = document.getElementById('map');
     const { k, tx, ty } = window.loupe.map.view;
     const dpr = window.devicePixelRatio || 1;
-    // Left of the centre, clear of the white count.
-    const x = Math.round(((bd.x - 4.5) * k + tx) * dpr), y = Math.round((bd.y * k + ty) * dpr);
+    // Above the white count, inside the disc.
+    const x = Math.round((bd.x * k + tx) * dpr), y = Math.round(((bd.y - 5) * k + ty) * dpr);
     const d = c.getContext('2d').getImageData(x, y, 1, 1).data;
     return { k, color: '#' + [d[0], d[1], d[2]].map((v) => v.toString(16).padStart(2, '0')).join('') };
   }, out.badge);
