@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,17 +72,22 @@ func TestPrivilegedBrowserLabAttack(t *testing.T) {
 	}
 	_, dir, st := uiLab(t, bin, "ua", "-f", filepath.Join("..", "examples", "demo.yaml"), "--rules-dir", rules)
 	loupe := filepath.Join(bin, "loupe")
+	// Each background command is its own process group, which the test
+	// ends (exec's nsenter and the shell's children with it).
 	background := func(args ...string) {
 		cmd := exec.Command(loupe, append([]string{"lab", "--lab-dir", dir}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 	}
 	// The demo's traffic puts the workloads and their edges on the map.
 	background("traffic", "--rate", "20", "--duration", "5m")
-	// Four busy loops in db for 25 s: two read intervals of the UI (10 s).
-	background("exec", "demo/db", "--", "sh", "-c", "for i in 1 2 3 4; do timeout 25 sh -c 'while :; do :; done' & done; wait")
+	// Four busy loops in db until the test ends (at most 3 minutes), at
+	// the lowest priority: they wait for each other and for everything
+	// else, and do not starve the browser.
+	background("exec", "demo/db", "--", "nice", "-n", "19", "sh", "-c", "for i in 1 2 3 4; do timeout 180 sh -c 'while :; do :; done' & done; wait")
 	time.Sleep(time.Second) // the agents know their pods
 
 	attack := exec.Command("bash", filepath.Join("..", "examples", "attack.sh"))

@@ -449,9 +449,9 @@ function renderPanel() {
     }
     panel.replaceChildren(
       el('h3', d.name),
+      ...healthSections(n.id),
       dl([['namespace', d.ns || '—'], ['kind', d.kind], ['flows', `${d.flowsOut} out · ${d.flowsIn} in · ${d.drops} dropped`],
         ['labels', chips(d.labels)], ['pods', chips(d.pods)], ['IPs', chips(d.ips)], ['ports', chips(d.ports)]]),
-      ...healthSections(n.id),
       el('h2', 'Connections'), conns,
       el('h2', 'Recent drops'), dropsTable(drops),
       el('h2', 'Policies on its flows'), policyList([...pols.values()]),
@@ -628,13 +628,22 @@ function resourceRows(r) {
     ['CPU', `${(r.cpuSeconds || 0).toFixed(2)} s in ${(r.intervalMs / 1000).toFixed(1)} s · ${r.pods} pod${r.pods > 1 ? 's' : ''}`],
   ];
 }
+// The panel is rebuilt on every live update; the events table keeps its
+// elements while the workload's events are unchanged (resources change
+// every read), so that a click on an event's link is not lost to a
+// rebuild.
+let eventsDom = { key: '', nodes: null };
+function eventSection(id, h) {
+  const key = id + SEP + (h.eventCount || 0) + SEP + JSON.stringify(h.events || []);
+  if (eventsDom.nodes && eventsDom.key === key) return eventsDom.nodes;
+  const out = [el('h2', `Security events${h.eventCount ? ` (${h.eventCount})` : ''}`)];
+  out.push(h.eventCount ? eventsTable(id, h) : el('p', 'none recently', 'muted'));
+  eventsDom = { key, nodes: out };
+  return out;
+}
 function healthSections(id) {
   const h = map.health.get(id) || {};
-  const out = [el('h2', 'Resources'), dl(resourceRows(h.res))];
-  out.push(el('h2', `Security events${h.eventCount ? ` (${h.eventCount})` : ''}`));
-  if (!h.eventCount) out.push(el('p', 'none recently', 'muted'));
-  else out.push(eventsTable(id, h));
-  return out;
+  return [...eventSection(id, h), el('h2', 'Resources'), dl(resourceRows(h.res))];
 }
 // serverHealth: a connection's server, starved or not, next to its traffic.
 function serverHealth(dst) {
