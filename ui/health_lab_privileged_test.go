@@ -16,10 +16,16 @@ import (
 	"github.com/loupe-project/loupe/lab"
 )
 
+// testLab is a lab a UI test brought up.
+type testLab struct {
+	run       func(args ...string) (string, error) // loupe lab ARGS in it
+	dir, name string
+	st        lab.Status // as it was after up
+}
+
 // uiLab brings up a lab (loupe lab up --name … upArgs) that is torn down
-// when the test ends, and returns a runner of `loupe lab` commands in it,
-// its folder and its status.
-func uiLab(t *testing.T, bin, prefix string, upArgs ...string) (func(args ...string) (string, error), string, lab.Status) {
+// when the test ends.
+func uiLab(t *testing.T, bin, prefix string, upArgs ...string) testLab {
 	t.Helper()
 	dir := t.TempDir()
 	name := fmt.Sprintf("%s%04x", prefix, rand.IntN(0x10000))
@@ -51,7 +57,7 @@ func uiLab(t *testing.T, bin, prefix string, upArgs ...string) (func(args ...str
 	if st.UIURL == "" {
 		t.Fatalf("lab status has no UI: %s", out)
 	}
-	return run, dir, st
+	return testLab{run: run, dir: dir, name: name, st: st}
 }
 
 // TestPrivilegedBrowserLabAttack runs examples/attack.sh against the demo
@@ -70,7 +76,8 @@ func TestPrivilegedBrowserLabAttack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, dir, st := uiLab(t, bin, "ua", "-f", filepath.Join("..", "examples", "demo.yaml"), "--rules-dir", rules)
+	tl := uiLab(t, bin, "ua", "-f", filepath.Join("..", "examples", "demo.yaml"), "--rules-dir", rules)
+	dir, st := tl.dir, tl.st
 	loupe := filepath.Join(bin, "loupe")
 	// Each background command is its own process group, which the test
 	// ends (exec's nsenter and the shell's children with it).

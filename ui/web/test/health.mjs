@@ -9,7 +9,7 @@
 // pair's not; starved[1]'s panel shows resourceTexts. Then the first
 // event's "flows then" link must move the slider off live and keep the
 // workload selected. Prints one JSON line; exits 1 on failure.
-import { launch, fail } from './browser.mjs';
+import { launch, fail as failNow } from './browser.mjs';
 
 const url = new URL(process.env.LOUPE_UI_URL);
 const want = JSON.parse(process.env.LOUPE_UI_HEALTH || '{}');
@@ -20,6 +20,9 @@ const page = await b.newPage();
 const logs = [];
 page.on('pageerror', (e) => logs.push('pageerror: ' + e.message));
 const out = { ok: true };
+let step = 'start';
+const fail = (msg) => failNow(`${step}: ${msg}`);
+page.on('console', (m) => { if (m.type() === 'error') logs.push('console: ' + m.text()); });
 const state = () => page.evaluate((w) => ({
   badge: window.loupe.badge(w.attacked), quietBadge: window.loupe.badge(w.quiet),
   health: window.loupe.health(w.attacked),
@@ -28,6 +31,7 @@ const state = () => page.evaluate((w) => ({
 try {
   await page.goto(url.toString());
   await page.waitForFunction(() => /^live/.test(document.getElementById('conn').textContent), null, { timeout });
+  step = 'badge';
   // The badge, drawn on the canvas with the count of events.
   await page.waitForFunction((w) => {
     const bd = window.loupe.badge(w.attacked);
@@ -53,27 +57,30 @@ try {
   const near = (a, bb) => [1, 3, 5].every((i) => Math.abs(parseInt(a.slice(i, i + 2), 16) - parseInt(bb.slice(i, i + 2), 16)) < 40);
   if (!near(out.badgePixel.color, out.badge.color)) fail(`badge pixel ${JSON.stringify(out.badgePixel)}, want about ${out.badge.color}`);
 
+  step = 'attacked panel';
   // The attacked workload's panel: its events, each with a link.
   await page.evaluate((id) => window.loupe.select({ type: 'node', id }), want.attacked);
   await page.waitForFunction((texts) => { const t = document.getElementById('panel').textContent; return texts.every((x) => t.includes(x)); }, want.texts || [], { timeout })
-    .catch(async () => fail(`panel of ${want.attacked} lacks ${JSON.stringify(want.texts)}: ${await page.textContent('#panel')}`));
+    .catch(async () => fail(`panel of ${want.attacked} lacks ${JSON.stringify(want.texts)}: ${await page.textContent('#panel', { timeout: 5000 }).catch((e) => 'unreadable: ' + e)}`));
   out.panel = await page.textContent('#panel');
   out.legend = await page.textContent('#legend');
   if (!/security event/.test(out.legend)) fail(`legend has no security flag: ${out.legend}`);
   if (want.screenshot) { await page.screenshot({ path: want.screenshot }); out.screenshot = want.screenshot; }
 
+  step = 'starved panel';
   // The starved server's panel: run queue, I/O, OOM kills.
   if (want.starved) {
     await page.evaluate((id) => window.loupe.select({ type: 'node', id }), want.starved[1]);
     await page.waitForFunction((texts) => { const t = document.getElementById('panel').textContent; return texts.every((x) => t.includes(x)); }, want.resourceTexts || [], { timeout })
-      .catch(async () => fail(`panel of ${want.starved[1]} lacks ${JSON.stringify(want.resourceTexts)}: ${await page.textContent('#panel')}`));
+      .catch(async () => fail(`panel of ${want.starved[1]} lacks ${JSON.stringify(want.resourceTexts)}: ${await page.textContent('#panel', { timeout: 5000 }).catch((e) => 'unreadable: ' + e)}`));
     out.starvedPanel = await page.textContent('#panel');
     await page.evaluate((p) => window.loupe.select({ type: 'pair', id: window.loupe.pairKey(...p) }), want.starved);
     await page.waitForFunction(() => /starved pod, not the network/.test(document.getElementById('panel').textContent), null, { timeout })
-      .catch(async () => fail(`pair panel does not say starved: ${await page.textContent('#panel')}`));
+      .catch(async () => fail(`pair panel does not say starved: ${await page.textContent('#panel', { timeout: 5000 }).catch((e) => 'unreadable: ' + e)}`));
     out.pairPanel = await page.textContent('#panel');
   }
 
+  step = 'link';
   // The first event's link: the flows of the workload around its time.
   await page.evaluate((id) => window.loupe.select({ type: 'node', id }), want.attacked);
   await page.locator('#panel table.sec-events a').first().click();
