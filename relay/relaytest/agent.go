@@ -49,9 +49,8 @@ type Options struct {
 	// later flow is older than. The time is now minus the interval, so a
 	// flow must reach Add within the interval of its stamp.
 	Watermarks time.Duration
-	// Register, when set, adds more services to the agent's gRPC server,
-	// as an agent serves its SecurityEvents and Resources beside the
-	// Observer.
+	// Register, when set, adds services of the real agent (say the
+	// Resources service) to the fake's server.
 	Register func(grpc.ServiceRegistrar)
 }
 
@@ -124,12 +123,12 @@ func (a *Agent) listen(addr string) error {
 	srv := grpc.NewServer(opts...)
 	observerpb.RegisterObserverServer(srv, &observerServer{a: a})
 	peerpb.RegisterPeerServer(srv, &peerServer{a: a})
-	h := health.NewServer()
-	h.SetServingStatus("hubble.server.Observer", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(srv, h)
 	if a.opts.Register != nil {
 		a.opts.Register(srv)
 	}
+	h := health.NewServer()
+	h.SetServingStatus("hubble.server.Observer", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, h)
 	a.mu.Lock()
 	a.addr = lis.Addr().String()
 	a.srv = srv
