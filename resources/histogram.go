@@ -52,9 +52,9 @@ func BucketUpperNs(i int) float64 {
 	return hi
 }
 
-// sub returns cur − prev per bucket (a histogram that shrank, as after
+// Sub returns cur − prev per bucket (a histogram that shrank, as after
 // an agent restart, counts from zero).
-func sub(cur, prev *pb.Histogram) []uint64 {
+func Sub(cur, prev *pb.Histogram) []uint64 {
 	out := make([]uint64, len(cur.GetBuckets()))
 	pb := prev.GetBuckets()
 	reset := prev.GetCount() > cur.GetCount()

@@ -2,13 +2,10 @@ package ui
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -58,46 +55,17 @@ func TestPrivilegedBrowserLab(t *testing.T) {
 	}
 	web := needBrowser(t)
 	bin := labBinaries(t)
-	dir := t.TempDir()
-	name := fmt.Sprintf("ui%04x", rand.IntN(0x10000))
-	lab := func(args ...string) (string, error) {
-		cmd := exec.Command(filepath.Join(bin, "loupe"), append([]string{"lab", "--lab-dir", dir}, args...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		if err != nil {
-			return out.String(), fmt.Errorf("loupe lab %s: %w\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String(), nil
-	}
-	t.Cleanup(func() {
-		if _, err := lab("down", "--name", name); err != nil {
-			t.Errorf("%v", err)
-		}
-	})
-	if _, err := lab("up", "--name", name, "-f", filepath.Join("..", "examples", "demo.yaml")); err != nil {
-		t.Fatal(err)
-	}
+	tl := uiLab(t, bin, "ui", "-f", filepath.Join("..", "examples", "demo.yaml"))
+	dir, st := tl.dir, tl.st
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(policy, []byte(dbOnlyFromAPI), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lab("apply", "-f", policy); err != nil {
+	if _, err := tl.run("apply", "-f", policy); err != nil {
 		t.Fatal(err)
 	}
-	out, err := lab("status", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		RelayAddress string `json:"relayAddress"`
-		UIURL        string `json:"uiURL"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
-	}
-	if st.UIURL == "" || st.RelayAddress == "" {
-		t.Fatalf("lab status has no relay or UI: %s", out)
+	if st.RelayAddress == "" {
+		t.Fatalf("lab status has no relay: %+v", st)
 	}
 	// Traffic for the whole check; stopped (by its pid) when the test ends.
 	traffic := exec.Command(filepath.Join(bin, "loupe"), "lab", "--lab-dir", dir, "traffic", "--rate", "40", "--duration", "5m")

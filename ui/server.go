@@ -21,6 +21,9 @@ import (
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"github.com/gorilla/websocket"
 	"golang.org/x/sync/errgroup"
+
+	respb "github.com/loupe-project/loupe/api/resources/v1"
+	secpb "github.com/loupe-project/loupe/api/secevents/v1"
 )
 
 // Defaults of a UI Server.
@@ -67,7 +70,17 @@ type Config struct {
 	// FeedRate bounds the flow rows a second sent to one browser.
 	FeedRate   float64
 	Aggregator AggregatorConfig
-	Log        *slog.Logger
+	// SecurityEvents and Resources, when set, are the relay's merged
+	// services: workloads get a badge for their recent security events
+	// and their run-queue and I/O latency beside their traffic.
+	SecurityEvents secpb.SecurityEventsClient
+	Resources      respb.ResourcesClient
+	// SecurityWindow is how long an event keeps its workload's badge
+	// (default 1h, at most 24h); ResourcesInterval how often the
+	// resources are read (default 10s): the latencies cover one interval.
+	SecurityWindow    time.Duration
+	ResourcesInterval time.Duration
+	Log               *slog.Logger
 }
 
 // Server serves the UI: embedded assets, and the websocket.
@@ -85,6 +98,7 @@ type Server struct {
 	sample  bucket // rows into recent when nobody asked for them
 	state   Status
 	flowsAt []rateSample
+	health  *health
 }
 
 // Status is the connection state a browser shows.
@@ -98,6 +112,8 @@ type Status struct {
 	// consumers) since the UI started; LastLost is when (unix ms).
 	LostEvents uint64 `json:"lostEvents"`
 	LastLost   int64  `json:"lastLost,omitempty"`
+	// SecurityEventsLost counts security events lost upstream.
+	SecurityEventsLost uint64 `json:"securityEventsLost,omitempty"`
 	// Flows and Drops count what the map folded in; FlowsPerSecond is the
 	// recent rate.
 	Flows          uint64  `json:"flows"`
@@ -138,6 +154,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ResourcesInterval <= 0 {
+		cfg.ResourcesInterval = DefaultResourcesInterval
+	}
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
 			continue
@@ -152,8 +171,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, assets: assets, agg: NewAggregator(cfg.Aggregator),
 		clients: map[*client]struct{}{}, recent: make([]FlowRow, recentRows),
-		sample: newBucket(200, 200),
-		state:  Status{State: "connecting", Nodes: []NodeState{}, Since: time.Now().UnixMilli()}}
+		sample: newBucket(200, 200), health: newHealth(cfg.SecurityWindow),
+		state: Status{State: "connecting", Nodes: []NodeState{}, Since: time.Now().UnixMilli()}}
 	// No permessage-deflate: on the LAN or loopback, deflating a snapshot
 	// of megabytes costs more time than it saves (measured: the first
 	// render of 2,000 workloads went from 3.8 s to 2.0 s without it).
@@ -241,10 +260,12 @@ func (s *Server) Handler() http.Handler {
 		st := s.statusLocked()
 		s.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		wl := s.health.all()
 		_ = json.NewEncoder(w).Encode(struct {
-			Map    Delta  `json:"map"`
-			Status Status `json:"status"`
-		}{snap, st})
+			Map       Delta                      `json:"map"`
+			Status    Status                     `json:"status"`
+			Workloads map[string]*WorkloadHealth `json:"workloads"`
+		}{snap, st, wl})
 	})
 	return s.checkHost(mux)
 }
@@ -264,6 +285,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { s.follow(gctx); return nil })
 	g.Go(func() error { s.flushLoop(gctx); return nil })
+	if s.cfg.SecurityEvents != nil {
+		g.Go(func() error { s.followSecurity(gctx); return nil })
+	}
+	if s.cfg.Resources != nil {
+		g.Go(func() error { s.pollResources(gctx); return nil })
+	}
 	g.Go(func() error {
 		s.log.Info("ui serving", "address", lis.Addr().String())
 		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -414,6 +441,7 @@ func (s *Server) statusLocked() Status {
 	st := s.state
 	st.Nodes = slices.Clone(st.Nodes)
 	st.Flows, st.Drops = s.agg.Counts()
+	st.SecurityEventsLost = s.health.lost
 	if n := len(s.flowsAt); n >= 2 {
 		a, b := s.flowsAt[0], s.flowsAt[n-1]
 		if d := b.t.Sub(a.t).Seconds(); d > 0 {
@@ -431,6 +459,10 @@ type message struct {
 	Skipped uint64     `json:"skipped,omitempty"`
 	Status  *Status    `json:"status,omitempty"`
 	Range   *RangeView `json:"range,omitempty"` // on the snapshot of a past range
+	// Workloads' health: all of it on a live snapshot, what changed on a
+	// tick (and the ids with nothing left to show in RemovedWorkloads).
+	Workloads        map[string]*WorkloadHealth `json:"workloads,omitempty"`
+	RemovedWorkloads []string                   `json:"removedWorkloads,omitempty"`
 }
 
 func (s *Server) flushLoop(ctx context.Context) {
@@ -456,6 +488,7 @@ func (s *Server) flush(now time.Time) {
 	}
 	s.agg.Decay(now)
 	d := s.agg.Flush()
+	wl, wlGone := s.health.flush(now, s.agg)
 	st := s.statusLocked()
 	var shared []byte // the delta and status are the same for every browser
 	for c := range s.clients {
@@ -469,10 +502,10 @@ func (s *Server) flush(now time.Time) {
 			}
 			continue
 		}
-		if d.Empty() && len(c.rows) == 0 && c.skipped == 0 && sameStatus(st, c.lastStatus) {
+		if d.Empty() && len(wl)+len(wlGone) == 0 && len(c.rows) == 0 && c.skipped == 0 && sameStatus(st, c.lastStatus) {
 			continue
 		}
-		m := message{Type: "tick", Rows: c.rows, Skipped: c.skipped, Status: &st}
+		m := message{Type: "tick", Rows: c.rows, Skipped: c.skipped, Status: &st, Workloads: wl, RemovedWorkloads: wlGone}
 		if !d.Empty() {
 			m.Map = &d
 		}
@@ -487,7 +520,7 @@ func (s *Server) flush(now time.Time) {
 		}
 		c.rows, c.skipped = nil, 0
 		c.lastStatus = st
-		if !c.sendRaw(b) && !d.Empty() {
+		if !c.sendRaw(b) && (!d.Empty() || len(wl)+len(wlGone) > 0) {
 			c.resync = true // it missed a delta: start it over from a snapshot
 		}
 	}
@@ -495,6 +528,7 @@ func (s *Server) flush(now time.Time) {
 
 func sameStatus(a, b Status) bool {
 	return a.State == b.State && a.Error == b.Error && a.LostEvents == b.LostEvents && a.Flows == b.Flows &&
+		a.SecurityEventsLost == b.SecurityEventsLost &&
 		a.Drops == b.Drops && a.FlowsPerSecond == b.FlowsPerSecond && slices.Equal(a.Nodes, b.Nodes)
 }
 
@@ -502,7 +536,7 @@ func (s *Server) snapshotLocked(c *client) message {
 	snap := s.agg.Snapshot()
 	st := s.statusLocked()
 	c.lastStatus = st
-	return message{Type: "snapshot", Map: &snap, Status: &st, Rows: s.recentLocked(&c.filter)}
+	return message{Type: "snapshot", Map: &snap, Status: &st, Rows: s.recentLocked(&c.filter), Workloads: s.health.all()}
 }
 
 // recentLocked returns the remembered rows that pass fl, oldest first.

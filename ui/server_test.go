@@ -55,6 +55,12 @@ func TestCheckOrigin(t *testing.T) {
 // startRelay runs fake agents behind a real relay and returns a client of it.
 func startRelay(t testing.TB, agents ...*relaytest.Agent) observerpb.ObserverClient {
 	t.Helper()
+	return observerpb.NewObserverClient(startRelayConn(t, agents...))
+}
+
+// startRelayConn starts a relay over agents and returns a connection to it.
+func startRelayConn(t testing.TB, agents ...*relaytest.Agent) *grpc.ClientConn {
+	t.Helper()
 	var addrs []string
 	for _, a := range agents {
 		addrs = append(addrs, a.Addr())
@@ -76,7 +82,7 @@ func startRelay(t testing.TB, agents ...*relaytest.Agent) observerpb.ObserverCli
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return observerpb.NewObserverClient(conn)
+	return conn
 }
 
 func startUI(t testing.TB, c observerpb.ObserverClient) (*Server, string) {

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"k8s.io/client-go/kubernetes"
 
+	respb "github.com/loupe-project/loupe/api/resources/v1"
+	secpb "github.com/loupe-project/loupe/api/secevents/v1"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata/k8s"
@@ -45,6 +47,7 @@ func newCommand() *cobra.Command {
 		logLevel                                     string
 		uiListen                                     string
 		uiOrigins, uiHosts                           []string
+		uiCfg                                        ui.Config
 		kubeconfig                                   string
 		agentPort                                    string
 		insecureListen                               string
@@ -133,7 +136,9 @@ func newCommand() *cobra.Command {
 			}
 			if uiListen != "" {
 				u, err := ui.New(ui.Config{Listen: uiListen, Flows: ui.RelayFlows(observerpb.NewObserverClient(conn)),
-					AllowedOrigins: uiOrigins, AllowedHosts: uiHosts, Log: cfg.Log.With("component", "ui")})
+					AllowedOrigins: uiOrigins, AllowedHosts: uiHosts, Log: cfg.Log.With("component", "ui"),
+					SecurityEvents: secpb.NewSecurityEventsClient(conn), Resources: respb.NewResourcesClient(conn),
+					SecurityWindow: uiCfg.SecurityWindow, ResourcesInterval: uiCfg.ResourcesInterval})
 				if err != nil {
 					return err
 				}
@@ -168,6 +173,8 @@ func newCommand() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&uiListen, "ui-listen", "", "address of the web UI, plain HTTP without authentication (e.g. "+ui.DefaultListen+"); empty: no UI")
 	f.StringSliceVar(&uiHosts, "ui-allowed-hosts", nil, "host names (no port) the web UI answers to besides IP addresses and localhost; other Host headers get 421 (DNS rebinding)")
+	f.DurationVar(&uiCfg.SecurityWindow, "ui-security-window", ui.DefaultSecurityWindow, "how long a security event keeps its workload's badge on the map (at most 24h)")
+	f.DurationVar(&uiCfg.ResourcesInterval, "ui-resources-interval", ui.DefaultResourcesInterval, "how often the map reads the pods' resources; run-queue and I/O p99 cover one interval")
 	f.StringSliceVar(&uiOrigins, "ui-allowed-origins", nil, "browser origins (scheme://host:port) besides the UI's own allowed to open its websocket")
 	otlpCfg.Flags(f)
 	return cmd

@@ -25,6 +25,18 @@ export function handshakeColor(p99us) {
   return '#c5221f';
 }
 
+// A workload's health (security events, resource pressure) on the map:
+// the side panel's numbers as marks. An edge is marked starved when its
+// server's run-queue p99 reaches STARVED_RUNQ_US (URL: starved=MS).
+export const STARVED_RUNQ_US = 5000;
+export const STARVED_COLOR = '#8e24aa';
+// Badge colours by the most severe priority of the workload's events.
+export function severityColor(priority) {
+  if (['Emergency', 'Alert', 'Critical'].includes(priority)) return '#a50e0e';
+  if (['Error', 'Warning'].includes(priority)) return '#e8710a';
+  return '#d4a106';
+}
+
 export class ServiceMap {
   constructor(canvas, { onSelect, onHover }) {
     this.canvas = canvas;
@@ -420,6 +432,7 @@ export class ServiceMap {
     }
     for (const [c, path] of byColor) { ctx.fillStyle = c; ctx.fill(path); }
     ctx.strokeStyle = '#d93025'; ctx.lineWidth = 2 / Math.max(k, 1); ctx.stroke(dropRing);
+    this.drawHealth(ctx, k, visNode, inView);
     if (labels.length) {
       ctx.font = '11px system-ui, sans-serif';
       ctx.fillStyle = '#1d2330';
@@ -438,6 +451,50 @@ export class ServiceMap {
     sc.cost = sc.at - t0;
     this.scene = sc;
     return sc;
+  }
+
+  // starved reports whether a pair's server workload waits for CPU: its
+  // run-queue p99 at or above the threshold.
+  starved(p) {
+    const h = this.health && this.health.get(p.dst);
+    return !!(h && h.res && h.res.runqP99Us >= (this.starvedUs || STARVED_RUNQ_US));
+  }
+
+  // drawHealth marks starved edges with a purple diamond near their server
+  // end and puts a badge, coloured by severity, with the count of recent
+  // security events on workloads that have any. What it drew is kept on
+  // the pair (p.starved) and the node (n.badge), which tests read.
+  drawHealth(ctx, k, visNode, inView) {
+    const marks = new Path2D();
+    for (const p of this.pairs.values()) {
+      p.starved = false;
+      if (!this.starved(p)) continue;
+      const seg = this.segment(p);
+      if (!seg || seg[6]) continue;
+      const x = seg[0] + (seg[2] - seg[0]) * 0.75, y = seg[1] + (seg[3] - seg[1]) * 0.75;
+      if (!inView(x - 8, y - 8, x + 8, y + 8)) continue;
+      const d = 6;
+      marks.moveTo(x, y - d); marks.lineTo(x + d, y); marks.lineTo(x, y + d); marks.lineTo(x - d, y); marks.closePath();
+      p.starved = true;
+    }
+    ctx.fillStyle = STARVED_COLOR; ctx.fill(marks);
+    ctx.font = '600 9px system-ui, sans-serif';
+    ctx.textAlign = 'center';
+    for (const n of this.nodes.values()) {
+      const h = this.health && this.health.get(n.id);
+      n.badge = null;
+      if (!h || !h.eventCount || !visNode.get(n.id)) continue;
+      const { x, y } = this.pos(n);
+      const bx = x + R, by = y - R;
+      if (!inView(bx - 7, by - 7, bx + 7, by + 7)) continue;
+      const color = severityColor(h.priority);
+      ctx.fillStyle = color;
+      ctx.beginPath(); ctx.arc(bx, by, 6.5, 0, Math.PI * 2); ctx.fill();
+      ctx.fillStyle = '#fff';
+      ctx.fillText(h.eventCount > 9 ? '9+' : String(h.eventCount), bx, by + 3);
+      n.badge = { count: h.eventCount, color, x: bx, y: by };
+    }
+    ctx.textAlign = 'start';
   }
 
   // segment returns where a pair's line is drawn, or null when hidden:

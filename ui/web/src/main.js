@@ -1,6 +1,7 @@
 // loupe UI: websocket client, filters (kept in the URL), flow table, side
 // panel and legend around the canvas service map.
 import { ServiceMap, kindColor, HANDSHAKE_SCALE } from './graph.js';
+import { STARVED_RUNQ_US, STARVED_COLOR, severityColor } from './graph.js';
 
 const $ = (id) => document.getElementById(id);
 const MAX_ROWS = 500;
@@ -65,6 +66,7 @@ function writeURL() {
   if (state.view.size !== 'bytes') p.set('size', state.view.size);
   if (state.view.color !== 'verdict') p.set('color', state.view.color);
   if (state.range) p.set('range', RANGES[state.range][0]);
+  if (map.starvedUs) p.set('starved', String(map.starvedUs / 1000));
   const s = state.selected;
   if (s && s.type === 'node') p.set('node', s.id);
   if (s && s.type === 'pair') { const [a, b] = s.id.split(SEP); p.set('from', a); p.set('to', b); }
@@ -238,6 +240,7 @@ function handle(m) {
   } else if (m.map) {
     applyMap(m.map);
   }
+  applyHealth(m);
   if (m.rows && m.rows.length) addRows(m.rows);
   if (m.type === 'snapshot') mark('rowsAdded');
   $('skipped').textContent = m.skipped ? `${m.skipped} more matching flows in the last update not shown (rate-limited)` : '';
@@ -446,6 +449,7 @@ function renderPanel() {
     }
     panel.replaceChildren(
       el('h3', d.name),
+      ...healthSections(n.id),
       dl([['namespace', d.ns || '—'], ['kind', d.kind], ['flows', `${d.flowsOut} out · ${d.flowsIn} in · ${d.drops} dropped`],
         ['labels', chips(d.labels)], ['pods', chips(d.pods)], ['IPs', chips(d.ips)], ['ports', chips(d.ports)]]),
       el('h2', 'Connections'), conns,
@@ -471,6 +475,7 @@ function renderPanel() {
   panel.replaceChildren(
     title,
     dl([['flows', String(p.flows)], ['dropped', p.drops ? `${p.drops} (drawn red, dashed)` : '0'], ...trafficRows(p.traffic)]),
+    ...serverHealth(b),
     el('h2', 'Ports'), t,
     ...l7Section(edges),
     el('h2', 'Policies'), policyList(pols),
@@ -485,6 +490,7 @@ function hover(h, x, y) {
   if (h.type === 'node') {
     const n = map.nodes.get(h.id); if (!n) { tip.hidden = true; return; }
     parts.push(el('strong', n.data.name), el('div', `${n.ns || 'outside the cluster'} · ${n.kind}`), el('div', `${n.data.flowsOut} out · ${n.data.flowsIn} in · ${n.data.drops} dropped`));
+    parts.push(...healthFlags(h.id).map((f) => el('div', f.textContent, f.className)));
   } else {
     const p = map.pairs.get(h.id); if (!p) { tip.hidden = true; return; }
     parts.push(el('strong', `${p.src} → ${p.dst}`));
@@ -525,6 +531,7 @@ function renderLegend() {
       const dot = el('span', undefined, 'dot'); dot.style.background = kindColor(n.kind);
       btn.append(dot, el('span', n.name, 'wl-name'));
       if (n.data.drops) btn.append(el('span', `${n.data.drops} dropped`, 'dropflag'));
+      btn.append(...healthFlags(n.id));
       btn.addEventListener('click', () => select({ type: 'node', id: n.id }, true));
       li.append(btn);
       items.push(li);
@@ -533,6 +540,120 @@ function renderLegend() {
   }
   $('legend').replaceChildren(...items);
   $('wl-count').textContent = `(${count})`;
+}
+
+// ---- workload health: recent security events, run queue, I/O, OOM kills ------
+// The server sends each workload's health on the live snapshot and what
+// changed on ticks; a past range keeps the live health (the badge is about
+// now, the link shows the flows of then).
+map.health = new Map();
+map.starvedUs = Math.round(parseFloat(new URLSearchParams(location.search).get('starved')) * 1000) || 0;
+window.loupe.health = (id) => map.health.get(id) || null;
+window.loupe.badge = (id) => { const n = map.nodes.get(id); return n ? n.badge || null : null; };
+window.loupe.starved = (src, dst) => { const p = map.pairs.get(src + SEP + dst); return p ? { starved: map.starved(p), drawn: !!p.starved } : null; };
+
+function applyHealth(m) {
+  if (m.type === 'snapshot' && !m.range) map.health = new Map(Object.entries(m.workloads || {}));
+  else if (!m.workloads && !m.removedWorkloads) return;
+  else {
+    for (const [id, h] of Object.entries(m.workloads || {})) map.health.set(id, h);
+    for (const id of m.removedWorkloads || []) map.health.delete(id);
+  }
+  state.panelDirty = true; state.legendDirty = true;
+  map.invalidate();
+}
+
+function starvedUs() { return map.starvedUs || STARVED_RUNQ_US; }
+
+function healthFlags(id) {
+  const h = map.health.get(id);
+  const out = [];
+  if (h && h.eventCount) { const f = el('span', `${h.eventCount} security event${h.eventCount > 1 ? 's' : ''}`, 'secflag'); f.style.color = severityColor(h.priority); out.push(f); }
+  if (h && h.res && h.res.runqP99Us >= starvedUs()) out.push(el('span', `run queue p99 ${fmtUs(h.res.runqP99Us)}`, 'starvedflag'));
+  return out;
+}
+
+// The range stop that reaches back to time t (unix ms) with a minute to
+// spare, so that a link shows the flows around an event.
+function rangeFor(t) {
+  const age = (Date.now() - t) / 1000 + 60;
+  const i = RANGES.findIndex(([, s]) => s >= age);
+  return i > 0 ? i : RANGES.length - 1;
+}
+function showFlowsAt(id, t) {
+  state.range = rangeFor(t);
+  state.rangeInfo = null;
+  $('f-range').value = String(state.range);
+  renderRangeLabel();
+  select({ type: 'node', id }, true);
+  sendRange();
+}
+function peerText(ev) {
+  if (ev.query) return `DNS ${ev.query}`;
+  if (!ev.peerIP) return '';
+  let name = '';
+  for (const n of map.nodes.values()) if (n.data.ips.includes(ev.peerIP)) { name = n.id + ' '; break; }
+  return `${name}${ev.peerIP}${ev.peerPort ? ':' + ev.peerPort : ''}${ev.proto ? '/' + ev.proto : ''}`;
+}
+function eventsTable(id, h) {
+  const t = el('table', undefined, 'sec-events');
+  t.append(el('tr'));
+  t.firstChild.append(el('th', 'time'), el('th', 'rule'), el('th', 'priority'), el('th', 'process / peer'), el('th', ''));
+  for (const ev of h.events || []) {
+    const tr = el('tr');
+    const what = [ev.process ? `${ev.process}(${ev.pid})` : '', ev.file || '', peerText(ev)].filter(Boolean).join(' · ');
+    const a = el('a', 'flows then');
+    const p = new URLSearchParams(location.search);
+    p.set('node', id); p.set('range', RANGES[rangeFor(ev.t)][0]); p.delete('from'); p.delete('to');
+    a.href = '?' + p.toString();
+    a.title = `the flows of ${id} over the ${RANGES[rangeFor(ev.t)][0]} before now, which include ${fmtTime(ev.t)}`;
+    a.addEventListener('click', (e) => { e.preventDefault(); showFlowsAt(id, ev.t); });
+    const link = el('td'); link.append(a);
+    const prio = el('td', ev.priority + (ev.action ? ` (${ev.action.toUpperCase()})` : ''));
+    prio.style.color = severityColor(ev.priority);
+    tr.append(el('td', fmtTime(ev.t)), el('td', ev.count > 1 ? `${ev.rule} ×${ev.count}` : ev.rule), prio, el('td', what || '—'), link);
+    if (ev.pod) tr.title = `pod ${ev.pod} on ${ev.node || '?'}`;
+    t.append(tr);
+  }
+  return t;
+}
+function resourceRows(r) {
+  if (!r) return [['resources', el('dd', 'no resource samples (yet)', 'muted')]];
+  const runq = el('dd', `${fmtUs(r.runqP99Us || 0)}${r.runqP99Us >= starvedUs() ? ' · starved: waits for a CPU' : ''}`);
+  if (r.runqP99Us >= starvedUs()) runq.className = 'starved';
+  return [
+    ['run queue p99', runq],
+    ['block I/O p99', r.ioOps ? `${fmtUs(r.ioP99Us)} (${r.ioOps} ops)` : '— (no I/O)'],
+    ['OOM kills', el('dd', String(r.oomKills || 0), r.oomKills ? 'deny' : '')],
+    ['CPU', `${(r.cpuSeconds || 0).toFixed(2)} s in ${(r.intervalMs / 1000).toFixed(1)} s · ${r.pods} pod${r.pods > 1 ? 's' : ''}`],
+  ];
+}
+// The panel is rebuilt on every live update; the events table keeps its
+// elements while the workload's events are unchanged (resources change
+// every read), so that a click on an event's link is not lost to a
+// rebuild.
+let eventsDom = { key: '', nodes: null };
+function eventSection(id, h) {
+  const key = id + SEP + (h.eventCount || 0) + SEP + JSON.stringify(h.events || []);
+  if (eventsDom.nodes && eventsDom.key === key) return eventsDom.nodes;
+  const out = [el('h2', `Security events${h.eventCount ? ` (${h.eventCount})` : ''}`)];
+  out.push(h.eventCount ? eventsTable(id, h) : el('p', 'none recently', 'muted'));
+  eventsDom = { key, nodes: out };
+  return out;
+}
+function healthSections(id) {
+  const h = map.health.get(id) || {};
+  return [...eventSection(id, h), el('h2', 'Resources'), dl(resourceRows(h.res))];
+}
+// serverHealth: a connection's server, starved or not, next to its traffic.
+function serverHealth(dst) {
+  const h = map.health.get(dst);
+  if (!h || !h.res) return [];
+  const r = h.res;
+  const starved = r.runqP99Us >= starvedUs();
+  const p = el('p', `server ${dst}: run queue p99 ${fmtUs(r.runqP99Us || 0)} · I/O p99 ${r.ioOps ? fmtUs(r.ioP99Us) : '—'} · ${r.oomKills || 0} OOM kills${starved ? ' — starved pod, not the network' : ''}`, starved ? 'starved' : 'muted');
+  if (starved) p.style.borderLeftColor = STARVED_COLOR;
+  return [p];
 }
 
 setInterval(() => {
