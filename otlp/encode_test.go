@@ -21,6 +21,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/otlp/otlptest"
 )
 
 var tNow = time.Date(2026, 12, 3, 8, 0, 0, 123456789, time.UTC)
@@ -388,4 +389,41 @@ func FuzzEncoder(f *testing.F) {
 		validRecord(erec)
 		checkSame(t, b[h.finish(b):], protoRequest(res, scope, []*logspb.LogRecord{erec}))
 	})
+}
+
+// Batch buffers go back to the exporter once gRPC has sent them, and a
+// reused buffer carries its own batch: every flow of many batches arrives
+// once, intact, at the real receiver.
+func TestBatchBuffersReused(t *testing.T) {
+	r := otlptest.Start(t, "127.0.0.1:0", nil)
+	cfg := testConfig(r)
+	cfg.BatchSize, cfg.BatchTimeout = 40, 5*time.Millisecond
+	e := run(t, cfg)
+	const n = 2000
+	for i := range n {
+		for len(e.in) == cap(e.in) {
+			time.Sleep(time.Millisecond)
+		}
+		e.Flow(l4Flow(i))
+	}
+	otlptest.WaitFor(t, 30*time.Second, "every flow acknowledged", func() bool { return e.Stats().Exported == n })
+	if s := e.Stats(); s.Dropped != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	seen := map[string]int{}
+	for _, lr := range r.LogRecords() {
+		a := otlptest.Attrs(lr)
+		seen[a[AttrFlowUUID]]++
+		if a[AttrSourceAddress] != "10.244.1.10" || a[AttrDestinationPort] != "80" || a[AttrK8sPod] != "b" {
+			t.Fatalf("record %v", a)
+		}
+	}
+	for i := range n {
+		if c := seen[fmt.Sprintf("uuid-l4-%d", i)]; c != 1 {
+			t.Fatalf("flow %d arrived %d times", i, c)
+		}
+	}
+	if len(e.bufs.free) == 0 {
+		t.Error("no batch buffer came back from gRPC")
+	}
 }

@@ -38,7 +38,6 @@ func strs(k string, v []string) *commonpb.KeyValue {
 	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: vals}}}}
 }
 
-
 func (a *attrs) side(ep *flowpb.Endpoint, ns, name, owner, ownerType, identity string) {
 	a.strIf(ns, ep.GetNamespace())
 	a.strIf(name, ep.GetPodName())
@@ -62,7 +61,6 @@ func policyNames(ps []*flowpb.Policy) []string {
 	}
 	return out
 }
-
 
 func tcpFlags(l4 *flowpb.Layer4) string {
 	fl := l4.GetTCP().GetFlags()
@@ -148,7 +146,6 @@ func (a *attrs) l7(l7 *flowpb.Layer7) {
 		}
 	}
 }
-
 
 // appendExtensions flattens the extensions Struct into loupe.<key>.<field>
 // attributes, so that whatever a feature puts there is exported without
@@ -275,7 +272,6 @@ func refFlowRecord(f *flowpb.Flow, now time.Time) *logspb.LogRecord {
 	}
 	return r
 }
-
 
 func (a *attrs) edgeSide(s side, ns, name, owner, ownerType, addr, identity string) {
 	a.strIf(ns, s.namespace)
