@@ -41,7 +41,12 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error { return protoCodec
 
 // bufPool keeps a few batch buffers for reuse: the batcher takes one, the
 // sender's last reference returns it.
-type bufPool struct{ free chan []byte }
+type bufPool struct {
+	free chan []byte
+	// size is the largest batch so far, what a new buffer is made for
+	// (so that it does not grow by doubling). Only the batcher uses it.
+	size int
+}
 
 func newBufPool() *bufPool { return &bufPool{free: make(chan []byte, 4)} }
 
@@ -50,9 +55,12 @@ func (p *bufPool) get() []byte {
 	case b := <-p.free:
 		return b
 	default:
-		return nil
+		return make([]byte, 0, p.size+p.size/8)
 	}
 }
+
+// sized notes a batch of n bytes.
+func (p *bufPool) sized(n int) { p.size = max(p.size, n) }
 
 // sendBuf is one batch's buffer on its way to gRPC: the request bytes
 // within the whole buffer, which goes back to the pool.

@@ -251,6 +251,7 @@ func (e *Exporter) batchRaw(ctx context.Context) {
 // records) for the sender.
 func (e *Exporter) newBatch(buf []byte, records int, flows uint64) *batch {
 	start := e.header.finish(buf)
+	e.bufs.sized(len(buf))
 	return &batch{buf: &sendBuf{full: buf, req: buf[start:], pool: e.bufs}, records: records, flows: flows}
 }
 
