@@ -48,7 +48,7 @@ type bufPool struct {
 	size int
 }
 
-func newBufPool() *bufPool { return &bufPool{free: make(chan []byte, 4)} }
+func newBufPool() *bufPool { return &bufPool{free: make(chan []byte, 2)} }
 
 func (p *bufPool) get() []byte {
 	select {
