@@ -20,8 +20,8 @@ func runOTLP(ctx context.Context, cfg *Config) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	const pipeline, enqueue = "BenchmarkExportPipeline", "BenchmarkFlowEnqueue"
-	out, err := runIn(ctx, cfg.Root, bin, "-test.run=^$", "-test.bench=^("+pipeline+"|"+enqueue+")$",
+	const pipeline, enqueue, remote = "BenchmarkExportPipeline", "BenchmarkFlowEnqueue", "BenchmarkExportPipelineRemote"
+	out, err := runIn(ctx, cfg.Root, bin, "-test.run=^$", "-test.bench=^("+pipeline+"|"+enqueue+"|"+remote+")$",
 		"-test.count="+strconv.Itoa(cfg.rounds()), "-test.benchtime="+pick(cfg, "2s", "1s", "200ms"), "-test.benchmem", "-test.cpu=1")
 	if err != nil {
 		return nil, err
@@ -43,7 +43,19 @@ func runOTLP(ctx context.Context, cfg *Config) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("otlp: %w\n%s", err, tailStr(out, 2000))
 	}
-	return []Row{row}, nil
+	// The same with the receiver in its own process, as a collector is:
+	// the exporter's process alone, what export costs an agent.
+	own := Samples(rs, remote, "flows/cpu-s")
+	both := Samples(rs, remote, "flows/cpu-s-both")
+	note = "raw records through the exporter to a pdata receiver in another process, per CPU-second of the exporter's process; target 200k/s"
+	if len(both) > 0 {
+		note += fmt.Sprintf("; with the receiver's CPU: %.0f flows/s", Median(both))
+	}
+	exp, err := NewRow("otlp_export_rate_exporter", "flows/s/core", own, targets, "target 200k/s", 1, Higher, note)
+	if err != nil {
+		return []Row{row}, fmt.Errorf("otlp: %w\n%s", err, tailStr(out, 2000))
+	}
+	return []Row{row, exp}, nil
 }
 
 // runOTLPKeepUp restarts node 1's agent exporting every flow (raw) to an

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 
 	"github.com/loupe-project/loupe/contract"
 )
@@ -123,73 +122,17 @@ func (e *Exporter) aggregate(ctx context.Context) {
 }
 
 func (e *Exporter) flushEdges(edges map[edgeKey]*edgeCount, now time.Time) {
-	b := &batch{}
+	cur, n, flows := e.header.start(e.bufs.get()), 0, uint64(0)
 	for k, c := range edges {
-		b.recs = append(b.recs, e.edgeRecord(k, c, now))
-		b.flows += c.count
-		if len(b.recs) >= e.cfg.BatchSize {
-			e.batches <- b
-			b = &batch{}
+		cur = appendEdge(cur, k, c, now, e.cfg.AggregationInterval)
+		n++
+		flows += c.count
+		if n >= e.cfg.BatchSize {
+			e.batches <- e.newBatch(cur, n, flows)
+			cur, n, flows = e.header.start(e.bufs.get()), 0, 0
 		}
 	}
-	if len(b.recs) > 0 {
-		e.batches <- b
+	if n > 0 {
+		e.batches <- e.newBatch(cur, n, flows)
 	}
-}
-
-func (a *attrs) edgeSide(s side, ns, name, owner, ownerType, addr, identity string) {
-	a.strIf(ns, s.namespace)
-	a.strIf(name, s.pod)
-	a.strIf(owner, s.owner)
-	a.strIf(ownerType, s.ownerType)
-	a.strIf(addr, s.addr)
-	if s.identity != 0 {
-		a.num(identity, int64(s.identity))
-	}
-}
-
-// edgeRecord is one edge's log record: the attributes of FlowAttributes
-// that the edge keeps, loupe.flow.count and the interval.
-func (e *Exporter) edgeRecord(k edgeKey, c *edgeCount, now time.Time) *logspb.LogRecord {
-	a := newAttrs(24)
-	a.edgeSide(k.src, AttrSrcNamespace, AttrSrcName, AttrSrcOwnerName, AttrSrcOwnerType, AttrSourceAddress, AttrSrcIdentity)
-	a.edgeSide(k.dst, AttrDstNamespace, AttrDstName, AttrDstOwnerName, AttrDstOwnerType, AttrDestinationAddress, AttrDstIdentity)
-	obs := k.src
-	if k.obsIsDst {
-		obs = k.dst
-	}
-	a.strIf(AttrK8sNamespace, obs.namespace)
-	a.strIf(AttrK8sPod, obs.pod)
-	a.strIf(AttrK8sNode, k.node)
-	if k.dport != 0 {
-		a.num(AttrDestinationPort, int64(k.dport))
-	}
-	a.strIf(AttrNetworkTransport, k.transport)
-	a.strIf(AttrNetworkType, k.netType)
-	a.str(AttrVerdict, k.verdict.String())
-	a.strIf(AttrDropReason, k.dropReason)
-	a.strIf(AttrTrafficDirection, k.direction)
-	if k.dns != "" || k.method != "" {
-		l7 := &flowpb.Layer7{}
-		if k.dns != "" {
-			l7.Record = &flowpb.Layer7_Dns{Dns: &flowpb.DNS{Query: k.dns}}
-		} else {
-			l7.Record = &flowpb.Layer7_Http{Http: &flowpb.HTTP{Method: k.method, Code: k.code}}
-		}
-		a.l7(l7)
-	}
-	a.num(AttrFlowCount, int64(c.count))
-	a.num(AttrIntervalMillis, e.cfg.AggregationInterval.Milliseconds())
-	r := &logspb.LogRecord{
-		TimeUnixNano:         c.first,
-		ObservedTimeUnixNano: uint64(now.UnixNano()),
-		SeverityNumber:       logspb.SeverityNumber_SEVERITY_NUMBER_INFO,
-		SeverityText:         "INFO",
-		EventName:            EventFlowAggregate,
-		Attributes:           a.kv,
-	}
-	if k.verdict == flowpb.Verdict_DROPPED {
-		r.SeverityNumber, r.SeverityText = logspb.SeverityNumber_SEVERITY_NUMBER_WARN, "WARN"
-	}
-	return r
 }

@@ -13,7 +13,6 @@ import (
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -41,21 +40,24 @@ const maxRetryDelay = 5 * time.Second
 type Exporter struct {
 	cfg      Config
 	conn     *grpc.ClientConn
-	logs     collogspb.LogsServiceClient
 	metrics  colmetricspb.MetricsServiceClient
 	in       chan *flowpb.Flow
 	batches  chan *batch
 	resource *resourcepb.Resource
 	scope    *commonpb.InstrumentationScope
+	header   requestHeader // the fixed parts of a logs request
+	bufs     *bufPool
 	md       metadata.MD
 	stats    *stats
 	start    time.Time
 }
 
-// batch is one export request's records and the flows they stand for.
+// batch is one encoded export request, its number of records and the
+// flows they stand for.
 type batch struct {
-	recs  []*logspb.LogRecord
-	flows uint64
+	buf     *sendBuf
+	records int
+	flows   uint64
 }
 
 // New checks cfg and builds an exporter; it connects lazily, so an
@@ -88,7 +90,6 @@ func New(cfg Config) (*Exporter, error) {
 	e := &Exporter{
 		cfg:     cfg,
 		conn:    conn,
-		logs:    collogspb.NewLogsServiceClient(conn),
 		metrics: colmetricspb.NewMetricsServiceClient(conn),
 		in:      make(chan *flowpb.Flow, cfg.QueueSize),
 		// One batch waits while one is sent: memory stays at the queue
@@ -97,11 +98,16 @@ func New(cfg Config) (*Exporter, error) {
 		scope:   &commonpb.InstrumentationScope{Name: ScopeName, Version: version.Version},
 		stats:   newStats(),
 		start:   time.Now(),
+		bufs:    newBufPool(),
 	}
 	res := []*commonpb.KeyValue{str("service.name", cfg.ServiceName)}
 	res = appendStr(res, "service.version", cfg.ServiceVersion)
 	res = appendStr(res, AttrK8sNode, cfg.NodeName)
 	e.resource = &resourcepb.Resource{Attributes: res}
+	if e.header, err = newRequestHeader(e.resource, e.scope); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("otlp: %w", err)
+	}
 	for _, h := range cfg.Headers {
 		k, v, _ := strings.Cut(h, "=")
 		e.md = metadata.Join(e.md, metadata.Pairs(k, v))
@@ -190,28 +196,33 @@ func (e *Exporter) Run(ctx context.Context, gatherer prometheus.Gatherer) error 
 	return nil
 }
 
-// batchRaw turns each flow into one log record and cuts batches by size
+// batchRaw encodes each flow as one log record and cuts batches by size
 // and age.
 func (e *Exporter) batchRaw(ctx context.Context) {
 	defer close(e.batches)
-	cur := make([]*logspb.LogRecord, 0, e.cfg.BatchSize)
+	var enc recordEncoder
+	cur, n := e.header.start(e.bufs.get()), 0
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	flush := func() {
-		if len(cur) == 0 {
+		if n == 0 {
 			return
 		}
-		e.batches <- &batch{recs: cur, flows: uint64(len(cur))}
-		cur = make([]*logspb.LogRecord, 0, e.cfg.BatchSize)
+		e.batches <- e.newBatch(cur, n, uint64(n))
+		cur, n = e.header.start(e.bufs.get()), 0
+	}
+	add := func(f *flowpb.Flow) {
+		cur = enc.appendFlow(cur, f, time.Now())
+		n++
 	}
 	for {
 		select {
 		case f := <-e.in:
-			cur = append(cur, flowRecord(f, time.Now()))
-			if len(cur) == 1 {
+			add(f)
+			if n == 1 {
 				timer.Reset(e.cfg.BatchTimeout)
 			}
-			if len(cur) >= e.cfg.BatchSize {
+			if n >= e.cfg.BatchSize {
 				timer.Stop()
 				flush()
 			}
@@ -221,8 +232,8 @@ func (e *Exporter) batchRaw(ctx context.Context) {
 			for {
 				select {
 				case f := <-e.in:
-					cur = append(cur, flowRecord(f, time.Now()))
-					if len(cur) >= e.cfg.BatchSize {
+					add(f)
+					if n >= e.cfg.BatchSize {
 						flush()
 					}
 					continue
@@ -236,24 +247,12 @@ func (e *Exporter) batchRaw(ctx context.Context) {
 	}
 }
 
-// flowRecord is one flow's log record: its time, the flow's summary as
-// the body, and FlowAttributes.
-func flowRecord(f *flowpb.Flow, now time.Time) *logspb.LogRecord {
-	r := &logspb.LogRecord{
-		ObservedTimeUnixNano: uint64(now.UnixNano()),
-		SeverityNumber:       logspb.SeverityNumber_SEVERITY_NUMBER_INFO,
-		SeverityText:         "INFO",
-		EventName:            EventFlow,
-		Body:                 &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: f.GetSummary()}},
-		Attributes:           FlowAttributes(f),
-	}
-	if t := f.GetTime(); t != nil {
-		r.TimeUnixNano = uint64(t.AsTime().UnixNano())
-	}
-	if f.GetVerdict() == flowpb.Verdict_DROPPED {
-		r.SeverityNumber, r.SeverityText = logspb.SeverityNumber_SEVERITY_NUMBER_WARN, "WARN"
-	}
-	return r
+// newBatch completes the request in buf (from header.start, then
+// records) for the sender.
+func (e *Exporter) newBatch(buf []byte, records int, flows uint64) *batch {
+	start := e.header.finish(buf)
+	e.bufs.sized(len(buf))
+	return &batch{buf: &sendBuf{full: buf, req: buf[start:], pool: e.bufs}, records: records, flows: flows}
 }
 
 // retryable are the codes the OTLP specification lets a client retry.
@@ -270,20 +269,19 @@ func retryable(c codes.Code) bool {
 // RetryMaxElapsed; every flow of the batch ends up counted as exported or
 // dropped.
 func (e *Exporter) send(ctx context.Context, b *batch) {
-	req := &collogspb.ExportLogsServiceRequest{ResourceLogs: []*logspb.ResourceLogs{{
-		Resource:  e.resource,
-		ScopeLogs: []*logspb.ScopeLogs{{Scope: e.scope, LogRecords: b.recs}},
-	}}}
+	buf := b.buf.buffer()
+	defer buf.Free()
+	req := &rawRequest{buf: buf}
 	err := e.retry(ctx, func(ctx context.Context) error {
-		resp, err := e.logs.Export(ctx, req)
-		if err != nil {
+		resp := &collogspb.ExportLogsServiceResponse{}
+		if err := e.conn.Invoke(ctx, exportLogsMethod, req, resp, grpc.ForceCodecV2(rawCodec{})); err != nil {
 			return err
 		}
 		rej := uint64(resp.GetPartialSuccess().GetRejectedLogRecords())
 		if rej > 0 {
 			// Which records were refused is not said; with raw records
 			// each is one flow, aggregated ones are apportioned.
-			flows := min(b.flows, rej*b.flows/uint64(len(b.recs)))
+			flows := min(b.flows, rej*b.flows/uint64(b.records))
 			e.stats.drop(ReasonRejected, flows)
 			e.stats.exported.Add(b.flows - flows)
 			e.cfg.Log.Warn("otlp: collector rejected log records", "records", rej, "message", resp.GetPartialSuccess().GetErrorMessage())
