@@ -32,7 +32,7 @@ try {
       if (last) intervals.push(t - last);
       last = t;
       m.view.tx += 7; m.view.ty += 3; m.dirty = true;
-      if (++n < 121) requestAnimationFrame(tick); else resolve({ intervals, draws: m.frameTimes.slice(), shown: m.shownPairs });
+      if (++n < 121) requestAnimationFrame(tick); else resolve({ intervals, draws: m.frameTimes.slice(), shown: m.shownPairs, labels: (m.l7Labelled || []).length });
     };
     requestAnimationFrame(tick);
   }), zoom);
@@ -44,7 +44,7 @@ try {
   const res = { ...first, layoutSettledMs: settledMs };
   for (const [name, zoom] of [['whole', 0], ['close', 0.8]]) {
     const r = await pan(zoom);
-    res[name] = { frame: stats(r.intervals), draw: stats(r.draws), pairsDrawn: r.shown };
+    res[name] = { frame: stats(r.intervals), draw: stats(r.draws), pairsDrawn: r.shown, l7Labels: r.labels };
   }
   console.log(JSON.stringify(res));
 } catch (e) {

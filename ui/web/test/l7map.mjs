@@ -5,7 +5,8 @@
 //   {"http": [src, dst], "dns": [src, dst], "fqdn": [src, dst], "screenshot": path}
 // http has 10 % 5xx and a p99 about 200 ms, dns 2.5 % NXDOMAIN and 3 ms,
 // fqdn no L7 and its destination named by DNS. Opens the map with
-// ?color=l7errors, reads the labels as drawn (and their pixels), switches
+// ?color=l7errors, reads the labels as drawn (and their pixels) and the
+// DNS edge's queries in its side panel, switches
 // to latency and to plain in the toolbar. Prints one JSON line; exits 1 on
 // failure.
 import { launch, fail } from './browser.mjs';
@@ -72,6 +73,15 @@ try {
     out[k + 'Pixels'] = px;
     if (!px || px.dark < 40 || px.light < px.w * px.h / 3) fail(`${k} label not legible on the canvas: ${JSON.stringify(px)}`);
   }
+
+  // The DNS edge's side panel: its query with count, errors and latency.
+  await page.evaluate(([s, d]) => window.loupe.select({ type: 'pair', id: window.loupe.pairKey(s, d) }), want.dns);
+  await page.waitForFunction(() => /web\.x\.svc\.lab\./.test(document.getElementById('panel').textContent), null, { timeout })
+    .catch(async () => fail(`DNS panel: ${await page.textContent('#panel')}`));
+  out.dnsPanel = await page.$$eval('#panel .l7-paths tr', (rs) => rs.map((r) => [...r.children].map((c) => c.textContent)));
+  const [head, row] = out.dnsPanel;
+  if (head.join() !== 'query,count,errors,p50,p99' || row[0] !== 'web.x.svc.lab.' || row[1] !== '40' || row[2] !== '1' || !/ms$/.test(row[4])) fail(`DNS queries in the panel: ${JSON.stringify(out.dnsPanel)}`);
+  await page.evaluate(() => window.loupe.select(null));
 
   // Colour by L7 error rate: 10 % red, 2.5 % orange, no L7 grey; legend.
   out.colors = { errors: await waitColors({ http: RED, dns: ORANGE, fqdn: GREY }, 'by error rate') };
