@@ -53,7 +53,6 @@ func l7MapFlows(now time.Time) []*flowpb.Flow {
 	return append(out, fqdnFlows(now)...)
 }
 
-
 // TestBrowserL7EdgeLabels: in chromium, each edge with L7 carries a label
 // on the canvas (protocol, request rate, error rate, p50/p99); the colour
 // modes by L7 error rate and by L7 latency colour the edges and show their
