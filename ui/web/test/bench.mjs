@@ -6,12 +6,13 @@ import { launch, fail } from './browser.mjs';
 
 const url = process.env.LOUPE_UI_URL;
 const nodes = parseInt(process.env.LOUPE_UI_NODES || '1', 10);
+const timeout = parseInt(process.env.LOUPE_UI_TIMEOUT_MS || '60000', 10);
 const b = await launch({ width: 1600, height: 1000 });
 try {
   const page = await b.newPage();
   await page.goto(url);
-  await page.waitForFunction((n) => window.loupe && window.loupe.map.nodes.size >= n && window.loupe.map.firstRenderAt > 0, nodes, { timeout: 60000, polling: 50 });
-  await page.waitForFunction(() => window.loupe.map.settled(), null, { timeout: 60000, polling: 20 });
+  await page.waitForFunction((n) => window.loupe && window.loupe.map.nodes.size >= n && window.loupe.map.firstRenderAt > 0, nodes, { timeout, polling: 50 });
+  await page.waitForFunction(() => window.loupe.map.settled(), null, { timeout, polling: 20 });
   const settledMs = await page.evaluate(() => performance.now());
   const first = await page.evaluate(() => ({
     firstRenderMs: window.loupe.map.firstRenderAt, // since navigation start
