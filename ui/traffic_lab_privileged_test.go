@@ -3,16 +3,12 @@ package ui
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -29,46 +25,20 @@ func TestPrivilegedBrowserLabTraffic(t *testing.T) {
 		t.Skip("needs root: builds a lab")
 	}
 	web := needBrowser(t)
-	bin := labBinaries(t)
-	dir := t.TempDir()
-	name := fmt.Sprintf("ut%04x", rand.IntN(0x10000))
-	run := func(args ...string) (string, error) {
-		cmd := exec.Command(filepath.Join(bin, "loupe"), append([]string{"lab", "--lab-dir", dir}, args...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		if err := cmd.Run(); err != nil {
-			return out.String(), fmt.Errorf("loupe lab %s: %w\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String(), nil
-	}
-	t.Cleanup(func() {
-		if _, err := run("down", "--name", name); err != nil {
-			t.Errorf("%v", err)
-		}
-	})
-	if _, err := run("up", "--name", name, "-f", filepath.Join("..", "examples", "demo.yaml")); err != nil {
-		t.Fatal(err)
-	}
-	out, err := run("status", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st lab.Status
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
-	}
+	st, bin, dir, name := demoLab(t)
 	pods := map[string]lab.PodStatus{}
 	for _, p := range st.Pods {
 		pods[p.Namespace+"/"+p.Name] = p
 	}
 	fe, db := pods["demo/frontend"], pods["demo/db"]
-	if st.UIURL == "" || fe.IP == "" || db.IP == "" {
-		t.Fatalf("lab status: %s", out)
+	if fe.IP == "" || db.IP == "" {
+		t.Fatalf("lab status: %+v", st)
 	}
 	netns := func(p lab.PodStatus) string { return filepath.Join("/run/netns", name+"-"+p.Namespace+"."+p.Name) }
 
 	// db discards what it gets on port 7073; frontend sends until the test ends.
 	var ln net.Listener
+	var err error
 	if err := ns.WithNetNSPath(netns(db), func(ns.NetNS) error {
 		ln, err = net.Listen("tcp4", net.JoinHostPort(db.IP, "7073"))
 		return err
