@@ -502,24 +502,29 @@ export class ServiceMap {
     ctx.textAlign = 'center';
     ctx.textBaseline = 'middle';
     const boxes = [];
+    const nodeRect = (n) => {
+      const q = this.pos(n), tw = 6.5 * Math.min(24, n.name.length);
+      return [q.x - Math.max(R, tw / 2), q.y - R, q.x + Math.max(R, tw / 2), q.y + R + 16];
+    };
+    let obstacles = null;
+    if (this.nodes.size <= 300) obstacles = [...this.nodes.values()].filter((n) => this.visibleNode(n)).map(nodeRect);
     for (const [p, [x0, y0, x1, y1, dx, dy], st] of l7s) {
       const lines = l7Text(p.l7);
       const w = Math.max(...lines.map((s) => ctx.measureText(s).width)) + 2 * pad, h = lines.length * lh + pad;
       // From the line's middle, away from it on the pair's side, far enough
       // that the box's corner clears it whatever the angle.
       let off = 4 / k + Math.abs(dx) * h / 2 + Math.abs(dy) * w / 2;
-      // Further out while it would cover an end's dot or name.
-      const ends = [this.nodes.get(p.src), this.nodes.get(p.dst)].map((n) => {
-        const q = this.pos(n), tw = 6.5 * Math.min(24, n.name.length);
-        return [q.x - Math.max(R, tw / 2), q.y - R, q.x + Math.max(R, tw / 2), q.y + R + 16];
-      });
+      // Further out while it would cover a dot, a name or a label drawn
+      // before it (on small maps; on big ones only its ends' dots and names).
+      const near = obstacles || [nodeRect(this.nodes.get(p.src)), nodeRect(this.nodes.get(p.dst))];
       let box;
       for (let i = 0; i < 8; i++) {
         const cx = (x0 + x1) / 2 - dy * off, cy = (y0 + y1) / 2 + dx * off;
         box = { x: cx - w / 2, y: cy - h / 2, w, h, lines };
-        if (!ends.some(([ax, ay, bx, by]) => box.x < bx && box.x + w > ax && box.y < by && box.y + h > ay)) break;
+        if (!near.some(([ax, ay, bx, by]) => box.x < bx && box.x + w > ax && box.y < by && box.y + h > ay)) break;
         off += 6 / Math.min(k, 1);
       }
+      if (obstacles) obstacles.push([box.x, box.y, box.x + w, box.y + h]);
       p.l7Label = box;
       this.l7Labelled.push(p);
       boxes.push([box, st.color]);

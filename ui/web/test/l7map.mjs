@@ -22,6 +22,7 @@ const RED = '#c5221f', ORANGE = '#e8710a', YELLOW = '#d4a106', GREEN = '#1e9e5a'
 const lab = !!want.lab;
 const b = await launch({ width: 1400, height: 900 });
 const page = await b.newPage();
+page.setDefaultTimeout(timeout);
 const logs = [];
 page.on('pageerror', (e) => logs.push('pageerror: ' + e.message));
 const out = { ok: true };
@@ -29,7 +30,10 @@ const style = (pair) => page.evaluate(([s, d]) => window.loupe.edgeStyle(s, d), 
 const colors = async () => Object.fromEntries(await Promise.all(['http', 'dns', 'fqdn'].filter((k) => want[k]).map(async (k) => [k, ((await style(want[k])) || {}).drawn?.color])));
 // w maps an edge to its colour, or to a list of colours it may take.
 const waitColors = async (w, what) => {
-  w = Object.fromEntries(Object.entries(w).filter(([k]) => want[k]).map(([k, c]) => [k, lab && c !== PLAIN ? [RED, ORANGE, YELLOW, GREEN] : [c]]));
+  // A live lab's pairs may also carry drops (the demo's closed ports): red
+  // in plain mode.
+  const any = (c) => c === PLAIN ? [PLAIN, '#d93025'] : [RED, ORANGE, YELLOW, GREEN];
+  w = Object.fromEntries(Object.entries(w).filter(([k]) => want[k]).map(([k, c]) => [k, lab ? any(c) : [c]]));
   await page.waitForFunction(([pairs, w]) => Object.entries(w).every(([k, cs]) => {
     const s = window.loupe.edgeStyle(...pairs[k]);
     return s && s.drawn && cs.includes(s.drawn.color);
@@ -61,11 +65,12 @@ try {
   // The labels as drawn: protocol, rate and errors; p50 and p99.
   const h = await style(want.http), d = await style(want.dns), f = want.fqdn && await style(want.fqdn);
   out.httpLabel = h.label.lines; out.dnsLabel = d.label.lines;
-  // The error rate as labelled is the edge's, about 10 % and 2.5 %.
+  // The error rate as labelled is the edge's, about 10 % and 2.5 % (on a
+  // live lab, close to it: the label may be a scene older than the data).
   const checkLabel = (proto, s, lo, hi) => {
     const m = /^(HTTP|DNS) \d+(\.\d)?\/s · (\d+(\.\d)?)% err$/.exec(s.label.lines[0]);
     const pct = m && parseFloat(m[3]);
-    if (!m || m[1] !== proto || pct < lo || pct > hi || Math.abs(pct - s.l7.errorRate * 100) > 0.06 || !/^p50 \d.*s · p99 \d.*s$/.test(s.label.lines[1])) {
+    if (!m || m[1] !== proto || pct < lo || pct > hi || Math.abs(pct - s.l7.errorRate * 100) > (lab ? 2 : 0.06) || !/^p50 \d.*s · p99 \d.*s$/.test(s.label.lines[1])) {
       fail(`${proto} label ${JSON.stringify(s.label.lines)} of ${JSON.stringify(s.l7)}`);
     }
   };
