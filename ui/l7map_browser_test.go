@@ -5,10 +5,7 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"google.golang.org/protobuf/types/known/timestamppb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
@@ -19,14 +16,7 @@ import (
 // its rcode and the latency).
 func dnsExchange(client, server *flowpb.Endpoint, sport uint32, at time.Time, query string, rcode uint32, latency time.Duration) []*flowpb.Flow {
 	base := func(src, dst *flowpb.Endpoint, s, d uint32, t time.Time, reply bool) *flowpb.Flow {
-		sip, dip := "10.0.0.1", "10.0.3.53"
-		if reply {
-			sip, dip = dip, sip
-		}
-		return &flowpb.Flow{Time: timestamppb.New(t), Verdict: flowpb.Verdict_FORWARDED, NodeName: "node-1", Type: flowpb.FlowType_L7,
-			Source: src, Destination: dst, IP: &flowpb.IP{Source: sip, Destination: dip},
-			L4:        &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: s, DestinationPort: d}}},
-			EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeAccessLog}, IsReply: wrapperspb.Bool(reply)}
+		return l7Flow(src, dst, "10.0.0.1", "10.0.3.53", &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: s, DestinationPort: d}}}, t, reply)
 	}
 	req := base(client, server, sport, 53, at, false)
 	req.L7 = &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST, Record: &flowpb.Layer7_Dns{Dns: &flowpb.DNS{Query: query, Qtypes: []string{"A"}, ObservationSource: "loupe"}}}
