@@ -2,6 +2,7 @@ package observer
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -185,6 +186,10 @@ func TestL7FQDNNames(t *testing.T) {
 	f := tcp(11*sec, clientPod, world, 5555, 443, contract.DirectionEgress, datapath.FlagCTNew)
 	if len(f.GetDestinationNames()) != 1 || f.GetDestinationNames()[0] != "api.example.com" || f.GetSourceNames() != nil {
 		t.Fatalf("egress flow names: %v / %v", f.GetDestinationNames(), f.GetSourceNames())
+	}
+	// The UI names its external node by these (ui's fqdnFlows builds the same).
+	if d := f.GetDestination(); d.GetPodName() != "" || !slices.Equal(d.GetLabels(), contract.ReservedLabels(contract.IdentityWorld)) || f.GetIP().GetDestination() != world {
+		t.Fatalf("egress flow destination: %v %v", d, f.GetIP())
 	}
 	f = tcp(12*sec, world, clientPod, 443, 5555, contract.DirectionIngress, datapath.FlagReply)
 	if len(f.GetSourceNames()) != 1 || f.GetDestinationNames() != nil {

@@ -145,12 +145,14 @@ func (a *Aggregator) Add(f *flowpb.Flow) *edge {
 	srcIP, dstIP := f.GetIP().GetSource(), f.GetIP().GetDestination()
 	proto, sport, dport := l4(f)
 	port := dport
+	srcNames, dstNames := f.GetSourceNames(), f.GetDestinationNames()
 	reply := f.GetIsReply().GetValue()
 	if reply {
 		srcEP, dstEP, srcIP, dstIP, port = dstEP, srcEP, dstIP, srcIP, sport
+		srcNames, dstNames = dstNames, srcNames
 	}
-	src := a.node(srcEP, srcIP, t)
-	dst := a.node(dstEP, dstIP, t)
+	src := a.node(srcEP, srcIP, srcNames, t)
+	dst := a.node(dstEP, dstIP, dstNames, t)
 	k := edgeKey{src: src, dst: dst, port: port, proto: proto}
 	e := a.edges[k]
 	if e == nil {
@@ -192,8 +194,15 @@ func (a *Aggregator) Add(f *flowpb.Flow) *edge {
 	return e
 }
 
-func (a *Aggregator) node(ep *flowpb.Endpoint, ip string, t int64) *node {
+// node returns the map node of an endpoint; names are the flow's FQDNs
+// for it, which name a world endpoint (fqdn.go).
+func (a *Aggregator) node(ep *flowpb.Endpoint, ip string, names []string, t int64) *node {
 	k, kind := endpointKey(ep)
+	if kind == KindWorld && len(names) > 0 {
+		if n := externalName(names); n != "" {
+			k = nodeKey{name: n}
+		}
+	}
 	n := a.nodes[k]
 	if n == nil {
 		n = &node{id: k.id(), ns: k.ns, name: k.name, kind: kind}

@@ -2,11 +2,15 @@ package ui
 
 import (
 	"fmt"
+	"io/fs"
+	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/relay/relaytest"
@@ -101,6 +105,7 @@ type benchResult struct {
 			Mean, P50, P95, Max float64
 		}
 		PairsDrawn int `json:"pairsDrawn"`
+		L7Labels   int `json:"l7Labels"`
 	}
 }
 
@@ -108,7 +113,42 @@ type benchResult struct {
 // flows into the UI (fake agents, the real relay and UI server) and
 // measures, in headless chromium, the time from navigation to the first
 // frame of the map and the frame time while panning (targets: 2 s, 33 ms).
+//
+// With LOUPE_UI_BASELINE_DIST set to a directory holding another build of
+// ui/dist (say main's: git archive main ui/dist | tar -x -C /tmp/base), a
+// second UI server serves that build from the same relay, and each round
+// measures both, alternating which goes first, so the two are compared in
+// the same run on the same machine.
 func BenchmarkBrowserRender(b *testing.B) {
+	benchBrowserRender(b, scaleFlows(2000, 10000, time.Now().Add(-time.Minute)))
+}
+
+// BenchmarkBrowserRenderL7 is BenchmarkBrowserRender with HTTP on every
+// twentieth edge (500 edges with L7, so with labels close up).
+func BenchmarkBrowserRenderL7(b *testing.B) {
+	now := time.Now().Add(-time.Minute)
+	flows := scaleFlows(2000, 10000, now)
+	for i, f := range slices.Clone(flows) {
+		if i%20 != 2 {
+			continue
+		}
+		for j, typ := range []flowpb.L7FlowType{flowpb.L7FlowType_REQUEST, flowpb.L7FlowType_RESPONSE} {
+			l := proto.Clone(f).(*flowpb.Flow)
+			l.Type, l.EventType = flowpb.FlowType_L7, &flowpb.CiliumEventType{Type: contract.MessageTypeAccessLog}
+			l.Time = timestampOf(now.Add(time.Duration(i)*time.Microsecond + time.Duration(j)*time.Millisecond))
+			h := &flowpb.HTTP{Method: "GET", Url: "http://svc:8080/items/" + itoa(uint64(i%7)), Protocol: "HTTP/1.1"}
+			l.L7 = &flowpb.Layer7{Type: typ, Record: &flowpb.Layer7_Http{Http: h}}
+			if typ == flowpb.L7FlowType_RESPONSE {
+				h.Code = 200 + 300*uint32(b2u(i%60 == 2))
+				l.L7.LatencyNs = uint64(time.Duration(1+i%40) * time.Millisecond)
+			}
+			flows = append(flows, l)
+		}
+	}
+	benchBrowserRender(b, flows)
+}
+
+func benchBrowserRender(b *testing.B, flows []*flowpb.Flow) {
 	web := needBrowser(b)
 	const workloads, edges = 2000, 10000
 	a, err := relaytest.Start(relaytest.Options{Name: "node-1", Capacity: 16383})
@@ -116,40 +156,92 @@ func BenchmarkBrowserRender(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(a.Stop)
-	a.Add(scaleFlows(workloads, edges, time.Now().Add(-time.Minute))...)
-	s, addr := startUI(b, startRelay(b, a))
+	a.Add(flows...)
+	relay := startRelay(b, a)
+	type variant struct {
+		name, addr string
+		runs       []benchResult
+	}
+	s, addr := startUI(b, relay)
+	variants := []*variant{{name: "this", addr: addr}}
+	servers := []*Server{s}
+	if dir := os.Getenv("LOUPE_UI_BASELINE_DIST"); dir != "" {
+		base, err := New(Config{Flows: RelayFlows(relay), FlushInterval: 20 * time.Millisecond})
+		if err != nil {
+			b.Fatal(err)
+		}
+		base.assets = os.DirFS(dir)
+		if _, err := fs.Stat(base.assets, "index.html"); err != nil {
+			b.Fatalf("LOUPE_UI_BASELINE_DIST: %v", err)
+		}
+		variants = append(variants, &variant{name: "baseline", addr: serveUI(b, base)})
+		servers = append(servers, base)
+	}
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s.mu.Lock()
-		n, e := s.agg.Len()
-		s.mu.Unlock()
-		if n == workloads && e == edges {
-			break
+	for _, s := range servers {
+		for {
+			s.mu.Lock()
+			n, e := s.agg.Len()
+			s.mu.Unlock()
+			if n == workloads && e == edges {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("the UI server holds %d nodes and %d edges, want %d and %d", n, e, workloads, edges)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the server's map for the condition
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("the UI server holds %d nodes and %d edges, want %d and %d", n, e, workloads, edges)
-		}
-		time.Sleep(50 * time.Millisecond) // polling the server's map for the condition
 	}
-	var res benchResult
 	for i := 0; i < b.N; i++ {
-		runNode(b, web, "bench.mjs", map[string]string{"LOUPE_UI_URL": "http://" + addr + "/", "LOUPE_UI_NODES": fmt.Sprint(workloads)}, &res)
+		for j := range variants {
+			v := variants[(i+j)%len(variants)] // alternate which goes first
+			var res benchResult
+			runNode(b, web, "bench.mjs", map[string]string{"LOUPE_UI_URL": "http://" + v.addr + "/", "LOUPE_UI_NODES": fmt.Sprint(workloads)}, &res)
+			if res.Nodes != workloads || res.Edges != edges {
+				b.Fatalf("%s: the page holds %d nodes and %d edges", v.name, res.Nodes, res.Edges)
+			}
+			v.runs = append(v.runs, res)
+		}
 	}
-	if res.Nodes != workloads || res.Edges != edges {
-		b.Fatalf("the page holds %d nodes and %d edges", res.Nodes, res.Edges)
+	for _, v := range variants {
+		for i, res := range v.runs {
+			fmt.Printf("%s round %d: %d workloads, %d edges (%d drawn lines when whole): first render %.0f ms; panning whole map: frame p50 %.1f p95 %.1f max %.1f ms (draw p95 %.1f); close up: frame p50 %.1f p95 %.1f ms (draw p95 %.1f, %d lines, %d L7 labels); scene draw %.0f ms; layout settled %.0f ms",
+				v.name, i, res.Nodes, res.Edges, res.Whole.PairsDrawn, res.FirstRenderMs, res.Whole.Frame.P50, res.Whole.Frame.P95, res.Whole.Frame.Max, res.Whole.Draw.P95,
+				res.Close.Frame.P50, res.Close.Frame.P95, res.Close.Draw.P95, res.Close.PairsDrawn, res.Close.L7Labels, res.SceneMs, res.SettledMs)
+			fmt.Println()
+		}
 	}
-	b.Logf("page timings (ms since navigation): %v; scene draw %.0f ms; force layout settled at %.0f ms (measured by polling, upper bound)", res.Timing, res.SceneMs, res.SettledMs)
-	b.ReportMetric(res.FirstRenderMs, "ms-first-render")
-	b.ReportMetric(res.SettledMs, "ms-layout-settled")
-	b.ReportMetric(res.Whole.Frame.P50, "ms/frame-p50-whole")
-	b.ReportMetric(res.Whole.Frame.P95, "ms/frame-p95-whole")
-	b.ReportMetric(res.Whole.Draw.P95, "ms/draw-p95-whole")
-	b.ReportMetric(res.Close.Frame.P50, "ms/frame-p50-close")
-	b.ReportMetric(res.Close.Frame.P95, "ms/frame-p95-close")
-	b.ReportMetric(res.Close.Draw.P95, "ms/draw-p95-close")
-	b.Logf("%d workloads, %d edges (%d drawn lines when whole): first render %.0f ms; panning whole map: frame p50 %.1f p95 %.1f max %.1f ms (draw p95 %.1f); close up: frame p50 %.1f p95 %.1f ms (draw p95 %.1f)",
-		res.Nodes, res.Edges, res.Whole.PairsDrawn, res.FirstRenderMs, res.Whole.Frame.P50, res.Whole.Frame.P95, res.Whole.Frame.Max, res.Whole.Draw.P95,
-		res.Close.Frame.P50, res.Close.Frame.P95, res.Close.Draw.P95)
+	// med is the median of the rounds, with their range.
+	med := func(v *variant, f func(benchResult) float64) (mid, lo, hi float64) {
+		xs := make([]float64, len(v.runs))
+		for i, r := range v.runs {
+			xs[i] = f(r)
+		}
+		slices.Sort(xs)
+		return xs[len(xs)/2], xs[0], xs[len(xs)-1]
+	}
+	metrics := []struct {
+		unit string
+		f    func(benchResult) float64
+	}{
+		{"ms-first-render", func(r benchResult) float64 { return r.FirstRenderMs }},
+		{"ms-layout-settled", func(r benchResult) float64 { return r.SettledMs }},
+		{"ms/frame-p50-whole", func(r benchResult) float64 { return r.Whole.Frame.P50 }},
+		{"ms/frame-p95-whole", func(r benchResult) float64 { return r.Whole.Frame.P95 }},
+		{"ms/draw-p95-whole", func(r benchResult) float64 { return r.Whole.Draw.P95 }},
+		{"ms/frame-p50-close", func(r benchResult) float64 { return r.Close.Frame.P50 }},
+		{"ms/frame-p95-close", func(r benchResult) float64 { return r.Close.Frame.P95 }},
+		{"ms/draw-p95-close", func(r benchResult) float64 { return r.Close.Draw.P95 }},
+	}
+	for _, m := range metrics {
+		this, tlo, thi := med(variants[0], m.f)
+		b.ReportMetric(this, m.unit)
+		if len(variants) > 1 {
+			base, blo, bhi := med(variants[1], m.f)
+			fmt.Printf("median of %d rounds, %s: this %.1f (%.1f-%.1f), baseline %.1f (%.1f-%.1f), ratio %.2f\n",
+				len(variants[0].runs), m.unit, this, tlo, thi, base, blo, bhi, this/base)
+		}
+	}
 }
 
 // BenchmarkSnapshot measures what a browser's first message costs the

@@ -20,14 +20,7 @@ import (
 func httpExchange(client, server *flowpb.Endpoint, sport uint32, at time.Time, method, path string, code uint32, latency time.Duration) []*flowpb.Flow {
 	url := "http://web:80" + path
 	base := func(src, dst *flowpb.Endpoint, s, d uint32, t time.Time, reply bool) *flowpb.Flow {
-		sip, dip := "10.0.0.1", "10.0.1.1"
-		if reply {
-			sip, dip = dip, sip
-		}
-		return &flowpb.Flow{Time: timestamppb.New(t), Verdict: flowpb.Verdict_FORWARDED, NodeName: "node-1", Type: flowpb.FlowType_L7,
-			Source: src, Destination: dst, IP: &flowpb.IP{Source: sip, Destination: dip},
-			L4:        &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: s, DestinationPort: d}}},
-			EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeAccessLog}, IsReply: wrapperspb.Bool(reply)}
+		return l7Flow(src, dst, "10.0.0.1", "10.0.1.1", &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: s, DestinationPort: d}}}, t, reply)
 	}
 	req := base(client, server, sport, 80, at, false)
 	req.L7 = &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{Method: method, Url: url, Protocol: "HTTP/1.1"}}}
@@ -35,6 +28,18 @@ func httpExchange(client, server *flowpb.Endpoint, sport uint32, at time.Time, m
 	resp.L7 = &flowpb.Layer7{Type: flowpb.L7FlowType_RESPONSE, LatencyNs: uint64(latency),
 		Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{Code: code, Method: method, Url: url, Protocol: "HTTP/1.1"}}}
 	return []*flowpb.Flow{req, resp}
+}
+
+// l7Flow is an L7 flow's frame as the observer emits it; client and server
+// are the client's and server's addresses, swapped on a reply.
+func l7Flow(src, dst *flowpb.Endpoint, client, server string, l4 *flowpb.Layer4, t time.Time, reply bool) *flowpb.Flow {
+	sip, dip := client, server
+	if reply {
+		sip, dip = dip, sip
+	}
+	return &flowpb.Flow{Time: timestamppb.New(t), Verdict: flowpb.Verdict_FORWARDED, NodeName: "node-1", Type: flowpb.FlowType_L7,
+		Source: src, Destination: dst, IP: &flowpb.IP{Source: sip, Destination: dip}, L4: l4,
+		EventType: &flowpb.CiliumEventType{Type: contract.MessageTypeAccessLog}, IsReply: wrapperspb.Bool(reply)}
 }
 
 // l7Flows: 100 exchanges client -> web over 10 s: GET /ok (80, 2 ms), GET

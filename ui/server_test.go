@@ -96,6 +96,12 @@ func startUIConfig(t testing.TB, cfg Config) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, serveUI(t, s)
+}
+
+// serveUI serves s on a loopback port until the test ends.
+func serveUI(t testing.TB, s *Server) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +110,7 @@ func startUIConfig(t testing.TB, cfg Config) (*Server, string) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, lis) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return s, lis.Addr().String()
+	return lis.Addr().String()
 }
 
 type wsClient struct {

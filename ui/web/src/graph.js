@@ -37,6 +37,31 @@ export function severityColor(priority) {
   return '#d4a106';
 }
 
+// L7 colours of the edge colour modes: by error rate (HTTP 5xx, DNS rcode
+// other than NOERROR, unanswered queries) and by p99 latency (ms); grey
+// for pairs without L7.
+export const L7_ERROR_SCALE = [[0.001, '#1e9e5a', '< 0.1 %'], [0.01, '#d4a106', '< 1 %'], [0.05, '#e8710a', '< 5 %'], [Infinity, '#c5221f', '≥ 5 %']];
+export const L7_LATENCY_SCALE = [[10, '#1e9e5a', '< 10 ms'], [100, '#d4a106', '< 100 ms'], [1000, '#e8710a', '< 1 s'], [Infinity, '#c5221f', '≥ 1 s']];
+export function l7Color(mode, l) {
+  if (!l) return '#b8c0cc';
+  const [scale, v] = mode === 'l7errors' ? [L7_ERROR_SCALE, l.errorRate] : [L7_LATENCY_SCALE, l.p99Ms || l.maxMs];
+  for (const [lim, c] of scale) if (v < lim) return c;
+  return '#c5221f';
+}
+const MAX_L7_LABELS = 400; // above this many in view, labels would only hide each other
+const L7_FONT = 11; // screen px
+
+// l7Text is a pair's L7 label: protocol, request rate and error rate; p50
+// and p99 latency (a past range's mean and max: it has no percentiles).
+export function l7Text(l) {
+  const ms = (v) => v < 1 ? Math.round(v * 1000) + 'µs' : v < 10 ? v.toFixed(1) + 'ms' : v < 1000 ? Math.round(v) + 'ms' : (v / 1000).toFixed(1) + 's';
+  const pct = l.errorRate * 100;
+  const err = (pct < 10 ? +pct.toFixed(1) : Math.round(pct)) + '% err';
+  const rate = l.meanMs ? l.requests + ' req' : (l.requestsPerSec < 10 ? l.requestsPerSec.toFixed(1) : Math.round(l.requestsPerSec)) + '/s';
+  const lat = l.meanMs ? `mean ${ms(l.meanMs)} · max ${ms(l.maxMs)}` : `p50 ${ms(l.p50Ms)} · p99 ${ms(l.p99Ms)}`;
+  return [`${l.protocols.join('+')} ${rate} · ${err}`, lat];
+}
+
 export class ServiceMap {
   constructor(canvas, { onSelect, onHover }) {
     this.canvas = canvas;
@@ -160,6 +185,24 @@ export class ServiceMap {
       if ((x.handshakes || 0) > mostHS) { mostHS = x.handshakes; t.p50 = x.handshakeP50Us || 0; t.p99 = x.handshakeP99Us || 0; }
     }
     p.drops = drops; p.flows = flows; p.traffic = any ? t : null;
+    this.sumL7(p);
+  }
+
+  // sumL7 sums a pair's L7 over its ports into p.l7 (null without any):
+  // rates and counts add up, the latencies are those of the port with the
+  // most responses.
+  sumL7(p) {
+    let l = null;
+    for (const e of p.edges.values()) {
+      const x = e.l7;
+      if (!x) continue;
+      if (!l) l = { protocols: [], requestsPerSec: 0, requests: 0, responses: 0, errors: 0, errorRate: 0, p50Ms: 0, p99Ms: 0, meanMs: 0, maxMs: 0, most: -1 };
+      if (!l.protocols.includes(x.protocol)) l.protocols.push(x.protocol);
+      l.requestsPerSec += x.requestsPerSec || 0; l.requests += x.requests; l.responses += x.responses; l.errors += x.errors;
+      if (x.responses > l.most) Object.assign(l, { most: x.responses, p50Ms: x.p50Ms, p99Ms: x.p99Ms, meanMs: x.meanMs || 0, maxMs: x.maxMs || 0 });
+    }
+    if (l && l.responses) l.errorRate = l.errors / l.responses;
+    p.l7 = l;
   }
 
   // edgeStyle is how a pair is drawn: its width (map units), colour and
@@ -172,8 +215,9 @@ export class ServiceMap {
     width = Math.round(width * 2) / 2;
     let color = '#8ea2c4';
     if (this.colorBy === 'handshake') color = handshakeColor(t && t.handshakes ? t.p99 : 0);
+    if (this.colorBy === 'l7errors' || this.colorBy === 'l7latency') color = l7Color(this.colorBy, p.l7);
     const dashed = p.drops > 0;
-    if (dashed && this.colorBy !== 'handshake') { color = '#d93025'; width = Math.max(width, 2); }
+    if (dashed && this.colorBy === 'verdict') { color = '#d93025'; width = Math.max(width, 2); }
     return { width, color, dashed };
   }
 
@@ -380,6 +424,7 @@ export class ServiceMap {
 
     // edges, batched by style: one path per (width, colour, dash)
     const styles = new Map();
+    const l7s = [];
     let shown = 0;
     for (const p of this.pairs.values()) {
       const seg = this.segment(p);
@@ -392,6 +437,7 @@ export class ServiceMap {
       const sk = st.width + '|' + st.color + '|' + st.dashed;
       let b = styles.get(sk);
       if (!b) { b = { st, path: new Path2D(), arrows: [] }; styles.set(sk, b); }
+      if (p.l7 && !self) l7s.push([p, seg, st]);
       if (self) { b.path.moveTo(x0 + R, y0); b.path.arc(x0 + R + 6, y0 - 6, 8, Math.PI, Math.PI * 2.6); continue; }
       b.path.moveTo(x0, y0); b.path.lineTo(x1, y1);
       if (k > 0.35) b.arrows.push([x1, y1, dx, dy]);
@@ -414,6 +460,8 @@ export class ServiceMap {
       }
       ctx.fillStyle = st.color; ctx.fill(ap);
     }
+
+    this.drawL7Labels(ctx, k, l7s);
 
     // nodes, batched by colour
     const byColor = new Map();
@@ -495,6 +543,60 @@ export class ServiceMap {
       n.badge = { count: h.eventCount, color, x: bx, y: by };
     }
     ctx.textAlign = 'start';
+  }
+
+  // drawL7Labels writes each L7 pair's label (l7Text) at the middle of its
+  // line, on the side of its direction so that the two directions of a
+  // pair do not overlap, in a box edged with the line's colour. Text keeps
+  // its screen size. The drawn label is kept on the pair (p.l7Label, map
+  // units), which tests read.
+  drawL7Labels(ctx, k, l7s) {
+    for (const p of this.l7Labelled || []) p.l7Label = null;
+    this.l7Labelled = [];
+    if (k < 0.5 || !l7s.length || l7s.length > MAX_L7_LABELS) return;
+    const f = L7_FONT / k, lh = f * 1.25, pad = 3 / k;
+    ctx.font = `${f}px system-ui, sans-serif`;
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'middle';
+    const boxes = [];
+    const nodeRect = (n) => {
+      const q = this.pos(n), tw = 6.5 * Math.min(24, n.name.length);
+      return [q.x - Math.max(R, tw / 2), q.y - R, q.x + Math.max(R, tw / 2), q.y + R + 16];
+    };
+    let obstacles = null;
+    if (this.nodes.size <= 300) obstacles = [...this.nodes.values()].filter((n) => this.visibleNode(n)).map(nodeRect);
+    for (const [p, [x0, y0, x1, y1, dx, dy], st] of l7s) {
+      const lines = l7Text(p.l7);
+      const w = Math.max(...lines.map((s) => ctx.measureText(s).width)) + 2 * pad, h = lines.length * lh + pad;
+      // From the line's middle, away from it on the pair's side, far enough
+      // that the box's corner clears it whatever the angle.
+      let off = 4 / k + Math.abs(dx) * h / 2 + Math.abs(dy) * w / 2;
+      // Further out while it would cover a dot, a name or a label drawn
+      // before it (on small maps; on big ones only its ends' dots and names).
+      const near = obstacles || [nodeRect(this.nodes.get(p.src)), nodeRect(this.nodes.get(p.dst))];
+      let box;
+      for (let i = 0; i < 8; i++) {
+        const cx = (x0 + x1) / 2 - dy * off, cy = (y0 + y1) / 2 + dx * off;
+        box = { x: cx - w / 2, y: cy - h / 2, w, h, lines };
+        if (!near.some(([ax, ay, bx, by]) => box.x < bx && box.x + w > ax && box.y < by && box.y + h > ay)) break;
+        off += 6 / Math.min(k, 1);
+      }
+      if (obstacles) obstacles.push([box.x, box.y, box.x + w, box.y + h]);
+      p.l7Label = box;
+      this.l7Labelled.push(p);
+      boxes.push([box, st.color]);
+    }
+    ctx.lineWidth = 1.5 / k;
+    for (const [b, color] of boxes) {
+      ctx.fillStyle = 'rgba(255, 255, 255, 0.9)';
+      ctx.fillRect(b.x, b.y, b.w, b.h);
+      ctx.strokeStyle = color;
+      ctx.strokeRect(b.x, b.y, b.w, b.h);
+    }
+    ctx.fillStyle = '#1d2330';
+    for (const [b] of boxes) b.lines.forEach((s, i) => ctx.fillText(s, b.x + b.w / 2, b.y + pad / 2 + lh * (i + 0.5)));
+    ctx.textAlign = 'start';
+    ctx.textBaseline = 'alphabetic';
   }
 
   // segment returns where a pair's line is drawn, or null when hidden:

@@ -1,6 +1,6 @@
 // loupe UI: websocket client, filters (kept in the URL), flow table, side
 // panel and legend around the canvas service map.
-import { ServiceMap, kindColor, HANDSHAKE_SCALE } from './graph.js';
+import { ServiceMap, kindColor, HANDSHAKE_SCALE, L7_ERROR_SCALE, L7_LATENCY_SCALE } from './graph.js';
 import { STARVED_RUNQ_US, STARVED_COLOR, severityColor } from './graph.js';
 
 const $ = (id) => document.getElementById(id);
@@ -9,7 +9,7 @@ const SEP = '\u0000';
 
 const state = {
   filter: { ns: [], verdict: '', proto: '', port: 0, q: '' },
-  view: { size: 'bytes', color: 'verdict' }, // edge width and colour modes (URL: size=flat, color=handshake)
+  view: { size: 'bytes', color: 'verdict' }, // edge width and colour modes (URL: size=flat, color=handshake|l7errors|l7latency)
   range: 0, // index into RANGES: 0 is live, else a past range from the flow history (URL: range=6h)
   rangeInfo: null, // the server's account of the range shown: {since, until, edges, flows, lost, loading, error}
   selected: null, // {type: 'node', id} | {type: 'pair', id: src + SEP + dst}
@@ -42,7 +42,7 @@ function readURL() {
   state.filter.port = parseInt(p.get('port') || '0', 10) || 0;
   state.filter.q = p.get('q') || '';
   state.view.size = p.get('size') === 'flat' ? 'flat' : 'bytes';
-  state.view.color = p.get('color') === 'handshake' ? 'handshake' : 'verdict';
+  state.view.color = EDGE_SCALES[p.get('color')] ? p.get('color') : 'verdict';
   state.range = Math.max(0, RANGES.findIndex(([k]) => k === p.get('range')));
   $('f-range').value = String(state.range);
   renderRangeLabel();
@@ -74,6 +74,14 @@ function writeURL() {
   history.replaceState(null, '', qs ? '?' + qs : location.pathname);
 }
 
+// The colour modes other than by verdict, with their legends: [title,
+// scale, what grey means].
+const EDGE_SCALES = {
+  handshake: ['handshake p99:', HANDSHAKE_SCALE, 'no data'],
+  l7errors: ['L7 errors (HTTP 5xx, DNS not NOERROR):', L7_ERROR_SCALE, 'no L7'],
+  l7latency: ['L7 latency p99:', L7_LATENCY_SCALE, 'no L7'],
+};
+
 // applyView hands the edge modes to the map and shows the colour scale.
 function applyView() {
   $('f-size').value = state.view.size;
@@ -81,11 +89,11 @@ function applyView() {
   map.sizeBy = state.view.size;
   map.colorBy = state.view.color;
   const lg = $('edge-legend');
-  lg.hidden = state.view.color !== 'handshake';
-  if (!lg.hidden) {
-    lg.replaceChildren(el('span', 'handshake p99:'), ...HANDSHAKE_SCALE.map(([, c, label]) => {
-      const s = el('span', label, 'swatch'); s.style.borderColor = c; return s;
-    }), (() => { const s = el('span', 'no data', 'swatch'); s.style.borderColor = '#b8c0cc'; return s; })());
+  const scale = EDGE_SCALES[state.view.color];
+  lg.hidden = !scale;
+  if (scale) {
+    const swatch = (label, c) => { const s = el('span', label, 'swatch'); s.style.borderColor = c; return s; };
+    lg.replaceChildren(el('span', scale[0]), ...scale[1].map(([, c, label]) => swatch(label, c)), swatch(scale[2], '#b8c0cc'));
   }
   map.invalidate();
 }
@@ -339,7 +347,7 @@ window.loupe.select = select;
 // its summed traffic and the style of its last drawing (null if hidden).
 window.loupe.edgeStyle = (src, dst) => {
   const p = map.pairs.get(src + SEP + dst);
-  return p ? { ...map.edgeStyle(p), traffic: p.traffic, drawn: p.style || null } : null;
+  return p ? { ...map.edgeStyle(p), traffic: p.traffic, drawn: p.style || null, l7: p.l7 || null, label: p.l7Label || null } : null;
 };
 
 function renderScope() {

@@ -6,12 +6,13 @@ import { launch, fail } from './browser.mjs';
 
 const url = process.env.LOUPE_UI_URL;
 const nodes = parseInt(process.env.LOUPE_UI_NODES || '1', 10);
+const timeout = parseInt(process.env.LOUPE_UI_TIMEOUT_MS || '60000', 10);
 const b = await launch({ width: 1600, height: 1000 });
 try {
   const page = await b.newPage();
   await page.goto(url);
-  await page.waitForFunction((n) => window.loupe && window.loupe.map.nodes.size >= n && window.loupe.map.firstRenderAt > 0, nodes, { timeout: 60000, polling: 50 });
-  await page.waitForFunction(() => window.loupe.map.settled(), null, { timeout: 60000, polling: 20 });
+  await page.waitForFunction((n) => window.loupe && window.loupe.map.nodes.size >= n && window.loupe.map.firstRenderAt > 0, nodes, { timeout, polling: 50 });
+  await page.waitForFunction(() => window.loupe.map.settled(), null, { timeout, polling: 20 });
   const settledMs = await page.evaluate(() => performance.now());
   const first = await page.evaluate(() => ({
     firstRenderMs: window.loupe.map.firstRenderAt, // since navigation start
@@ -32,7 +33,7 @@ try {
       if (last) intervals.push(t - last);
       last = t;
       m.view.tx += 7; m.view.ty += 3; m.dirty = true;
-      if (++n < 121) requestAnimationFrame(tick); else resolve({ intervals, draws: m.frameTimes.slice(), shown: m.shownPairs });
+      if (++n < 121) requestAnimationFrame(tick); else resolve({ intervals, draws: m.frameTimes.slice(), shown: m.shownPairs, labels: (m.l7Labelled || []).length });
     };
     requestAnimationFrame(tick);
   }), zoom);
@@ -44,7 +45,7 @@ try {
   const res = { ...first, layoutSettledMs: settledMs };
   for (const [name, zoom] of [['whole', 0], ['close', 0.8]]) {
     const r = await pan(zoom);
-    res[name] = { frame: stats(r.intervals), draw: stats(r.draws), pairsDrawn: r.shown };
+    res[name] = { frame: stats(r.intervals), draw: stats(r.draws), pairsDrawn: r.shown, l7Labels: r.labels };
   }
   console.log(JSON.stringify(res));
 } catch (e) {
