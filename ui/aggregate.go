@@ -24,6 +24,7 @@ const (
 	maxReasons      = 16
 	maxPolicies     = 16
 	maxRecentDrops  = 5
+	maxServices     = 8
 )
 
 // AggregatorConfig bounds an Aggregator. Zero values take the defaults.
@@ -78,6 +79,7 @@ type edge struct {
 	recentDrops []DropView   // newest last, at most maxRecentDrops
 	traffic     *edgeTraffic // nil until a connection flow arrives
 	l7          *edgeL7      // nil until an L7 flow arrives
+	services    set          // Services (ns/name) the flows went through
 	first, last int64
 	dirty, gone bool
 }
@@ -183,6 +185,15 @@ func (a *Aggregator) Add(f *flowpb.Flow) *edge {
 		a.addDrop(e, f, t)
 	}
 	a.addPolicies(e, f)
+	// The datapath translated the ClusterIP: the edge goes to the backend
+	// workload, and the Service it was reached through labels it.
+	svc := f.GetDestinationService()
+	if reply {
+		svc = f.GetSourceService()
+	}
+	if svc.GetName() != "" {
+		e.services.add(svc.GetNamespace()+"/"+svc.GetName(), maxServices)
+	}
 	a.addTraffic(e, f, t)
 	a.addL7(e, f, t)
 	a.touchEdge(e)
@@ -421,9 +432,10 @@ type EdgeView struct {
 	DropReasons map[string]uint64 `json:"dropReasons,omitempty"`
 	Policies    []PolicyRef       `json:"policies,omitempty"`
 	RecentDrops []DropView        `json:"recentDrops,omitempty"`
-	Traffic     *TrafficView      `json:"traffic,omitempty"` // edges with connection counters only
-	L7          *L7View           `json:"l7,omitempty"`      // edges with L7 flows only
-	First       int64             `json:"first"`             // unix ms
+	Traffic     *TrafficView      `json:"traffic,omitempty"`  // edges with connection counters only
+	L7          *L7View           `json:"l7,omitempty"`       // edges with L7 flows only
+	Services    []string          `json:"services,omitempty"` // ns/name of the Services its flows went through
+	First       int64             `json:"first"`              // unix ms
 	Last        int64             `json:"last"`
 }
 
@@ -459,6 +471,9 @@ func (e *edge) view() EdgeView {
 	}
 	if len(e.reasons) > 0 {
 		v.DropReasons = maps.Clone(e.reasons)
+	}
+	if len(e.services.m) > 0 {
+		v.Services = e.services.sorted()
 	}
 	for r, c := range e.policies {
 		r.Flows = c

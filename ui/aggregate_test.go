@@ -221,3 +221,35 @@ func TestAggregatorMemoryIsBounded(t *testing.T) {
 		t.Fatalf("dst node not bounded: %+v", s.Nodes[i])
 	}
 }
+
+// A connection through a Service: the datapath translated the ClusterIP,
+// so the flows carry the backend pod and the Service (destination_service
+// on the request, source_service on the reply, as observer's decoder sets
+// them and e2e's TestPrivilegedServiceFlowsStockHubble sees them). The edge
+// goes to the backend's workload and names the Service.
+func TestAggregatorEdgeNamesItsService(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{})
+	fe := pod("demo", "frontend-7d9f", "frontend")
+	api := pod("demo", "api-5c4b", "api")
+	req := tcpFlow(fe, api, 40000, 8080, flowpb.Verdict_FORWARDED, 0)
+	req.DestinationService = &flowpb.Service{Name: "api", Namespace: "demo"}
+	rep := reply(req)
+	rep.DestinationService, rep.SourceService = nil, &flowpb.Service{Name: "api", Namespace: "demo"}
+	direct := tcpFlow(fe, api, 40001, 8080, flowpb.Verdict_FORWARDED, 1)
+	a.Add(req)
+	a.Add(rep)
+	a.Add(direct)
+	d := a.Flush()
+	e := edgeByID(t, d, "demo/frontend|demo/api|8080/TCP")
+	if e.Flows != 3 || !slices.Equal(e.Services, []string{"demo/api"}) {
+		t.Fatalf("edge %+v, want 3 flows through Service demo/api", e)
+	}
+	for i := range 20 {
+		f := tcpFlow(fe, api, 41000+uint32(i), 8080, flowpb.Verdict_FORWARDED, 2+i)
+		f.DestinationService = &flowpb.Service{Name: fmt.Sprintf("s%02d", i), Namespace: "demo"}
+		a.Add(f)
+	}
+	if e := edgeByID(t, a.Flush(), "demo/frontend|demo/api|8080/TCP"); len(e.Services) != maxServices {
+		t.Fatalf("%d services kept, want the bound %d", len(e.Services), maxServices)
+	}
+}

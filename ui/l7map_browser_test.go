@@ -5,6 +5,7 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
@@ -40,11 +41,29 @@ func l7MapFlows(now time.Time) []*flowpb.Flow {
 		out = append(out, dnsExchange(client, dns, uint32(50000+i), now.Add(-10*time.Second+time.Duration(i)*250*time.Millisecond),
 			"web.x.svc.lab.", rcode, 3*time.Millisecond)...)
 	}
-	return append(out, fqdnFlows(now)...)
+	return append(append(out, fqdnFlows(now)...), serviceFlows(now)...)
+}
+
+// serviceFlows are connections client -> web2 through the Service x/web2
+// (ClusterIP translated by the datapath: the backend pod and the Service
+// in the flow, as TestAggregatorEdgeNamesItsService says), without L7.
+func serviceFlows(now time.Time) []*flowpb.Flow {
+	client, web2 := pod("x", "client-1", "client"), pod("x", "web2-0", "web2")
+	var out []*flowpb.Flow
+	for i := range 3 {
+		f := tcpFlow(client, web2, uint32(47000+i), 8080, flowpb.Verdict_FORWARDED, i)
+		f.Time = timestamppb.New(now.Add(-time.Second + time.Duration(i)*time.Millisecond))
+		f.DestinationService = &flowpb.Service{Name: "web2", Namespace: "x"}
+		r := reply(f)
+		r.SourceService = &flowpb.Service{Name: "web2", Namespace: "x"}
+		out = append(out, f, r)
+	}
+	return out
 }
 
 // TestBrowserL7EdgeLabels: in chromium, each edge with L7 carries a label
-// on the canvas (protocol, request rate, error rate, p50/p99); the colour
+// on the canvas (protocol, request rate, error rate, p50/p99), an edge
+// through a Service names it; the colour
 // modes by L7 error rate and by L7 latency colour the edges and show their
 // legend, and come from and go to the URL; the external destination the
 // client resolved is a map node named api.example.com.
@@ -62,7 +81,8 @@ func TestBrowserL7EdgeLabels(t *testing.T) {
 		"LOUPE_UI_URL": "http://" + addr + "/",
 		"LOUPE_UI_L7MAP": mustMarshal(t, map[string]any{
 			"http": []string{"x/client", "x/web"}, "dns": []string{"x/client", "x/dns"},
-			"fqdn": []string{"x/client", "api.example.com"}, "screenshot": screenshotPath(t, "ui-l7map.png"),
+			"fqdn": []string{"x/client", "api.example.com"}, "svc": []string{"x/client", "x/web2"},
+			"screenshot": screenshotPath(t, "ui-l7map.png"),
 		}),
 	}, &res)
 	if res["ok"] != true {

@@ -62,6 +62,16 @@ export function l7Text(l) {
   return [`${l.protocols.join('+')} ${rate} · ${err}`, lat];
 }
 
+// pairLabel is the lines of a pair's label on the map: the Service its
+// flows went through (the edge is drawn to the backend workload), then
+// its L7 (l7Text).
+export function pairLabel(p) {
+  const lines = [];
+  if (p.services && p.services.length) lines.push('via svc ' + p.services[0] + (p.services.length > 1 ? ` +${p.services.length - 1}` : ''));
+  if (p.l7) lines.push(...l7Text(p.l7));
+  return lines;
+}
+
 export class ServiceMap {
   constructor(canvas, { onSelect, onHover }) {
     this.canvas = canvas;
@@ -185,6 +195,10 @@ export class ServiceMap {
       if ((x.handshakes || 0) > mostHS) { mostHS = x.handshakes; t.p50 = x.handshakeP50Us || 0; t.p99 = x.handshakeP99Us || 0; }
     }
     p.drops = drops; p.flows = flows; p.traffic = any ? t : null;
+    // The Services the pair's flows went through (translated ClusterIPs).
+    const svcs = new Set();
+    for (const e of p.edges.values()) for (const sv of e.services || []) svcs.add(sv);
+    p.services = [...svcs].sort();
     this.sumL7(p);
   }
 
@@ -437,7 +451,7 @@ export class ServiceMap {
       const sk = st.width + '|' + st.color + '|' + st.dashed;
       let b = styles.get(sk);
       if (!b) { b = { st, path: new Path2D(), arrows: [] }; styles.set(sk, b); }
-      if (p.l7 && !self) l7s.push([p, seg, st]);
+      if ((p.l7 || (p.services && p.services.length)) && !self) l7s.push([p, seg, st]);
       if (self) { b.path.moveTo(x0 + R, y0); b.path.arc(x0 + R + 6, y0 - 6, 8, Math.PI, Math.PI * 2.6); continue; }
       b.path.moveTo(x0, y0); b.path.lineTo(x1, y1);
       if (k > 0.35) b.arrows.push([x1, y1, dx, dy]);
@@ -545,7 +559,8 @@ export class ServiceMap {
     ctx.textAlign = 'start';
   }
 
-  // drawL7Labels writes each L7 pair's label (l7Text) at the middle of its
+  // drawL7Labels writes each labelled pair's label (pairLabel: its Service
+  // and its L7) at the middle of its
   // line, on the side of its direction so that the two directions of a
   // pair do not overlap, in a box edged with the line's colour. Text keeps
   // its screen size. The drawn label is kept on the pair (p.l7Label, map
@@ -566,7 +581,7 @@ export class ServiceMap {
     let obstacles = null;
     if (this.nodes.size <= 300) obstacles = [...this.nodes.values()].filter((n) => this.visibleNode(n)).map(nodeRect);
     for (const [p, [x0, y0, x1, y1, dx, dy], st] of l7s) {
-      const lines = l7Text(p.l7);
+      const lines = pairLabel(p);
       const w = Math.max(...lines.map((s) => ctx.measureText(s).width)) + 2 * pad, h = lines.length * lh + pad;
       // From the line's middle, away from it on the pair's side, far enough
       // that the box's corner clears it whatever the angle.

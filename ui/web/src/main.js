@@ -347,7 +347,7 @@ window.loupe.select = select;
 // its summed traffic and the style of its last drawing (null if hidden).
 window.loupe.edgeStyle = (src, dst) => {
   const p = map.pairs.get(src + SEP + dst);
-  return p ? { ...map.edgeStyle(p), traffic: p.traffic, drawn: p.style || null, l7: p.l7 || null, label: p.l7Label || null } : null;
+  return p ? { ...map.edgeStyle(p), traffic: p.traffic, drawn: p.style || null, l7: p.l7 || null, label: p.l7Label || null, services: p.services || [] } : null;
 };
 
 function renderScope() {
@@ -482,7 +482,8 @@ function renderPanel() {
   const title = el('h3'); title.append(document.createTextNode(`${a} → ${b}`));
   panel.replaceChildren(
     title,
-    dl([['flows', String(p.flows)], ['dropped', p.drops ? `${p.drops} (drawn red, dashed)` : '0'], ...trafficRows(p.traffic)]),
+    dl([['flows', String(p.flows)], ['dropped', p.drops ? `${p.drops} (drawn red, dashed)` : '0'],
+      ...(p.services && p.services.length ? [['through Service', p.services.join(', ')]] : []), ...trafficRows(p.traffic)]),
     ...serverHealth(b),
     el('h2', 'Ports'), t,
     ...l7Section(edges),
@@ -502,6 +503,7 @@ function hover(h, x, y) {
   } else {
     const p = map.pairs.get(h.id); if (!p) { tip.hidden = true; return; }
     parts.push(el('strong', `${p.src} → ${p.dst}`));
+    if (p.services && p.services.length) parts.push(el('div', `through Service ${p.services.join(', ')}`));
     for (const e of p.edges.values()) {
       parts.push(el('div', `${e.port}/${e.proto}: ${e.flows} flows (${verdictText(e.verdicts)})`));
       if (e.l7) parts.push(el('div', l7Line(e)));

@@ -2,7 +2,8 @@
 // the colour modes by L7 error rate and latency with their legend, and an
 // external node named by its FQDN. Input (env): LOUPE_UI_URL,
 // LOUPE_UI_L7MAP, a JSON object:
-//   {"http": [src, dst], "dns": [src, dst], "fqdn": [src, dst], "screenshot": path}
+//   {"http": [src, dst], "dns": [src, dst], "fqdn": [src, dst], "svc": [src, dst], "screenshot": path}
+// svc is an edge through the Service named like its destination, no L7.
 // http has 10 % 5xx and a p99 about 200 ms, dns 2.5 % NXDOMAIN and 3 ms,
 // fqdn no L7 and its destination named by DNS. With "lab": true (a live
 // lab's traffic, rates unknown) the error rates may be anything, and the
@@ -78,6 +79,17 @@ try {
   checkLabel('DNS', d, lab ? 0 : 2.4, lab ? 100 : 2.5);
   if (!lab && !/ · p99 (1\d\d|2\d\d)ms$/.test(h.label.lines[1])) fail(`HTTP p99 not about 200 ms: ${h.label.lines[1]}`);
   if (want.fqdn && (!f || f.label || f.l7)) fail(`the edge without L7 has a label: ${JSON.stringify(f)}`);
+  // An edge through a Service (to its backend) is labelled with it.
+  if (want.svc) {
+    const sv = out.svcEdge = await style(want.svc);
+    if (!sv || !sv.label || sv.label.lines.join('|') !== 'via svc ' + want.svc[1] || sv.services.join() !== want.svc[1]) fail(`Service edge ${JSON.stringify(sv)}`);
+    const px = await labelPixels(want.svc);
+    if (!px || px.dark < 20) fail(`Service label not drawn: ${JSON.stringify(px)}`);
+    await page.evaluate(([s, d]) => window.loupe.select({ type: 'pair', id: window.loupe.pairKey(s, d) }), want.svc);
+    await page.waitForFunction((svc) => document.getElementById('panel').textContent.includes('through Service' + svc), want.svc[1], { timeout })
+      .catch(async () => fail(`Service edge panel: ${await page.textContent('#panel')}`));
+    await page.evaluate(() => window.loupe.select(null));
+  }
   for (const k of ['http', 'dns']) {
     const px = await labelPixels(want[k]);
     out[k + 'Pixels'] = px;
