@@ -87,12 +87,21 @@ func TestPrivilegedL7HTTP(t *testing.T) {
 	wg.Wait()
 
 	relay := c.status.RelayAddress
+	// lost is what the last observe reported lost (the datapath's ring, or
+	// a history writer the flow ring lapped): a machine too busy for the
+	// agent loses flows, but counts them.
+	var lost uint64
 	observe := func(args ...string) []*flowpb.Flow {
 		out, errs, err := hubble(t, bin, append([]string{"observe", "--server", relay, "--since", "2m", "-o", "json"}, args...)...)
 		if err != nil {
 			t.Fatalf("hubble observe %v: %v\n%s", args, err, errs)
 		}
-		return flowsOf(parseFlows(t, out))
+		res := parseFlows(t, out)
+		lost = 0
+		for _, r := range res {
+			lost += r.GetLostEvents().GetNumEventsLost()
+		}
+		return flowsOf(res)
 	}
 	// The query string is dropped: the tag is not in any URL.
 	var errFlows []*flowpb.Flow
@@ -131,14 +140,19 @@ func TestPrivilegedL7HTTP(t *testing.T) {
 				reqs++
 			}
 		}
-		if reqs < workers*each || pairs*1000 < workers*each*999 {
-			return fmt.Errorf("%d of %d requests seen, %d responses paired", reqs, workers*each, pairs)
+		// Pairing is the agent's: at least 99.9 % of the requests get their
+		// response. Flows missing from the stream must be counted lost.
+		n := uint64(workers * each)
+		if uint64(reqs)+lost < n || (uint64(pairs)+lost)*1000 < n*999 {
+			return fmt.Errorf("%d of %d requests seen (%d flows counted lost), %d responses paired", reqs, n, lost, pairs)
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if reqs != workers*each {
+	if lost > 0 {
+		t.Logf("the stream counted %d flows lost (a busy machine): %d of %d requests seen", lost, reqs, workers*each)
+	} else if reqs != workers*each {
 		t.Errorf("%d request flows, want %d: each message is one flow", reqs, workers*each)
 	}
 	if delay == nil {
