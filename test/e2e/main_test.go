@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -252,7 +253,27 @@ func needLab(t *testing.T) *cluster {
 			t.Logf("lab logs:\n%s", c.logs())
 		}
 	})
+	c.relayConnected(t)
 	return c
+}
+
+// relayConnected waits until the lab relay is connected to every node: a
+// test before may have restarted an agent, and the relay reconnects with
+// a backoff; a query in between would miss that node's flows.
+func (c *cluster) relayConnected(t *testing.T) {
+	t.Helper()
+	want := regexp.MustCompile(fmt.Sprintf(`"num_connected_nodes":\s*%d\b`, len(c.status.Nodes)))
+	var last string
+	if err := poll(30*time.Second, 200*time.Millisecond, func() error {
+		out, errs, code := c.loupe("status", "--server", c.status.RelayAddress, "-o", "json")
+		last = out + errs
+		if code != 0 || !want.MatchString(out) {
+			return fmt.Errorf("the lab relay is not connected to all %d nodes", len(c.status.Nodes))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v: loupe status says:\n%s", err, last)
+	}
 }
 
 // lab runs `loupe lab --lab-dir DIR args...`.
