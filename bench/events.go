@@ -96,7 +96,7 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	}
 	if cfg.Profile {
 		if err := profileAgent(ctx, cfg, net.JoinHostPort(node.IP, pprofPort), func() error {
-			_, err := src.drive(ctx, eventsTarget, 2500*time.Millisecond)
+			_, err := src.drive(ctx, eventsTarget, profileSeconds*time.Second+500*time.Millisecond)
 			return err
 		}); err != nil {
 			cfg.Log.Warn("events: profile", "err", err)
@@ -453,11 +453,15 @@ func hwmMB(pid int) float64 { return statusKB(pid, "VmHWM") / 1024 }
 // pprofPort is where a profiled agent serves /debug/pprof (--pprof-listen).
 const pprofPort = "6061"
 
+// profileSeconds is how long the profile runs: long enough that a path
+// taking 2 % of the agent's CPU gets tens of samples.
+const profileSeconds = 8
+
 // profileAgent takes a CPU profile of the agent at addr while load runs,
 // and writes it to agent.pprof and its top entries (go tool pprof -top) to
 // agent-profile.txt in the out dir.
 func profileAgent(ctx context.Context, cfg *Config, addr string, load func() error) error {
-	secs := 2
+	secs := profileSeconds
 	type result struct {
 		b   []byte
 		err error

@@ -4,10 +4,12 @@ import (
 	"testing"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer/filters"
+	"github.com/loupe-project/loupe/observer/flowwire"
 )
 
 // BenchEvents is the event mix of the benchmarks: the same 5-tuples the
@@ -96,4 +98,59 @@ func BenchmarkHandleEvent(b *testing.B) {
 		b.Fatal("decode errors")
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+}
+
+// BenchmarkFlowWire compares writing the decoder's flows with the
+// generic proto.Marshal and with flowwire, which the ring, the history and
+// followers use.
+func BenchmarkFlowWire(b *testing.B) {
+	evs := benchEvents()
+	d := NewDecoder("node-1", metadata.Static{Snap: testSnapshot(b)}, nil, func(uint32) string { return "lxc0" })
+	flows := make([]*flowpb.Flow, len(evs))
+	for i, ev := range evs {
+		f, err := d.DecodeFlow(ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		flows[i] = f
+	}
+	var buf []byte
+	b.Run("proto", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			buf, _ = proto.MarshalOptions{}.MarshalAppend(buf[:0], flows[i%len(flows)])
+			i++
+		}
+	})
+	b.Run("flowwire", func(b *testing.B) {
+		e := flowwire.NewEncoder()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			buf, _ = e.Append(buf[:0], flows[i%len(flows)])
+			i++
+		}
+	})
+}
+
+// TestFlowWireMatchesDecoderFlows ties flowwire to the flows the real
+// decoder makes: byte for byte what proto.Marshal writes.
+func TestFlowWireMatchesDecoderFlows(t *testing.T) {
+	d := NewDecoder("node-1", metadata.Static{Snap: testSnapshot(t)}, nil, func(uint32) string { return "lxc0" })
+	e := flowwire.NewEncoder()
+	for i, ev := range benchEvents() {
+		f, err := d.DecodeFlow(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := proto.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.Append(nil, f)
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("event %d: flowwire wrote %x (error %v), proto.Marshal %x", i, got, err, want)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/loupe-project/loupe/observer/flowwire"
 	"github.com/loupe-project/loupe/observer/history"
 )
 
@@ -66,6 +67,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 	defer h.store.Close()
 	r := o.ring
 	seq := h.next.Load()
+	enc := flowwire.NewEncoder()
 	var (
 		recs        []history.Record
 		arena       []byte
@@ -122,7 +124,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 				rec.Kind = history.KindLost
 				arena, err = proto.MarshalOptions{}.MarshalAppend(arena, &e.lost.event)
 			} else {
-				arena, err = proto.MarshalOptions{}.MarshalAppend(arena, e.flow)
+				arena, err = enc.Append(arena, e.flow)
 			}
 			seq++
 			if err != nil {
@@ -161,7 +163,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 					continue
 				}
 				if e.flow != nil {
-					if b, err := proto.Marshal(e.flow); err == nil {
+					if b, err := enc.Append(nil, e.flow); err == nil {
 						recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: b})
 					}
 				}

@@ -26,6 +26,7 @@ import (
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/observer/aggregate"
 	"github.com/loupe-project/loupe/observer/filters"
+	"github.com/loupe-project/loupe/observer/flowwire"
 )
 
 // HealthService is the name the health service reports, as Hubble's.
@@ -73,8 +74,8 @@ func (o *Observer) ServeListeners(ctx context.Context, tcp, unixL net.Listener) 
 	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
 	var servers []*grpc.Server
 	start := func(l net.Listener, opts ...grpc.ServerOption) {
-		s := grpc.NewServer(opts...)
-		o.Register(s)
+		s := grpc.NewServer(append(opts, serverCodecOption())...)
+		o.register(s, true)
 		healthpb.RegisterHealthServer(s, hs)
 		servers = append(servers, s)
 		o.log.Info("observer listening", "addr", l.Addr().String())
@@ -130,8 +131,12 @@ func stopGracefully(s *grpc.Server, grace time.Duration) {
 }
 
 // Register adds the Observer and Peer services to s (health is separate).
-func (o *Observer) Register(s *grpc.Server) {
-	observerpb.RegisterObserverServer(s, &observerServer{o: o})
+func (o *Observer) Register(s *grpc.Server) { o.register(s, false) }
+
+// register adds the services; encoded says that s runs wireCodec, so that
+// followers may send flows already encoded.
+func (o *Observer) register(s *grpc.Server, encoded bool) {
+	observerpb.RegisterObserverServer(s, &observerServer{o: o, encoded: encoded})
 	peerpb.RegisterPeerServer(s, &peerServer{o: o})
 	for _, reg := range o.cfg.Services {
 		reg(s)
@@ -141,6 +146,33 @@ func (o *Observer) Register(s *grpc.Server) {
 type observerServer struct {
 	observerpb.UnimplementedObserverServer
 	o *Observer
+	// encoded: the server runs wireCodec (ServeListeners' servers do).
+	encoded bool
+}
+
+// flowSender returns how GetFlows sends a flow (out, which is f or its
+// field-masked copy): written by flowwire into a pooled buffer when the
+// server runs wireCodec and the stream is gRPC's own, else as a message.
+func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(out, f *flowpb.Flow) error {
+	if _, inner := stream.(*aggStream); s.encoded && !inner {
+		enc := flowwire.NewEncoder()
+		var scratch []byte
+		return func(out, f *flowpb.Flow) error {
+			var err error
+			scratch, err = enc.AppendFlowResponse(scratch[:0], out, f.GetNodeName(), f.GetTime())
+			if err != nil {
+				return status.Errorf(codes.Internal, "flow %s: %v", f.GetUuid(), err)
+			}
+			return stream.SendMsg(newEncodedResponse(scratch))
+		}
+	}
+	return func(out, f *flowpb.Flow) error {
+		return stream.Send(&observerpb.GetFlowsResponse{
+			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: out},
+			NodeName:      f.GetNodeName(),
+			Time:          f.GetTime(),
+		})
+	}
 }
 
 func (s *observerServer) ServerStatus(ctx context.Context, _ *observerpb.ServerStatusRequest) (*observerpb.ServerStatusResponse, error) {
@@ -308,6 +340,7 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 			start, sent = next, n
 		}
 	}
+	send := s.flowSender(stream)
 	var marks watermarks
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -363,11 +396,7 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 		if mask != nil {
 			out = mask.apply(f)
 		}
-		if err := stream.Send(&observerpb.GetFlowsResponse{
-			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: out},
-			NodeName:      f.GetNodeName(),
-			Time:          f.GetTime(),
-		}); err != nil {
+		if err := send(out, f); err != nil {
 			return err
 		}
 		sent++
