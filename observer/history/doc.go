@@ -20,7 +20,9 @@
 //	8      4     payload length (compressed)
 //	12     4     raw length (uncompressed), at most MaxBlockRaw
 //	16     4     record count
-//	20     4     flags: 1 = payload is zstd
+//	20     4     flags: 1 = payload is zstd, 2 = payload is S2 (blocks
+//	             of more than 2,000 records per second of their span:
+//	             cheaper to write under a flood), 0 = not compressed
 //	24     8     min record time, unix ns
 //	32     8     max record time, unix ns
 //	40     8     run: a random id of the agent run that wrote it

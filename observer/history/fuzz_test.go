@@ -21,6 +21,7 @@ func FuzzOpenSegment(f *testing.F) {
 	t0 := recent()
 	_ = s.Append(3, testRecs(0, 20, t0, time.Millisecond))
 	_ = s.Append(3, testRecs(20, 5, t0, time.Millisecond))
+	_ = s.Append(3, testRecs(25, 50, t0, time.Microsecond)) // an S2 block
 	s.Close()
 	good, err := os.ReadFile(s.segs[0].path)
 	if err != nil {

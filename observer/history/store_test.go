@@ -332,3 +332,45 @@ func TestScanStopsOnError(t *testing.T) {
 
 // recent is a time within the default retention.
 func recent() time.Time { return time.Now().Add(-time.Hour).Truncate(time.Second) }
+
+// TestBlockCompressionFollowsRate: a block of records close together (a
+// flood) is written with S2, a sparse one with zstd, and both read back.
+func TestBlockCompressionFollowsRate(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := recent()
+	dense := testRecs(0, 500, t0, 10*time.Microsecond) // 100,000 records/s
+	sparse := testRecs(500, 500, t0, time.Millisecond) // 1,000 records/s
+	var flags []uint32
+	for _, recs := range [][]Record{dense, sparse} {
+		var buf []byte
+		buf, _, err := encodeBlock(buf, 1, recs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := parseHeader(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags = append(flags, h.flags)
+		if err := s.Append(1, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if flags[0] != flagS2 || flags[1] != flagZstd {
+		t.Fatalf("block flags %v, want S2 (%d) for the dense block and zstd (%d) for the sparse one", flags, flagS2, flagZstd)
+	}
+	got := scanAll(t, s, 0, 0)
+	if len(got) != 1000 {
+		t.Fatalf("read back %d records, want 1000", len(got))
+	}
+	for i, r := range got {
+		want := append(dense, sparse...)[i]
+		if r.Seq != want.Seq || r.Time != want.Time || string(r.Data) != string(want.Data) {
+			t.Fatalf("record %d: %+v, want %+v", i, r, want)
+		}
+	}
+}
