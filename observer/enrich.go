@@ -28,14 +28,19 @@ type podInfo struct {
 	name      string
 	labels    []string
 	workloads []*flowpb.Workload
-	// ep caches the last endpoint built for this pod; flows reuse it while
-	// the datapath reports the same endpoint ID and identity.
-	ep atomic.Pointer[flowpb.Endpoint]
+	// eps caches the endpoints built for this pod, one per endpoint ID and
+	// identity the datapath reported lately: a local pod comes with its ID
+	// in events seen at its own veth and without it in those seen at its
+	// peer's, and a single slot made a new endpoint for every other flow.
+	eps     [4]atomic.Pointer[flowpb.Endpoint]
+	epsNext atomic.Uint32
 }
 
 func (p *podInfo) endpoint(id, identity uint32) *flowpb.Endpoint {
-	if ep := p.ep.Load(); ep != nil && ep.ID == id && ep.Identity == identity {
-		return ep
+	for i := range p.eps {
+		if ep := p.eps[i].Load(); ep != nil && ep.ID == id && ep.Identity == identity {
+			return ep
+		}
 	}
 	ep := &flowpb.Endpoint{
 		ID:        id,
@@ -45,7 +50,7 @@ func (p *podInfo) endpoint(id, identity uint32) *flowpb.Endpoint {
 		Labels:    p.labels,
 		Workloads: p.workloads,
 	}
-	p.ep.Store(ep)
+	p.eps[p.epsNext.Add(1)%uint32(len(p.eps))].Store(ep)
 	return ep
 }
 
