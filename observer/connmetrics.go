@@ -31,7 +31,26 @@ type connMetrics struct {
 	untracked      prometheus.Counter
 
 	tracker *conndelta.Tracker
+	// edges caches each edge's series by its endpoints (the decoder
+	// shares one immutable Endpoint between a pod's flows): resolving up
+	// to six label sets per flow was most of these metrics' cost.
+	edges map[[2]*flowpb.Endpoint]*edgeSeries
 }
+
+// edgeSeries are one edge's series, each resolved when first counted, so
+// that a series appears only once it has a value, as before the cache.
+type edgeSeries struct {
+	labels    []string // client namespace, workload, server namespace, workload
+	conns     prometheus.Counter
+	bytes     [2]prometheus.Counter // sent, received
+	packets   [2]prometheus.Counter
+	handshake prometheus.Observer
+}
+
+var connDirections = [2]string{"sent", "received"}
+
+// maxEdgeSeries bounds the cache; it starts over when full.
+const maxEdgeSeries = 4096
 
 func newConnMetrics(reg prometheus.Registerer) *connMetrics {
 	dirLabels := append(slices.Clone(connLabels), "direction")
@@ -58,6 +77,7 @@ func newConnMetrics(reg prometheus.Registerer) *connMetrics {
 			Help: "Connection flows left out of the connection metrics because the per-connection state was full",
 		}),
 		tracker: conndelta.New(),
+		edges:   make(map[[2]*flowpb.Endpoint]*edgeSeries),
 	}
 	reg.MustRegister(m.bytes, m.packets, m.conns, m.handshake, m.untracked)
 	return m
@@ -88,21 +108,46 @@ func (m *connMetrics) observe(f *flowpb.Flow, tot conndelta.Totals) {
 		m.untracked.Inc()
 		return
 	}
-	cns, cw := edgeName(d.Client)
-	sns, sw := edgeName(d.Server)
+	e := m.edge(d.Client, d.Server)
 	if d.New {
-		m.conns.WithLabelValues(cns, cw, sns, sw).Inc()
-	}
-	add := func(v *prometheus.CounterVec, dir string, n uint64) {
-		if n > 0 {
-			v.WithLabelValues(cns, cw, sns, sw, dir).Add(float64(n))
+		if e.conns == nil {
+			e.conns = m.conns.WithLabelValues(e.labels...)
 		}
+		e.conns.Inc()
 	}
-	add(m.bytes, "sent", d.BytesSent)
-	add(m.bytes, "received", d.BytesReceived)
-	add(m.packets, "sent", d.PacketsSent)
-	add(m.packets, "received", d.PacketsReceived)
+	add := func(v *prometheus.CounterVec, c *[2]prometheus.Counter, dir int, n uint64) {
+		if n == 0 {
+			return
+		}
+		if c[dir] == nil {
+			c[dir] = v.WithLabelValues(append(e.labels[:4:4], connDirections[dir])...)
+		}
+		c[dir].Add(float64(n))
+	}
+	add(m.bytes, &e.bytes, 0, d.BytesSent)
+	add(m.bytes, &e.bytes, 1, d.BytesReceived)
+	add(m.packets, &e.packets, 0, d.PacketsSent)
+	add(m.packets, &e.packets, 1, d.PacketsReceived)
 	if d.Handshake > 0 {
-		m.handshake.WithLabelValues(cns, cw, sns, sw).Observe(d.Handshake.Seconds())
+		if e.handshake == nil {
+			e.handshake = m.handshake.WithLabelValues(e.labels...)
+		}
+		e.handshake.Observe(d.Handshake.Seconds())
 	}
+}
+
+// edge returns the cached series of the edge from client to server.
+func (m *connMetrics) edge(client, server *flowpb.Endpoint) *edgeSeries {
+	k := [2]*flowpb.Endpoint{client, server}
+	if e := m.edges[k]; e != nil {
+		return e
+	}
+	cns, cw := edgeName(client)
+	sns, sw := edgeName(server)
+	e := &edgeSeries{labels: []string{cns, cw, sns, sw}}
+	if len(m.edges) >= maxEdgeSeries {
+		clear(m.edges)
+	}
+	m.edges[k] = e
+	return e
 }

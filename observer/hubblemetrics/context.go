@@ -72,6 +72,18 @@ type contexts struct {
 	src, srcIn, srcEg     []contextID
 	dst, dstIn, dstEg     []contextID
 	hasSource, hasDestLbl bool
+
+	// byEndpoints caches the values of contexts that read only the
+	// endpoints and the direction (not IPs or DNS names): the decoder
+	// shares one immutable Endpoint between the flows of a pod, so the
+	// pair of pointers names the values, and joining and concatenating
+	// them per flow was most of a family's cost. Nil when not cacheable.
+	byEndpoints map[endpointsKey][]string
+}
+
+type endpointsKey struct {
+	src, dst *flowpb.Endpoint
+	dir      flowpb.TrafficDirection
 }
 
 func newContexts(opts []Option) *contexts {
@@ -107,7 +119,26 @@ func newContexts(opts []Option) *contexts {
 	}
 	c.hasSource = len(c.src)+len(c.srcIn)+len(c.srcEg) > 0
 	c.hasDestLbl = len(c.dst)+len(c.dstIn)+len(c.dstEg) > 0
+	if c.endpointsOnly() {
+		c.byEndpoints = make(map[endpointsKey][]string)
+	}
 	return c
+}
+
+// endpointsOnly says whether every value comes from the endpoints and the
+// direction alone.
+func (c *contexts) endpointsOnly() bool {
+	for _, i := range c.labels {
+		if strings.HasSuffix(contextLabelNames[i], "_ip") {
+			return false
+		}
+	}
+	for _, ids := range [][]contextID{c.src, c.srcIn, c.srcEg, c.dst, c.dstIn, c.dstEg} {
+		if slices.Contains(ids, ctxIP) || slices.Contains(ids, ctxDNS) {
+			return false
+		}
+	}
+	return true
 }
 
 // names are the label names the contexts add: labelsContext's first, then
@@ -128,6 +159,23 @@ func (c *contexts) names() []string {
 
 // values appends the label values for f to out, in names' order.
 func (c *contexts) values(out []string, f *flowpb.Flow) []string {
+	if c.byEndpoints == nil {
+		return c.compute(out, f)
+	}
+	k := endpointsKey{src: f.GetSource(), dst: f.GetDestination(), dir: f.GetTrafficDirection()}
+	if v, ok := c.byEndpoints[k]; ok {
+		return append(out, v...)
+	}
+	n := len(out)
+	out = c.compute(out, f)
+	if len(c.byEndpoints) >= maxCached {
+		clear(c.byEndpoints)
+	}
+	c.byEndpoints[k] = slices.Clone(out[n:])
+	return out
+}
+
+func (c *contexts) compute(out []string, f *flowpb.Flow) []string {
 	src, dst := f.GetSource(), f.GetDestination()
 	for _, i := range c.labels {
 		out = append(out, labelValue(contextLabelNames[i], f, src, dst))

@@ -233,3 +233,35 @@ func TestDeletePod(t *testing.T) {
 		t.Error("a new flow of x/a is not counted after the delete")
 	}
 }
+
+// TestContextValuesCachedByEndpoints: contexts that read only the
+// endpoints and the direction give, from the cache, what they compute;
+// contexts that read IPs are not cached, so two flows between the same
+// endpoints from different addresses get their own values.
+func TestContextValuesCachedByEndpoints(t *testing.T) {
+	f1 := trace(5, epA, epB, ip4("10.0.0.1", "10.0.0.2"), tcpL4(1, 80, nil), flowpb.TrafficDirection_EGRESS, false)
+	f2 := trace(5, epA, epB, ip4("10.0.0.9", "10.0.0.2"), tcpL4(1, 80, nil), flowpb.TrafficDirection_INGRESS, false)
+	for _, tc := range []struct {
+		opts   []Option
+		cached bool
+	}{
+		{[]Option{{Key: "sourceContext", Values: []string{"workload", "pod"}}, {Key: "destinationContext", Values: []string{"pod"}},
+			{Key: "labelsContext", Values: []string{"source_namespace", "traffic_direction"}}}, true},
+		{[]Option{{Key: "sourceContext", Values: []string{"ip"}}}, false},
+		{[]Option{{Key: "labelsContext", Values: []string{"source_ip"}}}, false},
+		{[]Option{{Key: "sourceContext", Values: []string{"dns", "pod"}}}, false},
+	} {
+		c := newContexts(tc.opts)
+		if (c.byEndpoints != nil) != tc.cached {
+			t.Fatalf("%v: cached %v, want %v", tc.opts, c.byEndpoints != nil, tc.cached)
+		}
+		for range 2 { // the second round from the cache
+			for _, f := range []*flowpb.Flow{f1, f2} {
+				got, want := c.values(nil, f), c.compute(nil, f)
+				if strings.Join(got, "|") != strings.Join(want, "|") {
+					t.Fatalf("%v: values %q, computed %q", tc.opts, got, want)
+				}
+			}
+		}
+	}
+}
