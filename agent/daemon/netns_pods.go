@@ -15,6 +15,7 @@ import (
 // event (a security event, a resource counter) is attributed to.
 type netnsPod struct {
 	namespace, name, netnsName string
+	key                        string // namespace/name
 	workload                   string
 	labels                     map[string]string
 	ips                        []netip.Addr
@@ -59,7 +60,8 @@ func (t *netnsPods) rebuild() {
 		if err != nil {
 			continue
 		}
-		p := &netnsPod{namespace: e.PodNamespace, name: e.PodName, netnsName: filepath.Base(e.Netns), workload: e.PodName}
+		p := &netnsPod{namespace: e.PodNamespace, name: e.PodName, key: e.PodNamespace + "/" + e.PodName,
+			netnsName: filepath.Base(e.Netns), workload: e.PodName}
 		for _, a := range []netip.Addr{e.IPv4, e.IPv6} {
 			if a.IsValid() {
 				p.ips = append(p.ips, a)

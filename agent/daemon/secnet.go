@@ -66,7 +66,13 @@ func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
 	if err != nil {
 		return nil
 	}
-	n := &secevents.NetEvent{SrcIP: src, DstIP: dst}
+	// One allocation for the event and its network part.
+	ev := &struct {
+		secevents.Event
+		net secevents.NetEvent
+	}{}
+	n := &ev.net
+	n.SrcIP, n.DstIP = src, dst
 	typ := "connect"
 	switch l4 := f.GetL4(); {
 	case l4.GetTCP() != nil:
@@ -99,10 +105,15 @@ func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
 		now = t.AsTime()
 	}
 	if typ == "connect" {
-		s.net.tracker.Observe(pod.namespace+"/"+pod.name, n, now)
+		key := pod.key
+		if key == "" { // a pod not from the endpoint list
+			key = pod.namespace + "/" + pod.name
+		}
+		s.net.tracker.Observe(key, n, now)
 	}
-	return &secevents.Event{Num: s.num.Add(1), Time: now, Type: typ, Net: n, Node: s.cfg.NodeName,
+	ev.Event = secevents.Event{Num: s.num.Add(1), Time: now, Type: typ, Net: n, Node: s.cfg.NodeName,
 		Namespace: pod.namespace, Pod: pod.name, Labels: pod.labels, ContainerID: pod.netnsName}
+	return &ev.Event
 }
 
 func (s *securityEvents) netResponse(ev *secevents.Event, m secevents.Match) *pb.GetEventsResponse {
