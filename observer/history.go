@@ -120,10 +120,14 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			rec := history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e)}
 			start := len(arena)
 			var err error
-			if e.lost != nil {
+			switch {
+			case e.lost != nil:
 				rec.Kind = history.KindLost
 				arena, err = proto.MarshalOptions{}.MarshalAppend(arena, &e.lost.event)
-			} else {
+			case e.wire != nil:
+				// Encoded by the ring's writer, and immutable.
+				rec.Data = e.wire
+			default:
 				arena, err = enc.Append(arena, e.flow)
 			}
 			seq++
@@ -132,7 +136,9 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 				arena = arena[:start]
 				continue
 			}
-			rec.Data = arena[start:len(arena):len(arena)]
+			if rec.Data == nil {
+				rec.Data = arena[start:len(arena):len(arena)]
+			}
 			recs = append(recs, rec)
 			// A batch ends at historyBatch records or historyFlush, also
 			// while the ring keeps the writer busy: that bounds what a
@@ -162,7 +168,9 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 					seq += max(lost, 1)
 					continue
 				}
-				if e.flow != nil {
+				if e.flow != nil && e.wire != nil {
+					recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: e.wire})
+				} else if e.flow != nil {
 					if b, err := enc.Append(nil, e.flow); err == nil {
 						recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: b})
 					}
