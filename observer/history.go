@@ -120,14 +120,10 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			rec := history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e)}
 			start := len(arena)
 			var err error
-			switch {
-			case e.lost != nil:
+			if e.lost != nil {
 				rec.Kind = history.KindLost
 				arena, err = proto.MarshalOptions{}.MarshalAppend(arena, &e.lost.event)
-			case e.wire != nil:
-				// Encoded by the ring's writer, and immutable.
-				rec.Data = e.wire
-			default:
+			} else {
 				arena, err = enc.Append(arena, e.flow)
 			}
 			seq++
@@ -136,9 +132,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 				arena = arena[:start]
 				continue
 			}
-			if rec.Data == nil {
-				rec.Data = arena[start:len(arena):len(arena)]
-			}
+			rec.Data = arena[start:len(arena):len(arena)]
 			recs = append(recs, rec)
 			// A batch ends at historyBatch records or historyFlush, also
 			// while the ring keeps the writer busy: that bounds what a
@@ -168,9 +162,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 					seq += max(lost, 1)
 					continue
 				}
-				if e.flow != nil && e.wire != nil {
-					recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: e.wire})
-				} else if e.flow != nil {
+				if e.flow != nil {
 					if b, err := enc.Append(nil, e.flow); err == nil {
 						recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: b})
 					}

@@ -273,7 +273,6 @@ func (o *Observer) httpFlow(r *datapath.L7Record, m *l7.HTTP, req httpRequest, l
 func (o *Observer) storeL7(e *entry) {
 	o.orderFlow(e.flow, true)
 	o.metrics.observe(e.flow)
-	e.wire = o.wire.write(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
 	for _, s := range o.sinks {

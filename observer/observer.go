@@ -81,7 +81,6 @@ type Observer struct {
 	// mu serializes HandleEvent: one decoder, one ring writer.
 	mu       sync.Mutex
 	dec      *Decoder
-	wire     *wireWriter
 	lastSnap *metadata.Snapshot
 	index    atomic.Pointer[enrichIndex]
 
@@ -139,7 +138,6 @@ func New(cfg Config) (*Observer, error) {
 		podMetricsGrace: hubblemetrics.PodGrace,
 	}
 	o.dec = newDecoder(cfg.NodeName, &o.index, cfg.Policy, cfg.LinkName)
-	o.wire = newWireWriter()
 	o.dec.serviceByID = cfg.ServiceByID
 	o.dec.kernel = cfg.KernelEvents
 	o.kdrops = newKernelDropMetrics(o.metrics.reg)
@@ -224,7 +222,6 @@ func (o *Observer) HandleEvent(raw []byte) {
 	if o.dec.connOK {
 		o.conns.observe(e.flow, o.dec.conn)
 	}
-	e.wire = o.wire.write(e.flow)
 	o.ring.write(e)
 	o.seen.Add(1)
 	for _, s := range o.sinks {

@@ -24,8 +24,6 @@ type entry struct {
 	seq  uint64
 	flow *flowpb.Flow
 	lost *lostRecord
-	// wire is flow's protobuf wire form (wireWriter), or nil.
-	wire []byte
 }
 
 // lostRecord is a LostEvent with the time the agent noticed the loss.

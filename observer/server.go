@@ -150,33 +150,27 @@ type observerServer struct {
 	encoded bool
 }
 
-// flowSender returns how GetFlows sends a flow (out, which is e's flow or
-// its field-masked copy): in its wire form when the server runs wireCodec
-// and the stream is gRPC's own (the ring's bytes when out is the flow
-// itself), else as a message.
-func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(out *flowpb.Flow, e *entry) error {
+// flowSender returns how GetFlows sends a flow (out, which is f or its
+// field-masked copy): written by flowwire into a pooled buffer when the
+// server runs wireCodec and the stream is gRPC's own, else as a message.
+func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(out, f *flowpb.Flow) error {
 	if _, inner := stream.(*aggStream); s.encoded && !inner {
 		enc := flowwire.NewEncoder()
 		var scratch []byte
-		return func(out *flowpb.Flow, e *entry) error {
-			f := e.flow
+		return func(out, f *flowpb.Flow) error {
 			var err error
-			if out == f && e.wire != nil {
-				scratch, err = flowwire.AppendWireResponse(scratch[:0], e.wire, f.GetNodeName(), f.GetTime())
-			} else {
-				scratch, err = enc.AppendFlowResponse(scratch[:0], out, f.GetNodeName(), f.GetTime())
-			}
+			scratch, err = enc.AppendFlowResponse(scratch[:0], out, f.GetNodeName(), f.GetTime())
 			if err != nil {
 				return status.Errorf(codes.Internal, "flow %s: %v", f.GetUuid(), err)
 			}
 			return stream.SendMsg(newEncodedResponse(scratch))
 		}
 	}
-	return func(out *flowpb.Flow, e *entry) error {
+	return func(out, f *flowpb.Flow) error {
 		return stream.Send(&observerpb.GetFlowsResponse{
 			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: out},
-			NodeName:      e.flow.GetNodeName(),
-			Time:          e.flow.GetTime(),
+			NodeName:      f.GetNodeName(),
+			Time:          f.GetTime(),
 		})
 	}
 }
@@ -402,7 +396,7 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 		if mask != nil {
 			out = mask.apply(f)
 		}
-		if err := send(out, e); err != nil {
+		if err := send(out, f); err != nil {
 			return err
 		}
 		sent++

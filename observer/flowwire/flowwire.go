@@ -65,7 +65,16 @@ func (e *Encoder) Append(b []byte, f *flowpb.Flow) ([]byte, error) {
 func (e *Encoder) AppendFlowResponse(b []byte, f *flowpb.Flow, node string, t *timestamppb.Timestamp) ([]byte, error) {
 	start := len(b)
 	if utf8.ValidString(node) && (t == nil || len(t.ProtoReflect().GetUnknown()) == 0) {
-		b = appendResponseHead(b, node, t)
+		// proto.Marshal writes a oneof (the flow, field 1) after the
+		// other fields.
+		b = appendStringField(b, 1000, node)
+		if t != nil {
+			var tat int
+			b, tat = openMessage(b, 1001)
+			b = appendVarintField(b, 1, uint64(t.Seconds))
+			b = appendVarintField(b, 2, uint64(int64(t.Nanos)))
+			b = closeMessage(b, tat)
+		}
 		var at int
 		b, at = openMessageN(b, 1, 2)
 		out, err := e.appendFlow(b, f)
@@ -82,42 +91,6 @@ func (e *Encoder) AppendFlowResponse(b []byte, f *flowpb.Flow, node string, t *t
 		return b[:start], err
 	}
 	return out, nil
-}
-
-// AppendWireResponse is AppendFlowResponse for a flow already in its wire
-// form (from Append).
-func AppendWireResponse(b, flow []byte, node string, t *timestamppb.Timestamp) ([]byte, error) {
-	if !utf8.ValidString(node) {
-		return b, ErrInvalidUTF8
-	}
-	if t != nil && len(t.ProtoReflect().GetUnknown()) > 0 {
-		resp := &observerpb.GetFlowsResponse{NodeName: node, Time: t}
-		start := len(b)
-		out, err := proto.MarshalOptions{}.MarshalAppend(b, resp)
-		if err != nil {
-			return b[:start], err
-		}
-		b = out
-	} else {
-		b = appendResponseHead(b, node, t)
-	}
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
-	return protowire.AppendBytes(b, flow), nil
-}
-
-// appendResponseHead writes a GetFlowsResponse's node name and time. They
-// come first: proto.Marshal writes a oneof (the flow, field 1) after the
-// other fields.
-func appendResponseHead(b []byte, node string, t *timestamppb.Timestamp) []byte {
-	b = appendStringField(b, 1000, node)
-	if t != nil {
-		var at int
-		b, at = openMessage(b, 1001)
-		b = appendVarintField(b, 1, uint64(t.Seconds))
-		b = appendVarintField(b, 2, uint64(int64(t.Nanos)))
-		b = closeMessage(b, at)
-	}
-	return b
 }
 
 // errGeneric sends a flow this package cannot write by hand (unknown
