@@ -12,7 +12,6 @@ package flowwire
 
 import (
 	"errors"
-	"unicode/utf8"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
@@ -49,221 +48,111 @@ func (e *Encoder) Reset() { clear(e.endpoints) }
 // Append appends f's wire form to b. On error (a string that is not
 // UTF-8, as proto.Marshal reports), b is returned as it was.
 func (e *Encoder) Append(b []byte, f *flowpb.Flow) ([]byte, error) {
-	start := len(b)
-	out, err := e.appendFlow(b, f)
-	if errors.Is(err, errGeneric) {
-		return proto.MarshalOptions{}.MarshalAppend(b[:start], f)
-	}
-	if err != nil {
-		return b[:start], err
-	}
-	return out, nil
+	w := writer{b: b, enc: e}
+	w.flow(f)
+	return w.result(len(b), func() ([]byte, error) { return proto.MarshalOptions{}.MarshalAppend(b, f) })
 }
 
 // AppendFlowResponse appends the wire form of a GetFlowsResponse that
 // carries f, from node, at t: what a GetFlows stream sends for a flow.
 func (e *Encoder) AppendFlowResponse(b []byte, f *flowpb.Flow, node string, t *timestamppb.Timestamp) ([]byte, error) {
-	start := len(b)
-	if utf8.ValidString(node) && (t == nil || len(t.ProtoReflect().GetUnknown()) == 0) {
-		// proto.Marshal writes a oneof (the flow, field 1) after the
-		// other fields.
-		b = appendStringField(b, 1000, node)
-		if t != nil {
-			var tat int
-			b, tat = openMessage(b, 1001)
-			b = appendVarintField(b, 1, uint64(t.Seconds))
-			b = appendVarintField(b, 2, uint64(int64(t.Nanos)))
-			b = closeMessage(b, tat)
-		}
-		var at int
-		b, at = openMessageN(b, 1, 2)
-		out, err := e.appendFlow(b, f)
-		if err == nil {
-			return closeMessageN(out, at, 2), nil
-		}
-		if !errors.Is(err, errGeneric) {
-			return b[:start], err
-		}
-	}
-	resp := &observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: f}, NodeName: node, Time: t}
-	out, err := proto.MarshalOptions{}.MarshalAppend(b[:start], resp)
-	if err != nil {
-		return b[:start], err
-	}
-	return out, nil
+	w := writer{b: b, enc: e}
+	// proto.Marshal writes a oneof (the flow, field 1) after the other
+	// fields.
+	w.string(1000, node)
+	w.timestamp(1001, t)
+	at := w.open(1, 2) // a flow's length takes two bytes, mostly
+	w.flow(f)
+	w.close(at, 2)
+	return w.result(len(b), func() ([]byte, error) {
+		resp := &observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: f}, NodeName: node, Time: t}
+		return proto.MarshalOptions{}.MarshalAppend(b, resp)
+	})
 }
 
-// errGeneric sends a flow this package cannot write by hand (unknown
-// fields in a message it writes, a nil element in a repeated field) to
-// proto.Marshal; it never leaves the package.
-var errGeneric = errors.New("flowwire: not written by hand")
-
-// appendFlow writes the fields in field-number order, as proto.Marshal does.
-func (e *Encoder) appendFlow(b []byte, f *flowpb.Flow) ([]byte, error) {
-	var err error
-	if t := f.Time; t != nil { // 1
-		if len(t.ProtoReflect().GetUnknown()) > 0 {
-			return nil, errGeneric
+// flow writes the fields in field-number order, as proto.Marshal does.
+func (w *writer) flow(f *flowpb.Flow) {
+	w.timestamp(1, f.Time)
+	w.varint(2, uint64(f.Verdict))
+	w.varint(3, uint64(f.DropReason))
+	message(w, 4, f.Ethernet)
+	if ip := f.IP; ip != nil && w.known(ip) {
+		at := w.open(5, 1)
+		w.string(1, ip.Source)
+		w.string(2, ip.Destination)
+		w.varint(3, uint64(ip.IpVersion))
+		w.bool(4, ip.Encrypted)
+		w.string(5, ip.SourceXlated)
+		w.close(at, 1)
+	}
+	w.layer4(6, f.L4)
+	w.endpoint(8, f.Source)
+	w.endpoint(9, f.Destination)
+	w.varint(10, uint64(f.Type))
+	w.string(11, f.NodeName)
+	w.strings(13, f.SourceNames)
+	w.strings(14, f.DestinationNames)
+	message(w, 15, f.L7)
+	w.bool(16, f.Reply)
+	if et := f.EventType; et != nil && w.known(et) {
+		at := w.open(19, 1)
+		w.varint(1, uint64(int64(et.Type)))
+		w.varint(2, uint64(int64(et.SubType)))
+		w.close(at, 1)
+	}
+	message(w, 20, f.SourceService)
+	message(w, 21, f.DestinationService)
+	w.varint(22, uint64(f.TrafficDirection))
+	w.varint(23, uint64(f.PolicyMatchType))
+	w.varint(24, uint64(f.TraceObservationPoint))
+	w.varint(25, uint64(f.DropReasonDesc))
+	if r := f.IsReply; r != nil && w.known(r) {
+		at := w.open(26, 1)
+		w.bool(1, r.Value)
+		w.close(at, 1)
+	}
+	w.varint(27, uint64(f.DebugCapturePoint))
+	if ifc := f.Interface; ifc != nil && w.known(ifc) {
+		at := w.open(28, 1)
+		w.varint(1, uint64(ifc.Index))
+		w.string(2, ifc.Name)
+		w.close(at, 1)
+	}
+	w.varint(29, uint64(f.ProxyPort))
+	message(w, 30, f.TraceContext)
+	w.varint(31, uint64(f.SockXlatePoint))
+	w.varint(32, f.SocketCookie)
+	w.varint(33, f.CgroupId)
+	w.string(34, f.Uuid)
+	w.varint(35, uint64(f.AuthType))
+	w.varint(36, uint64(f.TraceReason))
+	w.strings(37, f.NodeLabels)
+	message(w, 38, f.File)
+	message(w, 39, f.Tunnel)
+	message(w, 40, f.IpTraceId)
+	message(w, 41, f.Emitter)
+	for _, p := range []struct {
+		num protowire.Number
+		ps  []*flowpb.Policy
+	}{{21001, f.EgressAllowedBy}, {21002, f.IngressAllowedBy}, {21004, f.EgressDeniedBy}, {21005, f.IngressDeniedBy}} {
+		for _, pol := range p.ps {
+			if pol == nil { // proto.Marshal writes an empty message
+				w.open(p.num, 1)
+				continue
+			}
+			message(w, p.num, pol)
 		}
-		var at int
-		b, at = openMessage(b, 1)
-		b = appendVarintField(b, 1, uint64(t.Seconds))
-		b = appendVarintField(b, 2, uint64(int64(t.Nanos)))
-		b = closeMessage(b, at)
 	}
-	b = appendVarintField(b, 2, uint64(f.Verdict))
-	b = appendVarintField(b, 3, uint64(f.DropReason))
-	if b, err = appendMessage(b, 4, f.Ethernet); err != nil {
-		return nil, err
+	w.strings(21006, f.PolicyLog)
+	message(w, 21007, f.Aggregate)
+	w.string(100000, f.Summary)
+	if x := f.Extensions; x != nil && w.known(x) {
+		at := w.open(150000, 1)
+		w.string(1, x.TypeUrl)
+		w.bytes(2, x.Value)
+		w.close(at, 1)
 	}
-	if ip := f.IP; ip != nil { // 5
-		if len(ip.ProtoReflect().GetUnknown()) > 0 {
-			return nil, errGeneric
-		}
-		if !validUTF8(ip.Source, ip.Destination, ip.SourceXlated) {
-			return nil, ErrInvalidUTF8
-		}
-		var at int
-		b, at = openMessage(b, 5)
-		b = appendStringField(b, 1, ip.Source)
-		b = appendStringField(b, 2, ip.Destination)
-		b = appendVarintField(b, 3, uint64(ip.IpVersion))
-		b = appendBoolField(b, 4, ip.Encrypted)
-		b = appendStringField(b, 5, ip.SourceXlated)
-		b = closeMessage(b, at)
+	if w.err == nil {
+		w.b = append(w.b, f.ProtoReflect().GetUnknown()...)
 	}
-	if b, err = appendLayer4(b, f.L4); err != nil { // 6
-		return nil, err
-	}
-	if b, err = e.appendEndpoint(b, 8, f.Source); err != nil {
-		return nil, err
-	}
-	if b, err = e.appendEndpoint(b, 9, f.Destination); err != nil {
-		return nil, err
-	}
-	b = appendVarintField(b, 10, uint64(f.Type))
-	if !utf8.ValidString(f.NodeName) {
-		return nil, ErrInvalidUTF8
-	}
-	b = appendStringField(b, 11, f.NodeName)
-	if b, err = appendStrings(b, 13, f.SourceNames); err != nil {
-		return nil, err
-	}
-	if b, err = appendStrings(b, 14, f.DestinationNames); err != nil {
-		return nil, err
-	}
-	if b, err = appendMessage(b, 15, f.L7); err != nil {
-		return nil, err
-	}
-	b = appendBoolField(b, 16, f.Reply)
-	if et := f.EventType; et != nil { // 19
-		if len(et.ProtoReflect().GetUnknown()) > 0 {
-			return nil, errGeneric
-		}
-		var at int
-		b, at = openMessage(b, 19)
-		b = appendVarintField(b, 1, uint64(int64(et.Type)))
-		b = appendVarintField(b, 2, uint64(int64(et.SubType)))
-		b = closeMessage(b, at)
-	}
-	if b, err = appendMessage(b, 20, f.SourceService); err != nil {
-		return nil, err
-	}
-	if b, err = appendMessage(b, 21, f.DestinationService); err != nil {
-		return nil, err
-	}
-	b = appendVarintField(b, 22, uint64(f.TrafficDirection))
-	b = appendVarintField(b, 23, uint64(f.PolicyMatchType))
-	b = appendVarintField(b, 24, uint64(f.TraceObservationPoint))
-	b = appendVarintField(b, 25, uint64(f.DropReasonDesc))
-	if r := f.IsReply; r != nil { // 26
-		if len(r.ProtoReflect().GetUnknown()) > 0 {
-			return nil, errGeneric
-		}
-		var at int
-		b, at = openMessage(b, 26)
-		b = appendBoolField(b, 1, r.Value)
-		b = closeMessage(b, at)
-	}
-	b = appendVarintField(b, 27, uint64(f.DebugCapturePoint))
-	if ifc := f.Interface; ifc != nil { // 28
-		if len(ifc.ProtoReflect().GetUnknown()) > 0 {
-			return nil, errGeneric
-		}
-		if !utf8.ValidString(ifc.Name) {
-			return nil, ErrInvalidUTF8
-		}
-		var at int
-		b, at = openMessage(b, 28)
-		b = appendVarintField(b, 1, uint64(ifc.Index))
-		b = appendStringField(b, 2, ifc.Name)
-		b = closeMessage(b, at)
-	}
-	b = appendVarintField(b, 29, uint64(f.ProxyPort))
-	if b, err = appendMessage(b, 30, f.TraceContext); err != nil {
-		return nil, err
-	}
-	b = appendVarintField(b, 31, uint64(f.SockXlatePoint))
-	b = appendVarintField(b, 32, f.SocketCookie)
-	b = appendVarintField(b, 33, f.CgroupId)
-	if !utf8.ValidString(f.Uuid) {
-		return nil, ErrInvalidUTF8
-	}
-	b = appendStringField(b, 34, f.Uuid)
-	b = appendVarintField(b, 35, uint64(f.AuthType))
-	b = appendVarintField(b, 36, uint64(f.TraceReason))
-	if b, err = appendStrings(b, 37, f.NodeLabels); err != nil {
-		return nil, err
-	}
-	if b, err = appendMessage(b, 38, f.File); err != nil {
-		return nil, err
-	}
-	if b, err = appendMessage(b, 39, f.Tunnel); err != nil {
-		return nil, err
-	}
-	if b, err = appendMessage(b, 40, f.IpTraceId); err != nil {
-		return nil, err
-	}
-	if b, err = appendMessage(b, 41, f.Emitter); err != nil {
-		return nil, err
-	}
-	if b, err = appendPolicies(b, 21001, f.EgressAllowedBy); err != nil {
-		return nil, err
-	}
-	if b, err = appendPolicies(b, 21002, f.IngressAllowedBy); err != nil {
-		return nil, err
-	}
-	if b, err = appendPolicies(b, 21004, f.EgressDeniedBy); err != nil {
-		return nil, err
-	}
-	if b, err = appendPolicies(b, 21005, f.IngressDeniedBy); err != nil {
-		return nil, err
-	}
-	if b, err = appendStrings(b, 21006, f.PolicyLog); err != nil {
-		return nil, err
-	}
-	if b, err = appendMessage(b, 21007, f.Aggregate); err != nil {
-		return nil, err
-	}
-	if !utf8.ValidString(f.Summary) {
-		return nil, ErrInvalidUTF8
-	}
-	b = appendStringField(b, 100000, f.Summary)
-	if x := f.Extensions; x != nil { // 150000
-		if len(x.ProtoReflect().GetUnknown()) > 0 {
-			return nil, errGeneric
-		}
-		if !utf8.ValidString(x.TypeUrl) {
-			return nil, ErrInvalidUTF8
-		}
-		var at int
-		b, at = openMessage(b, 150000)
-		b = appendStringField(b, 1, x.TypeUrl)
-		if len(x.Value) > 0 {
-			b = protowire.AppendTag(b, 2, protowire.BytesType)
-			b = protowire.AppendBytes(b, x.Value)
-		}
-		b = closeMessage(b, at)
-	}
-	return append(b, f.ProtoReflect().GetUnknown()...), nil
 }

@@ -1,38 +1,82 @@
 package flowwire
 
 import (
+	"errors"
 	"unicode/utf8"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// openMessage starts a length-delimited field and reserves one byte for
-// its length; closeMessage fills it in once the body is written, moving
-// the body when the length needs more than one byte (rare: the messages
-// written this way are a few dozen bytes).
-func openMessage(b []byte, num protowire.Number) ([]byte, int) {
-	return openMessageN(b, num, 1)
+// writer appends fields to b and keeps the first error; every method does
+// nothing once there is one, so a message is written without a check per
+// field and the caller looks once, in result.
+type writer struct {
+	b   []byte
+	err error
+	enc *Encoder
 }
 
-func closeMessage(b []byte, at int) []byte { return closeMessageN(b, at, 1) }
+// errGeneric sends what this package does not write by hand (unknown
+// fields in a message it writes, a nil oneof value) to proto.Marshal; it
+// never leaves the package.
+var errGeneric = errors.New("flowwire: not written by hand")
 
-// openMessageN reserves n bytes for the length, for a body whose size is
-// known roughly (a flow: two bytes, 128 to 16383).
-func openMessageN(b []byte, num protowire.Number, n int) ([]byte, int) {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = append(b, make([]byte, n)...)
-	return b, len(b)
+// result returns what was written after start, or, for errGeneric, what
+// generic writes; on any other error, b as it was.
+func (w *writer) result(start int, generic func() ([]byte, error)) ([]byte, error) {
+	switch {
+	case w.err == nil:
+		return w.b, nil
+	case errors.Is(w.err, errGeneric):
+		out, err := generic()
+		if err != nil {
+			return w.b[:start], err
+		}
+		return out, nil
+	}
+	return w.b[:start], w.err
 }
 
-func closeMessageN(b []byte, at, reserved int) []byte {
+// known reports whether m has no unknown fields, which only proto.Marshal
+// writes back.
+func (w *writer) known(m proto.Message) bool {
+	if w.err != nil {
+		return false
+	}
+	if len(m.ProtoReflect().GetUnknown()) > 0 {
+		w.err = errGeneric
+		return false
+	}
+	return true
+}
+
+// open starts a length-delimited field and reserves n bytes for its
+// length; close fills it in once the body is written, moving the body
+// when its length needs another number of bytes (rare: the reservations
+// fit the messages written here).
+func (w *writer) open(num protowire.Number, n int) int {
+	if w.err != nil {
+		return 0
+	}
+	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
+	w.b = append(w.b, make([]byte, n)...)
+	return len(w.b)
+}
+
+func (w *writer) close(at, reserved int) {
+	if w.err != nil {
+		return
+	}
+	b := w.b
 	n := len(b) - at
 	k := protowire.SizeVarint(uint64(n))
 	switch {
 	case k == 1 && reserved == 1:
 		b[at-1] = byte(n)
-		return b
+		return
 	case k < reserved:
 		copy(b[at-reserved+k:], b[at:])
 		b = b[:len(b)-(reserved-k)]
@@ -41,182 +85,169 @@ func closeMessageN(b []byte, at, reserved int) []byte {
 		copy(b[at-reserved+k:], b[at:at+n])
 	}
 	protowire.AppendVarint(b[:at-reserved], uint64(n))
-	return b
+	w.b = b
 }
 
 // The scalar fields of proto3 are left out when zero, as proto.Marshal
 // leaves them.
-func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
-	if v == 0 {
-		return b
+func (w *writer) varint(num protowire.Number, v uint64) {
+	if v == 0 || w.err != nil {
+		return
 	}
-	b = protowire.AppendTag(b, num, protowire.VarintType)
-	return protowire.AppendVarint(b, v)
+	w.b = protowire.AppendTag(w.b, num, protowire.VarintType)
+	w.b = protowire.AppendVarint(w.b, v)
 }
 
-func appendBoolField(b []byte, num protowire.Number, v bool) []byte {
-	if !v {
-		return b
+func (w *writer) bool(num protowire.Number, v bool) {
+	if v && w.err == nil {
+		w.b = append(protowire.AppendTag(w.b, num, protowire.VarintType), 1)
 	}
-	return append(protowire.AppendTag(b, num, protowire.VarintType), 1)
 }
 
-// appendStringField writes s; the caller has checked that it is UTF-8.
-func appendStringField(b []byte, num protowire.Number, s string) []byte {
-	if s == "" {
-		return b
+func (w *writer) string(num protowire.Number, s string) {
+	if s == "" || w.err != nil {
+		return
 	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
+	if !utf8.ValidString(s) {
+		w.err = ErrInvalidUTF8
+		return
+	}
+	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
+	w.b = protowire.AppendString(w.b, s)
 }
 
-// appendStrings writes a repeated string field: every element, empty
-// ones included.
-func appendStrings(b []byte, num protowire.Number, ss []string) ([]byte, error) {
+func (w *writer) bytes(num protowire.Number, v []byte) {
+	if len(v) == 0 || w.err != nil {
+		return
+	}
+	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
+	w.b = protowire.AppendBytes(w.b, v)
+}
+
+// strings writes a repeated string field: every element, empty ones
+// included.
+func (w *writer) strings(num protowire.Number, ss []string) {
 	for _, s := range ss {
-		if !utf8.ValidString(s) {
-			return nil, ErrInvalidUTF8
+		if w.err != nil {
+			return
 		}
-		b = protowire.AppendTag(b, num, protowire.BytesType)
-		b = protowire.AppendString(b, s)
+		if !utf8.ValidString(s) {
+			w.err = ErrInvalidUTF8
+			return
+		}
+		w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
+		w.b = protowire.AppendString(w.b, s)
 	}
-	return b, nil
 }
 
-func validUTF8(ss ...string) bool {
-	for _, s := range ss {
-		if !utf8.ValidString(s) {
-			return false
-		}
+func (w *writer) timestamp(num protowire.Number, t *timestamppb.Timestamp) {
+	if t == nil || !w.known(t) {
+		return
 	}
-	return true
+	at := w.open(num, 1)
+	w.varint(1, uint64(t.Seconds))
+	w.varint(2, uint64(int64(t.Nanos)))
+	w.close(at, 1)
 }
 
-// appendMessage writes a message field through proto.Marshal: for the
-// fields flows seldom carry.
-func appendMessage[T any, P interface {
+// message writes a message field through proto.Marshal: for the fields
+// flows seldom carry.
+func message[T any, P interface {
 	*T
 	proto.Message
-}](b []byte, num protowire.Number, m P) ([]byte, error) {
+}](w *writer, num protowire.Number, m P) {
+	if m == nil || w.err != nil {
+		return
+	}
+	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
+	w.b = protowire.AppendVarint(w.b, uint64(proto.Size(m)))
+	w.b, w.err = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(w.b, m)
+}
+
+// oneof writes a oneof's message; a nil one is left to proto.Marshal.
+func oneof[T any, P interface {
+	*T
+	proto.Message
+}](w *writer, num protowire.Number, m P) {
 	if m == nil {
-		return b, nil
+		w.err = errGeneric
+		return
 	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(proto.Size(m)))
-	return proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m)
+	message(w, num, m)
 }
 
-// appendPolicies writes a repeated Policy field; a nil element is an
-// empty message, as proto.Marshal writes it.
-func appendPolicies(b []byte, num protowire.Number, ps []*flowpb.Policy) ([]byte, error) {
-	var err error
-	for _, p := range ps {
-		if p == nil {
-			b = append(protowire.AppendTag(b, num, protowire.BytesType), 0)
-			continue
-		}
-		if b, err = appendMessage(b, num, p); err != nil {
-			return nil, err
-		}
+func (w *writer) layer4(num protowire.Number, l4 *flowpb.Layer4) {
+	if l4 == nil || !w.known(l4) {
+		return
 	}
-	return b, nil
-}
-
-func appendLayer4(b []byte, l4 *flowpb.Layer4) ([]byte, error) {
-	if l4 == nil {
-		return b, nil
-	}
-	if len(l4.ProtoReflect().GetUnknown()) > 0 {
-		return nil, errGeneric
-	}
-	b, at := openMessage(b, 6)
-	var err error
+	at := w.open(num, 1)
 	switch p := l4.Protocol.(type) {
 	case nil:
 	case *flowpb.Layer4_TCP:
 		t := p.TCP
-		if t == nil || len(t.ProtoReflect().GetUnknown()) > 0 {
-			return nil, errGeneric
+		if t == nil {
+			w.err = errGeneric
+			break
 		}
-		var tat int
-		b, tat = openMessage(b, 1)
-		b = appendVarintField(b, 1, uint64(t.SourcePort))
-		b = appendVarintField(b, 2, uint64(t.DestinationPort))
-		if fl := t.Flags; fl != nil {
-			if len(fl.ProtoReflect().GetUnknown()) > 0 {
-				return nil, errGeneric
+		if !w.known(t) {
+			break
+		}
+		tat := w.open(1, 1)
+		w.varint(1, uint64(t.SourcePort))
+		w.varint(2, uint64(t.DestinationPort))
+		if fl := t.Flags; fl != nil && w.known(fl) {
+			fat := w.open(3, 1)
+			for i, set := range [...]bool{fl.FIN, fl.SYN, fl.RST, fl.PSH, fl.ACK, fl.URG, fl.ECE, fl.CWR, fl.NS} {
+				w.bool(protowire.Number(i+1), set)
 			}
-			var fat int
-			b, fat = openMessage(b, 3)
-			b = appendBoolField(b, 1, fl.FIN)
-			b = appendBoolField(b, 2, fl.SYN)
-			b = appendBoolField(b, 3, fl.RST)
-			b = appendBoolField(b, 4, fl.PSH)
-			b = appendBoolField(b, 5, fl.ACK)
-			b = appendBoolField(b, 6, fl.URG)
-			b = appendBoolField(b, 7, fl.ECE)
-			b = appendBoolField(b, 8, fl.CWR)
-			b = appendBoolField(b, 9, fl.NS)
-			b = closeMessage(b, fat)
+			w.close(fat, 1)
 		}
-		b = closeMessage(b, tat)
+		w.close(tat, 1)
 	case *flowpb.Layer4_UDP:
 		u := p.UDP
-		if u == nil || len(u.ProtoReflect().GetUnknown()) > 0 {
-			return nil, errGeneric
+		if u == nil {
+			w.err = errGeneric
+			break
 		}
-		var uat int
-		b, uat = openMessage(b, 2)
-		b = appendVarintField(b, 1, uint64(u.SourcePort))
-		b = appendVarintField(b, 2, uint64(u.DestinationPort))
-		b = closeMessage(b, uat)
+		if !w.known(u) {
+			break
+		}
+		uat := w.open(2, 1)
+		w.varint(1, uint64(u.SourcePort))
+		w.varint(2, uint64(u.DestinationPort))
+		w.close(uat, 1)
 	case *flowpb.Layer4_ICMPv4:
-		b, err = appendOneof(b, 3, p.ICMPv4)
+		oneof(w, 3, p.ICMPv4)
 	case *flowpb.Layer4_ICMPv6:
-		b, err = appendOneof(b, 4, p.ICMPv6)
+		oneof(w, 4, p.ICMPv6)
 	case *flowpb.Layer4_SCTP:
-		b, err = appendOneof(b, 5, p.SCTP)
+		oneof(w, 5, p.SCTP)
 	case *flowpb.Layer4_VRRP:
-		b, err = appendOneof(b, 6, p.VRRP)
+		oneof(w, 6, p.VRRP)
 	case *flowpb.Layer4_IGMP:
-		b, err = appendOneof(b, 7, p.IGMP)
+		oneof(w, 7, p.IGMP)
 	default:
-		return nil, errGeneric
+		w.err = errGeneric
 	}
-	if err != nil {
-		return nil, err
-	}
-	return closeMessage(b, at), nil
+	w.close(at, 1)
 }
 
-// appendOneof writes a oneof's message; a nil one is left to proto.Marshal.
-func appendOneof[T any, P interface {
-	*T
-	proto.Message
-}](b []byte, num protowire.Number, m P) ([]byte, error) {
-	if m == nil {
-		return nil, errGeneric
+// endpoint writes an endpoint from the encoder's cache, encoding it on
+// first sight.
+func (w *writer) endpoint(num protowire.Number, ep *flowpb.Endpoint) {
+	if ep == nil || w.err != nil {
+		return
 	}
-	return appendMessage(b, num, m)
-}
-
-// appendEndpoint writes an endpoint from the cache, encoding it on first
-// sight.
-func (e *Encoder) appendEndpoint(b []byte, num protowire.Number, ep *flowpb.Endpoint) ([]byte, error) {
-	if ep == nil {
-		return b, nil
-	}
-	body, ok := e.endpoints[ep]
+	body, ok := w.enc.endpoints[ep]
 	if !ok {
-		var err error
-		if body, err = proto.Marshal(ep); err != nil {
-			return nil, err
+		if body, w.err = proto.Marshal(ep); w.err != nil {
+			return
 		}
-		if len(e.endpoints) >= maxEndpoints {
-			clear(e.endpoints)
+		if len(w.enc.endpoints) >= maxEndpoints {
+			clear(w.enc.endpoints)
 		}
-		e.endpoints[ep] = body
+		w.enc.endpoints[ep] = body
 	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendBytes(b, body), nil
+	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
+	w.b = protowire.AppendBytes(w.b, body)
 }
