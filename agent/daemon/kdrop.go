@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
@@ -154,28 +152,14 @@ func startKernelDrops(cfg *Config, dp *datapath.Datapath, ag *agent.Agent, log *
 		inNetNS: cfg.inNetNS}, kd, nil
 }
 
-// kernelDropCollector exports the tracepoint's own loss counts.
-type kernelDropCollector struct {
-	stats func() (datapath.EventStats, error)
-	desc  *prometheus.Desc
-}
-
-func newKernelDropCollector(stats func() (datapath.EventStats, error)) *kernelDropCollector {
-	return &kernelDropCollector{stats: stats, desc: prometheus.NewDesc("loupe_kernel_drop_events_total",
+// newKernelDropCollector exports the tracepoint's own loss counts.
+func newKernelDropCollector(stats func() (datapath.EventStats, error)) *counterCollector {
+	return newCounterCollector("loupe_kernel_drop_events_total",
 		"Kernel drops the kfree_skb tracepoint did not hand over: rate_limited (its per-CPU limit; sent as LostEvents), no_netns (neither device nor socket: no node's to report)",
-		[]string{"outcome"}, nil)}
-}
-
-func (c *kernelDropCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *kernelDropCollector) Collect(ch chan<- prometheus.Metric) {
-	s, err := c.stats()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.desc, err)
-		return
-	}
-	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(s.KernelDropsLimited), "rate_limited")
-	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(s.KernelDropsNoNetns), "no_netns")
+		"outcome", func() ([]labeledCount, error) {
+			s, err := stats()
+			return []labeledCount{{"rate_limited", s.KernelDropsLimited}, {"no_netns", s.KernelDropsNoNetns}}, err
+		})
 }
 
 // withKernelDropLosses counts the kernel-drop events the tracepoint's rate

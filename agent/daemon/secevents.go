@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
@@ -332,30 +331,12 @@ func (c *cgroupNames) containerID(id uint64) string {
 	return c.ids[id]
 }
 
-// securityCollector exports the tracepoints' counters.
-type securityCollector struct {
-	stats func() (datapath.SecurityStats, error)
-	desc  *prometheus.Desc
-}
-
-func newSecurityCollector(stats func() (datapath.SecurityStats, error)) *securityCollector {
-	return &securityCollector{stats: stats, desc: prometheus.NewDesc("loupe_security_kernel_events_total",
+// newSecurityCollector exports the tracepoints' counters.
+func newSecurityCollector(stats func() (datapath.SecurityStats, error)) *counterCollector {
+	return newCounterCollector("loupe_security_kernel_events_total",
 		"Kernel events of the security tracepoints: sent (to the agent), filtered (kept in the kernel: no rule could match), rate_limited and ring_full (lost; sent as LostEvents)",
-		[]string{"outcome"}, nil)}
-}
-
-func (c *securityCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *securityCollector) Collect(ch chan<- prometheus.Metric) {
-	s, err := c.stats()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.desc, err)
-		return
-	}
-	for _, o := range []struct {
-		n string
-		v uint64
-	}{{"sent", s.Sent}, {"filtered", s.Filtered}, {"rate_limited", s.Limited}, {"ring_full", s.Full}} {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(o.v), o.n)
-	}
+		"outcome", func() ([]labeledCount, error) {
+			s, err := stats()
+			return []labeledCount{{"sent", s.Sent}, {"filtered", s.Filtered}, {"rate_limited", s.Limited}, {"ring_full", s.Full}}, err
+		})
 }

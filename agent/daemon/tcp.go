@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/datapath"
 )
@@ -54,28 +52,14 @@ func startTCPEvents(cfg *Config, dp *datapath.Datapath, ag *agent.Agent, kev *ke
 	return kev, te, nil
 }
 
-// tcpEventCollector exports the TCP tracepoints' own loss counts.
-type tcpEventCollector struct {
-	stats func() (datapath.TCPStats, error)
-	desc  *prometheus.Desc
-}
-
-func newTCPEventCollector(stats func() (datapath.TCPStats, error)) *tcpEventCollector {
-	return &tcpEventCollector{stats: stats, desc: prometheus.NewDesc("loupe_tcp_events_not_written_total",
+// newTCPEventCollector exports the TCP tracepoints' own loss counts.
+func newTCPEventCollector(stats func() (datapath.TCPStats, error)) *counterCollector {
+	return newCounterCollector("loupe_tcp_events_not_written_total",
 		"TCP retransmission and reset events the tracepoints did not hand over: rate_limited (--tcp-events-per-second; sent as LostEvents), no_netns (no socket or device to tie them to)",
-		[]string{"outcome"}, nil)}
-}
-
-func (c *tcpEventCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *tcpEventCollector) Collect(ch chan<- prometheus.Metric) {
-	s, err := c.stats()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.desc, err)
-		return
-	}
-	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(s.Limited), "rate_limited")
-	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(s.NoNetns), "no_netns")
+		"outcome", func() ([]labeledCount, error) {
+			s, err := stats()
+			return []labeledCount{{"rate_limited", s.Limited}, {"no_netns", s.NoNetns}}, err
+		})
 }
 
 // withTCPLosses counts the TCP events the tracepoints' rate limit held
