@@ -479,9 +479,13 @@ export class ServiceMap {
       const st = this.edgeStyle(p);
       p.style = st;
       const w = overview && st.width <= 2 ? 1 : st.width; // screen px below k = 1
-      const sk = w + '|' + st.color + '|' + st.dashed;
-      let b = styles.get(sk);
-      if (!b) { b = { st, w, paths: [], n: PATH_SEGMENTS, arrows: [] }; styles.set(sk, b); }
+      // By colour (a constant string), then width and dash as a number:
+      // a string key built per pair would cost more than the drawing.
+      let byColor = styles.get(st.color);
+      if (!byColor) { byColor = new Map(); styles.set(st.color, byColor); }
+      const wk = w * 4 + (st.dashed ? 1 : 0); // w is a multiple of 0.5
+      let b = byColor.get(wk);
+      if (!b) { b = { st, w, paths: [], n: PATH_SEGMENTS, arrows: [] }; byColor.set(wk, b); }
       if (b.n === PATH_SEGMENTS) { b.paths.push(new Path2D()); b.n = 0; }
       b.n++;
       const path = b.paths[b.paths.length - 1];
@@ -492,7 +496,7 @@ export class ServiceMap {
     }
     this.shownPairs = shown;
     const dash = [7 / Math.min(k, 1), 5 / Math.min(k, 1)];
-    for (const { st, w, paths, arrows } of styles.values()) {
+    for (const { st, w, paths, arrows } of [...styles.values()].flatMap((m) => [...m.values()])) {
       ctx.lineWidth = Math.max(w, w / k);
       ctx.strokeStyle = st.color;
       ctx.setLineDash(st.dashed ? dash : []);
