@@ -50,6 +50,11 @@ type Aggregator struct {
 
 	conns  *conndelta.Tracker
 	active map[*edge]struct{} // edges whose traffic rates are not zero
+
+	// The nodes and edges sorted by id for SnapshotJSON; nil since one was
+	// added or removed.
+	sortedNodes []*node
+	sortedEdges []*edge
 }
 
 type node struct {
@@ -61,6 +66,7 @@ type node struct {
 	edges              int // edges that reference the node
 	last               int64
 	dirty, gone        bool
+	json               []byte // its view, encoded; nil since it changed
 }
 
 type edgeKey struct {
@@ -82,6 +88,7 @@ type edge struct {
 	services    set          // Services (ns/name) the flows went through
 	first, last int64
 	dirty, gone bool
+	json        []byte // its view, encoded; nil since it changed
 }
 
 // set is a bounded string set; past its limit it counts what it dropped.
@@ -161,6 +168,7 @@ func (a *Aggregator) Add(f *flowpb.Flow) *edge {
 		e = &edge{key: k, first: t}
 		e.id = src.id + "|" + dst.id + "|" + itoa(uint64(port)) + "/" + protoNames[proto]
 		a.edges[k] = e
+		a.sortedEdges = nil
 		src.edges++
 		dst.edges++
 		// A new edge is the only way a node gains a port: build the
@@ -218,6 +226,7 @@ func (a *Aggregator) node(ep *flowpb.Endpoint, ip string, names []string, t int6
 	if n == nil {
 		n = &node{id: k.id(), ns: k.ns, name: k.name, kind: kind}
 		a.nodes[k] = n
+		a.sortedNodes = nil
 	}
 	n.last = max(n.last, t)
 	if n.kind == KindWorld || n.kind == KindHost || n.kind == KindRemoteNode {
@@ -287,7 +296,10 @@ func policyName(p *flowpb.Policy) string {
 	return p.GetName()
 }
 
+// touchNode and touchEdge are called on every change of a node or edge:
+// they drop its encoded view and mark it for the next Flush.
 func (a *Aggregator) touchNode(n *node) {
+	n.json = nil
 	if !n.dirty {
 		n.dirty = true
 		a.dirtyNodes = append(a.dirtyNodes, n)
@@ -295,6 +307,7 @@ func (a *Aggregator) touchNode(n *node) {
 }
 
 func (a *Aggregator) touchEdge(e *edge) {
+	e.json = nil
 	if !e.dirty {
 		e.dirty = true
 		a.dirtyEdges = append(a.dirtyEdges, e)
@@ -318,6 +331,7 @@ func (a *Aggregator) evictEdges(keep *edge) {
 
 func (a *Aggregator) removeEdge(e *edge) {
 	delete(a.edges, e.key)
+	a.sortedEdges = nil
 	e.key.src.edges--
 	e.key.dst.edges--
 	a.removedEdges = append(a.removedEdges, e.id)
@@ -339,6 +353,7 @@ func (a *Aggregator) evictNodes(keep1, keep2 *node) {
 		gone[n] = true
 		n.gone = true
 		delete(a.nodes, nodeKey{n.ns, n.name})
+		a.sortedNodes = nil
 		a.removedNodes = append(a.removedNodes, n.id)
 	}
 	for _, e := range a.edges {
@@ -396,6 +411,51 @@ func (a *Aggregator) Snapshot() Delta {
 	slices.SortFunc(d.Nodes, func(x, y NodeView) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(d.Edges, func(x, y EdgeView) int { return cmp.Compare(x.ID, y.ID) })
 	return d
+}
+
+// SnapshotJSON returns Snapshot encoded as JSON. Each node and edge keeps
+// its encoded view until it changes, so a browser's first message costs
+// the server little more than a copy of the map: on a big cluster most of
+// it is idle at any moment. An edge's rates are those of when it last
+// changed or rolled its window (Decay), as on the browsers that follow
+// the deltas.
+func (a *Aggregator) SnapshotJSON() []byte {
+	if a.sortedNodes == nil {
+		a.sortedNodes = slices.SortedFunc(maps.Values(a.nodes), func(x, y *node) int { return cmp.Compare(x.id, y.id) })
+	}
+	if a.sortedEdges == nil {
+		a.sortedEdges = slices.SortedFunc(maps.Values(a.edges), func(x, y *edge) int { return cmp.Compare(x.id, y.id) })
+	}
+	nodes, edges := a.sortedNodes, a.sortedEdges
+	size := 32
+	for _, n := range nodes {
+		if n.json == nil {
+			n.json = mustJSON(n.view())
+		}
+		size += len(n.json) + 1
+	}
+	for _, e := range edges {
+		if e.json == nil {
+			e.json = mustJSON(e.view())
+		}
+		size += len(e.json) + 1
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"nodes":[`...)
+	for i, n := range nodes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, n.json...)
+	}
+	b = append(b, `],"edges":[`...)
+	for i, e := range edges {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.json...)
+	}
+	return append(b, "]}"...)
 }
 
 // NodeView is a node as the browser sees it.

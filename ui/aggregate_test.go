@@ -1,6 +1,8 @@
 package ui
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -251,5 +253,48 @@ func TestAggregatorEdgeNamesItsService(t *testing.T) {
 	}
 	if e := edgeByID(t, a.Flush(), "demo/frontend|demo/api|8080/TCP"); len(e.Services) != maxServices {
 		t.Fatalf("%d services kept, want the bound %d", len(e.Services), maxServices)
+	}
+}
+
+// TestSnapshotJSONFollowsChanges: the snapshot built from the encoded views
+// kept between snapshots is the JSON of Snapshot, however the map changed
+// since: new flows on some edges, flushed or still pending, new nodes and
+// edges, evictions.
+func TestSnapshotJSONFollowsChanges(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{MaxNodes: 150, MaxEdges: 600})
+	flows := scaleFlows(200, 1200, t0)
+	check := func(step string) {
+		t.Helper()
+		want, err := json.Marshal(a.Snapshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.SnapshotJSON(); !bytes.Equal(got, want) {
+			t.Fatalf("%s: SnapshotJSON differs from Snapshot's JSON (%d and %d bytes)", step, len(got), len(want))
+		}
+	}
+	for _, f := range flows[:300] {
+		a.Add(f)
+	}
+	check("first flows, pending")
+	a.Flush()
+	check("flushed")
+	for i, f := range flows[:300] {
+		if i%7 == 0 {
+			f.Verdict = flowpb.Verdict_DROPPED // a change to an edge seen before
+			a.Add(f)
+		}
+	}
+	check("changed edges, pending")
+	a.Flush()
+	check("changed edges, flushed")
+	for _, f := range flows[300:] {
+		a.Add(f) // past both limits: evictions
+	}
+	check("evictions, pending")
+	a.Flush()
+	check("evictions, flushed")
+	if n, e := a.Len(); n > 150 || e > 600 {
+		t.Fatalf("%d nodes, %d edges: the limits did not hold", n, e)
 	}
 }

@@ -33,8 +33,13 @@ const (
 	DefaultHistory       = 20000
 	DefaultFeedRate      = 50 // flow rows a second per browser
 	recentRows           = 1000
-	sendQueue            = 16
-	writeTimeout         = 10 * time.Second
+	// sentRows bounds the remembered rows a snapshot or a filter's answer
+	// carries: the flow table shows at most 500 (MAX_ROWS in web/src/main.js),
+	// so more would only make the first message longer to build, send and
+	// parse.
+	sentRows     = 500
+	sendQueue    = 16
+	writeTimeout = 10 * time.Second
 )
 
 // A browser that stops answering pings is dropped after pongWait, so a
@@ -497,7 +502,7 @@ func (s *Server) flush(now time.Time) {
 			continue
 		}
 		if c.resync {
-			if c.send(s.snapshotLocked(c)) {
+			if c.sendRaw(s.snapshotLocked(c)) {
 				c.resync = false
 			}
 			continue
@@ -532,14 +537,23 @@ func sameStatus(a, b Status) bool {
 		a.Drops == b.Drops && a.FlowsPerSecond == b.FlowsPerSecond && slices.Equal(a.Nodes, b.Nodes)
 }
 
-func (s *Server) snapshotLocked(c *client) message {
-	snap := s.agg.Snapshot()
+// snapshotLocked returns the live snapshot message for c, encoded: the
+// map, first, from the aggregator's encoded views (SnapshotJSON), then the
+// rest of the message.
+func (s *Server) snapshotLocked(c *client) []byte {
 	st := s.statusLocked()
 	c.lastStatus = st
-	return message{Type: "snapshot", Map: &snap, Status: &st, Rows: s.recentLocked(&c.filter), Workloads: s.health.all()}
+	rest := mustJSON(message{Type: "snapshot", Status: &st, Rows: s.recentLocked(&c.filter), Workloads: s.health.all()})
+	m := s.agg.SnapshotJSON()
+	b := make([]byte, 0, len(m)+len(rest)+8)
+	b = append(b, `{"map":`...)
+	b = append(b, m...)
+	b = append(b, ',')
+	return append(b, rest[1:]...) // rest is an object with a type: {"type":...}
 }
 
-// recentLocked returns the remembered rows that pass fl, oldest first.
+// recentLocked returns the newest sentRows remembered rows that pass fl,
+// oldest first.
 func (s *Server) recentLocked(fl *Filter) []FlowRow {
 	n := min(s.recentN, recentRows)
 	nodes := map[string]*node{}
@@ -553,7 +567,7 @@ func (s *Server) recentLocked(fl *Filter) []FlowRow {
 		return nil
 	}
 	out := []FlowRow{}
-	for i := s.recentN - n; i < s.recentN; i++ {
+	for i := s.recentN - 1; i >= s.recentN-n && len(out) < sentRows; i-- {
 		r := &s.recent[i%recentRows]
 		var srcNS, dstNS string
 		if nd := nodes[r.Source]; nd != nil {
@@ -570,6 +584,7 @@ func (s *Server) recentLocked(fl *Filter) []FlowRow {
 			out = append(out, *r)
 		}
 	}
+	slices.Reverse(out)
 	return out
 }
 
@@ -601,10 +616,10 @@ func (c *client) sendRaw(b []byte) bool {
 	}
 }
 
-func mustJSON(m message) []byte {
+func mustJSON(m any) []byte {
 	b, err := json.Marshal(m)
 	if err != nil {
-		panic(fmt.Sprintf("ui: encode message: %v", err)) // only plain data types: cannot happen
+		panic(fmt.Sprintf("ui: encode: %v", err)) // only plain data types: cannot happen
 	}
 	return b
 }
@@ -629,7 +644,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c := &client{conn: conn, out: make(chan []byte, sendQueue), feed: newBucket(s.cfg.FeedRate, int(s.cfg.FeedRate)*2)}
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
-	c.send(s.snapshotLocked(c))
+	c.sendRaw(s.snapshotLocked(c))
 	s.mu.Unlock()
 
 	done := make(chan struct{})

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -272,5 +273,33 @@ func TestAssetsServed(t *testing.T) {
 	}
 	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
 		t.Fatalf("CSP %q", csp)
+	}
+}
+
+// TestSnapshotRowsNewest: a snapshot carries the newest sentRows of the
+// remembered rows, oldest first.
+func TestSnapshotRowsNewest(t *testing.T) {
+	s, err := New(Config{Flows: RelayFlows(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	for i, f := range scaleFlows(200, recentRows, start) {
+		f.Verdict = flowpb.Verdict_DROPPED // every drop is remembered
+		f.Time = timestampOf(start.Add(time.Duration(i) * time.Millisecond))
+		s.Ingest(f)
+	}
+	var m message
+	if err := json.Unmarshal(s.snapshotLocked(&client{}), &m); err != nil {
+		t.Fatal(err)
+	}
+	rows := m.Rows
+	if len(rows) != sentRows {
+		t.Fatalf("%d rows, want %d", len(rows), sentRows)
+	}
+	for i, r := range rows {
+		if want := start.Add(time.Duration(recentRows-sentRows+i) * time.Millisecond).UnixMilli(); r.Time != want {
+			t.Fatalf("row %d at %d, want %d (the newest, oldest first)", i, r.Time, want)
+		}
 	}
 }

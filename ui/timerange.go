@@ -42,7 +42,7 @@ func (s *Server) setRangeLocked(c *client, seconds int64) {
 	c.rangeSeq++
 	if seconds <= 0 {
 		c.rng = nil
-		c.send(s.snapshotLocked(c))
+		c.sendRaw(s.snapshotLocked(c))
 		return
 	}
 	d := min(time.Duration(seconds)*time.Second, maxRange)

@@ -48,6 +48,9 @@ export function l7Color(mode, l) {
   for (const [lim, c] of scale) if (v < lim) return c;
   return '#c5221f';
 }
+// Below this zoom the map is an overview: thin lines are drawn 1 px wide.
+const OVERVIEW_K = 0.5;
+const PATH_SEGMENTS = 500; // lines per stroked path
 const MAX_L7_LABELS = 400; // above this many in view, labels would only hide each other
 const L7_FONT = 11; // screen px
 
@@ -368,8 +371,7 @@ export class ServiceMap {
     let sc = this.scene;
     const zooming = t0 - this.lastZoomAt < 150;
     const stale = !sc || sc.w !== W || sc.h !== H || sc.dpr !== dpr ||
-      (sc.k !== v.k && !zooming) ||
-      (sc.k === v.k && (Math.abs(v.tx - sc.tx) > sc.mx || Math.abs(v.ty - sc.ty) > sc.my));
+      (sc.k !== v.k && !zooming) || (sc.k === v.k && !this.covers(sc, v, W, H));
     // Live updates of a big map are redrawn at most every few frames' worth
     // of scene time, so that a busy cluster never starves panning.
     // While a person drags, live updates wait: the pan stays smooth.
@@ -377,7 +379,7 @@ export class ServiceMap {
     const due = this.sceneDirty && (!sc || (!dragging && t0 - sc.at > Math.min(1000, sc.cost * 4)));
     if (stale || due) {
       sc = this.renderScene(W, H, dpr);
-      if (!this.firstRenderAt && this.nodes.size) this.firstRenderAt = performance.now();
+      if (!this.firstRenderAt && sc.nodes) this.firstRenderAt = performance.now(); // the first scene with workloads on it
     } else if (this.sceneDirty || zooming) {
       this.dirty = true; // come back for it
     }
@@ -393,6 +395,21 @@ export class ServiceMap {
     const dt = performance.now() - t0;
     this.frameTimes.push(dt);
     if (this.frameTimes.length > 600) this.frameTimes.splice(0, 300);
+  }
+
+  // covers reports whether the cached scene holds everything the view
+  // shows of the map: the view stays within the scene's margin, or the part
+  // of the map in view (its boxes, with room for names and badges) is
+  // inside the scene, as when the whole map fits on screen.
+  covers(sc, v, W, H) {
+    if (Math.abs(v.tx - sc.tx) <= sc.mx && Math.abs(v.ty - sc.ty) <= sc.my) return true;
+    const b = sc.bounds;
+    if (!b) return false;
+    const k = v.k, x0 = Math.max(b[0], -v.tx / k), y0 = Math.max(b[1], -v.ty / k);
+    const x1 = Math.min(b[2], (W - v.tx) / k), y1 = Math.min(b[3], (H - v.ty) / k);
+    if (x0 >= x1 || y0 >= y1) return true; // no map in view
+    const c = sc.covered;
+    return x0 >= c[0] && y0 >= c[1] && x1 <= c[2] && y1 <= c[3];
   }
 
   renderScene(W, H, dpr) {
@@ -415,6 +432,13 @@ export class ServiceMap {
     // The covered rectangle, in map units.
     const vx0 = (-tx - mx) / k, vy0 = (-ty - my) / k, vx1 = (W + mx - tx) / k, vy1 = (H + my - ty) / k;
     const inView = (x0, y0, x1, y1) => x1 >= vx0 && x0 <= vx1 && y1 >= vy0 && y0 <= vy1;
+    sc.covered = [vx0, vy0, vx1, vy1];
+    // Where anything may be drawn: the boxes, and around them names and
+    // labels in screen pixels.
+    let bx1 = 0, by1 = 0;
+    for (const g of this.groups.values()) { bx1 = Math.max(bx1, g.x + g.w); by1 = Math.max(by1, g.y + g.h); }
+    const m = 60 + 200 / k;
+    sc.bounds = [-m, -m, bx1 + m, by1 + m];
 
     const visNode = new Map();
     for (const n of this.nodes.values()) visNode.set(n.id, this.visibleNode(n));
@@ -436,7 +460,13 @@ export class ServiceMap {
     }
     ctx.globalAlpha = 1;
 
-    // edges, batched by style: one path per (width, colour, dash)
+    // edges, batched by style: paths per (width, colour, dash). Zoomed out
+    // (the overview), lines of up to 2 px are drawn 1 px wide with dashes
+    // of screen size: a canvas draws 1 px lines as hairlines, an order of
+    // magnitude cheaper than wider ones, and map-sized dashes would be
+    // thousands of tiny segments for a blur. A path holds at most
+    // PATH_SEGMENTS lines, as stroking one grows faster than its length.
+    const overview = k < OVERVIEW_K;
     const styles = new Map();
     const l7s = [];
     let shown = 0;
@@ -448,20 +478,29 @@ export class ServiceMap {
       shown++;
       const st = this.edgeStyle(p);
       p.style = st;
-      const sk = st.width + '|' + st.color + '|' + st.dashed;
-      let b = styles.get(sk);
-      if (!b) { b = { st, path: new Path2D(), arrows: [] }; styles.set(sk, b); }
+      const w = overview && st.width <= 2 ? 1 : st.width; // screen px below k = 1
+      // By colour (a constant string), then width and dash as a number:
+      // a string key built per pair would cost more than the drawing.
+      let byColor = styles.get(st.color);
+      if (!byColor) { byColor = new Map(); styles.set(st.color, byColor); }
+      const wk = w * 4 + (st.dashed ? 1 : 0); // w is a multiple of 0.5
+      let b = byColor.get(wk);
+      if (!b) { b = { st, w, paths: [], n: PATH_SEGMENTS, arrows: [] }; byColor.set(wk, b); }
+      if (b.n === PATH_SEGMENTS) { b.paths.push(new Path2D()); b.n = 0; }
+      b.n++;
+      const path = b.paths[b.paths.length - 1];
       if ((p.l7 || (p.services && p.services.length)) && !self) l7s.push([p, seg, st]);
-      if (self) { b.path.moveTo(x0 + R, y0); b.path.arc(x0 + R + 6, y0 - 6, 8, Math.PI, Math.PI * 2.6); continue; }
-      b.path.moveTo(x0, y0); b.path.lineTo(x1, y1);
+      if (self) { path.moveTo(x0 + R, y0); path.arc(x0 + R + 6, y0 - 6, 8, Math.PI, Math.PI * 2.6); continue; }
+      path.moveTo(x0, y0); path.lineTo(x1, y1);
       if (k > 0.35) b.arrows.push([x1, y1, dx, dy]);
     }
     this.shownPairs = shown;
-    for (const { st, path, arrows } of styles.values()) {
-      ctx.lineWidth = Math.max(st.width, st.width / k);
+    const dash = [7 / Math.min(k, 1), 5 / Math.min(k, 1)];
+    for (const { st, w, paths, arrows } of [...styles.values()].flatMap((m) => [...m.values()])) {
+      ctx.lineWidth = Math.max(w, w / k);
       ctx.strokeStyle = st.color;
-      ctx.setLineDash(st.dashed ? [7, 5] : []);
-      ctx.stroke(path);
+      ctx.setLineDash(st.dashed ? dash : []);
+      for (const path of paths) ctx.stroke(path);
       ctx.setLineDash([]);
       if (!arrows.length) continue;
       const ap = new Path2D();
@@ -481,10 +520,12 @@ export class ServiceMap {
     const byColor = new Map();
     const dropRing = new Path2D();
     const labels = [];
+    let drawn = 0;
     for (const n of this.nodes.values()) {
       if (!visNode.get(n.id)) continue;
       const { x, y } = this.pos(n);
       if (!inView(x - R, y - R, x + R, y + R)) continue;
+      drawn++;
       const c = kindColor(n.kind);
       let path = byColor.get(c);
       if (!path) { path = new Path2D(); byColor.set(c, path); }
@@ -492,6 +533,7 @@ export class ServiceMap {
       if (n.data.drops > 0) { dropRing.moveTo(x + R + 3, y); dropRing.arc(x, y, R + 3, 0, Math.PI * 2); }
       if (k > 0.45) labels.push([n.name, x, y]);
     }
+    sc.nodes = drawn;
     for (const [c, path] of byColor) { ctx.fillStyle = c; ctx.fill(path); }
     ctx.strokeStyle = '#d93025'; ctx.lineWidth = 2 / Math.max(k, 1); ctx.stroke(dropRing);
     this.drawHealth(ctx, k, visNode, inView);

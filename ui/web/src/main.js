@@ -156,7 +156,8 @@ function renderNamespaces() {
 // Visibility on the map: an edge passes every filter; a node is shown when
 // it matches the namespace and text filters itself, or is an end of a
 // shown edge (so a namespace's traffic to the world stays visible).
-let visNodes = new Set(), visEdges = new Set();
+// null: no filter, everything is shown.
+let visNodes = null, visEdges = null;
 function textOfNode(n) {
   if (!n) return '';
   const d = n.data;
@@ -176,6 +177,7 @@ function recomputeVisibility() {
     return t;
   };
   const edgeFilters = f.verdict || f.proto || f.port;
+  if (!f.ns.length && !q && !edgeFilters) { visEdges = visNodes = null; map.invalidate(); return; }
   visEdges = new Set(); visNodes = new Set();
   for (const e of map.edges.values()) {
     const s = map.nodes.get(e.src), d = map.nodes.get(e.dst);
@@ -191,17 +193,26 @@ function recomputeVisibility() {
   }
   map.invalidate();
 }
-map.visibleNode = (n) => visNodes.has(n.id);
-map.visibleEdge = (e) => visEdges.has(e.id);
+map.visibleNode = (n) => !visNodes || visNodes.has(n.id);
+map.visibleEdge = (e) => !visEdges || visEdges.has(e.id);
 
 // ---- websocket ---------------------------------------------------------------
 let ws = null, retry = 1000;
 function connect() {
-  ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+  // The first connection is the one connect.js opened while the page
+  // loaded, unless it is already gone.
+  const early = window.loupeSocket;
+  window.loupeSocket = null;
+  const took = early && early.ws.readyState <= WebSocket.OPEN;
+  ws = took ? early.ws : new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
   ws.onopen = () => { mark('wsOpen'); state.wsOpen = true; state.wsEverOpen = true; retry = 1000; sendFilter(); if (state.paused) send({ type: 'pause' }); if (state.range) sendRange(); renderConn(); };
   ws.onclose = () => { state.wsOpen = false; renderConn(); setTimeout(connect, retry); retry = Math.min(retry * 2, 10000); };
   ws.onmessage = (ev) => { mark('firstMessage'); const m = JSON.parse(ev.data); if (m.type === 'snapshot') mark('snapshotParsed'); handle(m); };
   renderConn();
+  if (!took) return;
+  if (early.openAt) { window.loupe.timing.wsOpen = early.openAt; ws.onopen(); }
+  if (early.firstAt) window.loupe.timing.firstArrived = early.firstAt;
+  for (const ev of early.queued) ws.onmessage(ev);
 }
 function send(m) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(m)); }
 
@@ -242,7 +253,9 @@ function handle(m) {
     map.relayout();
     mark('laidOut');
     if (!map.fitted) map.fit();
-    map.draw(); // the map first: the table and legend can follow
+    recomputeVisibility(); // the first frame shows the map, not its empty boxes
+    map.draw(); // the map first: the table and legend follow it
+    afterFrame(() => { if (state.legendDirty) renderLegend(); });
   } else if (m.type === 'flows') {
     clearRows();
   } else if (m.map) {
@@ -250,7 +263,6 @@ function handle(m) {
   }
   applyHealth(m);
   if (m.rows && m.rows.length) addRows(m.rows);
-  if (m.type === 'snapshot') mark('rowsAdded');
   $('skipped').textContent = m.skipped ? `${m.skipped} more matching flows in the last update not shown (rate-limited)` : '';
   if (m.status) { state.status = m.status; renderConn(); }
   if (nsDirty) { nsDirty = false; renderNamespaces(); }
@@ -278,16 +290,20 @@ function renderConn() {
     if (st.lostEvents && Date.now() - state.lostAt < 60000) notes.push(`${st.lostEvents} events lost`);
     if (notes.length) { cls = 'degraded'; text = 'live · ' + notes.join(' · '); }
   }
-  el.className = 'conn ' + cls;
-  el.textContent = text;
-  el.title = st && st.nodes ? st.nodes.map((n) => `${n.name}: ${n.state}${n.message ? ' (' + n.message + ')' : ''}`).join('\n') : '';
-  if (st) {
-    $('stats').textContent = `${st.flows} flows · ${st.drops} dropped · ${st.flowsPerSecond.toFixed(1)} flows/s · ${map.nodes.size} workloads · ${map.edges.size} connections`;
-  }
+  // Written only when changed: each write costs the page a layout, which
+  // a pan's next frame would pay for.
+  setText(el, text, 'conn ' + cls);
+  const title = st && st.nodes ? st.nodes.map((n) => `${n.name}: ${n.state}${n.message ? ' (' + n.message + ')' : ''}`).join('\n') : '';
+  if (el.title !== title) el.title = title;
+  if (st) setText($('stats'), `${st.flows} flows · ${st.drops} dropped · ${st.flowsPerSecond.toFixed(1)} flows/s · ${map.nodes.size} workloads · ${map.edges.size} connections`);
+}
+function setText(el, text, cls) {
+  if (cls !== undefined && el.className !== cls) el.className = cls;
+  if (el.textContent !== text) el.textContent = text;
 }
 
 // ---- flow table ----------------------------------------------------------------
-function clearRows() { $('flow-rows').replaceChildren(); state.rowCount = 0; }
+function clearRows() { pendingRows = null; $('flow-rows').replaceChildren(); state.rowCount = 0; }
 function td(text, cls) { const c = document.createElement('td'); c.textContent = text; if (cls) c.className = cls; c.title = text; return c; }
 function fmtTime(ms) { const d = new Date(ms); return d.toTimeString().slice(0, 8) + '.' + String(d.getMilliseconds()).padStart(3, '0'); }
 function endpoint(id, pod, ip, port) {
@@ -297,9 +313,27 @@ function endpoint(id, pod, ip, port) {
   if (!pod && ip && (!n || n.ns === '')) s = `${id} ${ip}`;
   return port ? `${s}:${port}` : s;
 }
+// Rows go into the table after the next frame, so that a snapshot's map
+// is on screen before its hundreds of rows are built and laid out; rows
+// that come meanwhile queue behind them, in order.
+let pendingRows = null;
 function addRows(rows) {
   if (state.paused) return;
-  if (rows.length > MAX_ROWS) rows = rows.slice(rows.length - MAX_ROWS);
+  if (pendingRows) {
+    pendingRows.push(...rows);
+    if (pendingRows.length > MAX_ROWS) pendingRows = pendingRows.slice(pendingRows.length - MAX_ROWS);
+    return;
+  }
+  pendingRows = rows.slice(-MAX_ROWS);
+  afterFrame(() => {
+    const r = pendingRows;
+    pendingRows = null;
+    if (r) insertRows(r);
+  });
+}
+// afterFrame runs fn once the next frame is on screen.
+function afterFrame(fn) { requestAnimationFrame(() => setTimeout(fn)); }
+function insertRows(rows) {
   const body = $('flow-rows');
   const frag = document.createDocumentFragment();
   for (let i = rows.length - 1; i >= 0; i--) {
@@ -323,6 +357,7 @@ function addRows(rows) {
   body.prepend(frag);
   state.rowCount += rows.length;
   while (body.childElementCount > MAX_ROWS) body.lastElementChild.remove();
+  mark('rowsAdded');
 }
 $('pause').addEventListener('click', () => {
   state.paused = !state.paused;
@@ -523,7 +558,7 @@ function renderLegend() {
   state.legendDirty = false;
   const byNS = new Map();
   for (const n of map.nodes.values()) {
-    if (!visNodes.has(n.id)) continue;
+    if (!map.visibleNode(n)) continue;
     if (!byNS.has(n.ns)) byNS.set(n.ns, []);
     byNS.get(n.ns).push(n);
   }

@@ -1,0 +1,1 @@
+(()=>{(()=>{let e=new WebSocket((location.protocol==="https:"?"wss://":"ws://")+location.host+"/ws"),o={ws:e,queued:[],openAt:0,firstAt:0};e.onopen=()=>{o.openAt=performance.now()},e.onmessage=t=>{o.firstAt=o.firstAt||performance.now(),o.queued.push(t)},window.loupeSocket=o})();})();
