@@ -5,7 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export async function launch(viewport) {
+// extraArgs: more chromium flags (the benchmark unlocks the frame rate).
+export async function launch(viewport, extraArgs = []) {
   const profile = mkdtempSync(join(tmpdir(), 'loupe-chromium-'));
   // A persistent context is how playwright takes --user-data-dir.
   const context = await chromium.launchPersistentContext(profile, {
@@ -13,7 +14,7 @@ export async function launch(viewport) {
     headless: true,
     viewport,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+      '--disable-component-update', '--disable-sync', ...extraArgs],
   });
   return {
     newPage: () => context.newPage(),
