@@ -27,7 +27,13 @@ const (
 // once a second, as loupe top and a scrape do), per 100k switches/s.
 func runResources(ctx context.Context, cfg *Config) ([]Row, error) {
 	d := pick(cfg, 2*time.Second, time.Second, 300*time.Millisecond)
-	k, err := datapath.LoadResources()
+	// The harness runs in the node's namespace, as the agent's node tasks
+	// do: the ping-pong's threads are counted by cgroup, as there.
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, fmt.Errorf("resources: own netns: %w", err)
+	}
+	k, err := datapath.LoadResources(st.Ino)
 	if err != nil {
 		return nil, err
 	}
