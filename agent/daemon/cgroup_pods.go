@@ -1,0 +1,117 @@
+package daemon
+
+import (
+	"io/fs"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The kubelet names a pod's cgroup after the pod's UID, under a
+// "kubepods" cgroup, with either cgroup driver:
+//
+//	cgroupfs: /kubepods/burstable/pod<uid>/<container>
+//	systemd:  /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid with _ for ->.slice/cri-containerd-<id>.scope
+//
+// (with a --cgroup-root or kind's kubelet.slice in front). A static pod's
+// UID is the 32 hex digits of its config hash, which its mirror pod carries
+// in the kubernetes.io/config.mirror annotation.
+var podCgroupRE = regexp.MustCompile(`^(?:.*-)?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32})(?:\.slice)?$`)
+
+// podUIDOfCgroup returns the UID of the pod whose cgroup path (relative to
+// the cgroup v2 mount) p is, or is under; "" when p is no pod's.
+func podUIDOfCgroup(p string) string {
+	parts := strings.Split(p, "/")
+	for i, part := range parts {
+		if !strings.Contains(part, "kubepods") {
+			continue
+		}
+		// The pod's cgroup is below the first kubepods one.
+		for _, q := range parts[i+1:] {
+			if m := podCgroupRE.FindStringSubmatch(q); m != nil {
+				return strings.ReplaceAll(m[1], "_", "-")
+			}
+		}
+		return ""
+	}
+	return ""
+}
+
+// cgroup2Root is where the cgroup v2 hierarchy (whose ids the kernel
+// reports) is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+// hybrid (v1 and v2) host; "" when neither is.
+func cgroup2Root() string {
+	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if unix.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return p
+		}
+	}
+	return ""
+}
+
+// cgroupPod is what a cgroup's path says about it: the UID of the pod the
+// kubelet made it for ("" when none) and the container's id (its first 12
+// digits, "" when the path names none).
+type cgroupPod struct {
+	uid, container string
+}
+
+// podCgroups maps cgroup v2 ids to the pods the kubelet made them for, by walking the cgroup tree again when an id is not known (at
+// most every endpointNetnsRefresh). A cgroup's id is its directory's
+// inode number on the cgroup v2 file system.
+type podCgroups struct {
+	root string
+	mu   sync.Mutex
+	ids  map[uint64]cgroupPod
+	last time.Time
+}
+
+func newPodCgroups(root string) *podCgroups {
+	return &podCgroups{root: root, ids: map[uint64]cgroupPod{}}
+}
+
+// pod returns what cgroup id's path says (zero for a cgroup that is no
+// pod's, or not found).
+func (c *podCgroups) pod(id uint64) cgroupPod {
+	if c == nil || c.root == "" {
+		return cgroupPod{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.ids[id]; ok || time.Since(c.last) < endpointNetnsRefresh {
+		return p
+	}
+	c.last = time.Now()
+	// A fresh table: the cgroups of pods gone since do not pile up.
+	ids := map[uint64]cgroupPod{}
+	_ = filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil {
+			return nil
+		}
+		rel := strings.TrimPrefix(p, c.root)
+		var cp cgroupPod
+		if cp.uid = podUIDOfCgroup(rel); cp.uid != "" {
+			if m := containerIDRE.FindAllString(rel, -1); len(m) > 0 {
+				cp.container = m[len(m)-1][:12]
+			}
+		}
+		ids[st.Ino] = cp
+		return nil
+	})
+	// An id not found (a cgroup gone since) is asked for again only after
+	// the next walk, which another id's miss starts.
+	if _, ok := ids[id]; !ok {
+		ids[id] = cgroupPod{}
+	}
+	c.ids = ids
+	return ids[id]
+}

@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestPodUIDOfCgroup(t *testing.T) {
+	const uid = "0d5a7c1e-2b3f-4c5d-8e9f-0a1b2c3d4e5f"
+	const ctr = "4f9a2d1c0b3e5f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c"
+	for _, c := range []struct{ path, want string }{
+		// cgroupfs driver, each QoS class
+		{"/kubepods/pod" + uid, uid},
+		{"/kubepods/pod" + uid + "/" + ctr, uid},
+		{"/kubepods/burstable/pod" + uid + "/" + ctr, uid},
+		{"/kubepods/besteffort/pod" + uid, uid},
+		// systemd driver: dashes become underscores in the slice name
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + strings.ReplaceAll(uid, "-", "_") + ".slice/cri-containerd-" + ctr + ".scope", uid},
+		{"/kubepods.slice/kubepods-pod" + strings.ReplaceAll(uid, "-", "_") + ".slice", uid},
+		// kind's kubelet.slice, a --cgroup-root
+		{"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + strings.ReplaceAll(uid, "-", "_") + ".slice", uid},
+		{"/custom/root/kubepods/burstable/pod" + uid + "/" + ctr, uid},
+		// a static pod: its config hash
+		{"/kubepods/burstable/pod0123456789abcdef0123456789abcdef/" + ctr, "0123456789abcdef0123456789abcdef"},
+		// not pods
+		{"/", ""},
+		{"/kubepods", ""},
+		{"/kubepods/burstable", ""},
+		{"/system.slice/containerd.service", ""},
+		{"/pod" + uid, ""},                         // not under kubepods
+		{"/kubepods/burstable/pod" + uid[:35], ""}, // short
+		{"/kubepods/burstable/xpod" + uid, ""},
+		{"/kubepods/burstable/pod" + uid + ".scope", ""},
+		{"/kubepods/burstable/pod" + strings.ToUpper(uid), ""},
+	} {
+		if got := podUIDOfCgroup(c.path); got != c.want {
+			t.Errorf("podUIDOfCgroup(%q) = %q, want %q", c.path, got, c.want)
+		}
+	}
+}
+
+var uidRE = regexp.MustCompile(`^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})$`)
+
+func FuzzPodUIDOfCgroup(f *testing.F) {
+	f.Add("/kubepods/burstable/pod0d5a7c1e-2b3f-4c5d-8e9f-0a1b2c3d4e5f/abc")
+	f.Add("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0d5a7c1e_2b3f_4c5d_8e9f_0a1b2c3d4e5f.slice")
+	f.Add("/system.slice")
+	f.Fuzz(func(t *testing.T, p string) {
+		uid := podUIDOfCgroup(p)
+		if uid == "" {
+			return
+		}
+		// A UID, spelled in the path (with _ for - under systemd), under a
+		// kubepods cgroup.
+		if !uidRE.MatchString(uid) {
+			t.Fatalf("%q: %q is not a UID", p, uid)
+		}
+		i := strings.Index(p, "kubepods")
+		if i < 0 || !strings.Contains(strings.ReplaceAll(p[i:], "_", "-"), uid) {
+			t.Fatalf("%q: UID %q not under kubepods in the path", p, uid)
+		}
+	})
+}

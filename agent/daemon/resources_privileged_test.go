@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/loupe-project/loupe/agent"
+	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/metadata"
+)
+
+// A host-network pod's process, in the node's network namespace, is
+// counted for the pod through the real programs: the test makes a cgroup
+// v2 tree named as the kubelet's systemd driver names a pod's container,
+// starts a shell in it that spins for 300 ms and sleeps ten times, and
+// reads the agent's rows. The pod's on-CPU time is the shell's (and its
+// children's, up to their exits) own CPU time from wait4, and its
+// run-queue waits at least the sleeps' wake-ups.
+func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	root := cgroup2Root()
+	if root == "" {
+		t.Skip("no cgroup v2 mount")
+	}
+	nodeIno, err := netnsInode("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := datapath.LoadResources(nodeIno)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+
+	const uid = "5e1f0c2a-7b3d-4e8f-9a0b-1c2d3e4f5a6b"
+	top := filepath.Join(root, fmt.Sprintf("loupe-test-%d.slice", os.Getpid()))
+	podDir := filepath.Join(top, "kubepods-burstable.slice", "kubepods-burstable-pod"+strings.ReplaceAll(uid, "-", "_")+".slice")
+	ctr := filepath.Join(podDir, "cri-containerd-"+strings.Repeat("ab", 32)+".scope")
+	if err := os.MkdirAll(ctr, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for p := ctr; strings.HasPrefix(p, top); p = filepath.Dir(p) {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("remove cgroup %s: %v", p, err)
+			}
+		}
+	})
+	fd, err := os.Open(ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command("/bin/sh", "-c", `timeout 0.3 sh -c 'while :; do :; done'; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.01; done`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	used := time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))
+
+	meta := metadata.Static{Snap: &metadata.Snapshot{Pods: []*corev1.Pod{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "hostnet", UID: types.UID(uid)},
+		Spec:       corev1.PodSpec{NodeName: "n1", HostNetwork: true}}}}}
+	r := &podResources{node: "n1", nodeIno: nodeIno, pods: &netnsPods{eps: func() []agent.Endpoint { return nil }, meta: meta}, meta: meta,
+		cgroups: newPodCgroups(root), snapshot: k.Snapshot}
+	rows, err := r.read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, row := range rows {
+		if row.Pod != "hostnet" {
+			continue
+		}
+		found = true
+		cpu := time.Duration(row.CpuNs)
+		t.Logf("pod row: cpu %v (wait4 says %v), %d waits summing %v", cpu, used, row.Runqueue.Count, time.Duration(row.Runqueue.SumNs))
+		if cpu < used*9/10-5*time.Millisecond || cpu > used*11/10+5*time.Millisecond {
+			t.Errorf("pod's on-CPU %v, its processes used %v", cpu, used)
+		}
+		if row.Runqueue.Count < 10 {
+			t.Errorf("%d run-queue waits for ten sleeps", row.Runqueue.Count)
+		}
+		if row.NetnsInode != nodeIno {
+			t.Errorf("row's netns %d, the node's is %d", row.NetnsInode, nodeIno)
+		}
+	}
+	if !found {
+		t.Fatalf("no row for the pod: %v", rows)
+	}
+}
