@@ -169,6 +169,15 @@ func (r *Resources) Attach() error {
 	if len(r.links) > 0 {
 		return nil
 	}
+	// Each CPU's current task, as the switch program last saw it, is
+	// stale after a Detach: forget it (and what it held).
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("reset res_cur: %w", err)
+	}
+	if err := r.objs.ResCur.Put(uint32(0), make([]resResCur, ncpu)); err != nil {
+		return fmt.Errorf("reset res_cur: %w", err)
+	}
 	for _, p := range []struct {
 		name string
 		prog *ebpf.Program

@@ -142,11 +142,32 @@ func loadTestResources(t *testing.T) *Resources {
 
 func netnsStats(t *testing.T, r *Resources, ino uint64) ResourceStats {
 	t.Helper()
+	settleResources(t)
 	snap, err := r.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return snap[ino]
+}
+
+// settleResources makes every CPU switch to a thread of the test's (in the
+// test's own namespace, not a namespace under test), so that what each
+// CPU's switch program still holds for another key is added to the map
+// (the program adds it when a CPU's key changes).
+func settleResources(t *testing.T) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for cpu := range runtime.NumCPU() {
+		wg.Go(func() {
+			runtime.LockOSThread() // the thread ends with the goroutine: its affinity goes with it
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				t.Errorf("pin to CPU %d: %v", cpu, err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func histCount(h [ResSlots]uint64) uint64 {

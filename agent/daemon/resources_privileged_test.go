@@ -7,11 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -82,6 +85,18 @@ func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
 		Spec:       corev1.PodSpec{NodeName: "n1", HostNetwork: true}}}}}
 	r := &podResources{node: "n1", nodeIno: nodeIno, pods: &netnsPods{eps: func() []agent.Endpoint { return nil }, meta: meta}, meta: meta,
 		cgroups: newPodCgroups(root), snapshot: k.Snapshot}
+	// Every CPU switches to a thread of the test's (another key): what
+	// the switch program still holds for the pod's key goes to the map.
+	var wg sync.WaitGroup
+	for cpu := range runtime.NumCPU() {
+		wg.Go(func() {
+			runtime.LockOSThread() // ends with the goroutine, affinity and all
+			var set unix.CPUSet
+			set.Set(cpu)
+			_ = unix.SchedSetaffinity(0, &set)
+		})
+	}
+	wg.Wait()
 	rows, err := r.read(context.Background())
 	if err != nil {
 		t.Fatal(err)

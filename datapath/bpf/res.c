@@ -15,9 +15,12 @@
  *                         (sched_info, stamped with the run queue's clock,
  *                         which __schedule updated just before): no
  *                         wake-up programs, no stamps of ours, no clock
- *                         read. Cost per switch: one hash lookup when prev
- *                         and next share a key, two when not, none for the
- *                         idle task.
+ *                         read. The counts gather in the CPU's res_cur
+ *                         slot and go to res_keys when the CPU's key
+ *                         changes (or it idles, or after RES_FLUSH_NS).
+ *                         Cost per switch: a per-CPU array lookup, the
+ *                         key's pointer chase; one hash lookup when the
+ *                         key changes, none while a CPU stays in one pod.
  *   loupe_res_io_start    block_io_start (tp_btf), in the submitter's
  *                         context: the request's key, by request.
  *   loupe_res_rq_insert   block_rq_insert / block_rq_issue (tp_btf): the
@@ -38,6 +41,11 @@
 #include <bpf/bpf_core_read.h>
 
 #include "res.h"
+
+/* How long a CPU's switch counts may wait before they are added to
+ * res_keys (they are added sooner when the CPU's key changes or it goes
+ * idle): what a reader may see late. */
+#define RES_FLUSH_NS 100000000ULL
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -127,12 +135,27 @@ struct {
 	__type(value, struct res_stats);
 } res_keys SEC(".maps");
 
-/* The task each CPU switched to last, and its key, taken while it could
- * still be read: a task that exits switches out for the last time with
- * no network namespace. */
+/* What the switch program counted for the key of the CPU's current task,
+ * not yet added to res_keys. */
+struct res_sched {
+	__u64 cpu_ns;
+	__u64 runq_count;
+	__u64 runq_sum_ns;
+	__u64 runq[RES_SLOTS];
+};
+
+/* Each CPU's current task (the one it switched to last) and its key,
+ * taken at its switch-in while it could still be read (a task that exits
+ * switches out for the last time with no network namespace), and what
+ * the switches counted for that key since `since`. The switch program
+ * adds that to res_keys (a hash lookup) only when the key changes, the
+ * CPU goes idle, or it is RES_FLUSH_NS old: a CPU switching among one
+ * pod's tasks pays no lookup per switch. */
 struct res_cur {
 	__u64 task;
 	__u64 key;
+	__u64 since; /* rq_clock */
+	struct res_sched pending;
 };
 
 struct {
@@ -225,6 +248,23 @@ static __always_inline __u32 slot(__u64 ns)
 	return r < RES_SLOTS ? r : RES_SLOTS - 1;
 }
 
+/* flush adds a CPU's pending counts to its key's entry. */
+static __always_inline void flush(struct res_cur *c)
+{
+	struct res_sched *p = &c->pending;
+	if (!p->cpu_ns && !p->runq_count)
+		return;
+	struct res_stats *s = stats(c->key);
+	if (s) {
+		s->cpu_ns += p->cpu_ns;
+		s->runq_count += p->runq_count;
+		s->runq_sum_ns += p->runq_sum_ns;
+		for (int i = 0; i < RES_SLOTS; i++)
+			s->runq[i] += p->runq[i];
+	}
+	__builtin_memset(p, 0, sizeof(*p));
+}
+
 /* On this kernel __schedule updates rq_clock, picks next, fires
  * sched_switch, and only then charges the switch to sched_info (prev's
  * departure, next's arrival): here next's last_queued still holds when it
@@ -238,32 +278,33 @@ int BPF_PROG(loupe_res_switch, _Bool preempt, struct task_struct *prev, struct t
 	struct res_cur *cur = bpf_map_lookup_elem(&res_cur, &zero);
 	if (!now || !cur)
 		return 0;
-	__u64 prev_key = 0;
-	struct res_stats *ps = 0;
 	if (prev->pid) { /* pid 0: the idle task */
 		__u64 arrived = prev->sched_info.last_arrival;
-		prev_key = cur->task == (__u64)prev ? cur->key : task_key(prev);
-		ps = stats(prev_key);
-		if (ps && arrived && now > arrived)
-			ps->cpu_ns += now - arrived;
+		__u64 ran = arrived && now > arrived ? now - arrived : 0;
+		if (cur->task == (__u64)prev) {
+			cur->pending.cpu_ns += ran;
+		} else { /* the first switch here since the programs were attached */
+			struct res_stats *ps = stats(task_key(prev));
+			if (ps)
+				ps->cpu_ns += ran;
+		}
+	}
+	__u64 next_key = next->pid ? task_key(next) : 0;
+	if (next_key != cur->key || now - cur->since > RES_FLUSH_NS) {
+		flush(cur);
+		cur->key = next_key;
+		cur->since = now;
 	}
 	cur->task = (__u64)next;
-	cur->key = 0;
-	if (!next->pid)
+	if (!next_key)
 		return 0;
-	__u64 next_key = task_key(next);
-	cur->key = next_key;
 	__u64 queued = next->sched_info.last_queued;
 	if (!queued)
 		return 0;
 	__u64 wait = now > queued ? now - queued : 0;
-	/* Tasks of one pod often follow each other: one lookup for both. */
-	struct res_stats *s = (ps && next_key == prev_key) ? ps : stats(next_key);
-	if (!s)
-		return 0;
-	s->runq_count++;
-	s->runq_sum_ns += wait;
-	s->runq[slot(wait)]++;
+	cur->pending.runq_count++;
+	cur->pending.runq_sum_ns += wait;
+	cur->pending.runq[slot(wait)]++;
 	return 0;
 }
 
