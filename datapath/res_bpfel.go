@@ -14,9 +14,17 @@ import (
 )
 
 type resResCur struct {
-	_    structs.HostLayout
-	Task uint64
-	Key  uint64
+	_       structs.HostLayout
+	Task    uint64
+	Key     uint64
+	Since   uint64
+	Pending struct {
+		_         structs.HostLayout
+		CpuNs     uint64
+		RunqCount uint64
+		RunqSumNs uint64
+		Runq      [40]uint64
+	}
 }
 
 type resResOomEvent struct {
