@@ -74,7 +74,7 @@ func runResources(ctx context.Context, cfg *Config) ([]Row, error) {
 		{"resources_kernel_cpu", "cores per 100k switches/s", kernel, budgetK, fmt.Sprintf("budget %.2f", resKernelBudget), 1, Lower,
 			"the tracepoints' summed BPF run time (kernel.bpf_stats) over the ping-pong, per 100k context switches a second"},
 		{"resources_agent_cpu", "cores per 100k switches/s", agent, budgetA, fmt.Sprintf("budget %.2f", resAgentBudget), 1, Lower,
-			"the agent's reads of the per-netns counters (one a second, as loupe top or a scrape), thread CPU time, per 100k context switches a second"},
+			"the agent's reads of the per-pod counters (one a second, as loupe top or a scrape), thread CPU time, per 100k context switches a second"},
 	} {
 		row, err := NewRow(spec.name, spec.unit, spec.v, spec.b, spec.baseName, spec.target, spec.better, spec.note)
 		if err != nil {

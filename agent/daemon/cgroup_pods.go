@@ -61,15 +61,20 @@ type cgroupPod struct {
 	uid, container string
 }
 
-// podCgroups maps cgroup v2 ids to the pods the kubelet made them for, by walking the cgroup tree again when an id is not known (at
-// most every endpointNetnsRefresh). A cgroup's id is its directory's
-// inode number on the cgroup v2 file system.
+// podCgroups maps cgroup v2 ids to the pods the kubelet made them for,
+// by walking the cgroup tree again when an id is not known (at most every
+// endpointNetnsRefresh). A cgroup's id is its directory's inode number on
+// the cgroup v2 file system; ids are not reused, so what a walk found (or
+// did not: a cgroup gone since) stays true, until the table is too big.
 type podCgroups struct {
 	root string
 	mu   sync.Mutex
 	ids  map[uint64]cgroupPod
 	last time.Time
 }
+
+// maxPodCgroups bounds the table: past it, it starts again.
+const maxPodCgroups = 65536
 
 func newPodCgroups(root string) *podCgroups {
 	return &podCgroups{root: root, ids: map[uint64]cgroupPod{}}
@@ -87,14 +92,18 @@ func (c *podCgroups) pod(id uint64) cgroupPod {
 		return p
 	}
 	c.last = time.Now()
-	// A fresh table: the cgroups of pods gone since do not pile up.
-	ids := map[uint64]cgroupPod{}
+	if len(c.ids) > maxPodCgroups {
+		clear(c.ids)
+	}
 	_ = filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
 		}
 		var st unix.Stat_t
 		if unix.Stat(p, &st) != nil {
+			return nil
+		}
+		if _, ok := c.ids[st.Ino]; ok {
 			return nil
 		}
 		rel := strings.TrimPrefix(p, c.root)
@@ -104,14 +113,11 @@ func (c *podCgroups) pod(id uint64) cgroupPod {
 				cp.container = m[len(m)-1][:12]
 			}
 		}
-		ids[st.Ino] = cp
+		c.ids[st.Ino] = cp
 		return nil
 	})
-	// An id not found (a cgroup gone since) is asked for again only after
-	// the next walk, which another id's miss starts.
-	if _, ok := ids[id]; !ok {
-		ids[id] = cgroupPod{}
+	if _, ok := c.ids[id]; !ok {
+		c.ids[id] = cgroupPod{} // gone before the walk: no one's
 	}
-	c.ids = ids
-	return ids[id]
+	return c.ids[id]
 }

@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPodUIDOfCgroup(t *testing.T) {
@@ -61,4 +64,36 @@ func FuzzPodUIDOfCgroup(f *testing.F) {
 			t.Fatalf("%q: UID %q not under kubepods in the path", p, uid)
 		}
 	})
+}
+
+// A cgroup made after a walk is found by the next one; one removed keeps
+// what it was (ids are not reused); an id never seen is no pod's.
+func TestPodCgroupsWalk(t *testing.T) {
+	root := t.TempDir()
+	const a, b = "0d5a7c1e-2b3f-4c5d-8e9f-0a1b2c3d4e5f", "11111111-2222-3333-4444-555555555555"
+	ctr := strings.Repeat("c", 64)
+	dirA := mkdir(t, filepath.Join(root, "kubepods/burstable/pod"+a, ctr))
+	inoA := inode(t, dirA)
+	c := newPodCgroups(root)
+	if got := c.pod(inoA); got.uid != a || got.container != ctr[:12] {
+		t.Fatalf("pod A's container cgroup: %+v", got)
+	}
+	dirB := mkdir(t, filepath.Join(root, "kubepods/pod"+b))
+	c.last = time.Time{} // the next miss may walk again
+	if got := c.pod(inode(t, dirB)); got.uid != b || got.container != "" {
+		t.Errorf("pod B, made after the first walk: %+v", got)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "kubepods/burstable")); err != nil {
+		t.Fatal(err)
+	}
+	c.last = time.Time{}
+	if got := c.pod(inoA); got.uid != a {
+		t.Errorf("pod A's removed cgroup: %+v", got)
+	}
+	if got := c.pod(1 << 40); got.uid != "" {
+		t.Errorf("an id never seen: %+v", got)
+	}
+	if got := newPodCgroups("").pod(inoA); got.uid != "" {
+		t.Errorf("without a cgroup v2 mount: %+v", got)
+	}
 }

@@ -247,7 +247,7 @@ type resourceLossCollector struct {
 
 func newResourceLossCollector(counters func() (datapath.ResourceCounters, error)) *resourceLossCollector {
 	return &resourceLossCollector{counters: counters, desc: prometheus.NewDesc("loupe_resources_not_counted_total",
-		"Kernel observations the per-pod resource programs could not count: oom_ring_full (OOM records lost), netns_table_full (no room for a new netns), request_not_seen (block completions of requests not seen starting), program_skipped (the kernel skipped a program because another BPF program ran on its CPU)",
+		"Kernel observations the per-pod resource programs could not count: oom_ring_full (OOM records lost), netns_table_full (no room for a new network namespace or cgroup key), request_not_seen (block completions of requests not seen starting), program_skipped (the kernel skipped a program because another BPF program ran on its CPU)",
 		[]string{"reason"}, nil)}
 }
 
