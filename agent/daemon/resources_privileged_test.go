@@ -85,7 +85,7 @@ func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
 		Spec:       corev1.PodSpec{NodeName: "n1", HostNetwork: true}}}}}
 	r := &podResources{node: "n1", nodeIno: nodeIno, pods: &netnsPods{eps: func() []agent.Endpoint { return nil }, meta: meta}, meta: meta,
 		cgroups: newPodCgroups(root), snapshot: k.Snapshot}
-	// Every CPU switches to a thread of the test's (another key): what
+	// Every CPU switches away from a thread of the test's, sleeping: what
 	// the switch program still holds for the pod's key goes to the map.
 	var wg sync.WaitGroup
 	for cpu := range runtime.NumCPU() {
@@ -94,6 +94,7 @@ func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
 			var set unix.CPUSet
 			set.Set(cpu)
 			_ = unix.SchedSetaffinity(0, &set)
+			_ = unix.Nanosleep(&unix.Timespec{Nsec: 1e6}, nil)
 		})
 	}
 	wg.Wait()
