@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"io/fs"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -43,9 +44,10 @@ func podUIDOfCgroup(p string) string {
 
 // cgroup2Root is where the cgroup v2 hierarchy (whose ids the kernel
 // reports) is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a
-// hybrid (v1 and v2) host; "" when neither is.
+// hybrid (v1 and v2) host; in a container, the node's under /host first
+// (the container's own shows only its cgroup); "" when none is.
 func cgroup2Root() string {
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+	for _, p := range []string{"/host/sys/fs/cgroup", "/host/sys/fs/cgroup/unified", "/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
 		var st unix.Statfs_t
 		if unix.Statfs(p, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
 			return p
@@ -120,4 +122,86 @@ func (c *podCgroups) pod(id uint64) cgroupPod {
 		c.ids[id] = cgroupPod{} // gone before the walk: no one's
 	}
 	return c.ids[id]
+}
+
+// podUIDOfProcCgroup returns the pod UID in a /proc/PID/cgroup file's
+// paths ("ID:CONTROLLERS:PATH" lines, cgroup v2's "0::PATH" and any v1
+// hierarchy's), or "".
+func podUIDOfProcCgroup(b []byte) string {
+	for _, line := range strings.Split(string(b), "\n") {
+		_, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		if _, path, ok := strings.Cut(rest, ":"); ok {
+			if uid := podUIDOfCgroup(path); uid != "" {
+				return uid
+			}
+		}
+	}
+	return ""
+}
+
+// netnsCgroups maps network namespaces that are no endpoint's (a pod's
+// made before the agent knew it, say) to the pods the kubelet runs in
+// them, through a process in each: its /proc/PID/ns/net and the kubelet's
+// cgroup in its /proc/PID/cgroup. /proc is scanned again when a namespace
+// is not known, at most every netnsScanEvery; a namespace no scan found a
+// pod process in stays no pod's until the table is too big.
+type netnsCgroups struct {
+	proc string
+	mu   sync.Mutex
+	uids map[uint64]string
+	last time.Time
+}
+
+const netnsScanEvery = 10 * time.Second
+
+func newNetnsCgroups(proc string) *netnsCgroups {
+	return &netnsCgroups{proc: proc, uids: map[uint64]string{}}
+}
+
+// podUID returns the UID of the pod whose processes are in network
+// namespace ino, or "".
+func (c *netnsCgroups) podUID(ino uint64) string {
+	if c == nil {
+		return ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if uid, ok := c.uids[ino]; ok || time.Since(c.last) < netnsScanEvery {
+		return uid
+	}
+	c.last = time.Now()
+	if len(c.uids) > maxPodCgroups {
+		clear(c.uids)
+	}
+	entries, _ := os.ReadDir(c.proc)
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join(c.proc, e.Name(), "ns/net"), &st) != nil {
+			continue
+		}
+		if uid, ok := c.uids[st.Ino]; ok && uid != "" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(c.proc, e.Name(), "cgroup"))
+		if err != nil {
+			continue
+		}
+		// A pod's namespace holds only its processes: the first that
+		// names a pod does.
+		if uid := podUIDOfProcCgroup(b); uid != "" {
+			c.uids[st.Ino] = uid
+		} else if _, ok := c.uids[st.Ino]; !ok {
+			c.uids[st.Ino] = ""
+		}
+	}
+	if _, ok := c.uids[ino]; !ok {
+		c.uids[ino] = ""
+	}
+	return c.uids[ino]
 }

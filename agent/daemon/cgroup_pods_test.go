@@ -97,3 +97,62 @@ func TestPodCgroupsWalk(t *testing.T) {
 		t.Errorf("without a cgroup v2 mount: %+v", got)
 	}
 }
+
+func TestPodUIDOfProcCgroup(t *testing.T) {
+	const uid = "0d5a7c1e-2b3f-4c5d-8e9f-0a1b2c3d4e5f"
+	for _, c := range []struct{ file, want string }{
+		{"0::/kubepods/burstable/pod" + uid + "/abc\n", uid},
+		// cgroup v1 (hybrid): any hierarchy's path names the pod
+		{"12:memory:/kubepods/burstable/pod" + uid + "/abc\n11:cpu,cpuacct:/kubepods/burstable/pod" + uid + "/abc\n0::/\n", uid},
+		{"1:name=systemd:/\n0::/system.slice/containerd.service\n", ""},
+		// in the agent's own cgroup namespace, others' paths go up first
+		{"0::/../../kubepods.slice/kubepods-pod0d5a7c1e_2b3f_4c5d_8e9f_0a1b2c3d4e5f.slice/cri-containerd-abc.scope", uid},
+		{"", ""},
+		{"garbage", ""},
+		{"0:/kubepods/pod" + uid, ""}, // one field short
+	} {
+		if got := podUIDOfProcCgroup([]byte(c.file)); got != c.want {
+			t.Errorf("podUIDOfProcCgroup(%q) = %q, want %q", c.file, got, c.want)
+		}
+	}
+}
+
+func FuzzPodUIDOfProcCgroup(f *testing.F) {
+	f.Add([]byte("0::/kubepods/burstable/pod0d5a7c1e-2b3f-4c5d-8e9f-0a1b2c3d4e5f/abc\n"))
+	f.Add([]byte("4:memory:/process_api/f3ca\n0::/\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if uid := podUIDOfProcCgroup(b); uid != "" && !uidRE.MatchString(uid) {
+			t.Fatalf("%q: %q is not a UID", b, uid)
+		}
+	})
+}
+
+// A namespace is a pod's when one of its processes is in the pod's
+// cgroup; one with no such process is no pod's.
+func TestNetnsCgroupsScan(t *testing.T) {
+	const uid = "0d5a7c1e-2b3f-4c5d-8e9f-0a1b2c3d4e5f"
+	proc := t.TempDir()
+	write := func(name, body string) uint64 {
+		p := filepath.Join(proc, name)
+		mkdir(t, filepath.Dir(p))
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return inode(t, p)
+	}
+	pod := write("10/ns/net", "")
+	write("10/cgroup", "0::/kubepods/pod"+uid+"/ctr\n")
+	other := write("11/ns/net", "")
+	write("11/cgroup", "0::/system.slice/x.service\n")
+	write("self/ns/net", "") // not a pid
+	c := newNetnsCgroups(proc)
+	if got := c.podUID(pod); got != uid {
+		t.Errorf("the pod's namespace: %q", got)
+	}
+	if got := c.podUID(other); got != "" {
+		t.Errorf("a system service's namespace: %q", got)
+	}
+	if got := c.podUID(1 << 40); got != "" {
+		t.Errorf("a namespace with no process: %q", got)
+	}
+}

@@ -45,6 +45,7 @@ type podResources struct {
 	pods     *netnsPods
 	meta     metadata.Source
 	cgroups  *podCgroups
+	netns    *netnsCgroups
 	svc      *resources.Service
 	// oom receives OOM kill events (the security events' store); nil
 	// when security events are off: the kills are then only counted.
@@ -55,7 +56,7 @@ type podResources struct {
 // costs the feature, not the agent.
 func startResources(cfg *Config, eps func() []agent.Endpoint, meta metadata.Source, log *slog.Logger) (*podResources, error) {
 	r := &podResources{node: cfg.NodeName, log: log, pods: &netnsPods{eps: eps, meta: meta}, meta: meta,
-		cgroups: newPodCgroups(cgroup2Root())}
+		cgroups: newPodCgroups(cgroup2Root()), netns: newNetnsCgroups("/proc")}
 	if err := cfg.inNetNS(func() error {
 		var err error
 		r.nodeIno, err = netnsInode("/proc/thread-self/ns/net")
@@ -78,9 +79,9 @@ func (r *podResources) register(s grpc.ServiceRegistrar) { r.svc.Register(s) }
 
 func (r *podResources) Close() error { return r.kernel.Close() }
 
-// read is every pod of the agent and every host-network pod of its node
-// (with zeros for a pod the kernel has not counted yet), and the node's own
-// row.
+// read is every pod of the agent, every host-network pod of its node (with
+// zeros for a pod the kernel has not counted yet), the pods of its node
+// found in namespaces that are no endpoint's, and the node's own row.
 func (r *podResources) read(context.Context) ([]*rpb.PodResources, error) {
 	snap, err := r.snapshot()
 	if err != nil {
@@ -129,6 +130,18 @@ func (r *podResources) read(context.Context) ([]*rpb.PodResources, error) {
 	if shared {
 		row(nodePod.namespace, nodePod.name, nodePod.workload, r.nodeIno).s.Add(node)
 	}
+	// A namespace that is no endpoint's but a pod of this node's (its
+	// processes in the kubelet's cgroups for the pod): the pod's.
+	for key, s := range snap {
+		if _, ok := pods[key]; ok || key&datapath.ResKeyCgroup != 0 || key == r.nodeIno {
+			continue
+		}
+		if p, ok := byUID[r.netns.podUID(key)]; ok {
+			rw := row(p.namespace, p.name, p.workload, key)
+			rw.ino = key // its own, though its cgroups' counts from the node's came first
+			rw.s.Add(s)
+		}
+	}
 	out := make([]*rpb.PodResources, 0, len(rows)+1)
 	for _, p := range rows {
 		out = append(out, podRow(r.node, p.ns, p.name, p.workload, p.ino, now, p.s))
@@ -164,7 +177,7 @@ func (r *podResources) nodePods() map[string]nodePod {
 		return out
 	}
 	for _, p := range r.meta.Current().Pods {
-		if p.Spec.NodeName != r.node || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		if p.Spec.NodeName != r.node || p.UID == "" || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
 		np := nodePod{namespace: p.Namespace, name: p.Name, workload: p.Name, hostNetwork: p.Spec.HostNetwork}

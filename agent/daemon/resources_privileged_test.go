@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -85,19 +88,7 @@ func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
 		Spec:       corev1.PodSpec{NodeName: "n1", HostNetwork: true}}}}}
 	r := &podResources{node: "n1", nodeIno: nodeIno, pods: &netnsPods{eps: func() []agent.Endpoint { return nil }, meta: meta}, meta: meta,
 		cgroups: newPodCgroups(root), snapshot: k.Snapshot}
-	// Every CPU switches away from a thread of the test's, sleeping: what
-	// the switch program still holds for the pod's key goes to the map.
-	var wg sync.WaitGroup
-	for cpu := range runtime.NumCPU() {
-		wg.Go(func() {
-			runtime.LockOSThread() // ends with the goroutine, affinity and all
-			var set unix.CPUSet
-			set.Set(cpu)
-			_ = unix.SchedSetaffinity(0, &set)
-			_ = unix.Nanosleep(&unix.Timespec{Nsec: 1e6}, nil)
-		})
-	}
-	wg.Wait()
+	settleCPUs()
 	rows, err := r.read(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -123,4 +114,141 @@ func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
 	if !found {
 		t.Fatalf("no row for the pod: %v", rows)
 	}
+}
+
+// settleCPUs makes every CPU switch away from a thread of the test's,
+// sleeping: what the switch program still holds for another key goes to
+// the map.
+func settleCPUs() {
+	var wg sync.WaitGroup
+	for cpu := range runtime.NumCPU() {
+		wg.Go(func() {
+			runtime.LockOSThread() // ends with the goroutine, affinity and all
+			var set unix.CPUSet
+			set.Set(cpu)
+			_ = unix.SchedSetaffinity(0, &set)
+			_ = unix.Nanosleep(&unix.Timespec{Nsec: 1e6}, nil)
+		})
+	}
+	wg.Wait()
+}
+
+// A pod whose network namespace is no endpoint's is found through its
+// process: the test makes a namespace and a cgroup v2 tree named as the
+// kubelet's cgroupfs driver names a pod's container, starts a shell in
+// both that spins for 200 ms and then sleeps (as a pod's processes stay),
+// and reads the agent's rows: the pod's row has the namespace's inode
+// and the shell's CPU time (from /proc/PID/stat, in clock ticks).
+func TestPrivilegedResourcesPodNetnsByProcCgroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	root := cgroup2Root()
+	if root == "" {
+		t.Skip("no cgroup v2 mount")
+	}
+	nodeIno, err := netnsInode("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := datapath.LoadResources(nodeIno)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	name := fmt.Sprintf("loupe-res-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	netnsIno, err := netnsInode("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const uid = "6f2a1d3b-8c4e-4f90-a1b2-c3d4e5f6a7b8"
+	top := filepath.Join(root, fmt.Sprintf("loupe-test-%d", os.Getpid()))
+	ctr := filepath.Join(top, "kubepods", "besteffort", "pod"+uid, strings.Repeat("cd", 32))
+	if err := os.MkdirAll(ctr, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for p := ctr; strings.HasPrefix(p, top); p = filepath.Dir(p) {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("remove cgroup %s: %v", p, err)
+			}
+		}
+	})
+	fd, err := os.Open(ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command("ip", "netns", "exec", name, "/bin/sh", "-c",
+		`timeout 0.2 sh -c 'while :; do :; done'; echo spun; exec sleep 60`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Registered after the cgroups' removal: runs before it.
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		t.Fatalf("the shell did not spin: %v", err)
+	}
+	used := procCPU(t, cmd.Process.Pid)
+
+	meta := metadata.Static{Snap: &metadata.Snapshot{Pods: []*corev1.Pod{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "stray", UID: types.UID(uid)},
+		Spec:       corev1.PodSpec{NodeName: "n1"}}}}}
+	r := &podResources{node: "n1", nodeIno: nodeIno, pods: &netnsPods{eps: func() []agent.Endpoint { return nil }, meta: meta},
+		meta: meta, cgroups: newPodCgroups(root), netns: newNetnsCgroups("/proc"), snapshot: k.Snapshot}
+	settleCPUs()
+	rows, err := r.read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range rows {
+		if row.Pod != "stray" {
+			continue
+		}
+		cpu := time.Duration(row.CpuNs)
+		t.Logf("pod row: netns %d, cpu %v (/proc says %v), %d waits", row.NetnsInode, cpu, used, row.Runqueue.Count)
+		if row.NetnsInode != netnsIno {
+			t.Errorf("row's netns %d, the pod's is %d", row.NetnsInode, netnsIno)
+		}
+		// /proc counts in ticks (10 ms here).
+		if cpu < used*9/10-20*time.Millisecond || cpu > used*11/10+20*time.Millisecond {
+			t.Errorf("pod's on-CPU %v, its processes used %v", cpu, used)
+		}
+		return
+	}
+	t.Fatalf("no row for the pod: %v", rows)
+}
+
+// procCPU is a process's CPU time and its waited-for children's, from
+// /proc/PID/stat (utime, stime, cutime, cstime).
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces) in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	var ticks int64
+	for _, i := range []int{11, 12, 13, 14} { // fields 14-17, counting from 1 with pid and comm
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			t.Fatalf("stat field %d: %v", i, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }

@@ -39,7 +39,9 @@ func mkdir(t *testing.T, p string) string {
 // the node's namespace, the cgroups of a host-network pod (two containers
 // and the pod's own cgroup, systemd and cgroupfs names) to that pod, the
 // other cgroups (a system service's, a pod's of another node, one gone)
-// to the node. A host-network pod not counted yet still has a row.
+// to the node. A host-network pod not counted yet still has a row. A
+// namespace that is no endpoint's goes to the pod of this node whose
+// process in it is in the pod's kubelet cgroup.
 func TestResourcesReadAttributesCgroups(t *testing.T) {
 	root := t.TempDir()
 	const hostUID, idleUID, otherUID = "0d5a7c1e-2b3f-4c5d-8e9f-0a1b2c3d4e5f", "11111111-2222-3333-4444-555555555555", "99999999-2222-3333-4444-555555555555"
@@ -57,6 +59,17 @@ func TestResourcesReadAttributesCgroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	podIno, nodeIno := inode(t, netns), inode(t, nodeNetns)
+	// A pod's namespace that is no endpoint's, found through a process of
+	// the pod in a /proc of the test's.
+	const strayUID = "22222222-3333-4444-5555-666666666666"
+	proc := t.TempDir()
+	mkdir(t, filepath.Join(proc, "4242/ns"))
+	for name, body := range map[string]string{"4242/ns/net": "", "4242/cgroup": "1:cpu:/\n0::/kubepods/besteffort/pod" + strayUID + "/ctr\n"} {
+		if err := os.WriteFile(filepath.Join(proc, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	strayIno := inode(t, filepath.Join(proc, "4242/ns/net"))
 
 	cg := func(p string) uint64 { return inode(t, p) | datapath.ResKeyCgroup }
 	st := func(cpu uint64) datapath.ResourceStats { return datapath.ResourceStats{CPUNs: cpu, RunqCount: 1} }
@@ -69,6 +82,7 @@ func TestResourcesReadAttributesCgroups(t *testing.T) {
 		cg(system):                        st(1000),
 		(1 << 40) | datapath.ResKeyCgroup: st(10000), // a cgroup gone since
 		4026530000:                        st(1e5),   // another node's pod: no one's here
+		strayIno:                          st(1e6),   // a pod of this node in a namespace no endpoint has
 	}
 	pod := func(ns, name, uid, node string, host bool) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid)},
@@ -79,12 +93,13 @@ func TestResourcesReadAttributesCgroups(t *testing.T) {
 		pod("kube-system", "agent", hostUID, "n1", true),
 		pod("kube-system", "idle", idleUID, "n1", true),
 		pod("y", "elsewhere", otherUID, "n2", false),
+		pod("z", "stray", strayUID, "n1", false),
 	}}}
 	eps := func() []agent.Endpoint {
 		return []agent.Endpoint{{PodNamespace: "x", PodName: "a", Netns: netns}}
 	}
 	r := &podResources{node: "n1", nodeIno: nodeIno, pods: &netnsPods{eps: eps, meta: meta}, meta: meta,
-		cgroups:  newPodCgroups(root),
+		cgroups: newPodCgroups(root), netns: newNetnsCgroups(proc),
 		snapshot: func() (map[uint64]datapath.ResourceStats, error) { return snap, nil }}
 	rows, err := r.read(context.Background())
 	if err != nil {
@@ -110,8 +125,8 @@ func TestResourcesReadAttributesCgroups(t *testing.T) {
 				want.cpu, want.waits, want.ino)
 		}
 	}
-	if len(rows) != 4 {
-		t.Errorf("%d rows, want 4: %v", len(rows), rows)
+	if len(rows) != 5 {
+		t.Errorf("%d rows, want 5: %v", len(rows), rows)
 	}
 	if last := rows[len(rows)-1]; last.Pod != "" {
 		t.Errorf("the node's row is not last: %v", last)
