@@ -17,14 +17,19 @@ import (
 )
 
 // The per-pod resource tracepoints (bpf/res.c): the in-kernel counters per
-// network namespace, the OOM records and the loader. Numbers mirror
-// bpf/res.h; TestResHeaderMatches ties them.
+// key (a network namespace, or a cgroup in the node's namespace), the OOM
+// records and the loader. Numbers mirror bpf/res.h; TestResHeaderMatches
+// ties them.
 const (
 	// ResSlots is the number of log2 latency buckets: bucket i counts
 	// waits in [2^i, 2^(i+1)) ns (bucket 0 also 0 ns), the last one also
 	// everything above.
-	ResSlots    = 40 // RES_SLOTS
-	resMaxNetns = 4096
+	ResSlots   = 40 // RES_SLOTS
+	resMaxKeys = 4096
+
+	// ResKeyCgroup is set in a Snapshot key that is a cgroup v2 id (a
+	// task in the node's own network namespace), not a namespace inode.
+	ResKeyCgroup = 1 << 63 // RES_KEY_CGROUP
 
 	resCntOOMLost  = 0 // RES_CNT_OOM_LOST
 	resCntNsFull   = 1 // RES_CNT_NS_FULL
@@ -48,8 +53,8 @@ const (
 	oomOffComm     = 64
 )
 
-// ResourceStats is what the kernel counted for one network namespace,
-// summed over CPUs, since the namespace's first event after load.
+// ResourceStats is what the kernel counted for one key, summed over CPUs,
+// since the key's first event after load.
 type ResourceStats struct {
 	CPUNs      uint64 // on-CPU time
 	RunqCount  uint64 // waits in the run queue
@@ -87,7 +92,7 @@ func (s *ResourceStats) addCPU(v *resResStats) {
 // ResourceCounters are the programs' own loss counters.
 type ResourceCounters struct {
 	OOMLost   uint64 // OOM records lost to a full ring
-	NetnsFull uint64 // updates lost: the netns table was full
+	NetnsFull uint64 // updates lost: the table of keys was full
 	RQMissed  uint64 // block completions of requests not seen starting
 	// Skipped is how often the kernel did not run one of the programs
 	// because a BPF program was already running on that CPU (its
@@ -139,13 +144,12 @@ type Resources struct {
 }
 
 // LoadResources loads and attaches the scheduler, block, fault and OOM
-// tracepoints.
-func LoadResources() (*Resources, error) {
-	spec, err := loadRes()
+// tracepoints. Tasks in network namespace nodeNetns (the node's own) are
+// counted by cgroup (keys with ResKeyCgroup), the others by namespace;
+// with nodeNetns 0 every task is counted by namespace.
+func LoadResources(nodeNetns uint64) (*Resources, error) {
+	spec, err := resSpec(nodeNetns)
 	if err != nil {
-		return nil, fmt.Errorf("load resources: %w", err)
-	}
-	if err := setMMCounters(spec); err != nil {
 		return nil, fmt.Errorf("load resources: %w", err)
 	}
 	r := &Resources{}
@@ -165,12 +169,19 @@ func (r *Resources) Attach() error {
 	if len(r.links) > 0 {
 		return nil
 	}
+	// Each CPU's current task, as the switch program last saw it, is
+	// stale after a Detach: forget it (and what it held).
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("reset res_cur: %w", err)
+	}
+	if err := r.objs.ResCur.Put(uint32(0), make([]resResCur, ncpu)); err != nil {
+		return fmt.Errorf("reset res_cur: %w", err)
+	}
 	for _, p := range []struct {
 		name string
 		prog *ebpf.Program
 	}{
-		{"sched_wakeup", r.objs.LoupeResWakeup},
-		{"sched_wakeup_new", r.objs.LoupeResWakeupNew},
 		{"sched_switch", r.objs.LoupeResSwitch},
 		{"block_io_start", r.objs.LoupeResIoStart},
 		{"block_rq_insert", r.objs.LoupeResRqInsert},
@@ -198,6 +209,21 @@ func (r *Resources) Detach() error {
 	}
 	r.links = nil
 	return errors.Join(errs...)
+}
+
+// resSpec is the programs' spec with every variable set.
+func resSpec(nodeNetns uint64) (*ebpf.CollectionSpec, error) {
+	spec, err := loadRes()
+	if err != nil {
+		return nil, err
+	}
+	if err := setMMCounters(spec); err != nil {
+		return nil, err
+	}
+	if err := spec.Variables[resVarResNodeNetns].Set(nodeNetns); err != nil {
+		return nil, fmt.Errorf("set %s: %w", resVarResNodeNetns, err)
+	}
+	return spec, nil
 }
 
 // setMMCounters sets the rss counter indexes the OOM record reads, from
@@ -244,14 +270,15 @@ func enumValueByName(spec *btf.Spec, names ...string) (map[string]uint32, error)
 	return nil, fmt.Errorf("kernel btf: enumerators %v: found only %v", names, out)
 }
 
-// Snapshot returns every network namespace's counters, summed over CPUs.
+// Snapshot returns every key's counters, summed over CPUs: a network
+// namespace inode, or a cgroup id with ResKeyCgroup set.
 func (r *Resources) Snapshot() (map[uint64]ResourceStats, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := map[uint64]ResourceStats{}
 	var key uint64
 	var per []resResStats
-	it := r.objs.ResNetns.Iterate()
+	it := r.objs.ResKeys.Iterate()
 	for it.Next(&key, &per) {
 		var s ResourceStats
 		for i := range per {
@@ -288,7 +315,7 @@ func (r *Resources) Counters() (ResourceCounters, error) {
 }
 
 func (r *Resources) programs() []*ebpf.Program {
-	return []*ebpf.Program{r.objs.LoupeResWakeup, r.objs.LoupeResWakeupNew, r.objs.LoupeResSwitch,
+	return []*ebpf.Program{r.objs.LoupeResSwitch,
 		r.objs.LoupeResIoStart, r.objs.LoupeResRqInsert, r.objs.LoupeResRqIssue, r.objs.LoupeResRqComplete,
 		r.objs.LoupeResFault, r.objs.LoupeResOom}
 }

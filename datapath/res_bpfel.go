@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type resResCur struct {
+	_       structs.HostLayout
+	Task    uint64
+	Key     uint64
+	Since   uint64
+	Pending struct {
+		_         structs.HostLayout
+		CpuNs     uint64
+		RunqCount uint64
+		RunqSumNs uint64
+		Runq      [40]uint64
+	}
+}
+
 type resResOomEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
@@ -28,10 +42,10 @@ type resResOomEvent struct {
 }
 
 type resResRq struct {
-	_        structs.HostLayout
-	StartNs  uint64
-	NetnsIno uint64
-	Done     uint64
+	_       structs.HostLayout
+	StartNs uint64
+	Key     uint64
+	Done    uint64
 }
 
 type resResStats struct {
@@ -53,11 +67,10 @@ type resResStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	resMapResCounters         = "res_counters"
-	resMapResCpu              = "res_cpu"
-	resMapResNetns            = "res_netns"
+	resMapResCur              = "res_cur"
+	resMapResKeys             = "res_keys"
 	resMapResOom              = "res_oom"
 	resMapResRqs              = "res_rqs"
-	resMapResWake             = "res_wake"
 	resProgLoupeResFault      = "loupe_res_fault"
 	resProgLoupeResIoStart    = "loupe_res_io_start"
 	resProgLoupeResOom        = "loupe_res_oom"
@@ -65,11 +78,10 @@ const (
 	resProgLoupeResRqInsert   = "loupe_res_rq_insert"
 	resProgLoupeResRqIssue    = "loupe_res_rq_issue"
 	resProgLoupeResSwitch     = "loupe_res_switch"
-	resProgLoupeResWakeup     = "loupe_res_wakeup"
-	resProgLoupeResWakeupNew  = "loupe_res_wakeup_new"
 	resVarResMmAnonpages      = "res_mm_anonpages"
 	resVarResMmFilepages      = "res_mm_filepages"
 	resVarResMmShmempages     = "res_mm_shmempages"
+	resVarResNodeNetns        = "res_node_netns"
 )
 
 // loadRes returns the embedded CollectionSpec for res.
@@ -121,8 +133,6 @@ type resProgramSpecs struct {
 	LoupeResRqInsert   *ebpf.ProgramSpec `ebpf:"loupe_res_rq_insert"`
 	LoupeResRqIssue    *ebpf.ProgramSpec `ebpf:"loupe_res_rq_issue"`
 	LoupeResSwitch     *ebpf.ProgramSpec `ebpf:"loupe_res_switch"`
-	LoupeResWakeup     *ebpf.ProgramSpec `ebpf:"loupe_res_wakeup"`
-	LoupeResWakeupNew  *ebpf.ProgramSpec `ebpf:"loupe_res_wakeup_new"`
 }
 
 // resMapSpecs contains maps before they are loaded into the kernel.
@@ -130,11 +140,10 @@ type resProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type resMapSpecs struct {
 	ResCounters *ebpf.MapSpec `ebpf:"res_counters"`
-	ResCpu      *ebpf.MapSpec `ebpf:"res_cpu"`
-	ResNetns    *ebpf.MapSpec `ebpf:"res_netns"`
+	ResCur      *ebpf.MapSpec `ebpf:"res_cur"`
+	ResKeys     *ebpf.MapSpec `ebpf:"res_keys"`
 	ResOom      *ebpf.MapSpec `ebpf:"res_oom"`
 	ResRqs      *ebpf.MapSpec `ebpf:"res_rqs"`
-	ResWake     *ebpf.MapSpec `ebpf:"res_wake"`
 }
 
 // resVariableSpecs contains global variables before they are loaded into the kernel.
@@ -144,6 +153,7 @@ type resVariableSpecs struct {
 	ResMmAnonpages  *ebpf.VariableSpec `ebpf:"res_mm_anonpages"`
 	ResMmFilepages  *ebpf.VariableSpec `ebpf:"res_mm_filepages"`
 	ResMmShmempages *ebpf.VariableSpec `ebpf:"res_mm_shmempages"`
+	ResNodeNetns    *ebpf.VariableSpec `ebpf:"res_node_netns"`
 }
 
 // resObjects contains all objects after they have been loaded into the kernel.
@@ -167,21 +177,19 @@ func (o *resObjects) Close() error {
 // It can be passed to loadResObjects or ebpf.CollectionSpec.LoadAndAssign.
 type resMaps struct {
 	ResCounters *ebpf.Map `ebpf:"res_counters"`
-	ResCpu      *ebpf.Map `ebpf:"res_cpu"`
-	ResNetns    *ebpf.Map `ebpf:"res_netns"`
+	ResCur      *ebpf.Map `ebpf:"res_cur"`
+	ResKeys     *ebpf.Map `ebpf:"res_keys"`
 	ResOom      *ebpf.Map `ebpf:"res_oom"`
 	ResRqs      *ebpf.Map `ebpf:"res_rqs"`
-	ResWake     *ebpf.Map `ebpf:"res_wake"`
 }
 
 func (m *resMaps) Close() error {
 	return _ResClose(
 		m.ResCounters,
-		m.ResCpu,
-		m.ResNetns,
+		m.ResCur,
+		m.ResKeys,
 		m.ResOom,
 		m.ResRqs,
-		m.ResWake,
 	)
 }
 
@@ -192,6 +200,7 @@ type resVariables struct {
 	ResMmAnonpages  *ebpf.Variable `ebpf:"res_mm_anonpages"`
 	ResMmFilepages  *ebpf.Variable `ebpf:"res_mm_filepages"`
 	ResMmShmempages *ebpf.Variable `ebpf:"res_mm_shmempages"`
+	ResNodeNetns    *ebpf.Variable `ebpf:"res_node_netns"`
 }
 
 // resPrograms contains all programs after they have been loaded into the kernel.
@@ -205,8 +214,6 @@ type resPrograms struct {
 	LoupeResRqInsert   *ebpf.Program `ebpf:"loupe_res_rq_insert"`
 	LoupeResRqIssue    *ebpf.Program `ebpf:"loupe_res_rq_issue"`
 	LoupeResSwitch     *ebpf.Program `ebpf:"loupe_res_switch"`
-	LoupeResWakeup     *ebpf.Program `ebpf:"loupe_res_wakeup"`
-	LoupeResWakeupNew  *ebpf.Program `ebpf:"loupe_res_wakeup_new"`
 }
 
 func (p *resPrograms) Close() error {
@@ -218,8 +225,6 @@ func (p *resPrograms) Close() error {
 		p.LoupeResRqInsert,
 		p.LoupeResRqIssue,
 		p.LoupeResSwitch,
-		p.LoupeResWakeup,
-		p.LoupeResWakeupNew,
 	)
 }
 

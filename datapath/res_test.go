@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 
 func TestResHeaderMatches(t *testing.T) {
 	goRes := map[string]uint64{
-		"RES_SLOTS": ResSlots, "RES_MAX_NETNS": resMaxNetns,
+		"RES_SLOTS": ResSlots, "RES_MAX_KEYS": resMaxKeys, "RES_KEY_CGROUP": ResKeyCgroup,
 		"RES_CNT_OOM_LOST": resCntOOMLost, "RES_CNT_NS_FULL": resCntNsFull, "RES_CNT_RQ_MISSED": resCntRQMissed,
 		"RES_CNT_MAX": 3,
 	}
@@ -131,7 +132,7 @@ func inNetns(t *testing.T, name string, fn func()) {
 func loadTestResources(t *testing.T) *Resources {
 	t.Helper()
 	requireRoot(t)
-	r, err := LoadResources()
+	r, err := LoadResources(0)
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
@@ -141,11 +142,35 @@ func loadTestResources(t *testing.T) *Resources {
 
 func netnsStats(t *testing.T, r *Resources, ino uint64) ResourceStats {
 	t.Helper()
+	settleResources(t)
 	snap, err := r.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return snap[ino]
+}
+
+// settleResources makes every CPU switch away from a thread of the test's
+// (in the test's own namespace, not a namespace under test), so that what
+// each CPU's switch program still holds for another key is added to the
+// map (the program adds it when a CPU's key changes). The thread sleeps:
+// already on the CPU (it may have run the workload until a moment ago),
+// it has to switch out.
+func settleResources(t *testing.T) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for cpu := range runtime.NumCPU() {
+		wg.Go(func() {
+			runtime.LockOSThread() // the thread ends with the goroutine: its affinity goes with it
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				t.Errorf("pin to CPU %d: %v", cpu, err)
+			}
+			_ = unix.Nanosleep(&unix.Timespec{Nsec: 1e6}, nil)
+		})
+	}
+	wg.Wait()
 }
 
 func histCount(h [ResSlots]uint64) uint64 {
@@ -156,26 +181,63 @@ func histCount(h [ResSlots]uint64) uint64 {
 	return n
 }
 
+// schedstat is a thread's own scheduler bookkeeping
+// (/proc/thread-self/schedstat): on-CPU ns, run-queue ns, and how often it
+// got the CPU.
+func schedstat(t *testing.T) (cpu, waited, runs uint64) {
+	b, err := os.ReadFile("/proc/thread-self/schedstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Sscan(string(b), &cpu, &waited, &runs); err != nil {
+		t.Fatalf("schedstat %q: %v", b, err)
+	}
+	return cpu, waited, runs
+}
+
+// near tells whether got is within 10 % (and slack) of want.
+func near(got, want, slack uint64) bool {
+	return got+slack >= want-want/10 && got <= want+want/10+slack
+}
+
 // A thread in a namespace of the test's own sleeps 200 times for 5 ms:
 // each sleep ends in a wake-up and a switch-in, so the namespace's
 // run-queue histogram gains at least 200 waits (and not many more: the
 // thread does nothing else), the histogram's buckets add up to its count,
-// and the thread's on-CPU time is a small part of the 1 s it slept.
+// and the thread's on-CPU time is a small part of the 1 s it slept. The
+// counts are the scheduler's own: they agree with the thread's schedstat
+// (the thread stays on one CPU, so that no wait is split by a move).
 func TestPrivilegedResourcesSleepWakeLoop(t *testing.T) {
 	r := loadTestResources(t)
 	name := fmt.Sprintf("res-sleep-%d", os.Getpid())
 	ino := newTestNetns(t, name)
 	const loops = 200
 	start := time.Now()
+	var cpu0, wait0, runs0, cpu1, wait1, runs1 uint64
 	inNetns(t, name, func() {
+		// On one CPU: no wait is split by a move to another one.
+		var one, all unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &all); err != nil {
+			t.Error(err)
+			return
+		}
+		one.Set(0)
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			t.Error(err)
+			return
+		}
+		cpu0, wait0, runs0 = schedstat(t)
 		for range loops {
 			_ = unix.Nanosleep(&unix.Timespec{Nsec: 5e6}, nil)
 		}
+		cpu1, wait1, runs1 = schedstat(t)
+		_ = unix.SchedSetaffinity(0, &all)
 	})
 	wall := time.Since(start)
 	s := netnsStats(t, r, ino)
-	t.Logf("%d sleeps in %v: %d waits (sum %v), cpu %v, p50 bucket ≥ %v", loops, wall, s.RunqCount,
-		time.Duration(s.RunqSumNs), time.Duration(s.CPUNs), time.Duration(quantileFloor(s.Runq, 0.5)))
+	t.Logf("%d sleeps in %v: %d waits (sum %v), cpu %v, p50 bucket ≥ %v; schedstat: %d runs, waited %v, cpu %v", loops, wall,
+		s.RunqCount, time.Duration(s.RunqSumNs), time.Duration(s.CPUNs), time.Duration(quantileFloor(s.Runq, 0.5)),
+		runs1-runs0, time.Duration(wait1-wait0), time.Duration(cpu1-cpu0))
 	if s.RunqCount < loops || s.RunqCount > loops+loops/4 {
 		t.Errorf("%d run-queue waits for %d sleeps", s.RunqCount, loops)
 	}
@@ -187,6 +249,51 @@ func TestPrivilegedResourcesSleepWakeLoop(t *testing.T) {
 	}
 	if s.IOOps != 0 || s.OOMKills != 0 {
 		t.Errorf("a sleep loop counted I/O or OOM kills: %+v", s)
+	}
+	// Between the two reads the thread got the CPU runs times, after
+	// waiting waited ns; the namespace also has its waits before the first
+	// read and after the last (a few, at most). With none of those the
+	// waits are the scheduler's: to the ns in most runs; once in about a
+	// dozen runs under load, 1.6 ms of run_delay had no wait of ours
+	// (cause not found), hence the slack.
+	runs, waited := runs1-runs0, wait1-wait0
+	if s.RunqCount < runs || s.RunqCount > runs+4 {
+		t.Errorf("%d waits in the namespace, the thread's schedstat counts %d runs", s.RunqCount, runs)
+	}
+	const slack = 2_000_000
+	if s.RunqSumNs+slack < waited || s.RunqCount == runs && !near(s.RunqSumNs, waited, slack) {
+		t.Errorf("%d waits sum to %v; the thread's schedstat: %d runs after %v", s.RunqCount, time.Duration(s.RunqSumNs),
+			runs, time.Duration(waited))
+	}
+	if !near(s.CPUNs, cpu1-cpu0, 2_000_000) {
+		t.Errorf("on-CPU %v, the thread's schedstat %v", time.Duration(s.CPUNs), time.Duration(cpu1-cpu0))
+	}
+}
+
+// Short-lived processes in a namespace: a task's last run before it exits
+// (when it has no network namespace any more) still counts, so the
+// namespace's on-CPU time is the processes' CPU time from wait4.
+func TestPrivilegedResourcesExitingTasks(t *testing.T) {
+	r := loadTestResources(t)
+	name := fmt.Sprintf("res-exit-%d", os.Getpid())
+	ino := newTestNetns(t, name)
+	var used time.Duration
+	inNetns(t, name, func() {
+		for range 20 {
+			cmd := exec.Command("/bin/sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done")
+			if err := cmd.Run(); err != nil {
+				t.Error(err)
+				return
+			}
+			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+			used += time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))
+		}
+	})
+	s := netnsStats(t, r, ino)
+	t.Logf("20 processes used %v (wait4); the namespace's on-CPU %v, %d waits", used, time.Duration(s.CPUNs), s.RunqCount)
+	// The test's thread adds its forks and waits: a little more, not less.
+	if got := time.Duration(s.CPUNs); got < used*95/100 || got > used*11/10+10*time.Millisecond {
+		t.Errorf("on-CPU %v, the processes used %v", got, used)
 	}
 }
 

@@ -17,17 +17,16 @@ func TestDatapathSpecSetsEveryVariable(t *testing.T) {
 	}
 }
 
-// The resource programs' variables (the mm counter indexes) are set from
-// the kernel's BTF, each of them, with the C type.
+// The resource programs' variables (the mm counter indexes from the
+// kernel's BTF, the node's netns) are set by the loader, each of them,
+// with the C type.
 func TestResourcesSpecSetsEveryVariable(t *testing.T) {
-	spec, err := loadRes()
+	spec, err := resSpec(4026531840)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := setMMCounters(spec); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]bool{resVarResMmFilepages: true, resVarResMmAnonpages: true, resVarResMmShmempages: true}
+	want := map[string]bool{resVarResMmFilepages: true, resVarResMmAnonpages: true, resVarResMmShmempages: true,
+		resVarResNodeNetns: true}
 	for name := range spec.Variables {
 		if len(name) > 4 && name[:4] == "res_" && !want[name] {
 			t.Errorf("variable %s is not set by the loader", name)
@@ -36,6 +35,10 @@ func TestResourcesSpecSetsEveryVariable(t *testing.T) {
 	var anon uint32
 	if err := spec.Variables[resVarResMmAnonpages].Get(&anon); err != nil {
 		t.Fatal(err)
+	}
+	var node uint64
+	if err := spec.Variables[resVarResNodeNetns].Get(&node); err != nil || node != 4026531840 {
+		t.Errorf("res_node_netns = %d (%v), want 4026531840", node, err)
 	}
 	vals, err := enumValueByName(mustKernelSpec(t), "MM_ANONPAGES")
 	if err != nil || anon != vals["MM_ANONPAGES"] {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/loupe-project/loupe/agent"
 	rpb "github.com/loupe-project/loupe/api/resources/v1"
@@ -17,6 +18,7 @@ import (
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer"
 	"github.com/loupe-project/loupe/resources"
 )
 
@@ -28,15 +30,23 @@ const (
 )
 
 // podResources is the agent's per-pod resource observation: the kernel's
-// per-netns counters, attributed to the agent's pods and its node
-// (contract.ReportsNetns), served on the Resources gRPC service.
+// counters, attributed to the agent's pods and its node
+// (contract.ReportsNetns), served on the Resources gRPC service. The
+// kernel keys a task by its network namespace, or in the node's own
+// namespace by its cgroup: those of a pod's cgroups (a host-network pod's)
+// count for the pod, the others for the node.
 type podResources struct {
 	node    string
 	nodeIno uint64
 	log     *slog.Logger
 	kernel  *datapath.Resources
-	pods    *netnsPods
-	svc     *resources.Service
+	// snapshot reads the kernel's counters by key (kernel.Snapshot).
+	snapshot func() (map[uint64]datapath.ResourceStats, error)
+	pods     *netnsPods
+	meta     metadata.Source
+	cgroups  *podCgroups
+	netns    *netnsCgroups
+	svc      *resources.Service
 	// oom receives OOM kill events (the security events' store); nil
 	// when security events are off: the kills are then only counted.
 	oom func(*spb.GetEventsResponse)
@@ -45,7 +55,8 @@ type podResources struct {
 // startResources loads the resource tracepoints. A kernel without them
 // costs the feature, not the agent.
 func startResources(cfg *Config, eps func() []agent.Endpoint, meta metadata.Source, log *slog.Logger) (*podResources, error) {
-	r := &podResources{node: cfg.NodeName, log: log, pods: &netnsPods{eps: eps, meta: meta}}
+	r := &podResources{node: cfg.NodeName, log: log, pods: &netnsPods{eps: eps, meta: meta}, meta: meta,
+		cgroups: newPodCgroups(cgroup2Root()), netns: newNetnsCgroups("/proc")}
 	if err := cfg.inNetNS(func() error {
 		var err error
 		r.nodeIno, err = netnsInode("/proc/thread-self/ns/net")
@@ -53,12 +64,12 @@ func startResources(cfg *Config, eps func() []agent.Endpoint, meta metadata.Sour
 	}); err != nil {
 		return nil, fmt.Errorf("node netns: %w", err)
 	}
-	k, err := datapath.LoadResources()
+	k, err := datapath.LoadResources(r.nodeIno)
 	if err != nil {
 		log.Warn("per-pod resources off", "err", err)
 		return nil, nil
 	}
-	r.kernel = k
+	r.kernel, r.snapshot = k, k.Snapshot
 	r.svc = resources.NewService(r.read)
 	log.Info("per-pod resources on")
 	return r, nil
@@ -68,31 +79,122 @@ func (r *podResources) register(s grpc.ServiceRegistrar) { r.svc.Register(s) }
 
 func (r *podResources) Close() error { return r.kernel.Close() }
 
-// read is every pod of the agent (with zeros for a pod the kernel has not
-// counted yet) and the node's own row.
+// read is every pod of the agent, every host-network pod of its node (with
+// zeros for a pod the kernel has not counted yet), the pods of its node
+// found in namespaces that are no endpoint's, and the node's own row.
 func (r *podResources) read(context.Context) ([]*rpb.PodResources, error) {
-	snap, err := r.kernel.Snapshot()
+	snap, err := r.snapshot()
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now().UnixNano()
-	pods := r.pods.all()
-	out := make([]*rpb.PodResources, 0, len(pods)+1)
+	rows := map[string]*resRow{}
+	row := func(ns, name, workload string, ino uint64) *resRow {
+		k := ns + "/" + name
+		if rows[k] == nil {
+			rows[k] = &resRow{ns: ns, name: name, workload: workload, ino: ino}
+		}
+		return rows[k]
+	}
 	// Each pod is the agent's own endpoint: this agent, and only it,
 	// reports it (contract.ReportsNetns).
+	pods := r.pods.all()
 	for ino, p := range pods {
-		out = append(out, podRow(r.node, p.namespace, p.name, p.workload, ino, now, snap[ino]))
+		row(p.namespace, p.name, p.workload, ino).s.Add(snap[ino])
+	}
+	// A cgroup key is a task of this node's namespace, so this agent's.
+	byUID := r.nodePods()
+	for _, p := range byUID {
+		if p.hostNetwork {
+			row(p.namespace, p.name, p.workload, r.nodeIno)
+		}
+	}
+	// The node's own tasks: what the kernel keyed by the node's netns
+	// (nothing, unless loaded without it) and the cgroups of no pod; a pod
+	// that shares the node's namespace as an endpoint takes them.
+	var node datapath.ResourceStats
+	nodePod, shared := pods[r.nodeIno]
+	if !shared {
+		node.Add(snap[r.nodeIno])
+	}
+	for key, s := range snap {
+		if key&datapath.ResKeyCgroup == 0 {
+			continue
+		}
+		if p, ok := byUID[r.cgroups.pod(key&^datapath.ResKeyCgroup).uid]; ok {
+			row(p.namespace, p.name, p.workload, r.nodeIno).s.Add(s)
+		} else {
+			node.Add(s)
+		}
+	}
+	if shared {
+		row(nodePod.namespace, nodePod.name, nodePod.workload, r.nodeIno).s.Add(node)
+	}
+	// A namespace that is no endpoint's but a pod of this node's (its
+	// processes in the kubelet's cgroups for the pod): the pod's.
+	for key, s := range snap {
+		if _, ok := pods[key]; ok || key&datapath.ResKeyCgroup != 0 || key == r.nodeIno {
+			continue
+		}
+		if p, ok := byUID[r.netns.podUID(key)]; ok {
+			rw := row(p.namespace, p.name, p.workload, key)
+			rw.ino = key // its own, though its cgroups' counts from the node's came first
+			rw.s.Add(s)
+		}
+	}
+	out := make([]*rpb.PodResources, 0, len(rows)+1)
+	for _, p := range rows {
+		out = append(out, podRow(r.node, p.ns, p.name, p.workload, p.ino, now, p.s))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		return a.Namespace < b.Namespace || a.Namespace == b.Namespace && a.Pod < b.Pod
 	})
-	// The node's own tasks, unless a pod shares the node's namespace.
-	if _, ok := pods[r.nodeIno]; !ok {
-		out = append(out, podRow(r.node, "", "", "", r.nodeIno, now, snap[r.nodeIno]))
+	if !shared {
+		out = append(out, podRow(r.node, "", "", "", r.nodeIno, now, node))
 	}
 	return out, nil
 }
+
+// resRow is one pod's counts, summed over its keys.
+type resRow struct {
+	ns, name, workload string
+	ino                uint64
+	s                  datapath.ResourceStats
+}
+
+// nodePod is a pod of the agent's node, as the metadata has it.
+type nodePod struct {
+	namespace, name, workload string
+	hostNetwork               bool
+}
+
+// nodePods is the node's pods by the UID their cgroups are named after
+// (a static pod's: its mirror pod's config hash).
+func (r *podResources) nodePods() map[string]nodePod {
+	out := map[string]nodePod{}
+	if r.meta == nil {
+		return out
+	}
+	for _, p := range r.meta.Current().Pods {
+		if p.Spec.NodeName != r.node || p.UID == "" || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		np := nodePod{namespace: p.Namespace, name: p.Name, workload: p.Name, hostNetwork: p.Spec.HostNetwork}
+		if w := observer.PodWorkload(p); w != "" {
+			np.workload = w
+		}
+		out[string(p.UID)] = np
+		if h := p.Annotations[mirrorPodAnnotation]; h != "" {
+			out[h] = np
+		}
+	}
+	return out
+}
+
+// mirrorPodAnnotation holds a static pod's config hash on its mirror pod:
+// the UID the kubelet knows the pod by, and names its cgroup after.
+const mirrorPodAnnotation = "kubernetes.io/config.mirror"
 
 func podRow(node, ns, pod, workload string, ino uint64, now int64, s datapath.ResourceStats) *rpb.PodResources {
 	return &rpb.PodResources{Namespace: ns, Pod: pod, Node: node, Workload: workload, TimeUnixNano: now, NetnsInode: ino,
@@ -125,8 +227,15 @@ func (r *podResources) handleOOM(raw []byte) {
 	page := uint64(os.Getpagesize())
 	rss := (rec.AnonRSS + rec.FileRSS + rec.ShmemRSS) * page
 	where, by, ns, name, cid := "node "+r.node, "node", "", "", "host"
-	if pod != nil {
+	switch {
+	case pod != nil:
 		where, by, ns, name, cid = "pod "+pod.namespace+"/"+pod.name, "netns", pod.namespace, pod.name, pod.netnsName
+	case rec.NetnsIno == r.nodeIno:
+		// In the node's namespace: a host-network pod's, by its cgroup.
+		cp := r.cgroups.pod(rec.CgroupID)
+		if p, ok := r.nodePods()[cp.uid]; ok && cp.uid != "" {
+			where, by, ns, name, cid = "pod "+p.namespace+"/"+p.name, "cgroup", p.namespace, p.name, cp.container
+		}
 	}
 	r.log.Warn("OOM kill", "namespace", ns, "pod", name, "process", rec.Comm, "pid", rec.PID, "rss_bytes", rss)
 	if r.oom == nil {
@@ -151,7 +260,7 @@ type resourceLossCollector struct {
 
 func newResourceLossCollector(counters func() (datapath.ResourceCounters, error)) *resourceLossCollector {
 	return &resourceLossCollector{counters: counters, desc: prometheus.NewDesc("loupe_resources_not_counted_total",
-		"Kernel observations the per-pod resource programs could not count: oom_ring_full (OOM records lost), netns_table_full (no room for a new netns), request_not_seen (block completions of requests not seen starting), program_skipped (the kernel skipped a program because another BPF program ran on its CPU)",
+		"Kernel observations the per-pod resource programs could not count: oom_ring_full (OOM records lost), netns_table_full (no room for a new network namespace or cgroup key), request_not_seen (block completions of requests not seen starting), program_skipped (the kernel skipped a program because another BPF program ran on its CPU)",
 		[]string{"reason"}, nil)}
 }
 

@@ -1,31 +1,38 @@
 //go:build ignore
 
 /* loupe's per-pod resource observation: run-queue latency, on-CPU time,
- * block I/O latency, user page faults and OOM kills, per network
- * namespace, kept in the kernel. User space reads res_netns at an interval
- * and never gets a per-switch event; only OOM kills (rare) are records.
+ * block I/O latency, user page faults and OOM kills, per key, kept in the
+ * kernel. A task's key is its network namespace inode or, for a task in
+ * the node's own namespace (res_node_netns; a host-network pod's, the
+ * node's), its cgroup v2 id with RES_KEY_CGROUP set: the agent maps both
+ * to pods. User space reads res_keys at an interval and never gets a
+ * per-switch event; only OOM kills (rare) are records.
  *
- *   loupe_res_wakeup      sched_wakeup, sched_wakeup_new (tp_btf): stamp
- *   loupe_res_wakeup_new  the task's wake-up in res_wake.
- *   loupe_res_switch      sched_switch (tp_btf): the CPU time of prev since
- *                         the CPU's last switch; a preempted prev is stamped
- *                         as waiting again; next's wait since its stamp
- *                         goes to its netns' run-queue histogram.
- *                         Cost per switch: one or two hash lookups (one
- *                         when prev and next share a netns), two task
- *                         storage lookups.
+ *   loupe_res_switch      sched_switch (tp_btf): prev's on-CPU time since
+ *                         its arrival; next's wait since it was queued, to
+ *                         its key's run-queue histogram. Both times come
+ *                         from the scheduler's own bookkeeping
+ *                         (sched_info, stamped with the run queue's clock,
+ *                         which __schedule updated just before): no
+ *                         wake-up programs, no stamps of ours, no clock
+ *                         read. The counts gather in the CPU's res_cur
+ *                         slot and go to res_keys when the CPU's key
+ *                         changes (or it idles, or after RES_FLUSH_NS).
+ *                         Cost per switch: a per-CPU array lookup, the
+ *                         key's pointer chase; one hash lookup when the
+ *                         key changes, none while a CPU stays in one pod.
  *   loupe_res_io_start    block_io_start (tp_btf), in the submitter's
- *                         context: the request's netns, keyed by request.
+ *                         context: the request's key, by request.
  *   loupe_res_rq_insert   block_rq_insert / block_rq_issue (tp_btf): the
  *   loupe_res_rq_issue    request's start (the first of the two); a request
  *                         not seen at io_start is the current task's.
  *   loupe_res_rq_complete block_rq_complete (tp_btf): latency, op, bytes
- *                         to the submitter's netns.
+ *                         to the submitter's key.
  *   loupe_res_fault       exceptions:page_fault_user (tp_btf): counted.
  *   loupe_res_oom         oom:mark_victim (tp_btf): counted, and one
  *                         record with the victim's memory to res_oom.
  *
- * Which agent reports a netns is decided in Go (contract.ReportsNetns). */
+ * Which agent reports a key is decided in Go (contract.ReportsNetns). */
 
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -34,6 +41,11 @@
 #include <bpf/bpf_core_read.h>
 
 #include "res.h"
+
+/* How long a CPU's switch counts may wait before they are added to
+ * res_keys (they are added sooner when the CPU's key changes or it goes
+ * idle): what a reader may see late. */
+#define RES_FLUSH_NS 100000000ULL
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -70,6 +82,28 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
+/* The run queue's clock (rq_clock), reached through the task's CFS run
+ * queue (set for tasks of every class, with CONFIG_FAIR_GROUP_SCHED). */
+struct rq {
+	__u64 clock;
+} __attribute__((preserve_access_index));
+
+struct cfs_rq {
+	struct rq *rq;
+} __attribute__((preserve_access_index));
+
+struct sched_entity {
+	struct cfs_rq *cfs_rq;
+} __attribute__((preserve_access_index));
+
+/* CONFIG_SCHED_INFO: last_queued is when the task was put on this run
+ * queue (wake-up, new task, preemption; 0 once it runs), last_arrival when
+ * it last got the CPU; both rq_clock. */
+struct sched_info {
+	__u64 last_arrival;
+	__u64 last_queued;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
@@ -77,6 +111,8 @@ struct task_struct {
 	struct nsproxy *nsproxy;
 	struct mm_struct *mm;
 	struct css_set *cgroups;
+	struct sched_entity se;
+	struct sched_info sched_info;
 } __attribute__((preserve_access_index));
 
 struct request;
@@ -88,34 +124,50 @@ volatile const __u32 res_mm_filepages = 0;
 volatile const __u32 res_mm_anonpages = 0;
 volatile const __u32 res_mm_shmempages = 0;
 
+/* The node's own network namespace: its tasks are keyed by cgroup (0: by
+ * network namespace only). */
+volatile const __u64 res_node_netns = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
-	__uint(max_entries, RES_MAX_NETNS);
-	__type(key, __u64); /* netns inode */
+	__uint(max_entries, RES_MAX_KEYS);
+	__type(key, __u64); /* task_key */
 	__type(value, struct res_stats);
-} res_netns SEC(".maps");
+} res_keys SEC(".maps");
 
-/* A task's wake-up (or preemption) time, 0 once it runs. Task storage,
- * not a hash by tid: no lock, no allocation per wake-up, and freed with
- * the task. */
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, __u64);
-} res_wake SEC(".maps");
+/* What the switch program counted for the key of the CPU's current task,
+ * not yet added to res_keys. */
+struct res_sched {
+	__u64 cpu_ns;
+	__u64 runq_count;
+	__u64 runq_sum_ns;
+	__u64 runq[RES_SLOTS];
+};
 
-/* Each CPU's last context switch. */
+/* Each CPU's current task (the one it switched to last) and its key,
+ * taken at its switch-in while it could still be read (a task that exits
+ * switches out for the last time with no network namespace), and what
+ * the switches counted for that key since `since`. The switch program
+ * adds that to res_keys (a hash lookup) only when the key changes, the
+ * CPU goes idle, or it is RES_FLUSH_NS old: a CPU switching among one
+ * pod's tasks pays no lookup per switch. */
+struct res_cur {
+	__u64 task;
+	__u64 key;
+	__u64 since; /* rq_clock */
+	struct res_sched pending;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
-} res_cpu SEC(".maps");
+	__type(value, struct res_cur);
+} res_cur SEC(".maps");
 
 struct res_rq {
 	__u64 start_ns; /* 0 until insert or issue */
-	__u64 netns_ino;
+	__u64 key; /* the submitter's */
 	__u64 done; /* completed (in part): later parts add only bytes */
 };
 
@@ -154,16 +206,31 @@ static __always_inline __u64 task_netns(struct task_struct *t)
 	return t->nsproxy->net_ns->ns.inum;
 }
 
-/* stats returns this CPU's entry for a netns, creating it. */
-static __always_inline struct res_stats *stats(__u64 ino)
+static __always_inline __u64 task_cgroup(struct task_struct *t)
 {
-	if (!ino)
+	return t->cgroups->dfl_cgrp->kn->id;
+}
+
+/* task_key is what a task's counts go to: its network namespace, or in
+ * the node's namespace its cgroup; 0 for an exiting task. */
+static __always_inline __u64 task_key(struct task_struct *t)
+{
+	__u64 ino = task_netns(t);
+	if (!res_node_netns || ino != res_node_netns)
+		return ino;
+	return task_cgroup(t) | RES_KEY_CGROUP;
+}
+
+/* stats returns this CPU's entry for a key, creating it. */
+static __always_inline struct res_stats *stats(__u64 key)
+{
+	if (!key)
 		return 0;
-	struct res_stats *s = bpf_map_lookup_elem(&res_netns, &ino);
+	struct res_stats *s = bpf_map_lookup_elem(&res_keys, &key);
 	if (s)
 		return s;
-	bpf_map_update_elem(&res_netns, &ino, &res_zero, BPF_NOEXIST);
-	s = bpf_map_lookup_elem(&res_netns, &ino);
+	bpf_map_update_elem(&res_keys, &key, &res_zero, BPF_NOEXIST);
+	s = bpf_map_lookup_elem(&res_keys, &key);
 	if (!s)
 		count(RES_CNT_NS_FULL);
 	return s;
@@ -181,65 +248,63 @@ static __always_inline __u32 slot(__u64 ns)
 	return r < RES_SLOTS ? r : RES_SLOTS - 1;
 }
 
-static __always_inline void stamp(struct task_struct *p, __u64 now)
+/* flush adds a CPU's pending counts to its key's entry. */
+static __always_inline void flush(struct res_cur *c)
 {
-	if (!p->pid)
-		return; /* an idle task */
-	__u64 *ts = bpf_task_storage_get(&res_wake, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (ts)
-		*ts = now;
+	struct res_sched *p = &c->pending;
+	if (!p->cpu_ns && !p->runq_count)
+		return;
+	struct res_stats *s = stats(c->key);
+	if (s) {
+		s->cpu_ns += p->cpu_ns;
+		s->runq_count += p->runq_count;
+		s->runq_sum_ns += p->runq_sum_ns;
+		for (int i = 0; i < RES_SLOTS; i++)
+			s->runq[i] += p->runq[i];
+	}
+	__builtin_memset(p, 0, sizeof(*p));
 }
 
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(loupe_res_wakeup, struct task_struct *p)
-{
-	stamp(p, bpf_ktime_get_ns());
-	return 0;
-}
-
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(loupe_res_wakeup_new, struct task_struct *p)
-{
-	stamp(p, bpf_ktime_get_ns());
-	return 0;
-}
-
+/* On this kernel __schedule updates rq_clock, picks next, fires
+ * sched_switch, and only then charges the switch to sched_info (prev's
+ * departure, next's arrival): here next's last_queued still holds when it
+ * was queued and prev's last_arrival when it got the CPU. A task migrated
+ * while queued was queued again on this CPU: its wait counts from then. */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(loupe_res_switch, _Bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = prev->se.cfs_rq->rq->clock;
 	__u32 zero = 0;
-	__u64 prev_ino = 0;
-	struct res_stats *ps = 0;
-	__u64 *last = bpf_map_lookup_elem(&res_cpu, &zero);
-	if (last) {
-		if (*last && prev->pid) { /* pid 0: the idle task */
-			prev_ino = task_netns(prev);
-			ps = stats(prev_ino);
+	struct res_cur *cur = bpf_map_lookup_elem(&res_cur, &zero);
+	if (!now || !cur)
+		return 0;
+	if (prev->pid) { /* pid 0: the idle task */
+		__u64 arrived = prev->sched_info.last_arrival;
+		__u64 ran = arrived && now > arrived ? now - arrived : 0;
+		if (cur->task == (__u64)prev) {
+			cur->pending.cpu_ns += ran;
+		} else { /* the first switch here since the programs were attached */
+			struct res_stats *ps = stats(task_key(prev));
 			if (ps)
-				ps->cpu_ns += now - *last;
+				ps->cpu_ns += ran;
 		}
-		*last = now;
 	}
-	/* Still runnable (TASK_RUNNING is 0): it waits in the queue again. */
-	if (preempt || prev_state == 0)
-		stamp(prev, now);
-
-	if (!next->pid)
+	__u64 next_key = next->pid ? task_key(next) : 0;
+	if (next_key != cur->key || now - cur->since > RES_FLUSH_NS) {
+		flush(cur);
+		cur->key = next_key;
+		cur->since = now;
+	}
+	cur->task = (__u64)next;
+	if (!next_key)
 		return 0;
-	__u64 *ts = bpf_task_storage_get(&res_wake, next, 0, 0);
-	if (!ts || !*ts)
+	__u64 queued = next->sched_info.last_queued;
+	if (!queued)
 		return 0;
-	__u64 wait = now > *ts ? now - *ts : 0;
-	*ts = 0;
-	/* Tasks of one pod often follow each other: one lookup for both. */
-	__u64 next_ino = task_netns(next);
-	struct res_stats *s = (ps && next_ino == prev_ino) ? ps : stats(next_ino);
-	if (!s)
-		return 0;
-	s->runq_count++;
-	s->runq_sum_ns += wait;
-	s->runq[slot(wait)]++;
+	__u64 wait = now > queued ? now - queued : 0;
+	cur->pending.runq_count++;
+	cur->pending.runq_sum_ns += wait;
+	cur->pending.runq[slot(wait)]++;
 	return 0;
 }
 
@@ -247,7 +312,7 @@ SEC("tp_btf/block_io_start")
 int BPF_PROG(loupe_res_io_start, struct request *rq)
 {
 	__u64 key = (__u64)rq;
-	struct res_rq v = {.netns_ino = task_netns(bpf_get_current_task_btf())};
+	struct res_rq v = {.key = task_key(bpf_get_current_task_btf())};
 	bpf_map_update_elem(&res_rqs, &key, &v, BPF_ANY);
 	return 0;
 }
@@ -263,7 +328,7 @@ static __always_inline void rq_start(struct request *rq)
 		return;
 	}
 	/* Not seen starting, or a finished request's address reused. */
-	struct res_rq n = {.start_ns = now, .netns_ino = task_netns(bpf_get_current_task_btf())};
+	struct res_rq n = {.start_ns = now, .key = task_key(bpf_get_current_task_btf())};
 	bpf_map_update_elem(&res_rqs, &key, &n, BPF_ANY);
 }
 
@@ -294,7 +359,7 @@ int BPF_PROG(loupe_res_rq_complete, struct request *rq, int error, unsigned int 
 		count(RES_CNT_RQ_MISSED);
 		return 0;
 	}
-	struct res_stats *s = stats(v->netns_ino);
+	struct res_stats *s = stats(v->key);
 	if (!s)
 		return 0;
 	s->io_bytes += nr_bytes;
@@ -312,7 +377,7 @@ int BPF_PROG(loupe_res_rq_complete, struct request *rq, int error, unsigned int 
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(loupe_res_fault, unsigned long address, void *regs, unsigned long error_code)
 {
-	struct res_stats *s = stats(task_netns(bpf_get_current_task_btf()));
+	struct res_stats *s = stats(task_key(bpf_get_current_task_btf()));
 	if (s)
 		s->faults++;
 	return 0;
@@ -335,8 +400,7 @@ static __always_inline __u64 rss(struct mm_struct *mm, __u32 idx)
 SEC("tp_btf/mark_victim")
 int BPF_PROG(loupe_res_oom, struct task_struct *task, unsigned int uid)
 {
-	__u64 ino = task_netns(task);
-	struct res_stats *s = stats(ino);
+	struct res_stats *s = stats(task_key(task));
 	if (s)
 		s->ooms++;
 	struct res_oom_event *ev = bpf_ringbuf_reserve(&res_oom, sizeof(*ev), 0);
@@ -346,8 +410,8 @@ int BPF_PROG(loupe_res_oom, struct task_struct *task, unsigned int uid)
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->ts_ns = bpf_ktime_get_boot_ns();
-	ev->netns_ino = ino;
-	ev->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	ev->netns_ino = task_netns(task);
+	ev->cgroup_id = task_cgroup(task);
 	ev->pid = task->tgid;
 	ev->uid = uid;
 	BPF_CORE_READ_STR_INTO(&ev->comm, task, comm);

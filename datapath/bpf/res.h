@@ -9,25 +9,30 @@
  * (slot 0 also counts 0 ns); the last slot also counts everything above. */
 #define RES_SLOTS 40
 
-/* res_netns map: one entry per network namespace. */
-#define RES_MAX_NETNS 4096
+/* res_keys map: one entry per key (network namespace, or cgroup in the
+ * node's namespace). */
+#define RES_MAX_KEYS 4096
+
+/* Set in a key that is a cgroup id, not a network namespace inode
+ * (inodes are 32 bits; cgroup ids do not reach bit 63). */
+#define RES_KEY_CGROUP 0x8000000000000000
 
 /* res_counters slots */
 #define RES_CNT_OOM_LOST 0  /* OOM records lost: the ring was full */
-#define RES_CNT_NS_FULL 1   /* updates lost: no room for a new netns entry */
+#define RES_CNT_NS_FULL 1   /* updates lost: no room for a new key */
 #define RES_CNT_RQ_MISSED 2 /* block completions of requests never seen starting */
 #define RES_CNT_MAX 3
 
-/* What one CPU counted for one network namespace. */
+/* What one CPU counted for one key. */
 struct res_stats {
-	__u64 cpu_ns;      /* on-CPU time of the netns' tasks */
+	__u64 cpu_ns;      /* on-CPU time of the key's tasks */
 	__u64 runq_count;  /* wake-ups (and preemptions) that ended in a switch-in */
 	__u64 runq_sum_ns; /* their summed run-queue wait */
 	__u64 io_ops;      /* block requests completed */
 	__u64 io_bytes;    /* their bytes */
 	__u64 io_sum_ns;   /* their summed insert/issue-to-complete time */
 	__u64 faults;      /* user page faults */
-	__u64 ooms;        /* OOM kills of the netns' tasks */
+	__u64 ooms;        /* OOM kills of the key's tasks */
 	__u64 runq[RES_SLOTS];
 	__u64 io[RES_SLOTS];
 };
