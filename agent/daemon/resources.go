@@ -8,7 +8,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 
@@ -251,29 +250,14 @@ func (r *podResources) handleOOM(raw []byte) {
 	r.oom(&spb.GetEventsResponse{NodeName: r.node, TimeUnixNano: ev.TimeUnixNano, ResponseTypes: &spb.GetEventsResponse_Event{Event: ev}})
 }
 
-// resourceLossCollector exports what the resource programs could not
+// newResourceLossCollector exports what the resource programs could not
 // count, so that a shortfall in a pod's numbers can be told from a quiet pod.
-type resourceLossCollector struct {
-	counters func() (datapath.ResourceCounters, error)
-	desc     *prometheus.Desc
-}
-
-func newResourceLossCollector(counters func() (datapath.ResourceCounters, error)) *resourceLossCollector {
-	return &resourceLossCollector{counters: counters, desc: prometheus.NewDesc("loupe_resources_not_counted_total",
+func newResourceLossCollector(counters func() (datapath.ResourceCounters, error)) *counterCollector {
+	return newCounterCollector("loupe_resources_not_counted_total",
 		"Kernel observations the per-pod resource programs could not count: oom_ring_full (OOM records lost), netns_table_full (no room for a new network namespace or cgroup key), request_not_seen (block completions of requests not seen starting), program_skipped (the kernel skipped a program because another BPF program ran on its CPU)",
-		[]string{"reason"}, nil)}
-}
-
-func (c *resourceLossCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *resourceLossCollector) Collect(ch chan<- prometheus.Metric) {
-	s, err := c.counters()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.desc, err)
-		return
-	}
-	for reason, v := range map[string]uint64{"oom_ring_full": s.OOMLost, "netns_table_full": s.NetnsFull,
-		"request_not_seen": s.RQMissed, "program_skipped": s.Skipped} {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), reason)
-	}
+		"reason", func() ([]labeledCount, error) {
+			s, err := counters()
+			return []labeledCount{{"oom_ring_full", s.OOMLost}, {"netns_table_full", s.NetnsFull},
+				{"request_not_seen", s.RQMissed}, {"program_skipped", s.Skipped}}, err
+		})
 }
