@@ -40,6 +40,18 @@ func enumValues(spec *btf.Spec, name string) (map[uint32]string, error) {
 	return out, nil
 }
 
+// KnownReasons is want without the names this kernel's enum lacks (a
+// default list that names reasons newer kernels added).
+func KnownReasons(names map[uint32]string, prefix string, want []string) []string {
+	var out []string
+	for _, w := range want {
+		if _, err := ReasonValues(names, prefix, []string{w}); err == nil {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 // ReasonValues maps reason names, with or without prefix and in any case
 // ("NO_SOCKET", "SKB_DROP_REASON_NO_SOCKET"), to their values in names. An
 // unknown name is an error that lists none of the others (there are

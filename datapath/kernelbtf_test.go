@@ -61,3 +61,12 @@ func TestReasonValues(t *testing.T) {
 		t.Errorf("unknown name: %v", err)
 	}
 }
+
+// TestKnownReasons drops the names a kernel lacks and keeps the others.
+func TestKnownReasons(t *testing.T) {
+	names := map[uint32]string{2: "SKB_DROP_REASON_NO_SOCKET", 7: "SKB_DROP_REASON_QUEUE_PURGE"}
+	got := KnownReasons(names, DropReasonPrefix, []string{"QUEUE_PURGE", "TC_EGRESS", "no_socket"})
+	if strings.Join(got, ",") != "QUEUE_PURGE,no_socket" {
+		t.Fatalf("KnownReasons = %q", got)
+	}
+}

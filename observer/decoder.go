@@ -176,7 +176,7 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 			return nil, ErrNotReported
 		}
 		report, ep := d.kernel.Netns(ev.NetnsIno)
-		if !report {
+		if !report || (tcpKind == "" && d.kernel.Function(ev.Location) == pingRcv) {
 			return nil, ErrNotReported
 		}
 		kep = ep

@@ -41,6 +41,13 @@ type NetnsEndpoint struct {
 	IPv4, IPv6   netip.Addr
 }
 
+// pingRcv frees every ICMP echo reply that no ICMP datagram ("ping")
+// socket claims, with NO_SOCKET, also when a raw socket (iputils' ping)
+// took its copy: a reply was delivered or nobody waited for it, so
+// neither is a pod's traffic dropped, and reporting them inflated the
+// Echo-Reply counts Hubble's "missing replies" panel subtracts.
+const pingRcv = "ping_rcv"
+
 // KernelEvents names and places the kernel's own records. The agent
 // implements it; nil drops every kernel record.
 type KernelEvents interface {

@@ -19,7 +19,7 @@ func newKernelDropMetrics(reg *prometheus.Registry) *kernelDropMetrics {
 		}, []string{"reason", "attributed_by"}),
 		others: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "loupe", Name: "kernel_events_not_reported_total",
-			Help: "Kernel events seen in namespaces of other nodes or of no node, left to the agent they belong to",
+			Help: "Kernel events not reported: seen in namespaces of other nodes or of no node (left to the agent they belong to), or echo replies freed by ping_rcv after a raw socket took them",
 		}),
 	}
 	reg.MustRegister(m.drops, m.others)

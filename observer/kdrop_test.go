@@ -38,8 +38,11 @@ func (fakeKernel) DropReason(code uint32) string {
 }
 
 func (fakeKernel) Function(addr uint64) string {
-	if addr == 0xffffffff81001234 {
+	switch addr {
+	case 0xffffffff81001234:
 		return "__udp4_lib_rcv"
+	case 0xffffffff81005678:
+		return pingRcv
 	}
 	return ""
 }
@@ -165,6 +168,25 @@ func TestKernelDropsOfOthersNotReported(t *testing.T) {
 	}
 	if n := counterValue(o.kdrops.others); n != 2 {
 		t.Errorf("not reported: %v, want 2", n)
+	}
+}
+
+// TestKernelDropsOfEchoRepliesNotReported: ping_rcv frees each echo reply
+// no ping socket claims, also when ping's raw socket had it; those are not
+// drops of a pod's traffic.
+func TestKernelDropsOfEchoRepliesNotReported(t *testing.T) {
+	o := newKernelTestObserver(t)
+	ev := &datapath.Event{Type: contract.MessageTypeDrop, Verdict: contract.VerdictDropped, Flags: datapath.FlagKernel,
+		Proto: 1, KernelReason: 2, NetnsIno: testNetnsPod, Location: 0xffffffff81005678, TimestampNS: 5,
+		Src: netip.MustParseAddr("10.0.2.20"), Dst: netip.MustParseAddr("10.0.1.10")}
+	o.HandleEvent(datapath.MustEncodeEvent(ev))
+	if o.SeenFlows() != 0 || counterValue(o.kdrops.others) != 1 {
+		t.Fatalf("%d flows, %v not reported; want 0 and 1", o.SeenFlows(), counterValue(o.kdrops.others))
+	}
+	ev.Location = 0xffffffff81001234 // the same drop elsewhere is reported
+	o.HandleEvent(datapath.MustEncodeEvent(ev))
+	if o.SeenFlows() != 1 {
+		t.Fatalf("%d flows, want 1", o.SeenFlows())
 	}
 }
 

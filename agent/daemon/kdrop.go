@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,10 +18,19 @@ import (
 )
 
 // DefaultKernelDropDeny are the kernel drop reasons not reported unless
-// --kernel-drop-deny says otherwise: an idle machine frees packets with
-// them all the time (queues purged, plain kfree_skb calls), and they say
-// nothing about a pod's traffic.
-var DefaultKernelDropDeny = []string{"NOT_SPECIFIED", "QUEUE_PURGE"}
+// --kernel-drop-deny says otherwise:
+//   - NOT_SPECIFIED, QUEUE_PURGE: an idle machine frees packets with them
+//     all the time (plain kfree_skb calls, queues purged);
+//   - TC_INGRESS, TC_EGRESS: a tc or TCX program dropped the packet; on a
+//     pod's veth that is loupe's own datapath, whose drop event already
+//     reported it with its reason (a policy denial reported twice, the
+//     second time as DROP_REASON_UNKNOWN, broke Hubble's "missing replies"
+//     arithmetic);
+//   - SOCKET_FILTER: a raw socket's filter declined its copy of a packet
+//     that was delivered (ping and tcpdump refuse each other's replies).
+//
+// A kernel without some of these names skips them.
+var DefaultKernelDropDeny = []string{"NOT_SPECIFIED", "QUEUE_PURGE", "TC_INGRESS", "TC_EGRESS", "SOCKET_FILTER"}
 
 // endpointNetnsRefresh is the least time between two rebuilds of the
 // namespace-to-endpoint table, which a namespace not in it triggers (every
@@ -129,6 +139,9 @@ func startKernelDrops(cfg *Config, dp *datapath.Datapath, ag *agent.Agent, log *
 	}
 	if len(denyNames) == 1 && strings.EqualFold(denyNames[0], "none") {
 		denyNames = nil
+	}
+	if slices.Equal(denyNames, DefaultKernelDropDeny) {
+		denyNames = datapath.KnownReasons(reasons, datapath.DropReasonPrefix, denyNames)
 	}
 	deny, err := datapath.ReasonValues(reasons, datapath.DropReasonPrefix, denyNames)
 	if err != nil {
