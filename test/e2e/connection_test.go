@@ -141,8 +141,9 @@ func TestPrivilegedLabConnectionBytes(t *testing.T) {
 	}
 }
 
-// TestPrivilegedLabHandshakeLatency makes 1,000 connections and compares
-// the datapath's handshake times with the clients' own blocking connect().
+// TestPrivilegedLabHandshakeLatency makes 1,000 connections and checks
+// the datapath's handshake times against the clients' own blocking
+// connect(), connection by connection.
 func TestPrivilegedLabHandshakeLatency(t *testing.T) {
 	c := needLab(t)
 	names := c.nodeNames()
@@ -203,11 +204,21 @@ func TestPrivilegedLabHandshakeLatency(t *testing.T) {
 		}
 		t.Logf("%v; %.0f events counted lost while the agents were starved", err, lost)
 	}
+	// The datapath times SYN to SYN-ACK at the client's veth, inside the
+	// client's connect(): never longer than it, and for each connection,
+	// so a wrong timer (another packet, another connection) shows. How
+	// much shorter depends on how fast the machine wakes the client
+	// (30 µs to over 400 µs on the 2-core test machine, with any build),
+	// so the gap itself is only logged.
 	var dp, user []float64
+	longer := 0
 	for sp, d := range connects {
 		if v, ok := timed[sp]; ok {
 			dp = append(dp, v)
 			user = append(user, float64(d.Nanoseconds()))
+			if v > float64(d.Nanoseconds())+5e3 {
+				longer++
+			}
 		}
 	}
 	slices.Sort(dp)
@@ -215,8 +226,11 @@ func TestPrivilegedLabHandshakeLatency(t *testing.T) {
 	m := len(dp)
 	mdp, muser := dp[m/2], user[m/2]
 	t.Logf("median handshake: datapath %.1f µs, connect() %.1f µs (p99 %.1f / %.1f µs)", mdp/1e3, muser/1e3, dp[m*99/100]/1e3, user[m*99/100]/1e3)
-	if diff := mdp - muser; diff > 100e3 || diff < -100e3 {
-		t.Errorf("medians differ by %.1f µs, want within 100 µs", diff/1e3)
+	if mdp <= 0 || mdp > muser {
+		t.Errorf("median datapath handshake %.1f µs, want above 0 and at most connect()'s %.1f µs", mdp/1e3, muser/1e3)
+	}
+	if longer > m/100 {
+		t.Errorf("%d of %d connections timed longer by the datapath than by their connect()", longer, m)
 	}
 }
 
