@@ -27,6 +27,28 @@ import (
 	"github.com/loupe-project/loupe/metadata"
 )
 
+// loadNodeResources loads the resource programs with this process's
+// network namespace as the node's, and returns them (closed when the test
+// ends) with the cgroup v2 mount; it skips without root or cgroup v2.
+func loadNodeResources(t *testing.T) (k *datapath.Resources, root string, nodeIno uint64) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if root = cgroup2Root(); root == "" {
+		t.Skip("no cgroup v2 mount")
+	}
+	nodeIno, err := netnsInode("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err = datapath.LoadResources(nodeIno); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k, root, nodeIno
+}
+
 // A host-network pod's process, in the node's network namespace, is
 // counted for the pod through the real programs: the test makes a cgroup
 // v2 tree named as the kubelet's systemd driver names a pod's container,
@@ -35,22 +57,7 @@ import (
 // children's, up to their exits) own CPU time from wait4, and its
 // run-queue waits at least the sleeps' wake-ups.
 func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	root := cgroup2Root()
-	if root == "" {
-		t.Skip("no cgroup v2 mount")
-	}
-	nodeIno, err := netnsInode("/proc/thread-self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := datapath.LoadResources(nodeIno)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
+	k, root, nodeIno := loadNodeResources(t)
 
 	const uid = "5e1f0c2a-7b3d-4e8f-9a0b-1c2d3e4f5a6b"
 	top := filepath.Join(root, fmt.Sprintf("loupe-test-%d.slice", os.Getpid()))
@@ -140,22 +147,7 @@ func settleCPUs() {
 // and reads the agent's rows: the pod's row has the namespace's inode
 // and the shell's CPU time (from /proc/PID/stat, in clock ticks).
 func TestPrivilegedResourcesPodNetnsByProcCgroup(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	root := cgroup2Root()
-	if root == "" {
-		t.Skip("no cgroup v2 mount")
-	}
-	nodeIno, err := netnsInode("/proc/thread-self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := datapath.LoadResources(nodeIno)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
+	k, root, nodeIno := loadNodeResources(t)
 	name := fmt.Sprintf("loupe-res-%d", os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
