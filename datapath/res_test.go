@@ -321,8 +321,8 @@ func quantileFloor(h [ResSlots]uint64, q float64) uint64 {
 // thread never sleeps, so at each instant it either runs or waits in the
 // run queue, and the namespace's CPU time plus its waits add up to the two
 // threads' 2 s, however much of the CPU others on this shared machine
-// took. Its waits are of the scheduler's slice (≥ 100 µs), not of a
-// wake-up.
+// took. Its waits are of the scheduler's slice (≥ 100 µs on average),
+// not of a wake-up.
 func TestPrivilegedResourcesRunQueueContention(t *testing.T) {
 	r := loadTestResources(t)
 	name := fmt.Sprintf("res-busy-%d", os.Getpid())
@@ -359,8 +359,11 @@ func TestPrivilegedResourcesRunQueueContention(t *testing.T) {
 	if total := time.Duration(s.CPUNs + s.RunqSumNs); total < 2*d*8/10 || total > 2*d*115/100 {
 		t.Errorf("on-CPU plus waits %v, want about 2 × %v", total, d)
 	}
-	if p50 := quantileFloor(s.Runq, 0.5); p50 < 100_000 {
-		t.Errorf("median wait bucket %v: busy threads should wait a slice", time.Duration(p50))
+	// The mean, not the median: other tasks on CPU 0 (a loaded CI machine)
+	// preempt the threads for short waits that can outnumber the slices,
+	// while the slices still carry the second of waiting.
+	if s.RunqCount == 0 || s.RunqSumNs/s.RunqCount < 100_000 {
+		t.Errorf("%d waits summing %v: busy threads should wait a slice (mean at least 100µs)", s.RunqCount, time.Duration(s.RunqSumNs))
 	}
 }
 
