@@ -203,7 +203,9 @@ func near(got, want, slack uint64) bool {
 // A thread in a namespace of the test's own sleeps 200 times for 5 ms:
 // each sleep ends in a wake-up and a switch-in, so the namespace's
 // run-queue histogram gains at least 200 waits (and not many more: the
-// thread does nothing else), the histogram's buckets add up to its count,
+// thread does nothing else but take the Go runtime's signals, which under
+// CI load added 58 wake-ups that the thread's schedstat counted too), the
+// histogram's buckets add up to its count,
 // and the thread's on-CPU time is a small part of the 1 s it slept. The
 // counts are the scheduler's own: they agree with the thread's schedstat
 // (the thread stays on one CPU, so that no wait is split by a move).
@@ -238,7 +240,7 @@ func TestPrivilegedResourcesSleepWakeLoop(t *testing.T) {
 	t.Logf("%d sleeps in %v: %d waits (sum %v), cpu %v, p50 bucket ≥ %v; schedstat: %d runs, waited %v, cpu %v", loops, wall,
 		s.RunqCount, time.Duration(s.RunqSumNs), time.Duration(s.CPUNs), time.Duration(quantileFloor(s.Runq, 0.5)),
 		runs1-runs0, time.Duration(wait1-wait0), time.Duration(cpu1-cpu0))
-	if s.RunqCount < loops || s.RunqCount > loops+loops/4 {
+	if s.RunqCount < loops || s.RunqCount > 2*loops {
 		t.Errorf("%d run-queue waits for %d sleeps", s.RunqCount, loops)
 	}
 	if n := histCount(s.Runq); n != s.RunqCount {
