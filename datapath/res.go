@@ -289,6 +289,24 @@ func (r *Resources) Snapshot() (map[uint64]ResourceStats, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("resource snapshot: %w", err)
 	}
+	// Then the switch counts each CPU holds for its recent keys (res_cur),
+	// not yet in res_keys. In this order a slot flushed between the two
+	// reads is missed by this snapshot only (the next one has it in
+	// res_keys), never counted twice: counters never go back.
+	var cur []resResCur
+	if err := r.objs.ResCur.Lookup(uint32(0), &cur); err != nil {
+		return nil, fmt.Errorf("resource snapshot: res_cur: %w", err)
+	}
+	for c := range cur {
+		for _, p := range cur[c].Pending {
+			if p.Key == 0 || p.S.CpuNs == 0 && p.S.RunqCount == 0 {
+				continue
+			}
+			s := out[p.Key]
+			s.Add(ResourceStats{CPUNs: p.S.CpuNs, RunqCount: p.S.RunqCount, RunqSumNs: p.S.RunqSumNs, Runq: p.S.Runq})
+			out[p.Key] = s
+		}
+	}
 	return out, nil
 }
 

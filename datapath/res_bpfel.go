@@ -16,14 +16,19 @@ import (
 type resResCur struct {
 	_       structs.HostLayout
 	Task    uint64
-	Key     uint64
+	Slot    uint32
+	Evict   uint32
 	Since   uint64
-	Pending struct {
-		_         structs.HostLayout
-		CpuNs     uint64
-		RunqCount uint64
-		RunqSumNs uint64
-		Runq      [40]uint64
+	Pending [4]struct {
+		_   structs.HostLayout
+		Key uint64
+		S   struct {
+			_         structs.HostLayout
+			CpuNs     uint64
+			RunqCount uint64
+			RunqSumNs uint64
+			Runq      [40]uint64
+		}
 	}
 }
 

@@ -15,12 +15,13 @@
  *                         (sched_info, stamped with the run queue's clock,
  *                         which __schedule updated just before): no
  *                         wake-up programs, no stamps of ours, no clock
- *                         read. The counts gather in the CPU's res_cur
- *                         slot and go to res_keys when the CPU's key
- *                         changes (or it idles, or after RES_FLUSH_NS).
- *                         Cost per switch: a per-CPU array lookup, the
- *                         key's pointer chase; one hash lookup when the
- *                         key changes, none while a CPU stays in one pod.
+ *                         read. The counts gather in one of the CPU's
+ *                         res_cur slots, one per recent key, and go to
+ *                         res_keys when a new key takes the slot or after
+ *                         RES_FLUSH_NS. Cost per switch: a per-CPU array
+ *                         lookup, the key's pointer chase, a compare of
+ *                         RES_CUR_KEYS keys; a hash lookup only when a
+ *                         CPU runs more pods than it has slots.
  *   loupe_res_io_start    block_io_start (tp_btf), in the submitter's
  *                         context: the request's key, by request.
  *   loupe_res_rq_insert   block_rq_insert / block_rq_issue (tp_btf): the
@@ -46,6 +47,9 @@
  * res_keys (they are added sooner when the CPU's key changes or it goes
  * idle): what a reader may see late. */
 #define RES_FLUSH_NS 100000000ULL
+
+/* Keys whose switch counts a CPU keeps before adding them to res_keys. */
+#define RES_CUR_KEYS 4
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -135,8 +139,7 @@ struct {
 	__type(value, struct res_stats);
 } res_keys SEC(".maps");
 
-/* What the switch program counted for the key of the CPU's current task,
- * not yet added to res_keys. */
+/* What the switch program counted for one key, not yet added to res_keys. */
 struct res_sched {
 	__u64 cpu_ns;
 	__u64 runq_count;
@@ -144,18 +147,25 @@ struct res_sched {
 	__u64 runq[RES_SLOTS];
 };
 
-/* Each CPU's current task (the one it switched to last) and its key,
- * taken at its switch-in while it could still be read (a task that exits
- * switches out for the last time with no network namespace), and what
- * the switches counted for that key since `since`. The switch program
- * adds that to res_keys (a hash lookup) only when the key changes, the
- * CPU goes idle, or it is RES_FLUSH_NS old: a CPU switching among one
- * pod's tasks pays no lookup per switch. */
+struct res_pending {
+	__u64 key; /* 0: a free slot */
+	struct res_sched s;
+};
+
+/* Each CPU's current task (the one it switched to last), the pending slot
+ * of its key, taken at its switch-in while it could still be read (a task
+ * that exits switches out for the last time with no network namespace),
+ * and the counts of the last RES_CUR_KEYS keys that ran on the CPU. A
+ * slot's counts go to res_keys (a hash lookup and the histogram's adds)
+ * only when the slot is taken by another key or every RES_FLUSH_NS: a CPU
+ * switching among a few pods' tasks, as a request and its answer do, pays
+ * no lookup per switch. Readers add the slots to res_keys (Snapshot). */
 struct res_cur {
 	__u64 task;
-	__u64 key;
-	__u64 since; /* rq_clock */
-	struct res_sched pending;
+	__u32 slot; /* of task's key; RES_CUR_KEYS: none */
+	__u32 evict; /* the slot a new key takes next */
+	__u64 since; /* rq_clock of the last flush of every slot */
+	struct res_pending pending[RES_CUR_KEYS];
 };
 
 struct {
@@ -248,21 +258,35 @@ static __always_inline __u32 slot(__u64 ns)
 	return r < RES_SLOTS ? r : RES_SLOTS - 1;
 }
 
-/* flush adds a CPU's pending counts to its key's entry. */
-static __always_inline void flush(struct res_cur *c)
+/* flush adds a pending slot's counts to its key's entry. */
+static __always_inline void flush(struct res_pending *p)
 {
-	struct res_sched *p = &c->pending;
-	if (!p->cpu_ns && !p->runq_count)
+	struct res_sched *c = &p->s;
+	if (!c->cpu_ns && !c->runq_count)
 		return;
-	struct res_stats *s = stats(c->key);
+	struct res_stats *s = stats(p->key);
 	if (s) {
-		s->cpu_ns += p->cpu_ns;
-		s->runq_count += p->runq_count;
-		s->runq_sum_ns += p->runq_sum_ns;
+		s->cpu_ns += c->cpu_ns;
+		s->runq_count += c->runq_count;
+		s->runq_sum_ns += c->runq_sum_ns;
 		for (int i = 0; i < RES_SLOTS; i++)
-			s->runq[i] += p->runq[i];
+			s->runq[i] += c->runq[i];
 	}
-	__builtin_memset(p, 0, sizeof(*p));
+	__builtin_memset(c, 0, sizeof(*c));
+}
+
+/* pending_slot is key's slot on this CPU, taking one (and flushing what it
+ * held) when the key has none. */
+static __always_inline __u32 pending_slot(struct res_cur *c, __u64 key)
+{
+	for (__u32 i = 0; i < RES_CUR_KEYS; i++)
+		if (c->pending[i].key == key)
+			return i;
+	__u32 i = c->evict % RES_CUR_KEYS;
+	c->evict = i + 1;
+	flush(&c->pending[i]);
+	c->pending[i].key = key;
+	return i;
 }
 
 /* On this kernel __schedule updates rq_clock, picks next, fires
@@ -281,30 +305,38 @@ int BPF_PROG(loupe_res_switch, _Bool preempt, struct task_struct *prev, struct t
 	if (prev->pid) { /* pid 0: the idle task */
 		__u64 arrived = prev->sched_info.last_arrival;
 		__u64 ran = arrived && now > arrived ? now - arrived : 0;
+		__u32 ps = cur->slot;
 		if (cur->task == (__u64)prev) {
-			cur->pending.cpu_ns += ran;
+			if (ps < RES_CUR_KEYS)
+				cur->pending[ps].s.cpu_ns += ran;
 		} else { /* the first switch here since the programs were attached */
-			struct res_stats *ps = stats(task_key(prev));
-			if (ps)
-				ps->cpu_ns += ran;
+			struct res_stats *st = stats(task_key(prev));
+			if (st)
+				st->cpu_ns += ran;
 		}
 	}
-	__u64 next_key = next->pid ? task_key(next) : 0;
-	if (next_key != cur->key || now - cur->since > RES_FLUSH_NS) {
-		flush(cur);
-		cur->key = next_key;
+	if (now - cur->since > RES_FLUSH_NS) {
+		for (__u32 i = 0; i < RES_CUR_KEYS; i++)
+			flush(&cur->pending[i]);
 		cur->since = now;
 	}
 	cur->task = (__u64)next;
+	cur->slot = RES_CUR_KEYS;
+	__u64 next_key = next->pid ? task_key(next) : 0;
 	if (!next_key)
 		return 0;
+	__u32 i = pending_slot(cur, next_key);
+	if (i >= RES_CUR_KEYS)
+		return 0;
+	cur->slot = i;
 	__u64 queued = next->sched_info.last_queued;
 	if (!queued)
 		return 0;
 	__u64 wait = now > queued ? now - queued : 0;
-	cur->pending.runq_count++;
-	cur->pending.runq_sum_ns += wait;
-	cur->pending.runq[slot(wait)]++;
+	struct res_sched *p = &cur->pending[i].s;
+	p->runq_count++;
+	p->runq_sum_ns += wait;
+	p->runq[slot(wait)]++;
 	return 0;
 }
 
