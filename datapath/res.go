@@ -298,13 +298,14 @@ func (r *Resources) Snapshot() (map[uint64]ResourceStats, error) {
 		return nil, fmt.Errorf("resource snapshot: res_cur: %w", err)
 	}
 	for c := range cur {
-		for _, p := range cur[c].Pending {
-			if p.Key == 0 || p.S.CpuNs == 0 && p.S.RunqCount == 0 {
+		for i, p := range cur[c].Pending {
+			key := cur[c].Keys[i]
+			if key == 0 || p.CpuNs == 0 && p.RunqCount == 0 {
 				continue
 			}
-			s := out[p.Key]
-			s.Add(ResourceStats{CPUNs: p.S.CpuNs, RunqCount: p.S.RunqCount, RunqSumNs: p.S.RunqSumNs, Runq: p.S.Runq})
-			out[p.Key] = s
+			s := out[key]
+			s.Add(ResourceStats{CPUNs: p.CpuNs, RunqCount: p.RunqCount, RunqSumNs: p.RunqSumNs, Runq: p.Runq})
+			out[key] = s
 		}
 	}
 	return out, nil

@@ -19,16 +19,13 @@ type resResCur struct {
 	Slot    uint32
 	Evict   uint32
 	Since   uint64
+	Keys    [4]uint64
 	Pending [4]struct {
-		_   structs.HostLayout
-		Key uint64
-		S   struct {
-			_         structs.HostLayout
-			CpuNs     uint64
-			RunqCount uint64
-			RunqSumNs uint64
-			Runq      [40]uint64
-		}
+		_         structs.HostLayout
+		CpuNs     uint64
+		RunqCount uint64
+		RunqSumNs uint64
+		Runq      [40]uint64
 	}
 }
 

@@ -147,11 +147,6 @@ struct res_sched {
 	__u64 runq[RES_SLOTS];
 };
 
-struct res_pending {
-	__u64 key; /* 0: a free slot */
-	struct res_sched s;
-};
-
 /* Each CPU's current task (the one it switched to last), the pending slot
  * of its key, taken at its switch-in while it could still be read (a task
  * that exits switches out for the last time with no network namespace),
@@ -159,13 +154,15 @@ struct res_pending {
  * slot's counts go to res_keys (a hash lookup and the histogram's adds)
  * only when the slot is taken by another key or every RES_FLUSH_NS: a CPU
  * switching among a few pods' tasks, as a request and its answer do, pays
- * no lookup per switch. Readers add the slots to res_keys (Snapshot). */
+ * no lookup per switch. The keys sit together, so that finding a key's
+ * slot reads one cache line. Readers add the slots to res_keys (Snapshot). */
 struct res_cur {
 	__u64 task;
 	__u32 slot; /* of task's key; RES_CUR_KEYS: none */
 	__u32 evict; /* the slot a new key takes next */
 	__u64 since; /* rq_clock of the last flush of every slot */
-	struct res_pending pending[RES_CUR_KEYS];
+	__u64 keys[RES_CUR_KEYS]; /* 0: a free slot */
+	struct res_sched pending[RES_CUR_KEYS];
 };
 
 struct {
@@ -259,12 +256,14 @@ static __always_inline __u32 slot(__u64 ns)
 }
 
 /* flush adds a pending slot's counts to its key's entry. */
-static __always_inline void flush(struct res_pending *p)
+static __always_inline void flush(struct res_cur *cur, __u32 i)
 {
-	struct res_sched *c = &p->s;
+	if (i >= RES_CUR_KEYS)
+		return;
+	struct res_sched *c = &cur->pending[i];
 	if (!c->cpu_ns && !c->runq_count)
 		return;
-	struct res_stats *s = stats(p->key);
+	struct res_stats *s = stats(cur->keys[i]);
 	if (s) {
 		s->cpu_ns += c->cpu_ns;
 		s->runq_count += c->runq_count;
@@ -280,12 +279,12 @@ static __always_inline void flush(struct res_pending *p)
 static __always_inline __u32 pending_slot(struct res_cur *c, __u64 key)
 {
 	for (__u32 i = 0; i < RES_CUR_KEYS; i++)
-		if (c->pending[i].key == key)
+		if (c->keys[i] == key)
 			return i;
 	__u32 i = c->evict % RES_CUR_KEYS;
 	c->evict = i + 1;
-	flush(&c->pending[i]);
-	c->pending[i].key = key;
+	flush(c, i);
+	c->keys[i] = key;
 	return i;
 }
 
@@ -308,7 +307,7 @@ int BPF_PROG(loupe_res_switch, _Bool preempt, struct task_struct *prev, struct t
 		__u32 ps = cur->slot;
 		if (cur->task == (__u64)prev) {
 			if (ps < RES_CUR_KEYS)
-				cur->pending[ps].s.cpu_ns += ran;
+				cur->pending[ps].cpu_ns += ran;
 		} else { /* the first switch here since the programs were attached */
 			struct res_stats *st = stats(task_key(prev));
 			if (st)
@@ -317,7 +316,7 @@ int BPF_PROG(loupe_res_switch, _Bool preempt, struct task_struct *prev, struct t
 	}
 	if (now - cur->since > RES_FLUSH_NS) {
 		for (__u32 i = 0; i < RES_CUR_KEYS; i++)
-			flush(&cur->pending[i]);
+			flush(cur, i);
 		cur->since = now;
 	}
 	cur->task = (__u64)next;
@@ -333,7 +332,7 @@ int BPF_PROG(loupe_res_switch, _Bool preempt, struct task_struct *prev, struct t
 	if (!queued)
 		return 0;
 	__u64 wait = now > queued ? now - queued : 0;
-	struct res_sched *p = &cur->pending[i].s;
+	struct res_sched *p = &cur->pending[i];
 	p->runq_count++;
 	p->runq_sum_ns += wait;
 	p->runq[slot(wait)]++;
