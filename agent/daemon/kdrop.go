@@ -5,16 +5,17 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/observer"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultKernelDropDeny are the kernel drop reasons not reported unless
@@ -110,13 +111,26 @@ func netnsInode(path string) (uint64, error) {
 	if path == "" {
 		return 0, fmt.Errorf("no netns path")
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
+	// Runtimes name /var/run/netns, a link to /run on the host; in the
+	// agent's container only /run/netns is mounted.
+	if rest, ok := strings.CutPrefix(path, "/var/run/netns/"); ok {
+		if _, err := os.Stat(path); err != nil {
+			path = filepath.Join(netnsDir, rest)
+		}
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
 		return 0, err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, fmt.Errorf("stat %s: no inode", path)
+	// The empty file a namespace is bind-mounted on has an inode too:
+	// without the mount (no mount propagation into the container) it
+	// would name no namespace, silently.
+	if fs.Type != unix.NSFS_MAGIC {
+		return 0, fmt.Errorf("%s is not a network namespace (is the host's %s mounted with HostToContainer propagation?)", path, netnsDir)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
 	}
 	return st.Ino, nil
 }

@@ -27,6 +27,9 @@ type netnsPod struct {
 type netnsPods struct {
 	eps  func() []agent.Endpoint
 	meta metadata.Source
+	// inode finds a namespace file's inode: netnsInode when nil (tests
+	// give plain files).
+	inode func(path string) (uint64, error)
 
 	mu    sync.Mutex
 	byIno map[uint64]*netnsPod
@@ -55,8 +58,12 @@ func (t *netnsPods) all() map[uint64]*netnsPod {
 func (t *netnsPods) rebuild() {
 	snap := t.meta.Current()
 	t.byIno = map[uint64]*netnsPod{}
+	inode := t.inode
+	if inode == nil {
+		inode = netnsInode
+	}
 	for _, e := range t.eps() {
-		ino, err := netnsInode(e.Netns)
+		ino, err := inode(e.Netns)
 		if err != nil {
 			continue
 		}

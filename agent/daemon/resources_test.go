@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,11 +21,42 @@ import (
 // cgroup's id is its directory's inode on the cgroup v2 file system).
 func inode(t *testing.T, p string) uint64 {
 	t.Helper()
-	ino, err := netnsInode(p)
+	ino, err := fileInode(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ino
+}
+
+// A namespace's inode is read only from a namespace: the empty file a
+// namespace is mounted on (what a container without mount propagation
+// sees) is refused, not taken for one.
+func TestNetnsInodeRefusesPlainFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cni-1234")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ino, err := netnsInode(f); err == nil {
+		t.Fatalf("a plain file read as namespace %d", ino)
+	}
+	own, err := netnsInode("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil || st.Ino != own {
+		t.Fatalf("own namespace %d, stat says %d (%v)", own, st.Ino, err)
+	}
+}
+
+// fileInode stands in for netnsInode where plain files stand in for
+// namespaces.
+func fileInode(p string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
 }
 
 func mkdir(t *testing.T, p string) string {
@@ -98,7 +130,7 @@ func TestResourcesReadAttributesCgroups(t *testing.T) {
 	eps := func() []agent.Endpoint {
 		return []agent.Endpoint{{PodNamespace: "x", PodName: "a", Netns: netns}}
 	}
-	r := &podResources{node: "n1", nodeIno: nodeIno, pods: &netnsPods{eps: eps, meta: meta}, meta: meta,
+	r := &podResources{node: "n1", nodeIno: nodeIno, pods: &netnsPods{eps: eps, meta: meta, inode: fileInode}, meta: meta,
 		cgroups: newPodCgroups(root), netns: newNetnsCgroups(proc),
 		snapshot: func() (map[uint64]datapath.ResourceStats, error) { return snap, nil }}
 	rows, err := r.read(context.Background())

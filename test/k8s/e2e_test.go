@@ -344,6 +344,46 @@ func TestPrivilegedKubernetes(t *testing.T) {
 		}
 	})
 
+	step(t, "loupe top through the relay: the web pods by their network namespace, the host-network agent pod by its cgroup", func() {
+		agent := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=loupe-agent",
+			"-o", "jsonpath={.items[0].metadata.name}"))
+		if err := poll(30*time.Second, func() error {
+			// Load in one web pod while the sample runs: its CPU must land on it.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for range 20 {
+					_, _ = n.fetch(pods[0], pods[1])
+				}
+			}()
+			rows, err := n.top()
+			<-done
+			if err != nil {
+				return err
+			}
+			byPod := map[string]topRow{}
+			for _, r := range rows {
+				byPod[r.Namespace+"/"+r.Pod] = r
+			}
+			for _, p := range pods {
+				if _, ok := byPod[testNS+"/"+p.Name]; !ok {
+					return fmt.Errorf("loupe top has no row for %s/%s among %d rows", testNS, p.Name, len(rows))
+				}
+			}
+			if r := byPod[testNS+"/"+pods[1].Name]; r.CPUSeconds <= 0 {
+				return fmt.Errorf("%s served 20 requests in the sample but got %v CPU seconds (rows %+v)", pods[1].Name, r.CPUSeconds, rows)
+			}
+			// The agent runs in the node's network namespace: only its
+			// cgroup tells it from the node's other tasks.
+			if r, ok := byPod["kube-system/"+agent]; !ok || r.CPUSeconds <= 0 {
+				return fmt.Errorf("no CPU for the host-network pod kube-system/%s (row %+v, found %v)", agent, r, ok)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	step(t, "the stock hubble CLI reads the relay over mTLS with the generated client certificate; no one reads without one", func() {
 		a := pods[0]
 		ip := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "svc", "loupe-relay", "-o", "jsonpath={.spec.clusterIP}"))
@@ -700,14 +740,19 @@ func (n *node) clientCert() {
 
 func (n *node) clientFile(k string) string { return filepath.Join(n.work, "client-"+k) }
 
+// relayCLI runs the loupe CLI against the relay's Service over mTLS, with
+// the generated client certificate.
+func (n *node) relayCLI(args ...string) (string, error) {
+	ip := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "svc", "loupe-relay", "-o", "jsonpath={.spec.clusterIP}"))
+	return n.run(filepath.Join(n.bin, "loupe"), append(args, "--server", ip+":4245",
+		"--tls-ca-cert-files", n.clientFile("ca.crt"), "--tls-client-cert-file", n.clientFile("tls.crt"),
+		"--tls-client-key-file", n.clientFile("tls.key"), "--tls-server-name", "instance.hubble-relay.cilium.io")...)
+}
+
 // observe runs `loupe observe` against the relay's Service over mTLS and
 // decodes the flows.
 func (n *node) observe(filters ...string) ([]flow, error) {
-	ip := strings.TrimSpace(n.mustKubectl("-n", "kube-system", "get", "svc", "loupe-relay", "-o", "jsonpath={.spec.clusterIP}"))
-	args := append([]string{"observe", "--server", ip + ":4245", "--last", "2000", "-o", "json",
-		"--tls-ca-cert-files", n.clientFile("ca.crt"), "--tls-client-cert-file", n.clientFile("tls.crt"),
-		"--tls-client-key-file", n.clientFile("tls.key"), "--tls-server-name", "instance.hubble-relay.cilium.io"}, filters...)
-	out, err := n.run(filepath.Join(n.bin, "loupe"), args...)
+	out, err := n.relayCLI(append([]string{"observe", "--last", "2000", "-o", "json"}, filters...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -725,6 +770,33 @@ func (n *node) observe(filters ...string) ([]flow, error) {
 		}
 	}
 	return flows, nil
+}
+
+// topRow is one line of loupe top -o json.
+type topRow struct {
+	Namespace  string  `json:"namespace"`
+	Pod        string  `json:"pod"`
+	CPUSeconds float64 `json:"cpuSeconds"`
+}
+
+// top runs `loupe top --once -o json` against the relay's Service over mTLS.
+func (n *node) top() ([]topRow, error) {
+	out, err := n.relayCLI("top", "--once", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var rows []topRow
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		var r topRow
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			return nil, fmt.Errorf("top output %q: %w", l, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
 }
 
 func inCIDR(ip, cidr string) bool {
