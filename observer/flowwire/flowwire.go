@@ -153,6 +153,6 @@ func (w *writer) flow(f *flowpb.Flow) {
 		w.close(at, 1)
 	}
 	if w.err == nil {
-		w.b = append(w.b, f.ProtoReflect().GetUnknown()...)
+		w.set(append(w.b, f.ProtoReflect().GetUnknown()...))
 	}
 }

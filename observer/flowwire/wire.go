@@ -19,6 +19,19 @@ type writer struct {
 	enc *Encoder
 }
 
+// set makes nb, which extends w.b, the buffer. On the same array (the
+// usual case: callers reuse buffers) it stores only the length: storing the
+// slice through w, which the compiler cannot place on the stack, costs a
+// GC write barrier per field while a collection runs, which profiles of
+// the agent put at 7% of its CPU.
+func (w *writer) set(nb []byte) {
+	if cap(nb) == cap(w.b) {
+		w.b = w.b[:len(nb)]
+		return
+	}
+	w.b = nb
+}
+
 // errGeneric sends what this package does not write by hand (unknown
 // fields in a message it writes, a nil oneof value) to proto.Marshal; it
 // never leaves the package.
@@ -61,8 +74,8 @@ func (w *writer) open(num protowire.Number, n int) int {
 	if w.err != nil {
 		return 0
 	}
-	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
-	w.b = append(w.b, make([]byte, n)...)
+	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
+	w.set(append(w.b, make([]byte, n)...))
 	return len(w.b)
 }
 
@@ -85,7 +98,7 @@ func (w *writer) close(at, reserved int) {
 		copy(b[at-reserved+k:], b[at:at+n])
 	}
 	protowire.AppendVarint(b[:at-reserved], uint64(n))
-	w.b = b
+	w.set(b)
 }
 
 // The scalar fields of proto3 are left out when zero, as proto.Marshal
@@ -94,13 +107,13 @@ func (w *writer) varint(num protowire.Number, v uint64) {
 	if v == 0 || w.err != nil {
 		return
 	}
-	w.b = protowire.AppendTag(w.b, num, protowire.VarintType)
-	w.b = protowire.AppendVarint(w.b, v)
+	w.set(protowire.AppendTag(w.b, num, protowire.VarintType))
+	w.set(protowire.AppendVarint(w.b, v))
 }
 
 func (w *writer) bool(num protowire.Number, v bool) {
 	if v && w.err == nil {
-		w.b = append(protowire.AppendTag(w.b, num, protowire.VarintType), 1)
+		w.set(append(protowire.AppendTag(w.b, num, protowire.VarintType), 1))
 	}
 }
 
@@ -112,16 +125,16 @@ func (w *writer) string(num protowire.Number, s string) {
 		w.err = ErrInvalidUTF8
 		return
 	}
-	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
-	w.b = protowire.AppendString(w.b, s)
+	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
+	w.set(protowire.AppendString(w.b, s))
 }
 
 func (w *writer) bytes(num protowire.Number, v []byte) {
 	if len(v) == 0 || w.err != nil {
 		return
 	}
-	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
-	w.b = protowire.AppendBytes(w.b, v)
+	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
+	w.set(protowire.AppendBytes(w.b, v))
 }
 
 // strings writes a repeated string field: every element, empty ones
@@ -135,8 +148,8 @@ func (w *writer) strings(num protowire.Number, ss []string) {
 			w.err = ErrInvalidUTF8
 			return
 		}
-		w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
-		w.b = protowire.AppendString(w.b, s)
+		w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
+		w.set(protowire.AppendString(w.b, s))
 	}
 }
 
@@ -159,8 +172,8 @@ func message[T any, P interface {
 	if m == nil || w.err != nil {
 		return
 	}
-	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
-	w.b = protowire.AppendVarint(w.b, uint64(proto.Size(m)))
+	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
+	w.set(protowire.AppendVarint(w.b, uint64(proto.Size(m))))
 	w.b, w.err = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(w.b, m)
 }
 
@@ -248,6 +261,6 @@ func (w *writer) endpoint(num protowire.Number, ep *flowpb.Endpoint) {
 		}
 		w.enc.endpoints[ep] = body
 	}
-	w.b = protowire.AppendTag(w.b, num, protowire.BytesType)
-	w.b = protowire.AppendBytes(w.b, body)
+	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
+	w.set(protowire.AppendBytes(w.b, body))
 }
