@@ -189,6 +189,23 @@ func oneof[T any, P interface {
 	message(w, num, m)
 }
 
+// openPorts opens a TCP or UDP message (a oneof value, isNil when its
+// pointer is nil: proto.Marshal's case) and writes its two ports; the
+// caller closes it. false when nothing was opened.
+func (w *writer) openPorts(num protowire.Number, m proto.Message, isNil bool, src, dst uint32) (int, bool) {
+	if isNil {
+		w.err = errGeneric
+		return 0, false
+	}
+	if !w.known(m) {
+		return 0, false
+	}
+	at := w.open(num, 1)
+	w.varint(1, uint64(src))
+	w.varint(2, uint64(dst))
+	return at, true
+}
+
 func (w *writer) layer4(num protowire.Number, l4 *flowpb.Layer4) {
 	if l4 == nil || !w.known(l4) {
 		return
@@ -198,16 +215,10 @@ func (w *writer) layer4(num protowire.Number, l4 *flowpb.Layer4) {
 	case nil:
 	case *flowpb.Layer4_TCP:
 		t := p.TCP
-		if t == nil {
-			w.err = errGeneric
+		tat, ok := w.openPorts(1, t, t == nil, t.GetSourcePort(), t.GetDestinationPort())
+		if !ok {
 			break
 		}
-		if !w.known(t) {
-			break
-		}
-		tat := w.open(1, 1)
-		w.varint(1, uint64(t.SourcePort))
-		w.varint(2, uint64(t.DestinationPort))
 		if fl := t.Flags; fl != nil && w.known(fl) {
 			fat := w.open(3, 1)
 			for i, set := range [...]bool{fl.FIN, fl.SYN, fl.RST, fl.PSH, fl.ACK, fl.URG, fl.ECE, fl.CWR, fl.NS} {
@@ -218,17 +229,9 @@ func (w *writer) layer4(num protowire.Number, l4 *flowpb.Layer4) {
 		w.close(tat, 1)
 	case *flowpb.Layer4_UDP:
 		u := p.UDP
-		if u == nil {
-			w.err = errGeneric
-			break
+		if uat, ok := w.openPorts(2, u, u == nil, u.GetSourcePort(), u.GetDestinationPort()); ok {
+			w.close(uat, 1)
 		}
-		if !w.known(u) {
-			break
-		}
-		uat := w.open(2, 1)
-		w.varint(1, uint64(u.SourcePort))
-		w.varint(2, uint64(u.DestinationPort))
-		w.close(uat, 1)
 	case *flowpb.Layer4_ICMPv4:
 		oneof(w, 3, p.ICMPv4)
 	case *flowpb.Layer4_ICMPv6:

@@ -756,20 +756,14 @@ func (n *node) observe(filters ...string) ([]flow, error) {
 	if err != nil {
 		return nil, err
 	}
+	lines, err := jsonLines[struct{ Flow *flow }](out)
 	var flows []flow
-	for _, l := range strings.Split(out, "\n") {
-		if strings.TrimSpace(l) == "" {
-			continue
-		}
-		var r struct{ Flow *flow }
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			return nil, fmt.Errorf("observe output %q: %w", l, err)
-		}
+	for _, r := range lines {
 		if r.Flow != nil {
 			flows = append(flows, *r.Flow)
 		}
 	}
-	return flows, nil
+	return flows, err
 }
 
 // topRow is one line of loupe top -o json.
@@ -785,14 +779,19 @@ func (n *node) top() ([]topRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	var rows []topRow
+	return jsonLines[topRow](out)
+}
+
+// jsonLines decodes a CLI's -o json output: one object per line.
+func jsonLines[T any](out string) ([]T, error) {
+	var rows []T
 	for _, l := range strings.Split(out, "\n") {
 		if strings.TrimSpace(l) == "" {
 			continue
 		}
-		var r topRow
+		var r T
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			return nil, fmt.Errorf("top output %q: %w", l, err)
+			return nil, fmt.Errorf("output line %q: %w", l, err)
 		}
 		rows = append(rows, r)
 	}
