@@ -56,13 +56,11 @@ func loadNodeResources(t *testing.T) (k *datapath.Resources, root string, nodeIn
 // reads the agent's rows. The pod's on-CPU time is the shell's (and its
 // children's, up to their exits) own CPU time from wait4, and its
 // run-queue waits at least the sleeps' wake-ups.
-func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
-	k, root, nodeIno := loadNodeResources(t)
-
-	const uid = "5e1f0c2a-7b3d-4e8f-9a0b-1c2d3e4f5a6b"
-	top := filepath.Join(root, fmt.Sprintf("loupe-test-%d.slice", os.Getpid()))
-	podDir := filepath.Join(top, "kubepods-burstable.slice", "kubepods-burstable-pod"+strings.ReplaceAll(uid, "-", "_")+".slice")
-	ctr := filepath.Join(podDir, "cri-containerd-"+strings.Repeat("ab", 32)+".scope")
+// makeCgroup creates the cgroup ctr and its parents up to top, removes
+// them when the test ends, and returns ctr opened, for
+// SysProcAttr.CgroupFD.
+func makeCgroup(t *testing.T, top, ctr string) *os.File {
+	t.Helper()
 	if err := os.MkdirAll(ctr, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +75,18 @@ func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fd.Close()
+	t.Cleanup(func() { fd.Close() })
+	return fd
+}
+
+func TestPrivilegedResourcesHostNetworkPodByCgroup(t *testing.T) {
+	k, root, nodeIno := loadNodeResources(t)
+
+	const uid = "5e1f0c2a-7b3d-4e8f-9a0b-1c2d3e4f5a6b"
+	top := filepath.Join(root, fmt.Sprintf("loupe-test-%d.slice", os.Getpid()))
+	podDir := filepath.Join(top, "kubepods-burstable.slice", "kubepods-burstable-pod"+strings.ReplaceAll(uid, "-", "_")+".slice")
+	ctr := filepath.Join(podDir, "cri-containerd-"+strings.Repeat("ab", 32)+".scope")
+	fd := makeCgroup(t, top, ctr)
 	cmd := exec.Command("/bin/sh", "-c", `timeout 0.3 sh -c 'while :; do :; done'; for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.01; done`)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
 	if err := cmd.Start(); err != nil {
@@ -161,21 +170,7 @@ func TestPrivilegedResourcesPodNetnsByProcCgroup(t *testing.T) {
 	const uid = "6f2a1d3b-8c4e-4f90-a1b2-c3d4e5f6a7b8"
 	top := filepath.Join(root, fmt.Sprintf("loupe-test-%d", os.Getpid()))
 	ctr := filepath.Join(top, "kubepods", "besteffort", "pod"+uid, strings.Repeat("cd", 32))
-	if err := os.MkdirAll(ctr, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for p := ctr; strings.HasPrefix(p, top); p = filepath.Dir(p) {
-			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("remove cgroup %s: %v", p, err)
-			}
-		}
-	})
-	fd, err := os.Open(ctr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fd.Close()
+	fd := makeCgroup(t, top, ctr)
 	cmd := exec.Command("ip", "netns", "exec", name, "/bin/sh", "-c",
 		`timeout 0.2 sh -c 'while :; do :; done'; echo spun; exec sleep 60`)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
