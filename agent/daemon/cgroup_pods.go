@@ -70,16 +70,48 @@ type cgroupPod struct {
 // did not: a cgroup gone since) stays true, until the table is too big.
 type podCgroups struct {
 	root string
-	mu   sync.Mutex
-	ids  map[uint64]cgroupPod
-	last time.Time
+	scanTable[cgroupPod]
 }
 
 // maxPodCgroups bounds the table: past it, it starts again.
 const maxPodCgroups = 65536
 
 func newPodCgroups(root string) *podCgroups {
-	return &podCgroups{root: root, ids: map[uint64]cgroupPod{}}
+	return &podCgroups{root: root, scanTable: newScanTable[cgroupPod](endpointNetnsRefresh)}
+}
+
+// scanTable is what a scan (of the cgroup tree, of /proc) says about ids:
+// a miss scans again, at most every `every`; an id no scan found reads as
+// V's zero value until the table outgrows maxPodCgroups and starts again.
+type scanTable[V any] struct {
+	every time.Duration
+	mu    sync.Mutex
+	m     map[uint64]V
+	last  time.Time
+}
+
+func newScanTable[V any](every time.Duration) scanTable[V] {
+	return scanTable[V]{every: every, m: map[uint64]V{}}
+}
+
+// get returns id's value, calling scan to fill the table on a miss when
+// the last scan is old enough.
+func (t *scanTable[V]) get(id uint64, scan func(m map[uint64]V)) V {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.m[id]; ok || time.Since(t.last) < t.every {
+		return v
+	}
+	t.last = time.Now()
+	if len(t.m) > maxPodCgroups {
+		clear(t.m)
+	}
+	scan(t.m)
+	v, ok := t.m[id]
+	if !ok {
+		t.m[id] = v // gone before the scan, or never anyone's
+	}
+	return v
 }
 
 // pod returns what cgroup id's path says (zero for a cgroup that is no
@@ -88,15 +120,11 @@ func (c *podCgroups) pod(id uint64) cgroupPod {
 	if c == nil || c.root == "" {
 		return cgroupPod{}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if p, ok := c.ids[id]; ok || time.Since(c.last) < endpointNetnsRefresh {
-		return p
-	}
-	c.last = time.Now()
-	if len(c.ids) > maxPodCgroups {
-		clear(c.ids)
-	}
+	return c.get(id, c.walk)
+}
+
+// walk adds the tree's cgroups that ids lacks.
+func (c *podCgroups) walk(ids map[uint64]cgroupPod) {
 	_ = filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
@@ -105,7 +133,7 @@ func (c *podCgroups) pod(id uint64) cgroupPod {
 		if unix.Stat(p, &st) != nil {
 			return nil
 		}
-		if _, ok := c.ids[st.Ino]; ok {
+		if _, ok := ids[st.Ino]; ok {
 			return nil
 		}
 		rel := strings.TrimPrefix(p, c.root)
@@ -115,13 +143,9 @@ func (c *podCgroups) pod(id uint64) cgroupPod {
 				cp.container = m[len(m)-1][:12]
 			}
 		}
-		c.ids[st.Ino] = cp
+		ids[st.Ino] = cp
 		return nil
 	})
-	if _, ok := c.ids[id]; !ok {
-		c.ids[id] = cgroupPod{} // gone before the walk: no one's
-	}
-	return c.ids[id]
 }
 
 // podUIDOfProcCgroup returns the pod UID in a /proc/PID/cgroup file's
@@ -150,15 +174,13 @@ func podUIDOfProcCgroup(b []byte) string {
 // pod process in stays no pod's until the table is too big.
 type netnsCgroups struct {
 	proc string
-	mu   sync.Mutex
-	uids map[uint64]string
-	last time.Time
+	scanTable[string]
 }
 
 const netnsScanEvery = 10 * time.Second
 
 func newNetnsCgroups(proc string) *netnsCgroups {
-	return &netnsCgroups{proc: proc, uids: map[uint64]string{}}
+	return &netnsCgroups{proc: proc, scanTable: newScanTable[string](netnsScanEvery)}
 }
 
 // podUID returns the UID of the pod whose processes are in network
@@ -167,15 +189,11 @@ func (c *netnsCgroups) podUID(ino uint64) string {
 	if c == nil {
 		return ""
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if uid, ok := c.uids[ino]; ok || time.Since(c.last) < netnsScanEvery {
-		return uid
-	}
-	c.last = time.Now()
-	if len(c.uids) > maxPodCgroups {
-		clear(c.uids)
-	}
+	return c.get(ino, c.scan)
+}
+
+// scan adds the namespaces of /proc's processes, with their pods' UIDs.
+func (c *netnsCgroups) scan(uids map[uint64]string) {
 	entries, _ := os.ReadDir(c.proc)
 	for _, e := range entries {
 		if e.Name()[0] < '0' || e.Name()[0] > '9' {
@@ -185,7 +203,7 @@ func (c *netnsCgroups) podUID(ino uint64) string {
 		if unix.Stat(filepath.Join(c.proc, e.Name(), "ns/net"), &st) != nil {
 			continue
 		}
-		if uid, ok := c.uids[st.Ino]; ok && uid != "" {
+		if uid, ok := uids[st.Ino]; ok && uid != "" {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(c.proc, e.Name(), "cgroup"))
@@ -195,13 +213,9 @@ func (c *netnsCgroups) podUID(ino uint64) string {
 		// A pod's namespace holds only its processes: the first that
 		// names a pod does.
 		if uid := podUIDOfProcCgroup(b); uid != "" {
-			c.uids[st.Ino] = uid
-		} else if _, ok := c.uids[st.Ino]; !ok {
-			c.uids[st.Ino] = ""
+			uids[st.Ino] = uid
+		} else if _, ok := uids[st.Ino]; !ok {
+			uids[st.Ino] = ""
 		}
 	}
-	if _, ok := c.uids[ino]; !ok {
-		c.uids[ino] = ""
-	}
-	return c.uids[ino]
 }
