@@ -118,7 +118,14 @@ func (w *writer) bool(num protowire.Number, v bool) {
 }
 
 func (w *writer) string(num protowire.Number, s string) {
-	if s == "" || w.err != nil {
+	if s != "" {
+		w.element(num, s)
+	}
+}
+
+// element writes one string, empty or not, as proto3 requires valid UTF-8.
+func (w *writer) element(num protowire.Number, s string) {
+	if w.err != nil {
 		return
 	}
 	if !utf8.ValidString(s) {
@@ -141,15 +148,7 @@ func (w *writer) bytes(num protowire.Number, v []byte) {
 // included.
 func (w *writer) strings(num protowire.Number, ss []string) {
 	for _, s := range ss {
-		if w.err != nil {
-			return
-		}
-		if !utf8.ValidString(s) {
-			w.err = ErrInvalidUTF8
-			return
-		}
-		w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
-		w.set(protowire.AppendString(w.b, s))
+		w.element(num, s)
 	}
 }
 
