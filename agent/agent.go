@@ -219,6 +219,9 @@ func (a *Agent) reconcile() error {
 	}
 	want := map[uint32]EndpointInfo{}
 	for _, e := range a.endpoints {
+		if e.HostMAC == "" { // state written before the agent kept it
+			e.HostMAC = hostLinkMAC(e.HostIfindex)
+		}
 		want[e.HostIfindex] = e.info()
 	}
 	var written, removed int

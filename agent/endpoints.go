@@ -30,6 +30,9 @@ type Endpoint struct {
 	IPv4         netip.Addr `json:"ipv4,omitzero"`
 	IPv6         netip.Addr `json:"ipv6,omitzero"`
 	MAC          string     `json:"mac,omitempty"`
+	// HostMAC is the host veth's, read by the agent (hostLinkMAC): with MAC
+	// it lets the datapath deliver local pods' packets straight into this one.
+	HostMAC string `json:"hostMac,omitempty"`
 	ID           uint32     `json:"id"`
 	Identity     uint32     `json:"identity"`
 	// Policy enforcement, set by the policy engine (SetEndpointPolicy).
@@ -42,7 +45,28 @@ func (e *Endpoint) key() ipam.Key { return ipam.Key{ContainerID: e.ContainerID, 
 // info is the datapath's view of the endpoint.
 func (e *Endpoint) info() EndpointInfo {
 	return EndpointInfo{ID: e.ID, Identity: e.Identity, IPv4: e.IPv4, IPv6: e.IPv6,
-		PolicyIngress: e.PolicyIngress, PolicyEgress: e.PolicyEgress}
+		PolicyIngress: e.PolicyIngress, PolicyEgress: e.PolicyEgress,
+		PodMAC: ethernetMAC(e.MAC), HostMAC: ethernetMAC(e.HostMAC)}
+}
+
+// ethernetMAC is s as a 6-byte MAC, or zero (no local delivery) when s is
+// empty or another kind of hardware address.
+func ethernetMAC(s string) [6]byte {
+	var out [6]byte
+	if m, err := net.ParseMAC(s); err == nil && len(m) == len(out) {
+		copy(out[:], m)
+	}
+	return out
+}
+
+// hostLinkMAC is the MAC of the host interface ifindex, "" when it is gone
+// or has none.
+func hostLinkMAC(ifindex uint32) string {
+	ifc, err := net.InterfaceByIndex(int(ifindex))
+	if err != nil || len(ifc.HardwareAddr) == 0 {
+		return ""
+	}
+	return ifc.HardwareAddr.String()
 }
 
 // endpointsState is the on-disk form of the endpoint table.
@@ -149,6 +173,11 @@ func validateEndpoint(e *Endpoint) error {
 	if e.MAC != "" {
 		if _, err := net.ParseMAC(e.MAC); err != nil {
 			return &FieldError{"mac", fmt.Sprintf("%q is not a MAC address", e.MAC)}
+		}
+	}
+	if e.HostMAC != "" {
+		if _, err := net.ParseMAC(e.HostMAC); err != nil {
+			return &FieldError{"hostMac", fmt.Sprintf("%q is not a MAC address", e.HostMAC)}
 		}
 	}
 	return nil

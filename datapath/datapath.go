@@ -48,6 +48,7 @@ const (
 	MapL7Events     = "l7_events"
 	MapL7Stats      = "l7_stats"
 	MapL7EvBucket   = "l7_ev_bucket"
+	MapLocalEps     = "local_eps"
 )
 
 // Defaults for Config fields left zero.
@@ -70,6 +71,11 @@ type Config struct {
 	// (bpf/events.h conn_stats): conntrack then counts only the replies'
 	// packets it needs. The agent's --connection-stats=false sets it.
 	NoConnStats bool
+	// NoLocalRedirect routes packets between two pods of this node through
+	// the host's stack (and the to-pod program) instead of delivering them
+	// from the from-pod program straight into the destination pod. The
+	// agent's --local-redirect=false sets it.
+	NoLocalRedirect bool
 	// L7 is the set of L7DNS | L7HTTP the programs capture (--l7); 0 is off.
 	L7 uint8
 	// DNSPorts are the UDP and TCP ports whose payloads are DNS, at most
@@ -179,6 +185,10 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	}
 	if cfg.NoConnStats {
 		vars[loupeVarConnStats] = uint64(0)
+	}
+	vars[loupeVarLocalRedirect] = uint8(1)
+	if cfg.NoLocalRedirect {
+		vars[loupeVarLocalRedirect] = uint8(0)
 	}
 	l7, err := l7Variables(cfg, uint64(ncpu))
 	if err != nil {

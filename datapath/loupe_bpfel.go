@@ -82,6 +82,20 @@ type loupeIpcacheValue struct {
 	Flags    uint32
 }
 
+type loupeLocalEp struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	PodMac  [6]uint8
+	HostMac [6]uint8
+}
+
+type loupeLocalKey struct {
+	_      structs.HostLayout
+	Addr   [4]uint32
+	Family uint8
+	Pad    [3]uint8
+}
+
 type loupePolicyKey struct {
 	_            structs.HostLayout
 	Prefixlen    uint32
@@ -170,6 +184,7 @@ const (
 	loupeMapL7EvBucket       = "l7_ev_bucket"
 	loupeMapL7Events         = "l7_events"
 	loupeMapL7Stats          = "l7_stats"
+	loupeMapLocalEps         = "local_eps"
 	loupeMapPolicy           = "policy"
 	loupeMapSvcAffinity      = "svc_affinity"
 	loupeMapSvcBackends      = "svc_backends"
@@ -188,6 +203,7 @@ const (
 	loupeVarL7EvRate         = "l7_ev_rate"
 	loupeVarL7HttpLen        = "l7_http_len"
 	loupeVarL7Mode           = "l7_mode"
+	loupeVarLocalRedirect    = "local_redirect"
 	loupeVarReportIntervalNs = "report_interval_ns"
 )
 
@@ -252,6 +268,7 @@ type loupeMapSpecs struct {
 	L7EvBucket   *ebpf.MapSpec `ebpf:"l7_ev_bucket"`
 	L7Events     *ebpf.MapSpec `ebpf:"l7_events"`
 	L7Stats      *ebpf.MapSpec `ebpf:"l7_stats"`
+	LocalEps     *ebpf.MapSpec `ebpf:"local_eps"`
 	Policy       *ebpf.MapSpec `ebpf:"policy"`
 	SvcAffinity  *ebpf.MapSpec `ebpf:"svc_affinity"`
 	SvcBackends  *ebpf.MapSpec `ebpf:"svc_backends"`
@@ -273,6 +290,7 @@ type loupeVariableSpecs struct {
 	L7EvRate         *ebpf.VariableSpec `ebpf:"l7_ev_rate"`
 	L7HttpLen        *ebpf.VariableSpec `ebpf:"l7_http_len"`
 	L7Mode           *ebpf.VariableSpec `ebpf:"l7_mode"`
+	LocalRedirect    *ebpf.VariableSpec `ebpf:"local_redirect"`
 	ReportIntervalNs *ebpf.VariableSpec `ebpf:"report_interval_ns"`
 }
 
@@ -306,6 +324,7 @@ type loupeMaps struct {
 	L7EvBucket   *ebpf.Map `ebpf:"l7_ev_bucket"`
 	L7Events     *ebpf.Map `ebpf:"l7_events"`
 	L7Stats      *ebpf.Map `ebpf:"l7_stats"`
+	LocalEps     *ebpf.Map `ebpf:"local_eps"`
 	Policy       *ebpf.Map `ebpf:"policy"`
 	SvcAffinity  *ebpf.Map `ebpf:"svc_affinity"`
 	SvcBackends  *ebpf.Map `ebpf:"svc_backends"`
@@ -327,6 +346,7 @@ func (m *loupeMaps) Close() error {
 		m.L7EvBucket,
 		m.L7Events,
 		m.L7Stats,
+		m.LocalEps,
 		m.Policy,
 		m.SvcAffinity,
 		m.SvcBackends,
@@ -349,6 +369,7 @@ type loupeVariables struct {
 	L7EvRate         *ebpf.Variable `ebpf:"l7_ev_rate"`
 	L7HttpLen        *ebpf.Variable `ebpf:"l7_http_len"`
 	L7Mode           *ebpf.Variable `ebpf:"l7_mode"`
+	LocalRedirect    *ebpf.Variable `ebpf:"local_redirect"`
 	ReportIntervalNs *ebpf.Variable `ebpf:"report_interval_ns"`
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/loupe-project/loupe/contract"
@@ -27,11 +28,51 @@ const ReasonNoEndpoint uint8 = 0
 // EndpointInfo is one local endpoint, keyed by its host-side veth ifindex.
 // PolicyIngress / PolicyEgress switch policy enforcement on for a direction;
 // while off, everything in that direction is allowed.
+//
+// PodMAC and HostMAC (the pod's interface and its host veth) let packets
+// from other local pods be delivered straight into this one
+// (bpf_redirect_peer, docs/datapath.md "Local delivery"). While either is
+// zero, they are routed through the host.
 type EndpointInfo struct {
 	ID, Identity  uint32
 	IPv4, IPv6    netip.Addr // zero Addr when the pod has no address of that family
 	PolicyIngress bool
 	PolicyEgress  bool
+	PodMAC        [6]byte
+	HostMAC       [6]byte
+}
+
+// deliverable says whether the endpoint gets local_eps entries.
+func (ep EndpointInfo) deliverable() bool {
+	return ep.PodMAC != [6]byte{} && ep.HostMAC != [6]byte{}
+}
+
+// addrs are the endpoint's valid addresses.
+func (ep EndpointInfo) addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func localKey(a netip.Addr) loupeLocalKey {
+	var k loupeLocalKey
+	b := a.As16()
+	k.Family = 6
+	if a.Is4() {
+		k.Family = 4
+		v4 := a.As4()
+		b = [16]byte{}
+		copy(b[:], v4[:])
+	}
+	// The program reads the words as the bytes in memory, network order.
+	for i := range k.Addr {
+		k.Addr[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return k
 }
 
 func (ep EndpointInfo) value() (loupeEndpointInfo, error) {
@@ -75,24 +116,90 @@ func endpointFromValue(v loupeEndpointInfo) EndpointInfo {
 	return ep
 }
 
-// UpsertEndpoint adds or replaces the endpoint behind host veth hostIfindex.
+// UpsertEndpoint adds or replaces the endpoint behind host veth hostIfindex,
+// and its local delivery entries. The endpoint entry is written first, so
+// a packet that finds a delivery entry also finds the endpoint; an address
+// the endpoint no longer has loses its entry last.
 func (d *Datapath) UpsertEndpoint(hostIfindex uint32, ep EndpointInfo) error {
 	v, err := ep.value()
 	if err != nil {
 		return fmt.Errorf("upsert endpoint %d: %w", hostIfindex, err)
 	}
+	old, hadOld := d.endpoint(hostIfindex)
 	if err := d.objs.Endpoints.Put(hostIfindex, v); err != nil {
 		return fmt.Errorf("upsert endpoint %d: %w", hostIfindex, err)
+	}
+	var keep []netip.Addr
+	if ep.deliverable() {
+		le := loupeLocalEp{Ifindex: hostIfindex, PodMac: ep.PodMAC, HostMac: ep.HostMAC}
+		for _, a := range ep.addrs() {
+			if err := d.objs.LocalEps.Put(localKey(a), le); err != nil {
+				return fmt.Errorf("upsert endpoint %d: local delivery of %s: %w", hostIfindex, a, err)
+			}
+		}
+		keep = ep.addrs()
+	}
+	if hadOld {
+		if err := d.deleteLocal(hostIfindex, old.addrs(), keep); err != nil {
+			return fmt.Errorf("upsert endpoint %d: %w", hostIfindex, err)
+		}
 	}
 	return nil
 }
 
-// DeleteEndpoint removes the endpoint behind hostIfindex; a missing one is fine.
+// DeleteEndpoint removes the endpoint behind hostIfindex and its local
+// delivery entries; a missing one is fine.
 func (d *Datapath) DeleteEndpoint(hostIfindex uint32) error {
+	if old, ok := d.endpoint(hostIfindex); ok {
+		if err := d.deleteLocal(hostIfindex, old.addrs(), nil); err != nil {
+			return fmt.Errorf("delete endpoint %d: %w", hostIfindex, err)
+		}
+	}
 	if err := d.objs.Endpoints.Delete(hostIfindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete endpoint %d: %w", hostIfindex, err)
 	}
 	return nil
+}
+
+// endpoint reads one endpoint entry, without its MACs.
+func (d *Datapath) endpoint(hostIfindex uint32) (EndpointInfo, bool) {
+	var v loupeEndpointInfo
+	if err := d.objs.Endpoints.Lookup(hostIfindex, &v); err != nil {
+		return EndpointInfo{}, false
+	}
+	return endpointFromValue(v), true
+}
+
+// deleteLocal removes the delivery entries of addrs that point at
+// hostIfindex, except those in keep: an address that moved to another
+// endpoint keeps that endpoint's entry.
+func (d *Datapath) deleteLocal(hostIfindex uint32, addrs, keep []netip.Addr) error {
+	for _, a := range addrs {
+		if slices.Contains(keep, a) {
+			continue
+		}
+		var le loupeLocalEp
+		k := localKey(a)
+		if err := d.objs.LocalEps.Lookup(k, &le); err != nil || le.Ifindex != hostIfindex {
+			continue
+		}
+		if err := d.objs.LocalEps.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("local delivery of %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// withMACs fills ep's MACs from its local delivery entry, if it has one.
+func (d *Datapath) withMACs(hostIfindex uint32, ep EndpointInfo) EndpointInfo {
+	for _, a := range ep.addrs() {
+		var le loupeLocalEp
+		if d.objs.LocalEps.Lookup(localKey(a), &le) == nil && le.Ifindex == hostIfindex {
+			ep.PodMAC, ep.HostMAC = le.PodMac, le.HostMac
+			return ep
+		}
+	}
+	return ep
 }
 
 // Endpoints lists the endpoints map by host ifindex.
@@ -104,7 +211,7 @@ func (d *Datapath) Endpoints() (map[uint32]EndpointInfo, error) {
 	)
 	it := d.objs.Endpoints.Iterate()
 	for it.Next(&k, &v) {
-		out[k] = endpointFromValue(v)
+		out[k] = d.withMACs(k, endpointFromValue(v))
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list endpoints: %w", err)

@@ -79,6 +79,9 @@ type Config struct {
 	// NoServiceTranslation turns ClusterIP translation off
 	// (--service-translation=off): Services are then left to kube-proxy.
 	NoServiceTranslation bool
+	// NoLocalRedirect routes pod-to-pod packets on this node through the
+	// host (--local-redirect=off) instead of bpf_redirect_peer.
+	NoLocalRedirect bool
 
 	// Kernel drops (the skb:kfree_skb tracepoint): off, the reasons not
 	// reported (nil: DefaultKernelDropDeny; "none": none) and the node's
@@ -307,7 +310,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	l7Mode, _ := datapath.ParseL7Mode(cfg.L7) // checked by Validate
 	dp, err := datapath.Load(datapath.Config{BPFRoot: cfg.BPFRoot, DropEventsPerSecond: cfg.DropEventsPerSecond,
-		ReportInterval: cfg.ReportInterval, NoConnStats: cfg.NoConnStats,
+		ReportInterval: cfg.ReportInterval, NoConnStats: cfg.NoConnStats, NoLocalRedirect: cfg.NoLocalRedirect,
 		L7: l7Mode, DNSPorts: cfg.L7DNSPorts, L7EventsPerSecond: cfg.L7EventsPerSecond})
 	if err != nil {
 		return err

@@ -124,6 +124,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.Uint32Var(&cfg.DropEventsPerSecond, "drop-events-per-second", 0, "rate limit on drop events for the node; counters stay exact (0 = the datapath's default)")
 	f.DurationVar(&cfg.ReportInterval, "report-interval", datapath.DefaultReportInterval, "how often a long-lived connection gets a periodic flow with its packet and byte counters")
 	f.Var(onOff{&cfg.NoServiceTranslation}, "service-translation", "translate ClusterIP Services in the datapath before egress policy (on|off); with it on kube-proxy is optional")
+	f.Var(onOff{&cfg.NoLocalRedirect}, "local-redirect", "deliver packets between two pods of this node straight into the destination pod from the source pod's program (bpf_redirect_peer), past the host's routing (on|off)")
 	f.BoolVar(&connStats, "connection-stats", true, "count bytes per connection and time TCP handshakes in the datapath, for flows, metrics and the map (false: about one atomic add per packet less)")
 	f.BoolVar(&kernDrops, "kernel-drops", true, "report packets the kernel drops (the skb:kfree_skb tracepoint) as DROPPED flows of the pods they hit")
 	f.StringSliceVar(&cfg.KernelDropDeny, "kernel-drop-deny", daemon.DefaultKernelDropDeny, `kernel drop reasons not reported, as the kernel's BTF names them, with or without SKB_DROP_REASON_ ("none": report all)`)

@@ -47,3 +47,33 @@ static __always_inline int src_allowed(const struct endpoint_info *ep, const str
 	return (ep->flags & EP_F_HAS_IPV6) && p->saddr[0] == a[0] && p->saddr[1] == a[1] &&
 	       p->saddr[2] == a[2] && p->saddr[3] == a[3];
 }
+
+/* Local endpoints by address: a from-pod packet addressed to another pod
+ * on this node is delivered straight into that pod (bpf_redirect_peer)
+ * instead of through the host's routing, and its to-pod half (conntrack,
+ * ingress policy, counters, events) runs in the same program
+ * (loupe.c, deliver_local). Written by the agent with the endpoint; an
+ * endpoint whose MACs are unknown has no entry and is reached by routing. */
+struct local_key {
+	__u32 addr[4]; /* network order; IPv4 in addr[0], the rest 0 */
+	__u8 family;   /* 4 or 6 */
+	__u8 _pad[3];
+};
+
+struct local_ep {
+	__u32 ifindex;   /* host-side veth */
+	__u8 pod_mac[6]; /* the pod's interface: the frame's new destination */
+	__u8 host_mac[6]; /* its host-side veth: the frame's new source */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768); /* two addresses per endpoint */
+	__type(key, struct local_key);
+	__type(value, struct local_ep);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_eps SEC(".maps");
+
+/* local_redirect = 0 (the agent's --local-redirect=false) routes
+ * pod-to-pod packets through the host instead. */
+volatile const __u8 local_redirect = 1;

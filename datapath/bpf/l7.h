@@ -125,7 +125,7 @@ static __always_inline int l7_http_token(__u32 w)
 }
 
 /* l7_observe is called for every packet the TCX programs let through. */
-static __always_inline void l7_observe(struct __sk_buff *skb, const struct endpoint_info *ep,
+static __always_inline void l7_observe(struct __sk_buff *skb, __u32 ifindex, const struct endpoint_info *ep,
 				       const struct pkt *p, __u8 dir)
 {
 	if (l7_mode == 0 || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
@@ -172,7 +172,7 @@ static __always_inline void l7_observe(struct __sk_buff *skb, const struct endpo
 		return;
 	}
 	r->ts_ns = now;
-	r->ifindex = skb->ifindex;
+	r->ifindex = ifindex;
 	r->ep_id = ep->id;
 	if (dir == LOUPE_DIR_EGRESS) {
 		r->src_identity = ep->identity;

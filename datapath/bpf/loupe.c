@@ -24,7 +24,9 @@
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
-static __always_inline int drop_skb(struct __sk_buff *skb, const struct endpoint_info *ep,
+/* ifindex is the endpoint's host veth: the packet's own, or the
+ * destination's when deliver_local runs the to-pod half. */
+static __always_inline int drop_skb(struct __sk_buff *skb, __u32 ifindex, const struct endpoint_info *ep,
 				    const struct pkt *p, __u8 reason, __u8 dir, __u32 rule_id, __u32 svc_id)
 {
 	count_packet(reason, dir, ep->id, rule_id, p->segs, p->len);
@@ -32,7 +34,7 @@ static __always_inline int drop_skb(struct __sk_buff *skb, const struct endpoint
 	if (drop_event_allowed(now)) {
 		struct ev_meta m = {
 			.now = now,
-			.ifindex = skb->ifindex,
+			.ifindex = ifindex,
 			.policy_id = rule_id,
 			.ep = ep,
 			.type = LOUPE_EVENT_DROP,
@@ -46,12 +48,12 @@ static __always_inline int drop_skb(struct __sk_buff *skb, const struct endpoint
 	return TCX_DROP;
 }
 
-static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct endpoint_info *ep,
+static __always_inline int ct_and_policy(struct __sk_buff *skb, __u32 ifindex, const struct endpoint_info *ep,
 					 const struct pkt *p, __u8 dir, struct svc_xlate *x)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct ct_key k = {};
-	ct_key_of(&k, p, skb->ifindex, dir);
+	ct_key_of(&k, p, ifindex, dir);
 
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, &k);
 	if (e && !ct_is_reopen(e, p)) {
@@ -95,7 +97,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 			struct ev_meta m = {
 				.now = now,
 				.ct = e,
-				.ifindex = skb->ifindex,
+				.ifindex = ifindex,
 				.policy_id = e->rule_id,
 				.ep = ep,
 				.type = LOUPE_EVENT_TRACE,
@@ -117,7 +119,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 		__u32 peer = ipcache_identity(p->family, dir == LOUPE_DIR_EGRESS ? p->daddr : p->saddr);
 		policy_lookup(ep->id, peer, p->dport, p->proto, dir, &r);
 		if (r.verdict != POLICY_ALLOW)
-			return drop_skb(skb, ep, p, LOUPE_DROP_POLICY_DENIED, dir, r.rule_id, x->svc_id);
+			return drop_skb(skb, ifindex, ep, p, LOUPE_DROP_POLICY_DENIED, dir, r.rule_id, x->svc_id);
 		type = LOUPE_EVENT_POLICY_VERDICT;
 	}
 	/* A TCP packet without SYN that conntrack does not know is the middle
@@ -158,7 +160,7 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 	struct ev_meta m = {
 		.now = now,
 		.ct = &n,
-		.ifindex = skb->ifindex,
+		.ifindex = ifindex,
 		.policy_id = r.rule_id,
 		.ep = ep,
 		.type = type,
@@ -170,6 +172,77 @@ static __always_inline int ct_and_policy(struct __sk_buff *skb, const struct end
 	};
 	emit_skb(skb, p, &m);
 	return TCX_NEXT;
+}
+
+/* to_endpoint is the to-pod half: conntrack and ingress policy for the
+ * endpoint behind host veth ifindex, its L7 records, and the reverse
+ * translation of a Service reply into a client pod. */
+static __always_inline int to_endpoint(struct __sk_buff *skb, __u32 ifindex, const struct endpoint_info *ep,
+				       struct pkt *p, struct svc_xlate *x)
+{
+	int verdict = ct_and_policy(skb, ifindex, ep, p, LOUPE_DIR_INGRESS, x);
+	if (verdict != TCX_NEXT)
+		return verdict;
+	l7_observe(skb, ifindex, ep, p, LOUPE_DIR_INGRESS);
+	/* Only a connection opened from this pod carries svc_id, so a to-pod
+	 * packet that found one is its reply. */
+	if (x->svc_id && svc_reverse(skb, p, x->svc_id))
+		return TCX_DROP;
+	return TCX_NEXT;
+}
+
+/* route_to_local does what the host's forwarding would do to a packet for
+ * a local pod: one hop off the TTL (hop limit), and the frame addressed
+ * from the pod's gateway (its host veth) to the pod. It returns -1 when the
+ * kernel must handle the packet (TTL about to expire: ICMP time exceeded). */
+static __always_inline int route_to_local(struct __sk_buff *skb, const struct pkt *p, const struct local_ep *le)
+{
+	const __u32 l3 = sizeof(struct ethhdr);
+	if (p->family == 4) {
+		__u8 ttl;
+		if (bpf_skb_load_bytes(skb, l3 + offsetof(struct iphdr, ttl), &ttl, 1) || ttl <= 1)
+			return -1;
+		/* The checksum covers TTL as the high byte of a 16-bit word. */
+		__u16 from = bpf_htons((__u16)ttl << 8), to = bpf_htons((__u16)(ttl - 1) << 8);
+		ttl--;
+		if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), from, to, 2) ||
+		    bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, ttl), &ttl, 1, 0))
+			return -1;
+	} else {
+		__u8 hops;
+		if (bpf_skb_load_bytes(skb, l3 + offsetof(struct ipv6hdr, hop_limit), &hops, 1) || hops <= 1)
+			return -1;
+		hops--;
+		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, hop_limit), &hops, 1, 0))
+			return -1;
+	}
+	__u8 macs[12];
+	__builtin_memcpy(macs, le->pod_mac, 6);
+	__builtin_memcpy(macs + 6, le->host_mac, 6);
+	return bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) ? -1 : 0;
+}
+
+/* deliver_local takes a from-pod packet that its own pod let out to the
+ * pod it is addressed to, when that pod is on this node: the to-pod half
+ * runs here, and the packet goes straight into the pod (bpf_redirect_peer),
+ * past the host's routing and the to-pod program, which would find the same
+ * conntrack entry and policy. Anything else returns TCX_NEXT to be routed. */
+static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt *p)
+{
+	struct local_key lk = {.family = p->family};
+	__builtin_memcpy(lk.addr, p->daddr, 16);
+	const struct local_ep *le = bpf_map_lookup_elem(&local_eps, &lk);
+	if (!le)
+		return TCX_NEXT;
+	__u32 ifindex = le->ifindex;
+	const struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, &ifindex);
+	if (!ep || route_to_local(skb, p, le))
+		return TCX_NEXT;
+	struct svc_xlate x = {};
+	int verdict = to_endpoint(skb, ifindex, ep, p, &x);
+	if (verdict != TCX_NEXT)
+		return verdict;
+	return bpf_redirect_peer(ifindex, 0);
 }
 
 static __always_inline int handle_skb(struct __sk_buff *skb, __u8 dir)
@@ -189,40 +262,40 @@ static __always_inline int handle_skb(struct __sk_buff *skb, __u8 dir)
 	int rc = parse_skb(skb, &p);
 	p.segs = segs;
 	if (rc == PARSE_MALFORMED)
-		return drop_skb(skb, ep, &p, LOUPE_DROP_INVALID_PACKET, dir, 0, 0);
+		return drop_skb(skb, ifindex, ep, &p, LOUPE_DROP_INVALID_PACKET, dir, 0, 0);
 	if (rc == PARSE_OK && dir == LOUPE_DIR_EGRESS && !src_allowed(ep, &p))
-		return drop_skb(skb, ep, &p, LOUPE_DROP_INVALID_SOURCE_IP, dir, 0, 0);
+		return drop_skb(skb, ifindex, ep, &p, LOUPE_DROP_INVALID_SOURCE_IP, dir, 0, 0);
 	if (rc != PARSE_OK || (p.flags & (PKT_F_FRAG | PKT_F_NO_CT))) {
 		count_packet(LOUPE_VERDICT_FORWARDED, dir, ep->id, 0, segs, p.len);
 		return TCX_NEXT;
 	}
-	/* Services are translated before policy: policy judges the backend. */
 	struct svc_xlate x = {};
-	__u8 ctdir = dir;
-	if (dir == LOUPE_DIR_EGRESS) {
-		int s = svc_translate(skb, ep, &p, &x);
-		if (s == SVC_NO_BACKEND) {
-			drop_skb(skb, ep, &p, LOUPE_DROP_NO_SERVICE, dir, 0, x.svc_id);
-			return svc_reject(skb, &p);
-		}
-		if (s != SVC_CONTINUE)
-			return s;
-		/* A hairpin reply, un-SNATed, is the packet into the client. */
-		if (x.unsnat)
-			ctdir = LOUPE_DIR_INGRESS;
+	if (dir == LOUPE_DIR_INGRESS)
+		return to_endpoint(skb, ifindex, ep, &p, &x);
+
+	/* Services are translated before policy: policy judges the backend. */
+	int s = svc_translate(skb, ep, &p, &x);
+	if (s == SVC_NO_BACKEND) {
+		drop_skb(skb, ifindex, ep, &p, LOUPE_DROP_NO_SERVICE, dir, 0, x.svc_id);
+		return svc_reject(skb, &p);
 	}
-	int verdict = ct_and_policy(skb, ep, &p, ctdir, &x);
+	if (s != SVC_CONTINUE)
+		return s;
+	if (x.unsnat) {
+		/* A hairpin reply, un-SNATed, is the packet into the client. */
+		int verdict = to_endpoint(skb, ifindex, ep, &p, &x);
+		if (verdict != TCX_NEXT)
+			return verdict;
+		return svc_swap_macs(skb) ? TCX_DROP : bpf_redirect_peer(ifindex, 0);
+	}
+	int verdict = ct_and_policy(skb, ifindex, ep, &p, dir, &x);
 	if (verdict != TCX_NEXT)
 		return verdict;
-	l7_observe(skb, ep, &p, ctdir);
-	/* Only a connection opened from this pod carries svc_id, so a to-pod
-	 * packet that found one is its reply. */
-	if (ctdir == LOUPE_DIR_INGRESS && x.svc_id && svc_reverse(skb, &p, x.svc_id))
-		return TCX_DROP;
-	if (x.unsnat)
-		return svc_swap_macs(skb) ? TCX_DROP : bpf_redirect_peer(skb->ifindex, 0);
+	l7_observe(skb, ifindex, ep, &p, dir);
 	if (x.hairpin)
 		return svc_hairpin_out(skb, &p);
+	if (local_redirect)
+		return deliver_local(skb, &p);
 	return TCX_NEXT;
 }
 
