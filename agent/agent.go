@@ -59,6 +59,10 @@ type Config struct {
 	// when there is none. Rebuilding endpoints from the datapath after a
 	// corrupt endpoints.json needs it (recover.go); nil rebuilds none.
 	HostLinkName func(ifindex uint32) (string, bool)
+	// HostLinkMAC returns the MAC of the link with this index, "" when
+	// there is none. With the pod's MAC it lets the datapath deliver other
+	// local pods' packets straight into the pod; nil (or "") routes them.
+	HostLinkMAC func(ifindex uint32) string
 	// Version is reported by Status.
 	Version string
 	Log     *slog.Logger
@@ -220,7 +224,7 @@ func (a *Agent) reconcile() error {
 	want := map[uint32]EndpointInfo{}
 	for _, e := range a.endpoints {
 		if e.HostMAC == "" { // state written before the agent kept it
-			e.HostMAC = hostLinkMAC(e.HostIfindex)
+			e.HostMAC = a.hostLinkMAC(e.HostIfindex)
 		}
 		want[e.HostIfindex] = e.info()
 	}

@@ -67,7 +67,8 @@ func (f *fixture) restart(t *testing.T, cidrs ...string) {
 		ps = append(ps, netip.MustParsePrefix(c))
 	}
 	cfg := Config{NodeName: "node-a", PodCIDRs: ps, StateDir: f.dir, BPFRoot: "/sys/fs/bpf/test",
-		XDPMode: "off", Datapath: f.dp, Version: "test", Log: slog.New(slog.NewTextHandler(&f.logs, nil))}
+		XDPMode: "off", Datapath: f.dp, Version: "test", Log: slog.New(slog.NewTextHandler(&f.logs, nil)),
+		HostLinkMAC: func(idx uint32) string { return testHostMAC(idx).String() }}
 	if f.links != nil {
 		cfg.HostLinkAlive = func(idx uint32, name string) bool { return f.links[idx] == name }
 		cfg.HostLinkName = func(idx uint32) (string, bool) { n, ok := f.links[idx]; return n, ok }
@@ -142,7 +143,9 @@ func TestAllocateRegisterUnregisterRelease(t *testing.T) {
 		t.Fatalf("registered %+v", ep)
 	}
 	got := f.dp.eps[7]
-	want := EndpointInfo{ID: ep.Id, Identity: ep.Identity, IPv4: netip.MustParseAddr(al.Ipv4), IPv6: netip.MustParseAddr(al.Ipv6)}
+	// The MACs let other local pods' packets be delivered straight into it.
+	want := EndpointInfo{ID: ep.Id, Identity: ep.Identity, IPv4: netip.MustParseAddr(al.Ipv4), IPv6: netip.MustParseAddr(al.Ipv6),
+		PodMAC: [6]byte{2, 0, 0, 0, 0, 1}, HostMAC: [6]byte{2, 0, 0, 0, 0xff, 7}}
 	if got != want {
 		t.Fatalf("datapath entry %+v, want %+v", got, want)
 	}
@@ -258,7 +261,13 @@ func TestRestartRestoresEndpoints(t *testing.T) {
 }
 
 func ep1info(e *endpointv1.Endpoint) EndpointInfo {
-	return EndpointInfo{ID: e.Id, Identity: e.Identity, IPv4: netip.MustParseAddr(e.Ipv4), IPv6: netip.MustParseAddr(e.Ipv6)}
+	return EndpointInfo{ID: e.Id, Identity: e.Identity, IPv4: netip.MustParseAddr(e.Ipv4), IPv6: netip.MustParseAddr(e.Ipv6),
+		PodMAC: ethernetMAC(e.Mac), HostMAC: [6]byte(testHostMAC(e.HostIfindex))}
+}
+
+// testHostMAC is the fixture's MAC of host link idx (Config.HostLinkMAC).
+func testHostMAC(idx uint32) net.HardwareAddr {
+	return net.HardwareAddr{2, 0, 0, 0, 0xff, byte(idx)}
 }
 
 // A pod deleted while the agent was away: loupe-cni removed its veth and

@@ -134,8 +134,8 @@ func (s *Server) Register(_ context.Context, req *endpointv1.RegisterRequest) (*
 	if err := validateEndpoint(e); err != nil {
 		return nil, invalid(err)
 	}
-	e.HostMAC = hostLinkMAC(e.HostIfindex)
 	a := s.a
+	e.HostMAC = a.hostLinkMAC(e.HostIfindex)
 	mode, err := a.xdpModeOr(req.GetXdpMode())
 	if err != nil {
 		return nil, invalid(err)

@@ -32,9 +32,9 @@ type Endpoint struct {
 	MAC          string     `json:"mac,omitempty"`
 	// HostMAC is the host veth's, read by the agent (hostLinkMAC): with MAC
 	// it lets the datapath deliver local pods' packets straight into this one.
-	HostMAC string `json:"hostMac,omitempty"`
-	ID           uint32     `json:"id"`
-	Identity     uint32     `json:"identity"`
+	HostMAC  string `json:"hostMac,omitempty"`
+	ID       uint32 `json:"id"`
+	Identity uint32 `json:"identity"`
 	// Policy enforcement, set by the policy engine (SetEndpointPolicy).
 	PolicyIngress bool `json:"policyIngress,omitempty"`
 	PolicyEgress  bool `json:"policyEgress,omitempty"`
@@ -59,14 +59,20 @@ func ethernetMAC(s string) [6]byte {
 	return out
 }
 
-// hostLinkMAC is the MAC of the host interface ifindex, "" when it is gone
-// or has none.
-func hostLinkMAC(ifindex uint32) string {
-	ifc, err := net.InterfaceByIndex(int(ifindex))
-	if err != nil || len(ifc.HardwareAddr) == 0 {
+// macString is ethernetMAC's inverse: "" for zero.
+func macString(m [6]byte) string {
+	if m == [6]byte{} {
 		return ""
 	}
-	return ifc.HardwareAddr.String()
+	return net.HardwareAddr(m[:]).String()
+}
+
+// hostLinkMAC is Config.HostLinkMAC, "" without one.
+func (a *Agent) hostLinkMAC(ifindex uint32) string {
+	if a.cfg.HostLinkMAC == nil {
+		return ""
+	}
+	return a.cfg.HostLinkMAC(ifindex)
 }
 
 // endpointsState is the on-disk form of the endpoint table.

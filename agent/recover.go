@@ -30,9 +30,10 @@ import (
 //     of the allocation that holds its addresses, when ipam.json is good.
 //     Otherwise the container id is lost (the veth name is a hash of it),
 //     and the endpoint gets a placeholder key (RecoveredContainerPrefix +
-//     host veth name) with its addresses reserved under it. Netns and MAC
-//     are lost; kernel-event attribution finds the namespace again through
-//     the host veth's peer (daemon/netns_recover.go).
+//     host veth name) with its addresses reserved under it. Its MACs come
+//     back from the local delivery map; its netns is lost, and kernel-event
+//     attribution finds it again through the host veth's peer
+//     (daemon/netns_recover.go).
 //
 // A recovered pod keeps its datapath entry, ipcache entry and addresses.
 // Its DEL removes the veth, and the sweep (sweep.go) then releases the
@@ -124,7 +125,8 @@ func (a *Agent) rebuildEndpoints() (map[ipam.Key]*Endpoint, uint32, error) {
 			continue
 		}
 		e := &Endpoint{HostIfname: name, HostIfindex: idx, IPv4: info.IPv4, IPv6: info.IPv6, ID: info.ID,
-			Identity: info.Identity, PolicyIngress: info.PolicyIngress, PolicyEgress: info.PolicyEgress}
+			Identity: info.Identity, PolicyIngress: info.PolicyIngress, PolicyEgress: info.PolicyEgress,
+			MAC: macString(info.PodMAC), HostMAC: macString(info.HostMAC)}
 		al, found := byAddr[info.IPv4]
 		if !info.IPv4.IsValid() {
 			al, found = byAddr[info.IPv6]

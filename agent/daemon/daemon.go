@@ -365,6 +365,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			})
 			return name, name != ""
 		},
+		HostLinkMAC: func(ifindex uint32) string {
+			var mac string
+			_ = cfg.inNetNS(func() error {
+				if l, err := netlink.LinkByIndex(int(ifindex)); err == nil && len(l.Attrs().HardwareAddr) > 0 {
+					mac = l.Attrs().HardwareAddr.String()
+				}
+				return nil
+			})
+			return mac
+		},
 	})
 	if err != nil {
 		return err
