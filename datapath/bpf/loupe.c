@@ -8,6 +8,10 @@
  *                egress policy, counters, events.
  *   tcx/egress   "to pod": conntrack, ingress policy, counters, events.
  *
+ * A packet from one pod to another pod of the node runs the destination's
+ * "to pod" half in the source's program and goes straight into the
+ * destination pod (deliver_local, docs/datapath.md "Local delivery").
+ *
  * The per-packet path of an established connection is one endpoint lookup,
  * one conntrack lookup and update, and one per-CPU counter bump; l7.h adds
  * a port compare, and on TCP with payload one 4-byte load (--l7). */
