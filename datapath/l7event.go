@@ -3,14 +3,9 @@ package datapath
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
-	"time"
-
-	"github.com/cilium/ebpf/ringbuf"
 )
 
 // L7 capture modes (l7_mode bits and record kinds of bpf/l7.h).
@@ -197,31 +192,8 @@ func (d *Datapath) L7CaughtUp() int64 { return d.l7CaughtUp.Load() }
 // ReadL7 hands every l7_events record to sink until ctx is done, then
 // returns nil. raw is only valid during the call. Only one reader at a time.
 func (d *Datapath) ReadL7(ctx context.Context, sink func(raw []byte)) error {
-	rd, err := ringbuf.NewReader(d.objs.L7Events)
-	if err != nil {
-		return fmt.Errorf("read l7 records: %w", err)
-	}
-	defer rd.Close()
-	stop := context.AfterFunc(ctx, func() { rd.Close() })
-	defer stop()
-	var rec ringbuf.Record
-	for {
-		// As ReadEvents: an empty ring means every record stamped before t
-		// reached the sink (L7CaughtUp).
-		if t := bootNow(); rd.AvailableBytes() == 0 {
-			d.l7CaughtUp.Store(t)
-		}
-		rd.SetDeadline(time.Now().Add(caughtUpPoll))
-		if err := rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			if ctx.Err() != nil && (errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed)) {
-				return nil
-			}
-			return fmt.Errorf("read l7 records: %w", err)
-		}
+	return readRingPolled(ctx, d.objs.L7Events, &d.l7CaughtUp, "read l7 records", func(raw []byte) {
 		d.l7Read.Add(1)
-		sink(rec.RawSample)
-	}
+		sink(raw)
+	})
 }

@@ -2,12 +2,16 @@ package datapath
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/loupe-project/loupe/contract"
@@ -805,5 +809,45 @@ func TestPrivilegedPolicyLookupMatchesReference(t *testing.T) {
 	}
 	if !maps.Equal(got, denied) {
 		t.Fatalf("drops by rule: %v, want %v", got, denied)
+	}
+}
+
+// A reader whose context ends while the ring is busy returns nil, and
+// nothing unmaps the ring under it: before, a Close from another goroutine
+// left the loop calling AvailableBytes on a closed reader, and the agent
+// crashed when it stopped under load.
+func TestPrivilegedReadEventsStopsUnderLoad(t *testing.T) {
+	d := newTestDatapath(t, Config{DropEventsPerSecond: 1 << 30})
+	withEndpoint(t, d, EndpointInfo{})
+	spoofed := pkt{src: netip.MustParseAddr("10.0.0.99"), dst: peerIP, proto: protoUDP, sport: 1, dport: 53}.build()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			_, _ = d.objs.LoupeFromPod.Run(&ebpf.RunOptions{Data: spoofed, Repeat: 2000})
+		}
+	}()
+	for i := range 50 {
+		ctx, cancel := context.WithCancel(context.Background())
+		var got atomic.Int64
+		errc := make(chan error, 1)
+		go func() { errc <- d.ReadEvents(ctx, func([]byte) { got.Add(1) }) }()
+		for got.Load() < 100 {
+			runtime.Gosched()
+		}
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: the reader did not stop", i)
+		}
 	}
 }

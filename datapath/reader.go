@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
@@ -40,23 +42,48 @@ type EventStats struct {
 // ReadEvents hands every ring-buffer record to sink until ctx is done, then
 // returns nil. raw is only valid during the call. Only one reader at a time.
 func (d *Datapath) ReadEvents(ctx context.Context, sink func(raw []byte)) error {
-	rd, err := ringbuf.NewReader(d.objs.Events)
+	return readRingPolled(ctx, d.objs.Events, &d.caughtUp, "read events", func(raw []byte) {
+		if len(raw) < EventSize {
+			d.eventsShort.Add(1)
+			return
+		}
+		d.eventsRead.Add(1)
+		sink(raw)
+	})
+}
+
+// ctxCheckEvery is how many records a busy reader hands on between two
+// looks at its context.
+const ctxCheckEvery = 4096
+
+// readRingPolled hands every record of ring buffer m to sink until ctx is
+// done, and keeps caughtUp (see EventsCaughtUp). It stops by itself, never
+// by a Close from another goroutine: AvailableBytes reads the ring's
+// mapped pages without the reader's lock, and a concurrent Close unmaps
+// them (an agent stopping under load crashed that way). An empty ring
+// waits at most caughtUpPoll, so ctx is seen within that.
+func readRingPolled(ctx context.Context, m *ebpf.Map, caughtUp *atomic.Int64, what string, sink func(raw []byte)) error {
+	rd, err := ringbuf.NewReader(m)
 	if err != nil {
-		return fmt.Errorf("read events: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer rd.Close()
-	stop := context.AfterFunc(ctx, func() { rd.Close() })
-	defer stop()
 
 	var rec ringbuf.Record
-	for {
-		// t is taken before the second check: every event stamped before t
-		// was reserved before it, so an empty ring means all of them reached
-		// the sink. The first check keeps the clock's syscall off the path
-		// of a busy ring.
+	for n := 1; ; n++ {
+		if n%ctxCheckEvery == 0 && ctx.Err() != nil {
+			return nil
+		}
+		// t is taken before the second check: every record stamped before
+		// t was reserved before it, so an empty ring means all of them
+		// reached the sink. The first check keeps the clock's syscall off
+		// the path of a busy ring.
 		if rd.AvailableBytes() == 0 {
+			if ctx.Err() != nil {
+				return nil
+			}
 			if t := bootNow(); rd.AvailableBytes() == 0 {
-				d.caughtUp.Store(t)
+				caughtUp.Store(t)
 			}
 			// The deadline matters only when ReadInto waits, on an empty
 			// ring: a busy ring skips the clock read.
@@ -66,16 +93,8 @@ func (d *Datapath) ReadEvents(ctx context.Context, sink func(raw []byte)) error 
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
-			if ctx.Err() != nil && (errors.Is(err, os.ErrClosed) || errors.Is(err, ringbuf.ErrClosed)) {
-				return nil
-			}
-			return fmt.Errorf("read events: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		if len(rec.RawSample) < EventSize {
-			d.eventsShort.Add(1)
-			continue
-		}
-		d.eventsRead.Add(1)
 		sink(rec.RawSample)
 	}
 }
