@@ -295,7 +295,22 @@ function renderConn() {
   setText(el, text, 'conn ' + cls);
   const title = st && st.nodes ? st.nodes.map((n) => `${n.name}: ${n.state}${n.message ? ' (' + n.message + ')' : ''}`).join('\n') : '';
   if (el.title !== title) el.title = title;
-  if (st) setText($('stats'), `${st.flows} flows · ${st.drops} dropped · ${st.flowsPerSecond.toFixed(1)} flows/s · ${map.nodes.size} workloads · ${map.edges.size} connections`);
+  if (st) setStats(`${st.flows} flows · ${st.drops} dropped · ${st.flowsPerSecond.toFixed(1)} flows/s · ${map.nodes.size} workloads · ${map.edges.size} connections`);
+}
+
+// setStats writes the header's counters at most once a second. They change
+// on every tick of a busy cluster (flows/s), and each write costs the page
+// a layout of everything on it, 20 ms or more beside a big flow table: at
+// the server's 50 ticks a second that was a pan's every frame.
+const STATS_EVERY_MS = 1000;
+let statsText = '', statsAt = -Infinity, statsTimer = 0;
+function setStats(text) {
+  statsText = text;
+  if (statsTimer) return;
+  const wait = statsAt + STATS_EVERY_MS - performance.now();
+  const write = () => { statsTimer = 0; statsAt = performance.now(); setText($('stats'), statsText); };
+  if (wait <= 0) write();
+  else statsTimer = setTimeout(write, wait);
 }
 function setText(el, text, cls) {
   if (cls !== undefined && el.className !== cls) el.className = cls;
