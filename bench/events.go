@@ -268,11 +268,14 @@ func netnsWorkers(ctx context.Context, netns string, workers int, what string, w
 // eventRig opens the event source on pod c1's veth (events c1 <-> s1) and
 // finds node 1's agent: its pid and its metrics URL.
 func eventRig(bl *benchLab) (src *eventSource, pid int, metricsURL string, err error) {
-	c1, s1 := bl.pods["c1"], bl.pods["s1"]
+	// The server is on the other node: a packet to a pod of the same node
+	// would run that pod's to-pod half in the same program (local
+	// delivery) and make two events.
+	c1, s2 := bl.pods["c1"], bl.pods["s2"]
 	if pid, err = agentPID(bl.lab.AgentPIDFile(c1.Node.Name)); err != nil {
 		return nil, 0, "", err
 	}
-	if src, err = newEventSource(c1, s1, eventsPort); err != nil {
+	if src, err = newEventSource(c1, s2, eventsPort); err != nil {
 		return nil, 0, "", err
 	}
 	return src, pid, fmt.Sprintf("http://%s/metrics", c1.Node.MetricsAddress()), nil

@@ -28,6 +28,9 @@ import (
 // Every run emits exactly one event: a SYN from the client (a new
 // connection, or a SYN flag change on a known one) or an RST from the
 // server (a flag change in reply), by the datapath's own reporting rules.
+// The server must be on another node: to a pod of the client's node, the
+// from-pod program also runs the server's to-pod half (local delivery),
+// two events a run.
 type eventSource struct {
 	netns        string // node netns, where the veth's ifindex resolves
 	from, to     *ebpf.Program
