@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -140,7 +139,6 @@ func DecodeOOMRecord(b []byte) (OOMRecord, error) {
 type Resources struct {
 	objs  resObjects
 	links []link.Link
-	mu    sync.Mutex // Snapshot's buffers
 }
 
 // LoadResources loads and attaches the scheduler, block, fault and OOM
@@ -272,30 +270,83 @@ func enumValueByName(spec *btf.Spec, names ...string) (map[string]uint32, error)
 
 // Snapshot returns every key's counters, summed over CPUs: a network
 // namespace inode, or a cgroup id with ResKeyCgroup set.
+//
+// A key's switch counts are in two places: res_keys, and each CPU's
+// res_cur slots until a switch flushes them into res_keys. The two maps
+// cannot be read at once, so Snapshot reads res_keys, then res_cur, then
+// res_keys again: when the two res_keys reads agree on every CPU's switch
+// counts, no flush fell between them and the sum counts each switch once.
+// Otherwise it reads again, up to snapshotTries times, and then returns
+// the first res_keys read with res_cur, which may miss a flushed slot for
+// this snapshot (never count one twice). Without the check a snapshot
+// taken across a flush came out lower than the one before it.
 func (r *Resources) Snapshot() (map[uint64]ResourceStats, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[uint64]ResourceStats{}
+	const snapshotTries = 8
+	for try := 1; ; try++ {
+		before, err := r.readKeys()
+		if err != nil {
+			return nil, err
+		}
+		var cur []resResCur
+		if err := r.objs.ResCur.Lookup(uint32(0), &cur); err != nil {
+			return nil, fmt.Errorf("resource snapshot: res_cur: %w", err)
+		}
+		after, err := r.readKeys()
+		if err != nil {
+			return nil, err
+		}
+		if try < snapshotTries && !sameSwitchCounts(before, after) {
+			continue
+		}
+		return sumSnapshot(before, cur), nil
+	}
+}
+
+// readKeys reads res_keys: each key's per-CPU entries.
+func (r *Resources) readKeys() (map[uint64][]resResStats, error) {
+	out := map[uint64][]resResStats{}
 	var key uint64
 	var per []resResStats
 	it := r.objs.ResKeys.Iterate()
 	for it.Next(&key, &per) {
+		out[key] = slices.Clone(per)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("resource snapshot: %w", err)
+	}
+	return out, nil
+}
+
+// sameSwitchCounts tells whether no CPU flushed switch counts into any key
+// between two reads of res_keys (a flush always moves cpu_ns or a wait).
+func sameSwitchCounts(a, b map[uint64][]resResStats) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for key, pa := range a {
+		pb, ok := b[key]
+		if !ok || len(pa) != len(pb) {
+			return false
+		}
+		for c := range pa {
+			if pa[c].CpuNs != pb[c].CpuNs || pa[c].RunqCount != pb[c].RunqCount {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// sumSnapshot adds every key's per-CPU entries and the switch counts each
+// CPU still holds for its recent keys.
+func sumSnapshot(keys map[uint64][]resResStats, cur []resResCur) map[uint64]ResourceStats {
+	out := make(map[uint64]ResourceStats, len(keys))
+	for key, per := range keys {
 		var s ResourceStats
 		for i := range per {
 			s.addCPU(&per[i])
 		}
 		out[key] = s
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("resource snapshot: %w", err)
-	}
-	// Then the switch counts each CPU holds for its recent keys (res_cur),
-	// not yet in res_keys. In this order a slot flushed between the two
-	// reads is missed by this snapshot only (the next one has it in
-	// res_keys), never counted twice: counters never go back.
-	var cur []resResCur
-	if err := r.objs.ResCur.Lookup(uint32(0), &cur); err != nil {
-		return nil, fmt.Errorf("resource snapshot: res_cur: %w", err)
 	}
 	for c := range cur {
 		for i, p := range cur[c].Pending {
@@ -308,7 +359,7 @@ func (r *Resources) Snapshot() (map[uint64]ResourceStats, error) {
 			out[key] = s
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Counters sums the programs' loss counters over CPUs.

@@ -536,3 +536,63 @@ func mustKernelSpec(t *testing.T) *btf.Spec {
 	}
 	return s
 }
+
+// Snapshots taken while threads in more namespaces than a CPU keeps slots
+// for wake up every 50 µs (so slots are flushed into res_keys all the
+// time) never go back: each key's waits and on-CPU time only grow from one
+// snapshot to the next. A snapshot that read res_keys before a flush and
+// res_cur after it came out lower than the one before.
+func TestPrivilegedResourcesSnapshotNeverGoesBack(t *testing.T) {
+	r := loadTestResources(t)
+	const nets = 3 * 4 // RES_CUR_KEYS per CPU, and more
+	var names []string
+	for i := range nets {
+		name := fmt.Sprintf("res-mono-%d-%d", os.Getpid(), i)
+		newTestNetns(t, name)
+		names = append(names, name)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	for _, name := range names {
+		wg.Go(func() {
+			runtime.LockOSThread() // never unlocked: the thread ends in the namespace with the goroutine
+			f, err := os.Open("/run/netns/" + name)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				t.Error(err)
+				return
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					_ = unix.Nanosleep(&unix.Timespec{Nsec: 50_000}, nil)
+				}
+			}
+		})
+	}
+	prev := map[uint64]ResourceStats{}
+	deadline := time.Now().Add(3 * time.Second)
+	snaps := 0
+	for ; time.Now().Before(deadline); snaps++ {
+		snap, err := r.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for key, p := range prev {
+			s := snap[key]
+			if s.RunqCount < p.RunqCount || s.CPUNs < p.CPUNs {
+				t.Fatalf("snapshot %d: key %#x went back: %d waits, %v on CPU after %d, %v", snaps, key,
+					s.RunqCount, time.Duration(s.CPUNs), p.RunqCount, time.Duration(p.CPUNs))
+			}
+		}
+		prev = snap
+	}
+	t.Logf("%d snapshots, none went back", snaps)
+}
