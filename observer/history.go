@@ -120,10 +120,13 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			rec := history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e)}
 			start := len(arena)
 			var err error
-			if e.lost != nil {
+			switch w := e.wire.Swap(wireTaken); {
+			case w != nil && w != wireTaken: // a follower wrote it already
+				rec.Data = *w
+			case e.lost != nil:
 				rec.Kind = history.KindLost
 				arena, err = proto.MarshalOptions{}.MarshalAppend(arena, &e.lost.event)
-			} else {
+			default:
 				arena, err = enc.Append(arena, e.flow)
 			}
 			seq++
@@ -132,7 +135,9 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 				arena = arena[:start]
 				continue
 			}
-			rec.Data = arena[start:len(arena):len(arena)]
+			if rec.Data == nil {
+				rec.Data = arena[start:len(arena):len(arena)]
+			}
 			recs = append(recs, rec)
 			// A batch ends at historyBatch records or historyFlush, also
 			// while the ring keeps the writer busy: that bounds what a
@@ -162,7 +167,9 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 					seq += max(lost, 1)
 					continue
 				}
-				if e.flow != nil {
+				if w := e.wire.Swap(wireTaken); w != nil && w != wireTaken {
+					recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: *w})
+				} else if e.flow != nil {
 					if b, err := enc.Append(nil, e.flow); err == nil {
 						recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: b})
 					}

@@ -9,10 +9,12 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/flowwire"
 	"github.com/loupe-project/loupe/observer/history"
 )
 
@@ -261,6 +263,46 @@ func countResponses(t *testing.T, c observerpb.ObserverClient, req *observerpb.G
 		}
 		if le := r.GetLostEvents(); le != nil {
 			lost[le.Source] += le.NumEventsLost
+		}
+	}
+}
+
+// A flow a follower wrote is written once: a second follower gets the same
+// bytes, and the history writer takes them for the disk and leaves no
+// bytes behind in the ring. What the disk then serves is the ring's flows.
+func TestHistorySharesFollowersWire(t *testing.T) {
+	o := newHistoryObserver(t, 63, history.Options{Dir: t.TempDir()})
+	fillFrom(o, 0, 50) // before the writer starts: the followers are first
+	var want []*flowpb.Flow
+	a, b := flowwire.NewEncoder(), flowwire.NewEncoder()
+	for seq := range uint64(50) {
+		e, _ := o.ring.read(seq)
+		want = append(want, e.flow)
+		wa, wb := o.sharedWire(e, a), o.sharedWire(e, b)
+		if len(wa) == 0 || &wa[0] != &wb[0] {
+			t.Fatalf("entry %d: two followers wrote the flow twice", seq)
+		}
+	}
+	c := observerpb.NewObserverClient(serve(t, o))
+	waitPersisted(t, o)
+	for seq := range uint64(50) {
+		e, _ := o.ring.read(seq)
+		if w := e.wire.Load(); w != wireTaken {
+			t.Fatalf("entry %d still holds %d bytes after the writer passed", seq, len(*w))
+		}
+		if o.sharedWire(e, a) != nil {
+			t.Fatalf("entry %d: a follower shares bytes the writer no longer takes", seq)
+		}
+	}
+	fillPersisted(t, o, 50, 100) // the ring no longer holds the first 50
+	flows, err := collect(t, c, &observerpb.GetFlowsRequest{Since: flowTime(o, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOnce(t, flows, 0, 150)
+	for i, f := range want {
+		if !proto.Equal(f, flows[i]) {
+			t.Fatalf("flow %d from disk differs from the ring's:\n%v\n%v", i, flows[i], f)
 		}
 	}
 }

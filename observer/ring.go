@@ -24,7 +24,18 @@ type entry struct {
 	seq  uint64
 	flow *flowpb.Flow
 	lost *lostRecord
+
+	// wire is the flow's wire form (flowwire.Encoder.Append), kept by
+	// the first follower that writes it until the history writer takes
+	// it: a flow is then written once for the disk and every follower,
+	// not once per consumer (Observer.sharedWire). The writer leaves
+	// wireTaken behind. The flow itself stays immutable.
+	wire atomic.Pointer[[]byte]
 }
+
+// wireTaken marks an entry the history writer has passed: no follower
+// keeps bytes in it any more.
+var wireTaken = new([]byte)
 
 // lostRecord is a LostEvent with the time the agent noticed the loss.
 type lostRecord struct {

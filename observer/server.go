@@ -150,29 +150,61 @@ type observerServer struct {
 	encoded bool
 }
 
-// flowSender returns how GetFlows sends a flow (out, which is f or its
-// field-masked copy): written by flowwire into a pooled buffer when the
-// server runs wireCodec and the stream is gRPC's own, else as a message.
-func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(out, f *flowpb.Flow) error {
+// flowSender returns how GetFlows sends a flow (out, which is e's flow or
+// its field-masked copy): on a wireCodec server, written by flowwire and
+// sent as bytes. A whole flow's wire form is shared through the entry
+// with the history writer, which would write it too (see entry.wire).
+func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(e *entry, out *flowpb.Flow) error {
 	if _, inner := stream.(*aggStream); s.encoded && !inner {
 		enc := flowwire.NewEncoder()
 		var scratch []byte
-		return func(out, f *flowpb.Flow) error {
+		return func(e *entry, out *flowpb.Flow) error {
+			f := e.flow
 			var err error
-			scratch, err = enc.AppendFlowResponse(scratch[:0], out, f.GetNodeName(), f.GetTime())
+			if w := s.o.sharedWire(e, enc); out == f && w != nil {
+				scratch, err = enc.AppendFlowResponseWire(scratch[:0], w, f.GetNodeName(), f.GetTime())
+			} else {
+				scratch, err = enc.AppendFlowResponse(scratch[:0], out, f.GetNodeName(), f.GetTime())
+			}
 			if err != nil {
 				return status.Errorf(codes.Internal, "flow %s: %v", f.GetUuid(), err)
 			}
 			return stream.SendMsg(newEncodedResponse(scratch))
 		}
 	}
-	return func(out, f *flowpb.Flow) error {
+	return func(e *entry, out *flowpb.Flow) error {
+		f := e.flow
 		return stream.Send(&observerpb.GetFlowsResponse{
 			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: out},
 			NodeName:      f.GetNodeName(),
 			Time:          f.GetTime(),
 		})
 	}
+}
+
+// sharedWire returns e's flow's wire form when the history writer has yet
+// to write it: written here once and left in the entry, where the writer
+// takes it. Nil without a history or once the writer has passed e (it
+// marks the entry wireTaken, so bytes are never left behind in the ring).
+func (o *Observer) sharedWire(e *entry, enc *flowwire.Encoder) []byte {
+	if o.hist == nil {
+		return nil
+	}
+	switch w := e.wire.Load(); w {
+	case wireTaken:
+		return nil
+	case nil:
+	default:
+		return *w
+	}
+	b, err := enc.Append(nil, e.flow)
+	if err != nil {
+		return nil
+	}
+	// When this fails, another follower was first or the writer passed
+	// meanwhile: b is as good, only not shared.
+	e.wire.CompareAndSwap(nil, &b)
+	return b
 }
 
 func (s *observerServer) ServerStatus(ctx context.Context, _ *observerpb.ServerStatusRequest) (*observerpb.ServerStatusResponse, error) {
@@ -396,7 +428,7 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 		if mask != nil {
 			out = mask.apply(f)
 		}
-		if err := send(out, f); err != nil {
+		if err := send(e, out); err != nil {
 			return err
 		}
 		sent++

@@ -70,6 +70,28 @@ func (e *Encoder) AppendFlowResponse(b []byte, f *flowpb.Flow, node string, t *t
 	})
 }
 
+// AppendFlowResponseWire is AppendFlowResponse for a flow already written
+// by Append (flow holds its wire form): the agent writes a flow once and
+// sends those bytes to the history and to every follower.
+func (e *Encoder) AppendFlowResponseWire(b, flow []byte, node string, t *timestamppb.Timestamp) ([]byte, error) {
+	w := writer{b: b, enc: e}
+	w.string(1000, node)
+	w.timestamp(1001, t)
+	if w.err == nil {
+		// A set oneof message is written even when empty.
+		w.set(protowire.AppendTag(w.b, 1, protowire.BytesType))
+		w.set(protowire.AppendBytes(w.b, flow))
+	}
+	return w.result(len(b), func() ([]byte, error) {
+		var f flowpb.Flow
+		if err := proto.Unmarshal(flow, &f); err != nil {
+			return nil, err
+		}
+		resp := &observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: &f}, NodeName: node, Time: t}
+		return proto.MarshalOptions{}.MarshalAppend(b, resp)
+	})
+}
+
 // flow writes the fields in field-number order, as proto.Marshal does.
 func (w *writer) flow(f *flowpb.Flow) {
 	w.timestamp(1, f.Time)

@@ -59,6 +59,15 @@ func checkSameResponse(t testing.TB, e *Encoder, f *flowpb.Flow, node string, at
 	if !bytes.HasPrefix(got, prefix) || !bytes.Equal(got[len(prefix):], want) {
 		t.Fatalf("AppendFlowResponse wrote %x, proto.Marshal %x", got[len(prefix):], want)
 	}
+	// The same response from the flow's own wire form.
+	flow, err := e.Append(nil, f)
+	if err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	got, err = e.AppendFlowResponseWire(append([]byte(nil), prefix...), flow, node, at)
+	if err != nil || !bytes.Equal(got[len(prefix):], want) {
+		t.Fatalf("AppendFlowResponseWire wrote %x (error %v), proto.Marshal %x", got[len(prefix):], err, want)
+	}
 }
 
 // populate sets every field of m, recursively to depth, choosing the
