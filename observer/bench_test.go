@@ -134,6 +134,48 @@ func BenchmarkFlowWire(b *testing.B) {
 	})
 }
 
+// BenchmarkFollowerAndHistoryWire is the wire work per flow of an agent
+// with its history on and the relay following: "separate" writes the flow
+// for each (before entry.wire), "shared" writes it once in the follower
+// and hands the bytes to the history writer, as the agent does now.
+func BenchmarkFollowerAndHistoryWire(b *testing.B) {
+	o := newTestObserver(b, DefaultBufferSize, nil)
+	o.hist = &historyState{} // sharedWire only asks whether there is one
+	evs := benchEvents()
+	var entries []*entry
+	for i := range 4096 {
+		o.HandleEvent(evs[i%len(evs)])
+		e, _ := o.ring.read(uint64(i))
+		entries = append(entries, e)
+	}
+	b.Run("separate", func(b *testing.B) {
+		follower, writer := flowwire.NewEncoder(), flowwire.NewEncoder()
+		var resp, arena []byte
+		i := 0
+		for b.Loop() {
+			e := entries[i%len(entries)]
+			resp, _ = follower.AppendFlowResponse(resp[:0], e.flow, e.flow.GetNodeName(), e.flow.GetTime())
+			arena, _ = writer.Append(arena[:0], e.flow)
+			i++
+		}
+	})
+	b.Run("shared", func(b *testing.B) {
+		follower := flowwire.NewEncoder()
+		var resp, scratch []byte
+		i := 0
+		for b.Loop() {
+			e := entries[i%len(entries)]
+			e.wire.Store(nil)
+			w := o.sharedWire(e, follower, &scratch)
+			resp, _ = follower.AppendFlowResponseWire(resp[:0], w, e.flow.GetNodeName(), e.flow.GetTime())
+			if t := e.wire.Swap(wireTaken); t == nil || t == wireTaken { // the writer's take
+				b.Fatal("nothing to take")
+			}
+			i++
+		}
+	})
+}
+
 // TestFlowWireMatchesDecoderFlows ties flowwire to the flows the real
 // decoder makes: byte for byte what proto.Marshal writes.
 func TestFlowWireMatchesDecoderFlows(t *testing.T) {

@@ -275,10 +275,11 @@ func TestHistorySharesFollowersWire(t *testing.T) {
 	fillFrom(o, 0, 50) // before the writer starts: the followers are first
 	var want []*flowpb.Flow
 	a, b := flowwire.NewEncoder(), flowwire.NewEncoder()
+	var scratch []byte
 	for seq := range uint64(50) {
 		e, _ := o.ring.read(seq)
 		want = append(want, e.flow)
-		wa, wb := o.sharedWire(e, a), o.sharedWire(e, b)
+		wa, wb := o.sharedWire(e, a, &scratch), o.sharedWire(e, b, &scratch)
 		if len(wa) == 0 || &wa[0] != &wb[0] {
 			t.Fatalf("entry %d: two followers wrote the flow twice", seq)
 		}
@@ -290,7 +291,7 @@ func TestHistorySharesFollowersWire(t *testing.T) {
 		if w := e.wire.Load(); w != wireTaken {
 			t.Fatalf("entry %d still holds %d bytes after the writer passed", seq, len(*w))
 		}
-		if o.sharedWire(e, a) != nil {
+		if o.sharedWire(e, a, &scratch) != nil {
 			t.Fatalf("entry %d: a follower shares bytes the writer no longer takes", seq)
 		}
 	}

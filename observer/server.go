@@ -157,11 +157,11 @@ type observerServer struct {
 func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(e *entry, out *flowpb.Flow) error {
 	if _, inner := stream.(*aggStream); s.encoded && !inner {
 		enc := flowwire.NewEncoder()
-		var scratch []byte
+		var scratch, wireScratch []byte
 		return func(e *entry, out *flowpb.Flow) error {
 			f := e.flow
 			var err error
-			if w := s.o.sharedWire(e, enc); out == f && w != nil {
+			if w := s.o.sharedWire(e, enc, &wireScratch); out == f && w != nil {
 				scratch, err = enc.AppendFlowResponseWire(scratch[:0], w, f.GetNodeName(), f.GetTime())
 			} else {
 				scratch, err = enc.AppendFlowResponse(scratch[:0], out, f.GetNodeName(), f.GetTime())
@@ -186,7 +186,7 @@ func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb
 // to write it: written here once and left in the entry, where the writer
 // takes it. Nil without a history or once the writer has passed e (it
 // marks the entry wireTaken, so bytes are never left behind in the ring).
-func (o *Observer) sharedWire(e *entry, enc *flowwire.Encoder) []byte {
+func (o *Observer) sharedWire(e *entry, enc *flowwire.Encoder, scratch *[]byte) []byte {
 	if o.hist == nil {
 		return nil
 	}
@@ -197,10 +197,14 @@ func (o *Observer) sharedWire(e *entry, enc *flowwire.Encoder) []byte {
 	default:
 		return *w
 	}
-	b, err := enc.Append(nil, e.flow)
+	w, err := enc.Append((*scratch)[:0], e.flow)
 	if err != nil {
 		return nil
 	}
+	*scratch = w
+	// One allocation of the exact size: appending to nil would grow the
+	// slice through every power of two.
+	b := append(make([]byte, 0, len(w)), w...)
 	// When this fails, another follower was first or the writer passed
 	// meanwhile: b is as good, only not shared.
 	e.wire.CompareAndSwap(nil, &b)
