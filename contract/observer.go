@@ -53,3 +53,20 @@ func ObserverAddress(n *corev1.Node, port string) string {
 func TLSServerName(node string) string {
 	return strings.ReplaceAll(node, ".", "-") + ".default.hubble-grpc.cilium.io"
 }
+
+// FlowBatches is loupe's streaming method beside Hubble's GetFlows,
+// between its agents and its relay: the same GetFlowsRequest, and the same
+// responses in the same order, many to a gRPC message:
+//
+//	message FlowBatch { repeated observer.GetFlowsResponse responses = 1; }
+//
+// A GetFlows stream pays gRPC's per-message cost on both ends for every
+// flow; loupe-relay follows every agent all the time, so it asks for
+// batches, and falls back to GetFlows on an agent that answers
+// Unimplemented (Cilium's).
+const (
+	FlowBatchesService      = "loupe.observer.v1.FlowBatches"
+	FlowBatchesStream       = "GetFlowBatches"
+	FlowBatchesMethod       = "/" + FlowBatchesService + "/" + FlowBatchesStream
+	FlowBatchResponsesField = 1 // FlowBatch.responses
+)

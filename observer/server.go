@@ -136,7 +136,11 @@ func (o *Observer) Register(s *grpc.Server) { o.register(s, false) }
 // register adds the services; encoded says that s runs wireCodec, so that
 // followers may send flows already encoded.
 func (o *Observer) register(s *grpc.Server, encoded bool) {
-	observerpb.RegisterObserverServer(s, &observerServer{o: o, encoded: encoded})
+	obs := &observerServer{o: o, encoded: encoded}
+	observerpb.RegisterObserverServer(s, obs)
+	if encoded {
+		registerFlowBatches(s, obs)
+	}
 	peerpb.RegisterPeerServer(s, &peerServer{o: o})
 	for _, reg := range o.cfg.Services {
 		reg(s)
@@ -150,24 +154,40 @@ type observerServer struct {
 	encoded bool
 }
 
+// responseWriter appends the GetFlowsResponse of e's flow (out is it or
+// its field-masked copy) to b.
+type responseWriter func(b []byte, e *entry, out *flowpb.Flow) ([]byte, error)
+
 // flowSender returns how GetFlows sends a flow (out, which is e's flow or
 // its field-masked copy): on a wireCodec server, written by flowwire and
-// sent as bytes. A whole flow's wire form is shared through the entry
-// with the history writer, which would write it too (see entry.wire).
+// sent as bytes, or added to the batch of a FlowBatches stream. A whole
+// flow's wire form is shared through the entry with the history writer,
+// which would write it too (see entry.wire).
 func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(e *entry, out *flowpb.Flow) error {
+	enc := flowwire.NewEncoder()
+	var wireScratch []byte
+	var write responseWriter = func(b []byte, e *entry, out *flowpb.Flow) ([]byte, error) {
+		f := e.flow
+		var err error
+		if w := s.o.sharedWire(e, enc, &wireScratch); out == f && w != nil {
+			b, err = enc.AppendFlowResponseWire(b, w, f.GetNodeName(), f.GetTime())
+		} else {
+			b, err = enc.AppendFlowResponse(b, out, f.GetNodeName(), f.GetTime())
+		}
+		if err != nil {
+			return b, status.Errorf(codes.Internal, "flow %s: %v", f.GetUuid(), err)
+		}
+		return b, nil
+	}
+	if bs, ok := stream.(*batchStream); ok {
+		return func(e *entry, out *flowpb.Flow) error { return bs.appendResponse(write, e, out) }
+	}
 	if _, inner := stream.(*aggStream); s.encoded && !inner {
-		enc := flowwire.NewEncoder()
-		var scratch, wireScratch []byte
+		var scratch []byte
 		return func(e *entry, out *flowpb.Flow) error {
-			f := e.flow
 			var err error
-			if w := s.o.sharedWire(e, enc, &wireScratch); out == f && w != nil {
-				scratch, err = enc.AppendFlowResponseWire(scratch[:0], w, f.GetNodeName(), f.GetTime())
-			} else {
-				scratch, err = enc.AppendFlowResponse(scratch[:0], out, f.GetNodeName(), f.GetTime())
-			}
-			if err != nil {
-				return status.Errorf(codes.Internal, "flow %s: %v", f.GetUuid(), err)
+			if scratch, err = write(scratch[:0], e, out); err != nil {
+				return err
 			}
 			return stream.SendMsg(newEncodedResponse(scratch))
 		}
@@ -398,6 +418,9 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 					return err
 				}
 			}
+			if err := flushBeforeWait(stream); err != nil {
+				return err
+			}
 			timer.Reset(time.Until(marks.next))
 			if _, err := r.waitOr(ctx, seq, timer.C); err != nil {
 				return nil // the client went away
@@ -405,6 +428,9 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 			continue
 		}
 		if e == nil {
+			if err := flushBeforeWait(stream); err != nil {
+				return err
+			}
 			if err := r.wait(ctx, seq); err != nil {
 				return nil // the client went away
 			}

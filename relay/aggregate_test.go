@@ -16,6 +16,7 @@ import (
 	"github.com/loupe-project/loupe/observer/aggregate"
 	"github.com/loupe-project/loupe/observer/history"
 	"github.com/loupe-project/loupe/relay"
+	"github.com/loupe-project/loupe/relay/relaytest"
 )
 
 // realAgent serves a real observer fed n datapath events from src to dst
@@ -132,5 +133,40 @@ func TestFollowSinceFromHistory(t *testing.T) {
 			}
 			next++
 		}
+	}
+}
+
+// The relay asks loupe's agents for FlowBatches and Cilium's (the fake
+// agent answers it Unimplemented) for GetFlows: every flow of both
+// arrives once, in time order, and the loupe agent's 1,000 flows take a
+// few messages, not one each. The fallback is remembered per peer.
+func TestRelayAsksLoupeAgentsForBatches(t *testing.T) {
+	real := realAgent(t, "node-9", 1000, "10.0.1.1", "10.0.2.2")
+	fakes := startAgents(t, 1, relaytest.Options{})
+	fill(fakes, 200)
+	r := startRelay(t, testConfig(), nil, relay.StaticPeers{real, fakes[0].Addr()})
+	waitConnected(t, r.srv, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := &observerpb.GetFlowsRequest{Since: timestamppb.New(time.Unix(0, 0))}
+	for round := range 2 {
+		got, _ := readAll(t, ctx, r.client, req)
+		if len(got) != 1200 || !sortedByTime(got) {
+			t.Fatalf("round %d: %d flows (want 1200), in order: %v", round, len(got), sortedByTime(got))
+		}
+		byNode := map[string]int{}
+		for _, f := range got {
+			byNode[f.GetNodeName()]++
+		}
+		if byNode["node-9"] != 1000 || byNode["node-1"] != 200 {
+			t.Fatalf("round %d: flows by node %v", round, byNode)
+		}
+	}
+	st := r.srv.Stats()
+	if n := st.FlowBatchMessages.Load(); n == 0 || n > 2*1000/20 {
+		t.Errorf("2 × 1000 flows in %d FlowBatches messages", n)
+	}
+	if n := st.GetFlowsFallbacks.Load(); n != 1 {
+		t.Errorf("%d fallbacks to GetFlows, want 1 (the fake agent, once)", n)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/loupe-project/loupe/contract"
 )
 
 var (
@@ -125,25 +127,31 @@ func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.Get
 		}()
 	}
 	recvSince.Store(time.Now().UnixNano())
-	stream, err := p.conn.NewStream(ctx, &observerpb.Observer_ServiceDesc.Streams[0],
-		observerpb.Observer_GetFlows_FullMethodName, grpc.ForceCodecV2(relayCodec))
-	if err == nil {
-		if err = stream.SendMsg(req); err == nil {
-			err = stream.CloseSend()
-		}
-	}
+	batched := s.batches(p)
+	stream, err := openPeerStream(ctx, p, req, batched)
 	if err != nil {
 		out.err = err
 		return out
 	}
+	var batch frameBatch
 	for {
 		if idle > 0 {
 			recvSince.Store(time.Now().UnixNano())
 		}
-		r := &frame{}
-		err := stream.RecvMsg(r)
+		r, err := s.nextFrame(stream, batched, &batch)
 		if idle > 0 {
 			recvSince.Store(0)
+		}
+		if err != nil && batched && !out.sent && status.Code(err) == codes.Unimplemented {
+			// An agent without FlowBatches (Cilium's): GetFlows from now on.
+			s.noBatches.Store(p.Key+"\x00"+p.Address, true)
+			s.stats.GetFlowsFallbacks.Add(1)
+			batched = false
+			if stream, err = openPeerStream(ctx, p, req, false); err != nil {
+				out.err = err
+				return out
+			}
+			continue
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
@@ -185,6 +193,47 @@ func (s *Server) streamPeer(ctx context.Context, p PeerInfo, req *observerpb.Get
 			q.addControl(r.msg) // the peer is itself a relay
 		}
 	}
+}
+
+// batches tells whether to ask p for FlowBatches: unless it answered
+// Unimplemented before, at the same address.
+func (s *Server) batches(p PeerInfo) bool {
+	_, no := s.noBatches.Load(p.Key + "\x00" + p.Address)
+	return !no
+}
+
+// openPeerStream starts a FlowBatches or a GetFlows stream with req.
+func openPeerStream(ctx context.Context, p PeerInfo, req *observerpb.GetFlowsRequest, batched bool) (grpc.ClientStream, error) {
+	desc, method := &observerpb.Observer_ServiceDesc.Streams[0], observerpb.Observer_GetFlows_FullMethodName
+	if batched {
+		desc, method = &grpc.StreamDesc{StreamName: contract.FlowBatchesStream, ServerStreams: true}, contract.FlowBatchesMethod
+	}
+	stream, err := p.conn.NewStream(ctx, desc, method, grpc.ForceCodecV2(relayCodec))
+	if err == nil {
+		if err = stream.SendMsg(req); err == nil {
+			err = stream.CloseSend()
+		}
+	}
+	return stream, err
+}
+
+// nextFrame receives the next response: the next of the current batch, or
+// a message of its own on a GetFlows stream.
+func (s *Server) nextFrame(stream grpc.ClientStream, batched bool, batch *frameBatch) (*frame, error) {
+	if !batched {
+		r := &frame{}
+		return r, stream.RecvMsg(r)
+	}
+	for len(batch.frames) == 0 {
+		if err := stream.RecvMsg(batch); err != nil {
+			return nil, err
+		}
+		s.stats.FlowBatchMessages.Add(1)
+	}
+	r := batch.frames[0]
+	batch.frames[0] = nil
+	batch.frames = batch.frames[1:]
+	return r, nil
 }
 
 // classify turns a stream error into the node state and message a client sees.

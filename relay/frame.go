@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/loupe-project/loupe/contract"
 )
 
 // frame is one GetFlowsResponse on its way through the relay. A flow stays
@@ -212,6 +214,9 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if b, ok := v.(*frameBatch); ok {
+		return b.parse(data.Materialize())
+	}
 	f, ok := v.(*frame)
 	if !ok {
 		return c.CodecV2.Unmarshal(data, v)
@@ -233,6 +238,32 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if f.raw != nil {
 		data.Ref()
 		f.buf = data
+	}
+	return nil
+}
+
+// frameBatch is one message of a FlowBatches stream
+// (contract.FlowBatchesMethod): the frames of its responses, in order,
+// each within the one buffer the message was received into.
+type frameBatch struct{ frames []*frame }
+
+func (fb *frameBatch) parse(b []byte) error {
+	fb.frames = fb.frames[:0]
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num != contract.FlowBatchResponsesField || typ != protowire.BytesType {
+			return fmt.Errorf("%w: flow batch field %d", errMalformed, num)
+		}
+		v, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 {
+			return errMalformed
+		}
+		f, err := parseFrame(v)
+		if err != nil {
+			return err
+		}
+		fb.frames = append(fb.frames, f)
+		b = b[n+m:]
 	}
 	return nil
 }

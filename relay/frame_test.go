@@ -7,6 +7,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -95,6 +96,52 @@ func FuzzParseFrame(f *testing.F) {
 		}
 		if m.GetNodeName() == "" && back.GetNodeName() != "relay-test" {
 			t.Fatalf("node name %q", back.GetNodeName())
+		}
+	})
+}
+
+// A FlowBatch is the frames of its responses, in order: each one what
+// parseFrame makes of the response alone; anything else is an error.
+func FuzzParseFrameBatch(f *testing.F) {
+	one := encode(f, &observerpb.GetFlowsResponse{NodeName: "n", ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: &flowpb.Flow{
+		Time: timestamppb.Now(), Uuid: "u"}}})
+	batch := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), one)
+	f.Add(append(batch, batch...))
+	f.Add([]byte{})
+	f.Add([]byte{0x12, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fb frameBatch
+		err := fb.parse(append([]byte(nil), b...))
+		var want []*frame
+		for rest := b; len(rest) > 0; {
+			num, typ, n := protowire.ConsumeTag(rest)
+			if n < 0 || num != 1 || typ != protowire.BytesType {
+				want = nil
+				break
+			}
+			v, m := protowire.ConsumeBytes(rest[n:])
+			if m < 0 {
+				want = nil
+				break
+			}
+			fr, ferr := parseFrame(append([]byte(nil), v...))
+			if ferr != nil {
+				want = nil
+				break
+			}
+			want = append(want, fr)
+			rest = rest[n+m:]
+		}
+		if err != nil {
+			return
+		}
+		if len(fb.frames) != len(want) {
+			t.Fatalf("%d frames, each response alone makes %d", len(fb.frames), len(want))
+		}
+		for i, fr := range fb.frames {
+			if w := want[i]; fr.t != w.t || string(fr.uuid) != string(w.uuid) || fr.mark != w.mark || string(fr.raw) != string(w.raw) {
+				t.Fatalf("frame %d: %+v, alone %+v", i, fr, w)
+			}
 		}
 	})
 }

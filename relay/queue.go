@@ -20,6 +20,10 @@ type Stats struct {
 	FlowsDropped atomic.Uint64
 	// PeerEventsLost sums the lost events the peers reported.
 	PeerEventsLost atomic.Uint64
+	// FlowBatchMessages counts FlowBatches messages received from peers
+	// (contract.FlowBatchesMethod), GetFlowsFallbacks the peers that
+	// answered it Unimplemented and were asked with GetFlows instead.
+	FlowBatchMessages, GetFlowsFallbacks atomic.Uint64
 }
 
 // maxControl bounds the node-status and forwarded lost-event responses

@@ -41,6 +41,9 @@ type Server struct {
 	health   *health.Server
 	nodeName string
 	stats    Stats
+	// noBatches holds the peers (key and address) that answered
+	// FlowBatches with Unimplemented: they get GetFlows.
+	noBatches sync.Map
 }
 
 // Stats returns the relay's counters.

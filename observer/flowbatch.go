@@ -1,0 +1,130 @@
+package observer
+
+import (
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/loupe-project/loupe/contract"
+)
+
+// flowBatchBytes is the size at which a FlowBatches stream sends its
+// batch (contract.FlowBatchesMethod); it also sends whenever GetFlows is
+// about to wait for flows, so batching adds no latency.
+const flowBatchBytes = 32 << 10
+
+// registerFlowBatches adds the method to a wireCodec server.
+func registerFlowBatches(s *grpc.Server, obs *observerServer) {
+	desc := grpc.StreamDesc{StreamName: contract.FlowBatchesStream, ServerStreams: true}
+	desc.Handler = func(_ any, stream grpc.ServerStream) error {
+		req := &observerpb.GetFlowsRequest{}
+		if err := stream.RecvMsg(req); err != nil {
+			return err
+		}
+		bs := &batchStream{ServerStream: stream}
+		err := obs.GetFlows(req, bs)
+		if ferr := bs.flush(); err == nil {
+			err = ferr
+		}
+		return err
+	}
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: contract.FlowBatchesService,
+		HandlerType: (*any)(nil),
+		Streams:     []grpc.StreamDesc{desc},
+	}, obs)
+}
+
+// batchStream is the GetFlows stream of a FlowBatches call: what GetFlows
+// sends is appended to the batch, which goes out when full or on flush.
+type batchStream struct {
+	grpc.ServerStream
+	batch []byte
+}
+
+var _ grpc.ServerStreamingServer[observerpb.GetFlowsResponse] = (*batchStream)(nil)
+
+// Send adds a response to the batch.
+func (b *batchStream) Send(r *observerpb.GetFlowsResponse) error {
+	enc, err := proto.MarshalOptions{}.MarshalAppend(nil, r)
+	if err != nil {
+		return status.Errorf(codes.Internal, "response: %v", err)
+	}
+	return b.add(enc)
+}
+
+// SendMsg is Send for what GetFlows hands gRPC directly.
+func (b *batchStream) SendMsg(m any) error {
+	switch r := m.(type) {
+	case *observerpb.GetFlowsResponse:
+		return b.Send(r)
+	case *encodedResponse:
+		defer r.buf.Free()
+		return b.add(r.buf.Materialize())
+	}
+	return status.Errorf(codes.Internal, "flow batch: cannot send %T", m)
+}
+
+// add appends one encoded GetFlowsResponse.
+func (b *batchStream) add(resp []byte) error {
+	b.batch = protowire.AppendTag(b.batch, contract.FlowBatchResponsesField, protowire.BytesType)
+	b.batch = protowire.AppendBytes(b.batch, resp)
+	if len(b.batch) >= flowBatchBytes {
+		return b.flush()
+	}
+	return nil
+}
+
+// flush sends the batch, if any.
+func (b *batchStream) flush() error {
+	if len(b.batch) == 0 {
+		return nil
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(len(b.batch))
+	copy(*buf, b.batch)
+	b.batch = b.batch[:0]
+	return b.ServerStream.SendMsg(&encodedResponse{buf: mem.BufferSlice{mem.NewBuffer(buf, pool)}})
+}
+
+// flushBeforeWait sends a batch stream's pending responses: GetFlows
+// calls it before it waits for flows.
+func flushBeforeWait(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) error {
+	if b, ok := stream.(*batchStream); ok {
+		return b.flush()
+	}
+	return nil
+}
+
+// appendResponse is how flowSender adds a flow's response to a batch
+// stream: write appends it to the batch in place, without the pooled copy
+// of a GetFlows send.
+func (b *batchStream) appendResponse(write responseWriter, e *entry, out *flowpb.Flow) error {
+	start := len(b.batch)
+	b.batch = protowire.AppendTag(b.batch, contract.FlowBatchResponsesField, protowire.BytesType)
+	// A response's length takes two bytes, mostly; moved when it does not.
+	at := len(b.batch)
+	b.batch = append(b.batch, 0, 0)
+	next, err := write(b.batch, e, out)
+	if err != nil {
+		b.batch = b.batch[:start]
+		return err
+	}
+	n := len(next) - at - 2
+	if protowire.SizeVarint(uint64(n)) == 2 {
+		protowire.AppendVarint(next[at:at], uint64(n))
+	} else {
+		body := append([]byte(nil), next[at+2:]...)
+		next = protowire.AppendBytes(next[:at], body)
+	}
+	b.batch = next
+	if len(b.batch) >= flowBatchBytes {
+		return b.flush()
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+package observer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/loupe-project/loupe/contract"
+)
+
+// rawCodec sends proto messages and receives messages as their bytes, so a
+// test compares what two methods put on the wire.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, err := proto.Marshal(v.(proto.Message))
+	return mem.BufferSlice{mem.SliceBuffer(b)}, err
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+// rawStream opens method with req and returns a function that receives the
+// next message's bytes.
+func rawStream(t *testing.T, ctx context.Context, conn *grpc.ClientConn, method string, req *observerpb.GetFlowsRequest) func() ([]byte, error) {
+	t.Helper()
+	st, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SendMsg(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	return func() ([]byte, error) {
+		var b []byte
+		err := st.RecvMsg(&b)
+		return b, err
+	}
+}
+
+// splitBatch returns the GetFlowsResponses of a FlowBatch.
+func splitBatch(t *testing.T, b []byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num != contract.FlowBatchResponsesField || typ != protowire.BytesType {
+			t.Fatalf("batch field %d type %d", num, typ)
+		}
+		v, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 {
+			t.Fatal("batch: bad length")
+		}
+		out = append(out, v)
+		b = b[n+m:]
+	}
+	return out
+}
+
+// A FlowBatches stream carries, byte for byte and in order, the responses
+// a GetFlows stream sends for the same request (with the history and
+// without, masked or not), in fewer gRPC messages.
+func TestFlowBatchesCarryGetFlowsResponses(t *testing.T) {
+	o := newTestObserver(t, 4095, nil)
+	fill(o, 3000)
+	conn := serve(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, req := range []*observerpb.GetFlowsRequest{
+		{Number: 3000},
+		{Number: 100, Whitelist: []*flowpb.FlowFilter{{DestinationPort: []string{"81"}}}},
+		{Number: 50, FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"source.pod_name", "l4"}}},
+	} {
+		var want [][]byte
+		next := rawStream(t, ctx, conn, observerpb.Observer_GetFlows_FullMethodName, req)
+		for {
+			b, err := next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, b)
+		}
+		var got [][]byte
+		msgs := 0
+		next = rawStream(t, ctx, conn, contract.FlowBatchesMethod, req)
+		for {
+			b, err := next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs++
+			got = append(got, splitBatch(t, b)...)
+		}
+		if len(got) != len(want) || len(want) == 0 {
+			t.Fatalf("%v: %d responses in batches, %d from GetFlows", req, len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("%v: response %d differs:\n%x\n%x", req, i, got[i], want[i])
+			}
+		}
+		if len(want) > 100 && msgs*20 > len(want) {
+			t.Errorf("%v: %d responses took %d messages", req, len(want), msgs)
+		}
+	}
+	// A bad request is the same error.
+	_, err := rawStream(t, ctx, conn, contract.FlowBatchesMethod, &observerpb.GetFlowsRequest{FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"source.nope"}}})()
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad filter: %v", err)
+	}
+}
+
+// A following batch stream sends what it has before it waits: one flow
+// written after the stream caught up arrives on its own.
+func TestFlowBatchesFollowSendsBeforeWaiting(t *testing.T) {
+	o := newTestObserver(t, 4095, nil)
+	fill(o, 10)
+	conn := serve(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next := rawStream(t, ctx, conn, contract.FlowBatchesMethod, &observerpb.GetFlowsRequest{Number: 10, Follow: true})
+	seen := 0
+	for seen < 10 {
+		b, err := next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range splitBatch(t, b) {
+			var resp observerpb.GetFlowsResponse
+			if err := proto.Unmarshal(r, &resp); err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetFlow() != nil {
+				seen++
+			}
+		}
+	}
+	o.HandleEvent(rawEvent(evSpec{ts: 5000e9, typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 17,
+		flags: 2, epID: 11, srcID: 1001, dstID: 1000, src: "10.0.1.11", dst: "10.0.1.10", sport: 4242, dport: 53, dir: contract.DirectionEgress}))
+	for {
+		b, err := next()
+		if err != nil {
+			t.Fatalf("the flow written after catching up never came: %v", err)
+		}
+		for _, r := range splitBatch(t, b) {
+			var resp observerpb.GetFlowsResponse
+			if err := proto.Unmarshal(r, &resp); err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetFlow().GetL4().GetUDP().GetSourcePort() == 4242 {
+				return
+			}
+		}
+	}
+}
