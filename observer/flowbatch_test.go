@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
+	"path"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -177,5 +180,57 @@ func TestFlowBatchesFollowSendsBeforeWaiting(t *testing.T) {
 				return
 			}
 		}
+	}
+}
+
+// BenchmarkFollowerStream reads the ring's 65,535 flows through GetFlows
+// and through FlowBatches, server and client in this process: the gRPC
+// work per flow that batching saves on both ends.
+func BenchmarkFollowerStream(b *testing.B) {
+	o := newTestObserver(b, DefaultBufferSize, nil)
+	evs := benchEvents()
+	for i := range DefaultBufferSize {
+		o.HandleEvent(evs[i%len(evs)])
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.ServeListeners(ctx, l, nil) }()
+	defer func() { cancel(); <-done }()
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	req := &observerpb.GetFlowsRequest{Number: DefaultBufferSize}
+	for _, method := range []string{observerpb.Observer_GetFlows_FullMethodName, contract.FlowBatchesMethod} {
+		b.Run(path.Base(method), func(b *testing.B) {
+			b.ReportAllocs()
+			flows := 0
+			for b.Loop() {
+				st, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method, grpc.ForceCodecV2(rawCodec{}))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := st.SendMsg(req); err != nil {
+					b.Fatal(err)
+				}
+				_ = st.CloseSend()
+				for {
+					var m []byte
+					if err := st.RecvMsg(&m); errors.Is(err, io.EOF) {
+						break
+					} else if err != nil {
+						b.Fatal(err)
+					}
+					flows++
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*DefaultBufferSize), "ns/flow")
+			b.ReportMetric(float64(flows)/float64(b.N), "msgs/op")
+		})
 	}
 }
