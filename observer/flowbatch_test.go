@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"path"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -22,6 +24,9 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/history"
+	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
 // rawCodec sends proto messages and receives messages as their bytes, so a
@@ -233,4 +238,116 @@ func BenchmarkFollowerStream(b *testing.B) {
 			b.ReportMetric(float64(flows)/float64(b.N), "msgs/op")
 		})
 	}
+}
+
+// BenchmarkAgentPipeline is the agent's work per event after the ring
+// buffer, with what always runs beside it in a cluster: the dashboards'
+// metrics, the on-disk history, and loupe-relay following through
+// GetFlows or FlowBatches (its client side in this process too). cpu-ns/event
+// is the process's CPU time (user + system) per event, on every core.
+func BenchmarkAgentPipeline(b *testing.B) {
+	for _, method := range []string{observerpb.Observer_GetFlows_FullMethodName, contract.FlowBatchesMethod} {
+		b.Run(path.Base(method), func(b *testing.B) {
+			st, err := history.Open(history.Options{Dir: b.TempDir(), Retention: testRetention})
+			if err != nil {
+				b.Fatal(err)
+			}
+			o, err := New(Config{NodeName: "node-1", Metadata: metadata.Static{Snap: testSnapshot(b)}, LinkName: func(uint32) string { return "lxc" },
+				Metrics: hubblemetrics.MustParse(hubblemetrics.Dashboards), History: st})
+			if err != nil {
+				b.Fatal(err)
+			}
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- o.ServeListeners(ctx, l, nil) }()
+			defer func() { cancel(); <-done }()
+			conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method, grpc.ForceCodecV2(rawCodec{}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := stream.SendMsg(&observerpb.GetFlowsRequest{Follow: true}); err != nil {
+				b.Fatal(err)
+			}
+			_ = stream.CloseSend()
+			var got atomic.Int64
+			go func() {
+				for {
+					var m []byte
+					if stream.RecvMsg(&m) != nil {
+						return
+					}
+					if method == contract.FlowBatchesMethod {
+						got.Add(int64(countFlows(m, true)))
+					} else {
+						got.Add(int64(countFlows(m, false)))
+					}
+				}
+			}()
+			evs := benchEvents()
+			// The stream starts at the head when the server takes the
+			// request: measure from a flow it has.
+			for got.Load() == 0 {
+				o.HandleEvent(evs[0])
+				time.Sleep(time.Millisecond)
+			}
+			got.Store(0)
+			var before, after unix.Rusage
+			_ = unix.Getrusage(unix.RUSAGE_SELF, &before)
+			start := time.Now()
+			n := 0
+			for b.Loop() {
+				o.HandleEvent(evs[n%len(evs)])
+				n++
+				if n%4096 == 0 {
+					for int64(n)-got.Load() > 16384 { // within the ring: nothing lost
+						time.Sleep(100 * time.Microsecond)
+					}
+				}
+			}
+			for deadline := time.Now().Add(30 * time.Second); got.Load() < int64(n) || !o.HistoryCaughtUp(); {
+				if time.Now().After(deadline) {
+					b.Fatalf("after 30 s the follower has %d of %d flows; history caught up: %v", got.Load(), n, o.HistoryCaughtUp())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			_ = unix.Getrusage(unix.RUSAGE_SELF, &after)
+			cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/event")
+			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(n), "wall-ns/event")
+			b.ReportMetric(float64(after.Minflt-before.Minflt)/float64(n), "faults/event")
+		})
+	}
+}
+
+// countFlows counts the flows in a GetFlowsResponse, or in each response
+// of a FlowBatch: watermarks and lost events are not flows.
+func countFlows(b []byte, batch bool) int {
+	n := 0
+	for len(b) > 0 {
+		num, typ, k := protowire.ConsumeTag(b)
+		if k < 0 {
+			return n
+		}
+		v := protowire.ConsumeFieldValue(num, typ, b[k:])
+		if v < 0 {
+			return n
+		}
+		if batch {
+			body, _ := protowire.ConsumeBytes(b[k:])
+			n += countFlows(body, false)
+		} else if num == 1 && typ == protowire.BytesType {
+			n++
+		}
+		b = b[k+v:]
+	}
+	return n
 }
