@@ -123,6 +123,15 @@ func BenchmarkFlowWire(b *testing.B) {
 			i++
 		}
 	})
+	b.Run("flowwire-skip-unknown", func(b *testing.B) {
+		e := flowwire.NewEncoder().SkipUnknownFields()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			buf, _ = e.Append(buf[:0], flows[i%len(flows)])
+			i++
+		}
+	})
 	b.Run("flowwire", func(b *testing.B) {
 		e := flowwire.NewEncoder()
 		b.ReportAllocs()
@@ -180,7 +189,7 @@ func BenchmarkFollowerAndHistoryWire(b *testing.B) {
 // decoder makes: byte for byte what proto.Marshal writes.
 func TestFlowWireMatchesDecoderFlows(t *testing.T) {
 	d := NewDecoder("node-1", metadata.Static{Snap: testSnapshot(t)}, nil, func(uint32) string { return "lxc0" })
-	e := flowwire.NewEncoder()
+	e, skip := flowwire.NewEncoder(), flowwire.NewEncoder().SkipUnknownFields()
 	for i, ev := range benchEvents() {
 		f, err := d.DecodeFlow(ev)
 		if err != nil {
@@ -193,6 +202,11 @@ func TestFlowWireMatchesDecoderFlows(t *testing.T) {
 		got, err := e.Append(nil, f)
 		if err != nil || string(got) != string(want) {
 			t.Fatalf("event %d: flowwire wrote %x (error %v), proto.Marshal %x", i, got, err, want)
+		}
+		// The agent's encoders skip the unknown-field check: the
+		// decoder's flows have none.
+		if got, err := skip.Append(nil, f); err != nil || string(got) != string(want) {
+			t.Fatalf("event %d: flowwire without the unknown-field check wrote %x (error %v), proto.Marshal %x", i, got, err, want)
 		}
 	}
 }

@@ -67,7 +67,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 	defer h.store.Close()
 	r := o.ring
 	seq := h.next.Load()
-	enc := flowwire.NewEncoder()
+	enc := flowwire.NewEncoder().SkipUnknownFields() // the decoder's flows have none
 	var (
 		recs        []history.Record
 		arena       []byte

@@ -164,7 +164,7 @@ type responseWriter func(b []byte, e *entry, out *flowpb.Flow) ([]byte, error)
 // flow's wire form is shared through the entry with the history writer,
 // which would write it too (see entry.wire).
 func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(e *entry, out *flowpb.Flow) error {
-	enc := flowwire.NewEncoder()
+	enc := flowwire.NewEncoder().SkipUnknownFields() // the decoder's flows have none
 	var wireScratch []byte
 	var write responseWriter = func(b []byte, e *entry, out *flowpb.Flow) ([]byte, error) {
 		f := e.flow

@@ -34,6 +34,18 @@ const maxEndpoints = 4096
 // Encoder is not safe for concurrent use.
 type Encoder struct {
 	endpoints map[*flowpb.Endpoint][]byte
+	// skipUnknown: see SkipUnknownFields.
+	skipUnknown bool
+}
+
+// SkipUnknownFields makes e skip the check for unknown fields, a
+// reflection call per message that cost the agent 7 % of its CPU, and
+// returns e. It is for flows built field by field in this process, which
+// never have any (the agent's decoder makes every flow it writes): a flow
+// that has some is written without them.
+func (e *Encoder) SkipUnknownFields() *Encoder {
+	e.skipUnknown = true
+	return e
 }
 
 // NewEncoder returns an Encoder with an empty endpoint cache.
@@ -174,7 +186,7 @@ func (w *writer) flow(f *flowpb.Flow) {
 		w.bytes(2, x.Value)
 		w.close(at, 1)
 	}
-	if w.err == nil {
+	if w.err == nil && !w.enc.skipUnknown {
 		w.set(append(w.b, f.ProtoReflect().GetUnknown()...))
 	}
 }

@@ -59,6 +59,9 @@ func (w *writer) known(m proto.Message) bool {
 	if w.err != nil {
 		return false
 	}
+	if w.enc.skipUnknown {
+		return true
+	}
 	if len(m.ProtoReflect().GetUnknown()) > 0 {
 		w.err = errGeneric
 		return false
