@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"path"
 	"sync/atomic"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -197,19 +195,7 @@ func BenchmarkFollowerStream(b *testing.B) {
 	for i := range DefaultBufferSize {
 		o.HandleEvent(evs[i%len(evs)])
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(ctx, l, nil) }()
-	defer func() { cancel(); <-done }()
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
+	conn, ctx := serve(b, o), b.Context()
 	req := &observerpb.GetFlowsRequest{Number: DefaultBufferSize}
 	for _, method := range []string{observerpb.Observer_GetFlows_FullMethodName, contract.FlowBatchesMethod} {
 		b.Run(path.Base(method), func(b *testing.B) {
@@ -257,19 +243,7 @@ func BenchmarkAgentPipeline(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- o.ServeListeners(ctx, l, nil) }()
-			defer func() { cancel(); <-done }()
-			conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
+			conn, ctx := serve(b, o), b.Context()
 			stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method, grpc.ForceCodecV2(rawCodec{}))
 			if err != nil {
 				b.Fatal(err)

@@ -29,7 +29,7 @@ import (
 )
 
 // serve starts o on a loopback listener and returns a client connection.
-func serve(t *testing.T, o *Observer) *grpc.ClientConn {
+func serve(t testing.TB, o *Observer) *grpc.ClientConn {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
