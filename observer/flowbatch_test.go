@@ -64,6 +64,22 @@ func rawStream(t *testing.T, ctx context.Context, conn *grpc.ClientConn, method 
 	}
 }
 
+// readRaw receives every message of a finite stream.
+func readRaw(t *testing.T, next func() ([]byte, error)) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for {
+		b, err := next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+}
+
 // splitBatch returns the GetFlowsResponses of a FlowBatch.
 func splitBatch(t *testing.T, b []byte) [][]byte {
 	t.Helper()
@@ -97,32 +113,13 @@ func TestFlowBatchesCarryGetFlowsResponses(t *testing.T) {
 		{Number: 100, Whitelist: []*flowpb.FlowFilter{{DestinationPort: []string{"81"}}}},
 		{Number: 50, FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"source.pod_name", "l4"}}},
 	} {
-		var want [][]byte
-		next := rawStream(t, ctx, conn, observerpb.Observer_GetFlows_FullMethodName, req)
-		for {
-			b, err := next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			want = append(want, b)
-		}
+		want := readRaw(t, rawStream(t, ctx, conn, observerpb.Observer_GetFlows_FullMethodName, req))
+		batches := readRaw(t, rawStream(t, ctx, conn, contract.FlowBatchesMethod, req))
 		var got [][]byte
-		msgs := 0
-		next = rawStream(t, ctx, conn, contract.FlowBatchesMethod, req)
-		for {
-			b, err := next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			msgs++
+		for _, b := range batches {
 			got = append(got, splitBatch(t, b)...)
 		}
+		msgs := len(batches)
 		if len(got) != len(want) || len(want) == 0 {
 			t.Fatalf("%v: %d responses in batches, %d from GetFlows", req, len(got), len(want))
 		}
