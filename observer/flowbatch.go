@@ -60,14 +60,11 @@ func (b *batchStream) Send(r *observerpb.GetFlowsResponse) error {
 	return b.add(enc)
 }
 
-// SendMsg is Send for what GetFlows hands gRPC directly.
+// SendMsg keeps a response that bypasses Send in the batch too (flows take
+// appendResponse, see flowSender), so none overtakes the batch.
 func (b *batchStream) SendMsg(m any) error {
-	switch r := m.(type) {
-	case *observerpb.GetFlowsResponse:
+	if r, ok := m.(*observerpb.GetFlowsResponse); ok {
 		return b.Send(r)
-	case *encodedResponse:
-		defer r.buf.Free()
-		return b.add(r.buf.Materialize())
 	}
 	return status.Errorf(codes.Internal, "flow batch: cannot send %T", m)
 }
