@@ -51,13 +51,16 @@ type batchStream struct {
 
 var _ grpc.ServerStreamingServer[observerpb.GetFlowsResponse] = (*batchStream)(nil)
 
-// Send adds a response to the batch.
+// Send adds a response to the batch, marshalled in place.
 func (b *batchStream) Send(r *observerpb.GetFlowsResponse) error {
-	enc, err := proto.MarshalOptions{}.MarshalAppend(nil, r)
+	start := len(b.batch)
+	at := b.open()
+	next, err := proto.MarshalOptions{}.MarshalAppend(b.batch, r)
 	if err != nil {
+		b.batch = b.batch[:start]
 		return status.Errorf(codes.Internal, "response: %v", err)
 	}
-	return b.add(enc)
+	return b.close(at, next)
 }
 
 // SendMsg keeps a response that bypasses Send in the batch too (flows take
@@ -69,10 +72,26 @@ func (b *batchStream) SendMsg(m any) error {
 	return status.Errorf(codes.Internal, "flow batch: cannot send %T", m)
 }
 
-// add appends one encoded GetFlowsResponse.
-func (b *batchStream) add(resp []byte) error {
+// open starts a response in the batch, its length to come in the two
+// bytes before the returned offset (a response's length takes two bytes,
+// mostly; close moves the response when it does not).
+func (b *batchStream) open() int {
 	b.batch = protowire.AppendTag(b.batch, contract.FlowBatchResponsesField, protowire.BytesType)
-	b.batch = protowire.AppendBytes(b.batch, resp)
+	b.batch = append(b.batch, 0, 0)
+	return len(b.batch)
+}
+
+// close ends the response open started at at: next is the batch with the
+// response appended. The batch is sent once it is full.
+func (b *batchStream) close(at int, next []byte) error {
+	n := len(next) - at
+	if protowire.SizeVarint(uint64(n)) == 2 {
+		protowire.AppendVarint(next[at-2:at-2], uint64(n))
+	} else {
+		body := append([]byte(nil), next[at:]...)
+		next = protowire.AppendBytes(next[:at-2], body)
+	}
+	b.batch = next
 	if len(b.batch) >= flowBatchBytes {
 		return b.flush()
 	}
@@ -107,25 +126,11 @@ func flushBeforeWait(stream grpc.ServerStreamingServer[observerpb.GetFlowsRespon
 // of a GetFlows send.
 func (b *batchStream) appendResponse(write responseWriter, e *entry, out *flowpb.Flow) error {
 	start := len(b.batch)
-	b.batch = protowire.AppendTag(b.batch, contract.FlowBatchResponsesField, protowire.BytesType)
-	// A response's length takes two bytes, mostly; moved when it does not.
-	at := len(b.batch)
-	b.batch = append(b.batch, 0, 0)
+	at := b.open()
 	next, err := write(b.batch, e, out)
 	if err != nil {
 		b.batch = b.batch[:start]
 		return err
 	}
-	n := len(next) - at - 2
-	if protowire.SizeVarint(uint64(n)) == 2 {
-		protowire.AppendVarint(next[at:at], uint64(n))
-	} else {
-		body := append([]byte(nil), next[at+2:]...)
-		next = protowire.AppendBytes(next[:at], body)
-	}
-	b.batch = next
-	if len(b.batch) >= flowBatchBytes {
-		return b.flush()
-	}
-	return nil
+	return b.close(at, next)
 }

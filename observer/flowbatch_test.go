@@ -322,3 +322,27 @@ func countFlows(b []byte, batch bool) int {
 	}
 	return n
 }
+
+// Responses that take Send, not a flow's appendResponse (the history's
+// flows and lost events), are the same bytes in a batch too.
+func TestFlowBatchesCarryHistoryResponses(t *testing.T) {
+	o := newHistoryObserver(t, 15, history.Options{Dir: t.TempDir()})
+	conn := serve(t, o)
+	fillPersisted(t, o, 0, 100) // the ring holds the last 15: the rest come from disk
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := &observerpb.GetFlowsRequest{Since: flowTime(o, 0)}
+	want := readRaw(t, rawStream(t, ctx, conn, observerpb.Observer_GetFlows_FullMethodName, req))
+	var got [][]byte
+	for _, b := range readRaw(t, rawStream(t, ctx, conn, contract.FlowBatchesMethod, req)) {
+		got = append(got, splitBatch(t, b)...)
+	}
+	if len(want) < 100 || len(got) != len(want) {
+		t.Fatalf("%d responses in batches, %d from GetFlows (want at least 100)", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("response %d differs:\n%x\n%x", i, got[i], want[i])
+		}
+	}
+}
