@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -139,6 +141,9 @@ func DecodeOOMRecord(b []byte) (OOMRecord, error) {
 type Resources struct {
 	objs  resObjects
 	links []link.Link
+
+	mu   sync.Mutex
+	last map[uint64]ResourceStats // the last Snapshot (see neverBack)
 }
 
 // LoadResources loads and attaches the scheduler, block, fault and OOM
@@ -278,7 +283,8 @@ func enumValueByName(spec *btf.Spec, names ...string) (map[string]uint32, error)
 // counts, no flush fell between them and the sum counts each switch once.
 // Otherwise it reads again, up to snapshotTries times, and then returns
 // the first res_keys read with res_cur, which may miss a flushed slot for
-// this snapshot (never count one twice). Without the check a snapshot
+// this snapshot (never count one twice); neverBack then reports such a
+// key as the last snapshot did. Without the check a snapshot
 // taken across a flush came out lower than the one before it.
 func (r *Resources) Snapshot() (map[uint64]ResourceStats, error) {
 	const snapshotTries = 8
@@ -298,8 +304,31 @@ func (r *Resources) Snapshot() (map[uint64]ResourceStats, error) {
 		if try < snapshotTries && !sameSwitchCounts(before, after) {
 			continue
 		}
-		return sumSnapshot(before, cur), nil
+		return r.neverBack(sumSnapshot(before, cur)), nil
 	}
+}
+
+// neverBack keeps counters from going back when every try saw a flush
+// (a busy node: the first read may miss one): a key that came out behind
+// the last snapshot's, or not at all, is reported as it was then, whole, so
+// its histograms still add up to its counts.
+func (r *Resources) neverBack(out map[uint64]ResourceStats) map[uint64]ResourceStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, last := range r.last {
+		if s, ok := out[key]; !ok || behind(s, last) {
+			out[key] = last
+		}
+	}
+	r.last = maps.Clone(out)
+	return out
+}
+
+// behind tells whether any counter of s is below last's.
+func behind(s, last ResourceStats) bool {
+	return s.CPUNs < last.CPUNs || s.RunqCount < last.RunqCount || s.RunqSumNs < last.RunqSumNs ||
+		s.IOOps < last.IOOps || s.IOBytes < last.IOBytes || s.IOSumNs < last.IOSumNs ||
+		s.PageFaults < last.PageFaults || s.OOMKills < last.OOMKills
 }
 
 // readKeys reads res_keys: each key's per-CPU entries.
