@@ -10,11 +10,28 @@ import (
 	"github.com/loupe-project/loupe/observer/conndelta"
 )
 
+// connTemplates are the connection extension's wire forms: by where it
+// was observed (client, server) and whether the handshake time is known
+// (the key is absent until it is).
+var connTemplates = func() (t [2][2]*extTemplate) {
+	for i, at := range [2]string{contract.ObservedAtClient, contract.ObservedAtServer} {
+		fields := []extField{
+			{key: contract.ExtConnPacketsSent}, {key: contract.ExtConnBytesSent},
+			{key: contract.ExtConnPacketsReceived}, {key: contract.ExtConnBytesReceived},
+			{key: contract.ExtConnObservedAt, str: at, isStr: true}, {key: contract.ExtConnHandshakeNS},
+		}
+		t[i][0] = newExtTemplate(contract.ExtConnection, fields[:len(fields)-1])
+		t[i][1] = newExtTemplate(contract.ExtConnection, fields)
+	}
+	return t
+}()
+
 // connection puts a tracked connection's counters and handshake time on
 // its flow (contract/connection.go), on the one veth that reports it.
 // Drops have no conntrack entry; a flow of the other veth carries nothing,
 // so no sum over flows counts a connection twice.
-func (d *Decoder) connection(f *flowpb.Flow, ev *datapath.Event, connDir flowpb.TrafficDirection) {
+func (d *Decoder) connection(b *flowBlock, ev *datapath.Event, connDir flowpb.TrafficDirection) {
+	f := &b.flow
 	d.conn, d.connOK = conndelta.Totals{}, false
 	if f.Verdict != flowpb.Verdict_FORWARDED || ev.PacketsFwd == 0 {
 		return
@@ -31,24 +48,27 @@ func (d *Decoder) connection(f *flowpb.Flow, ev *datapath.Event, connDir flowpb.
 	if !contract.ReportsConnection(clientHere, peer) {
 		return
 	}
-	at := contract.ObservedAtServer
-	if clientHere {
-		at = contract.ObservedAtClient
-	}
 	// Forward is the connection's first direction: the client's.
-	fields := [...]extField{
-		{key: contract.ExtConnPacketsSent, num: float64(ev.PacketsFwd)},
-		{key: contract.ExtConnBytesSent, num: float64(ev.BytesFwd)},
-		{key: contract.ExtConnPacketsReceived, num: float64(ev.PacketsRev)},
-		{key: contract.ExtConnBytesReceived, num: float64(ev.BytesRev)},
-		{key: contract.ExtConnObservedAt, str: at, isStr: true},
-		{key: contract.ExtConnHandshakeNS, num: float64(ev.HandshakeNS)},
+	nums := [...]float64{float64(ev.PacketsFwd), float64(ev.BytesFwd), float64(ev.PacketsRev), float64(ev.BytesRev), float64(ev.HandshakeNS)}
+	at, hs := 1, 1
+	if clientHere {
+		at = 0
 	}
-	n := len(fields)
 	if ev.HandshakeNS == 0 {
-		n-- // unknown: the key is absent
+		hs = 0 // unknown: the key is absent
 	}
-	setExtensionFields(f, contract.ExtConnection, fields[:n])
+	if t := connTemplates[at][hs]; f.Extensions == nil {
+		t.set(&b.ext, nums[:])
+		f.Extensions = &b.ext
+	} else {
+		fields := [...]extField{
+			{key: contract.ExtConnPacketsSent, num: nums[0]}, {key: contract.ExtConnBytesSent, num: nums[1]},
+			{key: contract.ExtConnPacketsReceived, num: nums[2]}, {key: contract.ExtConnBytesReceived, num: nums[3]},
+			{key: contract.ExtConnObservedAt, str: [2]string{contract.ObservedAtClient, contract.ObservedAtServer}[at], isStr: true},
+			{key: contract.ExtConnHandshakeNS, num: nums[4]},
+		}
+		setExtensionFields(f, contract.ExtConnection, fields[:len(fields)-1+hs])
+	}
 	d.conn = conndelta.Totals{PacketsSent: ev.PacketsFwd, BytesSent: ev.BytesFwd,
 		PacketsReceived: ev.PacketsRev, BytesReceived: ev.BytesRev, HandshakeNS: ev.HandshakeNS}
 	d.connOK = true

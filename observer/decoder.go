@@ -14,6 +14,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -125,6 +126,7 @@ type flowBlock struct {
 	etype flowpb.CiliumEventType
 	iface flowpb.NetworkInterface
 	reply wrapperspb.BoolValue
+	ext   anypb.Any // the connection extension, when the flow has one
 	uuid  [36]byte
 }
 
@@ -343,7 +345,7 @@ func (d *Decoder) Decode(raw []byte) (*entry, error) {
 		}
 	}
 
-	d.connection(f, ev, connDir)
+	d.connection(b, ev, connDir)
 	if d.names != nil {
 		f.DestinationNames = d.names.names(ev.Src, ev.Dst, ev.TimestampNS)
 		f.SourceNames = d.names.names(ev.Dst, ev.Src, ev.TimestampNS)

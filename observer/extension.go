@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"encoding/binary"
 	"math"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -74,6 +75,15 @@ func extensionSizes(key string, fields []extField) (inner, val, entry int) {
 // appendExtension appends Struct{key: Value{struct_value: Struct{fields}}}.
 // The sizes are extensionSizes'.
 func appendExtension(b []byte, key string, fields []extField, inner, val, entry int) []byte {
+	b = appendExtensionHeader(b, key, inner, val, entry)
+	for _, x := range fields {
+		b = appendEntry(b, x)
+	}
+	return b
+}
+
+// appendExtensionHeader is appendExtension up to its first field.
+func appendExtensionHeader(b []byte, key string, inner, val, entry int) []byte {
 	b = protowire.AppendTag(b, structFields, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(entry))
 	b = protowire.AppendTag(b, mapKey, protowire.BytesType)
@@ -81,11 +91,41 @@ func appendExtension(b []byte, key string, fields []extField, inner, val, entry 
 	b = protowire.AppendTag(b, mapValue, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(val))
 	b = protowire.AppendTag(b, valueStruct, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(inner))
+	return protowire.AppendVarint(b, uint64(inner))
+}
+
+// extTemplate is the wire form of an extension whose keys and strings are
+// fixed and whose numbers vary. A number is a fixed64, so its bytes sit at
+// the same offset whatever its value: each flow copies the template and
+// writes its numbers in place, instead of encoding every key again.
+type extTemplate struct {
+	wire []byte
+	nums []int // where each number field's 8 bytes start, in field order
+}
+
+// newExtTemplate is the template of key's object with fields; their
+// numbers are placeholders.
+func newExtTemplate(key string, fields []extField) *extTemplate {
+	inner, val, entry := extensionSizes(key, fields)
+	t := &extTemplate{wire: appendExtensionHeader(nil, key, inner, val, entry)}
 	for _, x := range fields {
-		b = appendEntry(b, x)
+		t.wire = appendEntry(t.wire, x)
+		if !x.isStr {
+			t.nums = append(t.nums, len(t.wire)-8)
+		}
 	}
-	return b
+	return t
+}
+
+// set makes a the template's extension with nums, one per number field in
+// order. It is setExtensionFields for a flow that has no extensions yet.
+func (t *extTemplate) set(a *anypb.Any, nums []float64) {
+	b := make([]byte, len(t.wire))
+	copy(b, t.wire)
+	for i, off := range t.nums {
+		binary.LittleEndian.PutUint64(b[off:], math.Float64bits(nums[i]))
+	}
+	a.TypeUrl, a.Value = structTypeURL, b
 }
 
 // valueSize is the size of x's Value message.
