@@ -95,14 +95,25 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 			"delivered", fmt.Sprintf("%.4f", r.delivered), "agent_cpu_cores", fmt.Sprintf("%.2f", r.cpu), "events_per_cpu_s", fmt.Sprintf("%.0f", r.perCore))
 	}
 	if cfg.Profile {
+		before, err := readAgent(ctx, metricsURL, pid)
+		if err != nil {
+			return nil, err
+		}
 		if err := profileAgent(ctx, cfg, net.JoinHostPort(node.IP, pprofPort), func() error {
 			_, err := src.drive(ctx, eventsTarget, profileSeconds*time.Second+500*time.Millisecond)
 			return err
 		}); err != nil {
 			cfg.Log.Warn("events: profile", "err", err)
 		}
-		if _, err := settle(ctx, metricsURL, pid); err != nil {
+		after, err := settle(ctx, metricsURL, pid)
+		if err != nil {
 			return nil, err
+		}
+		// What a profile's share of samples means per event: the agent's
+		// CPU over the profiled round divided by the flows it made.
+		if flows := after.flows - before.flows; flows > 0 {
+			cfg.Log.Info("events: profiled round", "flows", flows,
+				"agent_cpu_ns_per_flow", fmt.Sprintf("%.0f", float64(after.cpuTicks-before.cpuTicks)*1e7/flows))
 		}
 	}
 	rssBefore := rssMB(pid)
