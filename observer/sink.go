@@ -3,8 +3,9 @@ package observer
 import flowpb "github.com/cilium/cilium/api/v1/flow"
 
 // FlowSink receives every flow the observer stores, on the event reader's
-// path: it must neither block nor modify the flow (readers of the ring
-// share it). The OTLP exporter is one.
+// path and one flow at a time (under the observer's lock): it must neither
+// block nor modify the flow (readers of the ring share it). The OTLP
+// exporter is one.
 type FlowSink interface {
 	Flow(*flowpb.Flow)
 }

@@ -137,3 +137,30 @@ func TestNetTrackerDistinctMatchesWindow(t *testing.T) {
 		}
 	}
 }
+
+// A pod that never stops connecting keeps one array, under three times
+// the window's hits: once it is that large the window moves to its start
+// instead of growing it.
+func TestNetTrackerWindowArrayBounded(t *testing.T) {
+	tr := NewNetTracker()
+	start := time.Unix(1000, 0)
+	observe := func(from, to int) {
+		for i := from; i < to; i++ {
+			n := &NetEvent{DstIP: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), DstPort: uint32(i % 97)}
+			tr.Observe("x/a", n, start.Add(time.Duration(i)*time.Microsecond))
+		}
+	}
+	observe(0, 5*maxRecentPerPod)
+	p := tr.pods["x/a"]
+	arr := &p.hits[:cap(p.hits)][cap(p.hits)-1]
+	observe(5*maxRecentPerPod, 20*maxRecentPerPod)
+	if got := len(p.recent()); got != maxRecentPerPod {
+		t.Fatalf("window holds %d hits, want %d", got, maxRecentPerPod)
+	}
+	if c := cap(p.hits); c >= 3*maxRecentPerPod {
+		t.Fatalf("hits array grew to %d, three times the window (%d) or more", c, maxRecentPerPod)
+	}
+	if &p.hits[:cap(p.hits)][cap(p.hits)-1] != arr {
+		t.Fatal("the hits array was replaced after it stopped growing")
+	}
+}

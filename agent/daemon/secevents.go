@@ -51,6 +51,7 @@ type securityEvents struct {
 	acts    *secActions
 	net     *netState
 	byIP    atomic.Pointer[map[netip.Addr]*netnsPod] // local pods, for flows
+	scratch netEventScratch                          // netEvent's, under the observer's lock
 
 	pods *netnsPods
 }

@@ -20,6 +20,13 @@ import (
 // network event. The pod's own node is the only one that sees it so, so
 // each rule fires once in the cluster.
 
+// netEventScratch is a network event and its network part, reused for
+// every flow (see netEvent).
+type netEventScratch struct {
+	secevents.Event
+	net secevents.NetEvent
+}
+
 // netState is the network rules' state in the agent.
 type netState struct {
 	tracker *secevents.NetTracker
@@ -35,8 +42,9 @@ func newNetState() *netState {
 	return n
 }
 
-// Flow is the observer's sink: it must not block (the engine and the
-// store take short locks only).
+// Flow is the observer's sink, called under its lock (one flow at a
+// time): it must not block (the engine and the store take short locks
+// only).
 func (s *securityEvents) Flow(f *flowpb.Flow) {
 	ev := s.netEvent(f)
 	if ev == nil {
@@ -66,11 +74,10 @@ func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
 	if err != nil {
 		return nil
 	}
-	// One allocation for the event and its network part.
-	ev := &struct {
-		secevents.Event
-		net secevents.NetEvent
-	}{}
+	// The event lives in s.scratch: Flow runs under the observer's lock,
+	// one flow at a time, and nothing keeps the event past Flow.
+	ev := &s.scratch
+	*ev = netEventScratch{}
 	n := &ev.net
 	n.SrcIP, n.DstIP = src, dst
 	typ := "connect"
@@ -100,9 +107,11 @@ func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
 	n.APIServer = f.GetDestination().GetIdentity() == contract.IdentityKubeAPIServer || slices.Contains(labels, "reserved:kube-apiserver") ||
 		(f.GetDestinationService().GetName() == "kubernetes" && f.GetDestinationService().GetNamespace() == "default") ||
 		(s.net.api.IsValid() && s.net.api == netip.AddrPortFrom(dst, uint16(n.DstPort)))
-	now := time.Now()
+	var now time.Time
 	if t := f.GetTime(); t != nil {
 		now = t.AsTime()
+	} else {
+		now = time.Now()
 	}
 	if typ == "connect" {
 		key := pod.key
