@@ -11,9 +11,13 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/loupe-project/loupe/contract"
 )
+
+// structTypeURL is the Any type URL of a google.protobuf.Struct.
+var structTypeURL = "type.googleapis.com/" + string((&structpb.Struct{}).ProtoReflect().Descriptor().FullName())
 
 const (
 	// MaxConnections bounds the state (the datapath's conntrack holds as
@@ -70,6 +74,17 @@ type Totals struct {
 
 // TotalsOf reads a flow's connection extension; ok is false without one.
 func TotalsOf(f *flowpb.Flow) (tot Totals, ok bool) {
+	if x := f.GetExtensions(); x != nil && x.GetTypeUrl() == structTypeURL {
+		if tot, ok, clean := totalsFromWire(x.GetValue()); clean {
+			return tot, ok
+		}
+	}
+	return totalsOfStruct(f)
+}
+
+// totalsOfStruct is TotalsOf through the generic unmarshal of the Struct:
+// the reference, and the path for extensions totalsFromWire leaves.
+func totalsOfStruct(f *flowpb.Flow) (tot Totals, ok bool) {
 	c := contract.Connection(f)
 	if c == nil {
 		return tot, false
