@@ -99,7 +99,20 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := profileAgent(ctx, cfg, net.JoinHostPort(node.IP, pprofPort), func() error {
+		// The relay shares the machine with the agent: its profile shows
+		// what the rest of the lab costs at this rate.
+		relayBin := filepath.Join(cfg.BinDir, "loupe-relay")
+		relayPprof := net.JoinHostPort(bl.lab.BridgeIP().String(), relayPprofPort)
+		if err := bl.lab.RestartRelay(ctx, relayBin, "--pprof-listen", relayPprof); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := bl.lab.RestartRelay(context.WithoutCancel(ctx), relayBin); err != nil {
+				cfg.Log.Warn("events: restore relay", "err", err)
+			}
+		}()
+		procs := []profiled{{"agent", net.JoinHostPort(node.IP, pprofPort)}, {"relay", relayPprof}}
+		if err := profileProcs(ctx, cfg, procs, func() error {
 			_, err := src.drive(ctx, eventsTarget, profileSeconds*time.Second+500*time.Millisecond)
 			return err
 		}); err != nil {
@@ -471,6 +484,10 @@ func statusKB(pid int, key string) float64 {
 func rssMB(pid int) float64 { return statusKB(pid, "VmRSS") / 1024 }
 func hwmMB(pid int) float64 { return statusKB(pid, "VmHWM") / 1024 }
 
+// relayPprofPort is where the profiled round's relay serves /debug/pprof,
+// on the lab's bridge.
+const relayPprofPort = "6062"
+
 // pprofPort is where a profiled agent serves /debug/pprof (--pprof-listen).
 const pprofPort = "6061"
 
@@ -478,41 +495,54 @@ const pprofPort = "6061"
 // taking 2 % of the agent's CPU gets tens of samples.
 const profileSeconds = 8
 
-// profileAgent takes a CPU profile of the agent at addr while load runs,
-// and writes it to agent.pprof and its top entries (go tool pprof -top) to
-// agent-profile.txt in the out dir.
-func profileAgent(ctx context.Context, cfg *Config, addr string, load func() error) error {
-	secs := profileSeconds
+// profiled is a process the events suite profiles: its name (the files'
+// prefix) and where it serves /debug/pprof.
+type profiled struct{ name, addr string }
+
+// profileProcs takes a CPU profile of each process at once while load
+// runs, and writes each to <name>.pprof and its top entries (go tool
+// pprof -top, flat then cumulative) to <name>-profile.txt in the out dir.
+func profileProcs(ctx context.Context, cfg *Config, procs []profiled, load func() error) error {
 	type result struct {
 		b   []byte
 		err error
 	}
-	done := make(chan result, 1)
-	go func() {
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("pprof: %s: %s", resp.Status, b)
-		}
-		done <- result{b, err}
-	}()
+	done := make([]chan result, len(procs))
+	for i, p := range procs {
+		done[i] = make(chan result, 1)
+		go func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.addr, profileSeconds)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				done[i] <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("pprof: %s: %s", resp.Status, b)
+			}
+			done[i] <- result{b, err}
+		}()
+	}
 	lerr := load()
-	res := <-done
-	if lerr != nil {
-		return lerr
+	var errs []error
+	for i, p := range procs {
+		res := <-done[i]
+		if res.err != nil {
+			errs = append(errs, fmt.Errorf("profile %s: %w", p.name, res.err))
+			continue
+		}
+		errs = append(errs, writeProfile(ctx, cfg, p.name, res.b))
 	}
-	if res.err != nil {
-		return fmt.Errorf("profile: %w", res.err)
-	}
-	prof := filepath.Join(cfg.OutDir, "agent.pprof")
-	if err := os.WriteFile(prof, res.b, 0o644); err != nil {
+	return errors.Join(append([]error{lerr}, errs...)...)
+}
+
+// writeProfile writes one profile and its top entries.
+func writeProfile(ctx context.Context, cfg *Config, name string, b []byte) error {
+	prof := filepath.Join(cfg.OutDir, name+".pprof")
+	if err := os.WriteFile(prof, b, 0o644); err != nil {
 		return err
 	}
 	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=45", prof).CombinedOutput()
@@ -523,10 +553,10 @@ func profileAgent(ctx context.Context, cfg *Config, addr string, load func() err
 	if err != nil {
 		return fmt.Errorf("go tool pprof: %w: %s", err, cum)
 	}
-	txt := filepath.Join(cfg.OutDir, "agent-profile.txt")
+	txt := filepath.Join(cfg.OutDir, name+"-profile.txt")
 	if err := os.WriteFile(txt, append(append(out, "\n--- cumulative ---\n"...), cum...), 0o644); err != nil {
 		return err
 	}
-	cfg.Log.Info("events: agent profile", "file", txt)
+	cfg.Log.Info("events: profile", "process", name, "file", txt)
 	return nil
 }

@@ -57,10 +57,17 @@ func firstArg(args []string) string {
 	return args[0]
 }
 
+// RestartRelay restarts the lab's relay with extra arguments (the bench's
+// --pprof-listen), or with none to restore the lab's own command line.
+func (l *Lab) RestartRelay(ctx context.Context, bin string, extra ...string) error {
+	return l.startRelay(ctx, bin, extra...)
+}
+
 // startRelay starts the lab's relay and UI, or restarts it when the nodes
-// changed, waits until both answer, and records their addresses.
-func (l *Lab) startRelay(ctx context.Context, bin string) error {
-	want := l.relayArgs(bin)
+// (or the extra arguments) changed, waits until both answer, and records
+// their addresses.
+func (l *Lab) startRelay(ctx context.Context, bin string, extra ...string) error {
+	want := append(l.relayArgs(bin), extra...)
 	if pid := l.relayPID(); pid != 0 {
 		if slices.Equal(cmdline(pid), want) {
 			return l.recordRelay()

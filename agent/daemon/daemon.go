@@ -28,6 +28,7 @@ import (
 	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/internal/pprofhttp"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer"
@@ -288,7 +289,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		log.Info("metrics and health listening", "addr", l.Addr().String())
 	}
 	if cfg.PprofListen != "" {
-		serve, err := servePprof(ctx, cfg.PprofListen, log)
+		serve, err := pprofhttp.Listen(ctx, cfg.PprofListen, log)
 		if err != nil {
 			return err
 		}

@@ -23,6 +23,7 @@ import (
 	respb "github.com/loupe-project/loupe/api/resources/v1"
 	secpb "github.com/loupe-project/loupe/api/secevents/v1"
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/internal/pprofhttp"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata/k8s"
 	"github.com/loupe-project/loupe/otlp"
@@ -52,6 +53,7 @@ func newCommand() *cobra.Command {
 		agentPort                                    string
 		insecureListen                               string
 		otlpCfg                                      otlp.Config
+		pprofListen                                  string
 	)
 	cmd := &cobra.Command{
 		Use:           "loupe-relay",
@@ -120,6 +122,13 @@ func newCommand() *cobra.Command {
 			defer stop()
 			g, gctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return srv.Run(gctx) })
+			if pprofListen != "" {
+				serve, err := pprofhttp.Listen(gctx, pprofListen, cfg.Log)
+				if err != nil {
+					return err
+				}
+				g.Go(serve)
+			}
 			var conn *grpc.ClientConn
 			if cfg.Local != nil {
 				conn, err = grpc.NewClient("passthrough:///relay", grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -176,6 +185,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&uiCfg.SecurityWindow, "ui-security-window", ui.DefaultSecurityWindow, "how long a security event keeps its workload's badge on the map (at most 24h)")
 	f.DurationVar(&uiCfg.ResourcesInterval, "ui-resources-interval", ui.DefaultResourcesInterval, "how often the map reads the pods' resources; run-queue and I/O p99 cover one interval")
 	f.StringSliceVar(&uiOrigins, "ui-allowed-origins", nil, "browser origins (scheme://host:port) besides the UI's own allowed to open its websocket")
+	f.StringVar(&pprofListen, "pprof-listen", "", `HTTP address serving Go's /debug/pprof profiler, plain text and unauthenticated: loopback or a private network only; "" turns it off`)
 	otlpCfg.Flags(f)
 	return cmd
 }

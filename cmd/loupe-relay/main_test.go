@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -49,4 +54,46 @@ func TestRelayListenNeedsTLS(t *testing.T) {
 			t.Errorf("%s: want an error containing %q, got %v", name, c.want, err)
 		}
 	}
+}
+
+// --pprof-listen serves the relay's profiler while it runs.
+func TestRelayPprofListen(t *testing.T) {
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := newCommand()
+	cmd.SetArgs([]string{"--insecure-listen", freeAddr(t), "--peer", "127.0.0.1:1", "--lab", "--pprof-listen", addr})
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "goroutine") {
+				t.Fatalf("/debug/pprof/: %s: %.200s", resp.Status, b)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay profiler not serving: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -1,4 +1,4 @@
-package daemon
+package pprofhttp
 
 import (
 	"context"
@@ -10,8 +10,9 @@ import (
 	"testing"
 )
 
-// --pprof-listen serves Go's profiler index and profiles.
-func TestServePprof(t *testing.T) {
+// --pprof-listen serves Go's profiler index and profiles, and stops with
+// its context.
+func TestListenServesProfiles(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -19,7 +20,7 @@ func TestServePprof(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	serve, err := servePprof(ctx, addr, slog.New(slog.DiscardHandler))
+	serve, err := Listen(ctx, addr, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
