@@ -28,6 +28,7 @@ import (
 	"github.com/loupe-project/loupe/agent"
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
+	"github.com/loupe-project/loupe/internal/httpserve"
 	"github.com/loupe-project/loupe/internal/pprofhttp"
 	"github.com/loupe-project/loupe/internal/version"
 	"github.com/loupe-project/loupe/metadata"
@@ -285,7 +286,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
 		}
 		srv := &http.Server{Handler: healthMux(&ready, &metrics), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-		g.Go(func() error { return serveHTTP(ctx, srv, l) })
+		g.Go(func() error { return httpserve.Serve(ctx, srv, l) })
 		log.Info("metrics and health listening", "addr", l.Addr().String())
 	}
 	if cfg.PprofListen != "" {
@@ -554,19 +555,6 @@ func healthMux(ready *atomic.Pointer[agent.Agent], metrics *atomic.Pointer[metri
 	mux.HandleFunc("/metrics", serve(func(m *metricsSet) http.Handler { return m.all }))
 	mux.HandleFunc("/metrics/datapath", serve(func(m *metricsSet) http.Handler { return m.datapathOnly }))
 	return mux
-}
-
-func serveHTTP(ctx context.Context, srv *http.Server, l net.Listener) error {
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve http: %w", err)
-	}
-	return nil
 }
 
 // Cleanup removes everything an agent leaves on a node: datapath pins and

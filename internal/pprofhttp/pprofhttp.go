@@ -6,13 +6,14 @@ package pprofhttp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/loupe-project/loupe/internal/httpserve"
 )
 
 // Listen listens on addr and returns the function that serves the
@@ -29,16 +30,5 @@ func Listen(ctx context.Context, addr string, log *slog.Logger) (serve func() er
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("pprof listening", "addr", l.Addr().String())
-	return func() error {
-		go func() {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("pprof: %w", err)
-		}
-		return nil
-	}, nil
+	return func() error { return httpserve.Serve(ctx, srv, l) }, nil
 }
