@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+
+	"github.com/loupe-project/loupe/metadata"
 )
 
 type sinkFunc func(*flowpb.Flow)
@@ -23,5 +25,36 @@ func TestSinkGetsStoredFlows(t *testing.T) {
 	o.HandleEvent(kernelRecord(999, "10.0.2.20", "10.0.1.10", 17, 5000, 9))
 	if len(got) != 1 {
 		t.Fatalf("sink got a flow the observer did not store")
+	}
+}
+
+// lastFlowKeeper keeps the last flow it was handed, as a queue would.
+type lastFlowKeeper struct{ last *flowpb.Flow }
+
+func (k *lastFlowKeeper) Flow(f *flowpb.Flow) { k.last = f }
+func (k *lastFlowKeeper) KeepsFlows() bool    { return true }
+
+// Flows come from slabs, one allocation per 64 of them, until a sink that
+// keeps flows is added: from then on each flow is an allocation of its
+// own, so a kept flow keeps nothing else alive.
+func TestFlowKeeperTurnsSlabsOff(t *testing.T) {
+	o, err := New(Config{NodeName: "node-1", Metadata: metadata.Static{Snap: testSnapshot(t)}, LinkName: func(uint32) string { return "lxc" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := benchEvents()[0] // a TCP SYN: a flow block and a TCP block
+	for range 256 {
+		o.HandleEvent(ev)
+	}
+	if n := testing.AllocsPerRun(640, func() { o.HandleEvent(ev) }); n >= 1 {
+		t.Fatalf("from slabs: %v allocations a flow, want under 1", n)
+	}
+	k := &lastFlowKeeper{}
+	o.AddSink(k)
+	if n := testing.AllocsPerRun(640, func() { o.HandleEvent(ev) }); n < 2 {
+		t.Fatalf("with a sink that keeps flows: %v allocations a flow, want the block and the TCP block each", n)
+	}
+	if k.last == nil {
+		t.Fatal("the keeper got no flow")
 	}
 }

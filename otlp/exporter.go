@@ -140,6 +140,11 @@ func (e *Exporter) Flow(f *flowpb.Flow) {
 	}
 }
 
+// KeepsFlows says that the exporter keeps flows after Flow returns (its
+// queue): the observer then allocates each flow on its own
+// (observer.FlowKeeper).
+func (e *Exporter) KeepsFlows() bool { return e.cfg.Flows != FlowsOff }
+
 // Lost counts n flows lost upstream of the exporter (the relay's follow
 // queue overflowed), so that the dropped count covers them too.
 func (e *Exporter) Lost(n uint64) {

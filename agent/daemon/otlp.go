@@ -12,6 +12,10 @@ import (
 	"github.com/loupe-project/loupe/otlp"
 )
 
+// The exporter queues flows, so the observer must know it keeps them (its
+// slabs would otherwise stay alive for one queued flow each).
+var _ observer.FlowKeeper = (*otlp.Exporter)(nil)
+
 // startOTLP exports the observer's flows and everything /metrics serves
 // to the collector of cfg.OTLP, when one is set. The exporter's own
 // counters join dpReg, so /metrics shows its drops.
