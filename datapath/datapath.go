@@ -55,6 +55,11 @@ const (
 const (
 	DefaultDropEventsPerSecond = 1000
 	DefaultReportInterval      = 5 * time.Second
+	// DefaultEventsRingBytes is the events ring buffer's size: 16 MiB
+	// holds about 58k events, 0.29 s of 200k events/s, so an agent that
+	// is not scheduled for a moment on a busy node loses none (4 MiB lost
+	// about 1 % of them on the events benchmark; docs/performance.md).
+	DefaultEventsRingBytes = 16 << 20
 )
 
 // Config configures Load.
@@ -76,6 +81,11 @@ type Config struct {
 	// from the from-pod program straight into the destination pod. The
 	// agent's --local-redirect=false sets it.
 	NoLocalRedirect bool
+	// EventsRingBytes is the size of the ring buffer every event goes
+	// through to the agent: a power of two and a multiple of the page
+	// size. 0 = DefaultEventsRingBytes. A pinned ring of another size is
+	// replaced (events in it are lost).
+	EventsRingBytes uint32
 	// L7 is the set of L7DNS | L7HTTP the programs capture (--l7); 0 is off.
 	L7 uint8
 	// DNSPorts are the UDP and TCP ports whose payloads are DNS, at most
@@ -195,6 +205,9 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		return nil, err
 	}
 	maps.Copy(vars, l7)
+	if spec.Maps[MapEvents].MaxEntries, err = eventsRingBytes(cfg.EventsRingBytes); err != nil {
+		return nil, err
+	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]
 		if !ok {
@@ -205,6 +218,39 @@ func datapathSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		}
 	}
 	return spec, nil
+}
+
+// eventsRingBytes checks a ring size (0 = DefaultEventsRingBytes) as the
+// kernel will, so a bad one is a clear error rather than EINVAL.
+func eventsRingBytes(n uint32) (uint32, error) {
+	if n == 0 {
+		return DefaultEventsRingBytes, nil
+	}
+	page := uint32(os.Getpagesize())
+	if n < page || n&(n-1) != 0 {
+		return 0, fmt.Errorf("events ring size %d: want a power of two of at least the page size, %d", n, page)
+	}
+	return n, nil
+}
+
+// matchPinnedRing sizes spec's events ring as the one the datapath pinned
+// under root, so a program that writes into it (kernel drops, TCP events)
+// shares it instead of replacing it.
+func matchPinnedRing(spec *ebpf.CollectionSpec, root string) error {
+	ms, ok := spec.Maps[MapEvents]
+	if !ok {
+		return nil
+	}
+	m, err := ebpf.LoadPinnedMap(filepath.Join(root, mapsDir, MapEvents), &ebpf.LoadPinOptions{ReadOnly: true})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pinned events ring: %w", err)
+	}
+	defer m.Close()
+	ms.MaxEntries = m.MaxEntries()
+	return nil
 }
 
 // l7Variables are the values of bpf/l7.h's settings, typed as the C has them.

@@ -77,6 +77,9 @@ func LoadKernelDrops(cfg KernelDropConfig) (*KernelDrops, error) {
 		}
 	}
 	k := &KernelDrops{}
+	if err := matchPinnedRing(spec, cfg.BPFRoot); err != nil {
+		return nil, fmt.Errorf("load kernel drops: %w", err)
+	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(cfg.BPFRoot, mapsDir)}}
 	if err := loadAndAssign(spec, &k.objs, opts, "kernel drops"); err != nil {
 		return nil, err

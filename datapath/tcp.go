@@ -87,6 +87,9 @@ func LoadTCPEvents(cfg TCPConfig) (*TCPEvents, error) {
 		}
 	}
 	t := &TCPEvents{}
+	if err := matchPinnedRing(spec, cfg.BPFRoot); err != nil {
+		return nil, fmt.Errorf("load tcp events: %w", err)
+	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(cfg.BPFRoot, mapsDir)}}
 	if err := loadAndAssign(spec, &t.objs, opts, "tcp events"); err != nil {
 		return nil, err

@@ -72,7 +72,10 @@ type Config struct {
 	ManifestsDir        string // metadata folder; "" = no metadata
 	FlowBufferSize      int
 	DropEventsPerSecond uint32
-	Log                 *slog.Logger
+	// EventsRingBytes sizes the datapath's events ring buffer (0: the
+	// datapath's default, 16 MiB).
+	EventsRingBytes uint32
+	Log             *slog.Logger
 	// ReportInterval is how often a long connection gets a periodic flow
 	// with its counters (0: the datapath's default, 5 s); NoConnStats
 	// turns per-connection bytes and handshake timing off.
@@ -314,7 +317,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	l7Mode, _ := datapath.ParseL7Mode(cfg.L7) // checked by Validate
 	dp, err := datapath.Load(datapath.Config{BPFRoot: cfg.BPFRoot, DropEventsPerSecond: cfg.DropEventsPerSecond,
 		ReportInterval: cfg.ReportInterval, NoConnStats: cfg.NoConnStats, NoLocalRedirect: cfg.NoLocalRedirect,
-		L7: l7Mode, DNSPorts: cfg.L7DNSPorts, L7EventsPerSecond: cfg.L7EventsPerSecond})
+		L7: l7Mode, DNSPorts: cfg.L7DNSPorts, L7EventsPerSecond: cfg.L7EventsPerSecond,
+		EventsRingBytes: cfg.EventsRingBytes})
 	if err != nil {
 		return err
 	}

@@ -121,6 +121,7 @@ state, so pods keep their connectivity until it starts again.`,
 	f.StringVar(&cfg.ManifestsDir, "manifests-dir", "", "folder of Kubernetes manifests to read pods, namespaces, services and policies from (the lab's API server)")
 	f.StringVar(&kubeconfig, "k8s-kubeconfig", "", "kubeconfig of the API server to read metadata from; in a pod without --manifests-dir the in-cluster config is used")
 	f.IntVar(&cfg.FlowBufferSize, "flow-buffer-size", daemon.DefaultFlowBufferSize, "flows kept in memory for the Observer API (rounded to 2^n-1)")
+	f.Uint32Var(&cfg.EventsRingBytes, "events-ring-bytes", datapath.DefaultEventsRingBytes, "size of the ring buffer that carries datapath events to the agent, a power of two of at least a page: a bigger ring rides out longer stalls of the agent before events are lost")
 	f.Uint32Var(&cfg.DropEventsPerSecond, "drop-events-per-second", 0, "rate limit on drop events for the node; counters stay exact (0 = the datapath's default)")
 	f.DurationVar(&cfg.ReportInterval, "report-interval", datapath.DefaultReportInterval, "how often a long-lived connection gets a periodic flow with its packet and byte counters")
 	f.Var(onOff{&cfg.NoServiceTranslation}, "service-translation", "translate ClusterIP Services in the datapath before egress policy (on|off); with it on kube-proxy is optional")
