@@ -35,6 +35,12 @@ type agentCounters struct {
 	cpuTicks              uint64  // utime + stime
 }
 
+// eventsOffered is the rate the events rounds offer: 5 % over the target,
+// so a round that delivers every event measures a rate above the target
+// (offering exactly the target, a perfect round measures a hair under it:
+// the settle poll and the generator's last partial millisecond).
+const eventsOffered = eventsTarget * 21 / 20
+
 // eventsPressure is the offered rate of the pressure rounds, as a multiple
 // of eventsTarget: the issue asks what the agent does at twice its
 // sustainable rate.
@@ -72,7 +78,7 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	var rates, delivered, cpu, perCore, offered, toHistory []float64
 	var histLost, histWritten float64
 	for i := range cfg.rounds() {
-		r, err := measure(eventsTarget)
+		r, err := measure(eventsOffered)
 		if err != nil {
 			return nil, err
 		}
@@ -149,7 +155,8 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	for i := range targets {
 		targets[i], ones[i] = eventsTarget, 1
 	}
-	rate, err := NewRow("events_rate", "events/s", rates, targets, "target 200k/s", 1, Higher, note)
+	rate, err := NewRow("events_rate", "events/s", rates, targets, "target 200k/s", 1, Higher, note+
+		"; the rate counts from the first event written to the last one the agent read, so it is above the target only if the agent kept up")
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +364,8 @@ func measureEvents(ctx context.Context, src *eventSource, url string, pid int, r
 // every one of sent events written since before (HandleEvent runs on the
 // reader, so their flows are made too), for at most 15 s: the agent may be
 // far behind on a loaded machine, and a round must not count the last
-// one's events.
+// one's events. It looks every 10 ms: the time it returns at ends the
+// round's rate.
 func settleSent(ctx context.Context, url string, pid int, before agentCounters, sent uint64) (agentCounters, error) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -365,7 +373,7 @@ func settleSent(ctx context.Context, url string, pid int, before agentCounters, 
 		if err != nil || c.read-before.read+c.lost-before.lost >= float64(sent) || time.Now().After(deadline) {
 			return c, err
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
