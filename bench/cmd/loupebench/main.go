@@ -20,6 +20,13 @@ import (
 )
 
 func main() {
+	if os.Getenv(bench.ReceiverChildEnv) != "" {
+		if err := bench.RunReceiverChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "loupebench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var cfg bench.Config
 	var suites string
 	flag.BoolVar(&cfg.Quick, "quick", false, "fewer and shorter rounds (make bench-quick)")
