@@ -98,7 +98,8 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 			perCore = append(perCore, r.perCore)
 		}
 		cfg.Log.Info("events", "round", i+1, "offered_per_s", fmt.Sprintf("%.0f", r.offered), "events_per_s", fmt.Sprintf("%.0f", r.rate),
-			"delivered", fmt.Sprintf("%.4f", r.delivered), "agent_cpu_cores", fmt.Sprintf("%.2f", r.cpu), "events_per_cpu_s", fmt.Sprintf("%.0f", r.perCore))
+			"delivered", fmt.Sprintf("%.4f", r.delivered), "agent_cpu_cores", fmt.Sprintf("%.2f", r.cpu), "events_per_cpu_s", fmt.Sprintf("%.0f", r.perCore),
+			"source_cpu_cores", fmt.Sprintf("%.2f", r.srcCPU))
 	}
 	if cfg.Profile {
 		before, err := readAgent(ctx, metricsURL, pid)
@@ -326,6 +327,7 @@ type eventsRound struct {
 	cpu       float64 // agent CPU cores
 	perCore   float64 // flows per agent CPU-second
 	offered   float64 // events written per second
+	srcCPU    float64 // cores of this process (the event source's test runs) while it wrote
 	accounted float64 // flows + lost events out of the events written
 	after     agentCounters
 	before    agentCounters
@@ -338,12 +340,20 @@ func measureEvents(ctx context.Context, src *eventSource, url string, pid int, r
 	if err != nil {
 		return eventsRound{}, err
 	}
+	self, err := cpuTicks(os.Getpid())
+	if err != nil {
+		return eventsRound{}, err
+	}
 	t0 := time.Now()
 	sent, err := src.drive(ctx, rate, d)
 	if err != nil {
 		return eventsRound{}, err
 	}
 	gen := time.Since(t0).Seconds()
+	selfAfter, err := cpuTicks(os.Getpid())
+	if err != nil {
+		return eventsRound{}, err
+	}
 	after, err := settleSent(ctx, url, pid, before, sent)
 	if err != nil {
 		return eventsRound{}, err
@@ -353,7 +363,7 @@ func measureEvents(ctx context.Context, src *eventSource, url string, pid int, r
 	lost := after.lost - before.lost
 	cs := float64(after.cpuTicks-before.cpuTicks) / 100
 	r := eventsRound{rate: events / el, delivered: events / max(1, events+lost), cpu: cs / el,
-		offered: float64(sent) / gen, accounted: (events + lost) / max(1, float64(sent)), before: before, after: after}
+		offered: float64(sent) / gen, srcCPU: float64(selfAfter-self) / 100 / gen, accounted: (events + lost) / max(1, float64(sent)), before: before, after: after}
 	if cs > 0 {
 		r.perCore = events / cs
 	}
