@@ -65,7 +65,7 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer src.Close()
+	defer func() { src.Close() }() // the compare rounds open it again
 	dur := pick(cfg, 5*time.Second, 2*time.Second, 500*time.Millisecond)
 	// One unmeasured second warms the agent's maps and caches up.
 	if _, err := src.drive(ctx, eventsTarget, pick(cfg, time.Second, time.Second, 200*time.Millisecond)); err != nil {
@@ -194,7 +194,11 @@ func runEvents(ctx context.Context, cfg *Config, bl *benchLab) ([]Row, error) {
 	}
 	if cfg.CompareAgent != "" {
 		r, err := compareAgents(ctx, cfg, bl, func() (float64, error) {
-			if pid, err = agentPID(bl.lab.AgentPIDFile(node.Name)); err != nil {
+			// The restarted agent may have replaced the pinned ring (its
+			// build has another size): the source must run its programs,
+			// which write into its ring.
+			src.Close()
+			if src, pid, metricsURL, err = eventRig(bl); err != nil {
 				return 0, err
 			}
 			rd, err := measure(eventsTarget)

@@ -128,7 +128,8 @@ func readRingPolled(ctx context.Context, m *ebpf.Map, caughtUp *atomic.Int64, wh
 // EventsCaughtUp returns a CLOCK_BOOTTIME instant (ns, the clock of the
 // events' ts_ns) such that every event stamped before it has been handed to
 // the ReadEvents sink; 0 before ReadEvents runs. It lags real time by at most
-// caughtUpPoll while the reader keeps up, and stops while it is behind.
+// caughtUpPoll (plus busyPause on a busy ring) while the reader keeps up, and
+// stops while it is behind.
 func (d *Datapath) EventsCaughtUp() int64 { return d.caughtUp.Load() }
 
 func bootNow() int64 {
