@@ -90,27 +90,27 @@ func (c *endpointCodec) unmarshal(b []byte, resp *observerpb.GetFlowsResponse) e
 	return nil
 }
 
-// pick appends message b to out without its fields a and b2 (0: none),
-// whose values it returns (nil when absent). ok is false when the rest
-// would not decode as b does: a picked field repeated (a message field's
-// occurrences merge) or not length-delimited, a field of others present
-// (another member of a picked field's oneof: the last one wins), or b
-// malformed.
-func pick(out, b []byte, a, b2 protowire.Number, others ...protowire.Number) (vals [2][]byte, rest []byte, ok bool) {
-	for off := 0; off < len(b); {
-		n, typ, tagLen := protowire.ConsumeTag(b[off:])
+// pick appends message msg to out without its fields first and second (0:
+// none), whose values it returns (nil when absent). ok is false when the
+// rest would not decode as msg does: a picked field repeated (a message
+// field's occurrences merge) or not length-delimited, a field of others
+// present (another member of a picked field's oneof: the last one wins),
+// or msg malformed.
+func pick(out, msg []byte, first, second protowire.Number, others ...protowire.Number) (vals [2][]byte, rest []byte, ok bool) {
+	for off := 0; off < len(msg); {
+		n, typ, tagLen := protowire.ConsumeTag(msg[off:])
 		if tagLen < 0 {
 			return vals, out, false
 		}
-		valLen := protowire.ConsumeFieldValue(n, typ, b[off+tagLen:])
+		valLen := protowire.ConsumeFieldValue(n, typ, msg[off+tagLen:])
 		if valLen < 0 {
 			return vals, out, false
 		}
 		i := -1
 		switch n {
-		case a:
+		case first:
 			i = 0
-		case b2:
+		case second:
 			i = 1
 		}
 		switch {
@@ -118,14 +118,14 @@ func pick(out, b []byte, a, b2 protowire.Number, others ...protowire.Number) (va
 			if vals[i] != nil || typ != protowire.BytesType {
 				return vals, out, false
 			}
-			vals[i], _ = protowire.ConsumeBytes(b[off+tagLen:])
+			vals[i], _ = protowire.ConsumeBytes(msg[off+tagLen:])
 			if vals[i] == nil {
 				vals[i] = []byte{} // present, empty
 			}
 		case slices.Contains(others, n):
 			return vals, out, false
 		default:
-			out = append(out, b[off:off+tagLen+valLen]...)
+			out = append(out, msg[off:off+tagLen+valLen]...)
 		}
 		off += tagLen + valLen
 	}
