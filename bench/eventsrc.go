@@ -153,7 +153,7 @@ const (
 )
 
 // srcBatch is how many events one test run writes: at 200k/s a batch is
-// 5 ms of events, a fraction of the 4 MiB ring (~16k records).
+// 5 ms of events, a fraction of the 16 MiB ring (~58k records).
 const srcBatch = 1000
 
 // drive writes events at rate per second for d and returns how many it

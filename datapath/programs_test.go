@@ -435,10 +435,11 @@ func TestPrivilegedDropEventRateLimit(t *testing.T) {
 // A full ring buffer loses events, and the loss is counted exactly: every
 // packet is an event read, an event lost, or a drop event rate-limited.
 func TestPrivilegedRingBufferFullCountsLost(t *testing.T) {
-	d := newTestDatapath(t, Config{DropEventsPerSecond: 1 << 30})
+	// A 1 MiB ring holds about 3,600 events.
+	d := newTestDatapath(t, Config{DropEventsPerSecond: 1 << 30, EventsRingBytes: 1 << 20})
 	withEndpoint(t, d, EndpointInfo{})
 	spoofed := pkt{src: netip.MustParseAddr("10.0.0.99"), dst: peerIP, proto: protoUDP, sport: 1, dport: 53}.build()
-	const n = 40000 // the ring holds about 16k events
+	const n = 40000
 	ret, err := d.objs.LoupeFromPod.Run(&ebpf.RunOptions{Data: spoofed, Repeat: n})
 	if err != nil || ret != retTCXDrop {
 		t.Fatalf("run: %d %v", ret, err)
