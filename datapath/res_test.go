@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -209,14 +210,34 @@ func near(got, want, slack uint64) bool {
 // and the thread's on-CPU time is a small part of the 1 s it slept. The
 // counts are the scheduler's own: they agree with the thread's schedstat
 // (the thread stays on one CPU, so that no wait is split by a move).
+//
+// Other packages' tests load the machine while this one runs (go test runs
+// packages side by side), and a loaded CPU adds waits and CPU time that
+// the window cannot tell from the loop's. The measurement is taken up to
+// three times, each in a namespace of its own; every check must hold in
+// one of them.
 func TestPrivilegedResourcesSleepWakeLoop(t *testing.T) {
 	r := loadTestResources(t)
-	name := fmt.Sprintf("res-sleep-%d", os.Getpid())
+	var problems []string
+	for attempt := range 3 {
+		if problems = sleepWakeLoop(t, r, fmt.Sprintf("res-sleep-%d-%d", os.Getpid(), attempt)); len(problems) == 0 {
+			return
+		}
+		t.Logf("attempt %d: %s", attempt+1, strings.Join(problems, "; "))
+	}
+	t.Error(strings.Join(problems, "\n"))
+}
+
+// sleepWakeLoop is one measurement of TestPrivilegedResourcesSleepWakeLoop
+// in a new namespace called name; it returns the checks that failed.
+func sleepWakeLoop(t *testing.T, r *Resources, name string) (problems []string) {
+	fail := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	ino := newTestNetns(t, name)
 	const loops = 200
 	start := time.Now()
-	var cpu0, wait0, runs0, cpu1, wait1, runs1 uint64
+	var cpu0, wait0, runs0, cpu1, wait1, runs1, around uint64
 	inNetns(t, name, func() {
+		_, _, runsIn := schedstat(t)
 		// On one CPU: no wait is split by a move to another one.
 		var one, all unix.CPUSet
 		if err := unix.SchedGetaffinity(0, &all); err != nil {
@@ -234,6 +255,11 @@ func TestPrivilegedResourcesSleepWakeLoop(t *testing.T) {
 		}
 		cpu1, wait1, runs1 = schedstat(t)
 		_ = unix.SchedSetaffinity(0, &all)
+		// The thread's own runs in the namespace outside the measured
+		// window (the moves to CPU 0 and back; under load, preemptions):
+		// the namespace counts their waits too.
+		_, _, runsOut := schedstat(t)
+		around = runs0 - runsIn + runsOut - runs1
 	})
 	wall := time.Since(start)
 	s := netnsStats(t, r, ino)
@@ -250,16 +276,16 @@ func TestPrivilegedResourcesSleepWakeLoop(t *testing.T) {
 		s.RunqCount, time.Duration(s.RunqSumNs), time.Duration(s.CPUNs), time.Duration(quantileFloor(s.Runq, 0.5)),
 		runs1-runs0, time.Duration(wait1-wait0), time.Duration(cpu1-cpu0))
 	if s.RunqCount < loops || s.RunqCount > 2*loops {
-		t.Errorf("%d run-queue waits for %d sleeps", s.RunqCount, loops)
+		fail("%d run-queue waits for %d sleeps", s.RunqCount, loops)
 	}
 	if n := histCount(s.Runq); n != s.RunqCount {
-		t.Errorf("histogram holds %d waits, count says %d", n, s.RunqCount)
+		fail("histogram holds %d waits, count says %d", n, s.RunqCount)
 	}
 	if s.CPUNs == 0 || time.Duration(s.CPUNs) > wall/2 {
-		t.Errorf("on-CPU %v for a thread that slept most of %v", time.Duration(s.CPUNs), wall)
+		fail("on-CPU %v for a thread that slept most of %v", time.Duration(s.CPUNs), wall)
 	}
 	if s.IOOps != 0 || s.OOMKills != 0 {
-		t.Errorf("a sleep loop counted I/O or OOM kills: %+v", s)
+		fail("a sleep loop counted I/O or OOM kills: %+v", s)
 	}
 	// Between the two reads the thread got the CPU runs times, after
 	// waiting waited ns; the namespace also has its waits before the first
@@ -268,17 +294,18 @@ func TestPrivilegedResourcesSleepWakeLoop(t *testing.T) {
 	// dozen runs, up to 2.9 ms of run_delay had no wait of ours (with the
 	// counts equal: cause not found), hence the slack.
 	runs, waited := runs1-runs0, wait1-wait0
-	if s.RunqCount < runs || s.RunqCount > runs+4 {
-		t.Errorf("%d waits in the namespace, the thread's schedstat counts %d runs", s.RunqCount, runs)
+	if s.RunqCount < runs || s.RunqCount > runs+around+4 {
+		fail("%d waits in the namespace, the thread's schedstat counts %d runs (and %d around them)", s.RunqCount, runs, around)
 	}
 	const slack = 4_000_000
 	if s.RunqSumNs+slack < waited || s.RunqCount == runs && !near(s.RunqSumNs, waited, slack) {
-		t.Errorf("%d waits sum to %v; the thread's schedstat: %d runs after %v", s.RunqCount, time.Duration(s.RunqSumNs),
+		fail("%d waits sum to %v; the thread's schedstat: %d runs after %v", s.RunqCount, time.Duration(s.RunqSumNs),
 			runs, time.Duration(waited))
 	}
 	if !near(s.CPUNs, cpu1-cpu0, 2_000_000) {
-		t.Errorf("on-CPU %v, the thread's schedstat %v", time.Duration(s.CPUNs), time.Duration(cpu1-cpu0))
+		fail("on-CPU %v, the thread's schedstat %v", time.Duration(s.CPUNs), time.Duration(cpu1-cpu0))
 	}
+	return problems
 }
 
 // Short-lived processes in a namespace: a task's last run before it exits
