@@ -95,6 +95,7 @@ type Observer struct {
 	lastFlowNS int64
 	sinks      []FlowSink    // sink.go; guarded by mu
 	hist       *historyState // nil without Config.History
+	readers    readerSet     // GetFlows' ring readers, for the history writer's release
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
