@@ -139,6 +139,35 @@ func TestFlowBatchesCarryGetFlowsResponses(t *testing.T) {
 	}
 }
 
+// A FlowBatches stream builds its batches in buffers gRPC hands back once
+// written: hundreds of batches take a few buffers, and every batch still
+// carries GetFlows' bytes (a buffer reused before gRPC wrote it would not).
+func TestFlowBatchesRecycleBuffers(t *testing.T) {
+	o := newTestObserver(t, 32767, nil)
+	fill(o, 30000)
+	conn := serve(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req := &observerpb.GetFlowsRequest{Number: 30000}
+	want := readRaw(t, rawStream(t, ctx, conn, observerpb.Observer_GetFlows_FullMethodName, req))
+	batches := readRaw(t, rawStream(t, ctx, conn, contract.FlowBatchesMethod, req))
+	var got [][]byte
+	for _, b := range batches {
+		got = append(got, splitBatch(t, b)...)
+	}
+	if len(got) != len(want) || len(want) != 30000 {
+		t.Fatalf("%d responses in batches, %d from GetFlows", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("response %d differs:\n%x\n%x", i, got[i], want[i])
+		}
+	}
+	if made := o.batchBuffersMade.Load(); len(batches) < 100 || made > 2*batchBuffersKept {
+		t.Fatalf("%d batches took %d buffers", len(batches), made)
+	}
+}
+
 // A following batch stream sends what it has before it waits: one flow
 // written after the stream caught up arrives on its own.
 func TestFlowBatchesFollowSendsBeforeWaiting(t *testing.T) {

@@ -274,7 +274,7 @@ func countResponses(t *testing.T, c observerpb.ObserverClient, req *observerpb.G
 // the ring's flows.
 func TestHistorySharesFollowersWire(t *testing.T) {
 	o := newHistoryObserver(t, 63, history.Options{Dir: t.TempDir()})
-	o.readers.add(40) // a reader of the ring at 40 keeps what follows
+	o.readers.add(40)  // a reader of the ring at 40 keeps what follows
 	fillFrom(o, 0, 50) // before the writer starts: the followers are first
 	var want []*flowpb.Flow
 	a, b := flowwire.NewEncoder(), flowwire.NewEncoder()

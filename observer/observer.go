@@ -96,6 +96,9 @@ type Observer struct {
 	sinks      []FlowSink    // sink.go; guarded by mu
 	hist       *historyState // nil without Config.History
 	readers    readerSet     // GetFlows' ring readers, for the history writer's release
+	// batchBuffersMade counts the FlowBatches streams' batch buffers
+	// (batchBuffers): they are recycled, so it stays small.
+	batchBuffersMade atomic.Uint64
 
 	// podMetricsGrace is how long a deleted pod's metric series stay.
 	podMetricsGrace time.Duration
