@@ -84,14 +84,18 @@ func (en *env) expandIn(n *node, stack map[string]bool, budget *int) (*node, err
 }
 
 // compile turns an expanded condition into a matcher.
-func compile(n *node) (matcher, error) {
+func compile(n *node) (matcher, error) { return compileWith(n, lookupField) }
+
+// compileWith is compile with the fields lookup finds (tests compare
+// fields with and without their typed getters).
+func compileWith(n *node, lookup func(string) (field, bool)) (matcher, error) {
 	switch n.kind {
 	case nAnd, nOr:
-		l, err := compile(n.kids[0])
+		l, err := compileWith(n.kids[0], lookup)
 		if err != nil {
 			return nil, err
 		}
-		r, err := compile(n.kids[1])
+		r, err := compileWith(n.kids[1], lookup)
 		if err != nil {
 			return nil, err
 		}
@@ -100,19 +104,19 @@ func compile(n *node) (matcher, error) {
 		}
 		return func(e *Event) bool { return l(e) || r(e) }, nil
 	case nNot:
-		k, err := compile(n.kids[0])
+		k, err := compileWith(n.kids[0], lookup)
 		if err != nil {
 			return nil, err
 		}
 		return func(e *Event) bool { return !k(e) }, nil
 	case nCmp:
-		return compileCmp(n)
+		return compileCmp(n, lookup)
 	}
 	return nil, fmt.Errorf("internal: unexpanded macro %q", n.name)
 }
 
-func compileCmp(n *node) (matcher, error) {
-	f, _ := lookupField(n.field)
+func compileCmp(n *node, lookup func(string) (field, bool)) (matcher, error) {
+	f, _ := lookup(n.field)
 	get := f.get
 	if n.op == "exists" {
 		return func(e *Event) bool { _, ok := get(e); return ok }, nil
@@ -128,10 +132,17 @@ func compileCmp(n *node) (matcher, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n.field, err)
 		}
+		addr := f.addr
+		if addr == nil {
+			addr = func(e *Event) (netip.Addr, bool) {
+				s, ok := get(e)
+				a, err := netip.ParseAddr(s)
+				return a, ok && err == nil
+			}
+		}
 		in := func(e *Event) bool {
-			s, ok := get(e)
-			a, err := netip.ParseAddr(s)
-			return ok && err == nil && slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
+			a, ok := addr(e)
+			return ok && slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
 		}
 		switch n.op {
 		case "=", "in":
@@ -155,14 +166,21 @@ func compileCmp(n *node) (matcher, error) {
 			want = x
 		}
 	}
-	numCmp := func(ok func(a, b int64) bool) matcher {
-		return func(e *Event) bool {
+	value := f.int
+	if value == nil {
+		value = func(e *Event) (int64, bool) {
 			s, present := get(e)
 			if !present {
-				return false
+				return 0, false
 			}
 			a, err := strconv.ParseInt(s, 10, 64)
-			return err == nil && ok(a, want)
+			return a, err == nil
+		}
+	}
+	numCmp := func(ok func(a, b int64) bool) matcher {
+		return func(e *Event) bool {
+			a, present := value(e)
+			return present && ok(a, want)
 		}
 	}
 	strCmp := func(ok func(s string) bool) matcher {
@@ -191,6 +209,14 @@ func compileCmp(n *node) (matcher, error) {
 			">": func(a, b int64) bool { return a > b }, ">=": func(a, b int64) bool { return a >= b },
 		}[n.op]), nil
 	case "in":
+		if f.numeric && f.int != nil {
+			set := make(map[int64]bool, len(n.values))
+			for _, v := range n.values {
+				x, _ := strconv.ParseInt(v, 0, 64)
+				set[x] = true
+			}
+			return func(e *Event) bool { a, ok := value(e); return ok && set[a] }, nil
+		}
 		set := make(map[string]bool, len(n.values))
 		for _, v := range n.values {
 			if f.numeric {

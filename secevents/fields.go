@@ -1,6 +1,7 @@
 package secevents
 
 import (
+	"net/netip"
 	"path"
 	"slices"
 	"strconv"
@@ -20,6 +21,12 @@ type field struct {
 	get     func(e *Event) (string, bool)
 	numeric bool
 	cidr    bool // = and in compare an address with CIDRs
+	// addr and int, when set, are get for cidr and numeric fields without
+	// the string: the network rules run on every connection a pod opens,
+	// and formatting a value only to parse it back was most of a rule's
+	// cost.
+	addr func(e *Event) (netip.Addr, bool)
+	int  func(e *Event) (int64, bool)
 	// kinds are the event kinds that have the field (kindAll: all).
 	doc string
 }

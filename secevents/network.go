@@ -49,6 +49,15 @@ func onNet(f func(n *NetEvent) string) func(e *Event) (string, bool) {
 	}
 }
 
+// onNetValue is a network field's typed value (field.addr, field.int).
+func onNetValue[T any](e *Event, f func(n *NetEvent) T) (T, bool) {
+	if e.Net == nil {
+		var zero T
+		return zero, false
+	}
+	return f(e.Net), true
+}
+
 func netFields() map[string]field {
 	ip := func(a netip.Addr) string {
 		if !a.IsValid() {
@@ -57,10 +66,16 @@ func netFields() map[string]field {
 		return a.String()
 	}
 	return map[string]field{
-		"fd.sip":     {get: onNet(func(n *NetEvent) string { return ip(n.DstIP) })},
-		"fd.cip":     {get: onNet(func(n *NetEvent) string { return ip(n.SrcIP) })},
-		"fd.snet":    {get: onNet(func(n *NetEvent) string { return ip(n.DstIP) }), cidr: true},
-		"fd.sport":   {get: onNet(func(n *NetEvent) string { return strconv.FormatUint(uint64(n.DstPort), 10) }), numeric: true},
+		"fd.sip": {get: onNet(func(n *NetEvent) string { return ip(n.DstIP) })},
+		"fd.cip": {get: onNet(func(n *NetEvent) string { return ip(n.SrcIP) })},
+		"fd.snet": {get: onNet(func(n *NetEvent) string { return ip(n.DstIP) }), cidr: true,
+			addr: func(e *Event) (netip.Addr, bool) {
+				return onNetValue(e, func(n *NetEvent) netip.Addr { return n.DstIP })
+			}},
+		"fd.sport": {get: onNet(func(n *NetEvent) string { return strconv.FormatUint(uint64(n.DstPort), 10) }), numeric: true,
+			int: func(e *Event) (int64, bool) {
+				return onNetValue(e, func(n *NetEvent) int64 { return int64(n.DstPort) })
+			}},
 		"fd.l4proto": {get: onNet(func(n *NetEvent) string { return n.L4 })},
 		"dns.query": {get: func(e *Event) (string, bool) {
 			if e.Net == nil || e.Type != "dns" {
@@ -68,11 +83,17 @@ func netFields() map[string]field {
 			}
 			return e.Net.DNSQuery, true
 		}},
-		"net.world":          {get: onNet(func(n *NetEvent) string { return boolStr(n.World) })},
-		"net.apiserver":      {get: onNet(func(n *NetEvent) string { return boolStr(n.APIServer) })},
-		"net.new_dst":        {get: onNet(func(n *NetEvent) string { return boolStr(n.NewDst) })},
-		"net.distinct_ports": {get: onNet(func(n *NetEvent) string { return strconv.Itoa(n.DistinctPorts) }), numeric: true},
-		"net.distinct_hosts": {get: onNet(func(n *NetEvent) string { return strconv.Itoa(n.DistinctHosts) }), numeric: true},
+		"net.world":     {get: onNet(func(n *NetEvent) string { return boolStr(n.World) })},
+		"net.apiserver": {get: onNet(func(n *NetEvent) string { return boolStr(n.APIServer) })},
+		"net.new_dst":   {get: onNet(func(n *NetEvent) string { return boolStr(n.NewDst) })},
+		"net.distinct_ports": {get: onNet(func(n *NetEvent) string { return strconv.Itoa(n.DistinctPorts) }), numeric: true,
+			int: func(e *Event) (int64, bool) {
+				return onNetValue(e, func(n *NetEvent) int64 { return int64(n.DistinctPorts) })
+			}},
+		"net.distinct_hosts": {get: onNet(func(n *NetEvent) string { return strconv.Itoa(n.DistinctHosts) }), numeric: true,
+			int: func(e *Event) (int64, bool) {
+				return onNetValue(e, func(n *NetEvent) int64 { return int64(n.DistinctHosts) })
+			}},
 	}
 }
 

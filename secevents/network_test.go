@@ -2,6 +2,7 @@ package secevents
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +163,71 @@ func TestNetTrackerWindowArrayBounded(t *testing.T) {
 	}
 	if &p.hits[:cap(p.hits)][cap(p.hits)-1] != arr {
 		t.Fatal("the hits array was replaced after it stopped growing")
+	}
+}
+
+// The typed getters of the network fields (field.addr, field.int) read
+// what their string getters say, and a condition compiles to the same
+// verdict through either, events without a network part included.
+func TestNetFieldsTypedMatchStrings(t *testing.T) {
+	events := []*Event{{Type: "open"}}
+	for _, dst := range []string{"10.1.0.9", "203.0.113.7", "2001:db8::1", "::ffff:10.1.0.9"} {
+		for _, port := range []uint32{0, 53, 443, 65535} {
+			e := netEv("connect", dst, port, "")
+			e.Net.DistinctPorts, e.Net.DistinctHosts = int(port%7), int(port%5)
+			events = append(events, e)
+		}
+	}
+	typed := 0
+	for name, f := range netFields() {
+		if f.addr == nil && f.int == nil {
+			continue
+		}
+		typed++
+		for _, e := range events {
+			s, ok := f.get(e)
+			if f.addr != nil {
+				a, aok := f.addr(e)
+				if want, err := netip.ParseAddr(s); aok != ok || (ok && (err != nil || want != a)) {
+					t.Errorf("%s: typed %v %v, string %q %v", name, a, aok, s, ok)
+				}
+			}
+			if f.int != nil {
+				n, nok := f.int(e)
+				if want, err := strconv.ParseInt(s, 10, 64); nok != ok || (ok && (err != nil || want != n)) {
+					t.Errorf("%s: typed %d %v, string %q %v", name, n, nok, s, ok)
+				}
+			}
+		}
+	}
+	if typed != 4 {
+		t.Fatalf("%d network fields have typed getters, want 4 (fd.snet, fd.sport, net.distinct_*)", typed)
+	}
+	for _, cond := range []string{
+		"fd.snet in (10.0.0.0/8, 2001:db8::/32)", "fd.snet != 203.0.113.0/24", "fd.snet = 10.1.0.9",
+		"fd.sport = 443", "fd.sport in (53, 0x1bb)", "fd.sport >= 443", "fd.sport != 53",
+		"net.distinct_ports > 3", "net.distinct_hosts in (1, 3)", "net.distinct_ports <= 2",
+	} {
+		n, err := parseCondition(cond)
+		if err != nil {
+			t.Fatalf("%s: %v", cond, err)
+		}
+		fast, err := compile(n)
+		if err != nil {
+			t.Fatalf("%s: %v", cond, err)
+		}
+		slow, err := compileWith(n, func(name string) (field, bool) {
+			f, ok := lookupField(name)
+			f.addr, f.int = nil, nil
+			return f, ok
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", cond, err)
+		}
+		for _, e := range events {
+			if fast(e) != slow(e) {
+				t.Errorf("%s on %+v: typed %v, strings %v", cond, e.Net, fast(e), slow(e))
+			}
+		}
 	}
 }
