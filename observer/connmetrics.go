@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -101,9 +102,10 @@ func edgeName(ep *flowpb.Endpoint) (ns, workload string) {
 }
 
 // observe counts the growth of a connection flow's totals, which the
-// decoder hands over with the flow.
-func (m *connMetrics) observe(f *flowpb.Flow, tot conndelta.Totals) {
-	d, ok := m.tracker.AddTotals(f, tot)
+// decoder hands over with the flow and its IP source and destination
+// (zero without an IP layer).
+func (m *connMetrics) observe(f *flowpb.Flow, tot conndelta.Totals, src, dst netip.Addr) {
+	d, ok := m.tracker.AddTotalsAt(f, tot, src, dst)
 	if !ok {
 		m.untracked.Inc()
 		return

@@ -436,6 +436,16 @@ func (d *Decoder) endpoint(ix *enrichIndex, a netip.Addr, id, identity uint32) *
 	return ep
 }
 
+// flowAddrs are the IP source and destination of f, the flow the last
+// Decode made, as addresses: what its IP layer says in strings, zero
+// without one.
+func (d *Decoder) flowAddrs(f *flowpb.Flow) (src, dst netip.Addr) {
+	if f.GetIP() == nil {
+		return src, dst
+	}
+	return d.ev.Src, d.ev.Dst
+}
+
 func (d *Decoder) addrString(a netip.Addr) string {
 	if s, ok := d.ipStr[a]; ok {
 		return s

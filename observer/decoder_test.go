@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"net/netip"
 	"regexp"
 	"testing"
 	"time"
@@ -297,4 +298,34 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// flowAddrs, which the connection metrics key connections by, says what
+// the flow's IP layer says; a flow without one has none.
+func TestFlowAddrsMatchIPStrings(t *testing.T) {
+	o := newTestObserver(t, 4095, nil)
+	evs := append(benchEvents(), rawEvent(evSpec{ts: 1e9, typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 6,
+		flags: 2, epID: 11, srcID: 1001, dstID: 1000, src: "fd00::11", dst: "fd00::10", sport: 4242, dport: 80, dir: contract.DirectionEgress}))
+	withIP := 0
+	for i, raw := range evs {
+		e, err := o.dec.Decode(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, dst := o.dec.flowAddrs(e.flow)
+		ip := e.flow.GetIP()
+		if ip == nil {
+			if src.IsValid() || dst.IsValid() {
+				t.Fatalf("event %d: no IP layer, addresses %v %v", i, src, dst)
+			}
+			continue
+		}
+		withIP++
+		if ws, wd := netip.MustParseAddr(ip.GetSource()), netip.MustParseAddr(ip.GetDestination()); ws != src || wd != dst {
+			t.Fatalf("event %d: addresses %v %v, the flow says %v %v", i, src, dst, ws, wd)
+		}
+	}
+	if withIP == 0 {
+		t.Fatal("no event had an IP layer")
+	}
 }

@@ -224,7 +224,8 @@ func (o *Observer) HandleEvent(raw []byte) {
 	o.orderFlow(e.flow, false)
 	o.metrics.observe(e.flow)
 	if o.dec.connOK {
-		o.conns.observe(e.flow, o.dec.conn)
+		src, dst := o.dec.flowAddrs(e.flow)
+		o.conns.observe(e.flow, o.dec.conn, src, dst)
 	}
 	o.ring.write(e)
 	o.seen.Add(1)

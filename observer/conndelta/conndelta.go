@@ -107,20 +107,27 @@ func (t *Tracker) Add(f *flowpb.Flow) (d Delta, ok bool) {
 	return t.AddTotals(f, tot)
 }
 
-// AddTotals is Add for a caller that has the flow's totals already (the
-// observer, which just built the extension), sparing the unmarshal.
+// AddTotals is Add for a caller that has the flow's totals already,
+// sparing the unmarshal.
 func (t *Tracker) AddTotals(f *flowpb.Flow, tot Totals) (d Delta, ok bool) {
+	src, _ := netip.ParseAddr(f.GetIP().GetSource())
+	dst, _ := netip.ParseAddr(f.GetIP().GetDestination())
+	return t.AddTotalsAt(f, tot, src, dst)
+}
+
+// AddTotalsAt is AddTotals for a caller that has the flow's IP source and
+// destination as addresses too (the observer, whose decoder just wrote
+// them out), sparing parsing them back on every flow.
+func (t *Tracker) AddTotalsAt(f *flowpb.Flow, tot Totals, src, dst netip.Addr) (d Delta, ok bool) {
 	now := f.GetTime().AsTime().UnixNano()
 	t.sweep(now)
 	d.Client, d.Server = f.GetSource(), f.GetDestination()
-	cip, sip := f.GetIP().GetSource(), f.GetIP().GetDestination()
+	ca, sa := src, dst
 	cport, sport := ports(f)
 	if f.GetIsReply().GetValue() {
-		d.Client, d.Server, cip, sip, cport, sport = d.Server, d.Client, sip, cip, sport, cport
+		d.Client, d.Server, ca, sa, cport, sport = d.Server, d.Client, sa, ca, sport, cport
 	}
 	d.ServerPort = uint32(sport)
-	ca, _ := netip.ParseAddr(cip)
-	sa, _ := netip.ParseAddr(sip)
 	k := key{netip.AddrPortFrom(ca, cport), netip.AddrPortFrom(sa, sport), f.GetNodeName(), f.GetInterface().GetIndex()}
 
 	cur := state{
