@@ -2,7 +2,6 @@ package observer
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -34,10 +33,6 @@ type historyState struct {
 	// next is the ring sequence number the writer has persisted up to
 	// (exclusive): every entry before it is on disk or recorded as lost.
 	next atomic.Uint64
-
-	// released is the sequence number up to which (exclusive) the writer
-	// has released the entries' shared wire forms (see wireshare.go).
-	released uint64
 
 	lost    prometheus.Counter
 	written prometheus.Counter
@@ -75,8 +70,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 	enc := flowwire.NewEncoder().SkipUnknownFields() // the decoder's flows have none
 	var (
 		recs        []history.Record
-		arena       []byte    // lost records of the batch
-		wires       wireArena // flows' wire forms, shared with followers
+		arena       []byte
 		pendingLost uint64
 		lastFlush   = time.Now()
 		lastEnforce = time.Now()
@@ -124,22 +118,25 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			seq += lost
 		case e != nil:
 			rec := history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e)}
+			start := len(arena)
 			var err error
-			if e.lost != nil {
+			switch w := e.wire.Swap(wireTaken); {
+			case w != nil && w != wireTaken: // a follower wrote it already
+				rec.Data = *w
+			case e.lost != nil:
 				rec.Kind = history.KindLost
-				start := len(arena)
 				arena, err = proto.MarshalOptions{}.MarshalAppend(arena, &e.lost.event)
-				rec.Data = arena[start:len(arena):len(arena)]
-			} else if rec.Data = shareWire(e, enc, &wires); rec.Data == nil {
-				err = errNoWire
+			default:
+				arena, err = enc.Append(arena, e.flow)
 			}
 			seq++
-			if seq%256 == 0 {
-				h.release(r, &o.readers, seq)
-			}
 			if err != nil {
 				h.lost.Inc()
+				arena = arena[:start]
 				continue
+			}
+			if rec.Data == nil {
+				rec.Data = arena[start:len(arena):len(arena)]
 			}
 			recs = append(recs, rec)
 			// A batch ends at historyBatch records or historyFlush, also
@@ -150,7 +147,6 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			}
 			continue
 		}
-		h.release(r, &o.readers, seq)
 		if len(recs) > 0 && time.Since(lastFlush) >= historyFlush {
 			flush()
 		} else if len(recs) == 0 {
@@ -171,9 +167,11 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 					seq += max(lost, 1)
 					continue
 				}
-				if e.flow != nil {
-					if w := shareWire(e, enc, &wires); w != nil {
-						recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: w})
+				if w := e.wire.Swap(wireTaken); w != nil && w != wireTaken {
+					recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: *w})
+				} else if e.flow != nil {
+					if b, err := enc.Append(nil, e.flow); err == nil {
+						recs = append(recs, history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e), Data: b})
 					}
 				}
 				seq++
@@ -182,25 +180,6 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			return nil
 		case <-time.After(historyPoll):
 		}
-	}
-}
-
-// errNoWire: a flow that flowwire could not write (a string that is not
-// UTF-8), counted as lost to the history.
-var errNoWire = errors.New("history: flow cannot be written")
-
-// release drops the shared wire forms of the entries that the writer
-// (at seq) and every reader of the ring have passed (see wireshare.go).
-func (h *historyState) release(r *ring, readers *readerSet, seq uint64) {
-	limit := readers.below(seq)
-	for h.released < limit {
-		e, lost := r.read(h.released)
-		if e == nil {
-			h.released += max(lost, 1) // overwritten: gone with its bytes
-			continue
-		}
-		e.wire.Store(wireTaken)
-		h.released++
 	}
 }
 

@@ -267,31 +267,34 @@ func countResponses(t *testing.T, c observerpb.ObserverClient, req *observerpb.G
 	}
 }
 
-// A flow is written once, by whichever of the followers and the history
-// writer comes first: a second follower gets the same bytes, the writer
-// stores them, and it releases them once it and every reader of the ring
-// are past the entry, so the ring keeps no bytes behind them. What the disk then serves is
-// the ring's flows.
+// A flow a follower wrote is written once: a second follower gets the same
+// bytes, and the history writer takes them for the disk and leaves no
+// bytes behind in the ring. What the disk then serves is the ring's flows.
 func TestHistorySharesFollowersWire(t *testing.T) {
 	o := newHistoryObserver(t, 63, history.Options{Dir: t.TempDir()})
-	o.readers.add(40)  // a reader of the ring at 40 keeps what follows
 	fillFrom(o, 0, 50) // before the writer starts: the followers are first
 	var want []*flowpb.Flow
 	a, b := flowwire.NewEncoder(), flowwire.NewEncoder()
-	var wa, wb wireArena
-	followers := map[uint64][]byte{}
+	var scratch []byte
 	for seq := range uint64(50) {
 		e, _ := o.ring.read(seq)
 		want = append(want, e.flow)
-		ba, bb := o.sharedWire(e, a, &wa), o.sharedWire(e, b, &wb)
-		if len(ba) == 0 || &ba[0] != &bb[0] {
+		wa, wb := o.sharedWire(e, a, &scratch), o.sharedWire(e, b, &scratch)
+		if len(wa) == 0 || &wa[0] != &wb[0] {
 			t.Fatalf("entry %d: two followers wrote the flow twice", seq)
 		}
-		followers[seq] = ba
 	}
 	c := observerpb.NewObserverClient(serve(t, o))
 	waitPersisted(t, o)
-	checkReleased(t, o, 0, 50, 40, followers)
+	for seq := range uint64(50) {
+		e, _ := o.ring.read(seq)
+		if w := e.wire.Load(); w != wireTaken {
+			t.Fatalf("entry %d still holds %d bytes after the writer passed", seq, len(*w))
+		}
+		if o.sharedWire(e, a, &scratch) != nil {
+			t.Fatalf("entry %d: a follower shares bytes the writer no longer takes", seq)
+		}
+	}
 	fillPersisted(t, o, 50, 100) // the ring no longer holds the first 50
 	flows, err := collect(t, c, &observerpb.GetFlowsRequest{Since: flowTime(o, 0)})
 	if err != nil {
@@ -301,70 +304,6 @@ func TestHistorySharesFollowersWire(t *testing.T) {
 	for i, f := range want {
 		if !proto.Equal(f, flows[i]) {
 			t.Fatalf("flow %d from disk differs from the ring's:\n%v\n%v", i, flows[i], f)
-		}
-	}
-}
-
-// The history writer first: a follower then sends the writer's bytes
-// instead of writing the flow again.
-func TestFollowersShareHistoryWire(t *testing.T) {
-	o := newHistoryObserver(t, 63, history.Options{Dir: t.TempDir()})
-	reader := o.readers.add(30) // a reader of the ring at 30 keeps what follows
-	serve(t, o)
-	fillPersisted(t, o, 0, 40)
-	enc := flowwire.NewEncoder()
-	var arena wireArena
-	writer := map[uint64][]byte{}
-	for seq := uint64(30); seq < 40; seq++ {
-		e, _ := o.ring.read(seq)
-		w := e.wire.Load()
-		if w == nil || w == wireTaken {
-			t.Fatalf("entry %d: the writer left no bytes for followers (%v)", seq, w)
-		}
-		writer[seq] = *w
-		if got := o.sharedWire(e, enc, &arena); len(got) == 0 || &got[0] != &(*w)[0] {
-			t.Fatalf("entry %d: a follower wrote the writer's flow again", seq)
-		}
-		if want, _ := flowwire.NewEncoder().Append(nil, e.flow); string(want) != string(*w) {
-			t.Fatalf("entry %d: shared bytes %x, the flow is %x", seq, *w, want)
-		}
-	}
-	checkReleased(t, o, 0, 40, 30, writer)
-	if len(arena.hdrs) != 0 {
-		t.Fatalf("the follower wrote %d flows of its own", len(arena.hdrs))
-	}
-	// Once the reader is done, the writer releases the rest as it goes on.
-	o.readers.remove(reader)
-	fillPersisted(t, o, 40, 1)
-	deadline := time.Now().Add(5 * time.Second)
-	for e, _ := o.ring.read(39); e.wire.Load() != wireTaken; {
-		if time.Now().After(deadline) {
-			t.Fatal("entry 39 keeps its bytes after the last reader passed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// checkReleased checks entries first..end-1 after the writer persisted
-// them while a reader was at keep: those before keep hold no bytes (a
-// follower that far behind writes its own), the rest still hold want's.
-func checkReleased(t *testing.T, o *Observer, first, end, keep uint64, want map[uint64][]byte) {
-	t.Helper()
-	var arena wireArena
-	for seq := first; seq < end; seq++ {
-		e, _ := o.ring.read(seq)
-		w := e.wire.Load()
-		if seq < keep {
-			if w != wireTaken {
-				t.Fatalf("entry %d still holds bytes after the writer and every reader passed", seq)
-			}
-			if o.sharedWire(e, flowwire.NewEncoder(), &arena) != nil {
-				t.Fatalf("entry %d: a follower shares bytes the writer released", seq)
-			}
-			continue
-		}
-		if w == nil || w == wireTaken || len(*w) == 0 || &(*w)[0] != &want[seq][0] {
-			t.Fatalf("entry %d, within the window: not the bytes first written (%v)", seq, w)
 		}
 	}
 }

@@ -95,7 +95,6 @@ type Observer struct {
 	lastFlowNS int64
 	sinks      []FlowSink    // sink.go; guarded by mu
 	hist       *historyState // nil without Config.History
-	readers    readerSet     // GetFlows' ring readers, for the history writer's release
 	// batchBuffersMade counts the FlowBatches streams' batch buffers
 	// (batchBuffers): they are recycled, so it stays small.
 	batchBuffersMade atomic.Uint64

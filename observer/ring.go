@@ -25,15 +25,15 @@ type entry struct {
 	flow *flowpb.Flow
 	lost *lostRecord
 
-	// wire is the flow's wire form (flowwire.Encoder.Append), written by
-	// the first of the history writer and the followers to reach the
-	// entry and kept until the writer releases it: a flow is written
-	// once for the disk and every follower, not once per consumer (see
-	// wireshare.go). The flow itself stays immutable.
+	// wire is the flow's wire form (flowwire.Encoder.Append), kept by
+	// the first follower that writes it until the history writer takes
+	// it: a flow is then written once for the disk and every follower,
+	// not once per consumer (Observer.sharedWire). The writer leaves
+	// wireTaken behind. The flow itself stays immutable.
 	wire atomic.Pointer[[]byte]
 }
 
-// wireTaken marks an entry the history writer has released: no follower
+// wireTaken marks an entry the history writer has passed: no follower
 // keeps bytes in it any more.
 var wireTaken = new([]byte)
 

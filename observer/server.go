@@ -165,11 +165,11 @@ type responseWriter func(b []byte, e *entry, out *flowpb.Flow) ([]byte, error)
 // which would write it too (see entry.wire).
 func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb.GetFlowsResponse]) func(e *entry, out *flowpb.Flow) error {
 	enc := flowwire.NewEncoder().SkipUnknownFields() // the decoder's flows have none
-	var wires wireArena
+	var wireScratch []byte
 	var write responseWriter = func(b []byte, e *entry, out *flowpb.Flow) ([]byte, error) {
 		f := e.flow
 		var err error
-		if w := s.o.sharedWire(e, enc, &wires); out == f && w != nil {
+		if w := s.o.sharedWire(e, enc, &wireScratch); out == f && w != nil {
 			b, err = enc.AppendFlowResponseWire(b, w, f.GetNodeName(), f.GetTime())
 		} else {
 			b, err = enc.AppendFlowResponse(b, out, f.GetNodeName(), f.GetTime())
@@ -200,6 +200,35 @@ func (s *observerServer) flowSender(stream grpc.ServerStreamingServer[observerpb
 			Time:          f.GetTime(),
 		})
 	}
+}
+
+// sharedWire returns e's flow's wire form when the history writer has yet
+// to write it: written here once and left in the entry, where the writer
+// takes it. Nil without a history or once the writer has passed e (it
+// marks the entry wireTaken, so bytes are never left behind in the ring).
+func (o *Observer) sharedWire(e *entry, enc *flowwire.Encoder, scratch *[]byte) []byte {
+	if o.hist == nil {
+		return nil
+	}
+	switch w := e.wire.Load(); w {
+	case wireTaken:
+		return nil
+	case nil:
+	default:
+		return *w
+	}
+	w, err := enc.Append((*scratch)[:0], e.flow)
+	if err != nil {
+		return nil
+	}
+	*scratch = w
+	// One allocation of the exact size: appending to nil would grow the
+	// slice through every power of two.
+	b := append(make([]byte, 0, len(w)), w...)
+	// When this fails, another follower was first or the writer passed
+	// meanwhile: b is as good, only not shared.
+	e.wire.CompareAndSwap(nil, &b)
+	return b
 }
 
 func (s *observerServer) ServerStatus(ctx context.Context, _ *observerpb.ServerStatusRequest) (*observerpb.ServerStatusResponse, error) {
@@ -368,8 +397,6 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 		}
 	}
 	send := s.flowSender(stream)
-	cursor := o.readers.add(start)
-	defer o.readers.remove(cursor)
 	var marks watermarks
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -377,7 +404,6 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 		if !follow && seq >= end {
 			return nil
 		}
-		cursor.Store(seq)
 		e, lost := r.read(seq)
 		if e == nil && lost > 0 {
 			if err := stream.Send(o.lostResponse(lost)); err != nil {
