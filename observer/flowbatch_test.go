@@ -103,33 +103,18 @@ func splitBatch(t *testing.T, b []byte) [][]byte {
 // a GetFlows stream sends for the same request (with the history and
 // without, masked or not), in fewer gRPC messages.
 func TestFlowBatchesCarryGetFlowsResponses(t *testing.T) {
-	o := newTestObserver(t, 4095, nil)
-	fill(o, 3000)
-	conn := serve(t, o)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	_, conn, ctx := filledServer(t, 4095, 3000)
 	for _, req := range []*observerpb.GetFlowsRequest{
 		{Number: 3000},
 		{Number: 100, Whitelist: []*flowpb.FlowFilter{{DestinationPort: []string{"81"}}}},
 		{Number: 50, FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"source.pod_name", "l4"}}},
 	} {
-		want := readRaw(t, rawStream(t, ctx, conn, observerpb.Observer_GetFlows_FullMethodName, req))
-		batches := readRaw(t, rawStream(t, ctx, conn, contract.FlowBatchesMethod, req))
-		var got [][]byte
-		for _, b := range batches {
-			got = append(got, splitBatch(t, b)...)
+		msgs, n := batchesCarryGetFlows(t, ctx, conn, req)
+		if n == 0 {
+			t.Fatalf("%v: no responses", req)
 		}
-		msgs := len(batches)
-		if len(got) != len(want) || len(want) == 0 {
-			t.Fatalf("%v: %d responses in batches, %d from GetFlows", req, len(got), len(want))
-		}
-		for i := range want {
-			if !bytes.Equal(got[i], want[i]) {
-				t.Fatalf("%v: response %d differs:\n%x\n%x", req, i, got[i], want[i])
-			}
-		}
-		if len(want) > 100 && msgs*20 > len(want) {
-			t.Errorf("%v: %d responses took %d messages", req, len(want), msgs)
+		if n > 100 && msgs*20 > n {
+			t.Errorf("%v: %d responses took %d messages", req, n, msgs)
 		}
 	}
 	// A bad request is the same error.
@@ -143,29 +128,43 @@ func TestFlowBatchesCarryGetFlowsResponses(t *testing.T) {
 // written: hundreds of batches take a few buffers, and every batch still
 // carries GetFlows' bytes (a buffer reused before gRPC wrote it would not).
 func TestFlowBatchesRecycleBuffers(t *testing.T) {
-	o := newTestObserver(t, 32767, nil)
-	fill(o, 30000)
-	conn := serve(t, o)
+	o, conn, ctx := filledServer(t, 32767, 30000)
+	batches, n := batchesCarryGetFlows(t, ctx, conn, &observerpb.GetFlowsRequest{Number: 30000})
+	if made := o.batchBuffersMade.Load(); n != 30000 || batches < 100 || made > 2*batchBuffersKept {
+		t.Fatalf("%d responses in %d batches took %d buffers", n, batches, made)
+	}
+}
+
+// filledServer is an observer with a ring of size holding n flows, served,
+// and a context for the test's calls.
+func filledServer(t *testing.T, size, n int) (*Observer, *grpc.ClientConn, context.Context) {
+	o := newTestObserver(t, size, nil)
+	fill(o, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req := &observerpb.GetFlowsRequest{Number: 30000}
+	t.Cleanup(cancel)
+	return o, serve(t, o), ctx
+}
+
+// batchesCarryGetFlows reads req's responses from GetFlows and from
+// FlowBatches and checks that the batches carry the same bytes in the same
+// order; it returns how many batches and responses there were.
+func batchesCarryGetFlows(t *testing.T, ctx context.Context, conn *grpc.ClientConn, req *observerpb.GetFlowsRequest) (batches, responses int) {
+	t.Helper()
 	want := readRaw(t, rawStream(t, ctx, conn, observerpb.Observer_GetFlows_FullMethodName, req))
-	batches := readRaw(t, rawStream(t, ctx, conn, contract.FlowBatchesMethod, req))
+	msgs := readRaw(t, rawStream(t, ctx, conn, contract.FlowBatchesMethod, req))
 	var got [][]byte
-	for _, b := range batches {
+	for _, b := range msgs {
 		got = append(got, splitBatch(t, b)...)
 	}
-	if len(got) != len(want) || len(want) != 30000 {
-		t.Fatalf("%d responses in batches, %d from GetFlows", len(got), len(want))
+	if len(got) != len(want) {
+		t.Fatalf("%v: %d responses in batches, %d from GetFlows", req, len(got), len(want))
 	}
 	for i := range want {
 		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("response %d differs:\n%x\n%x", i, got[i], want[i])
+			t.Fatalf("%v: response %d differs:\n%x\n%x", req, i, got[i], want[i])
 		}
 	}
-	if made := o.batchBuffersMade.Load(); len(batches) < 100 || made > 2*batchBuffersKept {
-		t.Fatalf("%d batches took %d buffers", len(batches), made)
-	}
+	return len(msgs), len(want)
 }
 
 // A following batch stream sends what it has before it waits: one flow
