@@ -58,24 +58,34 @@ func onNetValue[T any](e *Event, f func(n *NetEvent) T) (T, bool) {
 	return f(e.Net), true
 }
 
-func netFields() map[string]field {
-	ip := func(a netip.Addr) string {
-		if !a.IsValid() {
-			return ""
-		}
-		return a.String()
+// ipString is an address field's string: "" for none.
+func ipString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
 	}
+	return a.String()
+}
+
+// cidrField is a network address that = and in compare with CIDRs: its
+// string is derived from the address the comparisons read (field.addr).
+func cidrField(f func(n *NetEvent) netip.Addr) field {
+	return field{get: onNet(func(n *NetEvent) string { return ipString(f(n)) }), cidr: true,
+		addr: func(e *Event) (netip.Addr, bool) { return onNetValue(e, f) }}
+}
+
+// intField is a numeric network field: its string is derived from the
+// number the comparisons read (field.int).
+func intField(f func(n *NetEvent) int64) field {
+	return field{get: onNet(func(n *NetEvent) string { return strconv.FormatInt(f(n), 10) }), numeric: true,
+		int: func(e *Event) (int64, bool) { return onNetValue(e, f) }}
+}
+
+func netFields() map[string]field {
 	return map[string]field{
-		"fd.sip": {get: onNet(func(n *NetEvent) string { return ip(n.DstIP) })},
-		"fd.cip": {get: onNet(func(n *NetEvent) string { return ip(n.SrcIP) })},
-		"fd.snet": {get: onNet(func(n *NetEvent) string { return ip(n.DstIP) }), cidr: true,
-			addr: func(e *Event) (netip.Addr, bool) {
-				return onNetValue(e, func(n *NetEvent) netip.Addr { return n.DstIP })
-			}},
-		"fd.sport": {get: onNet(func(n *NetEvent) string { return strconv.FormatUint(uint64(n.DstPort), 10) }), numeric: true,
-			int: func(e *Event) (int64, bool) {
-				return onNetValue(e, func(n *NetEvent) int64 { return int64(n.DstPort) })
-			}},
+		"fd.sip":     {get: onNet(func(n *NetEvent) string { return ipString(n.DstIP) })},
+		"fd.cip":     {get: onNet(func(n *NetEvent) string { return ipString(n.SrcIP) })},
+		"fd.snet":    cidrField(func(n *NetEvent) netip.Addr { return n.DstIP }),
+		"fd.sport":   intField(func(n *NetEvent) int64 { return int64(n.DstPort) }),
 		"fd.l4proto": {get: onNet(func(n *NetEvent) string { return n.L4 })},
 		"dns.query": {get: func(e *Event) (string, bool) {
 			if e.Net == nil || e.Type != "dns" {
@@ -83,17 +93,11 @@ func netFields() map[string]field {
 			}
 			return e.Net.DNSQuery, true
 		}},
-		"net.world":     {get: onNet(func(n *NetEvent) string { return boolStr(n.World) })},
-		"net.apiserver": {get: onNet(func(n *NetEvent) string { return boolStr(n.APIServer) })},
-		"net.new_dst":   {get: onNet(func(n *NetEvent) string { return boolStr(n.NewDst) })},
-		"net.distinct_ports": {get: onNet(func(n *NetEvent) string { return strconv.Itoa(n.DistinctPorts) }), numeric: true,
-			int: func(e *Event) (int64, bool) {
-				return onNetValue(e, func(n *NetEvent) int64 { return int64(n.DistinctPorts) })
-			}},
-		"net.distinct_hosts": {get: onNet(func(n *NetEvent) string { return strconv.Itoa(n.DistinctHosts) }), numeric: true,
-			int: func(e *Event) (int64, bool) {
-				return onNetValue(e, func(n *NetEvent) int64 { return int64(n.DistinctHosts) })
-			}},
+		"net.world":          {get: onNet(func(n *NetEvent) string { return boolStr(n.World) })},
+		"net.apiserver":      {get: onNet(func(n *NetEvent) string { return boolStr(n.APIServer) })},
+		"net.new_dst":        {get: onNet(func(n *NetEvent) string { return boolStr(n.NewDst) })},
+		"net.distinct_ports": intField(func(n *NetEvent) int64 { return int64(n.DistinctPorts) }),
+		"net.distinct_hosts": intField(func(n *NetEvent) int64 { return int64(n.DistinctHosts) }),
 	}
 }
 
