@@ -64,9 +64,35 @@ func TLSServerName(node string) string {
 // flow; loupe-relay follows every agent all the time, so it asks for
 // batches, and falls back to GetFlows on an agent that answers
 // Unimplemented (Cilium's).
+//
+// A client that sends FlowBlocksHeader: FlowBlocksFormat may also get
+// blocks of the agent's flow history in a FlowBatch, in order with the
+// responses around them:
+//
+//	message FlowBatch {
+//	  repeated observer.GetFlowsResponse responses = 1;
+//	  repeated FlowBlock blocks = 2;
+//	}
+//	message FlowBlock {
+//	  string node_name = 1;
+//	  bytes block = 2; // one block as the history stores it (observer/history.DecodeBlock)
+//	}
+//
+// Each flow record of a block stands for the GetFlowsResponse {flow,
+// node_name, time: the flow's time}, each lost record for {lost_events,
+// node_name, time: the record's}. The agent sends one to a follower that
+// runs behind its history writer, whose flows are then encoded and
+// compressed once for the disk and the follower.
 const (
 	FlowBatchesService      = "loupe.observer.v1.FlowBatches"
 	FlowBatchesStream       = "GetFlowBatches"
 	FlowBatchesMethod       = "/" + FlowBatchesService + "/" + FlowBatchesStream
 	FlowBatchResponsesField = 1 // FlowBatch.responses
+	FlowBatchBlocksField    = 2 // FlowBatch.blocks
+	FlowBlockNodeField      = 1 // FlowBlock.node_name
+	FlowBlockDataField      = 2 // FlowBlock.block
+	// FlowBlocksHeader is the gRPC metadata key by which a FlowBatches
+	// client says it reads FlowBlocks of format FlowBlocksFormat.
+	FlowBlocksHeader = "loupe-flow-blocks"
+	FlowBlocksFormat = "history-block-1"
 )

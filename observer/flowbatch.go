@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -29,6 +30,9 @@ func registerFlowBatches(s *grpc.Server, obs *observerServer) {
 			return err
 		}
 		bs := &batchStream{ServerStream: stream, bufs: batchBuffers{free: make(chan *[]byte, batchBuffersKept), made: &obs.o.batchBuffersMade}}
+		if md, ok := metadata.FromIncomingContext(stream.Context()); ok {
+			bs.blocks = acceptsBlocks(md)
+		}
 		bs.batch = bs.bufs.next()
 		err := obs.GetFlows(req, bs)
 		if ferr := bs.flush(); err == nil {
@@ -49,6 +53,8 @@ type batchStream struct {
 	grpc.ServerStream
 	batch []byte
 	bufs  batchBuffers
+	// blocks: the client reads FlowBlocks (see flowblocks.go).
+	blocks bool
 }
 
 // batchBuffersKept is how many written batches a stream keeps for the

@@ -34,6 +34,10 @@ type historyState struct {
 	// (exclusive): every entry before it is on disk or recorded as lost.
 	next atomic.Uint64
 
+	// blocks are the writer's last blocks, for FlowBatches followers
+	// behind it (flowblocks.go).
+	blocks recentBlocks
+
 	lost    prometheus.Counter
 	written prometheus.Counter
 	bytes   prometheus.GaugeFunc
@@ -75,6 +79,11 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 		lastFlush   = time.Now()
 		lastEnforce = time.Now()
 		failing     bool
+		// The batch's records cover the ring from batchFirst to seq,
+		// unless a flow that failed to encode left a gap (shareable
+		// false): only then is its block whole for a follower.
+		batchFirst = seq
+		shareable  = true
 	)
 	flush := func() {
 		if len(recs) == 0 {
@@ -84,7 +93,16 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			// Flows a failed write dropped: say so before what follows.
 			recs = append([]history.Record{lostRecordOf(pendingLost, recs[0].Seq, time.Now(), flowpb.LostEventSource_UNKNOWN_LOST_EVENT_SOURCE)}, recs...)
 		}
-		if err := h.store.Append(h.run, recs); err != nil {
+		var written func([]byte)
+		if shareable && pendingLost == 0 && h.blocks.wanted() {
+			first, end, n := batchFirst, seq, 0
+			written = func(b []byte) {
+				if n++; n == 1 { // a batch of over maxBlockRecords is not one block
+					h.blocks.keep(first, end, b, r.oldest(r.head.Load()))
+				}
+			}
+		}
+		if err := h.store.AppendEach(h.run, recs, written); err != nil {
 			if !failing {
 				o.log.Error("history write failed; flows stay in the ring only until it succeeds", "error", err)
 			}
@@ -104,6 +122,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 		}
 		h.next.Store(seq)
 		recs, arena = recs[:0], arena[:0]
+		batchFirst, shareable = seq, true
 		lastFlush = time.Now()
 	}
 	for {
@@ -133,6 +152,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			if err != nil {
 				h.lost.Inc()
 				arena = arena[:start]
+				shareable = false
 				continue
 			}
 			if rec.Data == nil {
@@ -160,7 +180,9 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			// Write what the ring holds now, then stop.
+			// Write what the ring holds now, then stop. Entries it skips
+			// get no record, so its block is no follower's.
+			shareable = false
 			for head := r.head.Load(); seq < head; {
 				e, lost := r.read(seq)
 				if e == nil {

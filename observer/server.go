@@ -397,12 +397,24 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 		}
 	}
 	send := s.flowSender(stream)
+	// A plain follower behind the history writer takes its blocks.
+	plain := follow && !(req.GetFirst() && number > 0) && since.IsZero() && until.IsZero() &&
+		len(req.GetWhitelist()) == 0 && len(req.GetBlacklist()) == 0 && mask == nil
+	blocks := s.newBlockSender(stream, plain)
+	blocks.start()
+	defer blocks.stop()
 	var marks watermarks
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for seq := start; ; {
 		if !follow && seq >= end {
 			return nil
+		}
+		if next, err := blocks.send(seq); err != nil {
+			return err
+		} else if next != seq {
+			seq = next
+			continue
 		}
 		e, lost := r.read(seq)
 		if e == nil && lost > 0 {

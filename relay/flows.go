@@ -15,6 +15,7 @@ import (
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -207,6 +208,7 @@ func openPeerStream(ctx context.Context, p PeerInfo, req *observerpb.GetFlowsReq
 	desc, method := &observerpb.Observer_ServiceDesc.Streams[0], observerpb.Observer_GetFlows_FullMethodName
 	if batched {
 		desc, method = &grpc.StreamDesc{StreamName: contract.FlowBatchesStream, ServerStreams: true}, contract.FlowBatchesMethod
+		ctx = metadata.AppendToOutgoingContext(ctx, contract.FlowBlocksHeader, contract.FlowBlocksFormat)
 	}
 	stream, err := p.conn.NewStream(ctx, desc, method, grpc.ForceCodecV2(relayCodec))
 	if err == nil {
@@ -229,6 +231,7 @@ func (s *Server) nextFrame(stream grpc.ClientStream, batched bool, batch *frameB
 			return nil, err
 		}
 		s.stats.FlowBatchMessages.Add(1)
+		s.stats.FlowBlocks.Add(uint64(batch.blocks))
 	}
 	r := batch.frames[0]
 	batch.frames[0] = nil

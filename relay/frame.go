@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc/encoding"
@@ -11,8 +14,11 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/observer/flowwire"
+	"github.com/loupe-project/loupe/observer/history"
 )
 
 // frame is one GetFlowsResponse on its way through the relay. A flow stays
@@ -243,27 +249,123 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // frameBatch is one message of a FlowBatches stream
-// (contract.FlowBatchesMethod): the frames of its responses, in order,
-// each within the one buffer the message was received into.
-type frameBatch struct{ frames []*frame }
+// (contract.FlowBatchesMethod): the frames of its responses and of the
+// records of its history blocks, in order, each within the one buffer the
+// message was received into or, for a block, one buffer of its own.
+type frameBatch struct {
+	frames []*frame
+	blocks int // history blocks in the message
+
+	raw []byte                // a block's uncompressed records, reused
+	ts  timestamppb.Timestamp // a record's time, reused
+}
 
 func (fb *frameBatch) parse(b []byte) error {
-	fb.frames = fb.frames[:0]
+	fb.frames, fb.blocks = fb.frames[:0], 0
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num != contract.FlowBatchResponsesField || typ != protowire.BytesType {
+		if n < 0 || typ != protowire.BytesType || (num != contract.FlowBatchResponsesField && num != contract.FlowBatchBlocksField) {
 			return fmt.Errorf("%w: flow batch field %d", errMalformed, num)
 		}
 		v, m := protowire.ConsumeBytes(b[n:])
 		if m < 0 {
 			return errMalformed
 		}
+		b = b[n+m:]
+		if num == contract.FlowBatchBlocksField {
+			if err := fb.parseBlock(v); err != nil {
+				return err
+			}
+			continue
+		}
 		f, err := parseFrame(v)
 		if err != nil {
 			return err
 		}
 		fb.frames = append(fb.frames, f)
-		b = b[n+m:]
+	}
+	return nil
+}
+
+// parseBlock adds the frames of a FlowBlock: for each record, the
+// GetFlowsResponse the agent would have sent for it alone
+// (contract.FlowBatchBlocksField), its bytes written by flowwire as the
+// agent writes them.
+func (fb *frameBatch) parseBlock(b []byte) error {
+	var node string
+	var block []byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errMalformed
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && (num == contract.FlowBlockNodeField || num == contract.FlowBlockDataField) {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return errMalformed
+			}
+			b = b[n:]
+			if num == contract.FlowBlockNodeField {
+				node = string(v)
+			} else {
+				block = v
+			}
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return errMalformed
+		}
+		b = b[n:]
+	}
+	if block == nil {
+		return fmt.Errorf("%w: flow block without a block", errMalformed)
+	}
+	// The responses go into one buffer, sliced once it stops growing.
+	type span struct{ start, end int }
+	var (
+		out   []byte
+		spans []span
+		lost  []*frame // by position: nil for a flow
+		enc   flowwire.Encoder
+		err   error
+	)
+	fb.raw, err = history.DecodeBlock(block, fb.raw, func(rec *history.Record) bool {
+		t := time.Unix(0, rec.Time)
+		fb.ts.Seconds, fb.ts.Nanos = t.Unix(), int32(t.Nanosecond())
+		if rec.Kind == history.KindLost {
+			le := &flowpb.LostEvent{}
+			if err = proto.Unmarshal(rec.Data, le); err != nil {
+				return false
+			}
+			ts := &timestamppb.Timestamp{Seconds: fb.ts.Seconds, Nanos: fb.ts.Nanos}
+			lost = append(lost, &frame{t: rec.Time, node: node != "", msg: &observerpb.GetFlowsResponse{
+				ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: le}, NodeName: node, Time: ts}})
+			spans = append(spans, span{})
+			return true
+		}
+		start := len(out)
+		if out, err = enc.AppendFlowResponseWire(out, rec.Data, node, &fb.ts); err != nil {
+			return false
+		}
+		lost = append(lost, nil)
+		spans = append(spans, span{start, len(out)})
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("%w: flow block: %w", errMalformed, err)
+	}
+	fb.blocks++
+	for i, sp := range spans {
+		if lost[i] != nil {
+			fb.frames = append(fb.frames, lost[i])
+			continue
+		}
+		f, err := parseFrame(out[sp.start:sp.end:sp.end])
+		if err != nil {
+			return err
+		}
+		fb.frames = append(fb.frames, f)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,6 +12,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/loupe-project/loupe/observer/history"
 )
 
 func encode(t testing.TB, r *observerpb.GetFlowsResponse) []byte {
@@ -100,8 +104,9 @@ func FuzzParseFrame(f *testing.F) {
 	})
 }
 
-// A FlowBatch is the frames of its responses, in order: each one what
-// parseFrame makes of the response alone; anything else is an error.
+// A FlowBatch is the frames of its responses and blocks, in order: each
+// response's what parseFrame makes of it alone, each block's what it makes
+// alone; anything else is an error.
 func FuzzParseFrameBatch(f *testing.F) {
 	one := encode(f, &observerpb.GetFlowsResponse{NodeName: "n", ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: &flowpb.Flow{
 		Time: timestamppb.Now(), Uuid: "u"}}})
@@ -109,13 +114,15 @@ func FuzzParseFrameBatch(f *testing.F) {
 	f.Add(append(batch, batch...))
 	f.Add([]byte{})
 	f.Add([]byte{0x12, 0x00})
+	blk := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), testFlowBlock(f, "node-1"))
+	f.Add(append(append(slices.Clone(blk), batch...), blk...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fb frameBatch
 		err := fb.parse(append([]byte(nil), b...))
 		var want []*frame
 		for rest := b; len(rest) > 0; {
 			num, typ, n := protowire.ConsumeTag(rest)
-			if n < 0 || num != 1 || typ != protowire.BytesType {
+			if n < 0 || (num != 1 && num != 2) || typ != protowire.BytesType {
 				want = nil
 				break
 			}
@@ -124,13 +131,22 @@ func FuzzParseFrameBatch(f *testing.F) {
 				want = nil
 				break
 			}
+			rest = rest[n+m:]
+			if num == 2 {
+				var alone frameBatch
+				if alone.parseBlock(append([]byte(nil), v...)) != nil {
+					want = nil
+					break
+				}
+				want = append(want, alone.frames...)
+				continue
+			}
 			fr, ferr := parseFrame(append([]byte(nil), v...))
 			if ferr != nil {
 				want = nil
 				break
 			}
 			want = append(want, fr)
-			rest = rest[n+m:]
 		}
 		if err != nil {
 			return
@@ -139,9 +155,34 @@ func FuzzParseFrameBatch(f *testing.F) {
 			t.Fatalf("%d frames, each response alone makes %d", len(fb.frames), len(want))
 		}
 		for i, fr := range fb.frames {
-			if w := want[i]; fr.t != w.t || string(fr.uuid) != string(w.uuid) || fr.mark != w.mark || string(fr.raw) != string(w.raw) {
+			w := want[i]
+			if fr.t != w.t || string(fr.uuid) != string(w.uuid) || fr.mark != w.mark || string(fr.raw) != string(w.raw) || !proto.Equal(fr.msg, w.msg) {
 				t.Fatalf("frame %d: %+v, alone %+v", i, fr, w)
 			}
 		}
 	})
+}
+
+// testFlowBlock is a FlowBlock of a history block the history store wrote:
+// two flows and a lost event.
+func testFlowBlock(t testing.TB, node string) []byte {
+	st, err := history.Open(history.Options{Dir: t.TempDir(), Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UnixNano()
+	var recs []history.Record
+	for i := range 2 {
+		b, _ := proto.Marshal(&flowpb.Flow{Time: timestamppb.New(time.Unix(0, now+int64(i))), Uuid: fmt.Sprint("u-", i)})
+		recs = append(recs, history.Record{Kind: history.KindFlow, Seq: uint64(i), Time: now + int64(i), Data: b})
+	}
+	lost, _ := proto.Marshal(&flowpb.LostEvent{Source: flowpb.LostEventSource_HUBBLE_RING_BUFFER, NumEventsLost: 3})
+	recs = append(recs, history.Record{Kind: history.KindLost, Seq: 2, Time: now + 2, Data: lost})
+	var block []byte
+	if err := st.AppendEach(1, recs, func(b []byte) { block = slices.Clone(b) }); err != nil {
+		t.Fatal(err)
+	}
+	fb := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), node)
+	return protowire.AppendBytes(protowire.AppendTag(fb, 2, protowire.BytesType), block)
 }

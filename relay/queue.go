@@ -24,6 +24,9 @@ type Stats struct {
 	// (contract.FlowBatchesMethod), GetFlowsFallbacks the peers that
 	// answered it Unimplemented and were asked with GetFlows instead.
 	FlowBatchMessages, GetFlowsFallbacks atomic.Uint64
+	// FlowBlocks counts the history blocks within them
+	// (contract.FlowBatchBlocksField).
+	FlowBlocks atomic.Uint64
 }
 
 // maxControl bounds the node-status and forwarded lost-event responses

@@ -219,6 +219,29 @@ func decodePayload(h header, hdr, payload, buf []byte) ([]byte, error) {
 	return raw, nil
 }
 
+// DecodeBlock reads one whole block as AppendEach hands it out (header
+// and payload, nothing after), checks it as a segment's reader does and
+// calls fn for each record in order until fn returns false. buf is reused
+// for the uncompressed records (which rec.Data points into) and returned
+// for the next call.
+func DecodeBlock(b, buf []byte, fn func(rec *Record) bool) ([]byte, error) {
+	h, err := parseHeader(b)
+	if err != nil {
+		return buf, err
+	}
+	if uint64(len(b)) != headerSize+uint64(h.payloadLen) {
+		return buf, fmt.Errorf("%w: block of %d bytes, header says %d", errCorrupt, len(b), headerSize+uint64(h.payloadLen))
+	}
+	raw, err := decodePayload(h, b[:headerSize], b[headerSize:], buf)
+	if err != nil {
+		return buf, err
+	}
+	if h.flags&(flagS2|flagZstd) != 0 {
+		buf = raw // uncompressed payloads are b itself, not buf
+	}
+	return buf, eachRecord(h, raw, fn)
+}
+
 // eachRecord calls fn for every record of a raw payload, in order, and
 // checks that there are exactly h.count of them within the span.
 func eachRecord(h header, raw []byte, fn func(*Record) bool) error {

@@ -68,6 +68,11 @@ func FuzzDecodeBlock(f *testing.F) {
 	}
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// What a relay does with a block an agent sent.
+		n := 0
+		if _, err := DecodeBlock(b, nil, func(*Record) bool { n++; return true }); err == nil && n == 0 {
+			t.Fatal("a block of no records decoded")
+		}
 		h, err := parseHeader(b)
 		if err != nil || len(b) < headerSize {
 			return

@@ -245,12 +245,22 @@ func indexBlocks(r io.ReaderAt, size int64, full bool, add func(block)) (int64, 
 // when the current one is full or long, then removes what the bounds no
 // longer allow. Records must not be empty; run names the writer's run.
 func (s *Store) Append(run uint64, recs []Record) error {
+	return s.AppendEach(run, recs, nil)
+}
+
+// AppendEach is Append that also hands each block it wrote to written,
+// header and compressed payload as in the segment (DecodeBlock reads
+// them); the bytes are valid only during the call.
+func (s *Store) AppendEach(run uint64, recs []Record, written func(block []byte)) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	for len(recs) > 0 {
 		n := min(len(recs), maxBlockRecords)
 		if err := s.appendBlock(run, recs[:n]); err != nil {
 			return err
+		}
+		if written != nil {
+			written(s.wbuf)
 		}
 		recs = recs[n:]
 	}
