@@ -3,6 +3,7 @@ package observer
 import (
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
@@ -28,6 +29,7 @@ import (
 // flow or within a lost record.
 type historyBlock struct {
 	first, end uint64
+	minT       int64  // the oldest record's time, unix ns
 	data       []byte // header and compressed payload (history.DecodeBlock)
 }
 
@@ -56,7 +58,7 @@ func (r *recentBlocks) wanted() bool { return r.followers.Load() > 0 }
 
 // keep adds a block (data is copied) and drops those the ring has lapped
 // (end <= oldest) and those beyond the memory bound.
-func (r *recentBlocks) keep(first, end uint64, data []byte, oldest uint64) {
+func (r *recentBlocks) keep(first, end uint64, minT int64, data []byte, oldest uint64) {
 	var cur []historyBlock
 	if p := r.list.Load(); p != nil {
 		cur = *p
@@ -72,7 +74,7 @@ func (r *recentBlocks) keep(first, end uint64, data []byte, oldest uint64) {
 		next = append(next, b)
 	}
 	slices.Reverse(next)
-	next = append(next, historyBlock{first: first, end: end, data: slices.Clone(data)})
+	next = append(next, historyBlock{first: first, end: end, minT: minT, data: slices.Clone(data)})
 	r.list.Store(&next)
 }
 
@@ -115,18 +117,24 @@ func acceptsBlocks(md metadata.MD) bool {
 type blockSender struct {
 	o      *Observer
 	stream *batchStream
+	since  int64 // unix ns; 0: none
 }
 
 // newBlockSender returns a blockSender for a GetFlows call that may take
 // blocks, or nil: the stream must be a FlowBatches one whose client reads
-// blocks, and the request one whose every flow and lost event a block
-// holds as it is sent: follow, no filter, field mask, since or until.
-func (s *observerServer) newBlockSender(stream any, plain bool) *blockSender {
+// blocks, and the request (plain) one that sends every flow and lost event
+// of a block as it is: follow, no filter, field mask or until. A since
+// (loupe-relay resumes with one) passes only blocks that begin after it.
+func (s *observerServer) newBlockSender(stream any, plain bool, since time.Time) *blockSender {
 	bs, ok := stream.(*batchStream)
 	if !ok || !plain || s.o.hist == nil || !bs.blocks {
 		return nil
 	}
-	return &blockSender{o: s.o, stream: bs}
+	b := &blockSender{o: s.o, stream: bs}
+	if !since.IsZero() {
+		b.since = since.UnixNano()
+	}
+	return b
 }
 
 // start and stop bracket the follower's stream: blocks are kept only while
@@ -150,7 +158,7 @@ func (b *blockSender) send(seq uint64) (uint64, error) {
 		return seq, nil
 	}
 	blk, ok := b.o.hist.blocks.startingAt(seq)
-	if !ok || len(blk.data) > maxSentBlock {
+	if !ok || len(blk.data) > maxSentBlock || blk.minT < b.since {
 		return seq, nil
 	}
 	if err := b.stream.sendBlock(blk.data, b.o.cfg.NodeName); err != nil {

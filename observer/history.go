@@ -60,7 +60,11 @@ func newHistoryState(s *history.Store, reg prometheus.Registerer) *historyState 
 			Help: "Size of the on-disk flow history",
 		}, func() float64 { return float64(s.Size()) }),
 	}
-	reg.MustRegister(h.lost, h.written, h.bytes)
+	blockFlows := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "loupe", Name: "history_block_flows_total",
+		Help: "Flows and lost events sent to FlowBatches followers within the history's blocks rather than one by one",
+	}, func() float64 { return float64(h.blocks.flowsSent.Load()) })
+	reg.MustRegister(h.lost, h.written, h.bytes, blockFlows)
 	return h
 }
 
@@ -96,9 +100,13 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 		var written func([]byte)
 		if shareable && pendingLost == 0 && h.blocks.wanted() {
 			first, end, n := batchFirst, seq, 0
+			minT := recs[0].Time
+			for i := range recs {
+				minT = min(minT, recs[i].Time)
+			}
 			written = func(b []byte) {
 				if n++; n == 1 { // a batch of over maxBlockRecords is not one block
-					h.blocks.keep(first, end, b, r.oldest(r.head.Load()))
+					h.blocks.keep(first, end, minT, b, r.oldest(r.head.Load()))
 				}
 			}
 		}

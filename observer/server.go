@@ -398,9 +398,9 @@ func (s *observerServer) GetFlows(req *observerpb.GetFlowsRequest, stream grpc.S
 	}
 	send := s.flowSender(stream)
 	// A plain follower behind the history writer takes its blocks.
-	plain := follow && !(req.GetFirst() && number > 0) && since.IsZero() && until.IsZero() &&
+	plain := follow && !(req.GetFirst() && number > 0) && until.IsZero() &&
 		len(req.GetWhitelist()) == 0 && len(req.GetBlacklist()) == 0 && mask == nil
-	blocks := s.newBlockSender(stream, plain)
+	blocks := s.newBlockSender(stream, plain, since)
 	blocks.start()
 	defer blocks.stop()
 	var marks watermarks

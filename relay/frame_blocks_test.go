@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
@@ -81,9 +82,19 @@ func flowBlocksMatch(t *testing.T, gap time.Duration) {
 		}
 	}
 
-	req := &observerpb.GetFlowsRequest{First: true, Follow: true}
-	got, blocks := readFrames(t, batchStream(t, blocksCtx, conn, req), n+1)
-	want, none := readFrames(t, batchStream(t, ctx, conn, req), n+1)
+	all := compareBlocks(t, ctx, blocksCtx, conn, &observerpb.GetFlowsRequest{First: true, Follow: true}, n+1)
+	// loupe-relay follows with a since: blocks that begin before it go
+	// flow by flow, filtered, and the rest whole.
+	since := timestamppb.New(time.Unix(0, all[n/4+n/8].t))
+	compareBlocks(t, ctx, blocksCtx, conn, &observerpb.GetFlowsRequest{Follow: true, Since: since}, n-n/4-n/8+1)
+}
+
+// compareBlocks reads n frames of req with and without blocks and checks
+// that they are the same; it returns them.
+func compareBlocks(t *testing.T, ctx, blocksCtx context.Context, conn *grpc.ClientConn, req *observerpb.GetFlowsRequest, n int) []*frame {
+	t.Helper()
+	got, blocks := readFrames(t, batchStream(t, blocksCtx, conn, req), n)
+	want, none := readFrames(t, batchStream(t, ctx, conn, req), n)
 	if none != 0 {
 		t.Fatalf("%d blocks to a follower that did not ask for them", none)
 	}
@@ -97,7 +108,8 @@ func flowBlocksMatch(t *testing.T, gap time.Duration) {
 			t.Fatalf("response %d from a block differs from the one sent alone:\n%+v\n%+v", i, g, w)
 		}
 	}
-	t.Logf("%d responses, %d blocks", len(got), blocks)
+	t.Logf("%v: %d responses, %d blocks", req, len(got), blocks)
+	return want
 }
 
 // batchStream opens a FlowBatches stream and returns its receive.
