@@ -256,8 +256,9 @@ type frameBatch struct {
 	frames []*frame
 	blocks int // history blocks in the message
 
-	raw []byte                // a block's uncompressed records, reused
-	ts  timestamppb.Timestamp // a record's time, reused
+	raw  []byte                // a block's uncompressed records, reused
+	recs []history.Record      // a block's records, within raw
+	ts   timestamppb.Timestamp // a record's time, reused
 }
 
 func (fb *frameBatch) parse(b []byte) error {
@@ -321,51 +322,59 @@ func (fb *frameBatch) parseBlock(b []byte) error {
 	if block == nil {
 		return fmt.Errorf("%w: flow block without a block", errMalformed)
 	}
-	// The responses go into one buffer, sliced once it stops growing.
-	type span struct{ start, end int }
-	var (
-		out   []byte
-		spans []span
-		lost  []*frame // by position: nil for a flow
-		enc   flowwire.Encoder
-		err   error
-	)
+	fb.recs = fb.recs[:0]
+	var err error
 	fb.raw, err = history.DecodeBlock(block, fb.raw, func(rec *history.Record) bool {
-		t := time.Unix(0, rec.Time)
-		fb.ts.Seconds, fb.ts.Nanos = t.Unix(), int32(t.Nanosecond())
-		if rec.Kind == history.KindLost {
-			le := &flowpb.LostEvent{}
-			if err = proto.Unmarshal(rec.Data, le); err != nil {
-				return false
-			}
-			ts := &timestamppb.Timestamp{Seconds: fb.ts.Seconds, Nanos: fb.ts.Nanos}
-			lost = append(lost, &frame{t: rec.Time, node: node != "", msg: &observerpb.GetFlowsResponse{
-				ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: le}, NodeName: node, Time: ts}})
-			spans = append(spans, span{})
-			return true
-		}
-		start := len(out)
-		if out, err = enc.AppendFlowResponseWire(out, rec.Data, node, &fb.ts); err != nil {
-			return false
-		}
-		lost = append(lost, nil)
-		spans = append(spans, span{start, len(out)})
+		fb.recs = append(fb.recs, *rec) // Data stays valid in fb.raw
 		return true
 	})
 	if err != nil {
 		return fmt.Errorf("%w: flow block: %w", errMalformed, err)
 	}
-	fb.blocks++
-	for i, sp := range spans {
-		if lost[i] != nil {
-			fb.frames = append(fb.frames, lost[i])
+	// The flows' responses go into one buffer of the size they take
+	// (growing it by appending cost the relay more than the rest of the
+	// block), sliced once it is written.
+	size := 0
+	for i := range fb.recs {
+		size += len(fb.recs[i].Data) + len(node) + 32 // tags, lengths, time
+	}
+	out := make([]byte, 0, size)
+	type span struct{ start, end int }
+	spans := make([]span, len(fb.recs))
+	var enc flowwire.Encoder
+	for i := range fb.recs {
+		rec := &fb.recs[i]
+		t := time.Unix(0, rec.Time)
+		fb.ts.Seconds, fb.ts.Nanos = t.Unix(), int32(t.Nanosecond())
+		if rec.Kind == history.KindLost {
 			continue
 		}
+		start := len(out)
+		if out, err = enc.AppendFlowResponseWire(out, rec.Data, node, &fb.ts); err != nil {
+			return fmt.Errorf("%w: flow block: %w", errMalformed, err)
+		}
+		spans[i] = span{start, len(out)}
+	}
+	for i := range fb.recs {
+		rec := &fb.recs[i]
+		if rec.Kind == history.KindLost {
+			le := &flowpb.LostEvent{}
+			if err := proto.Unmarshal(rec.Data, le); err != nil {
+				return fmt.Errorf("%w: flow block: %w", errMalformed, err)
+			}
+			t := time.Unix(0, rec.Time)
+			fb.frames = append(fb.frames, &frame{t: rec.Time, node: node != "", msg: &observerpb.GetFlowsResponse{
+				ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: le}, NodeName: node,
+				Time: &timestamppb.Timestamp{Seconds: t.Unix(), Nanos: int32(t.Nanosecond())}}})
+			continue
+		}
+		sp := spans[i]
 		f, err := parseFrame(out[sp.start:sp.end:sp.end])
 		if err != nil {
 			return err
 		}
 		fb.frames = append(fb.frames, f)
 	}
+	fb.blocks++
 	return nil
 }
