@@ -76,11 +76,13 @@ func TLSServerName(node string) string {
 //	message FlowBlock {
 //	  string node_name = 1;
 //	  bytes block = 2; // one block as the history stores it (observer/history.DecodeBlock)
+//	  uint64 from_seq = 3;
 //	}
 //
-// Each flow record of a block stands for the GetFlowsResponse {flow,
-// node_name, time: the flow's time}, each lost record for {lost_events,
-// node_name, time: the record's}. The agent sends one to a follower that
+// Each flow record of a block from the sequence number from_seq on stands
+// for the GetFlowsResponse {flow, node_name, time: the flow's time}, each
+// lost record for {lost_events, node_name, time: the record's}; records
+// before from_seq are not part of the stream. The agent sends one to a follower that
 // runs behind its history writer, whose flows are then encoded and
 // compressed once for the disk and the follower.
 const (
@@ -91,6 +93,7 @@ const (
 	FlowBatchBlocksField    = 2 // FlowBatch.blocks
 	FlowBlockNodeField      = 1 // FlowBlock.node_name
 	FlowBlockDataField      = 2 // FlowBlock.block
+	FlowBlockFromField      = 3 // FlowBlock.from_seq
 	// FlowBlocksHeader is the gRPC metadata key by which a FlowBatches
 	// client says it reads FlowBlocks of format FlowBlocksFormat.
 	FlowBlocksHeader = "loupe-flow-blocks"

@@ -31,6 +31,10 @@ type historyBlock struct {
 	first, end uint64
 	minT       int64  // the oldest record's time, unix ns
 	data       []byte // header and compressed payload (history.DecodeBlock)
+	// lapped: the ring overwrote entries before the writer read them; the
+	// lost record that says so covers a range, and a follower that began
+	// within it must not be sent it.
+	lapped bool
 }
 
 const (
@@ -58,7 +62,7 @@ func (r *recentBlocks) wanted() bool { return r.followers.Load() > 0 }
 
 // keep adds a block (data is copied) and drops those the ring has lapped
 // (end <= oldest) and those beyond the memory bound.
-func (r *recentBlocks) keep(first, end uint64, minT int64, data []byte, oldest uint64) {
+func (r *recentBlocks) keep(first, end uint64, minT int64, lapped bool, data []byte, oldest uint64) {
 	var cur []historyBlock
 	if p := r.list.Load(); p != nil {
 		cur = *p
@@ -74,15 +78,15 @@ func (r *recentBlocks) keep(first, end uint64, minT int64, data []byte, oldest u
 		next = append(next, b)
 	}
 	slices.Reverse(next)
-	next = append(next, historyBlock{first: first, end: end, minT: minT, data: slices.Clone(data)})
+	next = append(next, historyBlock{first: first, end: end, minT: minT, lapped: lapped, data: slices.Clone(data)})
 	r.list.Store(&next)
 }
 
 // drop forgets every block, when the last follower left.
 func (r *recentBlocks) drop() { r.list.Store(nil) }
 
-// startingAt returns the block whose first entry is seq, if one is kept.
-func (r *recentBlocks) startingAt(seq uint64) (historyBlock, bool) {
+// containing returns the block that holds seq, if one is kept.
+func (r *recentBlocks) containing(seq uint64) (historyBlock, bool) {
 	p := r.list.Load()
 	if p == nil {
 		return historyBlock{}, false
@@ -91,16 +95,18 @@ func (r *recentBlocks) startingAt(seq uint64) (historyBlock, bool) {
 	if len(l) == 0 || seq < l[0].first || seq >= l[len(l)-1].end {
 		return historyBlock{}, false
 	}
-	i, ok := slices.BinarySearchFunc(l, seq, func(b historyBlock, s uint64) int {
+	// The first block that ends after seq; blocks are in order but may
+	// leave gaps (a batch that was not kept).
+	i, _ := slices.BinarySearchFunc(l, seq+1, func(b historyBlock, s uint64) int {
 		switch {
-		case b.first < s:
+		case b.end < s:
 			return -1
-		case b.first > s:
+		case b.end > s:
 			return 1
 		}
 		return 0
 	})
-	if !ok {
+	if i == len(l) || l[i].first > seq {
 		return historyBlock{}, false
 	}
 	return l[i], true
@@ -151,30 +157,37 @@ func (b *blockSender) stop() {
 	}
 }
 
-// send sends the block that starts at seq, if the writer has one, and
-// returns the sequence number after it (seq when there is none).
+// send sends the block that holds seq, if the writer has one, from seq
+// on, and returns the sequence number after it (seq when there is none).
 func (b *blockSender) send(seq uint64) (uint64, error) {
 	if b == nil {
 		return seq, nil
 	}
-	blk, ok := b.o.hist.blocks.startingAt(seq)
-	if !ok || len(blk.data) > maxSentBlock || blk.minT < b.since {
+	blk, ok := b.o.hist.blocks.containing(seq)
+	if !ok || !b.usable(blk, seq) {
 		return seq, nil
 	}
-	if err := b.stream.sendBlock(blk.data, b.o.cfg.NodeName); err != nil {
+	if err := b.stream.sendBlock(blk.data, b.o.cfg.NodeName, seq); err != nil {
 		return seq, err
 	}
-	b.o.hist.blocks.flowsSent.Add(blk.end - blk.first)
+	b.o.hist.blocks.flowsSent.Add(blk.end - seq)
 	return blk.end, nil
+}
+
+// usable tells whether blk may be sent to a follower at seq (within it).
+func (b *blockSender) usable(blk historyBlock, seq uint64) bool {
+	return len(blk.data) <= maxSentBlock && blk.minT >= b.since && (seq == blk.first || !blk.lapped)
 }
 
 // sendBlock sends the pending responses and one FlowBlock after them in one
 // message; the block's bytes go to gRPC as they are, without a copy (they
 // are never changed).
-func (b *batchStream) sendBlock(block []byte, node string) error {
+func (b *batchStream) sendBlock(block []byte, node string, from uint64) error {
 	var fb []byte
 	fb = protowire.AppendTag(fb, contract.FlowBlockNodeField, protowire.BytesType)
 	fb = protowire.AppendString(fb, node)
+	fb = protowire.AppendTag(fb, contract.FlowBlockFromField, protowire.VarintType)
+	fb = protowire.AppendVarint(fb, from)
 	fb = protowire.AppendTag(fb, contract.FlowBlockDataField, protowire.BytesType)
 	fb = protowire.AppendVarint(fb, uint64(len(block)))
 	b.batch = protowire.AppendTag(b.batch, contract.FlowBatchBlocksField, protowire.BytesType)

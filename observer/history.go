@@ -88,6 +88,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 		// false): only then is its block whole for a follower.
 		batchFirst = seq
 		shareable  = true
+		lapped     bool // the batch has a lost record of a ring lap
 	)
 	flush := func() {
 		if len(recs) == 0 {
@@ -106,7 +107,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			}
 			written = func(b []byte) {
 				if n++; n == 1 { // a batch of over maxBlockRecords is not one block
-					h.blocks.keep(first, end, minT, b, r.oldest(r.head.Load()))
+					h.blocks.keep(first, end, minT, lapped, b, r.oldest(r.head.Load()))
 				}
 			}
 		}
@@ -130,7 +131,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 		}
 		h.next.Store(seq)
 		recs, arena = recs[:0], arena[:0]
-		batchFirst, shareable = seq, true
+		batchFirst, shareable, lapped = seq, true, false
 		lastFlush = time.Now()
 	}
 	for {
@@ -142,6 +143,7 @@ func (o *Observer) writeHistory(ctx context.Context) error {
 			// reader continues in the ring after it.
 			h.lost.Add(float64(lost))
 			recs = append(recs, lostRecordOf(lost, seq+lost-1, time.Now(), flowpb.LostEventSource_HUBBLE_RING_BUFFER))
+			lapped = true
 			seq += lost
 		case e != nil:
 			rec := history.Record{Kind: history.KindFlow, Seq: seq, Time: timeNs(e)}

@@ -295,12 +295,20 @@ func (fb *frameBatch) parse(b []byte) error {
 func (fb *frameBatch) parseBlock(b []byte) error {
 	var node string
 	var block []byte
+	var from uint64
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return errMalformed
 		}
 		b = b[n:]
+		if typ == protowire.VarintType && num == contract.FlowBlockFromField {
+			if from, n = protowire.ConsumeVarint(b); n < 0 {
+				return errMalformed
+			}
+			b = b[n:]
+			continue
+		}
 		if typ == protowire.BytesType && (num == contract.FlowBlockNodeField || num == contract.FlowBlockDataField) {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
@@ -325,7 +333,9 @@ func (fb *frameBatch) parseBlock(b []byte) error {
 	fb.recs = fb.recs[:0]
 	var err error
 	fb.raw, err = history.DecodeBlock(block, fb.raw, func(rec *history.Record) bool {
-		fb.recs = append(fb.recs, *rec) // Data stays valid in fb.raw
+		if rec.Seq >= from {
+			fb.recs = append(fb.recs, *rec) // Data stays valid in fb.raw
+		}
 		return true
 	})
 	if err != nil {

@@ -87,6 +87,8 @@ func flowBlocksMatch(t *testing.T, gap time.Duration) {
 	// flow by flow, filtered, and the rest whole.
 	since := timestamppb.New(time.Unix(0, all[n/4+n/8].t))
 	compareBlocks(t, ctx, blocksCtx, conn, &observerpb.GetFlowsRequest{Follow: true, Since: since}, n-n/4-n/8+1)
+	// The last 15,000 flows begin within a block: it is sent from there.
+	compareBlocks(t, ctx, blocksCtx, conn, &observerpb.GetFlowsRequest{Follow: true, Number: n - 5001}, n-5001+1)
 }
 
 // compareBlocks reads n frames of req with and without blocks and checks

@@ -1,0 +1,61 @@
+package observer
+
+import (
+	"testing"
+)
+
+// The kept blocks are found by any entry they hold, gaps between them
+// hold none, the ring's laps and the memory bound drop the oldest, and a
+// block with a lap's lost record is sent only from its first entry.
+func TestRecentBlocks(t *testing.T) {
+	var r recentBlocks
+	data := make([]byte, 100)
+	r.keep(0, 10, 1, false, data, 0)
+	r.keep(10, 20, 2, false, data, 0)
+	r.keep(30, 40, 3, true, data, 0) // 20-30: a batch that was not kept
+	for seq, want := range map[uint64]uint64{0: 0, 9: 0, 10: 10, 19: 10, 30: 30, 39: 30} {
+		if b, ok := r.containing(seq); !ok || b.first != want {
+			t.Errorf("entry %d: block %+v %v, want the one from %d", seq, b, ok, want)
+		}
+	}
+	for _, seq := range []uint64{20, 29, 40, 1000} {
+		if b, ok := r.containing(seq); ok {
+			t.Errorf("entry %d: block %+v, want none", seq, b)
+		}
+	}
+	if data[0] = 1; (*r.list.Load())[0].data[0] != 0 {
+		t.Error("a kept block shares the writer's buffer")
+	}
+
+	s := &blockSender{since: 2}
+	lapped, _ := r.containing(30)
+	first, _ := r.containing(0)
+	second, _ := r.containing(10)
+	if !s.usable(lapped, 30) || s.usable(lapped, 31) {
+		t.Error("a block with a lap's lost record: only whole")
+	}
+	if s.usable(first, 0) || !s.usable(second, 15) {
+		t.Error("since: a block that begins before it is not sent, one after it is")
+	}
+	if s.usable(historyBlock{data: make([]byte, maxSentBlock+1)}, 0) {
+		t.Error("a block over maxSentBlock is sent")
+	}
+
+	// The ring lapped the first two.
+	r.keep(40, 50, 4, false, data, 25)
+	if _, ok := r.containing(5); ok || len(*r.list.Load()) != 2 {
+		t.Errorf("after a lap: %d blocks", len(*r.list.Load()))
+	}
+	// The bound keeps the newest.
+	big := make([]byte, maxRecentBlockBytes/3+1)
+	for i := range uint64(4) {
+		r.keep(50+10*i, 60+10*i, 5, false, big, 0)
+	}
+	if l := *r.list.Load(); len(l) != 2 || l[1].first != 80 {
+		t.Errorf("over the bound: %d blocks, the newest from %d", len(l), l[len(l)-1].first)
+	}
+	r.drop()
+	if _, ok := r.containing(85); ok {
+		t.Error("a block after drop")
+	}
+}
