@@ -1,7 +1,9 @@
 package observer
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +57,9 @@ type recentBlocks struct {
 	followers atomic.Int32
 	// flowsSent counts flows sent within blocks, for tests and the bench.
 	flowsSent atomic.Uint64
+
+	mu   sync.Mutex
+	kept chan struct{} // closed when the next block is kept; nil: nobody waits
 }
 
 // wanted reports whether the writer should keep its blocks.
@@ -80,6 +85,30 @@ func (r *recentBlocks) keep(first, end uint64, minT int64, lapped bool, data []b
 	slices.Reverse(next)
 	next = append(next, historyBlock{first: first, end: end, minT: minT, lapped: lapped, data: slices.Clone(data)})
 	r.list.Store(&next)
+	r.mu.Lock()
+	if r.kept != nil {
+		close(r.kept)
+		r.kept = nil
+	}
+	r.mu.Unlock()
+}
+
+// next is closed when the next block is kept.
+func (r *recentBlocks) next() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kept == nil {
+		r.kept = make(chan struct{})
+	}
+	return r.kept
+}
+
+// newest is the end of the newest block kept (0: none).
+func (r *recentBlocks) newest() uint64 {
+	if p := r.list.Load(); p != nil && len(*p) > 0 {
+		return (*p)[len(*p)-1].end
+	}
+	return 0
 }
 
 // drop forgets every block, when the last follower left.
@@ -122,9 +151,19 @@ func acceptsBlocks(md metadata.MD) bool {
 // behind the writer.
 type blockSender struct {
 	o      *Observer
+	blocks *recentBlocks
 	stream *batchStream
+	ctx    context.Context
 	since  int64 // unix ns; 0: none
+	// noWaitBefore: after a wait in vain, the follower does not wait for
+	// a block again before this entry.
+	noWaitBefore uint64
 }
+
+// blockWait bounds how long a follower a batch behind the head waits for
+// the writer to keep the block that will hold its next entry. At 200k
+// flows/s a batch (historyBatch) takes the writer 20 ms.
+const blockWait = 50 * time.Millisecond
 
 // newBlockSender returns a blockSender for a GetFlows call that may take
 // blocks, or nil: the stream must be a FlowBatches one whose client reads
@@ -136,7 +175,7 @@ func (s *observerServer) newBlockSender(stream any, plain bool, since time.Time)
 	if !ok || !plain || s.o.hist == nil || !bs.blocks {
 		return nil
 	}
-	b := &blockSender{o: s.o, stream: bs}
+	b := &blockSender{o: s.o, blocks: &s.o.hist.blocks, stream: bs, ctx: bs.Context()}
 	if !since.IsZero() {
 		b.since = since.UnixNano()
 	}
@@ -147,13 +186,13 @@ func (s *observerServer) newBlockSender(stream any, plain bool, since time.Time)
 // one follows.
 func (b *blockSender) start() {
 	if b != nil {
-		b.o.hist.blocks.followers.Add(1)
+		b.blocks.followers.Add(1)
 	}
 }
 
 func (b *blockSender) stop() {
-	if b != nil && b.o.hist.blocks.followers.Add(-1) == 0 {
-		b.o.hist.blocks.drop()
+	if b != nil && b.blocks.followers.Add(-1) == 0 {
+		b.blocks.drop()
 	}
 }
 
@@ -163,15 +202,48 @@ func (b *blockSender) send(seq uint64) (uint64, error) {
 	if b == nil {
 		return seq, nil
 	}
-	blk, ok := b.o.hist.blocks.containing(seq)
+	blk, ok := b.blocks.containing(seq)
+	if !ok && seq >= b.noWaitBefore && b.o.ring.head.Load()-seq >= historyBatch {
+		blk, ok = b.await(seq)
+	}
 	if !ok || !b.usable(blk, seq) {
 		return seq, nil
 	}
 	if err := b.stream.sendBlock(blk.data, b.o.cfg.NodeName, seq); err != nil {
 		return seq, err
 	}
-	b.o.hist.blocks.flowsSent.Add(blk.end - seq)
+	b.blocks.flowsSent.Add(blk.end - seq)
 	return blk.end, nil
+}
+
+// await waits for the block that will hold seq. A follower a whole batch
+// behind the head is under load: it waits for the writer (blockWait at
+// most) rather than write each flow again, so that it stays in step with
+// the blocks once it reached them. A follower near the head (light load)
+// never waits. When the wait is in vain (the writer is behind or failing,
+// or keeps no block for seq), the follower goes flow by flow for a ring's
+// worth of entries before it waits again.
+func (b *blockSender) await(seq uint64) (historyBlock, bool) {
+	t := time.NewTimer(blockWait)
+	defer t.Stop()
+	for {
+		kept := b.blocks.next()
+		if blk, ok := b.blocks.containing(seq); ok {
+			return blk, true
+		}
+		if b.blocks.newest() > seq {
+			break // seq fell in a gap between blocks
+		}
+		select {
+		case <-kept:
+			continue
+		case <-t.C:
+		case <-b.ctx.Done():
+		}
+		break
+	}
+	b.noWaitBefore = seq + b.o.ring.capacity()
+	return historyBlock{}, false
 }
 
 // usable tells whether blk may be sent to a follower at seq (within it).

@@ -1,7 +1,9 @@
 package observer
 
 import (
+	"context"
 	"testing"
+	"time"
 )
 
 // The kept blocks are found by any entry they hold, gaps between them
@@ -57,5 +59,31 @@ func TestRecentBlocks(t *testing.T) {
 	r.drop()
 	if _, ok := r.containing(85); ok {
 		t.Error("a block after drop")
+	}
+}
+
+// A follower under load waits for the block that will hold its entry and
+// gets it once kept; in vain (nothing kept, or its entry in a gap), it
+// goes flow by flow for a ring's worth of entries.
+func TestBlockSenderAwaits(t *testing.T) {
+	o := newTestObserver(t, 1023, nil)
+	var r recentBlocks
+	b := &blockSender{o: o, blocks: &r, ctx: context.Background()}
+	data := make([]byte, 10)
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		r.keep(0, 50, 1, false, data, 0)    // not yet
+		r.keep(50, 100, 1, false, data, 0) // the one
+	}()
+	if blk, ok := b.await(60); !ok || blk.first != 50 || b.noWaitBefore != 0 {
+		t.Fatalf("await: %+v %v, no wait before %d", blk, ok, b.noWaitBefore)
+	}
+	if _, ok := b.await(100); ok || b.noWaitBefore != 100+o.ring.capacity() {
+		t.Fatalf("nothing kept: %v, no wait before %d", ok, b.noWaitBefore)
+	}
+	r.keep(120, 130, 1, false, data, 0)
+	b.noWaitBefore = 0
+	if _, ok := b.await(110); ok || b.noWaitBefore != 110+o.ring.capacity() {
+		t.Fatalf("an entry in a gap: %v, no wait before %d", ok, b.noWaitBefore)
 	}
 }
