@@ -72,7 +72,7 @@ func TestBlockSenderAwaits(t *testing.T) {
 	data := make([]byte, 10)
 	go func() {
 		time.Sleep(10 * time.Millisecond)
-		r.keep(0, 50, 1, false, data, 0)    // not yet
+		r.keep(0, 50, 1, false, data, 0)   // not yet
 		r.keep(50, 100, 1, false, data, 0) // the one
 	}()
 	if blk, ok := b.await(60); !ok || blk.first != 50 || b.noWaitBefore != 0 {
