@@ -14,7 +14,6 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/observer"
 	"github.com/loupe-project/loupe/observer/aggregate"
-	"github.com/loupe-project/loupe/observer/history"
 	"github.com/loupe-project/loupe/relay"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
@@ -83,22 +82,7 @@ func TestAggregateAcrossAgents(t *testing.T) {
 // A follow from `since` through the relay reads each agent's history in
 // order and without the follow queue's losses, then goes on live.
 func TestFollowSinceFromHistory(t *testing.T) {
-	st, err := history.Open(history.Options{Dir: t.TempDir(), Retention: 100000 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := observer.New(observer.Config{NodeName: "node-1", BufferSize: 63, History: st, LinkName: func(uint32) string { return "lxc" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(ctx, l, nil) }()
-	t.Cleanup(func() { cancel(); <-done })
+	o, addr := relay.StartHistoryAgent(t, 63, 100000*time.Hour)
 	fill := func(first, n int) {
 		for i := first; i < first+n; i++ {
 			o.HandleEvent(datapath.MustEncodeEvent(&datapath.Event{
@@ -115,7 +99,7 @@ func TestFollowSinceFromHistory(t *testing.T) {
 		}
 	}
 	fill(0, 6000) // ~100 rings' worth, and more than the relay's queue
-	r := startRelay(t, testConfig(), nil, relay.StaticPeers{l.Addr().String()})
+	r := startRelay(t, testConfig(), nil, relay.StaticPeers{addr})
 	waitConnected(t, r.srv, 1)
 	f := follow(t, r.client, &observerpb.GetFlowsRequest{Follow: true, Since: timestamppb.New(time.Unix(0, 0))})
 	next := 0

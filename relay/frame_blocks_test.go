@@ -33,24 +33,8 @@ func TestFlowBlocksMatchFlowByFlow(t *testing.T) {
 }
 
 func flowBlocksMatch(t *testing.T, gap time.Duration) {
-	st, err := history.Open(history.Options{Dir: t.TempDir(), Retention: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := observer.New(observer.Config{NodeName: "node-1", BufferSize: 32767, History: st,
-		LinkName: func(uint32) string { return "lxc" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(sctx, l, nil) }()
-	t.Cleanup(func() { stop(); <-done })
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	o, addr := StartHistoryAgent(t, 32767, time.Hour)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,4 +135,29 @@ func readFrames(t *testing.T, next func() (*frameBatch, error), n int) (frames [
 		}
 	}
 	return frames[:n], blocks
+}
+
+// StartHistoryAgent serves a real observer named node-1 with a flow ring
+// of bufSize and an on-disk history, on a loopback port whose address it
+// returns. (Exported for the relay_test package's tests.)
+func StartHistoryAgent(t *testing.T, bufSize int, retention time.Duration) (*observer.Observer, string) {
+	t.Helper()
+	st, err := history.Open(history.Options{Dir: t.TempDir(), Retention: retention})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := observer.New(observer.Config{NodeName: "node-1", BufferSize: bufSize, History: st,
+		LinkName: func(uint32) string { return "lxc" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.ServeListeners(ctx, l, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return o, l.Addr().String()
 }
