@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -34,15 +33,7 @@ func realAgent(t *testing.T, name string, n int, src, dst string) string {
 			Direction: contract.DirectionEgress, PacketLen: 60,
 		}))
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(ctx, l, nil) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return l.Addr().String()
+	return relay.ServeAgent(t, o)
 }
 
 // The relay sums every agent's edges; the sums equal aggregating the

@@ -151,6 +151,13 @@ func StartHistoryAgent(t *testing.T, bufSize int, retention time.Duration) (*obs
 	if err != nil {
 		t.Fatal(err)
 	}
+	return o, ServeAgent(t, o)
+}
+
+// ServeAgent serves o on a loopback port until the test ends and returns
+// its address. (Exported for the relay_test package's tests.)
+func ServeAgent(t *testing.T, o *observer.Observer) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -159,5 +166,5 @@ func StartHistoryAgent(t *testing.T, bufSize int, retention time.Duration) (*obs
 	done := make(chan error, 1)
 	go func() { done <- o.ServeListeners(ctx, l, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return o, l.Addr().String()
+	return l.Addr().String()
 }
