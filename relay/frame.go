@@ -354,11 +354,11 @@ func (fb *frameBatch) parseBlock(b []byte) error {
 	var enc flowwire.Encoder
 	for i := range fb.recs {
 		rec := &fb.recs[i]
-		t := time.Unix(0, rec.Time)
-		fb.ts.Seconds, fb.ts.Nanos = t.Unix(), int32(t.Nanosecond())
 		if rec.Kind == history.KindLost {
 			continue
 		}
+		t := time.Unix(0, rec.Time)
+		fb.ts.Seconds, fb.ts.Nanos = t.Unix(), int32(t.Nanosecond())
 		start := len(out)
 		if out, err = enc.AppendFlowResponseWire(out, rec.Data, node, &fb.ts); err != nil {
 			return fmt.Errorf("%w: flow block: %w", errMalformed, err)
@@ -372,10 +372,9 @@ func (fb *frameBatch) parseBlock(b []byte) error {
 			if err := proto.Unmarshal(rec.Data, le); err != nil {
 				return fmt.Errorf("%w: flow block: %w", errMalformed, err)
 			}
-			t := time.Unix(0, rec.Time)
 			fb.frames = append(fb.frames, &frame{t: rec.Time, node: node != "", msg: &observerpb.GetFlowsResponse{
 				ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: le}, NodeName: node,
-				Time: &timestamppb.Timestamp{Seconds: t.Unix(), Nanos: int32(t.Nanosecond())}}})
+				Time: timestamppb.New(time.Unix(0, rec.Time))}})
 			continue
 		}
 		sp := spans[i]
