@@ -91,7 +91,7 @@ func (e *Encoder) AppendFlowResponseWire(b, flow []byte, node string, t *timesta
 	w.timestamp(1001, t)
 	if w.err == nil {
 		// A set oneof message is written even when empty.
-		w.set(protowire.AppendTag(w.b, 1, protowire.BytesType))
+		w.set(appendTag(w.b, 1, protowire.BytesType))
 		w.set(protowire.AppendBytes(w.b, flow))
 	}
 	return w.result(len(b), func() ([]byte, error) {

@@ -32,6 +32,28 @@ func (w *writer) set(nb []byte) {
 	w.b = nb
 }
 
+// appendTag and appendVarint are protowire's with the short cases inlined:
+// nearly every tag of a flow fits in two bytes and every value but its
+// time in one, and the calls into protowire's switch cost more than the
+// writing did.
+func appendTag(b []byte, num protowire.Number, typ protowire.Type) []byte {
+	x := uint64(num)<<3 | uint64(typ)
+	if x < 1<<7 {
+		return append(b, byte(x))
+	}
+	if x < 1<<14 {
+		return append(b, byte(x)|0x80, byte(x>>7))
+	}
+	return protowire.AppendVarint(b, x)
+}
+
+func appendVarint(b []byte, v uint64) []byte {
+	if v < 0x80 {
+		return append(b, byte(v))
+	}
+	return protowire.AppendVarint(b, v)
+}
+
 // errGeneric sends what this package does not write by hand (unknown
 // fields in a message it writes, a nil oneof value) to proto.Marshal; it
 // never leaves the package.
@@ -77,7 +99,7 @@ func (w *writer) open(num protowire.Number, n int) int {
 	if w.err != nil {
 		return 0
 	}
-	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
+	w.set(appendTag(w.b, num, protowire.BytesType))
 	w.set(append(w.b, make([]byte, n)...))
 	return len(w.b)
 }
@@ -106,17 +128,23 @@ func (w *writer) close(at, reserved int) {
 
 // The scalar fields of proto3 are left out when zero, as proto.Marshal
 // leaves them.
+// (Most of a flow's fields are zero: varint and bool stay small enough to
+// be inlined, and only a set field costs a call.)
 func (w *writer) varint(num protowire.Number, v uint64) {
-	if v == 0 || w.err != nil {
-		return
+	if v != 0 {
+		w.setVarint(num, v)
 	}
-	w.set(protowire.AppendTag(w.b, num, protowire.VarintType))
-	w.set(protowire.AppendVarint(w.b, v))
+}
+
+func (w *writer) setVarint(num protowire.Number, v uint64) {
+	if w.err == nil {
+		w.set(appendVarint(appendTag(w.b, num, protowire.VarintType), v))
+	}
 }
 
 func (w *writer) bool(num protowire.Number, v bool) {
-	if v && w.err == nil {
-		w.set(append(protowire.AppendTag(w.b, num, protowire.VarintType), 1))
+	if v {
+		w.setVarint(num, 1)
 	}
 }
 
@@ -135,16 +163,16 @@ func (w *writer) element(num protowire.Number, s string) {
 		w.err = ErrInvalidUTF8
 		return
 	}
-	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
-	w.set(protowire.AppendString(w.b, s))
+	w.set(appendTag(w.b, num, protowire.BytesType))
+	w.set(append(appendVarint(w.b, uint64(len(s))), s...))
 }
 
 func (w *writer) bytes(num protowire.Number, v []byte) {
 	if len(v) == 0 || w.err != nil {
 		return
 	}
-	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
-	w.set(protowire.AppendBytes(w.b, v))
+	w.set(appendTag(w.b, num, protowire.BytesType))
+	w.set(append(appendVarint(w.b, uint64(len(v))), v...))
 }
 
 // strings writes a repeated string field: every element, empty ones
@@ -174,7 +202,7 @@ func message[T any, P interface {
 	if m == nil || w.err != nil {
 		return
 	}
-	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
+	w.set(appendTag(w.b, num, protowire.BytesType))
 	w.set(protowire.AppendVarint(w.b, uint64(proto.Size(m))))
 	w.b, w.err = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(w.b, m)
 }
@@ -266,6 +294,6 @@ func (w *writer) endpoint(num protowire.Number, ep *flowpb.Endpoint) {
 		}
 		w.enc.endpoints[ep] = body
 	}
-	w.set(protowire.AppendTag(w.b, num, protowire.BytesType))
-	w.set(protowire.AppendBytes(w.b, body))
+	w.set(appendTag(w.b, num, protowire.BytesType))
+	w.set(append(appendVarint(w.b, uint64(len(body))), body...))
 }
