@@ -1,13 +1,6 @@
 package datapath
 
-import (
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-
-	"github.com/cilium/ebpf"
-)
+import "fmt"
 
 // The kernel-drop tracepoint's pins: the program under progs/ and its link
 // under tracing/ (links/ holds one folder per interface).
@@ -46,51 +39,19 @@ type KernelDrops struct {
 // new program before it detaches the old one, so no drop goes unseen
 // (one may be seen twice, at the switch).
 func LoadKernelDrops(cfg KernelDropConfig) (*KernelDrops, error) {
-	if err := requireBPFFS(cfg.BPFRoot); err != nil {
-		return nil, fmt.Errorf("load kernel drops: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(cfg.BPFRoot, tracingDir), 0o700); err != nil {
-		return nil, fmt.Errorf("load kernel drops: %w", err)
-	}
-	unlock, err := lockRoot(cfg.BPFRoot, true)
-	if err != nil {
-		return nil, fmt.Errorf("load kernel drops: %w", err)
-	}
-	defer unlock()
-
-	spec, err := loadKdrop()
-	if err != nil {
-		return nil, fmt.Errorf("load kernel drops: %w", err)
-	}
 	rate := uint64(cfg.EventsPerSecond)
 	if rate == 0 {
 		rate = DefaultKernelDropEventsPerSecond
 	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		return nil, fmt.Errorf("load kernel drops: possible cpus: %w", err)
-	}
-	perCPU := max(1, (rate+uint64(ncpu)-1)/uint64(ncpu))
-	for _, name := range []string{kdropVarKdropEvRate, kdropVarKdropEvBurst} {
-		if err := spec.Variables[name].Set(perCPU); err != nil {
-			return nil, fmt.Errorf("load kernel drops: set %s: %w", name, err)
-		}
-	}
+	l := tracingLoad{what: "kernel drops", spec: loadKdrop, rate: rate, rateVars: [2]string{kdropVarKdropEvRate, kdropVarKdropEvBurst}}
 	k := &KernelDrops{}
-	if err := matchPinnedRing(spec, cfg.BPFRoot); err != nil {
-		return nil, fmt.Errorf("load kernel drops: %w", err)
-	}
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(cfg.BPFRoot, mapsDir)}}
-	if err := loadAndAssign(spec, &k.objs, opts, "kernel drops"); err != nil {
+	if err := l.load(cfg.BPFRoot, &k.objs, func() error {
+		if err := k.SetDeny(cfg.Deny); err != nil {
+			return err
+		}
+		return k.attach(cfg.BPFRoot)
+	}); err != nil {
 		return nil, err
-	}
-	if err := k.SetDeny(cfg.Deny); err != nil {
-		k.objs.Close()
-		return nil, err
-	}
-	if err := k.attach(cfg.BPFRoot); err != nil {
-		k.objs.Close()
-		return nil, fmt.Errorf("load kernel drops: %w", err)
 	}
 	return k, nil
 }
@@ -138,17 +99,4 @@ func (k *KernelDrops) Close() error {
 // when it is attached is a no-op.
 func SetKernelDropsAttached(bpfRoot string, on bool) error {
 	return setTracingAttached(bpfRoot, PinKfreeSkb, on)
-}
-
-// loadAndAssign loads spec into objs; a verifier rejection is returned with
-// the verifier's whole log, which is what explains it.
-func loadAndAssign(spec *ebpf.CollectionSpec, objs any, opts *ebpf.CollectionOptions, what string) error {
-	if err := spec.LoadAndAssign(objs, opts); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return fmt.Errorf("load %s: verifier: %+v", what, ve)
-		}
-		return fmt.Errorf("load %s: %w", what, err)
-	}
-	return nil
 }

@@ -3,8 +3,6 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/cilium/ebpf"
 )
@@ -56,54 +54,26 @@ type TCPStats struct {
 // tcp_receive_reset tracepoint programs against the maps pinned under
 // cfg.BPFRoot, pins and attaches them (as LoadKernelDrops does).
 func LoadTCPEvents(cfg TCPConfig) (*TCPEvents, error) {
-	if err := requireBPFFS(cfg.BPFRoot); err != nil {
-		return nil, fmt.Errorf("load tcp events: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(cfg.BPFRoot, tracingDir), 0o700); err != nil {
-		return nil, fmt.Errorf("load tcp events: %w", err)
-	}
-	unlock, err := lockRoot(cfg.BPFRoot, true)
-	if err != nil {
-		return nil, fmt.Errorf("load tcp events: %w", err)
-	}
-	defer unlock()
-
-	spec, err := loadTcp()
-	if err != nil {
-		return nil, fmt.Errorf("load tcp events: %w", err)
-	}
 	rate := uint64(cfg.EventsPerSecond)
 	if rate == 0 {
 		rate = DefaultTCPEventsPerSecond
 	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		return nil, fmt.Errorf("load tcp events: possible cpus: %w", err)
-	}
-	perCPU := max(1, (rate+uint64(ncpu)-1)/uint64(ncpu))
-	for _, name := range []string{tcpVarTcpEvRate, tcpVarTcpEvBurst} {
-		if err := spec.Variables[name].Set(perCPU); err != nil {
-			return nil, fmt.Errorf("load tcp events: set %s: %w", name, err)
-		}
-	}
+	l := tracingLoad{what: "tcp events", spec: loadTcp, rate: rate, rateVars: [2]string{tcpVarTcpEvRate, tcpVarTcpEvBurst}}
 	t := &TCPEvents{}
-	if err := matchPinnedRing(spec, cfg.BPFRoot); err != nil {
-		return nil, fmt.Errorf("load tcp events: %w", err)
-	}
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(cfg.BPFRoot, mapsDir)}}
-	if err := loadAndAssign(spec, &t.objs, opts, "tcp events"); err != nil {
-		return nil, err
-	}
-	progs := map[string]*ebpf.Program{
-		PinTCPRetransmit:   t.objs.LoupeTcpRetransmit,
-		PinTCPSendReset:    t.objs.LoupeTcpSendReset,
-		PinTCPReceiveReset: t.objs.LoupeTcpReceiveReset,
-	}
-	for _, name := range TCPPins {
-		if err := attachTracing(cfg.BPFRoot, name, progs[name]); err != nil {
-			t.objs.Close()
-			return nil, fmt.Errorf("load tcp events: %w", err)
+	if err := l.load(cfg.BPFRoot, &t.objs, func() error {
+		progs := map[string]*ebpf.Program{
+			PinTCPRetransmit:   t.objs.LoupeTcpRetransmit,
+			PinTCPSendReset:    t.objs.LoupeTcpSendReset,
+			PinTCPReceiveReset: t.objs.LoupeTcpReceiveReset,
 		}
+		for _, name := range TCPPins {
+			if err := attachTracing(cfg.BPFRoot, name, progs[name]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
