@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"context"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -10,6 +8,7 @@ import (
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/observer/observertest"
 )
 
 // `loupe observe --aggregate` against a real observer prints one line per
@@ -27,16 +26,9 @@ func TestObserveAggregate(t *testing.T) {
 			Direction: contract.DirectionEgress, PacketLen: 60,
 		}))
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(ctx, l, nil) }()
-	defer func() { cancel(); <-done }()
+	addr := observertest.Serve(t, o)
 
-	out, stderr, err := run(t, NewObserveCommand(), "--server", l.Addr().String(), "--aggregate", "--since", "87600h")
+	out, stderr, err := run(t, NewObserveCommand(), "--server", addr, "--aggregate", "--since", "87600h")
 	if err != nil {
 		t.Fatalf("%v: %s", err, stderr)
 	}
@@ -51,7 +43,7 @@ func TestObserveAggregate(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]string{{"--aggregate"}, {"--aggregate", "--since", "1h", "-f"}, {"--aggregate", "--since", "1h", "--last", "3"}} {
-		if _, _, err := run(t, NewObserveCommand(), append([]string{"--server", l.Addr().String()}, bad...)...); err == nil || !strings.Contains(err.Error(), "--aggregate") {
+		if _, _, err := run(t, NewObserveCommand(), append([]string{"--server", addr}, bad...)...); err == nil || !strings.Contains(err.Error(), "--aggregate") {
 			t.Errorf("%v: want an error about --aggregate, got %v", bad, err)
 		}
 	}

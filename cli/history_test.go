@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"context"
 	"math"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/observer"
 	"github.com/loupe-project/loupe/observer/history"
+	"github.com/loupe-project/loupe/observer/observertest"
 )
 
 // Two hours of flows, one a second, stamped as if they had happened over
@@ -32,14 +31,7 @@ func TestObserveHistoryWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(ctx, l, nil) }()
-	defer func() { cancel(); <-done }()
+	addr := observertest.Serve(t, o)
 
 	// Flow i at now-2h+i s+0.5 s: the half second keeps the window's ends
 	// clear of the few milliseconds between this clock and the CLI's.
@@ -66,7 +58,7 @@ func TestObserveHistoryWindow(t *testing.T) {
 	base := time.Unix(0, start+observer.BootOffset())
 	time.Sleep((time.Second - time.Since(base)%time.Second + 50*time.Millisecond) % time.Second)
 	first := int(math.Ceil((time.Since(base) - 90*time.Minute).Seconds() - 0.5))
-	out, stderr, err := run(t, NewObserveCommand(), "--server", l.Addr().String(), "-o", "json", "--since", "90m", "--until", "60m")
+	out, stderr, err := run(t, NewObserveCommand(), "--server", addr, "-o", "json", "--since", "90m", "--until", "60m")
 	if err != nil {
 		t.Fatalf("%v: %s", err, stderr)
 	}

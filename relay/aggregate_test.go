@@ -13,6 +13,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/observer"
 	"github.com/loupe-project/loupe/observer/aggregate"
+	"github.com/loupe-project/loupe/observer/observertest"
 	"github.com/loupe-project/loupe/relay"
 	"github.com/loupe-project/loupe/relay/relaytest"
 )
@@ -33,7 +34,7 @@ func realAgent(t *testing.T, name string, n int, src, dst string) string {
 			Direction: contract.DirectionEgress, PacketLen: 60,
 		}))
 	}
-	return relay.ServeAgent(t, o)
+	return observertest.Serve(t, o)
 }
 
 // The relay sums every agent's edges; the sums equal aggregating the

@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/observer"
 	"github.com/loupe-project/loupe/observer/history"
+	"github.com/loupe-project/loupe/observer/observertest"
 )
 
 // A follower behind the real agent's history writer gets its blocks, and
@@ -151,20 +151,5 @@ func StartHistoryAgent(t *testing.T, bufSize int, retention time.Duration) (*obs
 	if err != nil {
 		t.Fatal(err)
 	}
-	return o, ServeAgent(t, o)
-}
-
-// ServeAgent serves o on a loopback port until the test ends and returns
-// its address. (Exported for the relay_test package's tests.)
-func ServeAgent(t *testing.T, o *observer.Observer) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(ctx, l, nil) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return l.Addr().String()
+	return o, observertest.Serve(t, o)
 }

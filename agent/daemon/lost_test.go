@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"github.com/loupe-project/loupe/datapath"
 	"github.com/loupe-project/loupe/metadata"
 	"github.com/loupe-project/loupe/observer"
+	"github.com/loupe-project/loupe/observer/observertest"
 )
 
 // recordingSink records the losses reported to it, in order.
@@ -129,30 +129,6 @@ func (f *fakeEventStats) waitReads(t *testing.T, n int) {
 	}
 }
 
-// serveObserver serves o's Observer API on a loopback port for the test.
-func serveObserver(t *testing.T, o *observer.Observer) observerpb.ObserverClient {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(ctx, l, nil) }()
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return observerpb.NewObserverClient(conn)
-}
-
 // lostEvents returns the LostEvents a GetFlows stream of everything in the
 // observer's ring carries, as "SOURCE n".
 func lostEvents(t *testing.T, c observerpb.ObserverClient) []string {
@@ -204,7 +180,7 @@ func lostLifetime(t *testing.T, dp *fakeEventStats, path string, during func(*da
 		dp.set(during)
 		dp.waitReads(t, 2)
 	}
-	got := lostEvents(t, serveObserver(t, obs))
+	got := lostEvents(t, observerpb.NewObserverClient(observertest.Dial(t, observertest.Serve(t, obs))))
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
