@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +17,6 @@ import (
 	peerpb "github.com/cilium/cilium/api/v1/peer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -26,30 +24,13 @@ import (
 
 	"github.com/loupe-project/loupe/contract"
 	"github.com/loupe-project/loupe/metadata"
+	"github.com/loupe-project/loupe/observer/observertest"
 )
 
 // serve starts o on a loopback listener and returns a client connection.
 func serve(t testing.TB, o *Observer) *grpc.ClientConn {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.ServeListeners(ctx, l, nil) }()
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return conn
+	return observertest.Dial(t, observertest.Serve(t, o))
 }
 
 // fill writes n TCP flows from x/b to x/web on port 80+i%3, one second apart

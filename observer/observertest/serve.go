@@ -1,6 +1,7 @@
 // Package observertest serves an observer.Observer on loopback for the
-// tests of the packages that talk to an agent: the relay, the CLI and the
-// agent's daemon. (The observer package's own tests cannot import it.)
+// tests that talk to an agent: the observer's own, the relay's, the CLI's
+// and the agent daemon's. It does not import the observer package, so the
+// observer's in-package tests can use it too.
 package observertest
 
 import (
@@ -10,14 +11,17 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/loupe-project/loupe/observer"
 )
+
+// Server is what Serve runs: *observer.Observer.
+type Server interface {
+	ServeListeners(ctx context.Context, tcp, unix net.Listener) error
+}
 
 // Serve serves o's gRPC API in plain text on a loopback port until the
 // test ends and returns its address. An error from the server fails the
 // test.
-func Serve(t testing.TB, o *observer.Observer) string {
+func Serve(t testing.TB, o Server) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
