@@ -125,7 +125,11 @@ func relayEvents(t *testing.T, cli, relay string, args ...string) []json.RawMess
 	t.Helper()
 	b, err := exec.Command(cli, append([]string{"events", "--server", relay, "-o", "json"}, args...)...).Output()
 	if err != nil {
-		t.Fatalf("loupe events: %v", err)
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("loupe events: %v: %s", err, stderr)
 	}
 	var out []json.RawMessage
 	sc := bufio.NewScanner(strings.NewReader(string(b)))

@@ -93,8 +93,9 @@ type Observer struct {
 	// lastFlowNS is the time of the newest flow written (under mu): see
 	// orderFlow.
 	lastFlowNS int64
-	sinks      []FlowSink    // sink.go; guarded by mu
-	hist       *historyState // nil without Config.History
+	sinks      []FlowSink             // sink.go; guarded by mu
+	sinkLost   *prometheus.CounterVec // FollowSink's
+	hist       *historyState          // nil without Config.History
 	// batchBuffersMade counts the FlowBatches streams' batch buffers
 	// (batchBuffers): they are recycled, so it stays small.
 	batchBuffersMade atomic.Uint64
@@ -147,6 +148,11 @@ func New(cfg Config) (*Observer, error) {
 	o.conns = newConnMetrics(o.metrics.reg)
 	o.tcp = newTCPMetrics(o.metrics.reg)
 	o.l7 = newL7State(cfg.L7, o.metrics.reg)
+	o.sinkLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "loupe", Name: "flow_sink_lost_total",
+		Help: "Flows a sink that follows the ring (the agent's network rules: sink=\"security\") did not see: the ring overwrote them first",
+	}, []string{"sink"})
+	o.metrics.reg.MustRegister(o.sinkLost)
 	o.dec.names = newFQDNCache()
 	if cfg.History != nil {
 		o.hist = newHistoryState(cfg.History, o.metrics.reg)

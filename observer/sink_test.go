@@ -1,9 +1,14 @@
 package observer
 
 import (
+	"context"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/loupe-project/loupe/metadata"
 )
@@ -56,5 +61,85 @@ func TestFlowKeeperTurnsSlabsOff(t *testing.T) {
 	}
 	if k.last == nil {
 		t.Fatal("the keeper got no flow")
+	}
+}
+
+// A followed sink gets every flow stored after it started, in order, the
+// ring's own; the flows the ring overwrote while it was busy are counted
+// as lost for it, never skipped silently; and it stops with its context.
+func TestFollowSinkSeesEveryFlowOrCountsIt(t *testing.T) {
+	o := newTestObserver(t, 15, nil) // a ring of 16
+	var all []*flowpb.Flow           // every flow stored, in ring order
+	o.AddSink(sinkFunc(func(f *flowpb.Flow) { all = append(all, f) }))
+	evs := benchEvents()
+	fill := func(n int) {
+		for i := range n {
+			o.HandleEvent(evs[i%len(evs)])
+		}
+	}
+	fill(5) // before the sink: not its flows
+	ctx, cancel := context.WithCancel(context.Background())
+	entered, gate := make(chan struct{}), make(chan struct{})
+	var (
+		mu  sync.Mutex
+		got []*flowpb.Flow
+	)
+	done := make(chan error, 1)
+	go func() {
+		done <- o.FollowSink(ctx, "test", sinkFunc(func(f *flowpb.Flow) {
+			mu.Lock()
+			first := len(got) == 0
+			got = append(got, f)
+			mu.Unlock()
+			if first { // the first flow holds the sink up
+				close(entered)
+				<-gate
+			}
+		}))
+	}()
+	for waiting := true; waiting; { // the sink starts at the head
+		fill(1)
+		select {
+		case <-entered:
+			waiting = false
+		case <-time.After(time.Millisecond):
+		}
+	}
+	fill(100) // laps the ring while the sink holds its first flow
+	close(gate)
+	mu.Lock()
+	start := slices.Index(all, got[0])
+	mu.Unlock()
+	var lost float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		lost = testutil.ToFloat64(o.sinkLost.WithLabelValues("test"))
+		if n+int(lost) == len(all)-start {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sink got %d flows and lost %v of the %d stored since it started", n, lost, len(all)-start)
+		}
+	}
+	if lost == 0 {
+		t.Fatal("100 flows through a ring of 16 behind a held sink: none counted lost")
+	}
+	// After its first, what it got is the newest flows, in order.
+	mu.Lock()
+	tail := got[1:]
+	mu.Unlock()
+	if !slices.Equal(tail, all[len(all)-len(tail):]) {
+		t.Fatal("the flows after the first are not the ring's newest, in order")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("FollowSink did not return after its context ended")
 	}
 }

@@ -42,9 +42,9 @@ func newNetState() *netState {
 	return n
 }
 
-// Flow is the observer's sink, called under its lock (one flow at a
-// time): it must not block (the engine and the store take short locks
-// only).
+// Flow is the observer's sink, called from the goroutine that follows
+// its ring (FollowSink), one flow at a time: it must not keep or modify
+// the flow.
 func (s *securityEvents) Flow(f *flowpb.Flow) {
 	ev := s.netEvent(f)
 	if ev == nil {
@@ -74,8 +74,8 @@ func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
 	if err != nil {
 		return nil
 	}
-	// The event lives in s.scratch: Flow runs under the observer's lock,
-	// one flow at a time, and nothing keeps the event past Flow.
+	// The event lives in s.scratch: Flow runs one flow at a time, and
+	// nothing keeps the event past Flow.
 	ev := &s.scratch
 	*ev = netEventScratch{}
 	n := &ev.net
