@@ -43,8 +43,9 @@ const sinkPoll = 10 * time.Millisecond
 // from the calling goroutine, which follows the ring as the history writer
 // does, instead of on the event reader's path: for a sink whose work per
 // flow would hold the reader up and cost events at high rates (the agent's
-// network rules cost half as much as decoding). s gets one flow at a time,
-// at most sinkPoll after it was stored; flows the ring overwrote before s
+// network rules cost half as much as decoding). s gets one flow at a time
+// and must not keep it (FlowKeeper's slabs do not apply here); a caught-up
+// follower looks again every sinkPoll. Flows the ring overwrote before s
 // read them are counted in loupe_flow_sink_lost_total{sink=name}. It
 // returns when ctx is done.
 func (o *Observer) FollowSink(ctx context.Context, name string, s FlowSink) error {
