@@ -2,7 +2,6 @@ package observer
 
 import (
 	"context"
-	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 )
@@ -36,24 +35,21 @@ func (o *Observer) AddSink(s FlowSink) {
 	}
 }
 
-// sinkPoll is how often a caught-up FollowSink looks at the ring again.
-const sinkPoll = 10 * time.Millisecond
-
 // FollowSink hands s every flow stored from now on, as AddSink does, but
 // from the calling goroutine, which follows the ring as the history writer
 // does, instead of on the event reader's path: for a sink whose work per
 // flow would hold the reader up and cost events at high rates (the agent's
 // network rules cost half as much as decoding). s gets one flow at a time
 // and must not keep it (FlowKeeper's slabs do not apply here); a caught-up
-// follower looks again every sinkPoll. Flows the ring overwrote before s
+// follower waits on the ring rather than polling it (a 10 ms poll's
+// wake-ups were enough to change the run-queue latency the UI's starved
+// edges are drawn from). Flows the ring overwrote before s
 // read them are counted in loupe_flow_sink_lost_total{sink=name}. It
 // returns when ctx is done.
 func (o *Observer) FollowSink(ctx context.Context, name string, s FlowSink) error {
 	lost := o.sinkLost.WithLabelValues(name)
 	r := o.ring
 	seq := r.head.Load()
-	poll := time.NewTimer(sinkPoll)
-	defer poll.Stop()
 	for {
 		e, n := r.read(seq)
 		switch {
@@ -72,11 +68,10 @@ func (o *Observer) FollowSink(ctx context.Context, name string, s FlowSink) erro
 			seq += n
 			continue
 		}
-		poll.Reset(sinkPoll)
-		select {
-		case <-ctx.Done():
+		// Caught up: wait for the next flow (the ring wakes a waiting
+		// follower only, so this costs the reader nothing under load).
+		if _, err := r.waitOr(ctx, seq, nil); err != nil {
 			return nil
-		case <-poll.C:
 		}
 	}
 }
