@@ -25,7 +25,13 @@ func (h *dropHandler) observe(f *flowpb.Flow) {
 	if f.GetVerdict() != flowpb.Verdict_DROPPED {
 		return
 	}
+	own, packed := pack(int64(f.GetDropReasonDesc()), int64(f.GetEventType().GetType()),
+		l4Kind(f.GetL4()), l7Kind(f.GetL7()), 0)
+	k, ok := h.ctx.keyed(f, own, packed)
+	if h.v.incKeyed(k, ok) {
+		return
+	}
 	lv := h.ctx.values(h.v.lv[:0], f)
 	h.v.lv = append(lv, f.GetDropReasonDesc().String(), flowProtocol(f))
-	h.v.inc(h.v.lv)
+	h.v.incAs(k, ok, h.v.lv)
 }

@@ -33,10 +33,17 @@ func (h *flowHandler) vec() *vec { return h.v }
 func (h *flowHandler) contexts() *contexts { return h.ctx }
 
 func (h *flowHandler) observe(f *flowpb.Flow) {
+	et := f.GetEventType()
+	own, packed := pack(int64(et.GetType()), int64(et.GetSubType()),
+		int64(f.GetVerdict()), l4Kind(f.GetL4()), l7Kind(f.GetL7()))
+	k, ok := h.ctx.keyed(f, own, packed)
+	if h.v.incKeyed(k, ok) {
+		return
+	}
 	typ, sub := flowTypeNames(f)
 	lv := append(h.v.lv[:0], flowProtocol(f), typ, sub, f.GetVerdict().String())
 	h.v.lv = h.ctx.values(lv, f)
-	h.v.inc(h.v.lv)
+	h.v.incAs(k, ok, h.v.lv)
 }
 
 // flowTypeNames are the type and subtype labels: the monitor message type,
@@ -45,10 +52,10 @@ func flowTypeNames(f *flowpb.Flow) (string, string) {
 	et := f.GetEventType().GetType()
 	switch et {
 	case typeAccessLog:
-		switch l7 := f.GetL7(); {
-		case l7.GetDns() != nil:
+		switch l7Kind(f.GetL7()) {
+		case l7DNS:
 			return "L7", "DNS"
-		case l7.GetHttp() != nil:
+		case l7HTTP:
 			return "L7", "HTTP"
 		}
 		return "L7", ""

@@ -25,18 +25,30 @@ func (h *icmpHandler) contexts() *contexts { return h.ctx }
 
 func (h *icmpHandler) observe(f *flowpb.Flow) {
 	l4 := f.GetL4()
-	var fam, typ string
+	var v6 bool
+	var icmpType, icmpCode uint32
 	switch {
 	case l4.GetICMPv4() != nil:
-		i := l4.GetICMPv4()
-		fam, typ = "IPv4", contract.ICMPTypeCode(false, uint8(i.GetType()), uint8(i.GetCode()))
+		icmpType, icmpCode = l4.GetICMPv4().GetType(), l4.GetICMPv4().GetCode()
 	case l4.GetICMPv6() != nil:
-		i := l4.GetICMPv6()
-		fam, typ = "IPv6", contract.ICMPTypeCode(true, uint8(i.GetType()), uint8(i.GetCode()))
+		v6, icmpType, icmpCode = true, l4.GetICMPv6().GetType(), l4.GetICMPv6().GetCode()
 	default:
 		return
 	}
-	lv := append(h.v.lv[:0], fam, typ)
+	// The label reads the type and code as bytes: so does the key.
+	fam := int64(4)
+	if v6 {
+		fam = 6
+	}
+	own, packed := pack(int64(uint8(icmpType)), int64(uint8(icmpCode)), fam, 0, 0)
+	k, ok := h.ctx.keyed(f, own, packed)
+	if h.v.incKeyed(k, ok) {
+		return
+	}
+	lv := append(h.v.lv[:0], "IPv4", contract.ICMPTypeCode(v6, uint8(icmpType), uint8(icmpCode)))
+	if v6 {
+		lv[0] = "IPv6"
+	}
 	h.v.lv = h.ctx.values(lv, f)
-	h.v.inc(h.v.lv)
+	h.v.incAs(k, ok, h.v.lv)
 }

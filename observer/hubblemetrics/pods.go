@@ -45,6 +45,8 @@ func deletePod(c *contexts, v *vec, ref, namespace, name string) {
 	}
 	if n > 0 {
 		clear(v.cache) // its counters may be the deleted ones
+		clear(v.byKey)
+		clear(v.byOwn)
 	}
 }
 

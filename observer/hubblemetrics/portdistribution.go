@@ -50,6 +50,21 @@ func (h *portDistributionHandler) observe(f *flowpb.Flow) {
 		return
 	}
 	l4 := f.GetL4()
+	kind := l4Kind(l4)
+	var dport uint32
+	switch kind {
+	case l4TCP:
+		dport = l4.GetTCP().GetDestinationPort()
+	case l4UDP:
+		dport = l4.GetUDP().GetDestinationPort()
+	case l4SCTP:
+		dport = l4.GetSCTP().GetDestinationPort()
+	}
+	own, packed := pack(int64(dport), 0, kind, 0, 0)
+	k, ok := h.ctx.keyed(f, own, packed)
+	if kind != l4Unknown && h.v.incKeyed(k, ok) {
+		return
+	}
 	var proto, port string
 	switch {
 	case l4.GetTCP() != nil:
@@ -71,5 +86,5 @@ func (h *portDistributionHandler) observe(f *flowpb.Flow) {
 	}
 	lv := append(h.v.lv[:0], proto, port)
 	h.v.lv = h.ctx.values(lv, f)
-	h.v.inc(h.v.lv)
+	h.v.incAs(k, ok, h.v.lv)
 }

@@ -149,11 +149,16 @@ func (s *Set) Lost(src flowpb.LostEventSource, n uint64) {
 // is emptied. The series themselves are bounded by the contexts chosen.
 const maxCached = 4096
 
-// vec is a CounterVec with a cache from label values to the counter, so a
-// flow costs one map lookup keyed by its label values, without allocating.
+// vec is a CounterVec with two caches of resolved counters: one keyed by
+// the label values, and one by a countKey for the families that can pack
+// a flow's labels into one (see countKey).
 type vec struct {
 	cv    *prometheus.CounterVec
 	cache map[string]prometheus.Counter
+	byKey map[countKey]prometheus.Counter
+	// byOwn is byKey for the families without contexts: a uint64 key
+	// hashes faster than a countKey.
+	byOwn map[uint64]prometheus.Counter
 	key   []byte
 	lv    []string // scratch label values
 	errs  int      // label sets refused (not UTF-8, or a bug: wrong count)
@@ -165,10 +170,19 @@ func newVec(name, help string, labels []string) *vec {
 			Namespace: "hubble", Name: name, Help: help,
 		}, labels),
 		cache: map[string]prometheus.Counter{},
+		byKey: map[countKey]prometheus.Counter{},
+		byOwn: map[uint64]prometheus.Counter{},
 	}
 }
 
 func (v *vec) inc(lv []string) {
+	if c := v.counter(lv); c != nil {
+		c.Inc()
+	}
+}
+
+// counter is the counter of the label values lv; nil if they are refused.
+func (v *vec) counter(lv []string) prometheus.Counter {
 	v.key = v.key[:0]
 	for _, s := range lv {
 		v.key = append(v.key, s...)
@@ -179,14 +193,92 @@ func (v *vec) inc(lv []string) {
 		var err error
 		if c, err = v.cv.GetMetricWithLabelValues(lv...); err != nil {
 			v.errs++
-			return
+			return nil
 		}
 		if len(v.cache) >= maxCached {
 			clear(v.cache)
 		}
 		v.cache[string(v.key)] = c
 	}
+	return c
+}
+
+// countKey names a family's series by what its labels are computed from,
+// instead of by the labels: the flow's endpoints (zero without contexts)
+// and the family's own labels' inputs, packed by its handler into own.
+// Hashing it costs a few words, where counter joins and hashes every
+// label value, most of a family's cost per flow. It exists only when
+// the contexts read nothing but the endpoints (contexts.byEndpoints).
+type countKey struct {
+	eps endpointsKey
+	own uint64
+}
+
+// keyed returns f's countKey with the family's labels packed in own, or
+// false when the contexts read more than the endpoints or own did not
+// fit (packed reports that).
+func (c *contexts) keyed(f *flowpb.Flow, own uint64, packed bool) (countKey, bool) {
+	if !packed || c.byEndpoints == nil {
+		return countKey{}, false
+	}
+	k := countKey{own: own}
+	if len(c.labels) > 0 || c.hasSource || c.hasDestLbl {
+		k.eps = endpointsKey{src: f.GetSource(), dst: f.GetDestination(), dir: f.GetTrafficDirection()}
+	}
+	return k, true
+}
+
+// incKeyed counts in the series cached under k (when ok) and reports
+// whether it was there; if not, the caller counts through incAs.
+func (v *vec) incKeyed(k countKey, ok bool) bool {
+	if !ok || v.byKey == nil {
+		return false
+	}
+	var c prometheus.Counter
+	if k.eps == (endpointsKey{}) {
+		c = v.byOwn[k.own]
+	} else {
+		c = v.byKey[k]
+	}
+	if c == nil {
+		return false
+	}
 	c.Inc()
+	return true
+}
+
+// incAs counts in the series of the label values lv and, when ok,
+// caches it under k.
+func (v *vec) incAs(k countKey, ok bool, lv []string) {
+	c := v.counter(lv)
+	if c == nil {
+		return
+	}
+	c.Inc()
+	if !ok || v.byKey == nil {
+		return
+	}
+	if k.eps == (endpointsKey{}) {
+		if len(v.byOwn) >= maxCached {
+			clear(v.byOwn)
+		}
+		v.byOwn[k.own] = c
+		return
+	}
+	if len(v.byKey) >= maxCached {
+		clear(v.byKey)
+	}
+	v.byKey[k] = c
+}
+
+// pack packs the inputs of a family's labels into a countKey's own: 16
+// bits for each of w0 and w1, 8 for each of s0, s1 and s2. false when one
+// does not fit.
+func pack(w0, w1, s0, s1, s2 int64) (uint64, bool) {
+	if uint64(w0)|uint64(w1) > 0xffff || uint64(s0)|uint64(s1)|uint64(s2) > 0xff {
+		return 0, false
+	}
+	return uint64(w0) | uint64(w1)<<16 | uint64(s0)<<32 | uint64(s1)<<40 | uint64(s2)<<48, true
 }
 
 // flowProtocol is Hubble's v1.FlowProtocol: the protocol label of flow,
@@ -194,33 +286,64 @@ func (v *vec) inc(lv []string) {
 func flowProtocol(f *flowpb.Flow) string {
 	switch f.GetEventType().GetType() {
 	case typeAccessLog:
-		switch l7 := f.GetL7(); {
-		case l7.GetDns() != nil:
-			return "DNS"
-		case l7.GetHttp() != nil:
-			return "HTTP"
-		}
-		return "Unknown L7"
+		return l7Names[l7Kind(f.GetL7())]
 	case typeDrop, typeTrace, typePolicyVerdict, typeCapture:
-		l4 := f.GetL4()
-		switch {
-		case l4 == nil:
-		case l4.GetTCP() != nil:
-			return "TCP"
-		case l4.GetUDP() != nil:
-			return "UDP"
-		case l4.GetICMPv4() != nil:
-			return "ICMPv4"
-		case l4.GetICMPv6() != nil:
-			return "ICMPv6"
-		case l4.GetSCTP() != nil:
-			return "SCTP"
-		case l4.GetVRRP() != nil:
-			return "VRRP"
-		case l4.GetIGMP() != nil:
-			return "IGMP"
-		}
-		return "Unknown L4"
+		return l4Names[l4Kind(f.GetL4())]
 	}
 	return "Unknown flow"
+}
+
+// The kinds of L4 and L7 a flow's labels tell apart, so that a countKey
+// can carry them as numbers.
+const (
+	l4Unknown = iota
+	l4TCP
+	l4UDP
+	l4ICMPv4
+	l4ICMPv6
+	l4SCTP
+	l4VRRP
+	l4IGMP
+)
+
+var l4Names = [...]string{l4Unknown: "Unknown L4", l4TCP: "TCP", l4UDP: "UDP", l4ICMPv4: "ICMPv4",
+	l4ICMPv6: "ICMPv6", l4SCTP: "SCTP", l4VRRP: "VRRP", l4IGMP: "IGMP"}
+
+func l4Kind(l4 *flowpb.Layer4) int64 {
+	switch {
+	case l4 == nil:
+	case l4.GetTCP() != nil:
+		return l4TCP
+	case l4.GetUDP() != nil:
+		return l4UDP
+	case l4.GetICMPv4() != nil:
+		return l4ICMPv4
+	case l4.GetICMPv6() != nil:
+		return l4ICMPv6
+	case l4.GetSCTP() != nil:
+		return l4SCTP
+	case l4.GetVRRP() != nil:
+		return l4VRRP
+	case l4.GetIGMP() != nil:
+		return l4IGMP
+	}
+	return l4Unknown
+}
+
+const (
+	l7Unknown = iota
+	l7DNS
+	l7HTTP
+)
+
+var l7Names = [...]string{l7Unknown: "Unknown L7", l7DNS: "DNS", l7HTTP: "HTTP"}
+
+func l7Kind(l7 *flowpb.Layer7) int64 {
+	switch {
+	case l7.GetDns() != nil:
+		return l7DNS
+	case l7.GetHttp() != nil:
+		return l7HTTP
+	}
+	return l7Unknown
 }

@@ -30,23 +30,39 @@ func (h *tcpHandler) observe(f *flowpb.Flow) {
 	if f.GetIP() == nil || fl == nil {
 		return
 	}
-	lv := append(h.v.lv[:0], "", f.GetIP().GetIpVersion().String())
-	h.v.lv = h.ctx.values(lv, f)
-	count := func(flag string) {
-		h.v.lv[0] = flag
-		h.v.inc(h.v.lv)
-	}
+	ipv := int64(f.GetIP().GetIpVersion())
 	if fl.GetFIN() {
-		count("FIN")
+		h.count(f, tcpFIN, ipv)
 	}
 	if fl.GetSYN() {
 		if fl.GetACK() {
-			count("SYN-ACK")
+			h.count(f, tcpSYNACK, ipv)
 		} else {
-			count("SYN")
+			h.count(f, tcpSYN, ipv)
 		}
 	}
 	if fl.GetRST() {
-		count("RST")
+		h.count(f, tcpRST, ipv)
 	}
+}
+
+// The flags the family counts, as the flag label names them.
+const (
+	tcpFIN = iota
+	tcpSYN
+	tcpSYNACK
+	tcpRST
+)
+
+var tcpFlagNames = [...]string{tcpFIN: "FIN", tcpSYN: "SYN", tcpSYNACK: "SYN-ACK", tcpRST: "RST"}
+
+func (h *tcpHandler) count(f *flowpb.Flow, flag int, ipVersion int64) {
+	own, packed := pack(ipVersion, 0, int64(flag), 0, 0)
+	k, ok := h.ctx.keyed(f, own, packed)
+	if h.v.incKeyed(k, ok) {
+		return
+	}
+	lv := append(h.v.lv[:0], tcpFlagNames[flag], f.GetIP().GetIpVersion().String())
+	h.v.lv = h.ctx.values(lv, f)
+	h.v.incAs(k, ok, h.v.lv)
 }
