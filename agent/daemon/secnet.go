@@ -62,6 +62,31 @@ func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
 	if f.GetTrafficDirection() != flowpb.TrafficDirection_EGRESS || f.GetIsReply().GetValue() || f.GetIP() == nil {
 		return nil
 	}
+	// The checks that need no lookup come first: most flows are a
+	// connection's later packets, which are no event.
+	typ, l4, dport := "connect", "", uint32(0)
+	switch l4p := f.GetL4(); {
+	case l4p.GetTCP() != nil:
+		l4, dport = "tcp", l4p.GetTCP().GetDestinationPort()
+	case l4p.GetUDP() != nil:
+		l4, dport = "udp", l4p.GetUDP().GetDestinationPort()
+	case l4p.GetICMPv4() != nil || l4p.GetICMPv6() != nil:
+		l4 = "icmp"
+	default:
+		return nil
+	}
+	var query string
+	if l7 := f.GetL7(); l7 != nil {
+		d := l7.GetDns()
+		if l7.GetType() != flowpb.L7FlowType_REQUEST || d == nil || d.GetQuery() == "" {
+			return nil
+		}
+		typ, query = "dns", strings.TrimSuffix(d.GetQuery(), ".")
+	} else if t := f.GetL4().GetTCP(); t != nil && !(t.GetFlags().GetSYN() && !t.GetFlags().GetACK()) {
+		// A connection's later packets, and TCP events without flags
+		// (resets, retransmissions): only the SYN is the connect.
+		return nil
+	}
 	src, err := netip.ParseAddr(f.GetIP().GetSource())
 	if err != nil {
 		return nil
@@ -79,29 +104,7 @@ func (s *securityEvents) netEvent(f *flowpb.Flow) *secevents.Event {
 	ev := &s.scratch
 	*ev = netEventScratch{}
 	n := &ev.net
-	n.SrcIP, n.DstIP = src, dst
-	typ := "connect"
-	switch l4 := f.GetL4(); {
-	case l4.GetTCP() != nil:
-		n.L4, n.DstPort = "tcp", l4.GetTCP().GetDestinationPort()
-	case l4.GetUDP() != nil:
-		n.L4, n.DstPort = "udp", l4.GetUDP().GetDestinationPort()
-	case l4.GetICMPv4() != nil || l4.GetICMPv6() != nil:
-		n.L4 = "icmp"
-	default:
-		return nil
-	}
-	if l7 := f.GetL7(); l7 != nil {
-		d := l7.GetDns()
-		if l7.GetType() != flowpb.L7FlowType_REQUEST || d == nil || d.GetQuery() == "" {
-			return nil
-		}
-		typ, n.DNSQuery = "dns", strings.TrimSuffix(d.GetQuery(), ".")
-	} else if t := f.GetL4().GetTCP(); t != nil && !(t.GetFlags().GetSYN() && !t.GetFlags().GetACK()) {
-		// A connection's later packets, and TCP events without flags
-		// (resets, retransmissions): only the SYN is the connect.
-		return nil
-	}
+	n.SrcIP, n.DstIP, n.L4, n.DstPort, n.DNSQuery = src, dst, l4, dport, query
 	labels := f.GetDestination().GetLabels()
 	n.World = slices.ContainsFunc(labels, func(l string) bool { return strings.HasPrefix(l, "reserved:world") })
 	n.APIServer = f.GetDestination().GetIdentity() == contract.IdentityKubeAPIServer || slices.Contains(labels, "reserved:kube-apiserver") ||

@@ -64,18 +64,27 @@ func TestNetRulesEventsAreTheirFlows(t *testing.T) {
 	}
 }
 
-// BenchmarkNetRulesFlow is the network rules' work per connect a local pod
-// makes, the events benchmark's every event.
+// BenchmarkNetRulesFlow is the network rules' work per flow a local pod
+// sends: a connect (the events benchmark's every event) and a
+// connection's later packet (most flows), which is no event.
 func BenchmarkNetRulesFlow(b *testing.B) {
-	s := newNetRules(b, map[string]string{"10.0.1.5": "a"})
-	flows := make([]*flowpb.Flow, 4096)
-	for i := range flows {
-		flows[i] = synFlow("10.0.1.5", fmt.Sprintf("10.0.2.%d", i%250+1), uint32(8000+i%16), 1234, int64(i)*10e3) // 100k/s
-	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		s.Flow(flows[i%len(flows)])
-		i++
+	for _, c := range []struct {
+		name  string
+		flags *flowpb.TCPFlags
+	}{{"connect", &flowpb.TCPFlags{SYN: true}}, {"later-packet", &flowpb.TCPFlags{ACK: true}}} {
+		b.Run(c.name, func(b *testing.B) {
+			s := newNetRules(b, map[string]string{"10.0.1.5": "a"})
+			flows := make([]*flowpb.Flow, 4096)
+			for i := range flows {
+				flows[i] = synFlow("10.0.1.5", fmt.Sprintf("10.0.2.%d", i%250+1), uint32(8000+i%16), 1234, int64(i)*10e3) // 100k/s
+				flows[i].L4.GetTCP().Flags = c.flags
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				s.Flow(flows[i%len(flows)])
+				i++
+			}
+		})
 	}
 }
