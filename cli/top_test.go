@@ -109,7 +109,9 @@ func TestTopRefusesBadFlags(t *testing.T) {
 
 // relayWithDownNode answers like loupe-relay with one agent down
 // (relay's TestResourcesMergedAcrossAgents produces the same field).
-type relayWithDownNode struct{ pb.UnimplementedResourcesServer }
+type relayWithDownNode struct {
+	pb.UnimplementedResourcesServer
+}
 
 func (relayWithDownNode) GetResources(context.Context, *pb.GetResourcesRequest) (*pb.GetResourcesResponse, error) {
 	return &pb.GetResourcesResponse{

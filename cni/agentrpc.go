@@ -61,7 +61,9 @@ type rpcError struct {
 	Msg  string
 }
 
-func (e *rpcError) Error() string { return fmt.Sprintf("rpc error: code = %d desc = %s", e.Code, e.Msg) }
+func (e *rpcError) Error() string {
+	return fmt.Sprintf("rpc error: code = %d desc = %s", e.Code, e.Msg)
+}
 
 // rpcCode is the status code of a call's error (codeOK for nil, codeUnknown
 // for an error that is no rpcError).

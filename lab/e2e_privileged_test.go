@@ -23,14 +23,14 @@ var (
 )
 
 // labBinaries returns a directory holding loupe (with the lab command),
-// loupe-agent and loupe-cni: $LOUPE_BIN when it has them all, else a fresh
-// build of this tree.
+// loupe-agent, loupe-cni and loupe-relay: $LOUPE_BIN when it has them all,
+// else a fresh build of this tree.
 func labBinaries(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
 		if dir := os.Getenv("LOUPE_BIN"); dir != "" {
 			ok := true
-			for _, b := range []string{"loupe", "loupe-agent", "loupe-cni"} {
+			for _, b := range []string{"loupe", "loupe-agent", "loupe-cni", "loupe-relay"} {
 				if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 					ok = false
 				}
@@ -53,7 +53,7 @@ func labBinaries(t *testing.T) string {
 			}
 			return nil
 		}
-		if binErr = build("-o", dir+"/", "./cmd/loupe-agent", "./cmd/loupe-cni"); binErr != nil {
+		if binErr = build("-o", dir+"/", "./cmd/loupe-agent", "./cmd/loupe-cni", "./cmd/loupe-relay"); binErr != nil {
 			return
 		}
 		binErr = build("-o", filepath.Join(dir, "loupe"), "./lab/internal/labmain")
