@@ -22,11 +22,11 @@ func benchEvents() [][]byte {
 		case 0: // pod to pod, TCP SYN, from the pod
 			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 0x02,
 				flags: 2, ifindex: 7, epID: 11, srcID: 1001, dstID: 1000, src: "10.0.1.11", dst: "10.0.1.10",
-				sport: uint16(30000 + i), dport: 80, dir: contract.DirectionEgress}))
+				sport: uint16(30000 + i), dport: 80, dir: contract.DirectionEgress, pkts: 1}))
 		case 1: // reply, to the pod
 			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: contract.MessageTypeTrace, obs: contract.TraceToLxc, verdict: contract.VerdictForwarded, proto: 6, tcpFlags: 0x12,
 				flags: 1, ifindex: 7, epID: 11, srcID: 1000, dstID: 1001, src: "10.0.1.10", dst: "10.0.1.11",
-				sport: 80, dport: uint16(30000 + i), dir: contract.DirectionIngress}))
+				sport: 80, dport: uint16(30000 + i), dir: contract.DirectionIngress, pkts: 2}))
 		case 2: // UDP to a service ClusterIP
 			out = append(out, rawEvent(evSpec{ts: uint64(i) * 1000, typ: contract.MessageTypeTrace, obs: contract.TraceFromLxc, verdict: contract.VerdictForwarded, proto: 17,
 				flags: 2, ifindex: 8, epID: 10, srcID: 1000, dstID: 1002, src: "10.0.1.10", dst: "10.96.0.50",

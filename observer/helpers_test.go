@@ -23,6 +23,10 @@ type evSpec struct {
 	icmpType, icmpCode uint8
 	matchType, dir     uint8
 	policyID           uint32
+	// pkts is the connection's packets so far, each way (0: no
+	// conntrack entry), as the datapath reports them on a forwarded
+	// packet.
+	pkts uint64
 }
 
 func rawEvent(s evSpec) []byte {
@@ -33,6 +37,7 @@ func rawEvent(s evSpec) []byte {
 		Src: netip.MustParseAddr(s.src), Dst: netip.MustParseAddr(s.dst), SrcPort: s.sport, DstPort: s.dport,
 		ICMPType: s.icmpType, ICMPCode: s.icmpCode, MatchType: s.matchType, Direction: s.dir,
 		PolicyID: s.policyID, PacketLen: 60,
+		PacketsFwd: s.pkts, BytesFwd: 60 * s.pkts, PacketsRev: s.pkts / 2, BytesRev: 60 * (s.pkts / 2),
 	})
 }
 
