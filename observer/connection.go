@@ -58,7 +58,7 @@ func (d *Decoder) connection(b *flowBlock, ev *datapath.Event, connDir flowpb.Tr
 		hs = 0 // unknown: the key is absent
 	}
 	if t := connTemplates[at][hs]; f.Extensions == nil {
-		t.set(&b.ext, nums[:])
+		t.set(&b.ext, nums[:], &d.bytes)
 		f.Extensions = &b.ext
 	} else {
 		fields := [...]extField{

@@ -67,6 +67,7 @@ type Decoder struct {
 	rng     *mrand.ChaCha8
 	blocks  slab[flowBlock]
 	tcps    slab[tcpBlock]
+	bytes   byteSlab // the connection extensions' values
 	ipStr   map[netip.Addr]string
 	ifNames map[uint32]string
 	nonPod  map[nonPodKey]*flowpb.Endpoint
@@ -138,6 +139,33 @@ func (s *slab[T]) next() *T {
 	t := &s.free[0]
 	s.free = s.free[1:]
 	return t
+}
+
+// byteSlab hands out byte slices carved from shared arrays, for the
+// value every forwarded flow of a connection carries (its connection
+// extension), so that decoding it allocates from slabs like the rest of
+// the flow. Like slab's blocks, they leave with the flows, in order.
+type byteSlab struct {
+	free []byte
+	size int // of each array; 0: byteSlabSize
+}
+
+// byteSlabSize holds about a hundred connection extensions.
+const byteSlabSize = 16 << 10
+
+// take returns n bytes (not zeroed), capped so that an append cannot
+// reach the next flow's.
+func (s *byteSlab) take(n int) []byte {
+	size := cmp.Or(s.size, byteSlabSize)
+	if n > size/4 {
+		return make([]byte, n)
+	}
+	if len(s.free) < n {
+		s.free = make([]byte, size)
+	}
+	b := s.free[:n:n]
+	s.free = s.free[n:]
+	return b
 }
 
 // flowBlock holds a flow and the messages it always points to, so one

@@ -118,9 +118,10 @@ func newExtTemplate(key string, fields []extField) *extTemplate {
 }
 
 // set makes a the template's extension with nums, one per number field in
-// order. It is setExtensionFields for a flow that has no extensions yet.
-func (t *extTemplate) set(a *anypb.Any, nums []float64) {
-	b := make([]byte, len(t.wire))
+// order, in bytes from s. It is setExtensionFields for a flow that has no
+// extensions yet.
+func (t *extTemplate) set(a *anypb.Any, nums []float64, s *byteSlab) {
+	b := s.take(len(t.wire))
 	copy(b, t.wire)
 	for i, off := range t.nums {
 		binary.LittleEndian.PutUint64(b[off:], math.Float64bits(nums[i]))

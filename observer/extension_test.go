@@ -70,8 +70,12 @@ func TestSetExtensionFieldsKeepsOtherKeys(t *testing.T) {
 }
 
 // A template filled with numbers must be, byte for byte, what
-// setExtensionFields encodes for the same fields.
+// setExtensionFields encodes for the same fields, and stay so while the
+// byte slab hands out the next flows' bytes.
 func TestExtTemplateMatchesSetExtensionFields(t *testing.T) {
+	var slab byteSlab
+	type made struct{ got, want []byte }
+	var all []made
 	values := [][5]float64{{0, 0, 0, 0, 0}, {1, 60, 2, 120, 52000}, {1 << 60, math.MaxUint32, -2.5, math.Inf(1), 1e-9}}
 	for at, atName := range [2]string{contract.ObservedAtClient, contract.ObservedAtServer} {
 		for hs := range 2 {
@@ -84,11 +88,23 @@ func TestExtTemplateMatchesSetExtensionFields(t *testing.T) {
 				want := &flowpb.Flow{}
 				setExtensionFields(want, contract.ExtConnection, fields[:len(fields)-1+hs])
 				var got anypb.Any
-				connTemplates[at][hs].set(&got, v[:])
+				connTemplates[at][hs].set(&got, v[:], &slab)
 				if got.TypeUrl != want.Extensions.TypeUrl || !bytes.Equal(got.Value, want.Extensions.Value) {
 					t.Fatalf("%s, handshake %d, %v: template gives %x, want %x", atName, hs, v, got.Value, want.Extensions.Value)
 				}
+				all = append(all, made{got.Value, want.Extensions.Value})
 			}
+		}
+	}
+	// Enough more to fill several of the slab's arrays.
+	for i := range 2 * byteSlabSize / len(all[0].got) {
+		var a anypb.Any
+		connTemplates[i%2][1].set(&a, []float64{float64(i), 1, 2, 3, 4}, &slab)
+		a.Value = append(a.Value, 0xff) // capped: copies instead of writing into the next value
+	}
+	for i, m := range all {
+		if !bytes.Equal(m.got, m.want) {
+			t.Fatalf("value %d changed after later flows: %x, want %x", i, m.got, m.want)
 		}
 	}
 }
@@ -117,9 +133,10 @@ func BenchmarkConnectionExtension(b *testing.B) {
 		b.ReportAllocs()
 		t := newExtTemplate("connection", fields)
 		nums := []float64{12, 4096, 10, 90000, 52000}
+		var slab byteSlab
 		for b.Loop() {
 			f := &flowpb.Flow{Extensions: &anypb.Any{}}
-			t.set(f.Extensions, nums)
+			t.set(f.Extensions, nums, &slab)
 		}
 	})
 }

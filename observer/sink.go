@@ -31,6 +31,7 @@ func (o *Observer) AddSink(s FlowSink) {
 	o.sinks = append(o.sinks, s)
 	if k, ok := s.(FlowKeeper); ok && k.KeepsFlows() {
 		o.dec.blocks.size, o.dec.tcps.size = 1, 1
+		o.dec.bytes.size = 1 // every value its own array
 		o.dec.blocks.free, o.dec.tcps.free = nil, nil
 	}
 }

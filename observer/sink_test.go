@@ -47,7 +47,7 @@ func TestFlowKeeperTurnsSlabsOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := benchEvents()[0] // a TCP SYN: a flow block and a TCP block
+	ev := benchEvents()[0] // a TCP SYN: a flow block, a TCP block and a connection extension
 	for range 256 {
 		o.HandleEvent(ev)
 	}
@@ -56,8 +56,8 @@ func TestFlowKeeperTurnsSlabsOff(t *testing.T) {
 	}
 	k := &lastFlowKeeper{}
 	o.AddSink(k)
-	if n := testing.AllocsPerRun(640, func() { o.HandleEvent(ev) }); n < 2 {
-		t.Fatalf("with a sink that keeps flows: %v allocations a flow, want the block and the TCP block each", n)
+	if n := testing.AllocsPerRun(640, func() { o.HandleEvent(ev) }); n < 3 {
+		t.Fatalf("with a sink that keeps flows: %v allocations a flow, want the block, the TCP block and the extension each", n)
 	}
 	if k.last == nil {
 		t.Fatal("the keeper got no flow")
