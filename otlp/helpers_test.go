@@ -5,7 +5,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
+
+	"github.com/loupe-project/loupe/internal/promtext"
 )
 
 // gatherText returns the exporter's metrics in the text format, one
@@ -14,18 +15,12 @@ func gatherText(t testing.TB, e *Exporter) []string {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(e.Collectors()...)
-	mfs, err := reg.Gather()
+	text, err := promtext.Gather(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b strings.Builder
-	for _, mf := range mfs {
-		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
-			t.Fatal(err)
-		}
-	}
 	var out []string
-	for _, l := range strings.Split(b.String(), "\n") {
+	for _, l := range strings.Split(text, "\n") {
 		if l != "" && !strings.HasPrefix(l, "#") {
 			out = append(out, l)
 		}

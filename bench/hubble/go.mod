@@ -7,7 +7,6 @@ require (
 	github.com/gopacket/gopacket v1.6.1
 	github.com/loupe-project/loupe v0.0.0
 	github.com/prometheus/client_golang v1.23.2
-	github.com/prometheus/common v0.69.0
 	google.golang.org/protobuf v1.36.12
 )
 
@@ -90,6 +89,7 @@ require (
 	github.com/planetscale/vtprotobuf v0.6.1-0.20240319094008-0393e58bdf10 // indirect
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2 // indirect
 	github.com/prometheus/client_model v0.6.2 // indirect
+	github.com/prometheus/common v0.69.0 // indirect
 	github.com/prometheus/procfs v0.20.1 // indirect
 	github.com/sagikazarmark/locafero v0.11.0 // indirect
 	github.com/sasha-s/go-deadlock v0.3.9 // indirect

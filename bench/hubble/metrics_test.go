@@ -1,7 +1,6 @@
 package hubble
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -20,10 +19,10 @@ import (
 	_ "github.com/cilium/cilium/pkg/hubble/metrics/tcp"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loupe-project/loupe/contract"
+	"github.com/loupe-project/loupe/internal/promtext"
 	"github.com/loupe-project/loupe/observer/hubblemetrics"
 )
 
@@ -160,17 +159,11 @@ func TestContractMetricsMatchHubble(t *testing.T) {
 
 func exposition(t *testing.T, g prometheus.Gatherer) string {
 	t.Helper()
-	mfs, err := g.Gather()
+	text, err := promtext.Gather(g)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	for _, mf := range mfs {
-		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b.String()
+	return text
 }
 
 // The icmp family's type label is gopacket's name of the type and code,

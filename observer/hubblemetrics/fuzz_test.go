@@ -2,13 +2,13 @@ package hubblemetrics
 
 import (
 	"reflect"
-	"strings"
 	"testing"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/loupe-project/loupe/internal/promtext"
 )
 
 // FuzzParse: any --metrics value either fails to parse or gives specs
@@ -130,15 +130,9 @@ func fuzzFlow(b []byte) *flowpb.Flow {
 // gatherText is the registry's metrics in the text format.
 func gatherText(t *testing.T, g prometheus.Gatherer) string {
 	t.Helper()
-	mfs, err := g.Gather()
+	text, err := promtext.Gather(g)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sb strings.Builder
-	for _, mf := range mfs {
-		if _, err := expfmt.MetricFamilyToText(&sb, mf); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return sb.String()
+	return text
 }
