@@ -51,6 +51,9 @@ func (h *portDistributionHandler) observe(f *flowpb.Flow) {
 	}
 	l4 := f.GetL4()
 	kind := l4Kind(l4)
+	if kind == l4Unknown {
+		return
+	}
 	var dport uint32
 	switch kind {
 	case l4TCP:
@@ -62,29 +65,14 @@ func (h *portDistributionHandler) observe(f *flowpb.Flow) {
 	}
 	own, packed := pack(int64(dport), 0, kind, 0, 0)
 	k, ok := h.ctx.keyed(f, own, packed)
-	if kind != l4Unknown && h.v.incKeyed(k, ok) {
+	if h.v.incKeyed(k, ok) {
 		return
 	}
-	var proto, port string
-	switch {
-	case l4.GetTCP() != nil:
-		proto, port = "TCP", h.ports.name(l4.GetTCP().GetDestinationPort())
-	case l4.GetUDP() != nil:
-		proto, port = "UDP", h.ports.name(l4.GetUDP().GetDestinationPort())
-	case l4.GetSCTP() != nil:
-		proto, port = "SCTP", h.ports.name(l4.GetSCTP().GetDestinationPort())
-	case l4.GetICMPv4() != nil:
-		proto, port = "ICMPv4", "0"
-	case l4.GetICMPv6() != nil:
-		proto, port = "ICMPv6", "0"
-	case l4.GetVRRP() != nil:
-		proto, port = "VRRP", "0"
-	case l4.GetIGMP() != nil:
-		proto, port = "IGMP", "0"
-	default:
-		return
+	port := "0"
+	if kind == l4TCP || kind == l4UDP || kind == l4SCTP {
+		port = h.ports.name(dport)
 	}
-	lv := append(h.v.lv[:0], proto, port)
+	lv := append(h.v.lv[:0], l4Names[kind], port)
 	h.v.lv = h.ctx.values(lv, f)
 	h.v.incAs(k, ok, h.v.lv)
 }
