@@ -231,7 +231,7 @@ func (c *contexts) keyed(f *flowpb.Flow, own uint64, packed bool) (countKey, boo
 // incKeyed counts in the series cached under k (when ok) and reports
 // whether it was there; if not, the caller counts through incAs.
 func (v *vec) incKeyed(k countKey, ok bool) bool {
-	if !ok || v.byKey == nil {
+	if !ok {
 		return false
 	}
 	var c prometheus.Counter
@@ -255,20 +255,21 @@ func (v *vec) incAs(k countKey, ok bool, lv []string) {
 		return
 	}
 	c.Inc()
-	if !ok || v.byKey == nil {
-		return
+	switch {
+	case !ok || v.byKey == nil: // nil: a test's vec without the cache
+	case k.eps == (endpointsKey{}):
+		setBounded(v.byOwn, k.own, c)
+	default:
+		setBounded(v.byKey, k, c)
 	}
-	if k.eps == (endpointsKey{}) {
-		if len(v.byOwn) >= maxCached {
-			clear(v.byOwn)
-		}
-		v.byOwn[k.own] = c
-		return
+}
+
+// setBounded sets m[k], emptying m first when it holds maxCached.
+func setBounded[K comparable](m map[K]prometheus.Counter, k K, c prometheus.Counter) {
+	if len(m) >= maxCached {
+		clear(m)
 	}
-	if len(v.byKey) >= maxCached {
-		clear(v.byKey)
-	}
-	v.byKey[k] = c
+	m[k] = c
 }
 
 // pack packs the inputs of a family's labels into a countKey's own: 16
