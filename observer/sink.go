@@ -30,9 +30,8 @@ func (o *Observer) AddSink(s FlowSink) {
 	defer o.mu.Unlock()
 	o.sinks = append(o.sinks, s)
 	if k, ok := s.(FlowKeeper); ok && k.KeepsFlows() {
-		o.dec.blocks.size, o.dec.tcps.size = 1, 1
-		o.dec.bytes.size = 1 // every value its own array
-		o.dec.blocks.free, o.dec.tcps.free = nil, nil
+		o.dec.blocks.size, o.dec.tcps.size, o.dec.bytes.size = 1, 1, 1 // bytes: every value its own array
+		o.dec.blocks.free, o.dec.tcps.free, o.dec.bytes.free = nil, nil, nil
 	}
 }
 
