@@ -70,7 +70,7 @@ func (o *Observer) FollowSink(ctx context.Context, name string, s FlowSink) erro
 		}
 		// Caught up: wait for the next flow (the ring wakes a waiting
 		// follower only, so this costs the reader nothing under load).
-		if _, err := r.waitOr(ctx, seq, nil); err != nil {
+		if err := r.wait(ctx, seq); err != nil {
 			return nil
 		}
 	}
